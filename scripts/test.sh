@@ -1,0 +1,159 @@
+#!/bin/bash
+# make test: every tier against private clusters this script starts and stops.
+#   generated files, build (-Werror), pg_regress, pgTAP (pg_prove), isolation
+#   (pg_isolation_regress), TAP (PostgreSQL::Test::Cluster), scrubber vectors
+#   and a bounded fuzz run. Ends with one line "N passed, N failed".
+# Environment: FUZZ_SECONDS (default 20), TIERS (default "generated build
+# regress pgtap isolation tap fuzz"), KEEP=1 keeps the work directory.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$REPO"
+
+TIERS=${TIERS:-"generated build regress pgtap isolation tap fuzz"}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+PASSED=0
+FAILED=0
+FAILURES=()
+
+pass() { PASSED=$((PASSED + 1)); echo "ok   $1"; }
+fail() { FAILED=$((FAILED + 1)); FAILURES+=("$1"); echo "FAIL $1"; }
+tier() { case " $TIERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+WORK=$(mktemp -d /tmp/pgcloud-test.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown "$RUN_USER" "$WORK"
+cleanup() {
+    for d in "$WORK"/cluster-*; do
+        [ -f "$d/PG_VERSION" ] && as_runner pg_ctl -D "$d" -m immediate -w stop >/dev/null 2>&1
+    done
+    [ "${KEEP:-0}" = 1 ] && echo "work directory kept: $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- generated files --------------------------------------------------------
+if tier generated; then
+    if python3 scripts/generate.py --check; then pass "generated files are up to date"
+    else fail "generated files are stale: run make generate"; fi
+    if python3 scripts/check-meta.py; then pass "META.json follows the PGXN meta spec"
+    else fail "META.json"; fi
+fi
+
+# --- build and install ------------------------------------------------------
+if tier build; then
+    if make -s >"$WORK/build.log" 2>&1; then pass "build (-Wall -Wextra -Werror)"
+    else cat "$WORK/build.log"; fail "build"; fi
+    if [ -w "$($PG_CONFIG --pkglibdir)" ]; then install_cmd=(make -s install)
+    else install_cmd=(sudo make -s install); fi
+    if "${install_cmd[@]}" >"$WORK/install.log" 2>&1; then pass "make install"
+    else cat "$WORK/install.log"; fail "make install"; fi
+fi
+
+# Inputs for pg_regress / pg_isolation_regress (PG 15 reads <inputdir>/sql,
+# <inputdir>/specs and <inputdir>/expected).
+mkdir -p "$WORK/input"
+ln -s "$REPO/test/sql" "$WORK/input/sql"
+ln -s "$REPO/test/specs" "$WORK/input/specs"
+ln -s "$REPO/expected" "$WORK/input/expected"
+cat > "$WORK/temp.conf" <<CONF
+shared_preload_libraries = 'pg_cron,pgcloud'
+cron.database_name = 'postgres'
+CONF
+LOAD_EXT=()
+for e in $(pgcloud_extensions); do LOAD_EXT+=("--load-extension=$e"); done
+
+# Runs pg_regress or pg_isolation_regress; counts each test's ok/FAILED line.
+run_regress() {
+    local name=$1 bin=$2; shift 2
+    local out="$WORK/$name"
+    mkdir -p "$out"; [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$out"
+    as_runner "$bin" --temp-instance="$out/instance" --temp-config="$WORK/temp.conf" \
+        --inputdir="$WORK/input" --outputdir="$out" --dbname=pgcloud_regress \
+        "${LOAD_EXT[@]}" "$@" >"$out/run.log" 2>&1
+    local rc=$?
+    local line t
+    while read -r line; do
+        t=$(echo "$line" | sed -E 's/^(test +)?([A-Za-z0-9_]+) +\.\.\. .*/\2/')
+        case "$line" in
+            *"... ok"*) pass "$name: $t" ;;
+            *"... FAILED"*|*"... failed"*) fail "$name: $t" ;;
+        esac
+    done < <(grep -E '\.\.\. (ok|FAILED|failed)' "$out/run.log")
+    if [ $rc -ne 0 ]; then
+        [ -f "$out/regression.diffs" ] && cat "$out/regression.diffs"
+        grep -qE '\.\.\. (FAILED|failed)' "$out/run.log" || { cat "$out/run.log"; fail "$name: runner exited $rc"; }
+    fi
+}
+
+if tier regress; then
+    tests=$(ls test/sql/*.sql 2>/dev/null | sed 's|test/sql/||; s|\.sql$||')
+    run_regress regress "$PG_REGRESS_BIN" $tests
+fi
+
+if tier isolation; then
+    specs=$(ls test/specs/*.spec 2>/dev/null | sed 's|test/specs/||; s|\.spec$||')
+    run_regress isolation "$PG_ISOLATION_BIN" $specs
+fi
+
+# --- pgTAP --------------------------------------------------------------------
+if tier pgtap; then
+    port=$(free_port)
+    export PGCLOUD_DATA="$WORK/cluster-pgtap" PGCLOUD_PORT=$port PGCLOUD_DB=pgcloud_tap
+    if scripts/cluster.sh start >"$WORK/pgtap-cluster.log" 2>&1 \
+       && scripts/cluster.sh psql -c "CREATE EXTENSION IF NOT EXISTS pgtap" >>"$WORK/pgtap-cluster.log" 2>&1; then
+        for f in test/pgtap/*.sql; do
+            if as_runner pg_prove -h "$PGCLOUD_DATA/run" -p "$port" -d pgcloud_tap "$f" >"$WORK/pgtap.out" 2>&1; then
+                pass "pgtap: $(basename "$f" .sql)"
+            else
+                cat "$WORK/pgtap.out"; fail "pgtap: $(basename "$f" .sql)"
+            fi
+        done
+    else
+        cat "$WORK/pgtap-cluster.log"; fail "pgtap: cluster start"
+    fi
+    scripts/cluster.sh stop >/dev/null 2>&1
+    unset PGCLOUD_DATA PGCLOUD_PORT PGCLOUD_DB
+fi
+
+# --- TAP (PostgreSQL::Test::Cluster) -----------------------------------------
+if tier tap; then
+    mkdir -p "$WORK/tap"; [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$WORK/tap"
+    for f in test/t/*.pl; do
+        [ -e "$f" ] || continue
+        if as_runner env TESTDIR="$WORK/tap" PG_REGRESS="$PG_REGRESS_BIN" PGCLOUD_REPO="$REPO" \
+            prove -I "$PG_PERL_LIB" -I "$REPO/test/t" "$f" >"$WORK/tap.out" 2>&1; then
+            pass "tap: $(basename "$f" .pl)"
+        else
+            cat "$WORK/tap.out"
+            for log in "$WORK"/tap/tmp_check/log/*"$(basename "$f" .pl)"*; do
+                [ -f "$log" ] && { echo "--- $log"; tail -n 40 "$log"; }
+            done
+            fail "tap: $(basename "$f" .pl)"
+        fi
+    done
+fi
+
+# --- scrubber vectors and fuzzing ---------------------------------------------
+if tier fuzz; then
+    mkdir -p build
+    if gcc -std=gnu99 -Wall -Wextra -Werror -O2 -Isrc/core src/core/sanitize.c test/fuzz/sanitize_vectors.c \
+           -o build/sanitize_vectors 2>"$WORK/vectors.log" && build/sanitize_vectors >>"$WORK/vectors.log" 2>&1; then
+        pass "sanitize vectors"
+    else cat "$WORK/vectors.log"; fail "sanitize vectors"; fi
+    for target in test/fuzz/fuzz_*.c; do
+        name=$(basename "$target" .c)
+        corpus=test/fuzz/corpus/${name#fuzz_}
+        cp -r "$corpus" "$WORK/corpus-$name" 2>/dev/null || mkdir -p "$WORK/corpus-$name"
+        srcs=$(sed -n 's/^ \* fuzz-sources: //p' "$target")
+        if clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc/core \
+               $srcs "$target" -o "build/$name" 2>"$WORK/$name.log" \
+           && (cd "$WORK" && "$REPO/build/$name" -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
+               "$WORK/corpus-$name" >>"$WORK/$name.log" 2>&1); then
+            pass "fuzz: $name (${FUZZ_SECONDS}s, $(grep -o 'Done [0-9]* runs' "$WORK/$name.log" | tail -1))"
+        else tail -n 40 "$WORK/$name.log"; fail "fuzz: $name"; fi
+    done
+fi
+
+echo
+[ ${#FAILURES[@]} -gt 0 ] && printf 'failed: %s\n' "${FAILURES[@]}"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

@@ -1,0 +1,2 @@
+-- pgcloud_auth: schema auth, owned by pgcloud_svc_auth (created by pgcloud.service_begin).
+-- The service's tables, functions and API arrive with its issue.

@@ -1,0 +1,119 @@
+-- Request context: the same from PostgREST (which sets request.jwt.claims and
+-- request.headers per transaction) and from psql (where they are set by hand).
+
+CREATE FUNCTION pgcloud.claims() RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    raw text := current_setting('request.jwt.claims', true);
+    j jsonb;
+BEGIN
+    IF raw IS NULL OR raw = '' THEN
+        RETURN '{}'::jsonb;
+    END IF;
+    BEGIN
+        j := raw::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        PERFORM pgcloud.raise('invalid_request_context', 'request.jwt.claims is not valid JSON');
+    END;
+    IF jsonb_typeof(j) <> 'object' THEN
+        PERFORM pgcloud.raise('invalid_request_context', 'request.jwt.claims must be a JSON object');
+    END IF;
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.claims() IS 'The JWT claims of the current request (request.jwt.claims), or {} when none.';
+
+CREATE FUNCTION pgcloud.headers() RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    raw text := current_setting('request.headers', true);
+    j jsonb;
+BEGIN
+    IF raw IS NULL OR raw = '' THEN
+        RETURN '{}'::jsonb;
+    END IF;
+    BEGIN
+        j := raw::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        PERFORM pgcloud.raise('invalid_request_context', 'request.headers is not valid JSON');
+    END;
+    IF jsonb_typeof(j) <> 'object' THEN
+        PERFORM pgcloud.raise('invalid_request_context', 'request.headers must be a JSON object');
+    END IF;
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.headers() IS 'The HTTP headers of the current request (request.headers, lower-case names), or {} when none.';
+
+CREATE FUNCTION pgcloud.header(name text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pgcloud
+AS $$ SELECT pgcloud.headers() ->> lower(name) $$;
+COMMENT ON FUNCTION pgcloud.header(text) IS 'One request header by name (case-insensitive), or NULL.';
+
+CREATE FUNCTION pgcloud.request_role() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT coalesce(
+        nullif(pgcloud.claims() ->> 'role', ''),
+        nullif(current_setting('role'), 'none'),
+        session_user::text)
+$$;
+COMMENT ON FUNCTION pgcloud.request_role() IS 'The role of the current request: the JWT role claim, else the role set with SET ROLE, else the session user.';
+
+CREATE FUNCTION pgcloud.user_id() RETURNS uuid
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    sub text := pgcloud.claims() ->> 'sub';
+BEGIN
+    IF sub IS NULL OR sub = '' THEN
+        RETURN NULL;
+    END IF;
+    IF sub !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+        PERFORM pgcloud.raise('invalid_request_context', 'the sub claim must be a uuid');
+    END IF;
+    RETURN sub::uuid;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.user_id() IS 'The authenticated principal (the JWT sub claim as uuid), or NULL for anonymous requests.';
+
+CREATE FUNCTION pgcloud.correlation_id() RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    cid text := nullif(current_setting('pgcloud.correlation_id', true), '');
+BEGIN
+    IF cid IS NOT NULL THEN
+        RETURN cid;
+    END IF;
+    cid := pgcloud.header('x-correlation-id');
+    IF cid IS NULL OR cid !~ '^[A-Za-z0-9._:-]{1,128}$' THEN
+        cid := gen_random_uuid()::text;
+    END IF;
+    PERFORM set_config('pgcloud.correlation_id', cid, true);
+    RETURN cid;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.correlation_id() IS 'The correlation id of the current transaction: X-Correlation-Id when well-formed (1-128 of [A-Za-z0-9._:-]), else a new uuid kept for the rest of the transaction.';
+
+CREATE FUNCTION pgcloud.context() RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT jsonb_build_object(
+        'role', pgcloud.request_role(),
+        'user_id', pgcloud.user_id(),
+        'tenant', pgcloud.claims() ->> 'tenant',
+        'project', pgcloud.claims() ->> 'project',
+        'scopes', coalesce(pgcloud.claims() -> 'scopes', '[]'::jsonb),
+        'correlation_id', pgcloud.correlation_id())
+$$;
+COMMENT ON FUNCTION pgcloud.context() IS 'The whole request context as JSON: role, user_id, tenant, project, scopes, correlation_id.';

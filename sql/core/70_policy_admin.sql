@@ -1,0 +1,78 @@
+-- pgcloud.set_policy(): the only way policy changes (admin, audited, idempotent).
+
+CREATE FUNCTION pgcloud.set_policy_apply(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    k text := args ->> 'key';
+    v jsonb := args -> 'value';
+    old jsonb;
+BEGIN
+    PERFORM pgcloud.authorize('admin');
+    IF k IS NULL OR k !~ '^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$' THEN
+        PERFORM pgcloud.raise('invalid_argument', 'policy key must be <service>.<name> in lower case');
+    END IF;
+    IF split_part(k, '.', 1) <> 'core'
+       AND NOT EXISTS (SELECT 1 FROM pgcloud.services s WHERE s.name = split_part(k, '.', 1)) THEN
+        PERFORM pgcloud.raise('invalid_argument', format('"%s" is not a pgcloud service', split_part(k, '.', 1)));
+    END IF;
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        PERFORM pgcloud.raise('invalid_argument', 'policy value must not be null');
+    END IF;
+    SELECT p.value INTO old FROM pgcloud.policy_values p WHERE p.key = k FOR UPDATE;
+    INSERT INTO pgcloud.policy_values AS p (key, value, updated_at, updated_by)
+    VALUES (k, v, now(), pgcloud.request_role())
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
+                                    updated_by = excluded.updated_by;
+    PERFORM pgcloud.audit('policy.set', 'policy', k, 'ok', jsonb_build_object('old', old, 'new', v));
+    RETURN jsonb_build_object('key', k, 'value', v, 'previous', old);
+END
+$$;
+COMMENT ON FUNCTION pgcloud.set_policy_apply(jsonb) IS 'Internal to pgcloud.set_policy(): applies {key, value}.';
+
+CREATE FUNCTION pgcloud.set_policy(key text, value jsonb) RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT pgcloud.idempotent('policy.set', jsonb_build_object('key', key, 'value', value),
+                              'pgcloud.set_policy_apply(jsonb)')
+$$;
+COMMENT ON FUNCTION pgcloud.set_policy(text, jsonb) IS 'Sets a policy value (<service>.<name>) — admin only, audited as policy.set, safe to retry with X-Idempotency-Key. Returns {key, value, previous}.';
+
+CREATE FUNCTION pgcloud.pre_request() RETURNS void
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud
+AS 'MODULE_PATHNAME', 'pgcloud_pre_request';
+COMMENT ON FUNCTION pgcloud.pre_request() IS 'PostgREST db-pre-request: applies the per-principal rate limit (token bucket in shared memory, core.rate_limit_per_second and core.rate_limit_burst); answers 429 with Retry-After when exceeded.';
+
+CREATE FUNCTION pgcloud.rate_limit_status(OUT principal text, OUT tokens float8, OUT refilled_at timestamptz,
+                                          OUT allowed bigint, OUT denied bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pgcloud_rate_limit_status';
+COMMENT ON FUNCTION pgcloud.rate_limit_status() IS 'Operators: the rate limiter''s buckets (principal, tokens left, last refill, allowed and denied counts).';
+
+CREATE FUNCTION pgcloud.rate_limit_reset(principal text DEFAULT NULL) RETURNS bigint
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pgcloud_rate_limit_reset';
+COMMENT ON FUNCTION pgcloud.rate_limit_reset(text) IS 'Operators: forgets one principal''s bucket (or all when NULL); returns how many were removed.';
+
+CREATE FUNCTION pgcloud.schedule_jobs() RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    n integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING HINT = 'Run CREATE EXTENSION pg_cron in the database named by cron.database_name.';
+    END IF;
+    PERFORM cron.schedule('pgcloud.prune_idempotency_keys', '17 * * * *',
+                          'SELECT pgcloud.prune_idempotency_keys()');
+    n := n + 1;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.schedule_jobs() IS 'Schedules pgcloud''s maintenance jobs with pg_cron (idempotent: pg_cron replaces a job of the same name). Returns the number of jobs.';

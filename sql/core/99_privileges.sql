@@ -1,0 +1,33 @@
+-- Ownership and privileges of the core. Everything belongs to
+-- pgcloud_svc_core; PUBLIC gets nothing; each group gets what it must.
+SELECT pgcloud.hand_over('pgcloud_core', 'pgcloud_svc_core');
+
+-- Install-time and operator-only routines stay superuser-only.
+REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pgcloud.hand_over(name, name),
+    pgcloud.schedule_jobs(), pgcloud.prune_idempotency_keys(), pgcloud.rate_limit_reset(text)
+    FROM pgcloud_svc_core;
+
+-- Every API role: the pre-request hook and the scrubber.
+GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text)
+    TO pgcloud_anon, pgcloud_user, pgcloud_admin, pgcloud_service;
+
+-- Request context and the primitives services build on.
+GRANT EXECUTE ON ROUTINE
+    pgcloud.claims(), pgcloud.headers(), pgcloud.header(text), pgcloud.request_role(), pgcloud.user_id(),
+    pgcloud.correlation_id(), pgcloud.context(), pgcloud.raise(text, text, text, jsonb),
+    pgcloud.is_operator(), pgcloud.authorize(text), pgcloud.idempotency_principal(),
+    pgcloud.idempotent(text, jsonb, regprocedure), pgcloud.idempotency_begin(text, text, bytea),
+    pgcloud.idempotency_finish(text, text, bytea, jsonb)
+    TO pgcloud_services, pgcloud_admin, pgcloud_user, pgcloud_service;
+GRANT EXECUTE ON ROUTINE
+    pgcloud.emit(text, text, text, jsonb), pgcloud.audit(text, text, text, text, jsonb),
+    pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),
+    pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info()
+    TO pgcloud_services;
+GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
+GRANT SELECT ON pgcloud.services, pgcloud.subscriptions TO pgcloud_services;
+
+-- Admins: policy changes and the rate limiter's state.
+GRANT EXECUTE ON ROUTINE pgcloud.set_policy(text, jsonb), pgcloud.set_policy_apply(jsonb),
+    pgcloud.rate_limit_status(), pgcloud.build_info()
+    TO pgcloud_admin;

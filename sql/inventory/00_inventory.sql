@@ -1,0 +1,2 @@
+-- pgcloud_inventory: schema inventory, owned by pgcloud_svc_inventory (created by pgcloud.service_begin).
+-- The service's tables, functions and API arrive with its issue.

@@ -1,0 +1,2 @@
+-- pgcloud_maas: schema maas, owned by pgcloud_svc_maas (created by pgcloud.service_begin).
+-- The service's tables, functions and API arrive with its issue.

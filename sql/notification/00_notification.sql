@@ -1,0 +1,2 @@
+-- pgcloud_notification: schema notification, owned by pgcloud_svc_notification (created by pgcloud.service_begin).
+-- The service's tables, functions and API arrive with its issue.

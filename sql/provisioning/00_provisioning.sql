@@ -1,0 +1,2 @@
+-- pgcloud_provisioning: schema provisioning, owned by pgcloud_svc_provisioning (created by pgcloud.service_begin).
+-- The service's tables, functions and API arrive with its issue.

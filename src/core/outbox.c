@@ -1,0 +1,184 @@
+/*
+ * outbox.c — pgcloud.emit(): the transactional outbox.
+ *
+ * The event row commits with the caller's domain change or not at all.
+ * Events of one aggregate are serialised with a transaction-scoped advisory
+ * lock taken before the row gets its id, so the outbox id order of one
+ * aggregate's events is their commit order.
+ */
+#include "pgcloud.h"
+
+#include "common/hashfn.h"
+#include "utils/uuid.h"
+
+PG_FUNCTION_INFO_V1(pgcloud_outbox_emit);
+
+/* key1 of the two-int advisory locks pgcloud takes on aggregates: 'pgcd' */
+#define PGCLOUD_AGGREGATE_LOCK_SPACE 0x70676364
+
+#define MAX_EVENT_TYPE_LEN 128
+#define MAX_AGGREGATE_TYPE_LEN 64
+#define MAX_AGGREGATE_ID_LEN 200
+#define MAX_PAYLOAD_BYTES (1024 * 1024)
+
+/* dotted lower-case: ^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$ */
+bool
+PgcloudValidEventType(const char *s, size_t len)
+{
+	bool		token_start = true;
+	int			dots = 0;
+
+	if (len == 0 || len > MAX_EVENT_TYPE_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (token_start)
+		{
+			if (c < 'a' || c > 'z')
+				return false;
+			token_start = false;
+		}
+		else if (c == '.')
+		{
+			token_start = true;
+			dots++;
+		}
+		else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return false;
+	}
+	return !token_start && dots > 0;
+}
+
+static bool
+valid_identifier(const char *s, size_t len, size_t max)
+{
+	if (len == 0 || len > max || s[0] < 'a' || s[0] > 'z')
+		return false;
+	for (size_t i = 1; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+/* The service that emits: pgcloud_svc_<name> → <name>; otherwise the role. */
+static char *
+emitting_source(void)
+{
+	char	   *role = GetUserNameFromId(GetUserId(), false);
+
+	if (strncmp(role, "pgcloud_svc_", 12) == 0)
+		return role + 12;
+	return role;
+}
+
+/*
+ * pgcloud.emit(event_type text, aggregate_type text, aggregate_id text,
+ *              payload jsonb) RETURNS uuid
+ */
+Datum
+pgcloud_outbox_emit(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	text	   *event_type;
+	text	   *aggregate_type;
+	text	   *aggregate_id;
+	Jsonb	   *payload;
+	pg_uuid_t  *event_id;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	uint32		lockkey;
+	StringInfoData agg;
+	int			ret;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PgcloudRaise("invalid_event", "event_type, aggregate_type and aggregate_id are required",
+					 NULL, NULL);
+	event_type = PG_GETARG_TEXT_PP(0);
+	aggregate_type = PG_GETARG_TEXT_PP(1);
+	aggregate_id = PG_GETARG_TEXT_PP(2);
+
+	if (!PgcloudValidEventType(VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type)))
+		PgcloudRaise("invalid_event",
+					 "event_type must be dotted lower-case words, e.g. allocation.activated (at most 128 characters)",
+					 NULL, NULL);
+	if (!valid_identifier(VARDATA_ANY(aggregate_type), VARSIZE_ANY_EXHDR(aggregate_type),
+						  MAX_AGGREGATE_TYPE_LEN))
+		PgcloudRaise("invalid_event",
+					 "aggregate_type must be a lower-case word, e.g. allocation (at most 64 characters)",
+					 NULL, NULL);
+	if (VARSIZE_ANY_EXHDR(aggregate_id) == 0 || VARSIZE_ANY_EXHDR(aggregate_id) > MAX_AGGREGATE_ID_LEN)
+		PgcloudRaise("invalid_event", "aggregate_id must be 1 to 200 bytes", NULL, NULL);
+
+	if (PG_ARGISNULL(3))
+		payload = NULL;
+	else
+	{
+		payload = PG_GETARG_JSONB_P(3);
+		if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+			PgcloudRaise("invalid_event", "payload must be a JSON object", NULL, NULL);
+		if (VARSIZE(payload) > MAX_PAYLOAD_BYTES)
+			PgcloudRaise("invalid_event", "payload is larger than 1 MB", NULL, NULL);
+	}
+
+	/* Serialise this aggregate's events until commit. */
+	initStringInfo(&agg);
+	appendBinaryStringInfo(&agg, VARDATA_ANY(aggregate_type), VARSIZE_ANY_EXHDR(aggregate_type));
+	appendStringInfoChar(&agg, '\0');
+	appendBinaryStringInfo(&agg, VARDATA_ANY(aggregate_id), VARSIZE_ANY_EXHDR(aggregate_id));
+	lockkey = hash_bytes((const unsigned char *) agg.data, agg.len);
+	DirectFunctionCall2(pg_advisory_xact_lock_int4,
+						Int32GetDatum(PGCLOUD_AGGREGATE_LOCK_SPACE),
+						Int32GetDatum((int32) lockkey));
+
+	event_id = palloc(sizeof(pg_uuid_t));
+	if (!pg_strong_random(event_id->data, UUID_LEN))
+		elog(ERROR, "could not generate a random event id");
+	event_id->data[6] = (event_id->data[6] & 0x0f) | 0x40;	/* version 4 */
+	event_id->data[8] = (event_id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			argtypes[6] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID};
+		SPIPlanPtr	p = SPI_prepare(
+			"INSERT INTO pgcloud.outbox "
+			"(event_id, event_type, aggregate_type, aggregate_id, payload, headers, source) "
+			"VALUES ($1, $2, $3, $4, coalesce($5, '{}'::jsonb), "
+			"pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
+			"'correlation_id', pgcloud.correlation_id(), "
+			"'actor', pgcloud.user_id(), "
+			"'actor_role', pgcloud.request_role(), "
+			"'source', $6)), $6)",
+			6, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plan = p;
+	}
+	values[0] = UUIDPGetDatum(event_id);
+	values[1] = PointerGetDatum(event_type);
+	values[2] = PointerGetDatum(aggregate_type);
+	values[3] = PointerGetDatum(aggregate_id);
+	if (payload)
+		values[4] = JsonbPGetDatum(payload);
+	else
+	{
+		values[4] = (Datum) 0;
+		nulls[4] = 'n';
+	}
+	values[5] = CStringGetTextDatum(emitting_source());
+	ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(ret));
+	SPI_finish();
+
+	PG_RETURN_UUID_P(event_id);
+}

@@ -1,0 +1,330 @@
+/*
+ * ratelimit.c — pgcloud.pre_request(): the per-principal token bucket.
+ *
+ * Buckets live in a shared-memory hash (pgcloud.rate_limit_max_principals
+ * entries) guarded by one named LWLock tranche. Rates come from policy
+ * (core.rate_limit_per_second, core.rate_limit_burst). A principal is the
+ * JWT subject (user or service), or for anonymous requests the client
+ * address PostgREST forwards. When the library was not preloaded the shared
+ * memory does not exist, and pre_request() says so instead of letting every
+ * request through.
+ */
+#include "pgcloud.h"
+
+#include <math.h>
+
+#include "utils/hsearch.h"
+#include "utils/json.h"
+
+PG_FUNCTION_INFO_V1(pgcloud_pre_request);
+PG_FUNCTION_INFO_V1(pgcloud_rate_limit_status);
+PG_FUNCTION_INFO_V1(pgcloud_rate_limit_reset);
+
+#define PRINCIPAL_LEN 96
+
+typedef struct RateBucket
+{
+	char		principal[PRINCIPAL_LEN];	/* hash key, NUL-padded */
+	double		tokens;
+	TimestampTz refilled_at;
+	int64		allowed;
+	int64		denied;
+} RateBucket;
+
+typedef struct RateLimitShared
+{
+	LWLock	   *lock;
+} RateLimitShared;
+
+static RateLimitShared *rl_shared = NULL;
+static HTAB *rl_buckets = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+rl_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(RateLimitShared)));
+	RequestAddinShmemSpace(hash_estimate_size(pgcloud_rate_limit_max_principals,
+											  sizeof(RateBucket)));
+	RequestNamedLWLockTranche("pgcloud_rate_limit", 1);
+}
+
+static void
+rl_shmem_startup(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	rl_shared = ShmemInitStruct("pgcloud rate limit", sizeof(RateLimitShared), &found);
+	if (!found)
+		rl_shared->lock = &(GetNamedLWLockTranche("pgcloud_rate_limit"))->lock;
+	memset(&info, 0, sizeof(info));
+	info.keysize = PRINCIPAL_LEN;
+	info.entrysize = sizeof(RateBucket);
+	rl_buckets = ShmemInitHash("pgcloud rate limit buckets",
+							   pgcloud_rate_limit_max_principals,
+							   pgcloud_rate_limit_max_principals,
+							   &info, HASH_ELEM | HASH_STRINGS);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+PgcloudRateLimitInit(void)
+{
+	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = rl_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = rl_shmem_startup;
+}
+
+static void
+require_shmem(void)
+{
+	if (rl_shared == NULL || rl_buckets == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("pgcloud rate limiter is not available"),
+				errdetail("pgcloud is not in shared_preload_libraries, so its shared memory was not allocated."),
+				errhint("Add pgcloud to shared_preload_libraries in postgresql.conf and restart the server."));
+}
+
+/* A string field of a JSON request setting (request.jwt.claims, ...), or NULL. */
+static char *
+safe_field(const char *setting, const char *field)
+{
+	const char *raw = GetConfigOption(setting, true, false);
+	Jsonb	   *jb;
+	JsonbValue	key;
+	JsonbValue *val;
+
+	if (raw == NULL || raw[0] == '\0')
+		return NULL;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(raw)));
+	if (!JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	key.type = jbvString;
+	key.val.string.val = (char *) field;
+	key.val.string.len = strlen(field);
+	val = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
+	if (val == NULL || val->type != jbvString)
+		return NULL;
+	return pnstrdup(val->val.string.val, val->val.string.len);
+}
+
+/*
+ * The principal of this request: "sub:<subject>" when the JWT has a subject,
+ * otherwise "anon:<client address>" from X-Forwarded-For / X-Real-IP.
+ */
+static void
+request_principal(char *out)
+{
+	char	   *sub = safe_field("request.jwt.claims", "sub");
+	char	   *addr;
+
+	memset(out, 0, PRINCIPAL_LEN);
+	if (sub != NULL && sub[0] != '\0')
+	{
+		snprintf(out, PRINCIPAL_LEN, "sub:%s", sub);
+		return;
+	}
+	addr = safe_field("request.headers", "x-forwarded-for");
+	if (addr != NULL)
+	{
+		char	   *comma = strchr(addr, ',');
+
+		if (comma)
+			*comma = '\0';
+	}
+	else
+		addr = safe_field("request.headers", "x-real-ip");
+	snprintf(out, PRINCIPAL_LEN, "anon:%s", addr ? addr : "unknown");
+}
+
+/* Drops buckets idle long enough to be full again; returns how many. */
+static int
+evict_idle(TimestampTz now, double rate, double burst)
+{
+	HASH_SEQ_STATUS status;
+	RateBucket *b;
+	RateBucket *oldest = NULL;
+	int			evicted = 0;
+
+	hash_seq_init(&status, rl_buckets);
+	while ((b = hash_seq_search(&status)) != NULL)
+	{
+		double		idle = (double) (now - b->refilled_at) / USECS_PER_SEC;
+
+		if (b->tokens + idle * rate >= burst)
+		{
+			hash_search(rl_buckets, b->principal, HASH_REMOVE, NULL);
+			evicted++;
+		}
+		else if (oldest == NULL || b->refilled_at < oldest->refilled_at)
+			oldest = b;
+	}
+	if (evicted == 0 && oldest != NULL)
+	{
+		hash_search(rl_buckets, oldest->principal, HASH_REMOVE, NULL);
+		evicted = 1;
+	}
+	return evicted;
+}
+
+/*
+ * Takes one token; returns 0 when allowed, else the seconds until a token
+ * is available.
+ */
+static double
+take_token(const char *principal, double rate, double burst)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	RateBucket *b;
+	bool		found;
+	double		wait = 0;
+
+	LWLockAcquire(rl_shared->lock, LW_EXCLUSIVE);
+	b = hash_search(rl_buckets, principal, HASH_ENTER_NULL, &found);
+	if (b == NULL && evict_idle(now, rate, burst) > 0)
+		b = hash_search(rl_buckets, principal, HASH_ENTER_NULL, &found);
+	if (b == NULL)
+	{
+		LWLockRelease(rl_shared->lock);
+		elog(ERROR, "rate limiter table is full");
+	}
+	if (!found)
+	{
+		b->tokens = burst;
+		b->refilled_at = now;
+		b->allowed = 0;
+		b->denied = 0;
+	}
+	else
+	{
+		double		elapsed = (double) (now - b->refilled_at) / USECS_PER_SEC;
+
+		if (elapsed > 0)
+			b->tokens = Min(burst, b->tokens + elapsed * rate);
+		b->refilled_at = now;
+	}
+	if (b->tokens >= 1.0)
+	{
+		b->tokens -= 1.0;
+		b->allowed++;
+	}
+	else
+	{
+		wait = (1.0 - b->tokens) / rate;
+		b->denied++;
+	}
+	LWLockRelease(rl_shared->lock);
+	return wait;
+}
+
+/*
+ * pgcloud.pre_request() RETURNS void — PostgREST's db-pre-request.
+ */
+Datum
+pgcloud_pre_request(PG_FUNCTION_ARGS)
+{
+	char		principal[PRINCIPAL_LEN];
+	double		rate;
+	double		burst;
+	double		wait;
+
+	require_shmem();
+	rate = PgcloudPolicyNumber("core.rate_limit_per_second");
+	burst = PgcloudPolicyNumber("core.rate_limit_burst");
+	if (!(rate > 0) || !(burst >= 1))
+		PgcloudRaise("policy_invalid",
+					 "core.rate_limit_per_second must be > 0 and core.rate_limit_burst >= 1",
+					 NULL, NULL);
+
+	request_principal(principal);
+	wait = take_token(principal, rate, burst);
+	if (wait > 0)
+	{
+		int			retry_after = (int) ceil(wait);
+
+		PgcloudRaise("rate_limited",
+					 psprintf("at most %g requests per second are allowed (burst %g)", rate, burst),
+					 psprintf("Retry after %d second%s.", retry_after, retry_after == 1 ? "" : "s"),
+					 psprintf("{\"Retry-After\": \"%d\"}", retry_after));
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * pgcloud.rate_limit_status() RETURNS TABLE (principal text, tokens float8,
+ *   refilled_at timestamptz, allowed bigint, denied bigint) — for operators.
+ */
+Datum
+pgcloud_rate_limit_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS status;
+	RateBucket *b;
+
+	require_shmem();
+	InitMaterializedSRF(fcinfo, 0);
+	LWLockAcquire(rl_shared->lock, LW_SHARED);
+	hash_seq_init(&status, rl_buckets);
+	while ((b = hash_seq_search(&status)) != NULL)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		values[0] = CStringGetTextDatum(b->principal);
+		values[1] = Float8GetDatum(b->tokens);
+		values[2] = TimestampTzGetDatum(b->refilled_at);
+		values[3] = Int64GetDatum(b->allowed);
+		values[4] = Int64GetDatum(b->denied);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(rl_shared->lock);
+	return (Datum) 0;
+}
+
+/* pgcloud.rate_limit_reset(principal text DEFAULT NULL) RETURNS bigint */
+Datum
+pgcloud_rate_limit_reset(PG_FUNCTION_ARGS)
+{
+	int64		removed = 0;
+
+	require_shmem();
+	LWLockAcquire(rl_shared->lock, LW_EXCLUSIVE);
+	if (PG_ARGISNULL(0))
+	{
+		HASH_SEQ_STATUS status;
+		RateBucket *b;
+
+		hash_seq_init(&status, rl_buckets);
+		while ((b = hash_seq_search(&status)) != NULL)
+		{
+			hash_search(rl_buckets, b->principal, HASH_REMOVE, NULL);
+			removed++;
+		}
+	}
+	else
+	{
+		char		key[PRINCIPAL_LEN];
+		char	   *p = text_to_cstring(PG_GETARG_TEXT_PP(0));
+		bool		found;
+
+		memset(key, 0, sizeof(key));
+		strlcpy(key, p, sizeof(key));
+		hash_search(rl_buckets, key, HASH_REMOVE, &found);
+		removed = found ? 1 : 0;
+	}
+	LWLockRelease(rl_shared->lock);
+	PG_RETURN_INT64(removed);
+}

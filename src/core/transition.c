@@ -1,0 +1,102 @@
+/*
+ * transition.c — the state-machine guard.
+ *
+ *   CREATE TRIGGER ... BEFORE INSERT OR UPDATE OF state ON svc.thing
+ *     FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('state', 'svc.thing_transitions');
+ *
+ * The transitions table has columns (from_state text, to_state text); a row
+ * with from_state NULL names an allowed initial state. Any other change of the
+ * column raises the catalogued error invalid_state_transition (409).
+ */
+#include "pgcloud.h"
+
+#include "catalog/namespace.h"
+#include "utils/regproc.h"
+
+PG_FUNCTION_INFO_V1(pgcloud_trigger_transition);
+
+static bool
+transition_allowed(Oid table, const char *from, const char *to)
+{
+	char	   *sql;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	bool		allowed;
+	int			ret;
+
+	sql = psprintf("SELECT 1 FROM %s WHERE from_state IS NOT DISTINCT FROM $1 AND to_state = $2",
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)),
+											  get_rel_name(table)));
+	values[0] = from ? CStringGetTextDatum(from) : (Datum) 0;
+	nulls[0] = from ? ' ' : 'n';
+	values[1] = CStringGetTextDatum(to);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute_with_args(sql, 2, argtypes, values, nulls, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "transition lookup failed: %s", SPI_result_code_string(ret));
+	allowed = SPI_processed > 0;
+	SPI_finish();
+	return allowed;
+}
+
+Datum
+pgcloud_trigger_transition(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *trigger;
+	TupleDesc	desc;
+	int			attnum;
+	Oid			table;
+	char	   *from = NULL;
+	char	   *to;
+	HeapTuple	result;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "pgcloud.transition() must be called as a trigger");
+	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		elog(ERROR, "pgcloud.transition() must be a BEFORE ... FOR EACH ROW trigger");
+	trigger = trigdata->tg_trigger;
+	if (trigger->tgnargs != 2)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("pgcloud.transition() needs two arguments: the state column and the transitions table"));
+
+	desc = RelationGetDescr(trigdata->tg_relation);
+	attnum = SPI_fnumber(desc, trigger->tgargs[0]);
+	if (attnum <= 0)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_COLUMN),
+				errmsg("column \"%s\" of the transition trigger does not exist", trigger->tgargs[0]));
+	table = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(trigger->tgargs[1])));
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		result = trigdata->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		result = trigdata->tg_newtuple;
+		from = SPI_getvalue(trigdata->tg_trigtuple, desc, attnum);
+	}
+	else
+		return PointerGetDatum(trigdata->tg_trigtuple);
+
+	to = SPI_getvalue(result, desc, attnum);
+	if (to == NULL)
+		PgcloudRaise("invalid_state_transition",
+					 psprintf("%s.%s must not be NULL", RelationGetRelationName(trigdata->tg_relation),
+							  trigger->tgargs[0]),
+					 NULL, NULL);
+	if (from != NULL && strcmp(from, to) == 0)
+		return PointerGetDatum(result);
+
+	if (!transition_allowed(table, from, to))
+		PgcloudRaise("invalid_state_transition",
+					 from ? psprintf("%s cannot go from \"%s\" to \"%s\"",
+									 RelationGetRelationName(trigdata->tg_relation), from, to)
+					 : psprintf("%s cannot start in \"%s\"",
+								RelationGetRelationName(trigdata->tg_relation), to),
+					 NULL, NULL);
+	return PointerGetDatum(result);
+}

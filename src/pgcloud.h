@@ -1,0 +1,75 @@
+/*
+ * pgcloud.h — the prelude: PostgreSQL headers included once, shared
+ * declarations of the core subsystems.
+ */
+#ifndef PGCLOUD_H
+#define PGCLOUD_H
+
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/elog.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#if PG_VERSION_NUM < 150000
+#error "pgcloud requires PostgreSQL 15 or later"
+#endif
+
+#ifndef EXTVERSION
+#error "EXTVERSION must be defined by the build"
+#endif
+
+/* SQLSTATE of PostgREST's custom errors: the message and detail carry JSON. */
+#define PGCLOUD_ERRCODE_PGRST MAKE_SQLSTATE('P', 'G', 'R', 'S', 'T')
+
+/* guc.c */
+extern char *pgcloud_databases;
+extern char *pgcloud_nats_url;
+extern char *pgcloud_nats_credentials;
+extern char *pgcloud_stripe_api_url;
+extern char *pgcloud_stripe_secret_key;
+extern char *pgcloud_stripe_webhook_secrets;
+extern char *pgcloud_maas_url;
+extern char *pgcloud_maas_api_key;
+extern char *pgcloud_smtp_url;
+extern char *pgcloud_ca_bundle;
+extern char *pgcloud_key_file;
+extern char *pgcloud_correlation_id;
+extern int	pgcloud_rate_limit_max_principals;
+extern void PgcloudGucInit(void);
+
+/* errors.c: raise a catalogued API error (never returns). */
+extern void PgcloudRaise(const char *code, const char *details,
+						 const char *hint, const char *headers_json) pg_attribute_noreturn();
+
+/* policy.c: read a policy value; raises policy_missing when absent. */
+extern Jsonb *PgcloudPolicyJsonb(const char *key);
+extern double PgcloudPolicyNumber(const char *key);
+
+/* outbox.c: dotted lower-case event type, at most 128 bytes. */
+extern bool PgcloudValidEventType(const char *s, size_t len);
+
+/* log_scrub.c */
+extern void PgcloudLogScrubInit(void);
+extern char *PgcloudSanitizeCString(const char *in, size_t len, int *nredacted);
+
+/* ratelimit.c */
+extern void PgcloudRateLimitInit(void);
+
+#endif							/* PGCLOUD_H */

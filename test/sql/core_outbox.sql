@@ -1,0 +1,38 @@
+-- pgcloud.emit(): validation, headers, per-aggregate order.
+BEGIN;
+SET LOCAL request.headers = '{"x-correlation-id": "corr-1"}';
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_user", "sub": "22222222-2222-4222-8222-222222222222"}';
+SELECT pgcloud.emit('allocation.activated', 'allocation', 'a1', '{"price": 100}') IS NOT NULL AS emitted;
+SELECT pgcloud.emit('operator.custom_thing', 'thing', 't1', NULL) IS NOT NULL AS emitted_null_payload;
+COMMIT;
+SELECT event_type, aggregate_type, aggregate_id, payload, headers - 'source' AS headers,
+       source = current_user::text AS source_is_caller, headers ->> 'source' = source AS header_source, published_at
+  FROM pgcloud.outbox ORDER BY id;
+SELECT count(DISTINCT event_id) = count(*) AS unique_ids,
+       bool_and(event_id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') AS v4
+  FROM pgcloud.outbox;
+-- Invalid input is rejected with a catalogued error and writes nothing.
+SELECT pgcloud.emit('Allocation.Activated', 'allocation', 'a1', '{}');
+SELECT pgcloud.emit('allocation', 'allocation', 'a1', '{}');
+SELECT pgcloud.emit('allocation.', 'allocation', 'a1', '{}');
+SELECT pgcloud.emit('.allocation', 'allocation', 'a1', '{}');
+SELECT pgcloud.emit('allocation..x', 'allocation', 'a1', '{}');
+SELECT pgcloud.emit('allocation.activ-ated', 'allocation', 'a1', '{}');
+SELECT pgcloud.emit(repeat('a', 130) || '.b', 'allocation', 'a1', '{}');
+SELECT pgcloud.emit('allocation.activated', 'Allocation', 'a1', '{}');
+SELECT pgcloud.emit('allocation.activated', 'allocation', '', '{}');
+SELECT pgcloud.emit('allocation.activated', 'allocation', repeat('x', 201), '{}');
+SELECT pgcloud.emit('allocation.activated', 'allocation', 'a1', '[1,2]');
+SELECT pgcloud.emit('allocation.activated', 'allocation', 'a1', '"str"');
+SELECT pgcloud.emit(NULL, 'allocation', 'a1', '{}');
+SELECT count(*) AS still_two FROM pgcloud.outbox;
+-- Subscriptions come from the registry; patterns match like NATS subjects.
+SELECT pgcloud.subscribers('allocation.activated');
+SELECT pgcloud.subscribers('nobody.listens');
+SELECT pgcloud.event_matches('allocation.>', 'allocation.activated'),
+       pgcloud.event_matches('allocation.>', 'allocation.x.y'),
+       pgcloud.event_matches('allocation.*', 'allocation.activated'),
+       pgcloud.event_matches('allocation.*', 'allocation.x.y'),
+       pgcloud.event_matches('allocation.*', 'allocationx.y'),
+       pgcloud.event_matches('allocation.activated', 'allocation.activated');
+SELECT count(*) AS services FROM pgcloud.services;

@@ -1,0 +1,50 @@
+-- The immutable and transition triggers.
+SELECT pgcloud.audit('test.audit_written', 'thing', '1', 'ok', '{"email": "someone@example.com", "n": 1}') > 0 AS audited;
+SELECT action, actor_role IS NOT NULL AS has_role, result, details, correlation_id IS NOT NULL AS has_cid
+  FROM pgcloud.audit_logs WHERE action = 'test.audit_written';
+UPDATE pgcloud.audit_logs SET result = 'failed';
+DELETE FROM pgcloud.audit_logs;
+TRUNCATE pgcloud.audit_logs;
+-- Also for the table's owner.
+SET ROLE pgcloud_svc_core;
+UPDATE pgcloud.audit_logs SET result = 'failed';
+DELETE FROM pgcloud.audit_logs WHERE true;
+TRUNCATE pgcloud.audit_logs;
+RESET ROLE;
+SELECT count(*) > 0 AS still_there FROM pgcloud.audit_logs;
+-- Result values are checked.
+SELECT pgcloud.audit('test.audit_written', 'thing', '1', 'maybe');
+SELECT pgcloud.audit('Not An Action', 'thing', '1');
+-- Any table can use the guard.
+CREATE TABLE ledger_demo (id int, amount bigint);
+CREATE TRIGGER ledger_demo_immutable BEFORE UPDATE OR DELETE ON ledger_demo
+    FOR EACH ROW EXECUTE FUNCTION pgcloud.immutable();
+INSERT INTO ledger_demo VALUES (1, 100);
+UPDATE ledger_demo SET amount = 0;
+SELECT * FROM ledger_demo;
+-- Transitions from a table.
+CREATE TABLE machine_transitions (from_state text, to_state text);
+INSERT INTO machine_transitions VALUES (NULL, 'requested'), ('requested', 'active'), ('active', 'released'),
+    ('requested', 'failed'), ('active', 'failed');
+CREATE TABLE machine (id int PRIMARY KEY, state text, note text);
+CREATE TRIGGER machine_state BEFORE INSERT OR UPDATE OF state ON machine
+    FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('state', 'machine_transitions');
+INSERT INTO machine VALUES (1, 'requested');
+INSERT INTO machine VALUES (2, 'active');
+INSERT INTO machine VALUES (3, NULL);
+UPDATE machine SET state = 'active' WHERE id = 1;
+UPDATE machine SET note = 'unchanged state is fine' WHERE id = 1;
+UPDATE machine SET state = 'requested' WHERE id = 1;
+UPDATE machine SET state = 'released' WHERE id = 1;
+UPDATE machine SET state = 'active' WHERE id = 1;
+SELECT * FROM machine;
+-- Misuse is a clear error.
+CREATE TABLE wrong (state text);
+CREATE TRIGGER wrong_state BEFORE UPDATE ON wrong FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('state');
+INSERT INTO wrong VALUES ('a');
+UPDATE wrong SET state = 'b';
+DROP TRIGGER wrong_state ON wrong;
+CREATE TRIGGER wrong_state BEFORE UPDATE ON wrong FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('nope', 'machine_transitions');
+UPDATE wrong SET state = 'b';
+SELECT pgcloud.immutable();
+DROP TABLE ledger_demo, machine, machine_transitions, wrong;

@@ -1,0 +1,53 @@
+# Database-per-service: deploy/init-databases.sql (generated from the
+# registry) creates one database per service with its extension; roles are
+# cluster-wide, so a second database installs cleanly; dropping pgcloud_core
+# leaves nothing of ours behind.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $repo = $ENV{PGCLOUD_REPO} or die 'PGCLOUD_REPO is not set';
+my $node = PostgreSQL::Test::Cluster->new('databases');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgcloud'\n");
+$node->start;
+
+# Two databases with everything, one after the other.
+$node->safe_psql('postgres', 'CREATE DATABASE one');
+$node->safe_psql('postgres', 'CREATE DATABASE two');
+$node->safe_psql('one', 'CREATE EXTENSION pgcloud CASCADE');
+$node->safe_psql('two', 'CREATE EXTENSION pgcloud CASCADE');
+is($node->safe_psql('two', "SELECT count(*) FROM pg_extension WHERE extname LIKE 'pgcloud%'"), '15',
+    'a second database installs cleanly');
+
+# One database per service from the generated script.
+my ($ret, $out, $err) = $node->psql('postgres', undef,
+    extra_params => ['-f', "$repo/deploy/init-databases.sql"]);
+is($ret, 0, 'deploy/init-databases.sql runs') or diag($err);
+my @services = split /\n/, $node->safe_psql('one', 'SELECT name || \' \' || database_name FROM pgcloud.services ORDER BY name');
+is(scalar @services, 13, '13 services in the registry');
+for my $line (@services) {
+    my ($svc, $db) = split / /, $line;
+    is($node->safe_psql($db, "SELECT extname FROM pg_extension WHERE extname LIKE 'pgcloud\\_%' AND extname <> 'pgcloud_core'"),
+        "pgcloud_$svc", "$db holds pgcloud_$svc only");
+}
+is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_authenticator', 'pgcloud_auth', 'CONNECT')"),
+    't', 'the authenticator may connect to a service database');
+is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_anon', 'pgcloud_auth', 'CONNECT')"),
+    'f', 'PUBLIC may not');
+
+# Drop leaves nothing of ours behind.
+$node->safe_psql('one', 'DROP EXTENSION pgcloud_core CASCADE');
+is($node->safe_psql('one', q{
+    SELECT count(*) FROM pg_namespace WHERE nspname IN ('pgcloud', 'api', 'auth', 'billing', 'payments')
+    UNION ALL SELECT count(*) FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname LIKE 'pgcloud%'
+    UNION ALL SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname LIKE 'pgcloud%'
+    UNION ALL SELECT count(*) FROM pg_type t JOIN pg_roles r ON r.oid = t.typowner WHERE r.rolname LIKE 'pgcloud%'
+}), "0\n0\n0\n0", 'DROP EXTENSION pgcloud_core CASCADE leaves no object behind');
+is($node->safe_psql('two', "SELECT count(*) FROM pg_extension WHERE extname LIKE 'pgcloud%'"), '15',
+    'the other database is untouched');
+
+$node->stop;
+done_testing();
