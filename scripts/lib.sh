@@ -1,11 +1,27 @@
 # Shared shell settings for pgcloud scripts (sourced, not run).
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+
+# PGCLOUD_PG_ROOT=<dir>: build, install and test against a private copy of
+# the PostgreSQL installation in <dir> (PostgreSQL is relocatable). No root
+# needed for make install, and several checkouts can be tested side by side.
+if [ -n "${PGCLOUD_PG_ROOT:-}" ]; then
+    sys_bindir=$(pg_config --bindir)
+    sys_sharedir=$(pg_config --sharedir)
+    if [ ! -x "$PGCLOUD_PG_ROOT$sys_bindir/pg_config" ]; then
+        mkdir -p "$PGCLOUD_PG_ROOT$(dirname "$(dirname "$sys_bindir")")" "$PGCLOUD_PG_ROOT$(dirname "$sys_sharedir")"
+        cp -a "$(dirname "$sys_bindir")" "$PGCLOUD_PG_ROOT$(dirname "$(dirname "$sys_bindir")")/"
+        cp -a "$sys_sharedir" "$PGCLOUD_PG_ROOT$(dirname "$sys_sharedir")/"
+        chmod -R a+rX "$PGCLOUD_PG_ROOT"
+    fi
+    PG_CONFIG=$PGCLOUD_PG_ROOT$sys_bindir/pg_config
+fi
 PG_CONFIG=${PG_CONFIG:-pg_config}
+export PG_CONFIG
 PG_BINDIR=$($PG_CONFIG --bindir)
 PGXS_DIR=$(cd "$(dirname "$($PG_CONFIG --pgxs)")/../.." && pwd)
 PG_REGRESS_BIN=$PGXS_DIR/src/test/regress/pg_regress
 PG_ISOLATION_BIN=$PGXS_DIR/src/test/isolation/pg_isolation_regress
 PG_PERL_LIB=$PGXS_DIR/src/test/perl
-REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 # PostgreSQL refuses to run as root: as root, clusters run as the Debian
 # "postgres" user (created if missing); otherwise as the invoking user.

@@ -40,10 +40,10 @@ fi
 
 # --- build and install ------------------------------------------------------
 if tier build; then
-    if make -s >"$WORK/build.log" 2>&1; then pass "build (-Wall -Wextra -Werror)"
+    if make -s PG_CONFIG="$PG_CONFIG" >"$WORK/build.log" 2>&1; then pass "build (-Wall -Wextra -Werror)"
     else cat "$WORK/build.log"; fail "build"; fi
-    if [ -w "$($PG_CONFIG --pkglibdir)" ]; then install_cmd=(make -s install)
-    else install_cmd=(sudo make -s install); fi
+    if [ -w "$($PG_CONFIG --pkglibdir)" ]; then install_cmd=(make -s install PG_CONFIG="$PG_CONFIG")
+    else install_cmd=(sudo make -s install PG_CONFIG="$PG_CONFIG"); fi
     if "${install_cmd[@]}" >"$WORK/install.log" 2>&1; then pass "make install"
     else cat "$WORK/install.log"; fail "make install"; fi
 fi
@@ -66,7 +66,7 @@ run_regress() {
     local name=$1 bin=$2; shift 2
     local out="$WORK/$name"
     mkdir -p "$out"; [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$out"
-    as_runner "$bin" --temp-instance="$out/instance" --temp-config="$WORK/temp.conf" \
+    as_runner "$bin" --temp-instance="$out/instance" --temp-config="$WORK/temp.conf" --port="$(free_port)" \
         --inputdir="$WORK/input" --outputdir="$out" --dbname=pgcloud_regress \
         "${LOAD_EXT[@]}" "$@" >"$out/run.log" 2>&1
     local rc=$?
