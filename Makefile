@@ -40,15 +40,15 @@ include $(PGXS)
 
 .SECONDEXPANSION:
 
-build/pgcloud_core--$(EXTVERSION).sql: $(CORE_SQL) Makefile
+build/pgcloud_core--$(EXTVERSION).sql: $(CORE_SQL) Makefile scripts/build-script.sh
 	@mkdir -p build
 	scripts/build-script.sh core $@ $(CORE_SQL)
 
-build/pgcloud--$(EXTVERSION).sql: Makefile
+build/pgcloud--$(EXTVERSION).sql: Makefile scripts/build-script.sh
 	@mkdir -p build
 	scripts/build-script.sh meta $@
 
-build/pgcloud_%--$(EXTVERSION).sql: $$(sort $$(wildcard sql/$$*/*.sql)) Makefile
+build/pgcloud_%--$(EXTVERSION).sql: $$(sort $$(wildcard sql/$$*/*.sql)) Makefile scripts/build-script.sh
 	@mkdir -p build
 	scripts/build-script.sh $* $@ $(sort $(wildcard sql/$*/*.sql))
 

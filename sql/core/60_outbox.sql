@@ -101,3 +101,13 @@ CREATE FUNCTION pgcloud.build_info() RETURNS jsonb
 LANGUAGE C STABLE
 AS 'MODULE_PATHNAME', 'pgcloud_build_info';
 COMMENT ON FUNCTION pgcloud.build_info() IS 'Versions of pgcloud, PostgreSQL, libcurl, nats.c and OpenSSL this library runs with.';
+
+CREATE FUNCTION pgcloud.seal(plain bytea, context text) RETURNS bytea
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgcloud_seal_seal';
+COMMENT ON FUNCTION pgcloud.seal(bytea, text) IS 'Seals a secret with the platform master key (pgcloud.key_file, or $PGDATA/pgcloud.key created 0600 on first use): AES-256-GCM under an HKDF-SHA256 key for context. Services only.';
+
+CREATE FUNCTION pgcloud.unseal(sealed bytea, context text) RETURNS bytea
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgcloud_seal_unseal';
+COMMENT ON FUNCTION pgcloud.unseal(bytea, text) IS 'Opens a value sealed by pgcloud.seal() for the same context; an error when it was altered or sealed for another context. Services only.';

@@ -22,7 +22,8 @@ GRANT EXECUTE ON ROUTINE
 GRANT EXECUTE ON ROUTINE
     pgcloud.emit(text, text, text, jsonb), pgcloud.audit(text, text, text, text, jsonb),
     pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),
-    pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info()
+    pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info(),
+    pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text)
     TO pgcloud_services;
 GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
 GRANT SELECT ON pgcloud.services, pgcloud.subscriptions TO pgcloud_services;
