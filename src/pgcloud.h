@@ -69,6 +69,10 @@ extern bool PgcloudValidEventType(const char *s, size_t len);
 extern void PgcloudLogScrubInit(void);
 extern char *PgcloudSanitizeCString(const char *in, size_t len, int *nredacted);
 
+/* bgworkers/shmem.c: wake this database's relay when the transaction commits. */
+extern void PgcloudRelayWakeAtCommit(void);
+extern void PgcloudWorkersInit(void);
+
 /* ratelimit.c */
 extern void PgcloudRateLimitInit(void);
 

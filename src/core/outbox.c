@@ -180,5 +180,6 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(ret));
 	SPI_finish();
 
+	PgcloudRelayWakeAtCommit();
 	PG_RETURN_UUID_P(event_id);
 }
