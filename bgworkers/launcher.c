@@ -2,7 +2,8 @@
  * launcher.c — the pgcloud launcher, started from shared_preload_libraries.
  *
  * For each database named in pgcloud.databases it starts the per-database
- * workers (relay; NATS consumer when pgcloud.nats_url is set), and starts them again when they stop. A worker that finds
+ * workers (relay; NATS consumer when pgcloud.nats_url is set; HTTP intent
+ * executor), and starts them again when they stop. A worker that finds
  * pgcloud not installed marks its slot and exits; the launcher then
  * re-checks that database every RECHECK_SECONDS without restarting in a
  * loop, and the worker logs that once.
@@ -13,8 +14,11 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "tcop/tcopprot.h"
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
-#include "commands/dbcommands.h"
+#include "catalog/pg_database.h"
 #include "utils/varlena.h"
 
 #define RECHECK_SECONDS 5
@@ -36,13 +40,15 @@ kind_wanted(PgcloudWorkerKind kind)
 			return true;
 		case PGCLOUD_WORKER_CONSUMER:
 			return PgcloudNatsMode();
+		case PGCLOUD_WORKER_HTTP:
+			return true;
 		default:
 			return false;
 	}
 }
 
 static const char *const kind_functions[PGCLOUD_WORKER_KINDS] = {
-	"pgcloud_relay_main", "pgcloud_consumer_main"
+	"pgcloud_relay_main", "pgcloud_consumer_main", "pgcloud_http_main"
 };
 
 static bool
@@ -150,6 +156,34 @@ sync_slots(void)
 }
 
 /*
+ * A database's oid by a sequential scan of pg_database: unlike an index
+ * lookup it needs no relcache entry that only a connected database could
+ * build (the first start after initdb has no shared relcache init file yet).
+ */
+static Oid
+lookup_database_oid(const char *name)
+{
+	Relation	rel = table_open(DatabaseRelationId, AccessShareLock);
+	TableScanDesc scan = table_beginscan_catalog(rel, 0, NULL);
+	HeapTuple	tup;
+	Oid			oid = InvalidOid;
+
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(db->datname), name) == 0)
+		{
+			oid = db->oid;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return oid;
+}
+
+/*
  * Whether the slot's database exists (the launcher sees the shared catalog
  * pg_database). A missing one is logged once and checked again later.
  */
@@ -160,7 +194,7 @@ database_exists(PgcloudDbSlot *slot)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	dboid = get_database_oid(slot->dbname, true);
+	dboid = lookup_database_oid(slot->dbname);
 	CommitTransactionCommand();
 	if (!OidIsValid(dboid))
 	{
