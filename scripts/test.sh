@@ -66,7 +66,7 @@ run_regress() {
     local name=$1 bin=$2; shift 2
     local out="$WORK/$name"
     mkdir -p "$out"; [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$out"
-    as_runner "$bin" --temp-instance="$out/instance" --temp-config="$WORK/temp.conf" --port="$(free_port)" \
+    as_runner "$bin" --bindir="$PG_BINDIR" --temp-instance="$out/instance" --temp-config="$WORK/temp.conf" --port="$(free_port)" \
         --inputdir="$WORK/input" --outputdir="$out" --dbname=pgcloud_regress \
         "${LOAD_EXT[@]}" "$@" >"$out/run.log" 2>&1
     local rc=$?

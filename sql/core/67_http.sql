@@ -123,7 +123,10 @@ DECLARE
                               'content-type', 'transfer-encoding', 'connection', 'expect', 'idempotency-key',
                               'te', 'upgrade'];
 BEGIN
-    IF NEW.target IS NULL OR NEW.target NOT IN ('stripe', 'maas', 'smtp', 'test') THEN
+    IF NEW.target IS NULL THEN
+        PERFORM pgcloud.raise('invalid_argument', 'a target is required (stripe, maas, smtp or test)');
+    END IF;
+    IF NEW.target NOT IN ('stripe', 'maas', 'smtp', 'test') THEN
         PERFORM pgcloud.raise('invalid_argument',
             format('unknown HTTP target "%s" (stripe, maas, smtp or test)', left(NEW.target, 64)));
     END IF;
@@ -166,7 +169,7 @@ BEGIN
             IF lower(k) = ANY (forbidden) THEN
                 PERFORM pgcloud.raise('invalid_argument',
                     format('header "%s" may not be set on an intent', k),
-                    'Credentials are added by the executor at send time; use the content_type and idempotency_key arguments.');
+                    'The executor sets credentials and framing headers at send time; use the content_type and idempotency_key arguments.');
             END IF;
             IF jsonb_typeof(v) <> 'string' OR length(v #>> '{}') > 1024 OR (v #>> '{}') !~ '^[\x20-\x7e]*$' THEN
                 PERFORM pgcloud.raise('invalid_argument',

@@ -10,10 +10,10 @@ CREATE FUNCTION notification.is_address(address text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, notification
 AS $$
-    SELECT coalesce(length(address) <= 254
-                    AND address ~ '^[^][[:space:][:cntrl:]<>(),;:"\\@]+@[^][[:space:][:cntrl:]<>(),;:"\\@]+$', false)
+    SELECT coalesce(length(address) <= 254 AND address ~ '^[\x21-\x7e]+$'
+                    AND address ~ '^[^][<>(),;:"\\@]+@[^][<>(),;:"\\@]+$', false)
 $$;
-COMMENT ON FUNCTION notification.is_address(text) IS 'Whether text is a plain e-mail address (local@domain, no spaces, brackets or line breaks, at most 254 characters).';
+COMMENT ON FUNCTION notification.is_address(text) IS 'Whether text is a plain e-mail address: local@domain in printable ASCII (no SMTPUTF8), no spaces, brackets or line breaks, at most 254 characters.';
 
 -- The user an event is about: payload user_id, else account_id (a uuid).
 CREATE FUNCTION notification.user_of(payload jsonb) RETURNS uuid

@@ -242,7 +242,7 @@ pgcloud_notification_compose_email(PG_FUNCTION_ARGS)
 
 	initStringInfo(&out);
 	appendStringInfo(&out, "From: %s\r\n", from);
-	appendStringInfo(&out, "To: <%s>\r\n", to);
+	appendStringInfo(&out, "To: %s\r\n", to);
 	append_subject(&out, subject);
 	appendStringInfo(&out, "Date: %s\r\n", date);
 	appendStringInfo(&out, "Message-ID: <%s@%s>\r\n", msgid, from_domain(from));
