@@ -13,8 +13,11 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "tcop/tcopprot.h"
+#include "access/heapam.h"
+#include "access/table.h"
 #include "access/xact.h"
-#include "commands/dbcommands.h"
+#include "catalog/pg_database.h"
+#include "utils/snapmgr.h"
 #include "utils/varlena.h"
 
 #define RECHECK_SECONDS 5
@@ -62,6 +65,8 @@ start_worker(int slot, PgcloudWorkerKind kind)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "pgcloud %s", PgcloudWorkerKindName(kind));
 	worker.bgw_main_arg = Int32GetDatum(slot);
 	worker.bgw_notify_pid = MyProcPid;
+	elog(DEBUG1, "pgcloud launcher: starting the %s worker of database \"%s\"",
+		 PgcloudWorkerKindName(kind), PgcloudWorkers->slots[slot].dbname);
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
 		ereport(WARNING,
@@ -150,6 +155,40 @@ sync_slots(void)
 }
 
 /*
+ * The oid of a database, or InvalidOid. Without a database connection only
+ * shared catalogs can be read, and only by a heap scan (as the autovacuum
+ * launcher does).
+ */
+static Oid
+lookup_database(const char *name)
+{
+	Oid			dboid = InvalidOid;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(db->datname), name) == 0 && db->datconnlimit != -2)
+		{
+			dboid = db->oid;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return dboid;
+}
+
+/*
  * Whether the slot's database exists (the launcher sees the shared catalog
  * pg_database). A missing one is logged once and checked again later.
  */
@@ -158,10 +197,7 @@ database_exists(PgcloudDbSlot *slot)
 {
 	Oid			dboid;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	dboid = get_database_oid(slot->dbname, true);
-	CommitTransactionCommand();
+	dboid = lookup_database(slot->dbname);
 	if (!OidIsValid(dboid))
 	{
 		if (!slot->not_installed_logged)
@@ -212,6 +248,8 @@ tend_workers(void)
 				continue;		/* running or starting */
 			if (e->handle[k] != NULL)
 			{
+				elog(DEBUG1, "pgcloud launcher: the %s worker of database \"%s\" stopped%s",
+					 PgcloudWorkerKindName(k), slot->dbname, slot->not_installed ? " (pgcloud not installed)" : "");
 				pfree(e->handle[k]);
 				e->handle[k] = NULL;
 				/* A database without pgcloud is re-checked later, not in a loop. */

@@ -241,6 +241,12 @@ publish_batch(void)
 
 /* ---- the loop ------------------------------------------------------------- */
 
+static void
+close_link(int code, Datum arg)
+{
+	NatsLinkClose(&nlink);
+}
+
 /* One unit of work in its own transaction; returns events handled or -1. */
 static int
 run_batch(bool nats, MemoryContext loopcxt, long *retry_ms)
@@ -306,7 +312,7 @@ pgcloud_relay_main(Datum arg)
 	PgcloudWorkerSetup(PGCLOUD_WORKER_RELAY, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
 		proc_exit(0);
-	before_shmem_exit((pg_on_exit_callback) NatsLinkClose, PointerGetDatum(&nlink));
+	before_shmem_exit(close_link, (Datum) 0);
 
 	jsOptions_Init(&jsopts);
 	jsopts.PublishAsync.AckHandler = on_pub_ack;
