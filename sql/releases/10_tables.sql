@@ -131,3 +131,11 @@ COMMENT ON COLUMN releases.certificates.principals IS 'Valid principals (the POS
 COMMENT ON COLUMN releases.certificates.valid_after IS 'Start of validity.';
 COMMENT ON COLUMN releases.certificates.valid_before IS 'End of validity.';
 COMMENT ON COLUMN releases.certificates.created_at IS 'When it was minted.';
+
+-- Runtime data of an extension's tables is dumped only when marked.
+SELECT pg_catalog.pg_extension_config_dump('releases.users', '');
+SELECT pg_catalog.pg_extension_config_dump('releases.allocations', '');
+SELECT pg_catalog.pg_extension_config_dump('releases.ssh_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('releases.ssh_ca_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('releases.certificates', '');
+SELECT pg_catalog.pg_extension_config_dump('releases.certificate_serial_seq', '');

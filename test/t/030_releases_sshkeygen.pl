@@ -238,6 +238,13 @@ my ($ret, $stdout, $stderr) = $node->psql('postgres', qq{
 	COMMIT;});
 like($stderr, qr/"code": "allocation_not_active"/, 'after allocation.released: 409 allocation_not_active');
 
+# A dump keeps the keys and the (sealed) CA: the tables are marked as
+# extension configuration.
+my ($dump, $derr) = ('', '');
+IPC::Run::run([ 'pg_dump', '--data-only', '-d', $node->connstr('postgres') ], '>', \$dump, '2>', \$derr);
+like($dump, qr/COPY releases\.ssh_ca_keys .*\Q$ca_fp\E/s, 'pg_dump includes the CA keys') or diag($derr);
+like($dump, qr/COPY releases\.ssh_keys .*\Q$cert{rsa3072}{mint}{key_fingerprint}\E/s, 'pg_dump includes the users\' keys');
+
 $h->signal('TERM');
 $h->finish;
 $node->stop;
