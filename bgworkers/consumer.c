@@ -266,6 +266,7 @@ pgcloud_consumer_main(Datum arg)
 	for (;;)
 	{
 		int			n;
+		int			rc;
 		long		timeout;
 
 		PgcloudWorkerHandleInterrupts();
@@ -286,9 +287,10 @@ pgcloud_consumer_main(Datum arg)
 			continue;
 		}
 		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : (nsubscribers == 0 ? 10000L : 1L);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		if (nsubscribers == 0)
+		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to do: re-read the subscribers. */
+		if ((rc & WL_LATCH_SET) || nsubscribers == 0)
 			load_config();
 	}
 }

@@ -16,9 +16,9 @@
 #include "tcop/tcopprot.h"
 #include "access/heapam.h"
 #include "access/table.h"
-#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "utils/snapmgr.h"
 #include "utils/varlena.h"
 
 #define RECHECK_SECONDS 5
@@ -68,6 +68,8 @@ start_worker(int slot, PgcloudWorkerKind kind)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "pgcloud %s", PgcloudWorkerKindName(kind));
 	worker.bgw_main_arg = Int32GetDatum(slot);
 	worker.bgw_notify_pid = MyProcPid;
+	elog(DEBUG1, "pgcloud launcher: starting the %s worker of database \"%s\"",
+		 PgcloudWorkerKindName(kind), PgcloudWorkers->slots[slot].dbname);
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
 		ereport(WARNING,
@@ -156,31 +158,37 @@ sync_slots(void)
 }
 
 /*
- * A database's oid by a sequential scan of pg_database: unlike an index
- * lookup it needs no relcache entry that only a connected database could
- * build (the first start after initdb has no shared relcache init file yet).
+ * The oid of a database, or InvalidOid. Without a database connection only
+ * shared catalogs can be read, and only by a heap scan (as the autovacuum
+ * launcher does).
  */
 static Oid
-lookup_database_oid(const char *name)
+lookup_database(const char *name)
 {
-	Relation	rel = table_open(DatabaseRelationId, AccessShareLock);
-	TableScanDesc scan = table_beginscan_catalog(rel, 0, NULL);
+	Oid			dboid = InvalidOid;
+	Relation	rel;
+	TableScanDesc scan;
 	HeapTuple	tup;
-	Oid			oid = InvalidOid;
 
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
-		if (strcmp(NameStr(db->datname), name) == 0)
+		if (strcmp(NameStr(db->datname), name) == 0 && db->datconnlimit != -2)
 		{
-			oid = db->oid;
+			dboid = db->oid;
 			break;
 		}
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return oid;
+	CommitTransactionCommand();
+	return dboid;
 }
 
 /*
@@ -192,10 +200,7 @@ database_exists(PgcloudDbSlot *slot)
 {
 	Oid			dboid;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	dboid = lookup_database_oid(slot->dbname);
-	CommitTransactionCommand();
+	dboid = lookup_database(slot->dbname);
 	if (!OidIsValid(dboid))
 	{
 		if (!slot->not_installed_logged)
@@ -246,6 +251,8 @@ tend_workers(void)
 				continue;		/* running or starting */
 			if (e->handle[k] != NULL)
 			{
+				elog(DEBUG1, "pgcloud launcher: the %s worker of database \"%s\" stopped%s",
+					 PgcloudWorkerKindName(k), slot->dbname, slot->not_installed ? " (pgcloud not installed)" : "");
 				pfree(e->handle[k]);
 				e->handle[k] = NULL;
 				/* A database without pgcloud is re-checked later, not in a loop. */

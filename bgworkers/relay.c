@@ -12,6 +12,8 @@
  *    batch stays pending too, so one aggregate's events reach the stream in
  *    order (redelivery is deduplicated by Nats-Msg-Id).
  * Errors are caught per batch: the worker notes them and backs off.
+ * In NATS mode the relay holds a session advisory lock so that it is the
+ * only publisher of its database, which lets it claim rows without row locks.
  */
 #include "workers.h"
 
@@ -24,8 +26,8 @@
 
 #include "nats_link.h"
 
-#define NATS_BATCH 500
-#define NATS_MAX_INFLIGHT 1000
+#define NATS_BATCH 2000
+#define NATS_MAX_INFLIGHT 4000
 #define ACK_WAIT_MS 10000
 
 /* ---- acknowledgements (written by nats.c threads: plain C only) ------- */
@@ -99,8 +101,8 @@ prepare_plans(void)
 			"pg_catalog.jsonb_build_object('event_id', o.event_id, 'event_type', o.event_type, "
 			"'aggregate_type', o.aggregate_type, 'aggregate_id', o.aggregate_id, 'payload', o.payload, "
 			"'headers', o.headers, 'source', o.source, 'created_at', o.created_at)::text "
-			"FROM pgcloud.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1 "
-			"FOR UPDATE SKIP LOCKED", 1, argtypes);
+			"FROM pgcloud.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+			1, argtypes);
 		if (claim_plan == NULL)
 			elog(ERROR, "could not prepare the outbox claim");
 		SPI_keepplan(claim_plan);
@@ -241,6 +243,29 @@ publish_batch(void)
 
 /* ---- the loop ------------------------------------------------------------- */
 
+/* The publisher lock: key1 'pgcd', key2 'rlay'. */
+#define RELAY_LOCK_KEY1 0x70676364
+#define RELAY_LOCK_KEY2 0x726c6179
+
+static bool
+take_publisher_lock(void)
+{
+	bool		got;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	got = DatumGetBool(DirectFunctionCall2(pg_try_advisory_lock_int4,
+										   Int32GetDatum(RELAY_LOCK_KEY1), Int32GetDatum(RELAY_LOCK_KEY2)));
+	CommitTransactionCommand();
+	return got;
+}
+
+static void
+close_link(int code, Datum arg)
+{
+	NatsLinkClose(&nlink);
+}
+
 /* One unit of work in its own transaction; returns events handled or -1. */
 static int
 run_batch(bool nats, MemoryContext loopcxt, long *retry_ms)
@@ -306,13 +331,20 @@ pgcloud_relay_main(Datum arg)
 	PgcloudWorkerSetup(PGCLOUD_WORKER_RELAY, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
 		proc_exit(0);
-	before_shmem_exit((pg_on_exit_callback) NatsLinkClose, PointerGetDatum(&nlink));
+	before_shmem_exit(close_link, (Datum) 0);
 
 	jsOptions_Init(&jsopts);
 	jsopts.PublishAsync.AckHandler = on_pub_ack;
 	jsopts.PublishAsync.MaxPending = NATS_MAX_INFLIGHT;
 
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud relay loop", ALLOCSET_DEFAULT_SIZES);
+	while (!take_publisher_lock())
+	{
+		/* A previous relay of this database is still exiting. */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		PgcloudWorkerHandleInterrupts();
+	}
 	ereport(LOG, errmsg("pgcloud relay started (%s mode)", PgcloudNatsMode() ? "NATS" : "embedded"));
 
 	for (;;)

@@ -55,6 +55,12 @@ extern char *pgcloud_correlation_id;
 extern int	pgcloud_rate_limit_max_principals;
 extern void PgcloudGucInit(void);
 
+/* context.c: the request context. */
+extern char *PgcloudRequestField(const char *setting, const char *field);
+extern char *PgcloudRequestRole(void);
+extern char *PgcloudRequestUserId(void);
+extern char *PgcloudCorrelationId(void);
+
 /* errors.c: raise a catalogued API error (never returns). */
 extern void PgcloudRaise(const char *code, const char *details,
 						 const char *hint, const char *headers_json) pg_attribute_noreturn();

@@ -31,7 +31,7 @@ COMMENT ON COLUMN pgcloud.subscriptions.event_type IS 'An event type or a NATS-s
 
 CREATE TABLE pgcloud.outbox (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id       uuid NOT NULL UNIQUE,
+    event_id       uuid NOT NULL,
     event_type     text NOT NULL CHECK (event_type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'),
     aggregate_type text NOT NULL,
     aggregate_id   text NOT NULL,
@@ -42,7 +42,6 @@ CREATE TABLE pgcloud.outbox (
     published_at   timestamptz
 );
 CREATE INDEX outbox_unpublished_idx ON pgcloud.outbox (id) WHERE published_at IS NULL;
-CREATE INDEX outbox_aggregate_idx ON pgcloud.outbox (aggregate_type, aggregate_id, id);
 COMMENT ON TABLE pgcloud.outbox IS 'Events written in the transaction of the change they describe; the relay publishes them after commit. Ordered per aggregate by id.';
 COMMENT ON COLUMN pgcloud.outbox.id IS 'Position; within one aggregate, commit order.';
 COMMENT ON COLUMN pgcloud.outbox.event_id IS 'Unique event id (Nats-Msg-Id, inbox key).';

@@ -71,6 +71,18 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.is_subscribed(text, text) IS 'Whether a service subscribes to an event type.';
 
+CREATE FUNCTION pgcloud.route_of(event_type text) RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(x.subscriber, x.handler::oid::regproc::text) ORDER BY x.subscriber), '[]')
+      FROM (SELECT DISTINCT s.subscriber, pgcloud.handler_of(s.subscriber) AS handler
+              FROM pgcloud.subscriptions s
+             WHERE pgcloud.event_matches(s.event_type, route_of.event_type)) x
+     WHERE x.handler IS NOT NULL
+$$;
+COMMENT ON FUNCTION pgcloud.route_of(text) IS 'The subscribers of an event type installed in this database, with their handlers: [[subscriber, handler], ...].';
+
 -- Applies one event to one subscriber: inbox row + handler, in the caller's
 -- transaction. Returns applied, duplicate or not_installed.
 CREATE FUNCTION pgcloud.deliver(subscriber text, event_id uuid, event_type text, aggregate_type text,
@@ -146,17 +158,56 @@ SET search_path = pg_catalog, pgcloud
 AS $$
 DECLARE
     e pgcloud.outbox;
-    sub text;
+    sub record;
     done integer := 0;
     complete boolean;
     blocked text[] := '{}';
     agg text;
     err text;
+    batch integer := coalesce(max_events, pgcloud.policy('core.relay_batch_size', NULL::integer));
+    routes jsonb := '{}';       -- event type -> [[subscriber, handler], ...] (installed handlers only)
+    route jsonb;
+    r jsonb;
+    any_failures boolean := EXISTS (SELECT 1 FROM pgcloud.delivery_failures);
+    any_dead boolean := EXISTS (SELECT 1 FROM pgcloud.dead_letters);
 BEGIN
+    -- Fast path: the whole batch in one subtransaction. When nothing is being
+    -- retried and no handler fails, this is all there is to it.
+    IF NOT any_failures THEN
+        BEGIN
+            FOR e IN
+                SELECT * FROM pgcloud.outbox o WHERE o.published_at IS NULL
+                 ORDER BY o.id LIMIT batch FOR UPDATE SKIP LOCKED
+            LOOP
+                route := routes -> e.event_type;
+                IF route IS NULL THEN
+                    route := pgcloud.route_of(e.event_type);
+                    routes := routes || jsonb_build_object(e.event_type, route);
+                END IF;
+                FOR r IN SELECT * FROM jsonb_array_elements(route) LOOP
+                    CONTINUE WHEN any_dead AND EXISTS (SELECT 1 FROM pgcloud.dead_letters d
+                                                        WHERE d.subscriber = r ->> 0 AND d.event_id = e.event_id);
+                    INSERT INTO pgcloud.inbox (subscriber, event_id, event_type)
+                    VALUES (r ->> 0, e.event_id, e.event_type) ON CONFLICT DO NOTHING;
+                    IF FOUND THEN
+                        PERFORM set_config('pgcloud.correlation_id', coalesce(e.headers ->> 'correlation_id', ''), true);
+                        EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', r ->> 1)
+                          USING e.event_id, e.event_type, e.aggregate_type, e.aggregate_id, e.payload, e.headers;
+                    END IF;
+                END LOOP;
+                UPDATE pgcloud.outbox SET published_at = clock_timestamp() WHERE id = e.id;
+                done := done + 1;
+            END LOOP;
+            PERFORM set_config('pgcloud.correlation_id', '', true);
+            RETURN done;
+        EXCEPTION WHEN OTHERS THEN
+            done := 0;   -- a handler failed: redo the batch one delivery at a time
+        END;
+    END IF;
+
     FOR e IN
         SELECT * FROM pgcloud.outbox o WHERE o.published_at IS NULL
-         ORDER BY o.id LIMIT coalesce(max_events, pgcloud.policy('core.relay_batch_size', NULL::integer))
-         FOR UPDATE SKIP LOCKED
+         ORDER BY o.id LIMIT batch FOR UPDATE SKIP LOCKED
     LOOP
         agg := e.aggregate_type || '/' || e.aggregate_id;
         CONTINUE WHEN agg = ANY (blocked);   -- keep per-aggregate order behind a retry
@@ -164,19 +215,20 @@ BEGIN
         FOR sub IN SELECT DISTINCT s.subscriber FROM pgcloud.subscriptions s
                     WHERE pgcloud.event_matches(s.event_type, e.event_type) ORDER BY 1
         LOOP
-            CONTINUE WHEN EXISTS (SELECT 1 FROM pgcloud.dead_letters d WHERE d.subscriber = sub AND d.event_id = e.event_id);
+            CONTINUE WHEN EXISTS (SELECT 1 FROM pgcloud.dead_letters d WHERE d.subscriber = sub.subscriber AND d.event_id = e.event_id);
             IF EXISTS (SELECT 1 FROM pgcloud.delivery_failures f
-                        WHERE f.subscriber = sub AND f.event_id = e.event_id AND f.next_attempt_at > clock_timestamp()) THEN
+                        WHERE f.subscriber = sub.subscriber AND f.event_id = e.event_id
+                          AND f.next_attempt_at > clock_timestamp()) THEN
                 complete := false;
                 CONTINUE;
             END IF;
             BEGIN
-                PERFORM pgcloud.deliver(sub, e.event_id, e.event_type, e.aggregate_type, e.aggregate_id,
+                PERFORM pgcloud.deliver(sub.subscriber, e.event_id, e.event_type, e.aggregate_type, e.aggregate_id,
                                         e.payload, e.headers);
-                DELETE FROM pgcloud.delivery_failures f WHERE f.subscriber = sub AND f.event_id = e.event_id;
+                DELETE FROM pgcloud.delivery_failures f WHERE f.subscriber = sub.subscriber AND f.event_id = e.event_id;
             EXCEPTION WHEN OTHERS THEN
                 GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
-                IF NOT pgcloud.record_delivery_failure(sub, e.event_id, e.event_type, e.aggregate_type,
+                IF NOT pgcloud.record_delivery_failure(sub.subscriber, e.event_id, e.event_type, e.aggregate_type,
                                                        e.aggregate_id, e.payload, e.headers, err) THEN
                     complete := false;
                 END IF;

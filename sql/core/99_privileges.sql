@@ -37,7 +37,7 @@ GRANT EXECUTE ON ROUTINE
     TO pgcloud_services;
 GRANT INSERT ON pgcloud.http_intents TO pgcloud_services;
 GRANT SELECT ON pgcloud.http_intent_transitions TO pgcloud_services;
-GRANT SELECT ON pgcloud.services, pgcloud.subscriptions TO pgcloud_services;
+GRANT SELECT ON pgcloud.services, pgcloud.subscriptions, pgcloud.error_codes, pgcloud.policy_values TO pgcloud_services;
 
 -- Admins: policy changes and the rate limiter's state.
 GRANT EXECUTE ON ROUTINE pgcloud.set_policy(text, jsonb), pgcloud.set_policy_apply(jsonb),
