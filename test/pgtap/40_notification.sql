@@ -174,7 +174,8 @@ SELECT is((SELECT row(queued, retrying, sent, dead)::text FROM notification.emai
 -- ---- through the relay ---------------------------------------------------------------------
 UPDATE pgcloud.outbox SET published_at = now() WHERE published_at IS NULL;
 SELECT pgcloud.emit('user.created', 'user', '55555555-5555-4555-8555-555555555555',
-                    '{"user_id": "55555555-5555-4555-8555-555555555555", "email": "carol@example.com"}') AS carol \gset
+                    '{"user_id": "55555555-5555-4555-8555-555555555555", "email": "carol@example.com",
+                      "posix_username": "carol", "uid": 20003, "gid": 20003}') AS carol \gset
 SELECT ok(pgcloud.relay_once() >= 1, 'the relay delivers user.created');
 SELECT is((SELECT count(*)::int FROM pgcloud.inbox WHERE subscriber = 'notification' AND event_id = :'carol'), 1,
     'to notification, with its inbox row');

@@ -221,6 +221,15 @@ isnt($mr[0]{oauth}{oauth_nonce}, $mr[1]{oauth}{oauth_nonce}, 'a fresh nonce per 
 cmp_ok(abs($mr[0]{oauth}{oauth_timestamp} - time()), '<', 60, 'a current timestamp');
 like(intent($m[0], 'response_body'), qr/"system_id": "abc123"/, 'the machines list is recorded');
 
+# --- response bodies are kept up to core.http_response_max_bytes ----------------------------------------
+sql(q{SELECT pgcloud.set_policy('core.http_response_max_bytes', '100')});
+$id = sql(q{SELECT pgcloud.http_request('maas', 'GET', '/api/2.0/machines/',
+                                       callback => 'tap.cb(uuid, integer, jsonb, text, jsonb, boolean)')});
+wait_done($id);
+is(intent($id, "state || ' ' || response_truncated || ' ' || octet_length(response_body)"), 'succeeded true 100',
+    'a long answer is cut at core.http_response_max_bytes and marked truncated');
+sql(q{SELECT pgcloud.set_policy('core.http_response_max_bytes', '65536')});
+
 # --- the test target: a plain GET, no credentials -------------------------------------------------------
 $id = sql(q{SELECT pgcloud.http_request('test', 'GET', '/MAAS/api/2.0/version/',
                                        callback => 'tap.cb(uuid, integer, jsonb, text, jsonb, boolean)')});

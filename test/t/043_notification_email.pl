@@ -84,7 +84,7 @@ sub notifications
 }
 
 # --- user.created: read model, channel, welcome e-mail ----------------------------------------------
-my $ev = emit('user.created', qq{{"user_id": "$alice", "email": "alice\@example.com", "posix_username": "alice"}});
+my $ev = emit('user.created', qq{{"user_id": "$alice", "email": "alice\@example.com", "posix_username": "alice", "uid": 20001, "gid": 20001}});
 wait_email($ev, 'sent');
 my @msgs = $smtp->messages;
 is(scalar @msgs, 1, 'the SMTP relay received the welcome e-mail');
@@ -129,7 +129,7 @@ is($n[0][1]{ids}{payment_id}, 'p-1', 'the channel payload carries the ids');
 
 # --- 451: retried ---------------------------------------------------------------------------------
 $smtp->control({ reject_rcpt => '451', fail_next => 2 });
-$ev = emit('allocation.released', qq{{"user_id": "$alice", "allocation_id": "a-9"}});
+$ev = emit('allocation.released', qq{{"user_id": "$alice", "allocation_id": "9a9a9a9a-0000-4000-8000-000000000009"}});
 wait_email($ev, 'sent');
 is(email_state($ev), 'sent 3 250', 'RCPT refused twice with 451, accepted the third time');
 is(scalar(grep { $_->{command} eq 'RCPT' && $_->{status} == 451 } $smtp->requests), 2, 'the relay saw the two refusals');
@@ -137,7 +137,7 @@ ok((grep { $_->{subject} eq 'Your allocation was released' } $smtp->messages), '
 
 # --- 554: dead letter -----------------------------------------------------------------------------
 $smtp->control({ reject_data => '554', fail_next => 1 });
-$ev = emit('allocation.failed', qq{{"user_id": "$alice", "allocation_id": "a-10", "reason": "no capacity"}});
+$ev = emit('allocation.failed', qq{{"user_id": "$alice", "allocation_id": "9a9a9a9a-0000-4000-8000-000000000010", "reason": "no capacity"}});
 wait_email($ev, 'dead');
 is(email_state($ev), 'dead 1 554', 'the message refused with 554 is dead after one try');
 ok(!(grep { $_->{subject} eq 'Your allocation failed' } $smtp->messages), 'the relay did not keep it');
