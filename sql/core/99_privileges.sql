@@ -6,7 +6,7 @@ SELECT pgcloud.hand_over('pgcloud_core', 'pgcloud_svc_core');
 REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pgcloud.hand_over(name, name),
     pgcloud.schedule_jobs(), pgcloud.prune_idempotency_keys(), pgcloud.rate_limit_reset(text),
     pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb), pgcloud.wake_workers(),
-    pgcloud.http_recover(), pgcloud.http_claim(text, integer),
+    pgcloud.http_recover(), pgcloud.http_claim(text, integer), pgcloud.http_claim_all(text[], integer[]),
     pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
     pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
     pgcloud.http_next_due_ms(text[]), pgcloud.http_backoff_ms(integer)
