@@ -13,6 +13,13 @@ if [ -n "${PGCLOUD_PG_ROOT:-}" ]; then
         cp -a "$sys_sharedir" "$PGCLOUD_PG_ROOT$(dirname "$sys_sharedir")/"
         chmod -R a+rX "$PGCLOUD_PG_ROOT"
     fi
+    # PGXS builds need the server headers, which pg_config also relocates.
+    sys_includedir=$(pg_config --includedir)
+    if [ ! -d "$PGCLOUD_PG_ROOT$(pg_config --includedir-server)" ]; then
+        mkdir -p "$PGCLOUD_PG_ROOT$(dirname "$sys_includedir")"
+        cp -a "$sys_includedir" "$PGCLOUD_PG_ROOT$(dirname "$sys_includedir")/"
+        chmod -R a+rX "$PGCLOUD_PG_ROOT$sys_includedir"
+    fi
     PG_CONFIG=$PGCLOUD_PG_ROOT$sys_bindir/pg_config
 fi
 PG_CONFIG=${PG_CONFIG:-pg_config}

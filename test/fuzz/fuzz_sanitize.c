@@ -1,5 +1,6 @@
 /*
  * fuzz_sanitize.c — libFuzzer target for src/core/sanitize.c.
+ * fuzz-sources: src/core/sanitize.c
  *
  * Build and run from the repository root:
  *
