@@ -29,6 +29,9 @@ GRANT EXECUTE ON ROUTINE
     TO pgcloud_services;
 GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
 GRANT SELECT ON pgcloud.services, pgcloud.subscriptions TO pgcloud_services;
+-- C code of a service raises catalogued errors (PgcloudRaise) and reads policy
+-- (PgcloudPolicyNumber) as the service role: both look the tables up.
+GRANT SELECT ON pgcloud.error_codes, pgcloud.policy_values TO pgcloud_services;
 
 -- Admins: policy changes and the rate limiter's state.
 GRANT EXECUTE ON ROUTINE pgcloud.set_policy(text, jsonb), pgcloud.set_policy_apply(jsonb),
