@@ -6,7 +6,7 @@ PACKAGES=(
     make gcc clang libclang-rt-dev pkg-config python3 perl sudo
     postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap
     libcurl4-openssl-dev libssl-dev libnats-dev nats-server
-    libipc-run-perl libtest-simple-perl python3-jwt openssh-client curl
+    libipc-run-perl libtest-simple-perl python3-jwt openssh-client openssh-server openssl curl
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

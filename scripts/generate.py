@@ -455,13 +455,18 @@ def render(platform, core, meta, services):
     for n, s in services:
         if not s["subscribes"]:
             continue
+        # One filter for the whole stream: nats-server 2.9 (Debian 12) has no
+        # filter_subjects. The consumer worker acks events the service does not
+        # subscribe to without applying them; "subscribes" documents the rest.
         consumers.append({
             "stream": stream,
             "durable_name": n,
-            "filter_subjects": [prefix + "." + e for e in s["subscribes"]],
+            "filter_subject": prefix + ".>",
+            "subscribes": [prefix + "." + e for e in s["subscribes"]],
             "ack_policy": "explicit",
             "deliver_policy": "all",
             "max_deliver": -1,
+            "max_ack_pending": 1000,
             "ack_wait_seconds": 30,
         })
     doc = {
@@ -478,6 +483,27 @@ def render(platform, core, meta, services):
     }
     out["deploy/nats/streams.json"] = json.dumps(
         doc, indent=2, ensure_ascii=False) + "\n"
+    out["deploy/nats/nats-server.conf"] = "\n".join([
+        "# " + HEADER,
+        "#",
+        "# JetStream settings pgcloud requires in production. A JetStream ack is not",
+        "# an fsync under nats-server's defaults (sync every 2 minutes): Jepsen's 2025",
+        "# analysis lost acknowledged writes that way. The relay keeps an event in",
+        "# the outbox until its ack, so the ack must mean 'on disk':",
+        "#   - sync_interval: always  (nats-server >= 2.10) fsyncs before acking;",
+        "#   - run a 3-node cluster and streams with num_replicas: 3, so an ack",
+        "#     means a quorum has the message.",
+        "# Debian 12 ships nats-server 2.9.10, which lacks sync_interval: the test",
+        "# suite runs it with file storage only, and says so.",
+        "",
+        "listen: 0.0.0.0:4222",
+        "jetstream {",
+        "  store_dir: /var/lib/nats/jetstream",
+        "  sync_interval: always",
+        "  max_file_store: 64GB",
+        "}",
+        "",
+    ])
 
     # 8. deploy/routes.conf
     width_r = max(len(s["route"]) for _, s in services)

@@ -7,18 +7,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 if [ -n "${PGCLOUD_PG_ROOT:-}" ]; then
     sys_bindir=$(pg_config --bindir)
     sys_sharedir=$(pg_config --sharedir)
-    if [ ! -x "$PGCLOUD_PG_ROOT$sys_bindir/pg_config" ]; then
-        mkdir -p "$PGCLOUD_PG_ROOT$(dirname "$(dirname "$sys_bindir")")" "$PGCLOUD_PG_ROOT$(dirname "$sys_sharedir")"
+    sys_incdir=$(dirname "$(pg_config --includedir-server)")    # .../include/postgresql/15
+    if [ ! -d "$PGCLOUD_PG_ROOT$sys_incdir" ]; then
+        mkdir -p "$PGCLOUD_PG_ROOT$(dirname "$(dirname "$sys_bindir")")" "$PGCLOUD_PG_ROOT$(dirname "$sys_sharedir")" \
+                 "$PGCLOUD_PG_ROOT$(dirname "$sys_incdir")"
         cp -a "$(dirname "$sys_bindir")" "$PGCLOUD_PG_ROOT$(dirname "$(dirname "$sys_bindir")")/"
         cp -a "$sys_sharedir" "$PGCLOUD_PG_ROOT$(dirname "$sys_sharedir")/"
+        cp -a "$(dirname "$sys_incdir")/." "$PGCLOUD_PG_ROOT$(dirname "$sys_incdir")/"
         chmod -R a+rX "$PGCLOUD_PG_ROOT"
-    fi
-    # PGXS builds need the server headers, which pg_config also relocates.
-    sys_includedir=$(pg_config --includedir)
-    if [ ! -d "$PGCLOUD_PG_ROOT$(pg_config --includedir-server)" ]; then
-        mkdir -p "$PGCLOUD_PG_ROOT$(dirname "$sys_includedir")"
-        cp -a "$sys_includedir" "$PGCLOUD_PG_ROOT$(dirname "$sys_includedir")/"
-        chmod -R a+rX "$PGCLOUD_PG_ROOT$sys_includedir"
     fi
     PG_CONFIG=$PGCLOUD_PG_ROOT$sys_bindir/pg_config
 fi

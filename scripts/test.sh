@@ -66,7 +66,9 @@ run_regress() {
     local name=$1 bin=$2; shift 2
     local out="$WORK/$name"
     mkdir -p "$out"; [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$out"
-    as_runner "$bin" --temp-instance="$out/instance" --temp-config="$WORK/temp.conf" --port="$(free_port)" \
+    # --bindir: the temp instance must run the PostgreSQL we installed into
+    # (PGCLOUD_PG_ROOT), not the one pg_regress was compiled for.
+    as_runner "$bin" --bindir="$PG_BINDIR" --temp-instance="$out/instance" --temp-config="$WORK/temp.conf" --port="$(free_port)" \
         --inputdir="$WORK/input" --outputdir="$out" --dbname=pgcloud_regress \
         "${LOAD_EXT[@]}" "$@" >"$out/run.log" 2>&1
     local rc=$?

@@ -54,6 +54,12 @@ extern char *pgcloud_correlation_id;
 extern int	pgcloud_rate_limit_max_principals;
 extern void PgcloudGucInit(void);
 
+/* context.c: the request context. */
+extern char *PgcloudRequestField(const char *setting, const char *field);
+extern char *PgcloudRequestRole(void);
+extern char *PgcloudRequestUserId(void);
+extern char *PgcloudCorrelationId(void);
+
 /* errors.c: raise a catalogued API error (never returns). */
 extern void PgcloudRaise(const char *code, const char *details,
 						 const char *hint, const char *headers_json) pg_attribute_noreturn();
@@ -68,6 +74,10 @@ extern bool PgcloudValidEventType(const char *s, size_t len);
 /* log_scrub.c */
 extern void PgcloudLogScrubInit(void);
 extern char *PgcloudSanitizeCString(const char *in, size_t len, int *nredacted);
+
+/* bgworkers/shmem.c: wake this database's relay when the transaction commits. */
+extern void PgcloudRelayWakeAtCommit(void);
+extern void PgcloudWorkersInit(void);
 
 /* ratelimit.c */
 extern void PgcloudRateLimitInit(void);

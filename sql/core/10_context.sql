@@ -56,52 +56,18 @@ AS $$ SELECT pgcloud.headers() ->> lower(name) $$;
 COMMENT ON FUNCTION pgcloud.header(text) IS 'One request header by name (case-insensitive), or NULL.';
 
 CREATE FUNCTION pgcloud.request_role() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pgcloud
-AS $$
-    SELECT coalesce(
-        nullif(pgcloud.claims() ->> 'role', ''),
-        nullif(current_setting('role'), 'none'),
-        session_user::text)
-$$;
+LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgcloud_context_role';
 COMMENT ON FUNCTION pgcloud.request_role() IS 'The role of the current request: the JWT role claim, else the role set with SET ROLE, else the session user.';
 
 CREATE FUNCTION pgcloud.user_id() RETURNS uuid
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pgcloud
-AS $$
-DECLARE
-    sub text := pgcloud.claims() ->> 'sub';
-BEGIN
-    IF sub IS NULL OR sub = '' THEN
-        RETURN NULL;
-    END IF;
-    IF sub !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
-        PERFORM pgcloud.raise('invalid_request_context', 'the sub claim must be a uuid');
-    END IF;
-    RETURN sub::uuid;
-END
-$$;
-COMMENT ON FUNCTION pgcloud.user_id() IS 'The authenticated principal (the JWT sub claim as uuid), or NULL for anonymous requests.';
+LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgcloud_context_user_id';
+COMMENT ON FUNCTION pgcloud.user_id() IS 'The authenticated principal (the JWT sub claim as uuid), or NULL for anonymous requests; a sub that is not a uuid raises invalid_request_context.';
 
 CREATE FUNCTION pgcloud.correlation_id() RETURNS text
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pgcloud
-AS $$
-DECLARE
-    cid text := nullif(current_setting('pgcloud.correlation_id', true), '');
-BEGIN
-    IF cid IS NOT NULL THEN
-        RETURN cid;
-    END IF;
-    cid := pgcloud.header('x-correlation-id');
-    IF cid IS NULL OR cid !~ '^[A-Za-z0-9._:-]{1,128}$' THEN
-        cid := gen_random_uuid()::text;
-    END IF;
-    PERFORM set_config('pgcloud.correlation_id', cid, true);
-    RETURN cid;
-END
-$$;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'pgcloud_context_correlation_id';
 COMMENT ON FUNCTION pgcloud.correlation_id() IS 'The correlation id of the current transaction: X-Correlation-Id when well-formed (1-128 of [A-Za-z0-9._:-]), else a new uuid kept for the rest of the transaction.';
 
 CREATE FUNCTION pgcloud.context() RETURNS jsonb

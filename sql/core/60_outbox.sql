@@ -42,7 +42,6 @@ CREATE TABLE pgcloud.outbox (
     published_at   timestamptz
 );
 CREATE INDEX outbox_unpublished_idx ON pgcloud.outbox (id) WHERE published_at IS NULL;
-CREATE INDEX outbox_aggregate_idx ON pgcloud.outbox (aggregate_type, aggregate_id, id);
 COMMENT ON TABLE pgcloud.outbox IS 'Events written in the transaction of the change they describe; the relay publishes them after commit. Ordered per aggregate by id.';
 COMMENT ON COLUMN pgcloud.outbox.id IS 'Position; within one aggregate, commit order.';
 COMMENT ON COLUMN pgcloud.outbox.event_id IS 'Unique event id (Nats-Msg-Id, inbox key).';

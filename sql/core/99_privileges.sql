@@ -4,8 +4,9 @@ SELECT pgcloud.hand_over('pgcloud_core', 'pgcloud_svc_core');
 
 -- Install-time and operator-only routines stay superuser-only.
 REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pgcloud.hand_over(name, name),
-    pgcloud.schedule_jobs(), pgcloud.prune_idempotency_keys(), pgcloud.prune_revoked_sessions(),
-    pgcloud.rate_limit_reset(text)
+    pgcloud.schedule_jobs(), pgcloud.prune_idempotency_keys(), pgcloud.rate_limit_reset(text),
+    pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb), pgcloud.wake_workers(),
+    pgcloud.prune_revoked_sessions()
     FROM pgcloud_svc_core;
 
 -- Every API role: the pre-request hook and the scrubber.
@@ -28,12 +29,14 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.revoke_session(uuid, timestamptz)
     TO pgcloud_services;
 GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
-GRANT SELECT ON pgcloud.services, pgcloud.subscriptions TO pgcloud_services;
--- C code of a service raises catalogued errors (PgcloudRaise) and reads policy
--- (PgcloudPolicyNumber) as the service role: both look the tables up.
-GRANT SELECT ON pgcloud.error_codes, pgcloud.policy_values TO pgcloud_services;
+GRANT SELECT ON pgcloud.services, pgcloud.subscriptions, pgcloud.error_codes, pgcloud.policy_values TO pgcloud_services;
 
 -- Admins: policy changes and the rate limiter's state.
 GRANT EXECUTE ON ROUTINE pgcloud.set_policy(text, jsonb), pgcloud.set_policy_apply(jsonb),
-    pgcloud.rate_limit_status(), pgcloud.build_info()
+    pgcloud.rate_limit_status(), pgcloud.build_info(), pgcloud.worker_status()
     TO pgcloud_admin;
+GRANT SELECT ON pgcloud.outbox_lag, pgcloud.oldest_undelivered, pgcloud.workers, pgcloud.dead_letters
+    TO pgcloud_admin;
+
+-- Start this database's workers as soon as the installation commits.
+SELECT pgcloud.wake_workers();

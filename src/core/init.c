@@ -14,4 +14,5 @@ _PG_init(void)
 	PgcloudGucInit();
 	PgcloudLogScrubInit();
 	PgcloudRateLimitInit();
+	PgcloudWorkersInit();
 }

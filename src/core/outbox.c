@@ -90,8 +90,9 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	text	   *aggregate_id;
 	Jsonb	   *payload;
 	pg_uuid_t  *event_id;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *actor;
 	uint32		lockkey;
 	StringInfoData agg;
 	int			ret;
@@ -146,17 +147,15 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	if (plan == NULL)
 	{
-		Oid			argtypes[6] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID};
+		Oid			argtypes[9] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID};
 		SPIPlanPtr	p = SPI_prepare(
 			"INSERT INTO pgcloud.outbox "
 			"(event_id, event_type, aggregate_type, aggregate_id, payload, headers, source) "
 			"VALUES ($1, $2, $3, $4, coalesce($5, '{}'::jsonb), "
 			"pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
-			"'correlation_id', pgcloud.correlation_id(), "
-			"'actor', pgcloud.user_id(), "
-			"'actor_role', pgcloud.request_role(), "
-			"'source', $6)), $6)",
-			6, argtypes);
+			"'correlation_id', $7, 'actor', $8, 'actor_role', $9, 'source', $6)), $6)",
+			9, argtypes);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -175,10 +174,16 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 		nulls[4] = 'n';
 	}
 	values[5] = CStringGetTextDatum(emitting_source());
+	values[6] = CStringGetTextDatum(PgcloudCorrelationId());
+	actor = PgcloudRequestUserId();
+	values[7] = actor ? CStringGetTextDatum(actor) : (Datum) 0;
+	nulls[7] = actor ? ' ' : 'n';
+	values[8] = CStringGetTextDatum(PgcloudRequestRole());
 	ret = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(ret));
 	SPI_finish();
 
+	PgcloudRelayWakeAtCommit();
 	PG_RETURN_UUID_P(event_id);
 }

@@ -99,29 +99,6 @@ require_shmem(void)
 				errhint("Add pgcloud to shared_preload_libraries in postgresql.conf and restart the server."));
 }
 
-/* A string field of a JSON request setting (request.jwt.claims, ...), or NULL. */
-static char *
-safe_field(const char *setting, const char *field)
-{
-	const char *raw = GetConfigOption(setting, true, false);
-	Jsonb	   *jb;
-	JsonbValue	key;
-	JsonbValue *val;
-
-	if (raw == NULL || raw[0] == '\0')
-		return NULL;
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(raw)));
-	if (!JB_ROOT_IS_OBJECT(jb))
-		return NULL;
-	key.type = jbvString;
-	key.val.string.val = (char *) field;
-	key.val.string.len = strlen(field);
-	val = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
-	if (val == NULL || val->type != jbvString)
-		return NULL;
-	return pnstrdup(val->val.string.val, val->val.string.len);
-}
-
 /*
  * The principal of this request: "sub:<subject>" when the JWT has a subject,
  * otherwise "anon:<client address>" from X-Forwarded-For / X-Real-IP.
@@ -129,7 +106,7 @@ safe_field(const char *setting, const char *field)
 static void
 request_principal(char *out)
 {
-	char	   *sub = safe_field("request.jwt.claims", "sub");
+	char	   *sub = PgcloudRequestField("request.jwt.claims", "sub");
 	char	   *addr;
 
 	memset(out, 0, PRINCIPAL_LEN);
@@ -138,7 +115,7 @@ request_principal(char *out)
 		snprintf(out, PRINCIPAL_LEN, "sub:%s", sub);
 		return;
 	}
-	addr = safe_field("request.headers", "x-forwarded-for");
+	addr = PgcloudRequestField("request.headers", "x-forwarded-for");
 	if (addr != NULL)
 	{
 		char	   *comma = strchr(addr, ',');
@@ -147,7 +124,7 @@ request_principal(char *out)
 			*comma = '\0';
 	}
 	else
-		addr = safe_field("request.headers", "x-real-ip");
+		addr = PgcloudRequestField("request.headers", "x-real-ip");
 	snprintf(out, PRINCIPAL_LEN, "anon:%s", addr ? addr : "unknown");
 }
 
@@ -240,7 +217,7 @@ static void
 reject_revoked_session(void)
 {
 	static SPIPlanPtr plan = NULL;
-	char	   *sid = safe_field("request.jwt.claims", "sid");
+	char	   *sid = PgcloudRequestField("request.jwt.claims", "sid");
 	Datum		arg;
 	bool		revoked;
 	int			ret;

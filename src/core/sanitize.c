@@ -12,8 +12,11 @@
  *	  bounded look-ahead/look-behind or consumes what it scans; scans that fail
  *	  cover disjoint stretches (see the comment on each rule);
  *	- allocates only through PgcBuf.grow;
- *	- output length <= 2 * len + 1 (each rule's replacement is paid for by the
- *	  bytes it consumes, see the length notes below);
+ *	- output length <= 2 * len + 1: each replacement is paid for by the bytes
+ *	  of its match plus the byte that must follow it (a value terminator, the
+ *	  byte after a bearer token, the URI scheme before "://"); the shortest
+ *	  cases, "secret=a," and "ab://u:p@", exactly double.  That is why a
+ *	  1-byte URI password needs len(scheme) + len(user) >= 3;
  *	- idempotent: a replacement token never matches again and never makes a
  *	  neighbouring rule match (left-boundary tests see the end of a redacted
  *	  span as ']', as a second pass would);
@@ -37,20 +40,25 @@
  *				refresh_token access_token id_token; then an optional closing
  *				quote (" ' \"), blanks, a separator (= : => :=), blanks, value:
  *				  "..." or \"...\"  the inside is replaced, quotes kept;
- *				  '...'             replaced together with its quotes (libpq);
+ *				  '...' after ':'   likewise (Python reprs);
+ *				  '...' after '='   replaced together with its quotes and
+ *				                    anything glued to them (libpq conninfo);
  *				  ["..."] ['...']   first element's inside replaced;
- *				  unquoted          up to end of line / '"' / '\' / ',' / '}',
- *				                    and for '=' also blanks & ; ' (conninfo,
- *				                    query strings); authorization always runs
- *				                    to end of line.
+ *				  unquoted, after '=' (conninfo, query string, env): up to a
+ *				                    blank & ; ' , } " \ or line end;
+ *				  unquoted, after ':' or '=>': up to , } " \ or line end;
+ *				  unquoted, header keys (authorization cookie set-cookie
+ *				                    stripe-signature, key not quoted), any
+ *				                    separator: up to " \ or line end.
  *				The name and separator are kept; the value -> [redacted].
  *				An empty value, a value that already is [redacted], or an
- *				unquoted null/true/false is kept.
+ *				unquoted null/true/false is kept.  "Line end" is CR, LF or
+ *				NUL; an unterminated quoted value also stops at CR/LF.
  *	bearer		"bearer" (case-insensitive, not preceded by [A-Za-z0-9_]), one
  *				or more blanks, token [A-Za-z0-9._~+/=-]+ -> Bearer [redacted]
  *				(Basic credentials are covered by the authorization key).
  *	URI password	scheme "://" user ":" password "@" host: the authority is
- *				read up to / ? # whitespace " \ < > ` { } | ^; the userinfo
+ *				read up to / ? # whitespace " \ < > ` { } | ^ [ ]; the userinfo
  *				ends at its last '@', the password starts after its first ':'.
  *				-> scheme://user:[redacted]@host.  A userinfo without
  *				password is left alone (and not taken for an e-mail).
@@ -70,6 +78,7 @@
  */
 #include "sanitize.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -179,10 +188,11 @@ to_lower(int c)
 }
 
 /*
- * Bytes that end the authority part of a URI.  '[' and ']' are not among them:
- * an IPv6 host comes after the '@', and "user:[redacted]@host" must still
- * parse as a URI on a second pass (its user part is kept verbatim, and must
- * stay inside a match).
+ * Bytes that end the authority part of a URI.  '[' is one (a redaction token
+ * inside a failed authority must not let a second pass read further than the
+ * first did), but try_uri() steps over "[redacted]@", its own output, so
+ * that "user:[redacted]@host" is still a URI on a second pass and its user
+ * part (kept verbatim) stays inside a match.
  */
 static int
 uri_term(int c)
@@ -203,6 +213,8 @@ uri_term(int c)
 		case '}':
 		case '|':
 		case '^':
+		case '[':
+		case ']':
 			return 1;
 		default:
 			return 0;
@@ -572,7 +584,7 @@ key_value(const Scan *s, size_t i, size_t j, int header, Match *m)
 		b = scan_edquoted(s, a);
 		e = (b + 1 < len && in[b] == '\\' && in[b + 1] == '"') ? b + 2 : b;
 	}
-	else if (c == '\'' && arr)
+	else if (c == '\'' && (arr || !eq))
 	{
 		a = v + 1;
 		b = scan_squoted(s, a);
@@ -580,7 +592,7 @@ key_value(const Scan *s, size_t i, size_t j, int header, Match *m)
 	}
 	else if (c == '\'')
 	{
-		/* libpq style: the quotes go too, and whatever sticks to them */
+		/* libpq key='value': the quotes go too, and whatever sticks to them */
 		a = v;
 		b = scan_squoted(s, v + 1);
 		if (b < len && in[b] == '\'')
@@ -690,9 +702,15 @@ try_uri(const Scan *s, size_t i, Match *m)
 
 	a = i + 3;
 	at = SIZE_MAX;
-	for (k = a; k < len && !uri_term(in[k]); k++)
+	for (k = a; k < len; k++)
+	{
+		if (in[k] == '[' && lit_at(s, k, TOK_REDACTED "@", TOK_REDACTED_LEN + 1))
+			k += TOK_REDACTED_LEN;
+		else if (uri_term(in[k]))
+			break;
 		if (in[k] == '@')
 			at = k;
+	}
 	if (at == SIZE_MAX)
 		return 0;
 	for (col = a; col < at && in[col] != ':'; col++)
@@ -1022,7 +1040,7 @@ scrub(const uchar *in, size_t len, PgcBuf *out, int first_only)
 			}
 			copy = m.re;
 			s.red_end = m.re;
-			if (n < INT32_MAX)
+			if (n < INT_MAX)
 				n++;
 		}
 		i = m.e;

@@ -181,6 +181,7 @@ static const Case cases[] = {
 	C("yaml passwd", "passwd: hunter2", "passwd: [redacted]", 1),
 	C("apikey spaced", "apikey = abc123", "apikey = [redacted]", 1),
 	C("access/id token", "access_token=abc id_token: xyz", "access_token=[redacted] id_token: [redacted]", 2),
+	C("python dict", "{'password': 'p w', 'user': 'x'}", "{'password': '[redacted]', 'user': 'x'}", 1),
 	C("ruby hash", "{\"secret\" => \"x\"}", "{\"secret\" => \"[redacted]\"}", 1),
 	C("key in message, in json string", "{\"msg\":\"login password=abc\\nok\"}", "{\"msg\":\"login password=[redacted]\\nok\"}", 1),
 	SAME("near miss: passwordless", "passwordless=true password_hint=x"),

@@ -1,0 +1,150 @@
+/*
+ * common.c — what every per-database worker does the same way: signals,
+ * connecting, checking that pgcloud is installed, reporting its state in
+ * shared memory, and leaving cleanly.
+ */
+#include "workers.h"
+
+#include "access/xact.h"
+#include "pgstat.h"
+#include "tcop/tcopprot.h"
+#include "postmaster/bgworker.h"
+#include "utils/snapmgr.h"
+
+volatile sig_atomic_t PgcloudGotSighup = false;
+int			PgcloudMySlot = -1;
+PgcloudWorkerKind PgcloudMyKind;
+
+static void
+handle_sighup(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	PgcloudGotSighup = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+static PgcloudWorkerState *
+my_state(void)
+{
+	return &PgcloudWorkers->slots[PgcloudMySlot].workers[PgcloudMyKind];
+}
+
+void
+PgcloudWorkerTeardown(int code, Datum arg)
+{
+	if (PgcloudWorkers == NULL || PgcloudMySlot < 0)
+		return;
+	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
+	my_state()->pid = 0;
+	my_state()->procno = -1;
+	LWLockRelease(PgcloudWorkers->lock);
+}
+
+/* Signals, connection and the shared-memory slot of this worker. */
+void
+PgcloudWorkerSetup(PgcloudWorkerKind kind, int slot)
+{
+	char		dbname[NAMEDATALEN];
+
+	PgcloudMyKind = kind;
+	PgcloudMySlot = slot;
+	pqsignal(SIGHUP, handle_sighup);
+	pqsignal(SIGTERM, die);		/* exits at the next CHECK_FOR_INTERRUPTS, mid-transaction too */
+	BackgroundWorkerUnblockSignals();
+
+	LWLockAcquire(PgcloudWorkers->lock, LW_SHARED);
+	strlcpy(dbname, PgcloudWorkers->slots[slot].dbname, NAMEDATALEN);
+	LWLockRelease(PgcloudWorkers->lock);
+
+	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+
+	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
+	PgcloudWorkers->slots[slot].dboid = MyDatabaseId;
+	my_state()->pid = MyProcPid;
+	my_state()->procno = MyProc->pgprocno;
+	my_state()->started_at = GetCurrentTimestamp();
+	LWLockRelease(PgcloudWorkers->lock);
+	before_shmem_exit(PgcloudWorkerTeardown, (Datum) 0);
+	pgstat_report_appname(psprintf("pgcloud %s", PgcloudWorkerKindName(kind)));
+}
+
+/*
+ * True when pgcloud_core is installed in this database. Otherwise marks the
+ * slot so the launcher re-checks later, logs that once, and returns false.
+ */
+bool
+PgcloudWorkerCheckInstalled(void)
+{
+	bool		installed;
+	PgcloudDbSlot *slot = &PgcloudWorkers->slots[PgcloudMySlot];
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgcloud_core'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up pgcloud_core");
+	installed = SPI_processed == 1;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
+	slot->not_installed = !installed;
+	if (!installed && !slot->not_installed_logged)
+	{
+		slot->not_installed_logged = true;
+		LWLockRelease(PgcloudWorkers->lock);
+		ereport(LOG,
+				errmsg("pgcloud is not installed in database \"%s\"; its workers are not started",
+					   slot->dbname),
+				errhint("Run CREATE EXTENSION pgcloud CASCADE there; the launcher checks again every few seconds."));
+		return false;
+	}
+	if (installed)
+		slot->not_installed_logged = false;
+	LWLockRelease(PgcloudWorkers->lock);
+	return installed;
+}
+
+void
+PgcloudWorkerNoteActivity(int64 processed, int64 failures)
+{
+	PgcloudWorkerState *w = my_state();
+
+	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
+	w->last_activity = GetCurrentTimestamp();
+	w->processed += processed;
+	w->failures += failures;
+	if (processed > 0 && failures == 0)
+		w->last_error[0] = '\0';
+	LWLockRelease(PgcloudWorkers->lock);
+}
+
+void
+PgcloudWorkerNoteError(const char *message)
+{
+	PgcloudWorkerState *w = my_state();
+	int			n;
+	char	   *clean = PgcloudSanitizeCString(message, strlen(message), &n);
+
+	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
+	strlcpy(w->last_error, clean ? clean : message, PGCLOUD_ERRLEN);
+	w->failures++;
+	w->last_activity = GetCurrentTimestamp();
+	LWLockRelease(PgcloudWorkers->lock);
+}
+
+/* SIGHUP reloads the configuration; SIGTERM (die) ends the worker here. */
+void
+PgcloudWorkerHandleInterrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (PgcloudGotSighup)
+	{
+		PgcloudGotSighup = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}

@@ -1,0 +1,28 @@
+/*
+ * nats_link.h — the JetStream connection of a worker (nats.c): connect with
+ * backoff, ensure the stream and durable consumers, close on every path.
+ */
+#ifndef PGCLOUD_NATS_LINK_H
+#define PGCLOUD_NATS_LINK_H
+
+#include <nats/nats.h>
+
+#define PGCLOUD_STREAM "PGCLOUD_EVENTS"
+#define PGCLOUD_SUBJECT_PREFIX "pgcloud."
+
+typedef struct NatsLink
+{
+	natsConnection *conn;
+	jsCtx	   *js;
+	int			failures;		/* consecutive connection failures, for backoff */
+} NatsLink;
+
+/* Connects (when not connected) and ensures the stream; false (and logs once per outage) on failure. */
+extern bool NatsLinkEnsure(NatsLink *link, jsOptions *jsopts);
+extern void NatsLinkClose(NatsLink *link);
+/* Milliseconds to wait before the next connection attempt (exponential, jittered, capped). */
+extern long NatsLinkBackoffMs(NatsLink *link);
+/* Records a failure; logs the first of an outage at WARNING with the reason. */
+extern void NatsLinkFailed(NatsLink *link, const char *what, natsStatus s);
+
+#endif

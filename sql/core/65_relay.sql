@@ -1,0 +1,361 @@
+-- Delivery of outbox events to subscribers: embedded (pgcloud.relay_once)
+-- and NATS (pgcloud.consume_event, called by the consumer worker). Both go
+-- through pgcloud.deliver(): the inbox row and the handler's effect commit
+-- together, so a redelivered event has no second effect.
+
+INSERT INTO pgcloud.policy_values (key, value, description) VALUES
+    ('core.max_delivery_attempts', '5', 'Tries before an event delivery goes to pgcloud.dead_letters.'),
+    ('core.delivery_retry_base_ms', '200', 'First retry delay of a failed delivery (doubles each try, with jitter).'),
+    ('core.relay_batch_size', '200', 'Events the relay handles per transaction.');
+
+CREATE TABLE pgcloud.delivery_failures (
+    subscriber      text NOT NULL,
+    event_id        uuid NOT NULL,
+    attempts        integer NOT NULL,
+    last_error      text NOT NULL,
+    next_attempt_at timestamptz NOT NULL,
+    PRIMARY KEY (subscriber, event_id)
+);
+COMMENT ON TABLE pgcloud.delivery_failures IS 'Deliveries that failed and will be retried (embedded mode; in NATS mode JetStream redelivers).';
+COMMENT ON COLUMN pgcloud.delivery_failures.subscriber IS 'The subscribing service.';
+COMMENT ON COLUMN pgcloud.delivery_failures.event_id IS 'The event.';
+COMMENT ON COLUMN pgcloud.delivery_failures.attempts IS 'Failed tries so far.';
+COMMENT ON COLUMN pgcloud.delivery_failures.last_error IS 'The last error, scrubbed.';
+COMMENT ON COLUMN pgcloud.delivery_failures.next_attempt_at IS 'Not retried before this time.';
+
+CREATE TABLE pgcloud.dead_letters (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    subscriber      text NOT NULL,
+    event_id        uuid NOT NULL,
+    event_type      text NOT NULL,
+    aggregate_type  text NOT NULL,
+    aggregate_id    text NOT NULL,
+    payload         jsonb NOT NULL,
+    headers         jsonb NOT NULL,
+    attempts        integer NOT NULL,
+    error           text NOT NULL,
+    dead_at         timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (subscriber, event_id)
+);
+COMMENT ON TABLE pgcloud.dead_letters IS 'Event deliveries given up after core.max_delivery_attempts tries, with their last error; each raised a platform.alert event.';
+COMMENT ON COLUMN pgcloud.dead_letters.id IS 'Entry number.';
+COMMENT ON COLUMN pgcloud.dead_letters.subscriber IS 'The subscribing service whose handler failed.';
+COMMENT ON COLUMN pgcloud.dead_letters.event_id IS 'The event.';
+COMMENT ON COLUMN pgcloud.dead_letters.event_type IS 'Its type.';
+COMMENT ON COLUMN pgcloud.dead_letters.aggregate_type IS 'Its aggregate type.';
+COMMENT ON COLUMN pgcloud.dead_letters.aggregate_id IS 'Its aggregate id.';
+COMMENT ON COLUMN pgcloud.dead_letters.payload IS 'Its payload.';
+COMMENT ON COLUMN pgcloud.dead_letters.headers IS 'Its headers.';
+COMMENT ON COLUMN pgcloud.dead_letters.attempts IS 'How many tries failed.';
+COMMENT ON COLUMN pgcloud.dead_letters.error IS 'The last error, scrubbed.';
+COMMENT ON COLUMN pgcloud.dead_letters.dead_at IS 'When it was given up.';
+
+-- The handler of a subscriber in this database, or NULL when that service is
+-- not installed here.
+CREATE FUNCTION pgcloud.handler_of(subscriber text) RETURNS regprocedure
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT to_regprocedure(format('%I.on_event(uuid, text, text, text, jsonb, jsonb)', s.schema_name))
+      FROM pgcloud.services s WHERE s.name = subscriber
+$$;
+COMMENT ON FUNCTION pgcloud.handler_of(text) IS 'The on_event handler of a service in this database, or NULL when the service is not installed here.';
+
+CREATE FUNCTION pgcloud.is_subscribed(subscriber text, event_type text) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pgcloud.subscriptions s
+                    WHERE s.subscriber = is_subscribed.subscriber
+                      AND pgcloud.event_matches(s.event_type, is_subscribed.event_type))
+$$;
+COMMENT ON FUNCTION pgcloud.is_subscribed(text, text) IS 'Whether a service subscribes to an event type.';
+
+CREATE FUNCTION pgcloud.route_of(event_type text) RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(x.subscriber, x.handler::oid::regproc::text) ORDER BY x.subscriber), '[]')
+      FROM (SELECT DISTINCT s.subscriber, pgcloud.handler_of(s.subscriber) AS handler
+              FROM pgcloud.subscriptions s
+             WHERE pgcloud.event_matches(s.event_type, route_of.event_type)) x
+     WHERE x.handler IS NOT NULL
+$$;
+COMMENT ON FUNCTION pgcloud.route_of(text) IS 'The subscribers of an event type installed in this database, with their handlers: [[subscriber, handler], ...].';
+
+-- Applies one event to one subscriber: inbox row + handler, in the caller's
+-- transaction. Returns applied, duplicate or not_installed.
+CREATE FUNCTION pgcloud.deliver(subscriber text, event_id uuid, event_type text, aggregate_type text,
+                                aggregate_id text, payload jsonb, headers jsonb) RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    handler regprocedure := pgcloud.handler_of(subscriber);
+BEGIN
+    IF handler IS NULL THEN
+        RETURN 'not_installed';
+    END IF;
+    INSERT INTO pgcloud.inbox (subscriber, event_id, event_type)
+    VALUES (subscriber, event_id, event_type)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 'duplicate';
+    END IF;
+    -- The correlation id of the event follows it into the handler's audit rows and events.
+    PERFORM set_config('pgcloud.correlation_id', coalesce(headers ->> 'correlation_id', ''), true);
+    EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', handler::oid::regproc)
+      USING event_id, event_type, aggregate_type, aggregate_id, payload, headers;
+    PERFORM set_config('pgcloud.correlation_id', '', true);
+    RETURN 'applied';
+END
+$$;
+COMMENT ON FUNCTION pgcloud.deliver(text, uuid, text, text, text, jsonb, jsonb) IS 'Applies one event to one subscriber in the current transaction: inbox row and handler effect together; a second delivery is a no-op (duplicate).';
+
+CREATE FUNCTION pgcloud.record_delivery_failure(subscriber text, event_id uuid, event_type text,
+                                                aggregate_type text, aggregate_id text, payload jsonb,
+                                                headers jsonb, error text, attempts integer DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    tries integer;
+    clean text := left(pgcloud.sanitize(coalesce(error, 'unknown error')), 2000);
+    base_ms integer := pgcloud.policy('core.delivery_retry_base_ms', NULL::integer);
+BEGIN
+    IF attempts IS NULL THEN
+        INSERT INTO pgcloud.delivery_failures AS f (subscriber, event_id, attempts, last_error, next_attempt_at)
+        VALUES (subscriber, event_id, 1, clean, clock_timestamp() + make_interval(secs => base_ms / 1000.0))
+        ON CONFLICT ON CONSTRAINT delivery_failures_pkey DO UPDATE
+           SET attempts = f.attempts + 1, last_error = excluded.last_error,
+               next_attempt_at = clock_timestamp()
+                   + make_interval(secs => least(base_ms * 2 ^ f.attempts * (0.5 + random()), 300000) / 1000.0)
+        RETURNING f.attempts INTO tries;
+    ELSE
+        tries := attempts;
+    END IF;
+    IF tries < pgcloud.policy('core.max_delivery_attempts', NULL::integer) THEN
+        RETURN false;
+    END IF;
+    INSERT INTO pgcloud.dead_letters (subscriber, event_id, event_type, aggregate_type, aggregate_id,
+                                      payload, headers, attempts, error)
+    VALUES (subscriber, event_id, event_type, aggregate_type, aggregate_id, payload, headers, tries, clean)
+    ON CONFLICT DO NOTHING;
+    DELETE FROM pgcloud.delivery_failures f WHERE f.subscriber = record_delivery_failure.subscriber
+                                              AND f.event_id = record_delivery_failure.event_id;
+    PERFORM pgcloud.emit('platform.alert', 'dead_letter', event_id::text,
+        jsonb_build_object('kind', 'dead_letter', 'subscriber', subscriber, 'event_id', event_id,
+                           'event_type', event_type, 'attempts', tries, 'error', clean));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.record_delivery_failure(text, uuid, text, text, text, jsonb, jsonb, text, integer) IS 'Counts a failed delivery (or takes the transport''s count); after core.max_delivery_attempts moves it to pgcloud.dead_letters and emits platform.alert. Returns true when dead-lettered.';
+
+CREATE FUNCTION pgcloud.relay_once(max_events integer DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    e pgcloud.outbox;
+    sub record;
+    done integer := 0;
+    complete boolean;
+    blocked text[] := '{}';
+    agg text;
+    err text;
+    batch integer := coalesce(max_events, pgcloud.policy('core.relay_batch_size', NULL::integer));
+    routes jsonb := '{}';       -- event type -> [[subscriber, handler], ...] (installed handlers only)
+    route jsonb;
+    r jsonb;
+    any_failures boolean := EXISTS (SELECT 1 FROM pgcloud.delivery_failures);
+    any_dead boolean := EXISTS (SELECT 1 FROM pgcloud.dead_letters);
+BEGIN
+    -- Fast path: the whole batch in one subtransaction. When nothing is being
+    -- retried and no handler fails, this is all there is to it.
+    IF NOT any_failures THEN
+        BEGIN
+            FOR e IN
+                SELECT * FROM pgcloud.outbox o WHERE o.published_at IS NULL
+                 ORDER BY o.id LIMIT batch FOR UPDATE SKIP LOCKED
+            LOOP
+                route := routes -> e.event_type;
+                IF route IS NULL THEN
+                    route := pgcloud.route_of(e.event_type);
+                    routes := routes || jsonb_build_object(e.event_type, route);
+                END IF;
+                FOR r IN SELECT * FROM jsonb_array_elements(route) LOOP
+                    CONTINUE WHEN any_dead AND EXISTS (SELECT 1 FROM pgcloud.dead_letters d
+                                                        WHERE d.subscriber = r ->> 0 AND d.event_id = e.event_id);
+                    INSERT INTO pgcloud.inbox (subscriber, event_id, event_type)
+                    VALUES (r ->> 0, e.event_id, e.event_type) ON CONFLICT DO NOTHING;
+                    IF FOUND THEN
+                        PERFORM set_config('pgcloud.correlation_id', coalesce(e.headers ->> 'correlation_id', ''), true);
+                        EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', r ->> 1)
+                          USING e.event_id, e.event_type, e.aggregate_type, e.aggregate_id, e.payload, e.headers;
+                    END IF;
+                END LOOP;
+                UPDATE pgcloud.outbox SET published_at = clock_timestamp() WHERE id = e.id;
+                done := done + 1;
+            END LOOP;
+            PERFORM set_config('pgcloud.correlation_id', '', true);
+            RETURN done;
+        EXCEPTION WHEN OTHERS THEN
+            done := 0;   -- a handler failed: redo the batch one delivery at a time
+        END;
+    END IF;
+
+    FOR e IN
+        SELECT * FROM pgcloud.outbox o WHERE o.published_at IS NULL
+         ORDER BY o.id LIMIT batch FOR UPDATE SKIP LOCKED
+    LOOP
+        agg := e.aggregate_type || '/' || e.aggregate_id;
+        CONTINUE WHEN agg = ANY (blocked);   -- keep per-aggregate order behind a retry
+        complete := true;
+        FOR sub IN SELECT DISTINCT s.subscriber FROM pgcloud.subscriptions s
+                    WHERE pgcloud.event_matches(s.event_type, e.event_type) ORDER BY 1
+        LOOP
+            CONTINUE WHEN EXISTS (SELECT 1 FROM pgcloud.dead_letters d WHERE d.subscriber = sub.subscriber AND d.event_id = e.event_id);
+            IF EXISTS (SELECT 1 FROM pgcloud.delivery_failures f
+                        WHERE f.subscriber = sub.subscriber AND f.event_id = e.event_id
+                          AND f.next_attempt_at > clock_timestamp()) THEN
+                complete := false;
+                CONTINUE;
+            END IF;
+            BEGIN
+                PERFORM pgcloud.deliver(sub.subscriber, e.event_id, e.event_type, e.aggregate_type, e.aggregate_id,
+                                        e.payload, e.headers);
+                DELETE FROM pgcloud.delivery_failures f WHERE f.subscriber = sub.subscriber AND f.event_id = e.event_id;
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+                IF NOT pgcloud.record_delivery_failure(sub.subscriber, e.event_id, e.event_type, e.aggregate_type,
+                                                       e.aggregate_id, e.payload, e.headers, err) THEN
+                    complete := false;
+                END IF;
+            END;
+        END LOOP;
+        IF complete THEN
+            UPDATE pgcloud.outbox SET published_at = clock_timestamp() WHERE id = e.id;
+            done := done + 1;
+        ELSE
+            blocked := blocked || agg;
+        END IF;
+    END LOOP;
+    RETURN done;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.relay_once(integer) IS 'Embedded delivery: hands pending outbox events, in id order, to every subscribing service installed in this database (inbox row + handler in one transaction), marks them published, retries failures with backoff and dead-letters them after core.max_delivery_attempts. Returns the number of events published. The relay worker calls it; tests may too.';
+
+-- NATS mode: the consumer worker hands each message to this function.
+CREATE FUNCTION pgcloud.consume_event(subscriber text, envelope jsonb) RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+BEGIN
+    IF envelope IS NULL OR jsonb_typeof(envelope) <> 'object' OR envelope ->> 'event_id' IS NULL
+       OR envelope ->> 'event_type' IS NULL THEN
+        PERFORM pgcloud.raise('invalid_event', 'message is not a pgcloud event envelope');
+    END IF;
+    IF NOT pgcloud.is_subscribed(subscriber, envelope ->> 'event_type') THEN
+        RETURN 'ignored';
+    END IF;
+    RETURN pgcloud.deliver(subscriber, (envelope ->> 'event_id')::uuid, envelope ->> 'event_type',
+                           coalesce(envelope ->> 'aggregate_type', ''), coalesce(envelope ->> 'aggregate_id', ''),
+                           coalesce(envelope -> 'payload', '{}'::jsonb), coalesce(envelope -> 'headers', '{}'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb) IS 'NATS mode: applies one message (the event envelope) to one subscriber; returns applied, duplicate, ignored or not_installed.';
+
+-- Operator views.
+CREATE FUNCTION pgcloud.worker_status(OUT database text, OUT worker text, OUT pid integer, OUT state text,
+                                      OUT started_at timestamptz, OUT last_activity timestamptz,
+                                      OUT processed bigint, OUT failures bigint, OUT last_error text)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pgcloud_worker_status';
+COMMENT ON FUNCTION pgcloud.worker_status() IS 'Operators: every pgcloud background worker, its state, counters and last (scrubbed) error.';
+
+CREATE FUNCTION pgcloud.wake_workers() RETURNS boolean
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pgcloud_wake_workers';
+COMMENT ON FUNCTION pgcloud.wake_workers() IS 'Operators: wakes the launcher and every worker when the current transaction commits (installing pgcloud does this). False when pgcloud is not preloaded.';
+
+CREATE VIEW pgcloud.outbox_lag AS
+    SELECT count(*) AS pending,
+           min(created_at) AS oldest_pending_at,
+           coalesce(extract(epoch FROM now() - min(created_at)), 0)::numeric(12, 3) AS oldest_pending_seconds,
+           (SELECT max(published_at) FROM pgcloud.outbox) AS last_published_at,
+           (SELECT count(*) FROM pgcloud.delivery_failures) AS retrying,
+           (SELECT count(*) FROM pgcloud.dead_letters) AS dead_letters
+      FROM pgcloud.outbox WHERE published_at IS NULL;
+COMMENT ON VIEW pgcloud.outbox_lag IS 'Operators: undelivered events, the oldest one and its age, deliveries being retried, dead letters.';
+COMMENT ON COLUMN pgcloud.outbox_lag.pending IS 'Events not yet published.';
+COMMENT ON COLUMN pgcloud.outbox_lag.oldest_pending_at IS 'Creation time of the oldest undelivered event.';
+COMMENT ON COLUMN pgcloud.outbox_lag.oldest_pending_seconds IS 'Its age in seconds (0 when none).';
+COMMENT ON COLUMN pgcloud.outbox_lag.last_published_at IS 'When the last event was published.';
+COMMENT ON COLUMN pgcloud.outbox_lag.retrying IS 'Deliveries waiting for a retry.';
+COMMENT ON COLUMN pgcloud.outbox_lag.dead_letters IS 'Deliveries given up.';
+
+CREATE VIEW pgcloud.oldest_undelivered AS
+    SELECT o.id, o.event_id, o.event_type, o.aggregate_type, o.aggregate_id, o.created_at,
+           now() - o.created_at AS age
+      FROM pgcloud.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT 20;
+COMMENT ON VIEW pgcloud.oldest_undelivered IS 'Operators: the 20 oldest undelivered events.';
+COMMENT ON COLUMN pgcloud.oldest_undelivered.id IS 'Outbox position.';
+COMMENT ON COLUMN pgcloud.oldest_undelivered.event_id IS 'Event id.';
+COMMENT ON COLUMN pgcloud.oldest_undelivered.event_type IS 'Event type.';
+COMMENT ON COLUMN pgcloud.oldest_undelivered.aggregate_type IS 'Aggregate type.';
+COMMENT ON COLUMN pgcloud.oldest_undelivered.aggregate_id IS 'Aggregate id.';
+COMMENT ON COLUMN pgcloud.oldest_undelivered.created_at IS 'When it was emitted.';
+COMMENT ON COLUMN pgcloud.oldest_undelivered.age IS 'How long it has waited.';
+
+CREATE VIEW pgcloud.workers AS SELECT * FROM pgcloud.worker_status();
+COMMENT ON VIEW pgcloud.workers IS 'Operators: pgcloud background workers (see pgcloud.worker_status()).';
+COMMENT ON COLUMN pgcloud.workers.database IS 'Database the worker serves.';
+COMMENT ON COLUMN pgcloud.workers.worker IS 'relay or consumer.';
+COMMENT ON COLUMN pgcloud.workers.pid IS 'Process id while running.';
+COMMENT ON COLUMN pgcloud.workers.state IS 'running, stopped or not installed.';
+COMMENT ON COLUMN pgcloud.workers.started_at IS 'When it started.';
+COMMENT ON COLUMN pgcloud.workers.last_activity IS 'When it last did work.';
+COMMENT ON COLUMN pgcloud.workers.processed IS 'Events handled since start.';
+COMMENT ON COLUMN pgcloud.workers.failures IS 'Failures since start.';
+COMMENT ON COLUMN pgcloud.workers.last_error IS 'Last error, scrubbed.';
+
+-- NATS mode: a message that could not be applied. Returns true when it was
+-- dead-lettered (the consumer then terminates it), false to redeliver.
+CREATE FUNCTION pgcloud.consume_failed(subscriber text, msg_id text, body text, error text, deliveries integer)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    env jsonb;
+BEGIN
+    BEGIN
+        env := body::jsonb;
+    EXCEPTION WHEN OTHERS THEN
+        env := jsonb_build_object('unparsable_body', left(body, 1000));
+    END;
+    IF jsonb_typeof(env) <> 'object' THEN
+        env := jsonb_build_object('unparsable_body', left(body, 1000));
+    END IF;
+    RETURN pgcloud.record_delivery_failure(
+        subscriber,
+        CASE WHEN coalesce(env ->> 'event_id', msg_id) ~ '^[0-9a-fA-F-]{36}$'
+             THEN coalesce(env ->> 'event_id', msg_id)::uuid ELSE gen_random_uuid() END,
+        coalesce(env ->> 'event_type', 'unknown.event'), coalesce(env ->> 'aggregate_type', ''),
+        coalesce(env ->> 'aggregate_id', ''), coalesce(env -> 'payload', env), coalesce(env -> 'headers', '{}'::jsonb),
+        error, deliveries);
+END
+$$;
+COMMENT ON FUNCTION pgcloud.consume_failed(text, text, text, text, integer) IS 'NATS mode: records a message that failed for a subscriber; with JetStream''s delivery count at core.max_delivery_attempts it is dead-lettered (returns true).';
+
+CREATE FUNCTION pgcloud.nats_subscribers() RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT s.name FROM pgcloud.services s
+     WHERE s.subscribes <> '{}' AND pgcloud.handler_of(s.name) IS NOT NULL
+     ORDER BY s.name
+$$;
+COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the subscribing services installed in this database; each has a durable JetStream consumer named after it.';

@@ -1,2 +1,0 @@
--- pgcloud_releases: schema releases, owned by pgcloud_svc_releases (created by pgcloud.service_begin).
--- The service's tables, functions and API arrive with its issue.
