@@ -88,8 +88,10 @@ for alg, tok in ours['tokens'].items():
         res[alg] = claims == data['claims']
     except Exception as e:
         res[alg] = 'error: %s' % e
-    # Deterministic algorithms: PyJWT signs the same header and claims to the same token.
+    # Deterministic algorithms: PyJWT signs the same header and claims to the
+    # same token (ASCII claims: PyJWT escapes non-ASCII, we keep UTF-8).
     if alg in ('HS256', 'RS256', 'EdDSA'):
+        tok = ours['ascii'][alg]
         hdr = jwt.get_unverified_header(tok)
         payload = json.loads(jwt.api_jws.base64url_decode(tok.split('.')[1]))
         priv = jwt.PyJWK(data['private'][alg], algorithm=alg).key
@@ -109,6 +111,9 @@ my %ours;
 for my $alg (qw(HS256 RS256 ES256 EdDSA)) {
     $ours{tokens}{$alg} = $node->safe_psql('postgres',
         "SELECT auth.jwt_sign(" . sqlq($claims) . "::jsonb, " . sqlq($json->encode($py->{private}{$alg})) . "::jsonb)");
+    $ours{ascii}{$alg} = $node->safe_psql('postgres',
+        "SELECT auth.jwt_sign(" . sqlq($claims) . "::jsonb - 'n' || '{\"scope\": \"a b\", \"x\": [1.5, false, null]}', "
+        . sqlq($json->encode($py->{private}{$alg})) . "::jsonb)");
 }
 $node->safe_psql('postgres', "SELECT pgcloud.set_policy('auth.dev_login_enabled', 'true')");
 $ours{platform} = $node->safe_psql('postgres', "SELECT api.dev_login('interop\@example.com') ->> 'access_token'");
