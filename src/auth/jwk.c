@@ -27,46 +27,85 @@ PG_FUNCTION_INFO_V1(pgcloud_auth_jwk_generate);
 
 /* ---- members from jsonb ------------------------------------------------ */
 
-static void
-member(JsonbContainer *jwk, const char *name, JwkStr *out)
+/* The slot of a member name, or NULL for members we do not read. */
+static JwkStr *
+member_slot(JwkMembers *m, JwkStr *kid, const char *name, int len)
 {
-	JsonbValue *v = JwtJsonbMember(jwk, name);
-
-	out->ptr = NULL;
-	out->len = 0;
-	if (v == NULL)
-		return;
-	if (v->type != jbvString)
-	{
-		/* present but not a string: an empty string fails every check */
-		out->ptr = "";
-		return;
-	}
-	out->ptr = v->val.string.val;
-	out->len = v->val.string.len;
+#define IS(lit) (len == (int) sizeof(lit) - 1 && memcmp(name, lit, len) == 0)
+	if (IS("kty"))
+		return &m->kty;
+	if (IS("crv"))
+		return &m->crv;
+	if (IS("alg"))
+		return &m->alg;
+	if (IS("use"))
+		return &m->use;
+	if (IS("kid"))
+		return kid;
+	if (IS("n"))
+		return &m->n;
+	if (IS("e"))
+		return &m->e;
+	if (IS("x"))
+		return &m->x;
+	if (IS("y"))
+		return &m->y;
+	if (IS("k"))
+		return &m->k;
+	if (IS("d"))
+		return &m->d;
+	if (IS("p"))
+		return &m->p;
+	if (IS("q"))
+		return &m->q;
+	if (IS("dp"))
+		return &m->dp;
+	if (IS("dq"))
+		return &m->dq;
+	if (IS("qi"))
+		return &m->qi;
+#undef IS
+	return NULL;
 }
 
+/* One pass over the JWK object; a member that is not a string reads as "". */
 void
 JwkMembersFromJsonb(JsonbContainer *jwk, JwkMembers *m, JwkStr *kid)
 {
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JwkStr		ignored_kid;
+
 	memset(m, 0, sizeof(*m));
-	member(jwk, "kty", &m->kty);
-	member(jwk, "crv", &m->crv);
-	member(jwk, "alg", &m->alg);
-	member(jwk, "use", &m->use);
-	member(jwk, "n", &m->n);
-	member(jwk, "e", &m->e);
-	member(jwk, "x", &m->x);
-	member(jwk, "y", &m->y);
-	member(jwk, "k", &m->k);
-	member(jwk, "d", &m->d);
-	member(jwk, "p", &m->p);
-	member(jwk, "q", &m->q);
-	member(jwk, "dp", &m->dp);
-	member(jwk, "dq", &m->dq);
-	member(jwk, "qi", &m->qi);
-	if (kid)
-		member(jwk, "kid", kid);
+	if (kid == NULL)
+		kid = &ignored_kid;
+	kid->ptr = NULL;
+	kid->len = 0;
+	if (!JsonContainerIsObject(jwk))
+		return;
+	it = JsonbIteratorInit(jwk);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		JwkStr	   *slot;
+
+		if (tok != WJB_KEY)
+			continue;
+		slot = member_slot(m, kid, v.val.string.val, v.val.string.len);
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (slot == NULL || tok != WJB_VALUE)
+			continue;
+		if (v.type == jbvString)
+		{
+			slot->ptr = v.val.string.val;
+			slot->len = v.val.string.len;
+		}
+		else
+		{
+			slot->ptr = "";
+			slot->len = 0;
+		}
+	}
 }
 
 /* ---- import ------------------------------------------------------------ */

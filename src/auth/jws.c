@@ -11,20 +11,58 @@
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
 
 #include "jwt.h"
+
+/*
+ * HMAC-SHA256 with a per-backend EVP_MAC context: fetching the algorithm and
+ * setting a key costs more than the MAC of a token, so the context is kept
+ * and re-initialised with the same key when the same key comes again.
+ */
+static EVP_MAC *hmac_alg = NULL;
+static EVP_MAC_CTX *hmac_ctx = NULL;
+static unsigned char hmac_key[JWK_MAX_OCT_BYTES];
+static size_t hmac_key_len = 0;
 
 static bool
 hs256(const unsigned char *secret, size_t secret_len, const unsigned char *input, size_t input_len,
 	  unsigned char *mac)
 {
-	unsigned int maclen = 0;
+	size_t		maclen = 0;
+	bool		same_key;
 
-	if (secret == NULL || secret_len == 0)
+	if (secret == NULL || secret_len == 0 || secret_len > sizeof(hmac_key))
 		return false;
-	if (HMAC(EVP_sha256(), secret, (int) secret_len, input, input_len, mac, &maclen) == NULL)
+	if (hmac_alg == NULL && (hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
 		return false;
+	if (hmac_ctx == NULL && (hmac_ctx = EVP_MAC_CTX_new(hmac_alg)) == NULL)
+		return false;
+	same_key = hmac_key_len == secret_len && CRYPTO_memcmp(hmac_key, secret, secret_len) == 0;
+	if (same_key)
+	{
+		if (EVP_MAC_init(hmac_ctx, NULL, 0, NULL) != 1)
+			return false;
+	}
+	else
+	{
+		OSSL_PARAM	params[2];
+
+		params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *) "SHA256", 0);
+		params[1] = OSSL_PARAM_construct_end();
+		OPENSSL_cleanse(hmac_key, sizeof(hmac_key));
+		hmac_key_len = 0;
+		if (EVP_MAC_init(hmac_ctx, secret, secret_len, params) != 1)
+			return false;
+		memcpy(hmac_key, secret, secret_len);
+		hmac_key_len = secret_len;
+	}
+	if (EVP_MAC_update(hmac_ctx, input, input_len) != 1
+		|| EVP_MAC_final(hmac_ctx, mac, &maclen, EVP_MAX_MD_SIZE) != 1)
+	{
+		ERR_clear_error();
+		return false;
+	}
 	return maclen == 32;
 }
 

@@ -426,7 +426,7 @@ numeric_date(Jsonb *claims, const char *name)
 		return NAN;
 	if (v->type != jbvNumeric)
 		invalid(psprintf("the %s claim is not a number", name));
-	d = jb_number(v);
+	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, NumericGetDatum(v->val.numeric)));
 	if (!isfinite(d) || d < 0 || d > MAX_NUMERIC_DATE)
 		invalid(psprintf("the %s claim is not a valid NumericDate", name));
 	return d;

@@ -108,13 +108,23 @@ JwtBytesToJsonb(const unsigned char *s, size_t len)
 	text = palloc(len + 1);
 	memcpy(text, s, len);
 	text[len] = '\0';
-	/* PostgreSQL's parser, without throwing: \u escapes the encoding cannot hold. */
-	lex = makeJsonLexContextCstringLen(text, (int) len, GetDatabaseEncoding(), true);
-	perr = pg_parse_json(lex, &nullSemAction);
-	if (perr != JSON_SUCCESS)
+
+	/*
+	 * In a UTF-8 database, what jwt_json_check() accepts (valid UTF-8, no
+	 * NUL or \u0000, paired surrogates, bounded numbers and depth) is what
+	 * jsonb_in accepts. In another encoding, a \u escape may name a
+	 * character the encoding cannot hold: ask PostgreSQL's parser first,
+	 * without throwing.
+	 */
+	if (GetDatabaseEncoding() != PG_UTF8)
 	{
-		pfree(text);
-		return NULL;
+		lex = makeJsonLexContextCstringLen(text, (int) len, GetDatabaseEncoding(), true);
+		perr = pg_parse_json(lex, &nullSemAction);
+		if (perr != JSON_SUCCESS)
+		{
+			pfree(text);
+			return NULL;
+		}
 	}
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 }

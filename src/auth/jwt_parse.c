@@ -42,22 +42,27 @@ jwt_err_message(JwtErr err)
 
 /* ---- base64url ------------------------------------------------------ */
 
-/* -1 for bytes outside the base64url alphabet. */
-static int
-b64url_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
+/* Value of each byte in the base64url alphabet, -1 outside it. */
+static const signed char b64url_table[256] = {
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+	-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
+};
+
+#define b64url_value(c) ((int) b64url_table[(unsigned char) (c)])
 
 size_t
 jwt_b64url_decoded_max(size_t inlen)
@@ -69,35 +74,49 @@ JwtErr
 jwt_b64url_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap,
 				  size_t *outlen)
 {
+	const unsigned char *p = (const unsigned char *) in;
 	size_t		i;
 	size_t		o = 0;
-	unsigned int acc = 0;
-	int			bits = 0;
-	size_t		need;
+	size_t		full = inlen / 4 * 4;
+	size_t		rest = inlen - full;
 
 	*outlen = 0;
-	if (inlen % 4 == 1)
+	if (rest == 1)
 		return JWT_ERR_BASE64URL;
-	need = jwt_b64url_decoded_max(inlen);
-	if (need > outcap)
+	if (jwt_b64url_decoded_max(inlen) > outcap)
 		return JWT_ERR_PART_TOO_LARGE;
-	for (i = 0; i < inlen; i++)
+	for (i = 0; i < full; i += 4)
 	{
-		int			v = b64url_value((unsigned char) in[i]);
+		int			a = b64url_table[p[i]];
+		int			b = b64url_table[p[i + 1]];
+		int			c = b64url_table[p[i + 2]];
+		int			d = b64url_table[p[i + 3]];
+		unsigned int v;
 
-		if (v < 0)
+		if ((a | b | c | d) < 0)
 			return JWT_ERR_BASE64URL;
-		acc = ((acc << 6) | (unsigned int) v) & 0xFFFFFF;
-		bits += 6;
-		if (bits >= 8)
-		{
-			bits -= 8;
-			out[o++] = (unsigned char) ((acc >> bits) & 0xFF);
-		}
+		v = ((unsigned int) a << 18) | ((unsigned int) b << 12) | ((unsigned int) c << 6) | (unsigned int) d;
+		out[o++] = (unsigned char) (v >> 16);
+		out[o++] = (unsigned char) (v >> 8);
+		out[o++] = (unsigned char) v;
 	}
-	/* Unused trailing bits must be zero: one encoding per value. */
-	if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
-		return JWT_ERR_BASE64URL;
+	if (rest > 0)
+	{
+		int			a = b64url_table[p[full]];
+		int			b = b64url_table[p[full + 1]];
+		int			c = rest == 3 ? b64url_table[p[full + 2]] : 0;
+		unsigned int v;
+
+		if ((a | b | c) < 0)
+			return JWT_ERR_BASE64URL;
+		v = ((unsigned int) a << 18) | ((unsigned int) b << 12) | ((unsigned int) c << 6);
+		/* Unused trailing bits must be zero: one encoding per value. */
+		if ((rest == 2 && (v & 0xFFFF) != 0) || (rest == 3 && (v & 0xFF) != 0))
+			return JWT_ERR_BASE64URL;
+		out[o++] = (unsigned char) (v >> 16);
+		if (rest == 3)
+			out[o++] = (unsigned char) (v >> 8);
+	}
 	*outlen = o;
 	return JWT_OK;
 }
