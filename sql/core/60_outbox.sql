@@ -31,7 +31,7 @@ COMMENT ON COLUMN pgcloud.subscriptions.event_type IS 'An event type or a NATS-s
 
 CREATE TABLE pgcloud.outbox (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id       uuid NOT NULL UNIQUE,
+    event_id       uuid NOT NULL,
     event_type     text NOT NULL CHECK (event_type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'),
     aggregate_type text NOT NULL,
     aggregate_id   text NOT NULL,

@@ -1,0 +1,136 @@
+#!/bin/bash
+# Event pipeline benchmark (issue 3). One command:  bench/events.sh
+# Starts a private cluster and a nats-server (JetStream, file storage), then
+# measures, in the same run:
+#   1. relay throughput, embedded mode (commit -> subscriber's handler applied)
+#   2. relay throughput, NATS mode (commit -> JetStream ack), against raw
+#      asynchronous JetStream publishing of the same number of messages by a
+#      small nats.c program (test/tools/natstool.c) to the same server
+#   3. commit-to-handler latency p50/p99 at a steady 1,000 events/s (embedded)
+#   4. the cost of pgcloud.emit() in a one-row-insert transaction
+# and appends the figures to bench/RESULTS.md. Settings: N (events, 20000),
+# SECONDS_PER_RUN (10).
+set -euo pipefail
+. "$(dirname "$0")/../scripts/lib.sh"
+cd "$REPO"
+N=${N:-20000}
+DUR=${SECONDS_PER_RUN:-10}
+WORK=$(mktemp -d /tmp/pgcloud-bench.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown "$RUN_USER" "$WORK"
+PORT=$(free_port)
+NPORT=$(free_port)
+export PGCLOUD_DATA=$WORK/cluster PGCLOUD_PORT=$PORT PGCLOUD_DB=bench
+NATS_PID=
+cleanup() {
+    scripts/cluster.sh stop >/dev/null 2>&1 || true
+    [ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+make -s >/dev/null
+if [ -w "$($PG_CONFIG --pkglibdir)" ]; then make -s install >/dev/null; else sudo make -s install >/dev/null; fi
+gcc -O2 -o "$WORK/natstool" test/tools/natstool.c -lnats
+nats-server -js -a 127.0.0.1 -p "$NPORT" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
+NATS_PID=$!
+scripts/cluster.sh start >/dev/null 2>&1
+cat >> "$PGCLOUD_DATA/postgresql.conf" <<CONF
+track_commit_timestamp = on
+max_worker_processes = 16
+CONF
+scripts/cluster.sh stop >/dev/null; scripts/cluster.sh start >/dev/null 2>&1
+psql_b() { scripts/cluster.sh psql -X -q -At "$@"; }
+sleep 1
+
+psql_b -c "
+INSERT INTO pgcloud.services (name, schema_name, database_name, layer, route_prefix, publishes, subscribes, depends_on)
+VALUES ('benchsvc', 'benchsvc', 'bench', 'domain', '/benchsvc', '{}', '{bench.*}', '{}');
+INSERT INTO pgcloud.subscriptions VALUES ('benchsvc', 'bench.*');
+CREATE SCHEMA benchsvc;
+CREATE TABLE benchsvc.effects (event_id uuid, applied_at timestamptz DEFAULT clock_timestamp(), latency_ms float8);
+-- Records commit-to-handler latency: the emitting transaction's commit time
+-- (track_commit_timestamp) to the moment the handler runs.
+CREATE FUNCTION benchsvc.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
+                                  payload jsonb, headers jsonb) RETURNS void LANGUAGE sql AS
+\$\$ INSERT INTO benchsvc.effects (event_id, latency_ms)
+    SELECT event_id, extract(epoch FROM clock_timestamp() - pg_xact_commit_timestamp(o.xmin)) * 1000
+      FROM pgcloud.outbox o WHERE o.event_id = on_event.event_id \$\$;
+CREATE TABLE bench_plain (id bigserial, v text);
+CREATE INDEX bench_outbox_event_id ON pgcloud.outbox (event_id);  -- for the latency handler only
+SELECT pgcloud.wake_workers();" >/dev/null
+
+now_ms() { date +%s%3N; }
+wait_sql() {  # wait until query returns "t"
+    until [ "$(psql_b -c "$1")" = t ]; do sleep 0.05; done
+}
+emit_sql="SELECT count(pgcloud.emit('bench.tick', 'thing', 'a' || (i % 100), jsonb_build_object('i', i, 'pad', repeat('x', 100)))) FROM generate_series(1, $N) i"
+
+# 1. Embedded throughput.
+psql_b -c "TRUNCATE benchsvc.effects" >/dev/null
+t0=$(now_ms); psql_b -c "$emit_sql" >/dev/null; t1=$(now_ms)
+wait_sql "SELECT count(*) >= $N FROM benchsvc.effects"; t2=$(now_ms)
+EMB_RATE=$(( N * 1000 / (t2 - t1) ))
+echo "embedded: emitted $N in $((t1 - t0)) ms; delivered in $((t2 - t1)) ms after commit: $EMB_RATE events/s"
+
+# 2. NATS throughput vs raw publish.
+psql_b -c "ALTER SYSTEM SET pgcloud.nats_url = 'nats://127.0.0.1:$NPORT'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 2
+psql_b -c "$emit_sql" >/dev/null; wait_sql "SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL"   # warm-up
+t1=$(now_ms); psql_b -c "$emit_sql" >/dev/null; t2=$(now_ms)
+wait_sql "SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL"; t3=$(now_ms)
+NATS_RATE=$(( N * 1000 / (t3 - t2) ))
+SIZE=$(psql_b -c "SELECT avg(length(jsonb_build_object('event_id', event_id, 'event_type', event_type, 'aggregate_type', aggregate_type, 'aggregate_id', aggregate_id, 'payload', payload, 'headers', headers, 'source', source, 'created_at', created_at)::text))::int FROM pgcloud.outbox ORDER BY 1 LIMIT 1")
+"$WORK/natstool" stream "nats://127.0.0.1:$NPORT" RAWBENCH 'raw.>' >/dev/null
+RAW_RATE=$("$WORK/natstool" publish "nats://127.0.0.1:$NPORT" raw.bench "$N" "$SIZE")
+RATIO=$(python3 -c "print(f'{$NATS_RATE / $RAW_RATE:.2f}')")
+echo "NATS: relay published $N events in $((t3 - t2)) ms after commit: $NATS_RATE events/s; raw nats.c publish of $N x $SIZE B: $RAW_RATE msgs/s; ratio $RATIO"
+psql_b -c "ALTER SYSTEM SET pgcloud.nats_url = ''" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 2
+
+# 3. Latency at a steady 1,000 events/s (embedded).
+psql_b -c "TRUNCATE benchsvc.effects" >/dev/null
+echo "SELECT pgcloud.emit('bench.tick', 'thing', 'lat', '{}');" > "$WORK/emit1.sql"
+chmod a+r "$WORK"/*.sql
+as_runner pgbench -n -h "$PGCLOUD_DATA/run" -p "$PORT" -f "$WORK/emit1.sql" -c 8 -j 2 -R 1000 -T "$DUR" bench > "$WORK/lat.out" 2>&1
+sleep 1
+LAT=$(psql_b -F ' ' -c "
+SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2),
+       round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2), count(*)
+  FROM (SELECT latency_ms AS ms FROM benchsvc.effects) x")
+read -r P50 P99 CNT <<<"$LAT"
+echo "latency at 1000 events/s for ${DUR}s ($CNT events): p50 ${P50} ms, p99 ${P99} ms"
+
+# 4. emit() cost: a one-row insert transaction with and without it.
+# Both are one statement (one round trip, one transaction): the difference is emit() alone.
+echo "INSERT INTO bench_plain (v) VALUES ('x');" > "$WORK/plain.sql"
+echo "WITH e AS (SELECT pgcloud.emit('bench.tick', 'thing', 'cost', '{\"v\": \"x\"}') AS id) INSERT INTO bench_plain (v) SELECT 'x' FROM e;" > "$WORK/emit.sql"
+chmod a+r "$WORK"/*.sql
+tps() { as_runner pgbench -n -h "$PGCLOUD_DATA/run" -p "$PORT" -f "$1" -c 1 -j 1 -T "$DUR" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
+TPS_PLAIN=$(tps "$WORK/plain.sql")
+TPS_EMIT=$(tps "$WORK/emit.sql")
+COST=$(python3 -c "print(f'{(1 - $TPS_EMIT / $TPS_PLAIN) * 100:.1f}')")
+echo "emit cost, relay delivering meanwhile: plain insert $TPS_PLAIN tps, insert + emit $TPS_EMIT tps: ${COST}% slower"
+# The same with the relay stopped: the cost of emit() in the transaction alone.
+psql_b -c "ALTER SYSTEM SET pgcloud.databases = ''" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 2
+TPS_PLAIN2=$(tps "$WORK/plain.sql")
+TPS_EMIT2=$(tps "$WORK/emit.sql")
+COST2=$(python3 -c "print(f'{(1 - $TPS_EMIT2 / $TPS_PLAIN2) * 100:.1f}')")
+echo "emit cost, relay stopped: plain insert $TPS_PLAIN2 tps, insert + emit $TPS_EMIT2 tps: ${COST2}% slower"
+
+{
+    echo
+    echo "## Events: relay, latency, emit cost ($(date -u +%Y-%m-%d), $(nproc) cores)"
+    echo
+    echo "Command: \`bench/events.sh\` (N=$N, ${DUR}s runs)"
+    echo
+    echo "| measure | result | baseline (same run) | ratio / goal |"
+    echo "|---|---|---|---|"
+    echo "| relay throughput, embedded (commit → handler applied) | $EMB_RATE events/s | — | — |"
+    echo "| relay throughput, NATS (commit → JetStream ack, file storage) | $NATS_RATE events/s | raw nats.c async publish: $RAW_RATE msgs/s ($SIZE B) | $RATIO (goal ≥ 0.5) |"
+    echo "| commit-to-handler latency at 1,000 events/s, embedded | p50 $P50 ms, p99 $P99 ms ($CNT events) | — | goal p50 < 5 ms |"
+    echo "| one-row insert transaction, relay stopped | + emit(): $TPS_EMIT2 tps | plain: $TPS_PLAIN2 tps | ${COST2}% slower (goal < 15 %) |"
+    echo "| one-row insert transaction, relay delivering each event | + emit(): $TPS_EMIT tps | plain: $TPS_PLAIN tps | ${COST}% slower |"
+} >> bench/RESULTS.md
+echo "appended to bench/RESULTS.md"
