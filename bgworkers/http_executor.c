@@ -157,45 +157,7 @@ shutdown_transfers(int code, Datum arg)
 	curl_global_cleanup();
 }
 
-/* ---- transactions ----------------------------------------------------------- */
-
-static void
-begin_txn(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-commit_txn(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/* In PG_CATCH: the error as a palloc'd string in cxt, the transaction aborted. */
-static char *
-catch_error(MemoryContext cxt)
-{
-	ErrorData  *edata;
-	char	   *msg;
-
-	MemoryContextSwitchTo(cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortCurrentTransaction();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	msg = pstrdup(edata->message ? edata->message : "unknown error");
-	FreeErrorData(edata);
-	PgcloudWorkerNoteError(msg);
-	return msg;
-}
+/* ---- plans (units of work: PgcloudWorkerBeginWork/EndWork/AbortWork, common.c) */
 
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *argtypes)
@@ -284,7 +246,7 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 		char	   *state;
 
-		begin_txn("recording an HTTP outcome");
+		PgcloudWorkerBeginWork("recording an HTTP outcome");
 		prepare_plans();
 		values[0] = CStringGetTextDatum(id);
 		values[1] = Int32GetDatum(attempt);
@@ -307,12 +269,12 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 					errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
 						   HttpTargetNames[target], attempt,
 						   o->error ? o->error : psprintf("status %d", o->status)));
-		commit_txn();
+		PgcloudWorkerEndWork();
 		PgcloudWorkerNoteActivity(1, 0);
 	}
 	PG_CATCH();
 	{
-		failure = catch_error(cxt);
+		failure = PgcloudWorkerAbortWork(cxt);
 		ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", id, failure));
 	}
 	PG_END_TRY();
@@ -345,15 +307,15 @@ run_due_callbacks(List *ids, MemoryContext cxt)
 		{
 			Datum		v = CStringGetTextDatum(id);
 
-			begin_txn("running an HTTP callback");
+			PgcloudWorkerBeginWork("running an HTTP callback");
 			prepare_plans();
 			if (SPI_execute_plan(callback_plan, &v, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "pgcloud.http_run_callback() failed");
-			commit_txn();
+			PgcloudWorkerEndWork();
 		}
 		PG_CATCH();
 		{
-			char	   *msg = catch_error(cxt);
+			char	   *msg = PgcloudWorkerAbortWork(cxt);
 
 			ereport(LOG, errmsg("pgcloud http: callback of intent %s failed: %s", id, msg));
 		}
@@ -414,7 +376,7 @@ claim_and_start(MemoryContext cxt)
 		Datum		spare[HTTP_TARGETS];
 		int			nspare = 0;
 
-		begin_txn("claiming HTTP intents");
+		PgcloudWorkerBeginWork("claiming HTTP intents");
 		prepare_plans();
 		/*
 		 * The claim need not wait for its WAL flush: lost in a crash, the
@@ -498,12 +460,12 @@ claim_and_start(MemoryContext cxt)
 					next_due_at = GetCurrentTimestamp() + Max(DatumGetInt64(ms), 1) * 1000;
 			}
 		}
-		commit_txn();
+		PgcloudWorkerEndWork();
 		round_errors = 0;
 	}
 	PG_CATCH();
 	{
-		char	   *msg = catch_error(cxt);
+		char	   *msg = PgcloudWorkerAbortWork(cxt);
 
 		ereport(LOG, errmsg("pgcloud http: claiming intents failed: %s", msg));
 		claimed = NIL;			/* nothing was committed in flight */
@@ -680,17 +642,17 @@ recover_in_flight(MemoryContext cxt)
 		bool		isnull;
 		int			n;
 
-		begin_txn("recovering HTTP intents");
+		PgcloudWorkerBeginWork("recovering HTTP intents");
 		if (SPI_execute("SELECT pgcloud.http_recover()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "pgcloud.http_recover() failed");
 		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		commit_txn();
+		PgcloudWorkerEndWork();
 		if (n > 0)
 			ereport(LOG, errmsg("pgcloud http: %d intents left in flight are sent again", n));
 	}
 	PG_CATCH();
 	{
-		char	   *msg = catch_error(cxt);
+		char	   *msg = PgcloudWorkerAbortWork(cxt);
 
 		ereport(LOG, errmsg("pgcloud http: could not recover intents in flight: %s", msg));
 	}
