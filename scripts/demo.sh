@@ -16,9 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-make -s
-if [ -w "$(pg_config --pkglibdir)" ]; then make -s install; else sudo make -s install; fi
 . scripts/lib.sh
+make -s
+if [ -w "$($PG_CONFIG --pkglibdir)" ]; then make -s install; else sudo make -s install PG_CONFIG="$PG_CONFIG"; fi
 scripts/cluster.sh start
 
 DATA=${PGCLOUD_DATA:-$REPO/.pgdata}
