@@ -7,7 +7,8 @@
 #   (what exists), then walks a user through: sign-in, top-up through a Stripe
 #   checkout completed by a signed webhook, marketplace, SSH key, a GPU
 #   allocation deployed by MAAS, an access certificate, metering, release,
-#   and what the user and the operator see afterwards.
+#   and what the user and the operator see afterwards. The demo database is
+#   reset (pgcloud dropped and installed again) at each run.
 #
 # Every API call is made the way PostgREST makes it: the access token is
 # verified against api.jwks(), then, in one transaction, SET LOCAL ROLE to
@@ -27,6 +28,8 @@ psql_q() { scripts/cluster.sh psql -X -q -At "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
 
+# The demo starts from a clean platform each time it runs.
+psql_q -c "DROP EXTENSION IF EXISTS pgcloud_core CASCADE" -c "CREATE EXTENSION pgcloud CASCADE" 2>/dev/null
 echo
 scripts/cluster.sh psql -f demo/demo.sql
 
@@ -94,7 +97,7 @@ wait_for() {  # SQL that returns t, seconds, what
 # ---- operator: capacity -----------------------------------------------------
 say "Operator defines a GPU SKU and an OS image, and registers two nodes (commissioned through MAAS)"
 psql_q <<'SQL' >/dev/null
-SELECT api.admin_upsert_sku('gpu.a100.1x', 'NVIDIA A100 80GB', 1, 16, 128, 1000, 'eu-west', 250, 'usd');
+SELECT api.admin_upsert_sku('gpu.a100.1x', 'NVIDIA A100 80GB', 1, 16, 128, 1000, 'eu-west', 7200, 'usd');
 SELECT api.admin_upsert_image('ubuntu-22.04', 'jammy');
 SELECT api.admin_register_node('gpu-node-1', 'abc123', 'gpu.a100.1x');
 SELECT api.admin_register_node('gpu-node-2', 'abc124', 'gpu.a100.1x');
@@ -153,14 +156,14 @@ wait_for "SELECT EXISTS (SELECT 1 FROM releases.allocations WHERE allocation_id 
 CERT=$(api "$TOKEN" "SELECT api.mint_access('$ALLOC_ID', '$PUB')" | last_json)
 field "$CERT" certificate > "$FAKES/ada_ed25519-cert.pub"
 ssh-keygen -L -f "$FAKES/ada_ed25519-cert.pub" | sed 's/^/   /'
-note "nodes trust: $(api anon "SELECT api.ssh_ca_public_key()" | tail -n 2 | head -n 1 | cut -c1-60)…"
+note "nodes trust this CA (TrustedUserCAKeys): $(api anon "SELECT api.ssh_ca_public_key()" | grep '^ssh-' | cut -c1-70)…"
 
 # ---- metering --------------------------------------------------------------------
 say "The node runs; usage is metered every 5 s (pg_cron runs billing.accrue() in production)"
 for i in 1 2 3; do
     sleep 5
     psql_q -c "SELECT billing.accrue()" >/dev/null
-    note "after $((i * 5)) s: balance $(api "$TOKEN" "SELECT api.balance() ->> 'balance'" | tail -n 2 | head -n 1) cents"
+    note "after $((i * 5)) s: balance $(api "$TOKEN" "SELECT api.balance() ->> 'balance'" | grep -E '^-?[0-9]+$' | tail -n 1) cents"
 done
 
 say "Ada releases the node"
