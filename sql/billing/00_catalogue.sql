@@ -7,10 +7,12 @@
 --     arithmetic, which floors to bigint).
 --   * billing.ledger_entries is append-only (pgcloud.immutable); every entry
 --     carries its account's balance after it. A C trigger (billing.ledger_post,
---     src/billing/ledger.c) computes that balance under the account's row lock,
---     so any INSERT is correct by construction; billing.accounts.balance is the
---     head of the chain (O(1) to read); billing.verify_ledger() proves
---     head = last balance_after = sum of amounts, and the chain, at any time.
+--     src/billing/ledger.c) computes that balance under the account's row lock
+--     from the newest entry, so any INSERT is correct by construction; the
+--     balance is the newest entry's balance_after (billing.balances: one index
+--     descent, at any ledger size); billing.verify_ledger() proves the chain and
+--     balance = sum of entries at any time. The account row is locked, never
+--     rewritten, by a posting: no dead versions pile up on a busy account.
 --   * Each entry names its cause (payment = Stripe Checkout Session id,
 --     usage_record, refund, adjustment); (kind, cause_id) is unique, so no cause
 --     is booked twice, whatever the delivery order or count of events.

@@ -3,9 +3,6 @@
 CREATE TABLE billing.accounts (
     account_id                 uuid PRIMARY KEY,
     currency                   text NOT NULL CHECK (currency ~ '^[a-z]{3}$'),
-    balance                    bigint NOT NULL DEFAULT 0,
-    entry_count                bigint NOT NULL DEFAULT 0 CHECK (entry_count >= 0),
-    last_entry_id              bigint,
     standing                   text CHECK (standing IN ('good', 'low', 'exhausted')),
     can_allocate               boolean,
     email                      text,
@@ -13,13 +10,10 @@ CREATE TABLE billing.accounts (
     standing_changed_at        timestamptz,
     force_release_requested_at timestamptz
 );
-COMMENT ON TABLE billing.accounts IS 'One account per user (account_id = the user id), opened on user.created or on its first posting. balance is the head of the ledger chain, kept by the billing.ledger_post trigger in the transaction of each entry.';
+COMMENT ON TABLE billing.accounts IS 'One account per user (account_id = the user id), opened on user.created or on its first posting. Its row is the posting lock (billing.ledger_post locks it, never rewrites it); the balance is carried by the ledger entries (see billing.balances).';
 COMMENT ON COLUMN billing.accounts.account_id IS 'The user (JWT sub).';
 COMMENT ON COLUMN billing.accounts.currency IS 'The account''s one currency (policy billing.currency when opened by user.created, else the first entry''s).';
-COMMENT ON COLUMN billing.accounts.balance IS 'Balance in minor units: the balance_after of the last entry, the sum of all entries.';
-COMMENT ON COLUMN billing.accounts.entry_count IS 'Number of ledger entries of the account.';
-COMMENT ON COLUMN billing.accounts.last_entry_id IS 'Id of the last ledger entry (NULL before the first).';
-COMMENT ON COLUMN billing.accounts.standing IS 'good (balance >= billing.low_balance_threshold), low (under it) or exhausted (<= 0); NULL until first announced.';
+COMMENT ON COLUMN billing.accounts.standing IS 'good (balance >= billing.low_balance_threshold), low (under it) or exhausted (<= 0), as last announced; NULL until first announced.';
 COMMENT ON COLUMN billing.accounts.can_allocate IS 'Whether balance >= billing.min_balance_to_allocate, as last announced in account.standing_changed.';
 COMMENT ON COLUMN billing.accounts.email IS 'E-mail address from user.created.';
 COMMENT ON COLUMN billing.accounts.created_at IS 'When the account was opened.';
@@ -52,7 +46,7 @@ CREATE TABLE billing.ledger_entries (
 );
 CREATE INDEX ledger_entries_account_idx ON billing.ledger_entries (account_id, id);
 ALTER SEQUENCE billing.ledger_entries_id_seq OWNED BY billing.ledger_entries.id;
-COMMENT ON TABLE billing.ledger_entries IS 'The ledger: append-only (UPDATE, DELETE and TRUNCATE are rejected for every role); corrections are new entries. Each entry names its cause, booked at most once per kind, and carries the account''s balance after it (computed by the billing.ledger_post trigger, whatever the INSERT said).';
+COMMENT ON TABLE billing.ledger_entries IS 'The ledger: append-only (UPDATE, DELETE and TRUNCATE are rejected for every role); corrections are new entries. Each entry names its cause, booked at most once per kind, and carries the account''s balance after it (computed under the account''s lock by the billing.ledger_post trigger, whatever the INSERT said): an account''s balance is its newest entry''s balance_after.';
 COMMENT ON COLUMN billing.ledger_entries.id IS 'Entry id, assigned under the account''s lock: within an account, id order is posting order.';
 COMMENT ON COLUMN billing.ledger_entries.account_id IS 'The account (user id).';
 COMMENT ON COLUMN billing.ledger_entries.kind IS 'credit (a payment), usage_debit, usage_correction (usage charged past an allocation''s end, given back), refund_debit, refund_reversal (a refund that failed at Stripe), adjustment (by an operator).';
@@ -67,7 +61,7 @@ COMMENT ON COLUMN billing.ledger_entries.created_at IS 'Time of the posting tran
 CREATE FUNCTION billing.ledger_post() RETURNS trigger
 LANGUAGE C
 AS 'MODULE_PATHNAME', 'pgcloud_billing_ledger_post';
-COMMENT ON FUNCTION billing.ledger_post() IS 'Trigger (C): BEFORE INSERT on billing.ledger_entries. Adds the amount to the account''s balance under its row lock (opening the account on first use), sets the entry''s id and balance_after from it, and refuses an entry in another currency than its account''s.';
+COMMENT ON FUNCTION billing.ledger_post() IS 'Trigger (C): BEFORE INSERT on billing.ledger_entries. Locks the account''s row (opening the account on first use), reads its newest entry through the index under the latest snapshot, and sets the entry''s id (drawn under the lock) and balance_after (newest + amount); refuses an entry in another currency than its account''s.';
 
 CREATE TRIGGER ledger_entries_post BEFORE INSERT ON billing.ledger_entries
     FOR EACH ROW EXECUTE FUNCTION billing.ledger_post();
@@ -75,6 +69,20 @@ CREATE TRIGGER ledger_entries_immutable BEFORE UPDATE OR DELETE ON billing.ledge
     FOR EACH ROW EXECUTE FUNCTION pgcloud.immutable();
 CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON billing.ledger_entries
     FOR EACH STATEMENT EXECUTE FUNCTION pgcloud.immutable();
+
+CREATE VIEW billing.balances AS
+    SELECT a.account_id, a.currency, coalesce(l.balance_after, 0) AS balance, l.id AS last_entry_id,
+           a.standing, a.can_allocate
+      FROM billing.accounts a
+      LEFT JOIN LATERAL (SELECT e.id, e.balance_after FROM billing.ledger_entries e
+                          WHERE e.account_id = a.account_id ORDER BY e.id DESC LIMIT 1) l ON true;
+COMMENT ON VIEW billing.balances IS 'Each account''s balance: its newest entry''s balance_after (one index descent per account, at any ledger size).';
+COMMENT ON COLUMN billing.balances.account_id IS 'The account.';
+COMMENT ON COLUMN billing.balances.currency IS 'Its currency.';
+COMMENT ON COLUMN billing.balances.balance IS 'Balance in minor units (0 before the first entry).';
+COMMENT ON COLUMN billing.balances.last_entry_id IS 'The newest entry.';
+COMMENT ON COLUMN billing.balances.standing IS 'Standing as last announced.';
+COMMENT ON COLUMN billing.balances.can_allocate IS 'May allocate, as last announced.';
 
 CREATE TABLE billing.allocations (
     allocation_id    uuid PRIMARY KEY,

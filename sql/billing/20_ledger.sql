@@ -103,21 +103,21 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, billing
 AS $$
 DECLARE
-    a billing.accounts;
+    b billing.balances;
     ids uuid[] := billing.active_allocations(account);
 BEGIN
     IF cardinality(ids) = 0 THEN
         RETURN false;
     END IF;
-    UPDATE billing.accounts x SET force_release_requested_at = now() WHERE x.account_id = account
-    RETURNING * INTO a;
+    UPDATE billing.accounts x SET force_release_requested_at = now() WHERE x.account_id = account;
+    SELECT * INTO b FROM billing.balances x WHERE x.account_id = account;
     INSERT INTO billing.force_release_requests (account_id, allocation_ids, balance, reason)
-    VALUES (account, ids, a.balance, 'balance_exhausted');
+    VALUES (account, ids, b.balance, 'balance_exhausted');
     PERFORM pgcloud.emit('billing.force_release_requested', 'account', account::text,
         jsonb_build_object('user_id', account, 'allocation_ids', to_jsonb(ids), 'reason', 'balance_exhausted',
-                           'balance', a.balance, 'currency', a.currency));
+                           'balance', b.balance, 'currency', b.currency));
     PERFORM pgcloud.audit('billing.force_release_requested', 'account', account::text, 'ok',
-        jsonb_build_object('allocation_ids', to_jsonb(ids), 'balance', a.balance));
+        jsonb_build_object('allocation_ids', to_jsonb(ids), 'balance', b.balance));
     RETURN true;
 END
 $$;
@@ -128,16 +128,17 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, billing
 AS $$
 DECLARE
-    a billing.accounts;
+    a billing.balances;
     threshold bigint := pgcloud.policy('billing.low_balance_threshold', NULL::bigint);
     min_balance bigint := pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint);
     next_standing text;
     may boolean;
 BEGIN
-    SELECT * INTO a FROM billing.accounts x WHERE x.account_id = account FOR NO KEY UPDATE;
+    PERFORM FROM billing.accounts x WHERE x.account_id = account FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    SELECT * INTO a FROM billing.balances x WHERE x.account_id = account;
     next_standing := CASE WHEN a.balance <= 0 THEN 'exhausted' WHEN a.balance < threshold THEN 'low' ELSE 'good' END;
     may := a.balance >= min_balance;
     IF a.standing IS NOT DISTINCT FROM next_standing AND a.can_allocate IS NOT DISTINCT FROM may THEN
@@ -179,30 +180,17 @@ AS $$
           FROM billing.ledger_entries e
          WHERE account IS NULL OR e.account_id = account
     ), totals AS (
-        SELECT c.account_id, sum(c.amount)::bigint AS total, count(*) AS entries, max(c.id) AS last_id,
-               (array_agg(c.balance_after ORDER BY c.id DESC))[1] AS last_balance
+        SELECT c.account_id, sum(c.amount)::bigint AS total, count(*) AS entries
           FROM chain c GROUP BY c.account_id
     )
     SELECT c.account_id, 'chain_broken', c.id, c.previous + c.amount, c.balance_after
       FROM chain c WHERE c.balance_after <> c.previous + c.amount
     UNION ALL
-    SELECT a.account_id, 'balance_is_not_sum_of_entries', NULL, coalesce(t.total, 0), a.balance
-      FROM billing.accounts a LEFT JOIN totals t ON t.account_id = a.account_id
-     WHERE (account IS NULL OR a.account_id = account) AND a.balance <> coalesce(t.total, 0)
-    UNION ALL
-    SELECT a.account_id, 'balance_is_not_last_balance_after', t.last_id, t.last_balance, a.balance
-      FROM billing.accounts a JOIN totals t ON t.account_id = a.account_id
-     WHERE (account IS NULL OR a.account_id = account) AND a.balance <> t.last_balance
-    UNION ALL
-    SELECT a.account_id, 'entry_count_mismatch', NULL, coalesce(t.entries, 0), a.entry_count
-      FROM billing.accounts a LEFT JOIN totals t ON t.account_id = a.account_id
-     WHERE (account IS NULL OR a.account_id = account) AND a.entry_count <> coalesce(t.entries, 0)
-    UNION ALL
-    SELECT a.account_id, 'last_entry_mismatch', NULL, t.last_id, a.last_entry_id
-      FROM billing.accounts a LEFT JOIN totals t ON t.account_id = a.account_id
-     WHERE (account IS NULL OR a.account_id = account) AND a.last_entry_id IS DISTINCT FROM t.last_id
+    SELECT b.account_id, 'balance_is_not_sum_of_entries', b.last_entry_id, coalesce(t.total, 0), b.balance
+      FROM billing.balances b LEFT JOIN totals t ON t.account_id = b.account_id
+     WHERE (account IS NULL OR b.account_id = account) AND b.balance <> coalesce(t.total, 0)
     UNION ALL
     SELECT t.account_id, 'entries_without_account', NULL, NULL, t.entries
       FROM totals t WHERE NOT EXISTS (SELECT 1 FROM billing.accounts a WHERE a.account_id = t.account_id)
 $$;
-COMMENT ON FUNCTION billing.verify_ledger(uuid) IS 'Checks the ledger invariant for one account or all, in one snapshot: each entry''s balance_after is the previous one''s plus its amount; the account''s balance is the sum of its entries and its last balance_after; entry count and last id agree; no entry without an account. Returns one row per problem (none when consistent).';
+COMMENT ON FUNCTION billing.verify_ledger(uuid) IS 'Checks the ledger invariant for one account or all, in one snapshot: each entry''s balance_after is the previous one''s plus its amount (in id order, which is posting order), the balance (newest balance_after) is the sum of the entries, no entry lacks its account. Returns one row per problem (none when consistent).';

@@ -93,6 +93,7 @@ DECLARE
     v_refund uuid;
     price bigint;
     acct billing.accounts;
+    bal bigint;
     booked record;
     debit billing.ledger_entries;
     decline text;
@@ -185,20 +186,23 @@ BEGIN
         END IF;
         -- The balance is decided here, under the account's lock: not from a read model.
         SELECT * INTO acct FROM billing.accounts x WHERE x.account_id = v_user FOR NO KEY UPDATE;
-        IF NOT FOUND THEN
+        IF FOUND THEN
+            SELECT b.balance INTO bal FROM billing.balances b WHERE b.account_id = v_user;
+        END IF;
+        IF acct.account_id IS NULL THEN
             decline := 'no_account';
         ELSIF acct.currency <> v_currency THEN
             decline := 'currency_mismatch';
-        ELSIF acct.balance - v_amount < 0 AND NOT coalesce((payload ->> 'allow_negative_balance')::boolean, false) THEN
+        ELSIF bal - v_amount < 0 AND NOT coalesce((payload ->> 'allow_negative_balance')::boolean, false) THEN
             decline := 'insufficient_balance';
         END IF;
         IF decline IS NOT NULL THEN
             PERFORM pgcloud.emit('billing.refund_declined', 'account', v_user::text,
                 jsonb_build_object('refund_id', v_refund, 'payment_id', payload ->> 'payment_id', 'user_id', v_user,
-                                   'amount', v_amount, 'currency', v_currency, 'balance', acct.balance,
+                                   'amount', v_amount, 'currency', v_currency, 'balance', bal,
                                    'reason', decline));
             PERFORM pgcloud.audit('ledger.refund_declined', 'refund', v_refund::text, 'rejected',
-                jsonb_build_object('reason', decline, 'amount', v_amount, 'balance', acct.balance));
+                jsonb_build_object('reason', decline, 'amount', v_amount, 'balance', bal));
             RETURN;
         END IF;
         SELECT * INTO booked FROM billing.book(v_user, 'refund_debit', -v_amount, v_currency, 'refund', v_refund::text,

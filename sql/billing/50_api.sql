@@ -21,11 +21,11 @@ SET search_path = pg_catalog, pgcloud, billing
 AS $$
 DECLARE
     v_user uuid;
-    a billing.accounts;
+    a billing.balances;
 BEGIN
     PERFORM pgcloud.authorize('user');
     v_user := billing.require_user();
-    SELECT * INTO a FROM billing.accounts x WHERE x.account_id = v_user;
+    SELECT * INTO a FROM billing.balances x WHERE x.account_id = v_user;
     IF NOT FOUND THEN
         RETURN jsonb_build_object('balance', 0, 'currency', pgcloud.policy('billing.currency', NULL::text),
                                   'standing', 'exhausted', 'can_allocate', false, 'as_of_entry_id', NULL);
@@ -36,7 +36,7 @@ BEGIN
                               'as_of_entry_id', a.last_entry_id);
 END
 $$;
-COMMENT ON FUNCTION api.balance() IS 'Your balance: {balance (minor units), currency, standing (good, low or exhausted), can_allocate, as_of_entry_id}. Read in O(1) at any ledger size: the running balance carried by the ledger, equal to the sum of your entries.';
+COMMENT ON FUNCTION api.balance() IS 'Your balance: {balance (minor units), currency, standing (good, low or exhausted), can_allocate, as_of_entry_id}. Read in constant time at any ledger size (one index descent): the running balance carried by your newest ledger entry, which equals the sum of your entries.';
 
 CREATE FUNCTION api.ledger(before bigint DEFAULT NULL, "limit" integer DEFAULT 50) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER

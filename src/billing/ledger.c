@@ -4,48 +4,63 @@
  *   CREATE TRIGGER ledger_entries_post BEFORE INSERT ON billing.ledger_entries
  *       FOR EACH ROW EXECUTE FUNCTION billing.ledger_post();
  *
- * For each new entry, in one statement on the account's row:
+ * For each new entry:
  *
- *   UPDATE billing.accounts
- *      SET balance = balance + amount, entry_count = entry_count + 1,
- *          last_entry_id = nextval('billing.ledger_entries_id_seq')
- *    WHERE account_id = $1
- *   RETURNING balance, currency, last_entry_id
+ *   1. SELECT currency FROM billing.accounts WHERE account_id = $1 FOR NO KEY UPDATE
+ *      takes the account's row lock until the end of the transaction (an
+ *      account seen for the first time is opened in the entry's currency);
+ *      two postings to one account are serialised, postings to different
+ *      accounts are not. Locking writes no new row version, so a
+ *      transaction posting thousands of entries to one account leaves no
+ *      trail of dead versions behind.
+ *   2. With the lock held, the account's newest entry is read through the
+ *      index (account_id, id), backwards, under the latest snapshot (after a
+ *      CommandCounterIncrement, so this command's own earlier rows count too):
+ *      whatever the caller's isolation level, it is the last committed or own
+ *      entry of the account.
+ *   3. The entry gets id = nextval(billing.ledger_entries_id_seq), drawn
+ *      under the lock (within an account id order is posting order), and
+ *      balance_after = the newest entry's balance_after + amount, whatever
+ *      the INSERT said. An entry in another currency than its account's is
+ *      refused (currency_mismatch).
  *
- * and the entry gets id = last_entry_id and balance_after = balance, whatever
- * the INSERT said. The UPDATE takes the account's row lock until the end of
- * the transaction: two postings to one account are serialised (under READ
- * COMMITTED the second re-reads the committed balance; nothing is lost),
- * postings to different accounts are not. The entry id is drawn after the
- * lock is held (a waiting UPDATE re-evaluates its SET list on the new row
- * version), so within an account id order is posting order and each
- * entry's balance_after = the previous entry's + its amount — the chain
- * billing.verify_ledger() checks. An account seen for the first time is
- * created in the entry's currency; an entry in another currency than its
- * account's is refused (currency_mismatch).
- *
- * Plans are prepared once per backend (SPI_keepplan); the trigger does one
- * SPI statement per entry (two more for a new account).
+ * The balance is therefore carried by the entries themselves: the newest
+ * entry's balance_after, read with one index descent at any ledger size;
+ * billing.verify_ledger() checks the chain (each balance_after = the previous
+ * one + amount) and that the newest equals the sum of the entries.
  */
 #include "pgcloud.h"
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "commands/sequence.h"
+#include "common/int.h"
+#include "executor/tuptable.h"
+#include "storage/bufmgr.h"
+#include "utils/fmgroids.h"
+#include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_billing_ledger_post);
 
-/* Attribute numbers of the columns the trigger reads and writes, per relation. */
-typedef struct LedgerAttrs
+/* What the trigger needs of its relation, resolved once per relation. */
+typedef struct LedgerRel
 {
 	Oid			relid;
+	Oid			account_index;	/* btree on (account_id, id) */
+	Oid			id_sequence;
 	int			id;
 	int			account_id;
 	int			amount;
 	int			currency;
 	int			balance_after;
-} LedgerAttrs;
+} LedgerRel;
 
-static LedgerAttrs attrs;
-static SPIPlanPtr post_plan = NULL;
+static LedgerRel ledger;
+static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr open_plan = NULL;
 
 static int
@@ -62,16 +77,25 @@ column_number(Relation rel, const char *name, Oid type)
 }
 
 static void
-load_attrs(Relation rel)
+load_ledger(Relation rel)
 {
-	if (attrs.relid == RelationGetRelid(rel))
+	Oid			nsp = RelationGetNamespace(rel);
+
+	if (ledger.relid == RelationGetRelid(rel))
 		return;
-	attrs.id = column_number(rel, "id", INT8OID);
-	attrs.account_id = column_number(rel, "account_id", UUIDOID);
-	attrs.amount = column_number(rel, "amount", INT8OID);
-	attrs.currency = column_number(rel, "currency", TEXTOID);
-	attrs.balance_after = column_number(rel, "balance_after", INT8OID);
-	attrs.relid = RelationGetRelid(rel);
+	ledger.id = column_number(rel, "id", INT8OID);
+	ledger.account_id = column_number(rel, "account_id", UUIDOID);
+	ledger.amount = column_number(rel, "amount", INT8OID);
+	ledger.currency = column_number(rel, "currency", TEXTOID);
+	ledger.balance_after = column_number(rel, "balance_after", INT8OID);
+	ledger.account_index = get_relname_relid("ledger_entries_account_idx", nsp);
+	ledger.id_sequence = get_relname_relid("ledger_entries_id_seq", nsp);
+	if (!OidIsValid(ledger.account_index) || !OidIsValid(ledger.id_sequence))
+		ereport(ERROR,
+				errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				errmsg("billing.ledger_post() needs index ledger_entries_account_idx and sequence ledger_entries_id_seq beside \"%s\"",
+					   RelationGetRelationName(rel)));
+	ledger.relid = RelationGetRelid(rel);
 }
 
 static SPIPlanPtr
@@ -86,43 +110,70 @@ prepare(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-/* Runs the posting UPDATE; true when the account exists. */
-static bool
-post(Datum account, Datum amount, int64 *balance, int64 *entry_id, char **currency)
+/* Locks the account's row; returns its currency (palloc'd in the caller's context), or NULL. */
+static char *
+lock_account(Datum account, MemoryContext caller)
 {
-	Datum		args[2] = {account, amount};
+	Datum		args[1] = {account};
 	int			ret;
-	bool		isnull;
-	HeapTuple	row;
-	TupleDesc	desc;
 
-	ret = SPI_execute_plan(post_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "posting to billing.accounts failed: %s", SPI_result_code_string(ret));
+	ret = SPI_execute_plan(lock_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "locking the billing account failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
-		return false;
-	row = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	*balance = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
-	*currency = SPI_getvalue(row, desc, 2);
-	*entry_id = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
-	return true;
+		return NULL;
+	return MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+}
+
+/* balance_after of the account's newest entry under the latest snapshot; 0 when it has none. */
+static int64
+newest_balance(Relation rel, Datum account)
+{
+	Relation	index = index_open(ledger.account_index, AccessShareLock);
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	ScanKeyData key;
+	TupleTableSlot *slot;
+	int64		balance = 0;
+
+	/* Make this command's own earlier rows visible, then look at the latest state. */
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, account);
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	slot = table_slot_create(rel, NULL);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, ledger.balance_after, &isnull);
+
+		if (!isnull)
+			balance = DatumGetInt64(d);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	index_close(index, AccessShareLock);
+	return balance;
 }
 
 Datum
 pgcloud_billing_ledger_post(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	MemoryContext caller = CurrentMemoryContext;
 	Relation	rel;
 	HeapTuple	tuple;
+	TupleDesc	desc;
 	Datum		account;
-	Datum		amount;
 	Datum		currency_datum;
 	char	   *currency;
-	char	   *account_currency = NULL;
+	char	   *account_currency;
+	int64		amount;
+	int64		balance;
+	int64		entry_id;
 	bool		isnull;
-	int64		balance = 0;
-	int64		entry_id = 0;
 	int			cols[2];
 	Datum		newvals[2];
 	bool		newnulls[2] = {false, false};
@@ -134,20 +185,21 @@ pgcloud_billing_ledger_post(PG_FUNCTION_ARGS)
 		elog(ERROR, "billing.ledger_post() must be a BEFORE INSERT ... FOR EACH ROW trigger");
 
 	rel = trigdata->tg_relation;
+	desc = RelationGetDescr(rel);
 	tuple = trigdata->tg_trigtuple;
-	load_attrs(rel);
+	load_ledger(rel);
 
-	account = heap_getattr(tuple, attrs.account_id, RelationGetDescr(rel), &isnull);
+	account = heap_getattr(tuple, ledger.account_id, desc, &isnull);
 	if (isnull)
 		ereport(ERROR,
 				errcode(ERRCODE_NOT_NULL_VIOLATION),
 				errmsg("a ledger entry needs an account_id"));
-	amount = heap_getattr(tuple, attrs.amount, RelationGetDescr(rel), &isnull);
+	amount = DatumGetInt64(heap_getattr(tuple, ledger.amount, desc, &isnull));
 	if (isnull)
 		ereport(ERROR,
 				errcode(ERRCODE_NOT_NULL_VIOLATION),
 				errmsg("a ledger entry needs an amount"));
-	currency_datum = heap_getattr(tuple, attrs.currency, RelationGetDescr(rel), &isnull);
+	currency_datum = heap_getattr(tuple, ledger.currency, desc, &isnull);
 	if (isnull)
 		ereport(ERROR,
 				errcode(ERRCODE_NOT_NULL_VIOLATION),
@@ -156,17 +208,15 @@ pgcloud_billing_ledger_post(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (post_plan == NULL)
+	if (lock_plan == NULL)
 	{
-		Oid			types[2] = {UUIDOID, INT8OID};
+		Oid			types[1] = {UUIDOID};
 
-		post_plan = prepare("UPDATE billing.accounts"
-							"   SET balance = balance + $2, entry_count = entry_count + 1,"
-							"       last_entry_id = pg_catalog.nextval('billing.ledger_entries_id_seq'::pg_catalog.regclass)"
-							" WHERE account_id = $1"
-							" RETURNING balance, currency, last_entry_id", 2, types);
+		lock_plan = prepare("SELECT currency FROM billing.accounts WHERE account_id = $1 FOR NO KEY UPDATE",
+							1, types);
 	}
-	if (!post(account, amount, &balance, &entry_id, &account_currency))
+	account_currency = lock_account(account, caller);
+	if (account_currency == NULL)
 	{
 		Datum		args[2] = {account, currency_datum};
 		int			ret;
@@ -182,21 +232,28 @@ pgcloud_billing_ledger_post(PG_FUNCTION_ARGS)
 		ret = SPI_execute_plan(open_plan, args, NULL, false, 0);
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "opening a billing account failed: %s", SPI_result_code_string(ret));
-		if (!post(account, amount, &balance, &entry_id, &account_currency))
+		account_currency = lock_account(account, caller);
+		if (account_currency == NULL)
 			elog(ERROR, "billing account vanished while posting");
 	}
-	if (account_currency == NULL || strcmp(account_currency, currency) != 0)
+	if (strcmp(account_currency, currency) != 0)
 		PgcloudRaise("currency_mismatch",
 					 psprintf("the entry is in %s, the account %s is in %s", currency,
-							  DatumGetCString(DirectFunctionCall1(uuid_out, account)),
-							  account_currency ? account_currency : "no currency"),
+							  DatumGetCString(DirectFunctionCall1(uuid_out, account)), account_currency),
 					 "An account holds one currency; convert before posting.", NULL);
 	SPI_finish();
 
-	cols[0] = attrs.id;
+	balance = newest_balance(rel, account);
+	if (pg_add_s64_overflow(balance, amount, &balance))
+		ereport(ERROR,
+				errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				errmsg("the balance would overflow bigint"));
+	entry_id = nextval_internal(ledger.id_sequence, true);
+
+	cols[0] = ledger.id;
 	newvals[0] = Int64GetDatum(entry_id);
-	cols[1] = attrs.balance_after;
+	cols[1] = ledger.balance_after;
 	newvals[1] = Int64GetDatum(balance);
-	tuple = heap_modify_tuple_by_cols(tuple, RelationGetDescr(rel), 2, cols, newvals, newnulls);
+	tuple = heap_modify_tuple_by_cols(tuple, desc, 2, cols, newvals, newnulls);
 	return PointerGetDatum(tuple);
 }

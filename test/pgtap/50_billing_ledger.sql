@@ -38,7 +38,7 @@ UPDATE pgcloud.outbox SET published_at = now() WHERE published_at IS NULL;
 
 -- ---- accounts from user.created --------------------------------------------
 SELECT pg_temp.ev('user.created', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.com'));
-SELECT is((SELECT currency || ' ' || balance || ' ' || standing || ' ' || can_allocate FROM billing.accounts
+SELECT is((SELECT currency || ' ' || balance || ' ' || standing || ' ' || can_allocate FROM billing.balances
             WHERE account_id = :alice), 'usd 0 exhausted false', 'user.created opens an account in billing.currency');
 SELECT is((SELECT payload ->> 'standing' FROM pgcloud.outbox WHERE event_type = 'account.standing_changed'
             AND aggregate_id = :alice AND published_at IS NULL), 'exhausted', 'its first standing is announced');
@@ -51,7 +51,7 @@ SELECT is((SELECT balance_after FROM billing.ledger_entries WHERE cause_id = 'ad
     'balance_after is computed, not taken from the INSERT');
 SELECT isnt((SELECT id FROM billing.ledger_entries WHERE cause_id = 'adj-1'), 999999::bigint,
     'the id is drawn under the account lock, not taken from the INSERT');
-SELECT is((SELECT balance FROM billing.accounts WHERE account_id = :alice), 700::bigint, 'the account head follows');
+SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 700::bigint, 'the account''s balance is its newest entry''s');
 SELECT is(pg_temp.error_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
                              VALUES ('aaaaaaaa-0000-4000-8000-00000000000a', 'adjustment', 5, 'eur', 0, 'adjustment', 'adj-eur')$$),
     'currency_mismatch 409', 'an entry in another currency than its account''s is refused');
@@ -61,7 +61,7 @@ SELECT is(pg_temp.error_of($$INSERT INTO billing.ledger_entries (account_id, kin
 SELECT is(pg_temp.error_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
                              VALUES ('aaaaaaaa-0000-4000-8000-00000000000a', 'adjustment', 0, 'usd', 0, 'adjustment', 'adj-0')$$),
     '23514', 'a zero amount is refused');
-SELECT is((SELECT balance FROM billing.accounts WHERE account_id = :alice), 700::bigint,
+SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 700::bigint,
     'refused entries leave the balance untouched');
 
 -- ---- immutability ---------------------------------------------------------------
@@ -76,7 +76,7 @@ RESET ROLE;
 
 -- ---- one booking per cause ----------------------------------------------------------
 SELECT pg_temp.pay(:alice, 5000, 'cs_test_alice_1');
-SELECT is((SELECT balance FROM billing.accounts WHERE account_id = :alice), 5700::bigint, 'payment.succeeded credits');
+SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 5700::bigint, 'payment.succeeded credits');
 SELECT pg_temp.pay(:alice, 5000, 'cs_test_alice_1');
 SELECT is((SELECT count(*) FROM billing.ledger_entries WHERE kind = 'credit' AND cause_id = 'cs_test_alice_1'), 1::bigint,
     'a second payment.succeeded for the same Checkout Session books nothing');
@@ -88,7 +88,7 @@ SELECT is(pg_temp.error_of($$INSERT INTO billing.ledger_entries (account_id, kin
 SELECT pg_temp.pay(:alice, 999, 'cs_test_alice_1');
 SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'ledger.booking_conflict'
             AND details -> 'requested' ->> 'amount' = '999'), 1::bigint, 'a conflicting second credit is audited');
-SELECT is((SELECT balance FROM billing.accounts WHERE account_id = :alice), 5700::bigint,
+SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 5700::bigint,
     'the balance counts the session once');
 
 -- ---- mixed operations: balance = sum of entries = last balance_after -----------------------
@@ -114,21 +114,25 @@ SELECT is((SELECT count(*) FROM billing.ledger_entries WHERE kind = 'usage_corre
     'as one usage_correction entry');
 SELECT lives_ok($$SELECT api.admin_adjust_balance('aaaaaaaa-0000-4000-8000-00000000000a', -33, 'goodwill correction')$$,
     'an operator adjustment is a new entry');
-SELECT is((SELECT balance FROM billing.accounts WHERE account_id = :alice),
+SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice),
           (SELECT sum(amount)::bigint FROM billing.ledger_entries WHERE account_id = :alice),
     'after mixed operations the balance is the sum of the entries');
-SELECT is((SELECT balance FROM billing.accounts WHERE account_id = :alice),
+SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice),
           (SELECT balance_after FROM billing.ledger_entries WHERE account_id = :alice ORDER BY id DESC LIMIT 1),
     'and the last entry''s balance_after');
-SELECT is((SELECT balance FROM billing.accounts WHERE account_id = :alice), 5700 - 104 - 33::bigint,
+SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 5700 - 104 - 33::bigint,
     'which is 5700 - 104 - 33');
 SELECT is_empty($$SELECT * FROM billing.verify_ledger()$$, 'billing.verify_ledger() finds nothing wrong');
 
 -- The check detects a head that does not match its entries.
-UPDATE billing.accounts SET balance = balance + 1 WHERE account_id = :alice;
+SET LOCAL session_replication_role = replica;
+UPDATE billing.ledger_entries SET amount = amount + 1 WHERE cause_id = 'adj-1';
+SET LOCAL session_replication_role = origin;
 SELECT is((SELECT array_agg(problem ORDER BY problem) FROM billing.verify_ledger(:alice)),
-    ARRAY['balance_is_not_last_balance_after', 'balance_is_not_sum_of_entries'], 'verify_ledger() catches a tampered head');
-UPDATE billing.accounts SET balance = balance - 1 WHERE account_id = :alice;
+    ARRAY['balance_is_not_sum_of_entries', 'chain_broken'], 'verify_ledger() catches an entry altered behind the triggers');
+SET LOCAL session_replication_role = replica;
+UPDATE billing.ledger_entries SET amount = amount - 1 WHERE cause_id = 'adj-1';
+SET LOCAL session_replication_role = origin;
 
 -- ---- standing: low balance once per crossing, exhausted, force release ----------------------
 SELECT pg_temp.ev('user.created', :bob, jsonb_build_object('user_id', :bob));
@@ -136,7 +140,7 @@ SELECT pg_temp.pay(:bob, 1000, 'cs_test_bob_1');
 SELECT is((SELECT standing FROM billing.accounts WHERE account_id = :bob), 'good', 'bob is in good standing');
 SELECT pg_temp.ev('allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :bob,
                   'sku', 'h100x1', 'price_per_hour', 36000, 'currency', 'usd', 'started_at', now() - interval '62 seconds'));
-SELECT is((SELECT balance || ' ' || standing FROM billing.accounts WHERE account_id = :bob), '400 low',
+SELECT is((SELECT balance || ' ' || standing FROM billing.balances WHERE account_id = :bob), '400 low',
     'one minute at 36000/h takes 600: low');
 SELECT is(pg_temp.outbox('billing.low_balance', :bob), 1::bigint, 'billing.low_balance emitted on the crossing');
 SELECT is((SELECT count(*) FROM billing.low_balance_events WHERE account_id = :bob), 1::bigint, 'and recorded');

@@ -60,7 +60,7 @@ CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
     SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
 $$;
 CREATE FUNCTION pg_temp.balance(u uuid) RETURNS bigint LANGUAGE sql AS $$
-    SELECT coalesce((SELECT balance FROM billing.accounts WHERE account_id = u), 0)
+    SELECT coalesce((SELECT balance FROM billing.balances WHERE account_id = u), 0)
 $$;
 UPDATE pgcloud.outbox SET published_at = now() WHERE published_at IS NULL;
 

@@ -50,7 +50,7 @@ BEGIN
     RETURN total;
 END $$;
 CREATE FUNCTION pg_temp.balance() RETURNS bigint LANGUAGE sql AS $$
-    SELECT balance FROM billing.accounts WHERE account_id = '99999999-0000-4000-8000-000000000009'
+    SELECT balance FROM billing.balances WHERE account_id = '99999999-0000-4000-8000-000000000009'
 $$;
 CREATE FUNCTION pg_temp.refund(pay uuid, amount bigint, reason text DEFAULT 'requested_by_customer') RETURNS uuid
 LANGUAGE sql AS $$ SELECT (api.admin_refund(pay, amount, reason) ->> 'id')::uuid $$;
