@@ -47,9 +47,14 @@ PgcloudGucInit(void)
 				  "https://api.stripe.com", false);
 	define_target("pgcloud.stripe_secret_key",
 				  "Stripe secret API key.", &pgcloud_stripe_secret_key, "", true);
-	define_target("pgcloud.stripe_webhook_secrets",
-				  "Stripe webhook endpoint secrets, comma-separated, for rotation.",
-				  &pgcloud_stripe_webhook_secrets, "", true);
+	/*
+	 * Read by the backend that verifies a webhook, not by a worker: PGC_SUSET,
+	 * so a superuser may also set it for a session (tests, a rotation drill).
+	 */
+	DefineCustomStringVariable("pgcloud.stripe_webhook_secrets",
+							   "Stripe webhook endpoint secrets, comma-separated, for rotation.",
+							   NULL, &pgcloud_stripe_webhook_secrets, "", PGC_SUSET,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	define_target("pgcloud.maas_url",
 				  "MAAS URL as its users know it, e.g. http://maas.example:5240/MAAS.",
 				  &pgcloud_maas_url, "", false);

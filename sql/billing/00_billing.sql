@@ -1,2 +1,0 @@
--- pgcloud_billing: schema billing, owned by pgcloud_svc_billing (created by pgcloud.service_begin).
--- The service's tables, functions and API arrive with its issue.

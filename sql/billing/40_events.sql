@@ -1,0 +1,238 @@
+-- Events in: users, allocations, payments and refunds.
+
+CREATE FUNCTION billing.payload_uuid(payload jsonb, field text, fallback text DEFAULT NULL) RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud, billing
+AS $$
+DECLARE
+    v text := coalesce(payload ->> field, fallback);
+BEGIN
+    IF v IS NULL OR v !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        PERFORM pgcloud.raise('invalid_event', format('payload field %s must be a uuid', field));
+    END IF;
+    RETURN v::uuid;
+END
+$$;
+COMMENT ON FUNCTION billing.payload_uuid(jsonb, text, text) IS 'A required uuid field of an event payload; raises invalid_event when it is missing or malformed.';
+
+CREATE FUNCTION billing.payload_time(payload jsonb, field text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud, billing
+AS $$
+BEGIN
+    IF payload ->> field IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN (payload ->> field)::timestamptz;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation THEN
+    PERFORM pgcloud.raise('invalid_event', format('payload field %s must be a timestamp', field));
+END
+$$;
+COMMENT ON FUNCTION billing.payload_time(jsonb, text) IS 'An optional timestamp field of an event payload (NULL when absent); raises invalid_event when malformed.';
+
+-- Money in events: JSON integers only (a float or a string is refused).
+CREATE FUNCTION billing.payload_amount(payload jsonb, field text) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud, billing
+AS $$
+DECLARE
+    v jsonb := payload -> field;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) <> 'number' OR (v #>> '{}') !~ '^-?[0-9]{1,18}$' THEN
+        PERFORM pgcloud.raise('invalid_event', format('payload field %s must be an integer amount in minor units', field));
+    END IF;
+    RETURN (v #>> '{}')::bigint;
+END
+$$;
+COMMENT ON FUNCTION billing.payload_amount(jsonb, text) IS 'A required integer amount (minor units) of an event payload; raises invalid_event for anything else (floats included).';
+
+CREATE FUNCTION billing.payload_currency(payload jsonb) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud, billing
+AS $$
+DECLARE
+    c text := lower(payload ->> 'currency');
+BEGIN
+    IF c IS NULL OR c !~ '^[a-z]{3}$' THEN
+        PERFORM pgcloud.raise('invalid_event', 'payload field currency must be an ISO 4217 code');
+    END IF;
+    RETURN c;
+END
+$$;
+COMMENT ON FUNCTION billing.payload_currency(jsonb) IS 'The currency of an event payload in lower case; raises invalid_event when missing or malformed.';
+
+CREATE FUNCTION billing.open_account(account uuid, currency text DEFAULT NULL, email text DEFAULT NULL)
+RETURNS billing.accounts
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud, billing
+AS $$
+DECLARE
+    a billing.accounts;
+BEGIN
+    INSERT INTO billing.accounts AS x (account_id, currency, email)
+    VALUES (account, coalesce(open_account.currency, pgcloud.policy('billing.currency', NULL::text)), open_account.email)
+    ON CONFLICT (account_id) DO UPDATE SET email = coalesce(excluded.email, x.email)
+    RETURNING * INTO a;
+    RETURN a;
+END
+$$;
+COMMENT ON FUNCTION billing.open_account(uuid, text, text) IS 'Opens an account (currency: the given one, else policy billing.currency) or returns the existing one (updating its e-mail when given).';
+
+CREATE FUNCTION billing.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
+                                 payload jsonb, headers jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, billing
+AS $$
+DECLARE
+    v_user uuid;
+    v_alloc uuid;
+    v_amount bigint;
+    v_currency text;
+    v_cause text;
+    v_refund uuid;
+    price bigint;
+    acct billing.accounts;
+    bal bigint;
+    booked record;
+    debit billing.ledger_entries;
+    decline text;
+BEGIN
+    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
+        PERFORM pgcloud.raise('invalid_event', 'the payload must be a JSON object');
+    END IF;
+    CASE event_type
+    WHEN 'user.created' THEN
+        v_user := billing.payload_uuid(payload, 'user_id', aggregate_id);
+        PERFORM billing.open_account(v_user, NULL, payload ->> 'email');
+        PERFORM billing.evaluate_standing(v_user);
+
+    WHEN 'allocation.activated' THEN
+        v_alloc := billing.payload_uuid(payload, 'allocation_id', aggregate_id);
+        v_user := billing.payload_uuid(payload, 'user_id');
+        price := billing.payload_amount(payload, 'price_per_hour');
+        IF price < 0 THEN
+            PERFORM pgcloud.raise('invalid_event', 'price_per_hour must not be negative');
+        END IF;
+        v_currency := billing.payload_currency(payload);
+        -- The first activation wins; a replay or a late duplicate changes nothing.
+        INSERT INTO billing.allocations AS x (allocation_id, account_id, sku, node_hostname, price_per_hour, currency,
+                                              interval_seconds, started_at)
+        VALUES (v_alloc, v_user, payload ->> 'sku', payload ->> 'node_hostname', price, v_currency,
+                pgcloud.policy('billing.accrual_interval_seconds', NULL::integer),
+                coalesce(billing.payload_time(payload, 'started_at'), now()))
+        ON CONFLICT (allocation_id) DO UPDATE
+           SET account_id = excluded.account_id, sku = excluded.sku, node_hostname = excluded.node_hostname,
+               price_per_hour = excluded.price_per_hour, currency = excluded.currency,
+               interval_seconds = excluded.interval_seconds, started_at = excluded.started_at, updated_at = now()
+         WHERE x.started_at IS NULL;
+        acct := billing.open_account(v_user, v_currency);
+        -- Already ended (the end arrived first) or started in the past: charge what is due now.
+        PERFORM billing.accrue_allocation(v_alloc);
+        IF billing.evaluate_standing(v_user) = 'exhausted'
+           AND EXISTS (SELECT 1 FROM billing.allocations a WHERE a.allocation_id = v_alloc AND a.ended_at IS NULL) THEN
+            -- Provisioning's read model lagged: an exhausted account may not run allocations.
+            PERFORM billing.request_force_release(v_user);
+        END IF;
+
+    WHEN 'allocation.released', 'allocation.failed' THEN
+        v_alloc := billing.payload_uuid(payload, 'allocation_id', aggregate_id);
+        IF payload ? 'user_id' THEN
+            v_user := billing.payload_uuid(payload, 'user_id');
+        END IF;
+        INSERT INTO billing.allocations AS x (allocation_id, account_id, ended_at, end_reason)
+        VALUES (v_alloc, v_user, coalesce(billing.payload_time(payload, 'ended_at'), now()),
+                CASE WHEN event_type = 'allocation.released' THEN 'released'
+                     ELSE coalesce(left(payload ->> 'reason', 200), 'failed') END)
+        ON CONFLICT (allocation_id) DO UPDATE
+           SET ended_at = coalesce(x.ended_at, excluded.ended_at),
+               end_reason = coalesce(x.end_reason, excluded.end_reason),
+               account_id = coalesce(x.account_id, excluded.account_id), updated_at = now();
+        -- The last, partial interval (or a correction) now; never before activation.
+        PERFORM billing.accrue_allocation(v_alloc);
+
+    WHEN 'payment.succeeded' THEN
+        v_user := billing.payload_uuid(payload, 'user_id');
+        v_amount := billing.payload_amount(payload, 'amount');
+        v_currency := billing.payload_currency(payload);
+        v_cause := payload ->> 'checkout_session_id';
+        IF v_amount <= 0 THEN
+            PERFORM pgcloud.raise('invalid_event', 'a payment amount must be positive');
+        END IF;
+        IF v_cause IS NULL OR length(v_cause) NOT BETWEEN 1 AND 255 THEN
+            PERFORM pgcloud.raise('invalid_event', 'payload field checkout_session_id is required');
+        END IF;
+        PERFORM billing.open_account(v_user, v_currency);
+        SELECT * INTO booked FROM billing.book(v_user, 'credit', v_amount, v_currency, 'payment', v_cause,
+                                               left('payment ' || coalesce(payload ->> 'payment_id', ''), 500));
+        IF NOT booked.duplicate THEN
+            PERFORM pgcloud.audit('ledger.credited', 'account', v_user::text, 'ok',
+                jsonb_build_object('entry_id', booked.entry_id, 'amount', v_amount, 'currency', v_currency,
+                                   'checkout_session_id', v_cause, 'payment_id', payload ->> 'payment_id',
+                                   'balance_after', booked.balance_after));
+            PERFORM billing.evaluate_standing(v_user);
+        END IF;
+
+    WHEN 'refund.requested' THEN
+        v_refund := billing.payload_uuid(payload, 'refund_id');
+        v_user := billing.payload_uuid(payload, 'user_id');
+        v_amount := billing.payload_amount(payload, 'amount');
+        v_currency := billing.payload_currency(payload);
+        IF v_amount <= 0 THEN
+            PERFORM pgcloud.raise('invalid_event', 'a refund amount must be positive');
+        END IF;
+        IF EXISTS (SELECT 1 FROM billing.ledger_entries l WHERE l.kind = 'refund_debit' AND l.cause_id = v_refund::text) THEN
+            RETURN;     -- already debited
+        END IF;
+        -- The balance is decided here, under the account's lock: not from a read model.
+        SELECT * INTO acct FROM billing.accounts x WHERE x.account_id = v_user FOR NO KEY UPDATE;
+        IF FOUND THEN
+            SELECT b.balance INTO bal FROM billing.balances b WHERE b.account_id = v_user;
+        END IF;
+        IF acct.account_id IS NULL THEN
+            decline := 'no_account';
+        ELSIF acct.currency <> v_currency THEN
+            decline := 'currency_mismatch';
+        ELSIF bal - v_amount < 0 AND NOT coalesce((payload ->> 'allow_negative_balance')::boolean, false) THEN
+            decline := 'insufficient_balance';
+        END IF;
+        IF decline IS NOT NULL THEN
+            PERFORM pgcloud.emit('billing.refund_declined', 'account', v_user::text,
+                jsonb_build_object('refund_id', v_refund, 'payment_id', payload ->> 'payment_id', 'user_id', v_user,
+                                   'amount', v_amount, 'currency', v_currency, 'balance', bal,
+                                   'reason', decline));
+            PERFORM pgcloud.audit('ledger.refund_declined', 'refund', v_refund::text, 'rejected',
+                jsonb_build_object('reason', decline, 'amount', v_amount, 'balance', bal));
+            RETURN;
+        END IF;
+        SELECT * INTO booked FROM billing.book(v_user, 'refund_debit', -v_amount, v_currency, 'refund', v_refund::text,
+                                               left(payload ->> 'reason', 500));
+        IF NOT booked.duplicate THEN
+            PERFORM pgcloud.audit('ledger.refund_debited', 'refund', v_refund::text, 'ok',
+                jsonb_build_object('entry_id', booked.entry_id, 'amount', v_amount, 'currency', v_currency,
+                                   'payment_id', payload ->> 'payment_id', 'balance_after', booked.balance_after));
+            PERFORM billing.evaluate_standing(v_user);
+        END IF;
+
+    WHEN 'refund.failed' THEN
+        v_refund := billing.payload_uuid(payload, 'refund_id');
+        SELECT * INTO debit FROM billing.ledger_entries l WHERE l.kind = 'refund_debit' AND l.cause_id = v_refund::text;
+        IF NOT FOUND THEN
+            RETURN;     -- never debited (declined): nothing to give back
+        END IF;
+        -- Give back exactly what was debited, whatever the event says.
+        SELECT * INTO booked FROM billing.book(debit.account_id, 'refund_reversal', -debit.amount, debit.currency,
+                                               'refund', v_refund::text, 'refund failed at Stripe');
+        IF NOT booked.duplicate THEN
+            PERFORM pgcloud.audit('ledger.refund_reversed', 'refund', v_refund::text, 'ok',
+                jsonb_build_object('entry_id', booked.entry_id, 'amount', -debit.amount,
+                                   'reason', payload ->> 'failure_reason', 'balance_after', booked.balance_after));
+            PERFORM billing.evaluate_standing(debit.account_id);
+        END IF;
+
+    ELSE
+        NULL;   -- not ours: ignored
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION billing.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): user.created opens the account; allocation.activated / released / failed feed the allocation read model and charge what is due; payment.succeeded credits once per Checkout Session; refund.requested debits under the account lock or declines (billing.refund_declined); refund.failed reverses the debit once. Other types are ignored.';

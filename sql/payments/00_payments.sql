@@ -1,2 +1,0 @@
--- pgcloud_payments: schema payments, owned by pgcloud_svc_payments (created by pgcloud.service_begin).
--- The service's tables, functions and API arrive with its issue.
