@@ -2,7 +2,8 @@
  * launcher.c — the pgcloud launcher, started from shared_preload_libraries.
  *
  * For each database named in pgcloud.databases it starts the per-database
- * workers (relay; NATS consumer when pgcloud.nats_url is set), and starts them again when they stop. A worker that finds
+ * workers (relay; NATS consumer when pgcloud.nats_url is set; HTTP intent
+ * executor), and starts them again when they stop. A worker that finds
  * pgcloud not installed marks its slot and exits; the launcher then
  * re-checks that database every RECHECK_SECONDS without restarting in a
  * loop, and the worker logs that once.
@@ -39,13 +40,15 @@ kind_wanted(PgcloudWorkerKind kind)
 			return true;
 		case PGCLOUD_WORKER_CONSUMER:
 			return PgcloudNatsMode();
+		case PGCLOUD_WORKER_HTTP:
+			return true;
 		default:
 			return false;
 	}
 }
 
 static const char *const kind_functions[PGCLOUD_WORKER_KINDS] = {
-	"pgcloud_relay_main", "pgcloud_consumer_main"
+	"pgcloud_relay_main", "pgcloud_consumer_main", "pgcloud_http_main"
 };
 
 static bool

@@ -1,6 +1,7 @@
 /*
- * shmem.c — the workers' shared state, the commit-time wake-up of the
- * relay, and pgcloud.worker_status() for operators.
+ * shmem.c — the workers' shared state, the commit-time wake-up of a
+ * database's workers (the relay after pgcloud.emit(), the HTTP executor
+ * after pgcloud.http_request()), and pgcloud.worker_status() for operators.
  */
 #include "workers.h"
 
@@ -16,7 +17,7 @@ PgcloudWorkersShared *PgcloudWorkers = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static const char *const kind_names[PGCLOUD_WORKER_KINDS] = {"relay", "consumer"};
+static const char *const kind_names[PGCLOUD_WORKER_KINDS] = {"relay", "consumer", "http"};
 
 const char *
 PgcloudWorkerKindName(PgcloudWorkerKind kind)
@@ -80,7 +81,7 @@ PgcloudWorkersInit(void)
 /* ---- commit-time wake-up ----------------------------------------------- */
 
 static bool wake_registered = false;
-static bool wake_pending = false;
+static bool wake_pending[PGCLOUD_WORKER_KINDS];	/* per kind, this database */
 static bool wake_all_pending = false;
 
 static void
@@ -101,39 +102,46 @@ wake_everyone(void)
 }
 
 static void
+clear_pending(void)
+{
+	for (int k = 0; k < PGCLOUD_WORKER_KINDS; k++)
+		wake_pending[k] = false;
+	wake_all_pending = false;
+}
+
+static void
 wake_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending && PgcloudWorkers != NULL)
+			if (PgcloudWorkers != NULL)
 			{
-				int			procno = -1;
-
 				/* No lock: a stale procno only costs a spurious wake-up. */
 				for (int i = 0; i < PGCLOUD_MAX_DATABASES; i++)
 				{
 					PgcloudDbSlot *slot = &PgcloudWorkers->slots[i];
 
-					if (slot->in_use && slot->dboid == MyDatabaseId)
+					if (!slot->in_use || slot->dboid != MyDatabaseId)
+						continue;
+					for (int k = 0; k < PGCLOUD_WORKER_KINDS; k++)
 					{
-						procno = slot->workers[PGCLOUD_WORKER_RELAY].procno;
-						break;
+						int			procno = slot->workers[k].procno;
+
+						if (wake_pending[k] && procno >= 0)
+							SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 					}
+					break;
 				}
-				if (procno >= 0)
-					SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 			}
 			if (wake_all_pending)
 				wake_everyone();
-			wake_pending = false;
-			wake_all_pending = false;
+			clear_pending();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_pending = false;
-			wake_all_pending = false;
+			clear_pending();
 			break;
 		default:
 			break;
@@ -151,10 +159,17 @@ register_wake(void)
 }
 
 void
+PgcloudWakeAtCommit(PgcloudWorkerKind kind)
+{
+	Assert(kind >= 0 && kind < PGCLOUD_WORKER_KINDS);
+	register_wake();
+	wake_pending[kind] = true;
+}
+
+void
 PgcloudRelayWakeAtCommit(void)
 {
-	register_wake();
-	wake_pending = true;
+	PgcloudWakeAtCommit(PGCLOUD_WORKER_RELAY);
 }
 
 /*

@@ -19,6 +19,7 @@ typedef enum PgcloudWorkerKind
 {
 	PGCLOUD_WORKER_RELAY = 0,
 	PGCLOUD_WORKER_CONSUMER,
+	PGCLOUD_WORKER_HTTP,
 	PGCLOUD_WORKER_KINDS
 } PgcloudWorkerKind;
 
@@ -56,7 +57,8 @@ extern PgcloudWorkersShared *PgcloudWorkers;
 extern void PgcloudWorkersInit(void);
 extern const char *PgcloudWorkerKindName(PgcloudWorkerKind kind);
 
-/* Wakes this database's relay when the current transaction commits. */
+/* Wakes this database's worker of a kind when the current transaction commits. */
+extern void PgcloudWakeAtCommit(PgcloudWorkerKind kind);
 extern void PgcloudRelayWakeAtCommit(void);
 
 /* Worker plumbing shared by the per-database workers (common.c). */
@@ -73,6 +75,7 @@ extern PgcloudWorkerKind PgcloudMyKind;
 PGDLLEXPORT void pgcloud_launcher_main(Datum arg);
 PGDLLEXPORT void pgcloud_relay_main(Datum arg);
 PGDLLEXPORT void pgcloud_consumer_main(Datum arg);
+PGDLLEXPORT void pgcloud_http_main(Datum arg);
 
 /* nats.c (bgworkers/nats_link.c) */
 struct natsConnection;

@@ -48,6 +48,7 @@ extern char *pgcloud_stripe_webhook_secrets;
 extern char *pgcloud_maas_url;
 extern char *pgcloud_maas_api_key;
 extern char *pgcloud_smtp_url;
+extern char *pgcloud_test_http_url;
 extern char *pgcloud_ca_bundle;
 extern char *pgcloud_key_file;
 extern char *pgcloud_correlation_id;

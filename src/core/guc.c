@@ -13,6 +13,7 @@ char	   *pgcloud_stripe_webhook_secrets = NULL;
 char	   *pgcloud_maas_url = NULL;
 char	   *pgcloud_maas_api_key = NULL;
 char	   *pgcloud_smtp_url = NULL;
+char	   *pgcloud_test_http_url = NULL;
 char	   *pgcloud_ca_bundle = NULL;
 char	   *pgcloud_key_file = NULL;
 char	   *pgcloud_correlation_id = NULL;
@@ -56,6 +57,9 @@ PgcloudGucInit(void)
 				  "MAAS API key (consumer:token:secret).", &pgcloud_maas_api_key, "", true);
 	define_target("pgcloud.smtp_url",
 				  "SMTP relay URL for e-mail notifications.", &pgcloud_smtp_url, "", true);
+	define_target("pgcloud.test_http_url",
+				  "Base URL of the HTTP intent target \"test\" (test suites only).",
+				  &pgcloud_test_http_url, "", false);
 	define_target("pgcloud.ca_bundle",
 				  "Extra CA bundle file for outbound TLS.", &pgcloud_ca_bundle, "", false);
 	define_target("pgcloud.key_file",

@@ -1,0 +1,736 @@
+/*
+ * http_executor.c — the HTTP intent executor, one per database.
+ *
+ * Sends the rows of pgcloud.http_intents (sql/core/67_http.sql) with
+ * libcurl's multi interface, inside the worker's latch loop: the sockets
+ * libcurl asks for and the latch are waited on together (a WaitEventSet), so
+ * the worker sleeps until a socket is ready, libcurl's timer is due, the next
+ * retry is due, or a transaction that wrote an intent commits (it sets the
+ * latch, shmem.c). No busy polling.
+ *
+ * One loop turn:
+ *  1. when woken, or when a transfer finished or a retry fell due: run the
+ *     failed final callbacks that are due again, then claim due intents per
+ *     target up to the target's free concurrency (core.http_concurrency) and
+ *     commit them in_flight before anything is sent;
+ *  2. start their transfers (credentials added at send time, http_transfer.c);
+ *  3. wait; let libcurl act on ready sockets and its timer;
+ *  4. record each finished transfer with pgcloud.http_record() in its own
+ *     transaction, which also runs the callback of a final outcome.
+ *
+ * Crash safety: an intent is committed in_flight before it is sent; at start
+ * the worker puts every in_flight intent back to pending (the new try sends
+ * the same Idempotency-Key, so the remote side deduplicates), and a final
+ * callback commits together with the record that it ran.
+ *
+ * Errors are caught per intent and per round (PG_TRY): one bad row does not
+ * stop the worker. SIGTERM ends the worker at its next interrupt check — the
+ * wait returns at once, whatever the targets do — and every curl handle is
+ * freed on the way out.
+ */
+#include "http.h"
+
+#include "access/xact.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/snapmgr.h"
+
+PG_FUNCTION_INFO_V1(pgcloud_http_wake);
+
+#define CALLBACK_BATCH 20
+#define IDLE_WAIT_MS 60000L
+#define MAX_CONCURRENCY 256
+
+typedef struct SockEntry
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+} SockEntry;
+
+typedef struct ClaimedItem
+{
+	HttpTarget	target;
+	HttpClaimed c;
+} ClaimedItem;
+
+static CURLM *multi = NULL;
+static HttpTransfer *transfers = NULL;	/* in flight */
+static int	inflight[HTTP_TARGETS];
+static SockEntry *socks = NULL;
+static int	nsocks = 0;
+static int	socks_cap = 0;
+static bool curl_timer_set = false;
+static TimestampTz curl_deadline = 0;
+static TimestampTz next_due_at = 0;	/* 0: nothing known to be due */
+static int	round_errors = 0;
+static HttpPolicy policy;
+
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr callback_plan = NULL;
+
+/*
+ * pgcloud.http_wake() RETURNS boolean — wakes this database's executor when
+ * the current transaction commits; false when pgcloud is not preloaded.
+ */
+Datum
+pgcloud_http_wake(PG_FUNCTION_ARGS)
+{
+	if (PgcloudWorkers == NULL)
+		PG_RETURN_BOOL(false);
+	PgcloudWakeAtCommit(PGCLOUD_WORKER_HTTP);
+	PG_RETURN_BOOL(true);
+}
+
+/* ---- libcurl's socket and timer callbacks (plain C) --------------------- */
+
+static int
+sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nsocks; i++)
+		if (socks[i].fd == s)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsocks)
+			socks[i] = socks[--nsocks];
+		return 0;
+	}
+	if (i == nsocks)
+	{
+		if (nsocks == socks_cap)
+		{
+			int			cap = socks_cap ? socks_cap * 2 : 16;
+			SockEntry  *grown = realloc(socks, sizeof(SockEntry) * cap);
+
+			if (grown == NULL)
+				return -1;
+			socks = grown;
+			socks_cap = cap;
+		}
+		socks[nsocks].fd = s;
+		nsocks++;
+	}
+	socks[i].what = what;
+	return 0;
+}
+
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		curl_timer_set = false;
+	else
+	{
+		curl_timer_set = true;
+		curl_deadline = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+	}
+	return 0;
+}
+
+static void
+shutdown_transfers(int code, Datum arg)
+{
+	while (transfers != NULL)
+	{
+		HttpTransfer *t = transfers;
+
+		transfers = t->next;
+		if (multi != NULL)
+			curl_multi_remove_handle(multi, t->easy);
+		HttpTransferFree(t);
+	}
+	if (multi != NULL)
+		curl_multi_cleanup(multi);
+	multi = NULL;
+	free(socks);
+	socks = NULL;
+	nsocks = socks_cap = 0;
+	curl_global_cleanup();
+}
+
+/* ---- transactions ----------------------------------------------------------- */
+
+static void
+begin_txn(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+commit_txn(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* In PG_CATCH: the error as a palloc'd string in cxt, the transaction aborted. */
+static char *
+catch_error(MemoryContext cxt)
+{
+	ErrorData  *edata;
+	char	   *msg;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	msg = pstrdup(edata->message ? edata->message : "unknown error");
+	FreeErrorData(edata);
+	PgcloudWorkerNoteError(msg);
+	return msg;
+}
+
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+	if (p == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(p);
+	return p;
+}
+
+static void
+prepare_plans(void)
+{
+	if (claim_plan == NULL)
+	{
+		Oid			t[2] = {TEXTOID, INT4OID};
+
+		claim_plan = keep_plan("SELECT id::text, method, path, body, content_type, header_lines, mail_from, "
+							   "idempotency_key, attempt FROM pgcloud.http_claim($1, $2)", 2, t);
+	}
+	if (record_plan == NULL)
+	{
+		Oid			t[8] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT4OID};
+
+		record_plan = keep_plan("SELECT pgcloud.http_record($1::uuid, $2, $3, $4::jsonb, $5, $6, $7, $8)", 8, t);
+	}
+	if (callback_plan == NULL)
+	{
+		Oid			t[1] = {TEXTOID};
+
+		callback_plan = keep_plan("SELECT pgcloud.http_run_callback($1::uuid, true)", 1, t);
+	}
+}
+
+static long
+clamp_long(const char *s, long lo, long hi, long dflt)
+{
+	long		v;
+
+	if (s == NULL)
+		return dflt;
+	v = strtol(s, NULL, 10);
+	return Max(lo, Min(hi, v));
+}
+
+/* Reads the limits (inside a transaction with SPI connected). */
+static void
+load_policy(void)
+{
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	if (SPI_execute("SELECT c ->> 'stripe', c ->> 'maas', c ->> 'smtp', c ->> 'test', "
+					"pgcloud.policy('core.http_connect_timeout_ms', NULL::bigint), "
+					"pgcloud.policy('core.http_total_timeout_ms', NULL::bigint), "
+					"pgcloud.policy('core.http_response_max_bytes', NULL::bigint) "
+					"FROM (SELECT pgcloud.policy('core.http_concurrency', NULL::jsonb) AS c) p",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the HTTP policies");
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	for (int t = 0; t < HTTP_TARGETS; t++)
+		policy.concurrency[t] = (int) clamp_long(SPI_getvalue(tup, desc, t + 1), 0, MAX_CONCURRENCY, 0);
+	policy.connect_timeout_ms = clamp_long(SPI_getvalue(tup, desc, 5), 1, 3600000L, 5000);
+	policy.total_timeout_ms = clamp_long(SPI_getvalue(tup, desc, 6), 1, 3600000L, 30000);
+	policy.response_max_bytes = (size_t) clamp_long(SPI_getvalue(tup, desc, 7), 0, 16L * 1024 * 1024, 65536);
+}
+
+/* ---- recording outcomes ----------------------------------------------------- */
+
+static void
+record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome *o, MemoryContext cxt,
+			   bool fallback)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	char	   *volatile failure = NULL;
+
+	PG_TRY();
+	{
+		Datum		values[8];
+		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		char	   *state;
+
+		begin_txn("recording an HTTP outcome");
+		prepare_plans();
+		values[0] = CStringGetTextDatum(id);
+		values[1] = Int32GetDatum(attempt);
+		values[2] = Int32GetDatum(o->status);
+		nulls[2] = o->has_status ? ' ' : 'n';
+		values[3] = o->headers_json ? CStringGetTextDatum(o->headers_json) : (Datum) 0;
+		nulls[3] = o->headers_json ? ' ' : 'n';
+		values[4] = o->body ? CStringGetTextDatum(o->body) : (Datum) 0;
+		nulls[4] = o->body ? ' ' : 'n';
+		values[5] = BoolGetDatum(o->truncated);
+		values[6] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+		nulls[6] = o->error ? ' ' : 'n';
+		values[7] = Int32GetDatum(o->retry_after);
+		nulls[7] = o->retry_after >= 0 ? ' ' : 'n';
+		if (SPI_execute_plan(record_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "pgcloud.http_record() failed");
+		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (state != NULL && strcmp(state, "dead") == 0)
+			ereport(LOG,
+					errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
+						   HttpTargetNames[target], attempt,
+						   o->error ? o->error : psprintf("status %d", o->status)));
+		commit_txn();
+		PgcloudWorkerNoteActivity(1, 0);
+	}
+	PG_CATCH();
+	{
+		failure = catch_error(cxt);
+		ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", id, failure));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+
+	/* Don't leave the intent in flight: record the failure as a failed try. */
+	if (failure != NULL && !fallback)
+	{
+		HttpOutcome f = {0};
+
+		f.retry_after = -1;
+		f.error = psprintf("could not record the outcome: %s", failure);
+		record_outcome(id, attempt, target, &f, cxt, true);
+	}
+}
+
+/* Runs failed final callbacks that are due again, one transaction each. */
+static void
+run_due_callbacks(MemoryContext cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	List	   *ids = NIL;
+	ListCell   *lc;
+
+	PG_TRY();
+	{
+		begin_txn("listing due HTTP callbacks");
+		if (SPI_execute(psprintf("SELECT id::text FROM pgcloud.http_callbacks_due(%d) AS id", CALLBACK_BATCH),
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "pgcloud.http_callbacks_due() failed");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+
+			ids = lappend(ids, pstrdup(id));
+			MemoryContextSwitchTo(spicxt);
+		}
+		commit_txn();
+	}
+	PG_CATCH();
+	{
+		char	   *msg = catch_error(cxt);
+
+		ereport(LOG, errmsg("pgcloud http: could not list due callbacks: %s", msg));
+		ids = NIL;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+
+	foreach(lc, ids)
+	{
+		char	   *id = (char *) lfirst(lc);
+
+		PgcloudWorkerHandleInterrupts();
+		PG_TRY();
+		{
+			Datum		v = CStringGetTextDatum(id);
+
+			begin_txn("running an HTTP callback");
+			prepare_plans();
+			if (SPI_execute_plan(callback_plan, &v, NULL, false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "pgcloud.http_run_callback() failed");
+			commit_txn();
+		}
+		PG_CATCH();
+		{
+			char	   *msg = catch_error(cxt);
+
+			ereport(LOG, errmsg("pgcloud http: callback of intent %s failed: %s", id, msg));
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+/* ---- claiming and starting -------------------------------------------------- */
+
+static void
+copy_claimed(HeapTuple tup, TupleDesc desc, HttpClaimed *c)
+{
+	bool		isnull;
+	Datum		arr;
+
+	c->id = SPI_getvalue(tup, desc, 1);
+	c->method = SPI_getvalue(tup, desc, 2);
+	c->path = SPI_getvalue(tup, desc, 3);
+	c->body = SPI_getvalue(tup, desc, 4);
+	c->content_type = SPI_getvalue(tup, desc, 5);
+	c->header_lines = NULL;
+	c->nheaders = 0;
+	arr = SPI_getbinval(tup, desc, 6, &isnull);
+	if (!isnull)
+	{
+		Datum	   *elems;
+		bool	   *enulls;
+		int			n;
+
+		deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &n);
+		c->header_lines = palloc(sizeof(char *) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+			if (!enulls[i])
+				c->header_lines[c->nheaders++] = TextDatumGetCString(elems[i]);
+	}
+	c->mail_from = SPI_getvalue(tup, desc, 7);
+	c->idempotency_key = SPI_getvalue(tup, desc, 8);
+	c->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+}
+
+/*
+ * Claims due intents within each target's free capacity (one transaction,
+ * committed before anything is sent) and starts them. Sets next_due_at.
+ */
+static void
+claim_and_start(MemoryContext cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	List	   *claimed = NIL;
+	ListCell   *lc;
+	bool		ok = true;
+
+	next_due_at = 0;
+	PG_TRY();
+	{
+		Datum		spare[HTTP_TARGETS];
+		int			nspare = 0;
+
+		begin_txn("claiming HTTP intents");
+		prepare_plans();
+		load_policy();
+		for (int t = 0; t < HTTP_TARGETS; t++)
+		{
+			int			free_slots = policy.concurrency[t] - inflight[t];
+			Datum		args[2];
+
+			if (free_slots <= 0)
+				continue;
+			args[0] = CStringGetTextDatum(HttpTargetNames[t]);
+			args[1] = Int32GetDatum(free_slots);
+			if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "pgcloud.http_claim() failed");
+			for (uint64 i = 0; i < SPI_processed; i++)
+			{
+				MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+				ClaimedItem *item = palloc0(sizeof(ClaimedItem));
+
+				item->target = (HttpTarget) t;
+				copy_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &item->c);
+				claimed = lappend(claimed, item);
+				MemoryContextSwitchTo(spicxt);
+			}
+			if ((int) SPI_processed < free_slots)
+				spare[nspare++] = args[0];
+		}
+		if (nspare > 0)
+		{
+			Oid			argtype = TEXTARRAYOID;
+			Datum		arr = PointerGetDatum(construct_array(spare, nspare, TEXTOID, -1, false, TYPALIGN_INT));
+			bool		isnull;
+
+			if (SPI_execute_with_args("SELECT pgcloud.http_next_due_ms($1)", 1, &argtype, &arr, NULL, true, 1)
+				!= SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "pgcloud.http_next_due_ms() failed");
+			{
+				Datum		ms = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+				if (!isnull)
+					next_due_at = GetCurrentTimestamp() + Max(DatumGetInt64(ms), 1) * 1000;
+			}
+		}
+		commit_txn();
+		round_errors = 0;
+	}
+	PG_CATCH();
+	{
+		char	   *msg = catch_error(cxt);
+
+		ereport(LOG, errmsg("pgcloud http: claiming intents failed: %s", msg));
+		claimed = NIL;			/* nothing was committed in flight */
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+
+	if (!ok)
+	{
+		round_errors++;
+		next_due_at = GetCurrentTimestamp() + (TimestampTz) Min(100L << Min(round_errors, 9), 30000L) * 1000;
+		if (!PgcloudWorkerCheckInstalled())
+			proc_exit(0);		/* pgcloud was dropped; the launcher checks again later */
+		return;
+	}
+
+	foreach(lc, claimed)
+	{
+		ClaimedItem *item = (ClaimedItem *) lfirst(lc);
+		char	   *error = NULL;
+		HttpTransfer *t = HttpTransferCreate(item->target, &item->c, &policy, &error);
+		CURLMcode	mc;
+
+		if (t != NULL && (mc = curl_multi_add_handle(multi, t->easy)) != CURLM_OK)
+		{
+			error = psprintf("could not start the transfer: %s", curl_multi_strerror(mc));
+			HttpTransferFree(t);
+			t = NULL;
+		}
+		if (t == NULL)
+		{
+			HttpOutcome f = {0};
+
+			f.retry_after = -1;
+			f.error = error ? error : pstrdup("could not build the request");
+			record_outcome(item->c.id, item->c.attempt, item->target, &f, cxt, false);
+			continue;
+		}
+		t->next = transfers;
+		transfers = t;
+		inflight[item->target]++;
+	}
+}
+
+/* ---- driving libcurl -------------------------------------------------------- */
+
+static void
+drive_timer_if_due(void)
+{
+	int			running;
+
+	if (curl_timer_set && GetCurrentTimestamp() >= curl_deadline)
+	{
+		curl_timer_set = false; /* libcurl sets it again when it needs to */
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+}
+
+/* Records every finished transfer; returns how many finished. */
+static int
+finish_completed(MemoryContext cxt)
+{
+	CURLMsg    *m;
+	int			left;
+	int			n = 0;
+
+	while ((m = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		CURL	   *easy = m->easy_handle;
+		CURLcode	result = m->data.result;
+		HttpTransfer *t = NULL;
+		HttpTransfer **pp;
+		HttpOutcome o;
+		char		id[40];
+		int			attempt;
+		HttpTarget	target;
+
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t);
+		curl_multi_remove_handle(multi, easy);	/* m is invalid from here */
+		/* Should this raise (out of memory), t is still listed and freed at exit. */
+		HttpTransferOutcome(t, result, &o);
+		for (pp = &transfers; *pp != NULL; pp = &(*pp)->next)
+			if (*pp == t)
+			{
+				*pp = t->next;
+				break;
+			}
+		inflight[t->target]--;
+		strlcpy(id, t->id, sizeof(id));
+		attempt = t->attempt;
+		target = t->target;
+		HttpTransferFree(t);
+		record_outcome(id, attempt, target, &o, cxt, false);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Waits for the latch, libcurl's sockets or a timeout, and lets libcurl act
+ * on the sockets that are ready. Returns true when the latch was set.
+ */
+static bool
+wait_for_work(long timeout_ms)
+{
+	WaitEventSet *set;
+	WaitEvent  *events;
+	int			nevents = nsocks + 2;
+	int			n;
+	bool		latch = false;
+	int			running;
+
+	set = CreateWaitEventSet(CurrentMemoryContext, nevents);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsocks; i++)
+	{
+		uint32		ev = 0;
+
+		if (socks[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (socks[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		if (ev != 0)
+			AddWaitEventToSet(set, ev, socks[i].fd, NULL, NULL);
+	}
+	events = palloc(sizeof(WaitEvent) * nevents);
+	n = WaitEventSetWait(set, timeout_ms, events, nevents, PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+
+	for (int i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch = true;
+		}
+		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			flags = 0;
+
+			if (events[i].events & WL_SOCKET_READABLE)
+				flags |= CURL_CSELECT_IN;
+			if (events[i].events & WL_SOCKET_WRITEABLE)
+				flags |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(multi, events[i].fd, flags, &running);
+		}
+	}
+	pfree(events);
+	drive_timer_if_due();
+	return latch;
+}
+
+static long
+ms_until(TimestampTz when, TimestampTz now)
+{
+	if (when <= now)
+		return 0;
+	return (long) Min((when - now + 999) / 1000, (TimestampTz) IDLE_WAIT_MS);
+}
+
+static void
+recover_in_flight(MemoryContext cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		bool		isnull;
+		int			n;
+
+		begin_txn("recovering HTTP intents");
+		if (SPI_execute("SELECT pgcloud.http_recover()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "pgcloud.http_recover() failed");
+		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		commit_txn();
+		if (n > 0)
+			ereport(LOG, errmsg("pgcloud http: %d intents left in flight are sent again", n));
+	}
+	PG_CATCH();
+	{
+		char	   *msg = catch_error(cxt);
+
+		ereport(LOG, errmsg("pgcloud http: could not recover intents in flight: %s", msg));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+}
+
+void
+pgcloud_http_main(Datum arg)
+{
+	MemoryContext loopcxt;
+	bool		need_claim = true;
+
+	PgcloudWorkerSetup(PGCLOUD_WORKER_HTTP, DatumGetInt32(arg));
+	if (!PgcloudWorkerCheckInstalled())
+		proc_exit(0);
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(FATAL, errmsg("pgcloud http: could not initialise libcurl"));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(FATAL, errmsg("pgcloud http: could not create a libcurl multi handle"));
+	before_shmem_exit(shutdown_transfers, (Datum) 0);
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+
+	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud http loop", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(loopcxt);
+	recover_in_flight(loopcxt);
+	ereport(LOG, errmsg("pgcloud http executor started"));
+
+	for (;;)
+	{
+		TimestampTz now;
+		long		timeout;
+
+		if (PgcloudGotSighup)
+			need_claim = true;	/* settings may have changed */
+		PgcloudWorkerHandleInterrupts();
+		MemoryContextReset(loopcxt);
+		MemoryContextSwitchTo(loopcxt);
+
+		if (need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
+		{
+			need_claim = false;
+			run_due_callbacks(loopcxt);
+			claim_and_start(loopcxt);
+		}
+		drive_timer_if_due();
+		if (finish_completed(loopcxt) > 0)
+		{
+			need_claim = true;	/* capacity came free */
+			continue;
+		}
+
+		now = GetCurrentTimestamp();
+		timeout = IDLE_WAIT_MS;
+		if (curl_timer_set)
+			timeout = Min(timeout, ms_until(curl_deadline, now));
+		if (next_due_at != 0)
+			timeout = Min(timeout, ms_until(next_due_at, now));
+		if (wait_for_work(timeout))
+			need_claim = true;
+		if (finish_completed(loopcxt) > 0)
+			need_claim = true;
+	}
+}
