@@ -110,8 +110,8 @@ BEGIN
         PERFORM maas.poll();
         COMMIT;
         EXIT WHEN pg_catalog.clock_timestamp() >= stop_at;
-        PERFORM pg_catalog.pg_sleep(pg_catalog.least(pg_catalog.greatest(
-            pgcloud.policy('maas.poll_interval_ms', NULL::integer), 200), 60000) / 4000.0);
+        PERFORM pg_catalog.pg_sleep(LEAST(GREATEST(pgcloud.policy('maas.poll_interval_ms', NULL::integer), 200), 60000)
+                                    / 4000.0);
     END LOOP;
 END
 $$;
