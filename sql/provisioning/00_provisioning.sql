@@ -12,7 +12,7 @@
 --     with enough free slots and no live allocation of another image,
 --     prefer (1) a node already running the image, (2) a node with the image
 --     in its cache, (3) the fullest node that fits (fewest free slots; packs
---     GPUs and keeps whole nodes free for big SKUs), (4) hostname. A node
+--     GPUs and keeps whole nodes free for big SKUs), (4) node id. A node
 --     being placed onto by a concurrent request is skipped (SKIP LOCKED);
 --     only when every fitting node is busy does the request wait for the best.
 --   * All allocations on a node run one OS image (one MAAS deployment of the

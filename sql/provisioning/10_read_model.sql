@@ -54,7 +54,13 @@ CREATE TABLE provisioning.nodes (
     CHECK ((live_allocations = 0) = (current_image IS NULL)),
     CHECK ((live_allocations = 0) = (current_user_id IS NULL))
 );
-CREATE INDEX nodes_placement_idx ON provisioning.nodes (gpu_model, region, free_slots) WHERE state = 'ready';
+-- Placement's three preferences, each in the order wanted (see claim_node).
+CREATE INDEX nodes_running_idx ON provisioning.nodes (gpu_model, region, current_image, free_slots, node_id)
+    WHERE state = 'ready' AND current_image IS NOT NULL;
+CREATE INDEX nodes_user_idx ON provisioning.nodes (current_user_id, current_image, free_slots, node_id)
+    WHERE state = 'ready' AND current_user_id IS NOT NULL;
+CREATE INDEX nodes_idle_idx ON provisioning.nodes (gpu_model, region, free_slots, node_id)
+    WHERE state = 'ready' AND current_image IS NULL;
 COMMENT ON TABLE provisioning.nodes IS 'Read model of the nodes (from node.registered / node.state_changed) plus provisioning''s own placement state: free slots, live allocations and the image they run. Placement locks the node row it claims slots on.';
 COMMENT ON COLUMN provisioning.nodes.node_id IS 'Node id (inventory''s).';
 COMMENT ON COLUMN provisioning.nodes.hostname IS 'Hostname.';

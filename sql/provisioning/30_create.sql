@@ -64,7 +64,10 @@ $$;
 COMMENT ON FUNCTION provisioning.check_standing(uuid) IS 'Refuses allocation unless billing''s last report says the account is in good standing (good or low) with a balance of at least min_balance_to_allocate: insufficient_balance (402) for no report, standing insufficient or exhausted, or a low balance; account_not_in_good_standing (403) for any other standing.';
 
 -- The node to claim slots on, locked. See the placement policy at the top
--- of 00_provisioning.sql.
+-- of 00_provisioning.sql. Each preference is its own query on an index in
+-- the order wanted (fewest free slots, then node id), so a placement reads a
+-- few index entries, not every node; nodes held by concurrent placements are
+-- skipped (SKIP LOCKED).
 CREATE FUNCTION provisioning.claim_node(k provisioning.skus, v_image text, v_user uuid) RETURNS provisioning.nodes
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, provisioning
@@ -75,25 +78,49 @@ DECLARE
     shared boolean := pgcloud.policy('provisioning.node_tenancy', NULL::text) = 'shared';
 BEGIN
     FOR attempt IN 1 .. greatest(attempts, 1) LOOP
-        -- The best fitting node no concurrent placement is working on.
+        -- 1. A node already running the image (with single tenancy: the user's own).
+        IF shared THEN
+            SELECT * INTO n FROM provisioning.nodes x
+             WHERE x.state = 'ready' AND x.gpu_model = k.gpu_model AND x.region = k.region
+               AND x.current_image = v_image AND x.free_slots >= k.gpu_count
+             ORDER BY x.free_slots, x.node_id LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+        ELSE
+            SELECT * INTO n FROM provisioning.nodes x
+             WHERE x.state = 'ready' AND x.current_user_id = v_user AND x.current_image = v_image
+               AND x.gpu_model = k.gpu_model AND x.region = k.region AND x.free_slots >= k.gpu_count
+             ORDER BY x.free_slots, x.node_id LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+        END IF;
+        IF FOUND THEN
+            RETURN n;
+        END IF;
+        -- 2. An idle node with the image in its cache, the fullest that fits.
         SELECT * INTO n FROM provisioning.nodes x
-         WHERE x.state = 'ready' AND x.gpu_model = k.gpu_model AND x.region = k.region
-           AND x.free_slots >= k.gpu_count AND (x.current_image IS NULL OR x.current_image = v_image)
-           AND (shared OR x.current_user_id IS NULL OR x.current_user_id = v_user)
-         ORDER BY x.current_image IS NOT NULL DESC, v_image = ANY (x.cached_images) DESC, x.free_slots, x.hostname, x.node_id
-         LIMIT 1
+         WHERE x.state = 'ready' AND x.current_image IS NULL AND x.gpu_model = k.gpu_model AND x.region = k.region
+           AND x.free_slots >= k.gpu_count AND v_image = ANY (x.cached_images)
+         ORDER BY x.free_slots, x.node_id LIMIT 1
            FOR UPDATE SKIP LOCKED;
         IF FOUND THEN
             RETURN n;
         END IF;
-        -- Every fitting node is busy (or none fits): wait for the best one.
-        -- After the wait the row is checked again as it now is; one that no
-        -- longer fits is passed over for the next.
+        -- 3. Any idle node, the fullest that fits.
+        SELECT * INTO n FROM provisioning.nodes x
+         WHERE x.state = 'ready' AND x.current_image IS NULL AND x.gpu_model = k.gpu_model AND x.region = k.region
+           AND x.free_slots >= k.gpu_count
+         ORDER BY x.free_slots, x.node_id LIMIT 1
+           FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            RETURN n;
+        END IF;
+        -- 4. Every fitting node is held by a concurrent placement (or none
+        -- fits): wait for the best one. After the wait the row is checked
+        -- again as it now is; one that no longer fits is passed over.
         SELECT * INTO n FROM provisioning.nodes x
          WHERE x.state = 'ready' AND x.gpu_model = k.gpu_model AND x.region = k.region
            AND x.free_slots >= k.gpu_count AND (x.current_image IS NULL OR x.current_image = v_image)
            AND (shared OR x.current_user_id IS NULL OR x.current_user_id = v_user)
-         ORDER BY x.current_image IS NOT NULL DESC, v_image = ANY (x.cached_images) DESC, x.free_slots, x.hostname, x.node_id
+         ORDER BY x.current_image IS NOT NULL DESC, v_image = ANY (x.cached_images) DESC, x.free_slots, x.node_id
          LIMIT 1
            FOR UPDATE;
         IF FOUND THEN
@@ -111,7 +138,7 @@ BEGIN
         'See api.marketplace() for free capacity, or try again later.');
 END
 $$;
-COMMENT ON FUNCTION provisioning.claim_node(provisioning.skus, text, uuid) IS 'Placement: the ready node the SKU and image of the user go on, locked (FOR UPDATE), within the node tenancy policy: a node already running the image, else one with the image cached, else the fullest that fits. Skips nodes other placements hold; waits only when all fitting nodes are held. Raises capacity_unavailable.';
+COMMENT ON FUNCTION provisioning.claim_node(provisioning.skus, text, uuid) IS 'Placement: the ready node the SKU and image of the user go on, locked (FOR UPDATE), within the node tenancy policy: a node already running the image, else an idle one with the image cached, else the fullest idle one that fits (ties: node id). Skips nodes other placements hold; waits only when all fitting nodes are held. Raises capacity_unavailable.';
 
 CREATE FUNCTION provisioning.create_allocation_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
