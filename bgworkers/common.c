@@ -81,16 +81,11 @@ PgcloudWorkerCheckInstalled(void)
 	bool		installed;
 	PgcloudDbSlot *slot = &PgcloudWorkers->slots[PgcloudMySlot];
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	PgcloudWorkerBeginWork(NULL);
 	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgcloud_core'", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up pgcloud_core");
 	installed = SPI_processed == 1;
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	PgcloudWorkerEndWork();
 
 	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
 	slot->not_installed = !installed;
@@ -155,4 +150,48 @@ PgcloudWorkerHandleInterrupts(void)
 		PgcloudGotSighup = false;
 		ProcessConfigFile(PGC_SIGHUP);
 	}
+}
+
+/* Starts one unit of work: a transaction with SPI and a snapshot. */
+void
+PgcloudWorkerBeginWork(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (activity)
+		pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Commits the unit of work. */
+void
+PgcloudWorkerEndWork(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * In PG_CATCH of a unit of work: aborts it, notes the error in shared
+ * memory (scrubbed) and returns its message, allocated in cxt.
+ */
+char *
+PgcloudWorkerAbortWork(MemoryContext cxt)
+{
+	ErrorData  *edata;
+	char	   *message;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	message = pstrdup(edata->message);
+	FreeErrorData(edata);
+	PgcloudWorkerNoteError(message);
+	return message;
 }

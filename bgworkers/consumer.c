@@ -54,10 +54,7 @@ close_all(int code, Datum arg)
 static void
 load_config(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	PgcloudWorkerBeginWork(NULL);
 	if (SPI_execute("SELECT name FROM pgcloud.nats_subscribers() AS name", true, MAX_SUBSCRIBERS) != SPI_OK_SELECT)
 		elog(ERROR, "could not list subscribers");
 	drop_subscriptions();
@@ -69,9 +66,7 @@ load_config(void)
 	}
 	max_attempts = (int) PgcloudPolicyNumber("core.max_delivery_attempts");
 	retry_base_ms = (long) PgcloudPolicyNumber("core.delivery_retry_base_ms");
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	PgcloudWorkerEndWork();
 }
 
 /* Ensures the durable consumer and a bound pull subscription of one service. */
@@ -127,30 +122,16 @@ apply_message(const char *subscriber, natsMsg *msg, MemoryContext loopcxt, char 
 
 		values[0] = CStringGetTextDatum(subscriber);
 		values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "applying a NATS event");
+		PgcloudWorkerBeginWork("applying a NATS event");
 		if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb)", 2, argtypes, values, NULL,
 								  false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "pgcloud.consume_event() failed");
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		PgcloudWorkerEndWork();
 		ok = true;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(loopcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		*error = pstrdup(edata->message);
-		FreeErrorData(edata);
+		*error = PgcloudWorkerAbortWork(loopcxt);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);
@@ -175,16 +156,11 @@ record_failure(const char *subscriber, natsMsg *msg, const char *error, int deli
 	values[2] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", natsMsg_GetDataLength(msg)));
 	values[3] = CStringGetTextDatum(error);
 	values[4] = Int32GetDatum(deliveries);
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	PgcloudWorkerBeginWork("recording a failed NATS event");
 	if (SPI_execute_with_args("SELECT pgcloud.consume_failed($1, $2, $3, $4, $5)", 5, argtypes, values, nulls,
 							  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		dead = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	PgcloudWorkerEndWork();
 	return dead;
 }
 
@@ -236,7 +212,6 @@ consume_round(MemoryContext loopcxt)
 					deliveries = (int) meta->NumDelivered;
 					jsMsgMetaData_Destroy(meta);
 				}
-				PgcloudWorkerNoteError(error);
 				if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries))
 					natsMsg_Term(msg, NULL);
 				else

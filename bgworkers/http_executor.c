@@ -9,10 +9,10 @@
  * latch, shmem.c). No busy polling.
  *
  * One loop turn:
- *  1. when woken, or when a transfer finished or a retry fell due: run the
- *     failed final callbacks that are due again, then claim due intents per
- *     target up to the target's free concurrency (core.http_concurrency) and
- *     commit them in_flight before anything is sent;
+ *  1. when woken, or when a transfer finished or a retry fell due: claim
+ *     due intents per target up to the target's free concurrency
+ *     (core.http_concurrency) and commit them in_flight before anything is
+ *     sent (then run the failed final callbacks that are due again);
  *  2. start their transfers (credentials added at send time, http_transfer.c);
  *  3. wait; let libcurl act on ready sockets and its timer;
  *  4. record each finished transfer with pgcloud.http_record() in its own
@@ -66,10 +66,14 @@ static TimestampTz curl_deadline = 0;
 static TimestampTz next_due_at = 0;	/* 0: nothing known to be due */
 static int	round_errors = 0;
 static HttpPolicy policy;
+static TimestampTz policy_loaded_at = 0;	/* 0: read them at the next claim */
+
+#define POLICY_TTL_MS 1000
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr callback_plan = NULL;
+static SPIPlanPtr due_callbacks_plan = NULL;
 
 /*
  * pgcloud.http_wake() RETURNS boolean — wakes this database's executor when
@@ -153,45 +157,7 @@ shutdown_transfers(int code, Datum arg)
 	curl_global_cleanup();
 }
 
-/* ---- transactions ----------------------------------------------------------- */
-
-static void
-begin_txn(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-commit_txn(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/* In PG_CATCH: the error as a palloc'd string in cxt, the transaction aborted. */
-static char *
-catch_error(MemoryContext cxt)
-{
-	ErrorData  *edata;
-	char	   *msg;
-
-	MemoryContextSwitchTo(cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortCurrentTransaction();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	msg = pstrdup(edata->message ? edata->message : "unknown error");
-	FreeErrorData(edata);
-	PgcloudWorkerNoteError(msg);
-	return msg;
-}
+/* ---- plans (units of work: PgcloudWorkerBeginWork/EndWork/AbortWork, common.c) */
 
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *argtypes)
@@ -209,10 +175,10 @@ prepare_plans(void)
 {
 	if (claim_plan == NULL)
 	{
-		Oid			t[2] = {TEXTOID, INT4OID};
+		Oid			t[2] = {TEXTARRAYOID, INT4ARRAYOID};
 
 		claim_plan = keep_plan("SELECT id::text, method, path, body, content_type, header_lines, mail_from, "
-							   "idempotency_key, attempt FROM pgcloud.http_claim($1, $2)", 2, t);
+							   "idempotency_key, attempt, target FROM pgcloud.http_claim_all($1, $2)", 2, t);
 	}
 	if (record_plan == NULL)
 	{
@@ -226,6 +192,9 @@ prepare_plans(void)
 
 		callback_plan = keep_plan("SELECT pgcloud.http_run_callback($1::uuid, true)", 1, t);
 	}
+	if (due_callbacks_plan == NULL)
+		due_callbacks_plan = keep_plan(psprintf("SELECT id::text FROM pgcloud.http_callbacks_due(%d) AS id",
+												CALLBACK_BATCH), 0, NULL);
 }
 
 static long
@@ -277,7 +246,7 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 		char	   *state;
 
-		begin_txn("recording an HTTP outcome");
+		PgcloudWorkerBeginWork("recording an HTTP outcome");
 		prepare_plans();
 		values[0] = CStringGetTextDatum(id);
 		values[1] = Int32GetDatum(attempt);
@@ -300,12 +269,12 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 					errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
 						   HttpTargetNames[target], attempt,
 						   o->error ? o->error : psprintf("status %d", o->status)));
-		commit_txn();
+		PgcloudWorkerEndWork();
 		PgcloudWorkerNoteActivity(1, 0);
 	}
 	PG_CATCH();
 	{
-		failure = catch_error(cxt);
+		failure = PgcloudWorkerAbortWork(cxt);
 		ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", id, failure));
 	}
 	PG_END_TRY();
@@ -324,37 +293,10 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 
 /* Runs failed final callbacks that are due again, one transaction each. */
 static void
-run_due_callbacks(MemoryContext cxt)
+run_due_callbacks(List *ids, MemoryContext cxt)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
-	List	   *ids = NIL;
 	ListCell   *lc;
-
-	PG_TRY();
-	{
-		begin_txn("listing due HTTP callbacks");
-		if (SPI_execute(psprintf("SELECT id::text FROM pgcloud.http_callbacks_due(%d) AS id", CALLBACK_BATCH),
-						true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "pgcloud.http_callbacks_due() failed");
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-			MemoryContext spicxt = MemoryContextSwitchTo(cxt);
-
-			ids = lappend(ids, pstrdup(id));
-			MemoryContextSwitchTo(spicxt);
-		}
-		commit_txn();
-	}
-	PG_CATCH();
-	{
-		char	   *msg = catch_error(cxt);
-
-		ereport(LOG, errmsg("pgcloud http: could not list due callbacks: %s", msg));
-		ids = NIL;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
 
 	foreach(lc, ids)
 	{
@@ -365,15 +307,15 @@ run_due_callbacks(MemoryContext cxt)
 		{
 			Datum		v = CStringGetTextDatum(id);
 
-			begin_txn("running an HTTP callback");
+			PgcloudWorkerBeginWork("running an HTTP callback");
 			prepare_plans();
 			if (SPI_execute_plan(callback_plan, &v, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "pgcloud.http_run_callback() failed");
-			commit_txn();
+			PgcloudWorkerEndWork();
 		}
 		PG_CATCH();
 		{
-			char	   *msg = catch_error(cxt);
+			char	   *msg = PgcloudWorkerAbortWork(cxt);
 
 			ereport(LOG, errmsg("pgcloud http: callback of intent %s failed: %s", id, msg));
 		}
@@ -423,7 +365,8 @@ static void
 claim_and_start(MemoryContext cxt)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
-	List	   *claimed = NIL;
+	List	   *volatile claimed = NIL;
+	List	   *volatile callbacks = NIL;
 	ListCell   *lc;
 	bool		ok = true;
 
@@ -433,32 +376,73 @@ claim_and_start(MemoryContext cxt)
 		Datum		spare[HTTP_TARGETS];
 		int			nspare = 0;
 
-		begin_txn("claiming HTTP intents");
+		PgcloudWorkerBeginWork("claiming HTTP intents");
 		prepare_plans();
-		load_policy();
-		for (int t = 0; t < HTTP_TARGETS; t++)
+		/*
+		 * The claim need not wait for its WAL flush: lost in a crash, the
+		 * intent is simply pending again, which is what recovery makes of an
+		 * intent in flight anyway (it is sent again with the same key).
+		 */
+		if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not set synchronous_commit");
+		if (policy_loaded_at == 0 ||
+			TimestampDifferenceExceeds(policy_loaded_at, GetCurrentTimestamp(), POLICY_TTL_MS))
 		{
-			int			free_slots = policy.concurrency[t] - inflight[t];
-			Datum		args[2];
+			load_policy();
+			policy_loaded_at = GetCurrentTimestamp();
+		}
+		{
+			Datum		names[HTTP_TARGETS];
+			Datum		slots[HTTP_TARGETS];
+			int			claimed_per[HTTP_TARGETS] = {0};
+			int			nt = 0;
 
-			if (free_slots <= 0)
-				continue;
-			args[0] = CStringGetTextDatum(HttpTargetNames[t]);
-			args[1] = Int32GetDatum(free_slots);
-			if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "pgcloud.http_claim() failed");
-			for (uint64 i = 0; i < SPI_processed; i++)
+			for (int t = 0; t < HTTP_TARGETS; t++)
 			{
-				MemoryContext spicxt = MemoryContextSwitchTo(cxt);
-				ClaimedItem *item = palloc0(sizeof(ClaimedItem));
-
-				item->target = (HttpTarget) t;
-				copy_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &item->c);
-				claimed = lappend(claimed, item);
-				MemoryContextSwitchTo(spicxt);
+				names[t] = CStringGetTextDatum(HttpTargetNames[t]);
+				slots[t] = Int32GetDatum(Max(policy.concurrency[t] - inflight[t], 0));
+				if (DatumGetInt32(slots[t]) > 0)
+					nt++;
 			}
-			if ((int) SPI_processed < free_slots)
-				spare[nspare++] = args[0];
+			if (nt > 0)
+			{
+				Datum		args[2];
+
+				args[0] = PointerGetDatum(construct_array(names, HTTP_TARGETS, TEXTOID, -1, false, TYPALIGN_INT));
+				args[1] = PointerGetDatum(construct_array(slots, HTTP_TARGETS, INT4OID, 4, true, TYPALIGN_INT));
+				if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+					elog(ERROR, "pgcloud.http_claim_all() failed");
+				for (uint64 i = 0; i < SPI_processed; i++)
+				{
+					char	   *target = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 10);
+					MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+					ClaimedItem *item = palloc0(sizeof(ClaimedItem));
+
+					item->target = HTTP_TARGET_TEST;
+					for (int t = 0; t < HTTP_TARGETS; t++)
+						if (strcmp(target, HttpTargetNames[t]) == 0)
+							item->target = (HttpTarget) t;
+					claimed_per[item->target]++;
+					copy_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &item->c);
+					claimed = lappend(claimed, item);
+					MemoryContextSwitchTo(spicxt);
+				}
+			}
+			/* Targets with capacity left: nothing more is due there now. */
+			for (int t = 0; t < HTTP_TARGETS; t++)
+				if (claimed_per[t] < DatumGetInt32(slots[t]))
+					spare[nspare++] = names[t];
+		}
+		/* Failed final callbacks that are due again (run after the commit). */
+		if (SPI_execute_plan(due_callbacks_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "pgcloud.http_callbacks_due() failed");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			char	   *cid = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+
+			callbacks = lappend(callbacks, pstrdup(cid));
+			MemoryContextSwitchTo(spicxt);
 		}
 		if (nspare > 0)
 		{
@@ -476,15 +460,16 @@ claim_and_start(MemoryContext cxt)
 					next_due_at = GetCurrentTimestamp() + Max(DatumGetInt64(ms), 1) * 1000;
 			}
 		}
-		commit_txn();
+		PgcloudWorkerEndWork();
 		round_errors = 0;
 	}
 	PG_CATCH();
 	{
-		char	   *msg = catch_error(cxt);
+		char	   *msg = PgcloudWorkerAbortWork(cxt);
 
 		ereport(LOG, errmsg("pgcloud http: claiming intents failed: %s", msg));
 		claimed = NIL;			/* nothing was committed in flight */
+		callbacks = NIL;
 		ok = false;
 	}
 	PG_END_TRY();
@@ -525,6 +510,7 @@ claim_and_start(MemoryContext cxt)
 		transfers = t;
 		inflight[item->target]++;
 	}
+	run_due_callbacks(callbacks, cxt);
 }
 
 /* ---- driving libcurl -------------------------------------------------------- */
@@ -656,17 +642,17 @@ recover_in_flight(MemoryContext cxt)
 		bool		isnull;
 		int			n;
 
-		begin_txn("recovering HTTP intents");
+		PgcloudWorkerBeginWork("recovering HTTP intents");
 		if (SPI_execute("SELECT pgcloud.http_recover()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "pgcloud.http_recover() failed");
 		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		commit_txn();
+		PgcloudWorkerEndWork();
 		if (n > 0)
 			ereport(LOG, errmsg("pgcloud http: %d intents left in flight are sent again", n));
 	}
 	PG_CATCH();
 	{
-		char	   *msg = catch_error(cxt);
+		char	   *msg = PgcloudWorkerAbortWork(cxt);
 
 		ereport(LOG, errmsg("pgcloud http: could not recover intents in flight: %s", msg));
 	}
@@ -704,7 +690,10 @@ pgcloud_http_main(Datum arg)
 		long		timeout;
 
 		if (PgcloudGotSighup)
+		{
 			need_claim = true;	/* settings may have changed */
+			policy_loaded_at = 0;
+		}
 		PgcloudWorkerHandleInterrupts();
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
@@ -712,7 +701,6 @@ pgcloud_http_main(Datum arg)
 		if (need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
 		{
 			need_claim = false;
-			run_due_callbacks(loopcxt);
 			claim_and_start(loopcxt);
 		}
 		drive_timer_if_due();
@@ -729,7 +717,10 @@ pgcloud_http_main(Datum arg)
 		if (next_due_at != 0)
 			timeout = Min(timeout, ms_until(next_due_at, now));
 		if (wait_for_work(timeout))
+		{
 			need_claim = true;
+			policy_loaded_at = 0;	/* woken by a commit: read the policies afresh */
+		}
 		if (finish_completed(loopcxt) > 0)
 			need_claim = true;
 	}

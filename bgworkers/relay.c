@@ -275,12 +275,7 @@ run_batch(bool nats, MemoryContext loopcxt, long *retry_ms)
 
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, nats ? "publishing outbox to NATS" : "relaying outbox");
+		PgcloudWorkerBeginWork(nats ? "publishing outbox to NATS" : "relaying outbox");
 		if (nats)
 			n = publish_batch();
 		else
@@ -298,22 +293,13 @@ run_batch(bool nats, MemoryContext loopcxt, long *retry_ms)
 			if (!isnull)
 				*retry_ms = Max(DatumGetInt64(d), 10);
 		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		PgcloudWorkerEndWork();
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		char	   *message = PgcloudWorkerAbortWork(loopcxt);
 
-		MemoryContextSwitchTo(loopcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		PgcloudWorkerNoteError(edata->message);
-		ereport(LOG, errmsg("pgcloud relay: batch failed: %s", edata->message));
-		FreeErrorData(edata);
+		ereport(LOG, errmsg("pgcloud relay: batch failed: %s", message));
 		n = -1;
 	}
 	PG_END_TRY();

@@ -69,6 +69,9 @@ extern void PgcloudWorkerTeardown(int code, Datum arg);
 extern void PgcloudWorkerNoteActivity(int64 processed, int64 failures);
 extern void PgcloudWorkerNoteError(const char *message);
 extern void PgcloudWorkerHandleInterrupts(void);
+extern void PgcloudWorkerBeginWork(const char *activity);
+extern void PgcloudWorkerEndWork(void);
+extern char *PgcloudWorkerAbortWork(MemoryContext cxt);
 extern int	PgcloudMySlot;
 extern PgcloudWorkerKind PgcloudMyKind;
 

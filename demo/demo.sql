@@ -23,7 +23,7 @@ SELECT pgcloud.set_policy('billing.low_balance_threshold', '750') AS retried_wit
 \echo 'emit an event in the same transaction:'
 SELECT pgcloud.emit('platform.demo_performed', 'demo', 'demo-1', '{"step": 1}') AS event_id;
 COMMIT;
-SELECT at, actor_role, action, target_id, result, details, correlation_id
+SELECT at, role, action, target, result, details, correlation_id
   FROM pgcloud.audit_logs ORDER BY id DESC LIMIT 1;
 SELECT event_type, aggregate_id, payload, headers FROM pgcloud.outbox ORDER BY id DESC LIMIT 1;
 

@@ -4,10 +4,11 @@ CREATE TABLE pgcloud.audit_logs (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at             timestamptz NOT NULL DEFAULT clock_timestamp(),
     actor          uuid,
-    actor_role     text NOT NULL,
+    role           text NOT NULL,
     action         text NOT NULL CHECK (action ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'),
     target_type    text,
     target_id      text,
+    target         text GENERATED ALWAYS AS (coalesce(target_type, '') || ':' || coalesce(target_id, '')) STORED,
     result         text NOT NULL CHECK (result IN ('ok', 'denied', 'rejected', 'failed')),
     details        jsonb NOT NULL DEFAULT '{}'::jsonb,
     correlation_id text NOT NULL
@@ -19,10 +20,11 @@ COMMENT ON TABLE pgcloud.audit_logs IS 'Append-only record of every privileged m
 COMMENT ON COLUMN pgcloud.audit_logs.id IS 'Monotonic entry number.';
 COMMENT ON COLUMN pgcloud.audit_logs.at IS 'When the entry was written.';
 COMMENT ON COLUMN pgcloud.audit_logs.actor IS 'The acting user or service account (JWT sub), NULL for operators and anonymous callers.';
-COMMENT ON COLUMN pgcloud.audit_logs.actor_role IS 'The role the actor used.';
+COMMENT ON COLUMN pgcloud.audit_logs.role IS 'The role the actor used (JWT role claim, SET ROLE, or the session user).';
 COMMENT ON COLUMN pgcloud.audit_logs.action IS 'Dotted action name, e.g. policy.set.';
 COMMENT ON COLUMN pgcloud.audit_logs.target_type IS 'Kind of the object acted on.';
 COMMENT ON COLUMN pgcloud.audit_logs.target_id IS 'Identifier of the object acted on.';
+COMMENT ON COLUMN pgcloud.audit_logs.target IS 'target_type:target_id, for reading and filtering.';
 COMMENT ON COLUMN pgcloud.audit_logs.result IS 'ok, denied, rejected or failed.';
 COMMENT ON COLUMN pgcloud.audit_logs.details IS 'Further facts as JSON, scrubbed of secrets.';
 COMMENT ON COLUMN pgcloud.audit_logs.correlation_id IS 'Correlation id of the request that acted.';
@@ -68,7 +70,7 @@ BEGIN
     EXCEPTION WHEN invalid_text_representation THEN
         clean := jsonb_build_object('redacted', true);
     END;
-    INSERT INTO pgcloud.audit_logs (actor, actor_role, action, target_type, target_id, result, details, correlation_id)
+    INSERT INTO pgcloud.audit_logs (actor, role, action, target_type, target_id, result, details, correlation_id)
     VALUES (pgcloud.user_id(), pgcloud.request_role(), action, target_type, target_id, result, clean,
             pgcloud.correlation_id())
     RETURNING audit_logs.id INTO id;

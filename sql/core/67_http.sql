@@ -279,27 +279,45 @@ END
 $$;
 COMMENT ON FUNCTION pgcloud.http_recover() IS 'HTTP executor, at start: intents left in flight by a crash or a stop go back to pending and are sent again with the same Idempotency-Key. Returns how many.';
 
+CREATE FUNCTION pgcloud.http_claim_all(targets text[], slots integer[])
+RETURNS TABLE (target text, id uuid, method text, path text, body text, content_type text, header_lines text[],
+               mail_from text, idempotency_key text, attempt integer)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+BEGIN
+    -- One statement for every target; plpgsql so that the plan is kept.
+    RETURN QUERY
+    UPDATE pgcloud.http_intents i
+       SET state = 'in_flight', attempts = i.attempts + 1, last_attempt_at = clock_timestamp()
+      FROM (SELECT c.id
+              FROM unnest(targets, slots) AS t (target, n)
+             CROSS JOIN LATERAL (
+                   SELECT c.id FROM pgcloud.http_intents c
+                    WHERE c.target = t.target AND c.state IN ('pending', 'failed')
+                      AND c.next_attempt_at <= clock_timestamp()
+                    ORDER BY c.next_attempt_at, c.created_at
+                    LIMIT greatest(t.n, 0)
+                    FOR UPDATE SKIP LOCKED) c) due
+     WHERE i.id = due.id
+    RETURNING i.target, i.id, i.method, i.path, i.body, i.content_type,
+              CASE WHEN i.target = 'smtp' THEN '{}'::text[]
+                   ELSE ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(i.headers) h ORDER BY h.key) END,
+              i.headers ->> 'mail_from', coalesce(i.idempotency_key, i.id::text), i.attempts;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.http_claim_all(text[], integer[]) IS 'HTTP executor: marks due intents in flight (one more try each), at most slots[i] of targets[i], oldest due first, and returns what to send.';
+
 CREATE FUNCTION pgcloud.http_claim(target text, max_intents integer)
 RETURNS TABLE (id uuid, method text, path text, body text, content_type text, header_lines text[],
                mail_from text, idempotency_key text, attempt integer)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pgcloud
 AS $$
-    UPDATE pgcloud.http_intents i
-       SET state = 'in_flight', attempts = i.attempts + 1, last_attempt_at = clock_timestamp()
-      FROM (SELECT c.id FROM pgcloud.http_intents c
-             WHERE c.target = http_claim.target AND c.state IN ('pending', 'failed')
-               AND c.next_attempt_at <= clock_timestamp()
-             ORDER BY c.next_attempt_at, c.created_at
-             LIMIT greatest(max_intents, 0)
-             FOR UPDATE SKIP LOCKED) due
-     WHERE i.id = due.id
-    RETURNING i.id, i.method, i.path, i.body, i.content_type,
-              CASE WHEN i.target = 'smtp' THEN '{}'::text[]
-                   ELSE ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(i.headers) h ORDER BY h.key) END,
-              i.headers ->> 'mail_from', coalesce(i.idempotency_key, i.id::text), i.attempts
+    SELECT c.id, c.method, c.path, c.body, c.content_type, c.header_lines, c.mail_from, c.idempotency_key, c.attempt
+      FROM pgcloud.http_claim_all(ARRAY[target], ARRAY[max_intents]) c
 $$;
-COMMENT ON FUNCTION pgcloud.http_claim(text, integer) IS 'HTTP executor: marks up to max_intents due intents of a target in flight (one more try each) and returns what to send.';
+COMMENT ON FUNCTION pgcloud.http_claim(text, integer) IS 'HTTP executor: pgcloud.http_claim_all() for one target.';
 
 CREATE FUNCTION pgcloud.http_backoff_ms(attempt integer) RETURNS bigint
 LANGUAGE sql VOLATILE
@@ -454,29 +472,41 @@ $$;
 COMMENT ON FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer) IS 'HTTP executor: records the outcome of try number attempt (status NULL = no answer; error scrubbed before it is stored), decides succeeded, failed (retry after Retry-After or backoff with jitter) or dead, and runs the callback in the same transaction. Returns the new state, or stale for a superseded try.';
 
 CREATE FUNCTION pgcloud.http_callbacks_due(max_intents integer) RETURNS SETOF uuid
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT h.id FROM pgcloud.http_intents h
      WHERE h.callback IS NOT NULL AND h.callback_done_at IS NULL AND h.callback_given_up_at IS NULL
        AND h.state IN ('succeeded', 'dead') AND h.callback_next_at <= clock_timestamp()
      ORDER BY h.callback_next_at
-     LIMIT max_intents
+     LIMIT max_intents;
+END
 $$;
 COMMENT ON FUNCTION pgcloud.http_callbacks_due(integer) IS 'HTTP executor: final outcomes whose callback failed and is due again.';
 
 CREATE FUNCTION pgcloud.http_next_due_ms(targets text[]) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
-    SELECT CASE WHEN min(t) IS NOT NULL
-                THEN greatest(ceil(extract(epoch FROM min(t) - clock_timestamp()) * 1000), 0)::bigint END
-      FROM (SELECT min(h.next_attempt_at) AS t FROM pgcloud.http_intents h
-             WHERE h.state IN ('pending', 'failed') AND h.target = ANY (targets)
+DECLARE
+    due timestamptz;
+BEGIN
+    SELECT min(x.m) INTO due
+      FROM (SELECT (SELECT h.next_attempt_at FROM pgcloud.http_intents h
+                     WHERE h.target = tg AND h.state IN ('pending', 'failed')
+                     ORDER BY h.next_attempt_at LIMIT 1) AS m
+              FROM unnest(targets) tg
             UNION ALL
             SELECT min(h.callback_next_at) FROM pgcloud.http_intents h
              WHERE h.callback IS NOT NULL AND h.callback_done_at IS NULL AND h.callback_given_up_at IS NULL
-               AND h.state IN ('succeeded', 'dead')) due
+               AND h.state IN ('succeeded', 'dead')) x;
+    IF due IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN greatest(ceil(extract(epoch FROM due - clock_timestamp()) * 1000), 0)::bigint;
+END
 $$;
 COMMENT ON FUNCTION pgcloud.http_next_due_ms(text[]) IS 'HTTP executor: milliseconds until the next intent of the given targets (those with free capacity) or failed callback is due; NULL when none waits.';
 

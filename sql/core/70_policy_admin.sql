@@ -44,7 +44,7 @@ CREATE FUNCTION pgcloud.pre_request() RETURNS void
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud
 AS 'MODULE_PATHNAME', 'pgcloud_pre_request';
-COMMENT ON FUNCTION pgcloud.pre_request() IS 'PostgREST db-pre-request: applies the per-principal rate limit (token bucket in shared memory, core.rate_limit_per_second and core.rate_limit_burst); answers 429 with Retry-After when exceeded.';
+COMMENT ON FUNCTION pgcloud.pre_request() IS 'PostgREST db-pre-request: refuses access tokens of revoked sessions (sid claim, pgcloud.revoked_sessions) with session_revoked (401), then applies the per-principal rate limit (token bucket in shared memory, core.rate_limit_per_second and core.rate_limit_burst); answers 429 with Retry-After when exceeded.';
 
 CREATE FUNCTION pgcloud.rate_limit_status(OUT principal text, OUT tokens float8, OUT refilled_at timestamptz,
                                           OUT allowed bigint, OUT denied bigint)
@@ -71,6 +71,9 @@ BEGIN
     END IF;
     PERFORM cron.schedule('pgcloud.prune_idempotency_keys', '17 * * * *',
                           'SELECT pgcloud.prune_idempotency_keys()');
+    n := n + 1;
+    PERFORM cron.schedule('pgcloud.prune_revoked_sessions', '23 * * * *',
+                          'SELECT pgcloud.prune_revoked_sessions()');
     n := n + 1;
     RETURN n;
 END

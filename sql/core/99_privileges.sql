@@ -6,10 +6,11 @@ SELECT pgcloud.hand_over('pgcloud_core', 'pgcloud_svc_core');
 REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pgcloud.hand_over(name, name),
     pgcloud.schedule_jobs(), pgcloud.prune_idempotency_keys(), pgcloud.rate_limit_reset(text),
     pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb), pgcloud.wake_workers(),
-    pgcloud.http_recover(), pgcloud.http_claim(text, integer),
+    pgcloud.http_recover(), pgcloud.http_claim(text, integer), pgcloud.http_claim_all(text[], integer[]),
     pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
     pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
-    pgcloud.http_next_due_ms(text[]), pgcloud.http_backoff_ms(integer)
+    pgcloud.http_next_due_ms(text[]), pgcloud.http_backoff_ms(integer),
+    pgcloud.prune_revoked_sessions()
     FROM pgcloud_svc_core;
 
 -- Every API role: the pre-request hook and the scrubber.
@@ -20,7 +21,8 @@ GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text)
 GRANT EXECUTE ON ROUTINE
     pgcloud.claims(), pgcloud.headers(), pgcloud.header(text), pgcloud.request_role(), pgcloud.user_id(),
     pgcloud.correlation_id(), pgcloud.context(), pgcloud.raise(text, text, text, jsonb),
-    pgcloud.is_operator(), pgcloud.authorize(text), pgcloud.idempotency_principal(),
+    pgcloud.is_operator(), pgcloud.authorize(text), pgcloud.authorize_scope(text, text, text),
+    pgcloud.scopes(), pgcloud.valid_scope(text), pgcloud.idempotency_principal(),
     pgcloud.idempotent(text, jsonb, regprocedure), pgcloud.idempotency_begin(text, text, bytea),
     pgcloud.idempotency_finish(text, text, bytea, jsonb)
     TO pgcloud_services, pgcloud_admin, pgcloud_user, pgcloud_service;
@@ -28,7 +30,8 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.emit(text, text, text, jsonb), pgcloud.audit(text, text, text, text, jsonb),
     pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),
     pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info(),
-    pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.sanitize(text)
+    pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.revoke_session(uuid, timestamptz),
+    pgcloud.sanitize(text)
     TO pgcloud_services;
 GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
 -- Outbound HTTP: services write intents (the guard trigger records who).

@@ -7,7 +7,8 @@
  * JWT subject (user or service), or for anonymous requests the client
  * address PostgREST forwards. When the library was not preloaded the shared
  * memory does not exist, and pre_request() says so instead of letting every
- * request through.
+ * request through. Before taking a token it refuses access tokens of revoked
+ * sessions (see reject_revoked_session).
  */
 #include "pgcloud.h"
 
@@ -208,6 +209,47 @@ take_token(const char *principal, double rate, double burst)
 }
 
 /*
+ * Refuses a request whose access token names a revoked session (the sid
+ * claim of pgcloud's own tokens): one primary-key lookup in
+ * pgcloud.revoked_sessions. A sid that is not a uuid is not one of ours.
+ */
+static void
+reject_revoked_session(void)
+{
+	static SPIPlanPtr plan = NULL;
+	char	   *sid = PgcloudRequestField("request.jwt.claims", "sid");
+	Datum		arg;
+	bool		revoked;
+	int			ret;
+
+	if (sid == NULL || strlen(sid) != 36
+		|| strspn(sid, "0123456789abcdefABCDEF-") != 36)
+		return;
+	arg = DirectFunctionCall1(uuid_in, CStringGetDatum(sid));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {UUIDOID};
+		SPIPlanPtr	p = SPI_prepare("SELECT 1 FROM pgcloud.revoked_sessions WHERE session_id = $1",
+									1, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plan = p;
+	}
+	ret = SPI_execute_plan(plan, &arg, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "revoked session lookup failed: %s", SPI_result_code_string(ret));
+	revoked = SPI_processed > 0;
+	SPI_finish();
+	if (revoked)
+		PgcloudRaise("session_revoked", "this access token belongs to a session that has been revoked",
+					 "Sign in again.", "{\"WWW-Authenticate\": \"Bearer error=\\\"invalid_token\\\"\"}");
+}
+
+/*
  * pgcloud.pre_request() RETURNS void — PostgREST's db-pre-request.
  */
 Datum
@@ -227,6 +269,7 @@ pgcloud_pre_request(PG_FUNCTION_ARGS)
 					 NULL, NULL);
 
 	request_principal(principal);
+	reject_revoked_session();
 	wait = take_token(principal, rate, burst);
 	if (wait > 0)
 	{

@@ -64,7 +64,8 @@
  *				password is left alone (and not taken for an e-mail).
  *	JWT			"eyJ" header (>= 10 base64url chars, not preceded by one) "."
  *				payload (>= 1) "." signature (>= 0, so "h.p." matches) -> [jwt]
- *	Stripe		sk_live_ sk_test_ rk_live_ rk_test_ whsec_ (not preceded by
+ *	Stripe		sk_live_ sk_test_ rk_live_ rk_test_ whsec_ (and pgcloud's own
+ *			secrets pgrt_ pgcs_ pgtt_ with base64url bodies) (not preceded by
  *				[A-Za-z0-9]) + >= 8 [A-Za-z0-9] -> [stripe_key]
  *	e-mail		local [A-Za-z0-9._%+-]+ "@" domain labels [A-Za-z0-9-]+ joined
  *				by '.', >= 2 labels, ending with a label of >= 2 letters (the
@@ -92,7 +93,7 @@ static const uchar trigger[256] = {
 	['-'] = 1, [':'] = 1, ['@'] = 1,
 	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
 	['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
-	/* key names: a c i p r s x; bearer: b; JWT: e; Stripe: r s w */
+	/* key names: a c i p r s x; bearer: b; JWT: e; Stripe: r s w; pgcloud secrets: p */
 	['a'] = 1, ['b'] = 1, ['c'] = 1, ['e'] = 1, ['i'] = 1, ['p'] = 1,
 	['r'] = 1, ['s'] = 1, ['w'] = 1, ['x'] = 1,
 	['A'] = 1, ['B'] = 1, ['C'] = 1, ['I'] = 1, ['P'] = 1,
@@ -767,8 +768,19 @@ try_jwt(const Scan *s, size_t i, Match *m)
 static int
 try_stripe(const Scan *s, size_t i, Match *m)
 {
-	static const char *const prefixes[] = {
-		"sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"
+	/* Stripe keys (alphanumeric bodies) and pgcloud's own opaque secrets
+	 * (refresh tokens pgrt_, client secrets pgcs_, terminal tokens pgtt_:
+	 * base64url bodies). */
+	static const struct
+	{
+		const char *prefix;
+		int			b64url;
+		const char *token;
+	}			kinds[] = {
+		{"sk_live_", 0, "[stripe_key]"}, {"sk_test_", 0, "[stripe_key]"},
+		{"rk_live_", 0, "[stripe_key]"}, {"rk_test_", 0, "[stripe_key]"},
+		{"whsec_", 0, "[stripe_key]"},
+		{"pgrt_", 1, "[redacted]"}, {"pgcs_", 1, "[redacted]"}, {"pgtt_", 1, "[redacted]"}
 	};
 	size_t		p,
 				k,
@@ -777,18 +789,19 @@ try_stripe(const Scan *s, size_t i, Match *m)
 
 	if (pv >= 0 && is_alnum(pv))
 		return 0;
-	for (p = 0; p < sizeof(prefixes) / sizeof(prefixes[0]); p++)
+	for (p = 0; p < sizeof(kinds) / sizeof(kinds[0]); p++)
 	{
-		size_t		n = strlen(prefixes[p]);
+		size_t		n = strlen(kinds[p].prefix);
 
-		if (!lit_at(s, i, prefixes[p], n))
+		if (!lit_at(s, i, kinds[p].prefix, n))
 			continue;
 		k = t = i + n;
-		while (t < s->len && is_alnum(s->in[t]))
+		while (t < s->len && (is_alnum(s->in[t]) ||
+							  (kinds[p].b64url && (s->in[t] == '-' || s->in[t] == '_'))))
 			t++;
 		if (t - k < 8)
 			return 0;
-		return set_red(m, i, i, t, t, "[stripe_key]");
+		return set_red(m, i, i, t, t, kinds[p].token);
 	}
 	return 0;
 }
@@ -964,7 +977,7 @@ try_at(const Scan *s, size_t i, Match *m)
 		return try_bearer(s, i, m);
 	if (c == 'e')
 		return try_jwt(s, i, m);
-	if (c == 's' || c == 'r' || c == 'w')
+	if (c == 's' || c == 'r' || c == 'w' || c == 'p')
 		return try_stripe(s, i, m);
 	return 0;
 }

@@ -1,5 +1,6 @@
 -- The idempotency mechanism, sequentially (concurrency: test/specs/idempotency.spec).
 BEGIN;
+\ir helpers.psql
 SELECT plan(11);
 
 CREATE TABLE pgcloud.tap_effects (n serial, args jsonb);
@@ -24,15 +25,6 @@ SELECT is(current_setting('response.headers', true), '[{"Idempotent-Replayed": "
 SELECT throws_ok($$ SELECT pgcloud.tap_call(8) $$, 'PGRST', NULL, 'same key, other arguments: an error');
 
 -- The reused error is idempotency_key_reused with status 422.
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'status', (d::jsonb ->> 'status')::int);
-END $$;
 SELECT is(pg_temp.error_of('SELECT pgcloud.tap_call(8)'), '{"code": "idempotency_key_reused", "status": 422}', 'reused → 422');
 
 -- Keys are scoped to the principal: another user may use the same key.

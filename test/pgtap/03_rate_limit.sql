@@ -1,16 +1,8 @@
 -- pgcloud.pre_request(): per-principal token bucket in shared memory.
 BEGIN;
+\ir helpers.psql
 SELECT plan(9);
 
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'detail', d::jsonb);
-END $$;
 
 SELECT pgcloud.set_policy('core.rate_limit_burst', '3');
 SELECT pgcloud.set_policy('core.rate_limit_per_second', '0.5');
@@ -19,7 +11,7 @@ SELECT ok(pgcloud.rate_limit_reset() >= 0, 'buckets reset');
 SET LOCAL request.jwt.claims = '{"role": "pgcloud_user", "sub": "55555555-5555-4555-8555-555555555555"}';
 SELECT lives_ok('SELECT pgcloud.pre_request()', 'request 1 of the burst passes');
 SELECT lives_ok('SELECT pgcloud.pre_request(); SELECT pgcloud.pre_request()', 'requests 2 and 3 pass');
-SELECT is(pg_temp.error_of('SELECT pgcloud.pre_request()'),
+SELECT is(pg_temp.error_detail_of('SELECT pgcloud.pre_request()'),
     '{"code": "rate_limited", "detail": {"status": 429, "headers": {"Retry-After": "2"}}}'::jsonb,
     'request 4 is refused with 429 and Retry-After');
 SELECT is((SELECT denied FROM pgcloud.rate_limit_status() WHERE principal = 'sub:55555555-5555-4555-8555-555555555555'),
@@ -33,7 +25,7 @@ SELECT lives_ok('SELECT pgcloud.pre_request()', 'another user is not limited by 
 SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
 SET LOCAL request.headers = '{"x-forwarded-for": "203.0.113.9, 10.0.0.1"}';
 SELECT lives_ok('SELECT pgcloud.pre_request(); SELECT pgcloud.pre_request(); SELECT pgcloud.pre_request()', 'anon burst passes');
-SELECT is(pg_temp.error_of('SELECT pgcloud.pre_request()') ->> 'code', 'rate_limited', 'anon is limited too');
+SELECT is(pg_temp.error_detail_of('SELECT pgcloud.pre_request()') ->> 'code', 'rate_limited', 'anon is limited too');
 SELECT ok(EXISTS (SELECT 1 FROM pgcloud.rate_limit_status() WHERE principal = 'anon:203.0.113.9'),
     'anon principal is the first forwarded address');
 

@@ -12,21 +12,13 @@ SELECT plan(62);
 \set bob '''bbbbbbbb-0000-4000-8000-000000000002'''
 \set carol '''cccccccc-0000-4000-8000-000000000003'''
 \set a1 '''a1a1a1a1-0000-4000-8000-000000000001'''
+\ir helpers.psql
 \set a2 '''a2a2a2a2-0000-4000-8000-000000000002'''
 \set a3 '''a3a3a3a3-0000-4000-8000-000000000003'''
 \set a4 '''a4a4a4a4-0000-4000-8000-000000000004'''
 \set a5 '''a5a5a5a5-0000-4000-8000-000000000005'''
 \set c1 '''c1c1c1c1-0000-4000-8000-000000000001'''
 
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'status', (d::jsonb ->> 'status')::int);
-END $$;
 CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
     SELECT releases.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
 $$;

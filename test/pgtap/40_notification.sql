@@ -117,7 +117,7 @@ SELECT pg_temp.ev('payment.refunded', '{"user_id": "11111111-1111-4111-8111-1111
 SELECT ok(NOT ('payment.refunded' = ANY (pg_temp.mails('11111111-1111-4111-8111-111111111111'))), 'and gets none');
 SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs
             WHERE action = 'notification.preferences_set' AND target_id = '11111111-1111-4111-8111-111111111111'
-              AND actor = '11111111-1111-4111-8111-111111111111' AND actor_role = 'pgcloud_user'), 2,
+              AND actor = '11111111-1111-4111-8111-111111111111' AND role = 'pgcloud_user'), 2,
     'each change is audited with the user as actor');
 SET LOCAL request.headers = '{"x-idempotency-key": "prefs-1"}';
 SELECT is(pg_temp.as_user('11111111-1111-4111-8111-111111111111',

@@ -11,6 +11,8 @@ SELECT pgcloud.sanitize(x) FROM (VALUES
     ('{"refresh_token":"r-123","ok":true}'),
     ('stripe sk_live_51Habcdefghijklmnop and whsec_abcdefghijkl'),
     ('too short: sk_live_abc'),
+    ('refresh pgrt_Zm9vYmFyYmF6cXV4LV9fYWJjZGVmZ2hpamtsbW5vcHFyc3R1 and secret pgcs_abcdefgh-_ijkl'),
+    ('too short: pgrt_abc'),
     ('card 4242 4242 4242 4242 ok'),
     ('card 4111-1111-1111-1111 ok'),
     ('order 1234567812345678 kept (fails Luhn)'),

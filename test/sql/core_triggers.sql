@@ -1,6 +1,6 @@
 -- The immutable and transition triggers.
 SELECT pgcloud.audit('test.audit_written', 'thing', '1', 'ok', '{"email": "someone@example.com", "n": 1}') > 0 AS audited;
-SELECT action, actor_role IS NOT NULL AS has_role, result, details, correlation_id IS NOT NULL AS has_cid
+SELECT action, role IS NOT NULL AS has_role, target, result, details, correlation_id IS NOT NULL AS has_cid
   FROM pgcloud.audit_logs WHERE action = 'test.audit_written';
 UPDATE pgcloud.audit_logs SET result = 'failed';
 DELETE FROM pgcloud.audit_logs;

@@ -5,7 +5,9 @@
 # fake has done their work) and two are pending. After the restart every
 # intent completes exactly once: one final callback effect each, one
 # Checkout Session each at the fake, and the two interrupted ones were sent
-# again with the same Idempotency-Key and got the saved answer.
+# again with the same Idempotency-Key and got the saved answer (whether the
+# executor found them in flight at start or their claim was lost with the
+# crash, which leaves them pending).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -100,9 +102,11 @@ my @resent = grep { @{ $by_key{$_} } > 1 } keys %by_key;
 is(scalar @resent, 2, 'two intents were sent twice');
 is(scalar(grep { $by_key{$_}[0]{idempotency} eq 'new' && $by_key{$_}[1]{idempotency} eq 'replayed' } @resent), 2,
     'with the same Idempotency-Key: the second time Stripe replayed the saved answer');
-is(sql("SELECT string_agg(attempts::text, ',' ORDER BY attempts) FROM pgcloud.http_intents"), '1,1,1,1,2,2',
-    'the interrupted try counts: they succeeded on their second');
-like(slurp_file($node->logfile), qr/pgcloud http: 2 intents left in flight are sent again/, 'recovered at start');
+# The claim commits asynchronously (a lost claim leaves the intent pending,
+# which is what recovery makes of one in flight), so an interrupted try may
+# or may not have been counted; none needed more than two.
+is(sql('SELECT max(attempts) <= 2 AND sum(attempts) BETWEEN 6 AND 8 FROM pgcloud.http_intents'), 't',
+    'no intent needed more than two tries');
 
 $node->stop('fast');
 $stripe->stop;
