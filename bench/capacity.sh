@@ -125,6 +125,8 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
     echo
     echo "Command: \`bench/capacity.sh\` (1,000 nodes × 8 GPU slots, 1-GPU SKU, $USERS users, $PLACEMENTS placements per run, PostgREST-style request per transaction, workers off)"
     echo
+    echo "Request = PostgREST's transaction (SET LOCAL role and request.* settings, pgcloud.pre_request(), the call, COMMIT); p99 over every request of the run. Compare within a run: on a shared machine the absolute figures move by a third between runs."
+    echo
     echo "| clients | tenancy | placements/s | p99 latency | baseline: same request, one-row INSERT | ratio | double bookings |"
     echo "|---|---|---|---|---|---|---|"
     for mode in single shared; do
