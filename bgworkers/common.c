@@ -9,6 +9,7 @@
 #include "pgstat.h"
 #include "tcop/tcopprot.h"
 #include "postmaster/bgworker.h"
+#include "storage/pmsignal.h"
 #include "utils/snapmgr.h"
 
 volatile sig_atomic_t PgcloudGotSighup = false;
@@ -132,11 +133,18 @@ PgcloudWorkerNoteError(const char *message)
 	LWLockRelease(PgcloudWorkers->lock);
 }
 
-/* SIGHUP reloads the configuration; SIGTERM (die) ends the worker here. */
+/*
+ * SIGHUP reloads the configuration; SIGTERM (die) ends the worker here, and
+ * so does the postmaster's death: a worker busy draining work (it calls this
+ * between units) must not outlive it, or the restarted postmaster finds its
+ * shared memory still attached.
+ */
 void
 PgcloudWorkerHandleInterrupts(void)
 {
 	CHECK_FOR_INTERRUPTS();
+	if (!PostmasterIsAlive())
+		proc_exit(1);
 	if (PgcloudGotSighup)
 	{
 		PgcloudGotSighup = false;

@@ -259,6 +259,12 @@ pgcloud_consumer_main(Datum arg)
 		if (n > 0)
 		{
 			PgcloudWorkerNoteActivity(n, 0);
+			/* A wake-up while busy (e.g. a service installed) re-reads the subscribers too. */
+			if (MyLatch->is_set)
+			{
+				ResetLatch(MyLatch);
+				load_config();
+			}
 			continue;
 		}
 		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : (nsubscribers == 0 ? 10000L : 1L);

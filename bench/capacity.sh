@@ -1,0 +1,140 @@
+#!/bin/bash
+# Placement benchmark (issue 6). One command:  bench/capacity.sh
+# Starts a private cluster (workers off: the request path alone; its events
+# are written to the outbox, not delivered), feeds provisioning's read model
+# directly with 1,000 ready nodes x 8 GPU slots and USERS users in good
+# standing, then runs pgbench with a PostgREST-style request (role, JWT
+# claims and headers set per transaction, pgcloud.pre_request(), then
+# api.create_allocation of a 1-GPU SKU) with 1, 8 and 32 clients and
+# measures, in the same run:
+#   - placements/s and the p99 latency of the request,
+#   - the same request envelope around a one-row INSERT (baseline),
+#   - zero double bookings after each run (claims = distinct slots =
+#     placements, provisioning.capacity_problems empty),
+#   - with shared tenancy too (every request wants the fullest node).
+# Each run places PLACEMENTS allocations (default 4000, half the slots),
+# then the claims are cleared. Results are appended to bench/RESULTS.md.
+set -euo pipefail
+. "$(dirname "$0")/../scripts/lib.sh"
+cd "$REPO"
+PLACEMENTS=${PLACEMENTS:-4000}
+USERS=${USERS:-500}
+WORK=$(mktemp -d /tmp/pgcloud-bench.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown "$RUN_USER" "$WORK"
+PORT=$(free_port)
+export PGCLOUD_DATA=$WORK/cluster PGCLOUD_PORT=$PORT PGCLOUD_DB=bench
+cleanup() {
+    scripts/cluster.sh stop >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+make -s >/dev/null
+if [ -w "$($PG_CONFIG --pkglibdir)" ]; then make -s install >/dev/null; else sudo make -s install >/dev/null; fi
+scripts/cluster.sh start >/dev/null 2>&1
+cat >> "$PGCLOUD_DATA/postgresql.conf" <<CONF
+pgcloud.databases = ''
+max_connections = 100
+CONF
+scripts/cluster.sh stop >/dev/null; scripts/cluster.sh start >/dev/null 2>&1
+psql_b() { scripts/cluster.sh psql -X -q -At "$@"; }
+
+psql_b <<SQL >/dev/null
+SELECT pgcloud.set_policy('provisioning.max_live_allocations_per_user', '100000');
+SELECT pgcloud.set_policy('core.rate_limit_per_second', '100000');
+SELECT pgcloud.set_policy('core.rate_limit_burst', '100000');
+SELECT provisioning.on_event(gen_random_uuid(), 'sku.upserted', 'sku', 'bench-x1',
+    '{"code": "bench-x1", "gpu_model": "H100-SXM", "gpu_count": 1, "region": "bench", "price_per_hour": 300, "currency": "usd"}', '{}');
+SELECT provisioning.on_event(gen_random_uuid(), 'image.upserted', 'image', 'bench-img',
+    '{"code": "bench-img", "distro_series": "jammy"}', '{}');
+SELECT count(provisioning.on_event(gen_random_uuid(), 'node.registered', 'node', n::text,
+    jsonb_build_object('node_id', n, 'hostname', 'bench-' || i, 'maas_system_id', 'b' || lpad(i::text, 5, '0'),
+                       'region', 'bench', 'gpu_model', 'H100-SXM', 'slot_count', 8, 'state', 'ready'), '{}'))
+  FROM (SELECT i, ('b0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS n FROM generate_series(1, 1000) i) x;
+SELECT count(provisioning.on_event(gen_random_uuid(), 'account.standing_changed', 'account', u::text,
+    jsonb_build_object('user_id', u, 'standing', 'good', 'balance', 100000000, 'currency', 'usd'), '{}'))
+  FROM (SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS u FROM generate_series(1, $USERS) i) x;
+CREATE TABLE bench_plain (id bigserial PRIMARY KEY, v text);
+GRANT INSERT ON bench_plain TO pgcloud_user;
+GRANT USAGE ON SEQUENCE bench_plain_id_seq TO pgcloud_user;
+VACUUM ANALYZE;
+SQL
+
+# The PostgREST request: what PostgREST sends per POST /rpc/create_allocation.
+envelope="\\set u random(1, $USERS)
+BEGIN;
+SELECT set_config('role', 'pgcloud_user', true), set_config('request.jwt.claims', '{\"role\": \"pgcloud_user\", \"sub\": \"00000000-0000-4000-8000-' || lpad(:u::text, 12, '0') || '\"}', true), set_config('request.headers', '{\"content-type\": \"application/json\"}', true), set_config('request.method', 'POST', true), set_config('request.path', '/rpc/create_allocation', true);
+SELECT pgcloud.pre_request();"
+printf '%s\n%s\nCOMMIT;\n' "$envelope" "SELECT api.create_allocation('bench-x1', 'bench-img');" > "$WORK/place.sql"
+printf '%s\n%s\nCOMMIT;\n' "$envelope" "INSERT INTO bench_plain (v) VALUES ('x');" > "$WORK/plain.sql"
+chmod a+r "$WORK"/*.sql
+
+reset_claims() {
+    psql_b <<SQL >/dev/null
+DELETE FROM provisioning.slot_claims;
+DELETE FROM provisioning.allocations;
+UPDATE provisioning.nodes SET free_slots = slot_count, live_allocations = 0, current_image = NULL, current_user_id = NULL;
+DELETE FROM pgcloud.outbox;
+VACUUM ANALYZE provisioning.nodes, provisioning.slot_claims, provisioning.allocations, pgcloud.outbox;
+SQL
+}
+# run FILE CLIENTS -> "tps p99_ms"
+run() {
+    local file=$1 clients=$2 per
+    per=$(( PLACEMENTS / clients ))
+    rm -f "$WORK"/log.*
+    (cd "$WORK" && as_runner pgbench -n -h "$PGCLOUD_DATA/run" -p "$PORT" -f "$file" -c "$clients" -j "$(( clients < 2 ? 1 : 2 ))" \
+        -t "$per" -l --log-prefix=log bench > "$WORK/pgbench.out" 2>&1) || { cat "$WORK/pgbench.out"; exit 1; }
+    grep -q "number of failed transactions: 0" "$WORK/pgbench.out" || { cat "$WORK/pgbench.out"; exit 1; }
+    local tps p99
+    tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.out" | head -1 | xargs printf '%.0f')
+    p99=$(cat "$WORK"/log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.2f", a[i]/1000}')
+    echo "$tps $p99"
+}
+check() {   # -> "placements claims distinct problems"
+    psql_b -F ' ' -c "SELECT (SELECT count(*) FROM provisioning.allocations), (SELECT count(*) FROM provisioning.slot_claims),
+                             (SELECT count(DISTINCT (node_id, slot_index)) FROM provisioning.slot_claims),
+                             (SELECT count(*) FROM provisioning.capacity_problems)"
+}
+
+declare -A TPS P99 BTPS BP99 CHK
+for mode in single shared; do
+    psql_b -c "SELECT pgcloud.set_policy('provisioning.node_tenancy', '\"$mode\"')" >/dev/null
+    for c in 1 8 32; do
+        [ "$mode" = shared ] && [ "$c" = 1 ] && continue
+        reset_claims
+        read -r TPS[$mode$c] P99[$mode$c] <<<"$(run "$WORK/place.sql" "$c")"
+        CHK[$mode$c]=$(check)
+        read -r n claims distinct problems <<<"${CHK[$mode$c]}"
+        echo "$mode tenancy, $c clients: ${TPS[$mode$c]} placements/s, p99 ${P99[$mode$c]} ms; placements $n, claims $claims, distinct slots $distinct, problems $problems"
+        if [ "$n" != "$claims" ] || [ "$claims" != "$distinct" ] || [ "$problems" != 0 ] || [ "$n" != $(( PLACEMENTS / c * c )) ]; then
+            echo "double booking or inconsistency detected" >&2; exit 1
+        fi
+    done
+done
+for c in 1 8 32; do
+    read -r BTPS[$c] BP99[$c] <<<"$(run "$WORK/plain.sql" "$c")"
+    echo "baseline (same request, one-row INSERT), $c clients: ${BTPS[$c]} tps, p99 ${BP99[$c]} ms"
+done
+
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+{
+    echo
+    echo "## Capacity: placements ($(date -u +%Y-%m-%d), $(nproc) cores)"
+    echo
+    echo "Command: \`bench/capacity.sh\` (1,000 nodes × 8 GPU slots, 1-GPU SKU, $USERS users, $PLACEMENTS placements per run, PostgREST-style request per transaction, workers off)"
+    echo
+    echo "Request = PostgREST's transaction (SET LOCAL role and request.* settings, pgcloud.pre_request(), the call, COMMIT); p99 over every request of the run. Compare within a run: on a shared machine the absolute figures move by a third between runs."
+    echo
+    echo "| clients | tenancy | placements/s | p99 latency | baseline: same request, one-row INSERT | ratio | double bookings |"
+    echo "|---|---|---|---|---|---|---|"
+    for mode in single shared; do
+        for c in 1 8 32; do
+            [ -n "${TPS[$mode$c]:-}" ] || continue
+            read -r n claims distinct problems <<<"${CHK[$mode$c]}"
+            echo "| $c | $mode | ${TPS[$mode$c]} | ${P99[$mode$c]} ms | ${BTPS[$c]} tps, p99 ${BP99[$c]} ms | $(ratio "${TPS[$mode$c]}" "${BTPS[$c]}") | 0 ($n placements, $distinct distinct slots claimed, $problems capacity problems) |"
+        done
+    done
+} >> bench/RESULTS.md
+echo "appended to bench/RESULTS.md"

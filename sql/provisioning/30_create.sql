@@ -1,0 +1,268 @@
+-- Creating an allocation: standing, SSH keys, placement, claims, deploy intent.
+
+CREATE FUNCTION provisioning.require_user() RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+DECLARE
+    v_user uuid := pgcloud.user_id();
+BEGIN
+    IF v_user IS NULL THEN
+        PERFORM pgcloud.raise('unauthenticated', 'this call needs a signed-in user (the JWT sub claim)');
+    END IF;
+    RETURN v_user;
+END
+$$;
+COMMENT ON FUNCTION provisioning.require_user() IS 'The calling user (pgcloud.user_id()); raises unauthenticated when the request has none.';
+
+CREATE FUNCTION provisioning.allocation_json(a provisioning.allocations) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+    SELECT jsonb_build_object('id', a.id, 'state', a.state, 'sku', a.sku, 'image', a.image,
+                              'gpu_count', a.gpu_count, 'region', a.region, 'node_hostname', a.node_hostname,
+                              'slots', to_jsonb(a.slot_indexes), 'price_per_hour', a.price_per_hour,
+                              'currency', a.currency, 'ssh_key_ids', to_jsonb(a.ssh_key_ids), 'reason', a.reason,
+                              'released_by', a.released_by, 'requested_at', a.requested_at,
+                              'started_at', a.started_at, 'releasing_at', a.releasing_at, 'ended_at', a.ended_at)
+$$;
+COMMENT ON FUNCTION provisioning.allocation_json(provisioning.allocations) IS 'The API form of an allocation: id, state, sku, image, gpu_count, region, node_hostname, slots, price_per_hour, currency, ssh_key_ids, reason, released_by, requested_at, started_at, releasing_at, ended_at.';
+
+-- Whether the account may allocate, from billing's last report.
+CREATE FUNCTION provisioning.check_standing(v_user uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+DECLARE
+    s provisioning.account_standing;
+    need bigint;
+BEGIN
+    SELECT * INTO s FROM provisioning.account_standing x WHERE x.user_id = v_user;
+    IF NOT FOUND THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            'billing has not reported a balance for this account yet; a new account has a balance of 0',
+            'Top up your balance; allocations can be created once it covers the minimum.');
+    END IF;
+    IF s.standing IN ('insufficient', 'exhausted') THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            format('billing reports the account as %s (balance %s %s)', s.standing, s.balance, s.currency),
+            'Top up your balance.');
+    END IF;
+    IF s.standing NOT IN ('good', 'low') THEN
+        PERFORM pgcloud.raise('account_not_in_good_standing', format('billing reports the account as %s', s.standing),
+            'Contact support.');
+    END IF;
+    need := coalesce(s.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint));
+    IF s.balance IS NULL OR s.balance < need THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            format('the balance is %s %s; creating an allocation needs at least %s', coalesce(s.balance::text, 'unknown'),
+                   s.currency, need),
+            'Top up your balance.');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION provisioning.check_standing(uuid) IS 'Refuses allocation unless billing''s last report says the account is in good standing (good or low) with a balance of at least min_balance_to_allocate: insufficient_balance (402) for no report, standing insufficient or exhausted, or a low balance; account_not_in_good_standing (403) for any other standing.';
+
+-- The node to claim slots on, locked. See the placement policy at the top
+-- of 00_provisioning.sql. Each preference is its own query on an index in
+-- the order wanted (fewest free slots, then node id), so a placement reads a
+-- few index entries, not every node; nodes held by concurrent placements are
+-- skipped (SKIP LOCKED).
+CREATE FUNCTION provisioning.claim_node(k provisioning.skus, v_image text, v_user uuid) RETURNS provisioning.nodes
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+DECLARE
+    n provisioning.nodes;
+    attempts integer := pgcloud.policy('provisioning.placement_attempts', NULL::integer);
+    shared boolean := pgcloud.policy('provisioning.node_tenancy', NULL::text) = 'shared';
+BEGIN
+    FOR attempt IN 1 .. greatest(attempts, 1) LOOP
+        -- 1. A node already running the image (with single tenancy: the user's own).
+        IF shared THEN
+            SELECT * INTO n FROM provisioning.nodes x
+             WHERE x.state = 'ready' AND x.gpu_model = k.gpu_model AND x.region = k.region
+               AND x.current_image = v_image AND x.free_slots >= k.gpu_count
+             ORDER BY x.free_slots, x.node_id LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+        ELSE
+            SELECT * INTO n FROM provisioning.nodes x
+             WHERE x.state = 'ready' AND x.current_user_id = v_user AND x.current_image = v_image
+               AND x.gpu_model = k.gpu_model AND x.region = k.region AND x.free_slots >= k.gpu_count
+             ORDER BY x.free_slots, x.node_id LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+        END IF;
+        IF FOUND THEN
+            RETURN n;
+        END IF;
+        -- 2. An idle node with the image in its cache, the fullest that fits.
+        SELECT * INTO n FROM provisioning.nodes x
+         WHERE x.state = 'ready' AND x.current_image IS NULL AND x.gpu_model = k.gpu_model AND x.region = k.region
+           AND x.free_slots >= k.gpu_count AND v_image = ANY (x.cached_images)
+         ORDER BY x.free_slots, x.node_id LIMIT 1
+           FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            RETURN n;
+        END IF;
+        -- 3. Any idle node, the fullest that fits.
+        SELECT * INTO n FROM provisioning.nodes x
+         WHERE x.state = 'ready' AND x.current_image IS NULL AND x.gpu_model = k.gpu_model AND x.region = k.region
+           AND x.free_slots >= k.gpu_count
+         ORDER BY x.free_slots, x.node_id LIMIT 1
+           FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            RETURN n;
+        END IF;
+        -- 4. Every fitting node is held by a concurrent placement (or none
+        -- fits): wait for the best one. After the wait the row is checked
+        -- again as it now is; one that no longer fits is passed over.
+        SELECT * INTO n FROM provisioning.nodes x
+         WHERE x.state = 'ready' AND x.gpu_model = k.gpu_model AND x.region = k.region
+           AND x.free_slots >= k.gpu_count AND (x.current_image IS NULL OR x.current_image = v_image)
+           AND (shared OR x.current_user_id IS NULL OR x.current_user_id = v_user)
+         ORDER BY x.current_image IS NOT NULL DESC, v_image = ANY (x.cached_images) DESC, x.free_slots, x.node_id
+         LIMIT 1
+           FOR UPDATE;
+        IF FOUND THEN
+            RETURN n;
+        END IF;
+        -- Look again (a fresh snapshot) unless nothing fits any more.
+        EXIT WHEN NOT EXISTS (
+            SELECT 1 FROM provisioning.nodes x
+             WHERE x.state = 'ready' AND x.gpu_model = k.gpu_model AND x.region = k.region
+               AND x.free_slots >= k.gpu_count AND (x.current_image IS NULL OR x.current_image = v_image)
+               AND (shared OR x.current_user_id IS NULL OR x.current_user_id = v_user));
+    END LOOP;
+    PERFORM pgcloud.raise('capacity_unavailable',
+        format('no ready %s node in %s has %s free slots for image %s', k.gpu_model, k.region, k.gpu_count, v_image),
+        'See api.marketplace() for free capacity, or try again later.');
+END
+$$;
+COMMENT ON FUNCTION provisioning.claim_node(provisioning.skus, text, uuid) IS 'Placement: the ready node the SKU and image of the user go on, locked (FOR UPDATE), within the node tenancy policy: a node already running the image, else an idle one with the image cached, else the fullest idle one that fits (ties: node id). Skips nodes other placements hold; waits only when all fitting nodes are held. Raises capacity_unavailable.';
+
+CREATE FUNCTION provisioning.create_allocation_apply(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+DECLARE
+    v_user uuid := provisioning.require_user();
+    v_sku text := args ->> 'sku';
+    v_image text := args ->> 'image';
+    k provisioning.skus;
+    img provisioning.images;
+    key_ids uuid[];
+    keys text[];
+    missing text;
+    max_keys integer := pgcloud.policy('provisioning.max_ssh_keys_per_allocation', NULL::integer);
+    max_live integer := pgcloud.policy('provisioning.max_live_allocations_per_user', NULL::integer);
+    n provisioning.nodes;
+    a provisioning.allocations;
+    v_slots integer[];
+BEGIN
+    IF v_sku IS NULL OR v_image IS NULL THEN
+        PERFORM pgcloud.raise('invalid_argument', 'sku and image are required');
+    END IF;
+    SELECT * INTO k FROM provisioning.skus s WHERE s.code = v_sku;
+    IF NOT FOUND THEN
+        PERFORM pgcloud.raise('sku_not_found', format('no SKU %s', left(v_sku, 64)), 'See api.list_skus().');
+    END IF;
+    SELECT * INTO img FROM provisioning.images i WHERE i.code = v_image;
+    IF NOT FOUND THEN
+        PERFORM pgcloud.raise('image_not_found', format('no image %s', left(v_image, 64)), 'See api.list_images().');
+    END IF;
+    PERFORM provisioning.check_standing(v_user);
+
+    -- SSH keys: the caller's own, in the order given, each once.
+    IF jsonb_typeof(args -> 'ssh_key_ids') NOT IN ('array', 'null') THEN
+        PERFORM pgcloud.raise('invalid_argument', 'ssh_key_ids must be an array of key ids');
+    END IF;
+    key_ids := ARRAY(SELECT u.id FROM (SELECT (e #>> '{}')::uuid AS id, min(o) AS o
+                                         FROM jsonb_array_elements(coalesce(args -> 'ssh_key_ids', '[]')) WITH ORDINALITY x (e, o)
+                                        GROUP BY 1) u
+                      WHERE u.id IS NOT NULL ORDER BY u.o);
+    IF cardinality(key_ids) > max_keys THEN
+        PERFORM pgcloud.raise('invalid_argument', format('at most %s SSH keys per allocation', max_keys));
+    END IF;
+    keys := ARRAY(SELECT s.public_key FROM unnest(key_ids) WITH ORDINALITY u (id, o)
+                    JOIN provisioning.ssh_keys s ON s.key_id = u.id AND s.user_id = v_user ORDER BY u.o);
+    IF cardinality(keys) <> cardinality(key_ids) THEN
+        SELECT string_agg(u.id::text, ', ') INTO missing FROM unnest(key_ids) u (id)
+         WHERE NOT EXISTS (SELECT 1 FROM provisioning.ssh_keys s WHERE s.key_id = u.id AND s.user_id = v_user);
+        PERFORM pgcloud.raise('allocation_ssh_key_not_found', format('not your SSH key: %s', missing),
+            'See api.list_ssh_keys(); a key added a moment ago may take a second to be known here.');
+    END IF;
+
+    -- One user's creations are serialised so the limit holds.
+    PERFORM pg_advisory_xact_lock(hashtextextended('provisioning.allocations/' || v_user::text, 0));
+    IF (SELECT count(*) FROM provisioning.allocations x
+         WHERE x.user_id = v_user AND x.state IN ('requested', 'provisioning', 'active', 'releasing')) >= max_live THEN
+        PERFORM pgcloud.raise('allocation_limit_reached', format('at most %s live allocations per user', max_live),
+            'Release an allocation you no longer use.');
+    END IF;
+
+    n := provisioning.claim_node(k, v_image, v_user);
+    INSERT INTO provisioning.allocations (id, user_id, sku, image, distro_series, gpu_count, region, price_per_hour,
+                                          currency, node_id, node_hostname, maas_system_id, ssh_key_ids,
+                                          ssh_public_keys, state)
+    VALUES (gen_random_uuid(), v_user, k.code, img.code, img.distro_series, k.gpu_count, k.region, k.price_per_hour,
+            k.currency, n.node_id, n.hostname, n.maas_system_id, key_ids, keys, 'requested')
+    RETURNING * INTO a;
+    -- The lowest free slots. The primary key is the last line: a slot taken
+    -- by a transaction we did not wait for is skipped here, and then the
+    -- count is short and the request refused, never double booked.
+    WITH c AS (
+        INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id)
+        SELECT n.node_id, i, a.id FROM generate_series(0, n.slot_count - 1) i
+         WHERE NOT EXISTS (SELECT 1 FROM provisioning.slot_claims x WHERE x.node_id = n.node_id AND x.slot_index = i)
+         ORDER BY i LIMIT k.gpu_count
+        ON CONFLICT DO NOTHING
+        RETURNING slot_index)
+    SELECT array_agg(c.slot_index ORDER BY c.slot_index) INTO v_slots FROM c;
+    IF coalesce(cardinality(v_slots), 0) <> k.gpu_count THEN
+        PERFORM pgcloud.raise('capacity_conflict',
+            format('node %s had %s of %s slots free', n.hostname, coalesce(cardinality(v_slots), 0), k.gpu_count));
+    END IF;
+    UPDATE provisioning.nodes x
+       SET free_slots = x.free_slots - k.gpu_count, live_allocations = x.live_allocations + 1, current_image = img.code,
+           current_user_id = coalesce(x.current_user_id, v_user)
+     WHERE x.node_id = n.node_id;
+
+    -- requested -> provisioning: placed, and the deploy intent is written
+    -- below. maas deploys the node (or joins the deployment it already has)
+    -- and answers with maas.machine_deployed or maas.deploy_failed.
+    UPDATE provisioning.allocations x
+       SET slot_indexes = v_slots, state = 'provisioning', provisioning_at = now(), updated_at = now()
+     WHERE x.id = a.id RETURNING * INTO a;
+    PERFORM pgcloud.emit('allocation.requested', 'allocation', a.id::text,
+        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'image', a.image,
+                           'gpu_count', a.gpu_count, 'region', a.region, 'node_id', a.node_id,
+                           'node_hostname', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
+                           'price_per_hour', a.price_per_hour, 'currency', a.currency, 'requested_at', a.requested_at));
+    PERFORM pgcloud.emit('deploy.requested', 'allocation', a.id::text,
+        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'node_id', a.node_id,
+                           'maas_system_id', a.maas_system_id, 'node_hostname', a.node_hostname,
+                           'image', a.image, 'distro_series', a.distro_series,
+                           'ssh_public_keys', to_jsonb(a.ssh_public_keys)));
+    PERFORM pgcloud.emit('allocation.provisioning', 'allocation', a.id::text,
+        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'node_id', a.node_id,
+                           'node_hostname', a.node_hostname, 'provisioning_at', a.provisioning_at));
+    PERFORM pgcloud.audit('allocation.created', 'allocation', a.id::text, 'ok',
+        jsonb_build_object('sku', a.sku, 'image', a.image, 'node', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
+                           'price_per_hour', a.price_per_hour, 'currency', a.currency));
+    RETURN provisioning.allocation_json(a);
+END
+$$;
+COMMENT ON FUNCTION provisioning.create_allocation_apply(jsonb) IS 'Internal to api.create_allocation(): checks standing and keys, places {sku, image, ssh_key_ids} onto free slots and claims them, and writes the deploy intent (deploy.requested), all in the caller''s transaction. Audited as allocation.created.';
+
+CREATE FUNCTION api.create_allocation(sku text, image text, ssh_key_ids uuid[] DEFAULT '{}') RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+BEGIN
+    PERFORM pgcloud.authorize('user');
+    RETURN pgcloud.idempotent('provisioning.create_allocation',
+        jsonb_build_object('sku', sku, 'image', image, 'ssh_key_ids', to_jsonb(ssh_key_ids)),
+        'provisioning.create_allocation_apply(jsonb)');
+END
+$$;
+COMMENT ON FUNCTION api.create_allocation(text, text, uuid[]) IS 'Creates an allocation of a SKU running an OS image, with your SSH keys (ids from api.list_ssh_keys()) in its user data: places it onto free GPU slots (never double booked) and asks MAAS to deploy it. Returns the allocation ({id, state: provisioning, sku, image, gpu_count, region, node_hostname, slots, price_per_hour, currency, ...}); it becomes active when the node is deployed (poll api.get_allocation(id)), and is billed from then. Refused: 402 insufficient_balance (billing reports too low a balance, or none yet), 403 account_not_in_good_standing, 404 sku_not_found / image_not_found / allocation_ssh_key_not_found, 409 capacity_unavailable, allocation_limit_reached. Safe to retry with X-Idempotency-Key.';

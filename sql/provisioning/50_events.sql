@@ -1,0 +1,212 @@
+-- Events in: catalogue and nodes (inventory), standing and force release
+-- (billing), force release (admin), deployment outcomes (maas), SSH keys
+-- (releases).
+
+CREATE FUNCTION provisioning.payload_uuid(payload jsonb, field text, fallback text DEFAULT NULL) RETURNS uuid
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+DECLARE
+    v text := coalesce(payload ->> field, fallback);
+BEGIN
+    IF v IS NULL OR v !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        PERFORM pgcloud.raise('invalid_event', format('payload field %s must be a uuid', field));
+    END IF;
+    RETURN v::uuid;
+END
+$$;
+COMMENT ON FUNCTION provisioning.payload_uuid(jsonb, text, text) IS 'A required uuid field of an event payload; raises invalid_event when it is missing or malformed.';
+
+CREATE FUNCTION provisioning.payload_text(payload jsonb, field text, pattern text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+BEGIN
+    IF jsonb_typeof(payload -> field) IS DISTINCT FROM 'string' OR (payload ->> field) !~ pattern THEN
+        PERFORM pgcloud.raise('invalid_event', format('payload field %s must be a string matching %s', field, pattern));
+    END IF;
+    RETURN payload ->> field;
+END
+$$;
+COMMENT ON FUNCTION provisioning.payload_text(jsonb, text, text) IS 'A required string field of an event payload matching pattern; raises invalid_event otherwise.';
+
+CREATE FUNCTION provisioning.payload_int(payload jsonb, field text, lo bigint, hi bigint, required boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+BEGIN
+    IF NOT required AND coalesce(jsonb_typeof(payload -> field), 'null') = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(payload -> field) IS DISTINCT FROM 'number' OR (payload ->> field) !~ '^-?[0-9]{1,18}$'
+       OR (payload ->> field)::bigint NOT BETWEEN lo AND hi THEN
+        PERFORM pgcloud.raise('invalid_event', format('payload field %s must be a whole number from %s to %s', field, lo, hi));
+    END IF;
+    RETURN (payload ->> field)::bigint;
+END
+$$;
+COMMENT ON FUNCTION provisioning.payload_int(jsonb, text, bigint, bigint, boolean) IS 'A whole-number field of an event payload within [lo, hi] (NULL when optional and absent); raises invalid_event otherwise.';
+
+-- The allocation an event is about, locked; NULL when unknown here.
+CREATE FUNCTION provisioning.lock_allocation(payload jsonb, aggregate_id text) RETURNS provisioning.allocations
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+DECLARE
+    a provisioning.allocations;
+BEGIN
+    SELECT * INTO a FROM provisioning.allocations x
+     WHERE x.id = provisioning.payload_uuid(payload, 'allocation_id', aggregate_id) FOR UPDATE;
+    RETURN a;
+END
+$$;
+COMMENT ON FUNCTION provisioning.lock_allocation(jsonb, text) IS 'The allocation named by an event''s allocation_id, locked for update; NULL when it is not known here.';
+
+CREATE FUNCTION provisioning.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
+                                      payload jsonb, headers jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+DECLARE
+    a provisioning.allocations;
+    v_user uuid;
+    v_state text;
+    v_as_of timestamptz;
+    ids uuid[];
+    why text;
+BEGIN
+    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
+        PERFORM pgcloud.raise('invalid_event', 'the payload must be a JSON object');
+    END IF;
+    CASE event_type
+    WHEN 'sku.upserted' THEN
+        INSERT INTO provisioning.skus AS s (code, gpu_model, gpu_count, vcpus, memory_gb, disk_gb, region,
+                                            price_per_hour, currency, updated_at)
+        VALUES (provisioning.payload_text(payload, 'code', '^[a-z0-9][a-z0-9._-]{0,62}$'),
+                provisioning.payload_text(payload, 'gpu_model', '^.{1,64}$'),
+                provisioning.payload_int(payload, 'gpu_count', 1, 64),
+                provisioning.payload_int(payload, 'vcpus', 0, 1000000, false),
+                provisioning.payload_int(payload, 'memory_gb', 0, 100000000, false),
+                provisioning.payload_int(payload, 'disk_gb', 0, 100000000, false),
+                provisioning.payload_text(payload, 'region', '^[a-z0-9][a-z0-9-]{0,31}$'),
+                provisioning.payload_int(payload, 'price_per_hour', 0, 100000000000),
+                provisioning.payload_text(payload, 'currency', '^[a-z]{3}$'), now())
+        ON CONFLICT (code) DO UPDATE
+            SET gpu_model = excluded.gpu_model, gpu_count = excluded.gpu_count, vcpus = excluded.vcpus,
+                memory_gb = excluded.memory_gb, disk_gb = excluded.disk_gb, region = excluded.region,
+                price_per_hour = excluded.price_per_hour, currency = excluded.currency, updated_at = excluded.updated_at;
+    WHEN 'image.upserted' THEN
+        INSERT INTO provisioning.images AS i (code, distro_series, updated_at)
+        VALUES (provisioning.payload_text(payload, 'code', '^[a-z0-9][a-z0-9._-]{0,62}$'),
+                provisioning.payload_text(payload, 'distro_series', '^[a-z0-9][a-z0-9._-]{0,31}(/[a-z0-9][a-z0-9._-]{0,31})?$'),
+                now())
+        ON CONFLICT (code) DO UPDATE SET distro_series = excluded.distro_series, updated_at = excluded.updated_at;
+    WHEN 'node.registered', 'node.state_changed' THEN
+        v_state := provisioning.payload_text(payload, 'state', '^[a-z_]{1,32}$');
+        IF jsonb_typeof(payload -> 'cached_images') NOT IN ('array', 'null') THEN
+            PERFORM pgcloud.raise('invalid_event', 'payload field cached_images must be an array');
+        END IF;
+        -- Waits for a placement holding the node: a node leaves placement
+        -- after the placements already working on it, never during one.
+        INSERT INTO provisioning.nodes AS n (node_id, hostname, maas_system_id, sku, region, gpu_model, slot_count,
+                                             state, cached_images, free_slots, updated_at)
+        VALUES (provisioning.payload_uuid(payload, 'node_id', aggregate_id),
+                provisioning.payload_text(payload, 'hostname', '^[a-z0-9.-]{1,253}$'),
+                provisioning.payload_text(payload, 'maas_system_id', '^[a-z0-9][a-z0-9-]{0,63}$'),
+                payload ->> 'sku',
+                provisioning.payload_text(payload, 'region', '^[a-z0-9][a-z0-9-]{0,31}$'),
+                provisioning.payload_text(payload, 'gpu_model', '^.{1,64}$'),
+                provisioning.payload_int(payload, 'slot_count', 1, 64),
+                v_state,
+                ARRAY(SELECT jsonb_array_elements_text(coalesce(payload -> 'cached_images', '[]'))),
+                provisioning.payload_int(payload, 'slot_count', 1, 64),
+                now())
+        ON CONFLICT (node_id) DO UPDATE
+            SET hostname = excluded.hostname, maas_system_id = excluded.maas_system_id, sku = excluded.sku,
+                region = excluded.region, gpu_model = excluded.gpu_model, state = excluded.state,
+                cached_images = excluded.cached_images, updated_at = excluded.updated_at;
+    WHEN 'account.standing_changed' THEN
+        v_user := provisioning.payload_uuid(payload, 'user_id', aggregate_id);
+        v_as_of := CASE WHEN payload ->> 'as_of' ~ '^\d{4}-\d{2}-\d{2}[T ][0-9:.]+(Z|[+-][0-9:]+)?$'
+                        THEN (payload ->> 'as_of')::timestamptz END;
+        INSERT INTO provisioning.account_standing AS s (user_id, standing, balance, currency, min_balance_to_allocate,
+                                                        as_of, updated_at)
+        VALUES (v_user, provisioning.payload_text(payload, 'standing', '^[a-z_]{1,32}$'),
+                provisioning.payload_int(payload, 'balance', -9000000000000000000, 9000000000000000000, false),
+                payload ->> 'currency',
+                provisioning.payload_int(payload, 'min_balance_to_allocate', -9000000000000000000, 9000000000000000000, false),
+                v_as_of, now())
+        ON CONFLICT (user_id) DO UPDATE
+            SET standing = excluded.standing, balance = excluded.balance, currency = excluded.currency,
+                min_balance_to_allocate = excluded.min_balance_to_allocate, as_of = excluded.as_of,
+                updated_at = excluded.updated_at
+            WHERE s.as_of IS NULL OR excluded.as_of IS NULL OR excluded.as_of >= s.as_of;
+    WHEN 'ssh_key.added' THEN
+        INSERT INTO provisioning.ssh_keys AS k (key_id, user_id, public_key, fingerprint)
+        VALUES (provisioning.payload_uuid(payload, CASE WHEN payload ? 'key_id' THEN 'key_id' ELSE 'id' END, aggregate_id),
+                provisioning.payload_uuid(payload, 'user_id'),
+                provisioning.payload_text(payload, 'public_key',
+                    '^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,2}$'),
+                payload ->> 'fingerprint')
+        ON CONFLICT (key_id) DO NOTHING;
+    WHEN 'ssh_key.deleted' THEN
+        DELETE FROM provisioning.ssh_keys k
+         WHERE k.key_id = provisioning.payload_uuid(payload, CASE WHEN payload ? 'key_id' THEN 'key_id' ELSE 'id' END,
+                                                    aggregate_id);
+    WHEN 'billing.force_release_requested' THEN
+        v_user := provisioning.payload_uuid(payload, 'user_id', aggregate_id);
+        IF jsonb_typeof(payload -> 'allocation_ids') NOT IN ('array', 'null')
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(payload -> 'allocation_ids', '[]')) e
+                       WHERE jsonb_typeof(e) <> 'string'
+                          OR (e #>> '{}') !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$') THEN
+            PERFORM pgcloud.raise('invalid_event', 'payload field allocation_ids must be an array of uuids');
+        END IF;
+        ids := ARRAY(SELECT (e #>> '{}')::uuid FROM jsonb_array_elements(coalesce(payload -> 'allocation_ids', '[]')) e);
+        why := 'billing: ' || coalesce(left(payload ->> 'reason', 400), 'force release');
+        -- All the user's live allocations when no ids are given.
+        FOR a IN SELECT * FROM provisioning.allocations x
+                  WHERE x.user_id = v_user AND x.state IN ('requested', 'provisioning', 'active')
+                    AND (cardinality(ids) = 0 OR x.id = ANY (ids))
+                  ORDER BY x.id FOR UPDATE
+        LOOP
+            PERFORM provisioning.begin_release(a, why, 'billing');
+        END LOOP;
+    WHEN 'admin.force_release_requested' THEN
+        a := provisioning.lock_allocation(payload, aggregate_id);
+        IF a.state IN ('requested', 'provisioning', 'active') THEN
+            PERFORM provisioning.begin_release(a, 'admin: ' || coalesce(left(payload ->> 'reason', 400), 'force release'),
+                                               'admin');
+        END IF;
+    WHEN 'maas.machine_deployed' THEN
+        a := provisioning.lock_allocation(payload, aggregate_id);
+        IF a.state = 'provisioning' THEN
+            PERFORM provisioning.activate(a, payload);
+        END IF;
+    WHEN 'maas.deploy_failed' THEN
+        a := provisioning.lock_allocation(payload, aggregate_id);
+        why := coalesce(left(payload ->> 'reason', 450), 'deployment failed');
+        IF a.state IN ('requested', 'provisioning') THEN
+            PERFORM provisioning.finish(a, 'failed', why);
+        ELSIF a.state = 'releasing' THEN
+            -- Released while deploying, and the deployment failed: nothing left to release.
+            PERFORM provisioning.finish(a, 'released', a.reason || ' (deployment failed: ' || why || ')');
+        END IF;
+    WHEN 'maas.machine_released' THEN
+        a := provisioning.lock_allocation(payload, aggregate_id);
+        IF a.state = 'releasing' THEN
+            PERFORM provisioning.finish(a, 'released',
+                a.reason || CASE WHEN payload ->> 'reason' IS NOT NULL
+                                 THEN ' (' || left(payload ->> 'reason', 300) || ')' ELSE '' END);
+        ELSIF a.state IN ('requested', 'provisioning') THEN
+            PERFORM provisioning.finish(a, 'failed',
+                'MAAS released the machine before it was deployed'
+                || CASE WHEN payload ->> 'reason' IS NOT NULL THEN ': ' || left(payload ->> 'reason', 300) ELSE '' END);
+        END IF;
+    ELSE
+        NULL;  -- not ours: ignored
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION provisioning.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): sku.upserted, image.upserted, node.registered, node.state_changed, account.standing_changed and ssh_key.added / deleted keep the read models; billing.force_release_requested {user_id, allocation_ids, reason} and admin.force_release_requested {allocation_id, reason} release live allocations; maas.machine_deployed activates, maas.deploy_failed fails, maas.machine_released releases. Late or repeated outcomes change nothing. Other types are ignored.';
