@@ -46,4 +46,4 @@ SELECT pgcloud.sanitize('login alice@example.com with postgresql://app:s3cret@db
 
 \echo
 \echo '== policy (every business constant is a row) =='
-SELECT key, value, description FROM pgcloud.policy_values ORDER BY key;
+SELECT key, value FROM pgcloud.policy_values ORDER BY key;

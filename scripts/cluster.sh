@@ -14,6 +14,10 @@ set -euo pipefail
 
 DATA=${PGCLOUD_DATA:-$REPO/.pgdata}
 PORT=${PGCLOUD_PORT:-54329}
+# An existing cluster keeps the port it was created with.
+if [ -f "$DATA/postgresql.conf" ]; then
+    PORT=$(sed -n 's/^port = \([0-9]*\).*/\1/p' "$DATA/postgresql.conf" | tail -n 1)
+fi
 DB=${PGCLOUD_DB:-pgcloud}
 SOCK=$DATA/run
 
