@@ -116,7 +116,7 @@ api "$TOKEN" "SELECT api.me()" | last_json | pretty
 say "Ada tops up 50.00 USD: a Stripe Checkout Session is created by the HTTP executor"
 CO=$(api "$TOKEN" "SELECT api.create_checkout(5000, 'usd')" '{"x-idempotency-key": "demo-topup-1"}' | last_json)
 CO_ID=$(field "$CO" id)
-wait_for "SELECT status <> 'pending' FROM payments.payment_sessions WHERE id = '$CO_ID'" 30 "checkout session"
+wait_for "SELECT status <> 'creating' FROM payments.payment_sessions WHERE id = '$CO_ID'" 30 "checkout session"
 CHECKOUT=$(api "$TOKEN" "SELECT api.get_checkout('$CO_ID')" | last_json)
 echo "$CHECKOUT" | pretty
 CS_ID=$(psql_q -c "SELECT stripe_session_id FROM payments.payment_sessions WHERE id = '$CO_ID'")
