@@ -155,7 +155,7 @@ SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'payment.webho
 SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'payment.webhook_rejected'
             AND (details::text LIKE '%evt_1paid%' OR details::text LIKE '%cs_test_one%' OR details ? 'body')), 0::bigint,
     'without the body');
-SELECT is((SELECT array_agg(DISTINCT actor_role) FROM pgcloud.audit_logs WHERE action = 'payment.webhook_rejected'),
+SELECT is((SELECT array_agg(DISTINCT role) FROM pgcloud.audit_logs WHERE action = 'payment.webhook_rejected'),
     ARRAY['pgcloud_anon'], 'as the anonymous caller');
 
 -- ---- a paid checkout.session.completed credits once ------------------------------------------------
