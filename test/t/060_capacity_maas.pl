@@ -80,12 +80,13 @@ is(scalar(@{ machine('abc126')->{history} }), 1, '(never touched)');
 # ---- an allocation, deployed -----------------------------------------------
 my $key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMOwPp55P+3rXvN52Am9GxAqi24MMrCru+LnotcYcsbn';
 sql(qq{
-    SELECT pgcloud.emit('account.standing_changed', 'account', '60000000-0000-4000-8000-000000000001',
-        '{"user_id": "60000000-0000-4000-8000-000000000001", "standing": "good", "balance": 500000, "currency": "usd", "min_balance_to_allocate": 100}');
+    -- A real balance, booked by billing, which reports the standing to provisioning.
+    SELECT api.admin_adjust_balance('60000000-0000-4000-8000-000000000001', 500000, 'test top-up');
     SELECT pgcloud.emit('ssh_key.added', 'ssh_key', '6e000000-0000-4000-8000-000000000001',
         '{"id": "6e000000-0000-4000-8000-000000000001", "user_id": "60000000-0000-4000-8000-000000000001", "public_key": "$key"}');
 });
 wait_for(q{SELECT count(*) FROM provisioning.ssh_keys}, '1');
+wait_for(q{SELECT count(*) FROM provisioning.account_standing WHERE standing = 'good'}, '1');
 my $a1 = as_user(q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04', '{6e000000-0000-4000-8000-000000000001}') ->> 'id'});
 like($a1, qr/^[0-9a-f-]{36}$/, 'create_allocation returns at once');
 is(alloc_state($a1), 'provisioning', 'provisioning while MAAS deploys');
