@@ -149,7 +149,8 @@ BEGIN
     PERFORM pgcloud.emit('account.standing_changed', 'account', account::text,
         jsonb_build_object('user_id', account, 'standing', next_standing, 'previous_standing', a.standing,
                            'balance', a.balance, 'currency', a.currency, 'can_allocate', may,
-                           'min_balance_to_allocate', min_balance, 'low_balance_threshold', threshold));
+                           'min_balance_to_allocate', min_balance, 'low_balance_threshold', threshold,
+                           'as_of', clock_timestamp()));
     PERFORM pgcloud.audit('account.standing_changed', 'account', account::text, 'ok',
         jsonb_build_object('from', a.standing, 'to', next_standing, 'balance', a.balance, 'can_allocate', may));
     -- Once per downward crossing of the threshold: only when leaving "good".
@@ -166,7 +167,7 @@ BEGIN
     RETURN next_standing;
 END
 $$;
-COMMENT ON FUNCTION billing.evaluate_standing(uuid) IS 'Recomputes an account''s standing from its balance and policy; on a change emits account.standing_changed (with balance, can_allocate and min_balance_to_allocate for provisioning), on leaving good a billing.low_balance event (once per crossing, recorded in billing.low_balance_events), on becoming exhausted billing.force_release_requested for its active allocations. Returns the standing.';
+COMMENT ON FUNCTION billing.evaluate_standing(uuid) IS 'Recomputes an account''s standing from its balance and policy; on a change emits account.standing_changed (with balance, can_allocate, min_balance_to_allocate for provisioning, and as_of: the time under the account lock, increasing per account), on leaving good a billing.low_balance event (once per crossing, recorded in billing.low_balance_events), on becoming exhausted billing.force_release_requested for its active allocations. Returns the standing.';
 
 -- The invariant, checkable at any time (one MVCC snapshot).
 CREATE FUNCTION billing.verify_ledger(account uuid DEFAULT NULL)

@@ -35,7 +35,6 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "catalog/namespace.h"
 #include "commands/sequence.h"
 #include "common/int.h"
 #include "executor/tuptable.h"
@@ -46,12 +45,10 @@
 
 PG_FUNCTION_INFO_V1(pgcloud_billing_ledger_post);
 
-/* What the trigger needs of its relation, resolved once per relation. */
+/* Column numbers of the trigger's relation, resolved once per relation. */
 typedef struct LedgerRel
 {
 	Oid			relid;
-	Oid			account_index;	/* btree on (account_id, id) */
-	Oid			id_sequence;
 	int			id;
 	int			account_id;
 	int			amount;
@@ -79,8 +76,6 @@ column_number(Relation rel, const char *name, Oid type)
 static void
 load_ledger(Relation rel)
 {
-	Oid			nsp = RelationGetNamespace(rel);
-
 	if (ledger.relid == RelationGetRelid(rel))
 		return;
 	ledger.id = column_number(rel, "id", INT8OID);
@@ -88,14 +83,24 @@ load_ledger(Relation rel)
 	ledger.amount = column_number(rel, "amount", INT8OID);
 	ledger.currency = column_number(rel, "currency", TEXTOID);
 	ledger.balance_after = column_number(rel, "balance_after", INT8OID);
-	ledger.account_index = get_relname_relid("ledger_entries_account_idx", nsp);
-	ledger.id_sequence = get_relname_relid("ledger_entries_id_seq", nsp);
-	if (!OidIsValid(ledger.account_index) || !OidIsValid(ledger.id_sequence))
+	ledger.relid = RelationGetRelid(rel);
+}
+
+/*
+ * The index (account_id, id) and the id sequence beside the relation, looked
+ * up by name on every call (a syscache hit): a REINDEX CONCURRENTLY gives the
+ * index a new OID that a cached one would miss.
+ */
+static Oid
+sibling(Relation rel, const char *name)
+{
+	Oid			oid = get_relname_relid(name, RelationGetNamespace(rel));
+
+	if (!OidIsValid(oid))
 		ereport(ERROR,
 				errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
-				errmsg("billing.ledger_post() needs index ledger_entries_account_idx and sequence ledger_entries_id_seq beside \"%s\"",
-					   RelationGetRelationName(rel)));
-	ledger.relid = RelationGetRelid(rel);
+				errmsg("billing.ledger_post() needs \"%s\" beside \"%s\"", name, RelationGetRelationName(rel)));
+	return oid;
 }
 
 static SPIPlanPtr
@@ -129,7 +134,7 @@ lock_account(Datum account, MemoryContext caller)
 static int64
 newest_balance(Relation rel, Datum account)
 {
-	Relation	index = index_open(ledger.account_index, AccessShareLock);
+	Relation	index = index_open(sibling(rel, "ledger_entries_account_idx"), AccessShareLock);
 	Snapshot	snapshot;
 	IndexScanDesc scan;
 	ScanKeyData key;
@@ -248,7 +253,7 @@ pgcloud_billing_ledger_post(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				errmsg("the balance would overflow bigint"));
-	entry_id = nextval_internal(ledger.id_sequence, true);
+	entry_id = nextval_internal(sibling(rel, "ledger_entries_id_seq"), true);
 
 	cols[0] = ledger.id;
 	newvals[0] = Int64GetDatum(entry_id);
