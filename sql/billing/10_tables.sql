@@ -203,6 +203,30 @@ COMMENT ON COLUMN billing.force_release_requests.balance IS 'Balance then.';
 COMMENT ON COLUMN billing.force_release_requests.reason IS 'balance_exhausted.';
 COMMENT ON COLUMN billing.force_release_requests.created_at IS 'When.';
 
+CREATE TABLE billing.refused_credits (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id          uuid NOT NULL,
+    amount              bigint NOT NULL,
+    currency            text NOT NULL,
+    account_currency    text NOT NULL,
+    checkout_session_id text NOT NULL UNIQUE,
+    payment_id          text,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE TRIGGER refused_credits_immutable BEFORE UPDATE OR DELETE ON billing.refused_credits
+    FOR EACH ROW EXECUTE FUNCTION pgcloud.immutable();
+CREATE TRIGGER refused_credits_no_truncate BEFORE TRUNCATE ON billing.refused_credits
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcloud.immutable();
+COMMENT ON TABLE billing.refused_credits IS 'Payments that could not be credited because they are in another currency than the account (payments checks the currency at checkout, so only a race or a misconfiguration gets here): money received and not booked, for an operator to refund or convert. Audited as ledger.credit_refused.';
+COMMENT ON COLUMN billing.refused_credits.id IS 'Row number.';
+COMMENT ON COLUMN billing.refused_credits.account_id IS 'The payer.';
+COMMENT ON COLUMN billing.refused_credits.amount IS 'Amount paid, minor units of currency.';
+COMMENT ON COLUMN billing.refused_credits.currency IS 'Currency paid in.';
+COMMENT ON COLUMN billing.refused_credits.account_currency IS 'The account''s currency.';
+COMMENT ON COLUMN billing.refused_credits.checkout_session_id IS 'The Stripe Checkout Session.';
+COMMENT ON COLUMN billing.refused_credits.payment_id IS 'The payments service''s payment id.';
+COMMENT ON COLUMN billing.refused_credits.created_at IS 'When it was refused.';
+
 -- Runtime data of an extension's tables is dumped only when marked.
 SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.ledger_entries', '');
@@ -211,3 +235,4 @@ SELECT pg_catalog.pg_extension_config_dump('billing.allocations', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.usage_records', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.low_balance_events', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.force_release_requests', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.refused_credits', '');

@@ -104,8 +104,10 @@ BEGIN
     CASE event_type
     WHEN 'user.created' THEN
         v_user := billing.payload_uuid(payload, 'user_id', aggregate_id);
+        -- Opened, not announced: with nothing posted there is no change of
+        -- standing to report (provisioning reads "no report" as balance 0, and
+        -- notification would tell a new user their balance is exhausted).
         PERFORM billing.open_account(v_user, NULL, payload ->> 'email');
-        PERFORM billing.evaluate_standing(v_user);
 
     WHEN 'allocation.activated' THEN
         v_alloc := billing.payload_uuid(payload, 'allocation_id', aggregate_id);
@@ -162,7 +164,21 @@ BEGIN
         IF v_cause IS NULL OR length(v_cause) NOT BETWEEN 1 AND 255 THEN
             PERFORM pgcloud.raise('invalid_event', 'payload field checkout_session_id is required');
         END IF;
-        PERFORM billing.open_account(v_user, v_currency);
+        acct := billing.open_account(v_user, v_currency);
+        IF acct.currency <> v_currency THEN
+            -- Not a transient failure: retrying would not help. Kept for an operator, not booked.
+            INSERT INTO billing.refused_credits (account_id, amount, currency, account_currency, checkout_session_id,
+                                                 payment_id)
+            VALUES (v_user, v_amount, v_currency, acct.currency, v_cause, payload ->> 'payment_id')
+            ON CONFLICT (checkout_session_id) DO NOTHING;
+            IF FOUND THEN
+                PERFORM pgcloud.audit('ledger.credit_refused', 'account', v_user::text, 'failed',
+                    jsonb_build_object('reason', 'currency_mismatch', 'amount', v_amount, 'currency', v_currency,
+                                       'account_currency', acct.currency, 'checkout_session_id', v_cause,
+                                       'payment_id', payload ->> 'payment_id'));
+            END IF;
+            RETURN;
+        END IF;
         SELECT * INTO booked FROM billing.book(v_user, 'credit', v_amount, v_currency, 'payment', v_cause,
                                                left('payment ' || coalesce(payload ->> 'payment_id', ''), 500));
         IF NOT booked.duplicate THEN
@@ -235,4 +251,4 @@ BEGIN
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION billing.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): user.created opens the account; allocation.activated / released / failed feed the allocation read model and charge what is due; payment.succeeded credits once per Checkout Session; refund.requested debits under the account lock or declines (billing.refund_declined); refund.failed reverses the debit once. Other types are ignored.';
+COMMENT ON FUNCTION billing.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): user.created opens the account (its standing is first announced with its first posting); allocation.activated / released / failed feed the allocation read model and charge what is due; payment.succeeded credits once per Checkout Session (one in another currency than the account is kept in billing.refused_credits, not booked); refund.requested debits under the account lock or declines (billing.refund_declined); refund.failed reverses the debit once. Other types are ignored.';

@@ -2,7 +2,7 @@
 -- per cause), balance = sum of entries after mixed operations, standing
 -- events, the API and its grants.
 BEGIN;
-SELECT plan(55);
+SELECT plan(58);
 
 \set alice '''aaaaaaaa-0000-4000-8000-00000000000a'''
 \set bob '''bbbbbbbb-0000-4000-8000-00000000000b'''
@@ -38,10 +38,10 @@ UPDATE pgcloud.outbox SET published_at = now() WHERE published_at IS NULL;
 
 -- ---- accounts from user.created --------------------------------------------
 SELECT pg_temp.ev('user.created', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.com'));
-SELECT is((SELECT currency || ' ' || balance || ' ' || standing || ' ' || can_allocate FROM billing.balances
-            WHERE account_id = :alice), 'usd 0 exhausted false', 'user.created opens an account in billing.currency');
-SELECT is((SELECT payload ->> 'standing' FROM pgcloud.outbox WHERE event_type = 'account.standing_changed'
-            AND aggregate_id = :alice AND published_at IS NULL), 'exhausted', 'its first standing is announced');
+SELECT is((SELECT currency || ' ' || balance || ' ' || coalesce(standing, 'unannounced') FROM billing.balances
+            WHERE account_id = :alice), 'usd 0 unannounced', 'user.created opens an account in billing.currency');
+SELECT is(pg_temp.outbox('account.standing_changed', :alice), 0::bigint,
+    'nothing is announced before the first posting (no "exhausted" greeting for a new user)');
 SELECT is(pg_temp.outbox('billing.low_balance', :alice), 0::bigint, 'no low-balance event for a new account');
 
 -- ---- the trigger computes the running balance ---------------------------------
@@ -77,6 +77,9 @@ RESET ROLE;
 -- ---- one booking per cause ----------------------------------------------------------
 SELECT pg_temp.pay(:alice, 5000, 'cs_test_alice_1');
 SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 5700::bigint, 'payment.succeeded credits');
+SELECT is((SELECT payload ->> 'standing' || ' ' || (payload ->> 'can_allocate') FROM pgcloud.outbox
+            WHERE event_type = 'account.standing_changed' AND aggregate_id = :alice AND published_at IS NULL),
+    'good true', 'the first booking announces the standing');
 SELECT pg_temp.pay(:alice, 5000, 'cs_test_alice_1');
 SELECT is((SELECT count(*) FROM billing.ledger_entries WHERE kind = 'credit' AND cause_id = 'cs_test_alice_1'), 1::bigint,
     'a second payment.succeeded for the same Checkout Session books nothing');
@@ -90,6 +93,13 @@ SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'ledger.bookin
             AND details -> 'requested' ->> 'amount' = '999'), 1::bigint, 'a conflicting second credit is audited');
 SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 5700::bigint,
     'the balance counts the session once');
+SELECT pg_temp.ev('payment.succeeded', 'p', jsonb_build_object('payment_id', 'p-eur', 'user_id', :alice,
+                  'amount', 900, 'currency', 'eur', 'checkout_session_id', 'cs_test_alice_eur'));
+SELECT is((SELECT amount || ' ' || currency || ' ' || account_currency FROM billing.refused_credits
+            WHERE checkout_session_id = 'cs_test_alice_eur'), '900 eur usd',
+    'a payment in another currency is kept aside (not booked, not retried forever)');
+SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'ledger.credit_refused' AND result = 'failed'), 1::bigint,
+    'and audited for an operator');
 
 -- ---- mixed operations: balance = sum of entries = last balance_after -----------------------
 SELECT pg_temp.ev('allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,

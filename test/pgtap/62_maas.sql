@@ -88,9 +88,8 @@ SELECT cmp_ok(pg_temp.relay(), '>=', 0, 'node.state_changed is delivered');
 SELECT is((SELECT state || '/' || free_slots FROM provisioning.nodes WHERE node_id = :'node1'), 'ready/8', 'provisioning: ready with 8 free slots');
 
 -- ---- allocate: deploy through MAAS -----------------------------------------
--- A real balance, booked by billing (which then reports the standing and,
--- once the allocation runs, meters it without exhausting the account).
-SELECT api.admin_adjust_balance(:u1, 100000, 'test top-up') ->> 'balance_after' AS topped_up;
+-- A top-up through billing, which reports the standing (account.standing_changed).
+SELECT api.admin_adjust_balance(:u1, 100000, 'test top-up');
 SELECT pgcloud.emit('ssh_key.added', 'ssh_key', '5e000000-0000-4000-8000-000000000001',
     jsonb_build_object('id', '5e000000-0000-4000-8000-000000000001', 'user_id', :u1, 'public_key', :'key1', 'fingerprint', 'SHA256:x'));
 SELECT pg_temp.relay();

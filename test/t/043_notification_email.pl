@@ -116,7 +116,7 @@ unlike(encode_json($n[0][1]), qr/alice\@example\.com|posix/, 'not the event payl
 sql(q{UPDATE notification.templates SET subject = 'Zahlung über {amount_display} erhalten – danke',
                                         body = 'Grüße! Wir haben {amount_display} erhalten.'
        WHERE event_type = 'payment.succeeded'});
-$ev = emit('payment.succeeded', qq{{"user_id": "$alice", "payment_id": "p-1", "amount": 1250, "currency": "eur"}});
+$ev = emit('payment.succeeded', qq{{"user_id": "$alice", "payment_id": "p-1", "amount": 1250, "currency": "eur", "checkout_session_id": "cs_test_notification"}});
 wait_email($ev, 'sent');
 ($m) = grep { $_->{message_id} =~ /^<\Q@{[sql("SELECT id FROM notification.emails WHERE event_id = '$ev'")]}\E@/ } $smtp->messages;
 is($m->{subject}, "Zahlung \x{fc}ber 12.50 EUR erhalten \x{2013} danke", 'an RFC 2047 subject decodes to the original');

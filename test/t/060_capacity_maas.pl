@@ -80,7 +80,7 @@ is(scalar(@{ machine('abc126')->{history} }), 1, '(never touched)');
 # ---- an allocation, deployed -----------------------------------------------
 my $key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMOwPp55P+3rXvN52Am9GxAqi24MMrCru+LnotcYcsbn';
 sql(qq{
-    -- A real balance, booked by billing, which reports the standing to provisioning.
+    -- A top-up through billing, which reports the standing (account.standing_changed).
     SELECT api.admin_adjust_balance('60000000-0000-4000-8000-000000000001', 500000, 'test top-up');
     SELECT pgcloud.emit('ssh_key.added', 'ssh_key', '6e000000-0000-4000-8000-000000000001',
         '{"id": "6e000000-0000-4000-8000-000000000001", "user_id": "60000000-0000-4000-8000-000000000001", "public_key": "$key"}');
