@@ -29,7 +29,7 @@ $node->append_conf('postgresql.conf', join("\n",
     "pgcloud.smtp_url = '" . $smtp->url . "'", ''));
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE pgcloud');
-$node->safe_psql('pgcloud', 'CREATE EXTENSION pgcloud CASCADE');
+$node->safe_psql('pgcloud', 'CREATE EXTENSION pgcloud_notification CASCADE');
 
 sub sql { return $node->safe_psql('pgcloud', $_[0]) }
 

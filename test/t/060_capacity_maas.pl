@@ -86,6 +86,7 @@ sql(qq{
         '{"id": "6e000000-0000-4000-8000-000000000001", "user_id": "60000000-0000-4000-8000-000000000001", "public_key": "$key"}');
 });
 wait_for(q{SELECT count(*) FROM provisioning.ssh_keys}, '1');
+wait_for(q{SELECT count(*) FROM provisioning.account_standing WHERE standing = 'good'}, '1');
 my $a1 = as_user(q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04', '{6e000000-0000-4000-8000-000000000001}') ->> 'id'});
 like($a1, qr/^[0-9a-f-]{36}$/, 'create_allocation returns at once');
 is(alloc_state($a1), 'provisioning', 'provisioning while MAAS deploys');
