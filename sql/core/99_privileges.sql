@@ -5,7 +5,7 @@ SELECT pgcloud.hand_over('pgcloud_core', 'pgcloud_svc_core');
 -- Install-time and operator-only routines stay superuser-only.
 REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pgcloud.hand_over(name, name),
     pgcloud.schedule_jobs(), pgcloud.prune_idempotency_keys(), pgcloud.rate_limit_reset(text),
-    pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb), pgcloud.wake_workers(),
+    pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb, text), pgcloud.wake_workers(),
     pgcloud.http_recover(), pgcloud.http_claim(text, integer), pgcloud.http_claim_all(text[], integer[]),
     pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
     pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
@@ -33,7 +33,9 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.revoke_session(uuid, timestamptz),
     pgcloud.sanitize(text)
     TO pgcloud_services;
-GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
+-- No INSERT on pgcloud.outbox: only pgcloud.emit() writes it (as the outbox
+-- owner, after checking the caller owns the event type).
+GRANT EXECUTE ON ROUTINE pgcloud.publisher_of(text), pgcloud.event_authentic(text, text) TO pgcloud_services;
 -- Outbound HTTP: services write intents (the guard trigger records who).
 GRANT EXECUTE ON ROUTINE
     pgcloud.http_request(text, text, text, text, text, jsonb, text, regprocedure, jsonb), pgcloud.http_wake()
