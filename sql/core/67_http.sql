@@ -130,6 +130,15 @@ BEGIN
         PERFORM pgcloud.raise('invalid_argument',
             format('unknown HTTP target "%s" (stripe, maas, smtp or test)', left(NEW.target, 64)));
     END IF;
+    -- Outbound authority: a service calls only the targets its registry
+    -- entry grants (http_targets); superusers (the operator) any.
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user), false)
+       AND NOT EXISTS (SELECT 1 FROM pgcloud.services s
+                        WHERE 'pgcloud_svc_' || s.name = current_user AND NEW.target = ANY (s.http_targets)) THEN
+        PERFORM pgcloud.raise('http_target_not_permitted',
+            format('role %s may not call target %s', current_user, NEW.target),
+            'registry/services.conf lists the targets each service may call (http_targets).');
+    END IF;
     IF NEW.target = 'smtp' THEN
         IF NEW.method IS DISTINCT FROM 'SEND' THEN
             PERFORM pgcloud.raise('invalid_argument', 'the method of an smtp intent is SEND');
