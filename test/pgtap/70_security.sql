@@ -98,5 +98,63 @@ SELECT is(pg_temp.as_role('pgcloud_svc_payments',
     'payments still calls Stripe');
 SELECT is((SELECT http_targets FROM pgcloud.services WHERE name = 'notification'), ARRAY['smtp'],
     'the registry grants notification smtp only');
+
+-- ---- 4. rate limiting --------------------------------------------------------
+SELECT pgcloud.set_policy('core.rate_limit_burst', '40');
+SELECT pgcloud.set_policy('core.rate_limit_per_second', '0.001');
+SELECT pgcloud.set_policy('core.rate_limit_trusted_proxies', '1');
+SELECT pgcloud.set_policy('core.rate_limit_signin_burst', '3');
+SELECT pgcloud.rate_limit_reset();
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
+-- 300 requests, each with a different spoofed first X-Forwarded-For entry;
+-- the proxy appends the real address (198.51.100.7).
+CREATE FUNCTION pg_temp.spoof_burst(n integer, real_addr text) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE refused integer := 0;
+BEGIN
+    FOR i IN 1 .. n LOOP
+        PERFORM set_config('request.headers',
+            jsonb_build_object('x-forwarded-for', format('10.%s.%s.%s, %s', i / 65536, (i / 256) % 256, i % 256, real_addr))::text, true);
+        BEGIN
+            PERFORM pgcloud.pre_request();
+        EXCEPTION WHEN SQLSTATE 'PGRST' THEN
+            refused := refused + 1;
+        END;
+    END LOOP;
+    RETURN refused;
+END $$;
+SELECT is(pg_temp.spoof_burst(300, '198.51.100.7'), 260,
+    'spoofed first X-Forwarded-For entries do not buy new buckets: 300 requests, burst 40, 260 refused');
+SELECT is(pg_temp.spoof_burst(1, '198.51.100.8'), 0,
+    'another anonymous client (another real address) is not locked out by the first');
+SET LOCAL request.headers = '{}';
+SELECT is(pg_temp.error_of('SELECT pgcloud.pre_request()'), NULL,
+    'a request without the proxy''s header lands in the unattributed bucket, not in a client''s');
+SET LOCAL request.headers = '{"x-forwarded-for": "2001:db8:1:2:aaaa::1"}';
+SELECT pgcloud.pre_request();
+SET LOCAL request.headers = '{"x-forwarded-for": "2001:db8:1:2:bbbb::2"}';
+SELECT pgcloud.pre_request();
+SELECT is((SELECT allowed FROM pgcloud.rate_limit_status() WHERE principal = 'anon:2001:db8:1:2::/64'), 2::bigint,
+    'IPv6 clients are keyed by their /64 (one host can rotate through it)');
+-- Endpoint classes: sign-in has its own, tighter bucket.
+SET LOCAL request.headers = '{"x-forwarded-for": "198.51.100.7"}';
+SET LOCAL request.path = '/rpc/token_exchange';
+SELECT lives_ok('SELECT pgcloud.pre_request(); SELECT pgcloud.pre_request(); SELECT pgcloud.pre_request()',
+    'sign-in has its own bucket: the exhausted default bucket does not block it');
+SELECT is(pg_temp.error_detail_of('SELECT pgcloud.pre_request()'),
+    '{"code": "rate_limited", "detail": {"status": 429, "headers": {"Retry-After": "1"}}}'::jsonb,
+    'the fourth sign-in in the burst is refused: 429 with Retry-After');
+SET LOCAL request.path = '/rpc/stripe_webhook';
+SELECT is(pg_temp.error_of('SELECT pgcloud.pre_request()'), NULL,
+    'webhooks have a class of their own: sign-in attempts do not block Stripe');
+SET LOCAL request.path = '/rpc/refresh_token';
+SELECT is(pg_temp.error_of('SELECT pgcloud.pre_request()'), NULL, 'refresh has a class of its own');
+SELECT ok((SELECT array_agg(principal ORDER BY principal) FROM pgcloud.rate_limit_status()
+            WHERE principal LIKE '%198.51.100.7') @> ARRAY['anon:198.51.100.7', 'refresh/anon:198.51.100.7',
+                                                         'signin/anon:198.51.100.7', 'webhook/anon:198.51.100.7'],
+    'one bucket per endpoint class and client');
+RESET request.path;
+SET LOCAL request.headers = '{}';
+RESET request.jwt.claims;
+SELECT pgcloud.rate_limit_reset();
 SELECT * FROM finish();
 ROLLBACK;
