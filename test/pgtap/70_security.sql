@@ -156,5 +156,110 @@ RESET request.path;
 SET LOCAL request.headers = '{}';
 RESET request.jwt.claims;
 SELECT pgcloud.rate_limit_reset();
+
+-- ---- 3. sign-in: no account capture through an unverified e-mail -----------
+SELECT auth.jwk_generate('RS256') AS key_a \gset
+SELECT auth.jwk_generate('RS256') AS key_b \gset
+SELECT api.admin_upsert_oidc_provider('https://idp-a.example', 'pgcloud', jsonb_build_object('keys',
+    jsonb_build_array(:'key_a'::jsonb - 'd' - 'p' - 'q' - 'dp' - 'dq' - 'qi')));
+SELECT api.admin_upsert_oidc_provider('https://idp-b.example', 'pgcloud', jsonb_build_object('keys',
+    jsonb_build_array(:'key_b'::jsonb - 'd' - 'p' - 'q' - 'dp' - 'dq' - 'qi')));
+CREATE FUNCTION pg_temp.id_token(iss text, sub text, email text, verified boolean, k jsonb) RETURNS text
+LANGUAGE sql AS $$
+    SELECT auth.jwt_sign(jsonb_build_object('iss', iss, 'aud', 'pgcloud', 'sub', sub, 'email', email,
+        'email_verified', verified, 'iat', extract(epoch FROM now())::bigint,
+        'exp', extract(epoch FROM now())::bigint + 300), k)
+$$;
+SELECT pg_temp.id_token('https://idp-a.example', 'mallory', 'victim@example.com', false, :'key_a') AS tok_atk \gset
+SELECT pg_temp.id_token('https://idp-b.example', 'victim', 'victim@example.com', true, :'key_b') AS tok_vic \gset
+SET LOCAL ROLE pgcloud_anon;
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
+-- The attacker signs in first through provider A, which does not verify addresses.
+SELECT api.token_exchange(:'tok_atk') AS atk \gset
+-- The victim then signs in through provider B, which verified the address.
+SELECT api.token_exchange(:'tok_vic') AS vic \gset
+RESET ROLE;
+RESET request.jwt.claims;
+SELECT isnt(auth.verify_access_token(:'atk'::jsonb ->> 'access_token') ->> 'sub',
+            auth.verify_access_token(:'vic'::jsonb ->> 'access_token') ->> 'sub',
+    'the verified identity does not land on the account an unverified sign-in created (no account capture)');
+SELECT is((SELECT email FROM auth.users WHERE id = (auth.verify_access_token(:'atk'::jsonb ->> 'access_token') ->> 'sub')::uuid),
+    NULL, 'the unverified sign-in never held the address');
+SELECT is((SELECT email FROM auth.users WHERE id = (auth.verify_access_token(:'vic'::jsonb ->> 'access_token') ->> 'sub')::uuid),
+    'victim@example.com', 'the verified owner holds the address');
+-- A second verified provider for the same address links, and the link is audited.
+SELECT api.admin_upsert_oidc_provider('https://idp-c.example', 'pgcloud', jsonb_build_object('keys',
+    jsonb_build_array(:'key_a'::jsonb - 'd' - 'p' - 'q' - 'dp' - 'dq' - 'qi')));
+SELECT pg_temp.id_token('https://idp-c.example', 'victim-c', 'victim@example.com', true, :'key_a') AS tok_vic2 \gset
+SELECT pg_temp.id_token('https://idp-a.example', 'mallory-2', 'victim@example.com', false, :'key_a') AS tok_atk2 \gset
+SET LOCAL ROLE pgcloud_anon;
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
+SELECT api.token_exchange(:'tok_vic2') AS vic2 \gset
+SELECT pg_temp.error_of(format('SELECT api.token_exchange(%L)', :'tok_atk2')) AS atk2 \gset
+RESET ROLE;
+RESET request.jwt.claims;
+SELECT is(auth.verify_access_token(:'vic2'::jsonb ->> 'access_token') ->> 'sub',
+          auth.verify_access_token(:'vic'::jsonb ->> 'access_token') ->> 'sub',
+    'two verified identities with one address share the account');
+SELECT ok(EXISTS (SELECT 1 FROM pgcloud.audit_logs WHERE action = 'identity.linked'
+                    AND target_id = auth.verify_access_token(:'vic'::jsonb ->> 'access_token') ->> 'sub'
+                    AND details ->> 'issuer' = 'https://idp-c.example'), 'the link is audited');
+SELECT is(:'atk2'::jsonb ->> 'code', 'email_not_verified',
+    'an unverified identity claiming a verified account''s address is refused, not linked');
+-- Legacy: an account holding an address unverified loses it to the verified owner.
+INSERT INTO auth.users (id, email, email_verified) VALUES ('f0000000-0000-4000-8000-0000000000bb', 'legacy@example.com', false);
+SELECT pg_temp.id_token('https://idp-b.example', 'legacy-owner', 'legacy@example.com', true, :'key_b') AS tok_leg \gset
+SET LOCAL ROLE pgcloud_anon;
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
+SELECT api.token_exchange(:'tok_leg') AS leg \gset
+RESET ROLE;
+RESET request.jwt.claims;
+SELECT isnt(auth.verify_access_token(:'leg'::jsonb ->> 'access_token') ->> 'sub', 'f0000000-0000-4000-8000-0000000000bb',
+    'a verified identity is not linked to an account that holds its address unverified');
+SELECT ok((SELECT email IS NULL FROM auth.users WHERE id = 'f0000000-0000-4000-8000-0000000000bb')
+          AND EXISTS (SELECT 1 FROM pgcloud.audit_logs WHERE action = 'user.email_released'
+                        AND target_id = 'f0000000-0000-4000-8000-0000000000bb'),
+    'that account loses the address, audited');
+-- Policy refuse: unverified sign-ins are refused outright.
+UPDATE pgcloud.policy_values SET value = '"refuse"' WHERE key = 'auth.unverified_email_signin';
+SELECT pg_temp.id_token('https://idp-a.example', 'someone-new', 'new@example.com', false, :'key_a') AS tok_new \gset
+SET LOCAL ROLE pgcloud_anon;
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
+SELECT pg_temp.error_of(format('SELECT api.token_exchange(%L)', :'tok_new')) AS e_new \gset
+RESET ROLE;
+RESET request.jwt.claims;
+SELECT is(:'e_new'::jsonb ->> 'code',
+    'email_not_verified', 'with auth.unverified_email_signin = refuse an unverified address is refused');
+UPDATE pgcloud.policy_values SET value = '"separate_account"' WHERE key = 'auth.unverified_email_signin';
+
+-- Refresh-token reuse interval: two tabs, one token.
+SELECT pgcloud.set_policy('auth.dev_login_enabled', 'true');
+SET LOCAL ROLE pgcloud_anon;
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
+SELECT api.dev_login('tabs@example.com') AS tabs \gset
+SELECT api.refresh_token(:'tabs'::jsonb ->> 'refresh_token') AS tab1 \gset
+SELECT api.refresh_token(:'tabs'::jsonb ->> 'refresh_token') AS tab2 \gset
+RESET ROLE;
+RESET request.jwt.claims;
+SELECT is(:'tab2'::jsonb ->> 'refresh_token', :'tab1'::jsonb ->> 'refresh_token',
+    'within auth.refresh_reuse_interval_seconds the same token returns the same successor');
+SELECT ok((SELECT revoked_at IS NULL FROM auth.sessions
+            WHERE id = (auth.verify_access_token(:'tabs'::jsonb ->> 'access_token') ->> 'sid')::uuid)
+          AND :'tab2'::jsonb ? 'access_token',
+    'and the session lives on');
+-- After the interval, reuse still revokes the family.
+UPDATE auth.refresh_tokens SET used_at = used_at - interval '11 seconds'
+ WHERE session_id = (auth.verify_access_token(:'tabs'::jsonb ->> 'access_token') ->> 'sid')::uuid AND used_at IS NOT NULL;
+SET LOCAL ROLE pgcloud_anon;
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
+SELECT api.refresh_token(:'tabs'::jsonb ->> 'refresh_token') AS tab3 \gset
+RESET ROLE;
+RESET request.jwt.claims;
+SELECT is(:'tab3'::jsonb ->> 'code', 'refresh_token_reused', 'after the interval a replay revokes the session');
+SELECT pgcloud.set_policy('auth.dev_login_enabled', 'false');
+SELECT is((SELECT count(*)::int FROM auth.refresh_tokens WHERE successor_sealed IS NOT NULL
+             AND used_at < clock_timestamp() - interval '10 seconds'
+             AND session_id <> (auth.verify_access_token(:'tabs'::jsonb ->> 'access_token') ->> 'sid')::uuid), 0,
+    'sealed successors are not kept past the interval');
 SELECT * FROM finish();
 ROLLBACK;
