@@ -635,7 +635,7 @@ def nats_authorization(platform, services):
         "      user: pgcloud_operator",
         "      password: $PGCLOUD_NATS_PASSWORD_OPERATOR",
         "      permissions: {publish: {allow: [\"$JS.API.>\"]}, "
-        "subscribe: {allow: [\"_INBOX.>\"]}}",
+        "subscribe: {allow: [\"_INBOX_pgcloud_operator.>\"]}}",
         "    }",
     ]))
     return "\n".join([
