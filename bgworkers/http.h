@@ -34,6 +34,7 @@ typedef struct HttpPolicy
 	long		connect_timeout_ms;
 	long		total_timeout_ms;
 	size_t		response_max_bytes;
+	char		plaintext_hosts[2048];	/* ",host1,host2," (core.plaintext_allowed_hosts) */
 } HttpPolicy;
 
 /* What pgcloud.http_claim() returned for one intent (palloc'd strings). */

@@ -24,7 +24,8 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('core.http_total_timeout_ms', '30000', 'Total timeout of an outbound request, connect to last byte (ms).'),
     ('core.http_concurrency', '{"stripe": 8, "maas": 4, "smtp": 2, "test": 8}', 'Outbound requests in flight at once, per target (JSON object target -> count).'),
     ('core.http_response_max_bytes', '65536', 'Bytes of a response body kept with its intent; the rest is dropped and the body marked truncated.'),
-    ('core.http_callback_max_attempts', '5', 'Tries of a failing result callback before it is given up (with a platform.alert event).');
+    ('core.http_callback_max_attempts', '5', 'Tries of a failing result callback before it is given up (with a platform.alert event).'),
+    ('core.plaintext_allowed_hosts', '["127.0.0.1", "::1", "localhost"]', 'Hosts (JSON array) to which credentials may travel unencrypted: Stripe and MAAS over http://, SMTP without STARTTLS. Any other host must be https://, smtps:// or offer STARTTLS, or the request fails. Loopback only by default.');
 
 CREATE TABLE pgcloud.http_intent_transitions (
     from_state text,
