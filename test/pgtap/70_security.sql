@@ -261,5 +261,26 @@ SELECT is((SELECT count(*)::int FROM auth.refresh_tokens WHERE successor_sealed 
              AND used_at < clock_timestamp() - interval '10 seconds'
              AND session_id <> (auth.verify_access_token(:'tabs'::jsonb ->> 'access_token') ->> 'sid')::uuid), 0,
     'sealed successors are not kept past the interval');
+
+-- ---- 10. service-account scopes --------------------------------------------
+CREATE FUNCTION pg_temp.redeem_like() RETURNS text LANGUAGE sql AS $$ SELECT pgcloud.authorize_service('terminal:redeem') $$;
+CREATE FUNCTION pg_temp.service_only() RETURNS text LANGUAGE sql AS $$ SELECT pgcloud.authorize('service') $$;
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_service", "sub": "f0000000-0000-4000-8000-0000000000cc", "scopes": ["inventory:read"]}';
+SELECT is(pg_temp.error_of('SELECT pg_temp.redeem_like()') ->> 'code', 'insufficient_scope',
+    'a service token without terminal:redeem cannot redeem');
+SELECT is(pg_temp.error_of('SELECT pg_temp.service_only()') ->> 'code', 'insufficient_scope',
+    'a service call that names no scope refuses every service token');
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_service", "sub": "f0000000-0000-4000-8000-0000000000cc", "scopes": ["terminal:redeem"]}';
+SELECT is(pg_temp.redeem_like(), 'pgcloud_service', 'the relay''s own scope passes');
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_user", "sub": "f0000000-0000-4000-8000-0000000000cc", "scopes": ["terminal:redeem"]}';
+SELECT is(pg_temp.error_of('SELECT pg_temp.redeem_like()') ->> 'code', 'forbidden',
+    'a user token carrying the scope is still not a service account');
+RESET request.jwt.claims;
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+            WHERE p.pronamespace = 'api'::regnamespace
+              AND has_function_privilege('pgcloud_service', p.oid, 'EXECUTE')
+              AND NOT has_function_privilege('pgcloud_anon', p.oid, 'EXECUTE')
+              AND p.prosrc NOT LIKE '%authorize_service(%'), NULL,
+    'every api function a service token may call (beyond the public ones) checks a scope');
 SELECT * FROM finish();
 ROLLBACK;

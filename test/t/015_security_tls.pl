@@ -43,10 +43,10 @@ $node->poll_query_until('pgcloud', "SELECT count(*) = 2 FROM pgcloud.http_intent
   or diag(sql('SELECT jsonb_agg(row(target, state, last_error)) FROM pgcloud.http_intents'));
 like(sql("SELECT last_error FROM pgcloud.http_intents WHERE id = '$m1'"), qr/insecure transport: pgcloud\.maas_url is not https/,
     'MAAS over http:// to a host the policy does not name: refused before connecting');
-is(scalar(@{ $maas->requests }), 0, 'the fake MAAS never saw the OAuth secret');
+is(scalar(my @r1 = $maas->requests), 0, 'the fake MAAS never saw the OAuth secret');
 is(sql("SELECT state FROM pgcloud.http_intents WHERE id = '$s1'"), 'dead',
     'SMTP to a relay without STARTTLS, not named by the policy: the message is not sent');
-is(scalar(@{ $smtp->messages }), 0, 'the fake SMTP relay received nothing');
+is(scalar(my @r2 = $smtp->messages), 0, 'the fake SMTP relay received nothing');
 
 # The test names the loopback host explicitly: now they go through.
 sql(q{SELECT pgcloud.set_policy('core.plaintext_allowed_hosts', '["127.0.0.1"]')});
