@@ -104,8 +104,12 @@ CREATE PROCEDURE maas.run_poller(seconds integer DEFAULT 55)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    stop_at timestamptz := pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => seconds);
+    stop_at timestamptz;
 BEGIN
+    -- It runs as the pg_cron job's superuser: pin the search_path for the
+    -- session before anything is resolved (no SET clause, see above).
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pgcloud, maas', false);
+    stop_at := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => seconds);
     LOOP
         PERFORM maas.poll();
         COMMIT;
