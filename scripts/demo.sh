@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 . scripts/lib.sh
+pgcloud_stage "$0" "$@"
 make -s
 if [ -w "$($PG_CONFIG --pkglibdir)" ]; then make -s install; else sudo make -s install PG_CONFIG="$PG_CONFIG"; fi
 scripts/cluster.sh start

@@ -2,6 +2,7 @@
 # registry) creates one database per service with its extension; roles are
 # cluster-wide, so a second database installs cleanly; dropping pgcloud_core
 # leaves nothing of ours behind.
+# services: core
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
