@@ -26,6 +26,7 @@ BEGIN
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
                                     updated_by = excluded.updated_by;
     PERFORM pgcloud.audit('policy.set', 'policy', k, 'ok', jsonb_build_object('old', old, 'new', v));
+    PERFORM pgcloud.wake_scheduler();   -- a job's new interval counts from its last run, at once
     RETURN jsonb_build_object('key', k, 'value', v, 'previous', old);
 END
 $$;

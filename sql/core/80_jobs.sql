@@ -110,6 +110,15 @@ $$;
 COMMENT ON FUNCTION pgcloud.forget_dropped_jobs() IS 'Event trigger: forgets the jobs whose function was dropped (a service extension dropped).';
 CREATE EVENT TRIGGER pgcloud_forget_dropped_jobs ON sql_drop EXECUTE FUNCTION pgcloud.forget_dropped_jobs();
 
+-- When a job is due: its interval after its last run, as the policy says
+-- now (a shortened interval applies at once), or next_run when sooner
+-- (never run, or resumed).
+CREATE FUNCTION pgcloud.job_due_at(j pgcloud.scheduled_jobs) RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$ SELECT least(j.next_run, j.last_finished_at + pgcloud.job_interval(j)) $$;
+COMMENT ON FUNCTION pgcloud.job_due_at(pgcloud.scheduled_jobs) IS 'When a job is due: its current interval after its last run, or its next_run when that is sooner.';
+
 CREATE FUNCTION pgcloud.due_jobs(woken boolean, OUT name text, OUT call text, OUT run_as text, OUT timeout_ms integer)
 RETURNS SETOF record
 LANGUAGE sql STABLE
@@ -122,8 +131,8 @@ AS $$
       FROM pgcloud.scheduled_jobs j
       JOIN pg_proc p ON p.oid = j.function::oid
       JOIN pg_namespace n ON n.oid = p.pronamespace
-     WHERE j.enabled AND (j.next_run <= clock_timestamp() OR (woken AND j.run_on_wake))
-     ORDER BY j.next_run, j.name
+     WHERE j.enabled AND (pgcloud.job_due_at(j) <= clock_timestamp() OR (woken AND j.run_on_wake))
+     ORDER BY pgcloud.job_due_at(j), j.name
 $$;
 COMMENT ON FUNCTION pgcloud.due_jobs(boolean) IS 'Scheduler: the jobs due now (on a wake-up, also those that run on a wake-up), with the function to call, the role to run as and the statement timeout.';
 
@@ -150,7 +159,7 @@ CREATE FUNCTION pgcloud.jobs_next_in_ms() RETURNS bigint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
-    SELECT greatest(0, ceil(extract(epoch FROM min(j.next_run) - clock_timestamp()) * 1000))::bigint
+    SELECT greatest(0, ceil(extract(epoch FROM min(pgcloud.job_due_at(j)) - clock_timestamp()) * 1000))::bigint
       FROM pgcloud.scheduled_jobs j WHERE j.enabled
 $$;
 COMMENT ON FUNCTION pgcloud.jobs_next_in_ms() IS 'Scheduler: milliseconds until the next job is due (NULL when there is none).';
@@ -166,7 +175,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM pgcloud.raise('not_found', format('no job named %s', set_job_enabled.name));
     END IF;
-    PERFORM pgcloud.audit(CASE WHEN enabled THEN 'job.enabled' ELSE 'job.paused' END, 'job', name, 'succeeded',
+    PERFORM pgcloud.audit(CASE WHEN enabled THEN 'job.enabled' ELSE 'job.paused' END, 'job', name, 'ok',
                           '{}'::jsonb);
     RETURN enabled;
 END
@@ -187,7 +196,7 @@ CREATE VIEW pgcloud.jobs AS
            j.last_result,
            j.last_error,
            j.last_error_at,
-           CASE WHEN j.enabled THEN j.next_run END AS next_run,
+           CASE WHEN j.enabled THEN pgcloud.job_due_at(j) END AS next_run,
            j.runs,
            j.failures,
            j.description
