@@ -11,6 +11,7 @@
 # (default 54329), PGCLOUD_DB (default pgcloud).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+pgcloud_stage "$0" "$@"
 
 DATA=${PGCLOUD_DATA:-$REPO/.pgdata}
 PORT=${PGCLOUD_PORT:-54329}

@@ -1,5 +1,5 @@
 # Security tier, search_path (issue 10, the CVE-2018-1058 class): code that
-# runs as a superuser (pg_cron's job running maas.run_poller, the workers)
+# runs as a superuser (the scheduler, relay and HTTP executor workers)
 # must not resolve a name to something a user created. A user with CREATE
 # on schema public plants an operator / (integer, numeric) that a superuser
 # caller with the default search_path would pick over pg_catalog's.
@@ -12,7 +12,6 @@ use Test::More;
 
 my $node = pgcloud_node('search_path');
 $node->safe_psql('postgres', q{
-    SELECT pgcloud.set_policy('maas.poll_interval_ms', '400');
     CREATE ROLE evil LOGIN;
     GRANT CREATE, USAGE ON SCHEMA public TO evil;
     SET ROLE evil;
@@ -30,10 +29,12 @@ is($node->safe_psql('postgres', 'SELECT 4 / 2.0 > 0; SELECT count(*) FROM public
     'the planted operator does capture an unqualified integer / numeric (the attack is real)');
 $node->safe_psql('postgres', 'TRUNCATE public.pwned');
 
-# The poller as pg_cron runs it: a superuser session with the default search_path.
-$node->safe_psql('postgres', 'CALL maas.run_poller(1)');
+# The scheduler runs the jobs (the MAAS poller every maas.poller_interval_ms)
+# and the relay and HTTP executor run: all as the bootstrap superuser, with
+# their search_path pinned to pg_catalog.
+sleep(3);
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.pwned'), '0',
-    "maas.run_poller runs none of the user's code as superuser");
+    "the scheduler's jobs ran none of the user's code as superuser");
 is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
     JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' JOIN pg_extension e ON e.oid = d.refobjid
    WHERE e.extname LIKE 'pgcloud%' AND p.prosecdef

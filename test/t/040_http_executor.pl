@@ -6,6 +6,7 @@
 # effects and the fake's sessions are counted (nothing is applied twice).
 # Then per-target concurrency, credentials kept out of logs and rows, and
 # SIGTERM / pg_ctl stop -m fast while a request hangs.
+# services: core payments maas notification
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
