@@ -11,6 +11,21 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.is_operator() IS 'True for a superuser session at psql with no JWT claims and no SET ROLE: such a session acts as pgcloud_admin.';
 
+-- A service account is only as strong as its scopes: a service call that
+-- names no scope is refused (pgcloud.authorize_service names one).
+CREATE FUNCTION pgcloud.refuse_unscoped_service() RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+BEGIN
+    PERFORM pgcloud.raise('insufficient_scope',
+        'this call does not name the scope a service account needs for it',
+        'Service calls authorize with pgcloud.authorize_service(scope).');
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.refuse_unscoped_service() IS 'Raises insufficient_scope: what pgcloud.authorize(''service'') answers a service account, whose calls must name their scope (pgcloud.authorize_service).';
+
 CREATE FUNCTION pgcloud.authorize(required text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgcloud
@@ -24,16 +39,10 @@ BEGIN
     IF pgcloud.is_operator() THEN
         RETURN 'pgcloud_admin';
     END IF;
-    IF required = 'service' AND role = 'pgcloud_service' THEN
-        -- A service account is only as strong as its scopes: a call that
-        -- names no scope is refused (pgcloud.authorize_service names one).
-        PERFORM pgcloud.raise('insufficient_scope',
-            'this call does not name the scope a service account needs for it',
-            'Service calls authorize with pgcloud.authorize_service(scope).');
-    END IF;
     IF required = 'anon'
        OR (required = 'user' AND role IN ('pgcloud_user', 'pgcloud_admin'))
-       OR (required = 'admin' AND role = 'pgcloud_admin') THEN
+       OR (required = 'admin' AND role = 'pgcloud_admin')
+       OR (required = 'service' AND role = 'pgcloud_service' AND pgcloud.refuse_unscoped_service()) THEN
         RETURN role;
     END IF;
     IF role = 'pgcloud_anon' OR role IS NULL THEN

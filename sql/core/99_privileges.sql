@@ -24,7 +24,7 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.claims(), pgcloud.headers(), pgcloud.header(text), pgcloud.request_role(), pgcloud.user_id(),
     pgcloud.correlation_id(), pgcloud.context(), pgcloud.raise(text, text, text, jsonb),
     pgcloud.is_operator(), pgcloud.authorize(text), pgcloud.authorize_scope(text, text, text),
-    pgcloud.authorize_service(text, text, text),
+    pgcloud.authorize_service(text, text, text), pgcloud.refuse_unscoped_service(),
     pgcloud.scopes(), pgcloud.valid_scope(text), pgcloud.idempotency_principal(),
     pgcloud.idempotent(text, jsonb, regprocedure), pgcloud.idempotency_begin(text, text, bytea),
     pgcloud.idempotency_finish(text, text, bytea, jsonb)
