@@ -401,3 +401,19 @@ AS $$
      ORDER BY s.name
 $$;
 COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the subscribing services installed in this database; each has a durable JetStream consumer named after it.';
+
+-- Operator alerts from any service: platform.alert is the core's type, so a
+-- service raises one through this function (it runs as the core).
+CREATE FUNCTION pgcloud.alert(kind text, subject text, details jsonb DEFAULT '{}') RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud
+AS $$
+BEGIN
+    IF kind IS NULL OR kind !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        PERFORM pgcloud.raise('invalid_argument', 'kind must be a lower-case word such as release_stuck');
+    END IF;
+    RETURN pgcloud.emit('platform.alert', 'alert', left(coalesce(subject, kind), 200),
+        coalesce(details, '{}'::jsonb) || jsonb_build_object('kind', kind));
+END
+$$;
+COMMENT ON FUNCTION pgcloud.alert(text, text, jsonb) IS 'Services: raises an operator alert (a platform.alert event, emitted as the core) of a kind, e.g. release_stuck, about subject, with details. Returns the event id.';

@@ -38,7 +38,8 @@ GRANT EXECUTE ON ROUTINE
     TO pgcloud_services;
 -- No INSERT on pgcloud.outbox: only pgcloud.emit() writes it (as the outbox
 -- owner, after checking the caller owns the event type).
-GRANT EXECUTE ON ROUTINE pgcloud.publisher_of(text), pgcloud.event_authentic(text, text) TO pgcloud_services;
+GRANT EXECUTE ON ROUTINE pgcloud.publisher_of(text), pgcloud.event_authentic(text, text), pgcloud.alert(text, text, jsonb)
+    TO pgcloud_services;
 -- Outbound HTTP: services write intents (the guard trigger records who).
 GRANT EXECUTE ON ROUTINE
     pgcloud.http_request(text, text, text, text, text, jsonb, text, regprocedure, jsonb), pgcloud.http_wake()

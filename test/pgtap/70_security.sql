@@ -282,5 +282,124 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
               AND NOT has_function_privilege('pgcloud_anon', p.oid, 'EXECUTE')
               AND p.prosrc NOT LIKE '%authorize_service(%'), NULL,
     'every api function a service token may call (beyond the public ones) checks a scope');
+
+-- ---- 5. release and money ----------------------------------------------------
+CREATE FUNCTION pg_temp.pev(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
+    SELECT provisioning.on_event(gen_random_uuid(), t, split_part(t, '.', 1),
+                                 coalesce(p ->> 'allocation_id', p ->> 'node_id', p ->> 'user_id', 'x'), p, '{}')
+$$;
+CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
+    SELECT NULL::void FROM set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
+$$;
+\set su '''5e000000-0000-4000-8000-0000000000a1'''
+SELECT pg_temp.pev('sku.upserted', '{"code": "sec-x1", "gpu_model": "SEC-GPU", "gpu_count": 1, "region": "sec-r", "price_per_hour": 360000, "currency": "usd"}');
+SELECT pg_temp.pev('image.upserted', '{"code": "sec-jammy", "distro_series": "jammy"}');
+SELECT pg_temp.pev('node.state_changed', jsonb_build_object('node_id', '5e000000-0000-4000-8000-0000000000b1', 'hostname', 'sec-a',
+    'maas_system_id', 'secaaa', 'region', 'sec-r', 'gpu_model', 'SEC-GPU', 'slot_count', 8, 'state', 'ready', 'cached_images', '[]'::jsonb));
+SELECT pgcloud.set_policy('billing.accrual_interval_seconds', '60');
+SELECT pgcloud.set_policy('billing.min_balance_to_allocate', '100');
+-- Just over the minimum plus one interval (360000/h = 6000 per minute).
+SELECT pg_temp.pev('account.standing_changed', jsonb_build_object('user_id', :su, 'standing', 'good', 'balance', 6150,
+    'currency', 'usd', 'min_balance_to_allocate', 100, 'as_of', now()));
+-- Shared tenancy is refused until each tenant has an account of its own.
+SELECT pgcloud.set_policy('provisioning.node_tenancy', '"shared"');
+SELECT pg_temp.as_user(:su);
+SELECT is(pg_temp.error_of($$SELECT api.create_allocation('sec-x1', 'sec-jammy')$$) ->> 'code', 'policy_invalid',
+    'shared tenancy (co-tenants on one default user) is refused');
+RESET request.jwt.claims;
+SELECT pgcloud.set_policy('provisioning.node_tenancy', '"single"');
+SELECT pg_temp.as_user(:su);
+SELECT api.create_allocation('sec-x1', 'sec-jammy') ->> 'id' AS sa1 \gset
+SELECT is(pg_temp.error_of($$SELECT api.create_allocation('sec-x1', 'sec-jammy')$$) ->> 'code', 'insufficient_balance',
+    'the balance check is a reservation: a second allocation of the dearest SKU is refused while the first holds its interval');
+RESET request.jwt.claims;
+SELECT is((SELECT count(*)::int FROM provisioning.allocations WHERE user_id = :su), 1, 'only one allocation exists');
+
+
+-- Activation, then a release request an hour ago that MAAS confirms now.
+SELECT pg_temp.pev('maas.machine_deployed', jsonb_build_object('allocation_id', :'sa1', 'system_id', 'secaaa'));
+SELECT is((SELECT state FROM provisioning.allocations WHERE id = :'sa1'), 'active', 'the allocation is active');
+SELECT pg_temp.as_user(:su);
+SELECT api.release_allocation(:'sa1') ->> 'state' AS rel_state \gset
+RESET request.jwt.claims;
+UPDATE provisioning.allocations SET releasing_at = now() - interval '1 hour' WHERE id = :'sa1';
+-- releases hears allocation.releasing: no access is minted from now on.
+SELECT releases.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', :'sa1',
+    jsonb_build_object('allocation_id', :'sa1', 'user_id', :su, 'sku', 'sec-x1', 'node_hostname', 'sec-a'), '{}');
+SELECT releases.on_event(o.event_id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload, o.headers)
+  FROM pgcloud.outbox o WHERE o.aggregate_id = :'sa1' AND o.event_type = 'allocation.releasing';
+SELECT pg_temp.as_user(:su);
+SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :'sa1',
+    'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl')) ->> 'code',
+    'allocation_not_active', 'no access is minted once the release is requested');
+RESET request.jwt.claims;
+SELECT pg_temp.pev('maas.machine_released', jsonb_build_object('allocation_id', :'sa1', 'system_id', 'secaaa'));
+SELECT ok((SELECT (payload ->> 'ended_at')::timestamptz > now() - interval '1 minute' FROM pgcloud.outbox
+            WHERE aggregate_id = :'sa1' AND event_type = 'allocation.released'),
+    'billing ends when MAAS confirms the release, not at the request an hour earlier (no free hour)');
+
+-- A release MAAS cannot complete: quarantine, alert, billing goes on.
+INSERT INTO maas.machines (system_id, node_id, hostname, goal, goal_since, status_name, seen_busy)
+VALUES ('secbbb', '5e000000-0000-4000-8000-0000000000b2', 'sec-b', 'release', now(), 'Releasing failed', true);
+INSERT INTO maas.allocations (allocation_id, system_id, user_id, distro_series, state)
+VALUES ('5e000000-0000-4000-8000-0000000000c1', 'secbbb', :su, 'jammy', 'deploying');
+UPDATE maas.allocations SET state = 'deployed' WHERE allocation_id = '5e000000-0000-4000-8000-0000000000c1';
+UPDATE maas.allocations SET state = 'releasing' WHERE allocation_id = '5e000000-0000-4000-8000-0000000000c1';
+SELECT maas.goal_failed(m, 'Releasing failed') FROM maas.machines m WHERE system_id = 'secbbb';
+SELECT ok(NOT EXISTS (SELECT 1 FROM pgcloud.outbox WHERE event_type = 'maas.machine_released'
+                        AND aggregate_id = '5e000000-0000-4000-8000-0000000000c1'),
+    'a failed release does not end the allocation (billing does not stop while the machine may run)');
+SELECT is((SELECT state FROM maas.allocations WHERE allocation_id = '5e000000-0000-4000-8000-0000000000c1'), 'releasing',
+    'it stays releasing');
+SELECT ok((SELECT stuck FROM maas.machines WHERE system_id = 'secbbb')
+          AND EXISTS (SELECT 1 FROM pgcloud.outbox WHERE event_type = 'platform.alert' AND payload ->> 'kind' = 'release_stuck'
+                        AND payload ->> 'system_id' = 'secbbb' AND source = 'core'),
+    'the machine is quarantined and operators are alerted');
+-- MAAS later says Ready (someone released it by hand): still broken, not placeable.
+SELECT maas.observe(m, '{"status_name": "Ready", "status": 4}') FROM maas.machines m WHERE system_id = 'secbbb';
+SELECT is((SELECT payload ->> 'node_state' FROM pgcloud.outbox WHERE event_type = 'maas.machine_status_changed'
+             AND aggregate_id = 'secbbb' ORDER BY id DESC LIMIT 1), 'broken',
+    'a quarantined machine stays broken when MAAS reports Ready (no erase, no commission yet)');
+SELECT is(pg_temp.error_of($$SELECT api.admin_end_stuck_release('secbbb', '')$$) ->> 'code', 'invalid_argument',
+    'the operator''s decision needs a reason');
+SELECT is(api.admin_end_stuck_release('secbbb', 'powered off by hand') - 'system_id',
+    '{"allocations_released": 1, "quarantined": true, "goal": "commission"}'::jsonb,
+    'the operator''s decision ends the allocation; the machine stays quarantined and is commissioned afresh');
+SELECT ok(EXISTS (SELECT 1 FROM pgcloud.outbox WHERE event_type = 'maas.machine_released'
+                    AND aggregate_id = '5e000000-0000-4000-8000-0000000000c1'
+                    AND payload ->> 'reason' = 'operator: powered off by hand')
+          AND EXISTS (SELECT 1 FROM pgcloud.audit_logs WHERE action = 'maas.stuck_release_ended' AND target_id = 'secbbb'),
+    'only then is it released (billing stops), audited');
+-- A machine still Deployed from before is released and deployed afresh, never joined.
+SELECT is(maas.next_action(jsonb_populate_record(NULL::maas.machines,
+    '{"system_id": "x", "goal": "deploy", "status_name": "Deployed", "seen_busy": false}')), 'release',
+    'deploying onto a machine that is still Deployed (not by this deployment) releases it first');
+SELECT is(maas.next_action(jsonb_populate_record(NULL::maas.machines,
+    '{"system_id": "x", "goal": "deploy", "status_name": "Deployed", "seen_busy": true}')), 'done',
+    'its own deployment finished is done');
+-- Billing the provisioning phase is a policy.
+SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '5e000000-0000-4000-8000-0000000000d1',
+    jsonb_build_object('allocation_id', '5e000000-0000-4000-8000-0000000000d1', 'user_id', :su, 'sku', 'sec-x1',
+                       'price_per_hour', 100, 'currency', 'usd', 'started_at', now(), 'requested_at', now() - interval '10 minutes'), '{}');
+SELECT is((SELECT started_at FROM billing.allocations WHERE allocation_id = '5e000000-0000-4000-8000-0000000000d1'), now(),
+    'by default billing starts at activation');
+UPDATE pgcloud.policy_values SET value = 'true' WHERE key = 'billing.bill_provisioning';
+SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '5e000000-0000-4000-8000-0000000000d2',
+    jsonb_build_object('allocation_id', '5e000000-0000-4000-8000-0000000000d2', 'user_id', :su, 'sku', 'sec-x1',
+                       'price_per_hour', 100, 'currency', 'usd', 'started_at', now(), 'requested_at', now() - interval '10 minutes'), '{}');
+SELECT is((SELECT started_at FROM billing.allocations WHERE allocation_id = '5e000000-0000-4000-8000-0000000000d2'),
+    now() - interval '10 minutes', 'with billing.bill_provisioning the provisioning phase is billed');
+UPDATE pgcloud.policy_values SET value = 'false' WHERE key = 'billing.bill_provisioning';
+
+-- ---- 6. tenant isolation: image default user names ---------------------------
+SELECT ok((SELECT bool_and(auth.posix_username_base(e || '@example.com') = e
+                           AND NOT EXISTS (SELECT 1 FROM auth.posix_identities p WHERE p.username = e))
+             FROM unnest(ARRAY['centos', 'ec2-user', 'cloud-user', 'rocky', 'fedora', 'core']) e), 'precondition: nobody holds them');
+CREATE TEMP TABLE sec_users AS
+    SELECT gen_random_uuid() AS id, e || '@example.com' AS email, e
+      FROM unnest(ARRAY['centos', 'ec2-user', 'cloud-user', 'rocky', 'fedora', 'core', 'ubuntu', 'debian']) e;
+INSERT INTO auth.users (id, email, email_verified) SELECT id, email, true FROM sec_users;
+SELECT is((SELECT count(*)::int FROM sec_users u WHERE (auth.assign_posix_identity(u.id, u.email)).username = u.e), 0,
+    'no user gets an image''s default user name (centos, ec2-user, cloud-user, rocky, fedora, core, ...)');
 SELECT * FROM finish();
 ROLLBACK;

@@ -115,7 +115,7 @@ SELECT pg_temp.node(:n2, 'gpu-2', 'abc002', 8, 'ready', ARRAY['ubuntu-24.04']);
 SELECT api.create_allocation('h100x1', 'ubuntu-24.04', ARRAY[:key_b]::uuid[]) ->> 'node_hostname' AS bob_first;
 SELECT pg_temp.as_user(:carol);
 SELECT api.create_allocation('h100x1', 'ubuntu-24.04');
--- Shared tenancy packs any users' allocations.
+-- Shared tenancy is refused (co-tenants would share the node's one account).
 RESET request.jwt.claims;
 SELECT pgcloud.set_policy('provisioning.node_tenancy', '"shared"') ->> 'value' AS tenancy;
 SELECT pg_temp.as_user(:carol);
