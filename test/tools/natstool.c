@@ -8,7 +8,8 @@
  *   natstool publish URL SUBJECT N SIZE         raw async JetStream publishing of N
  *                                               messages with Nats-Msg-Id; prints msgs/s
  *   natstool stream  URL STREAM SUBJECTS [MAX]  creates the stream (file storage) if absent;
- *                                               with MAX, it refuses messages beyond MAX
+ *                                               with MAX (also on an existing stream), it
+ *                                               refuses messages beyond MAX
  * NATSTOOL_CA names a CA bundle for tls:// URLs; user:password@ goes in the URL;
  * NATSTOOL_INBOX sets the inbox prefix the user may read (_INBOX_<user>).
  */
@@ -118,6 +119,8 @@ main(int argc, char **argv)
 			cfg.Discard = js_DiscardNew;
 		}
 		s = js_AddStream(NULL, js, &cfg, NULL, NULL);
+		if (s != NATS_OK && argc == 6)
+			s = js_UpdateStream(NULL, js, &cfg, NULL, NULL);	/* impose the limit on an existing stream */
 		if (s != NATS_OK && s != NATS_ERR)
 			die("add stream", s);
 	}
