@@ -205,45 +205,44 @@ COMMENT ON VIEW pgcloud.jobs IS 'Operators: every job the platform runs by itsel
 
 -- ---- expiry and pruning -----------------------------------------------------
 
+-- One way to prune: delete the rows of a table whose time column is older
+-- than a retention policy, and that satisfy a fixed condition.
+CREATE FUNCTION pgcloud.prune_past_retention(rel regclass, time_column text, retention_policy text,
+                                             condition text DEFAULT 'true') RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('WITH gone AS (DELETE FROM %s x WHERE (%s) AND x.%I < now() - make_interval(secs => $1) RETURNING 1) '
+                   'SELECT count(*) FROM gone', rel, condition, time_column)
+       INTO n USING pgcloud.policy(retention_policy, NULL::numeric);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.prune_past_retention(regclass, text, text, text) IS 'Deletes the rows of rel whose time_column is older than the retention policy (seconds) and that satisfy condition (fixed SQL of the caller, never user input); returns how many.';
+
 CREATE FUNCTION pgcloud.prune_outbox() RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud
-AS $$
-    WITH gone AS (
-        DELETE FROM pgcloud.outbox o
-         WHERE o.published_at IS NOT NULL
-           AND o.published_at < now() - make_interval(secs => pgcloud.policy('core.outbox_retention_seconds', NULL::numeric))
-        RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
+AS $$ SELECT pgcloud.prune_past_retention('pgcloud.outbox', 'published_at', 'core.outbox_retention_seconds',
+                                           'x.published_at IS NOT NULL') $$;
 COMMENT ON FUNCTION pgcloud.prune_outbox() IS 'Deletes published outbox rows older than core.outbox_retention_seconds (unpublished rows are never touched); returns how many.';
 
 CREATE FUNCTION pgcloud.prune_inbox() RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud
-AS $$
-    WITH gone AS (
-        DELETE FROM pgcloud.inbox i
-         WHERE i.processed_at < now() - make_interval(secs => pgcloud.policy('core.inbox_retention_seconds', NULL::numeric))
-        RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
+AS $$ SELECT pgcloud.prune_past_retention('pgcloud.inbox', 'processed_at', 'core.inbox_retention_seconds') $$;
 COMMENT ON FUNCTION pgcloud.prune_inbox() IS 'Deletes inbox rows (deduplication keys of applied events) older than core.inbox_retention_seconds; returns how many.';
 
 CREATE FUNCTION pgcloud.prune_http_intents() RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud
-AS $$
-    WITH gone AS (
-        DELETE FROM pgcloud.http_intents h
-         WHERE h.state IN ('succeeded', 'dead')
-           AND (h.callback IS NULL OR h.callback_done_at IS NOT NULL OR h.callback_given_up_at IS NOT NULL)
-           AND coalesce(h.completed_at, h.created_at)
-               < now() - make_interval(secs => pgcloud.policy('core.http_intent_retention_seconds', NULL::numeric))
-        RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-COMMENT ON FUNCTION pgcloud.prune_http_intents() IS 'Deletes finished HTTP intents (succeeded or dead, callback done or given up) older than core.http_intent_retention_seconds; returns how many.';
+AS $$ SELECT pgcloud.prune_past_retention('pgcloud.http_intents', 'completed_at', 'core.http_intent_retention_seconds',
+           $c$x.state IN ('succeeded', 'dead') AND (x.callback IS NULL OR x.callback_done_at IS NOT NULL
+              OR x.callback_given_up_at IS NOT NULL)$c$) $$;
+COMMENT ON FUNCTION pgcloud.prune_http_intents() IS 'Deletes finished HTTP intents (succeeded or dead, callback done or given up) completed longer ago than core.http_intent_retention_seconds; returns how many.';
 
 CREATE FUNCTION pgcloud.prune_cron_history() RETURNS bigint
 LANGUAGE plpgsql VOLATILE
