@@ -67,7 +67,9 @@ PgcloudWorkerSetup(PgcloudWorkerKind kind, int slot)
 	 * workers' SQL is schema-qualified, and functions they call pin their
 	 * own search_path; operators resolve in pg_catalog only.
 	 */
+	StartTransactionCommand();
 	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_SESSION);
+	CommitTransactionCommand();
 
 	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
 	PgcloudWorkers->slots[slot].dboid = MyDatabaseId;
