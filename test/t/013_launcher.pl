@@ -14,7 +14,8 @@ use Time::HiRes qw(sleep time);
 my $node = PostgreSQL::Test::Cluster->new('launcher');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgcloud'\n"
-    . "pgcloud.databases = 'plain, nosuchdb, postgres'\n");
+    . "pgcloud.databases = 'plain, nosuchdb, postgres'\n"
+    . "max_worker_processes = 16\n");    # 3 workers per served database, the launcher, PostgreSQL's own
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE plain');
 $node->safe_psql('postgres', 'CREATE EXTENSION pgcloud CASCADE');
