@@ -80,7 +80,7 @@ STREAM_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$")
 
 # Event types published by the core extension itself.
-CORE_PUBLISHES = ("platform.alert",)
+CORE_PUBLISHES = ("platform.alert", "audit.recorded")
 
 AUTHENTICATOR = "pgcloud_authenticator"
 ANON_ROLE = "pgcloud_anon"

@@ -14,7 +14,7 @@ REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pg
     FROM pgcloud_svc_core;
 
 -- Every API role: the pre-request hook and the scrubber.
-GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text)
+GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text), pgcloud.safe_path(text)
     TO pgcloud_anon, pgcloud_user, pgcloud_admin, pgcloud_service;
 
 -- Request context and the primitives services build on.
@@ -31,7 +31,7 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),
     pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info(),
     pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.revoke_session(uuid, timestamptz),
-    pgcloud.sanitize(text)
+    pgcloud.sanitize(text), pgcloud.safe_path(text)
     TO pgcloud_services;
 GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
 -- Outbound HTTP: services write intents (the guard trigger records who).
