@@ -7,6 +7,8 @@ PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap
     libcurl4-openssl-dev libssl-dev libnats-dev nats-server
     libipc-run-perl libtest-simple-perl python3-jwt openssh-client openssh-server openssl curl
+    # storage: botocore's presigner, compared byte for byte with the C SigV4 signer (test/t/070_storage_s3.pl)
+    python3-botocore
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
