@@ -200,6 +200,20 @@ parse_endpoint(const char *endpoint, char **scheme, char **host, char **error)
 	return true;
 }
 
+/* Whether the Host value names an IP address (IPv4 dotted quad or [IPv6]), port aside. */
+static bool
+host_is_ip(const char *host)
+{
+	bool		digits_and_dots = true;
+
+	if (host[0] == '[')
+		return true;
+	for (const char *p = host; *p && *p != ':'; p++)
+		if (!((*p >= '0' && *p <= '9') || *p == '.'))
+			digits_and_dots = false;
+	return digits_and_dots;
+}
+
 char *
 Sigv4Presign(const Sigv4Config *cfg, const char *method, const char *encoded_key,
 			 int64 at, int expires, char **canonical, char **error)
@@ -215,6 +229,7 @@ Sigv4Presign(const Sigv4Config *cfg, const char *method, const char *encoded_key
 	StringInfoData creq;
 	StringInfoData cred;
 	char	   *url;
+	bool		path_style;
 
 	*error = NULL;
 	if (strcmp(method, "GET") != 0 && strcmp(method, "PUT") != 0 && strcmp(method, "HEAD") != 0 &&
@@ -255,7 +270,9 @@ Sigv4Presign(const Sigv4Config *cfg, const char *method, const char *encoded_key
 	}
 	if (!parse_endpoint(cfg->endpoint, &scheme, &host, error))
 		return NULL;
-	if (!cfg->path_style)
+	/* No virtual host under an IP address: path-style then, as botocore does. */
+	path_style = cfg->path_style || host_is_ip(host);
+	if (!path_style)
 		host = psprintf("%s.%s", cfg->bucket, host);
 	if (gmtime_r(&t, &tm) == NULL || strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm) != 16)
 	{
@@ -264,7 +281,7 @@ Sigv4Presign(const Sigv4Config *cfg, const char *method, const char *encoded_key
 	}
 
 	initStringInfo(&uri);
-	if (cfg->path_style)
+	if (path_style)
 		appendStringInfo(&uri, "/%s", cfg->bucket);
 	appendStringInfo(&uri, "/%s", encoded_key);
 

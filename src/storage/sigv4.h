@@ -26,7 +26,7 @@ typedef struct Sigv4Config
 	const char *bucket;
 	const char *access_key_id;
 	const char *secret_access_key;
-	bool		path_style;
+	bool		path_style;	/* else virtual-hosted, unless the endpoint is an IP address */
 } Sigv4Config;
 
 /* hex(HMAC-SHA256(signing key, string to sign)) of a canonical request; out holds 65 bytes. */
