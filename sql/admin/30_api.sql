@@ -102,10 +102,14 @@ END
 $$;
 COMMENT ON FUNCTION api.admin_force_release(uuid, text) IS 'Admins: releases a live allocation (requested, provisioning or active) whatever its user does; provisioning carries it out on admin.force_release_requested. reason (1 to 500 characters) is audited. Returns {allocation_id, state, reason, event_id}. Safe to retry with X-Idempotency-Key.';
 
+CREATE TYPE admin.audit_row AS (seq bigint, at timestamptz, database text, audit_id bigint, actor uuid, role text,
+                                action text, target_type text, target_id text, result text, correlation_id text,
+                                details jsonb);
+COMMENT ON TYPE admin.audit_row IS 'A row of api.admin_audit() (and a column of its CSV export).';
+
 CREATE FUNCTION api.admin_audit(since timestamptz, until timestamptz, actor uuid DEFAULT NULL, action text DEFAULT NULL,
                                 after bigint DEFAULT NULL, "limit" int DEFAULT 1000)
-RETURNS TABLE (seq bigint, at timestamptz, database text, audit_id bigint, actor uuid, role text, action text,
-               target_type text, target_id text, result text, correlation_id text, details jsonb)
+RETURNS SETOF admin.audit_row
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
