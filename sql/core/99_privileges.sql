@@ -14,8 +14,10 @@ REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pg
     FROM pgcloud_svc_core;
 
 -- Every API role: the pre-request hook and the scrubber.
-GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text), pgcloud.safe_path(text)
+GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text)
     TO pgcloud_anon, pgcloud_user, pgcloud_admin, pgcloud_service;
+-- Signed-in callers may check a path before they ask for a URL.
+GRANT EXECUTE ON ROUTINE pgcloud.safe_path(text) TO pgcloud_user, pgcloud_admin, pgcloud_service;
 
 -- Request context and the primitives services build on.
 GRANT EXECUTE ON ROUTINE

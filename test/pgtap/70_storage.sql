@@ -42,7 +42,8 @@ SELECT ok(NOT has_function_privilege('pgcloud_user', 'storage.presign_with(text,
       AND NOT has_function_privilege('pgcloud_user', 'storage.presign_url(text, text, timestamptz, integer)', 'EXECUTE')
       AND NOT has_function_privilege('pgcloud_user', 'storage.on_s3_result(uuid, integer, jsonb, text, jsonb, boolean)', 'EXECUTE'),
     'users cannot call the signer or the callback directly');
-SELECT ok(has_function_privilege('pgcloud_anon', 'pgcloud.safe_path(text)', 'EXECUTE'), 'pgcloud.safe_path is for everyone');
+SELECT ok(has_function_privilege('pgcloud_user', 'pgcloud.safe_path(text)', 'EXECUTE')
+      AND has_function_privilege('pgcloud_service', 'pgcloud.safe_path(text)', 'EXECUTE'), 'pgcloud.safe_path is for every signed-in caller');
 SELECT is_empty($$ SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE n.nspname = 'storage' AND has_table_privilege('pgcloud_user', c.oid, 'SELECT') $$,
     'users cannot read storage''s tables directly');
