@@ -20,7 +20,7 @@
 #define MAX_RESPONSE_HEADERS 100
 #define MAX_HEADER_VALUE 4096
 
-const char *const HttpTargetNames[HTTP_TARGETS] = {"stripe", "maas", "smtp", "test"};
+const char *const HttpTargetNames[HTTP_TARGETS] = {"stripe", "maas", "smtp", "test", "s3"};
 
 static char *
 mstrdup(const char *s)
@@ -118,6 +118,9 @@ target_base_url(HttpTarget target, const char **setting)
 		case HTTP_TARGET_TEST:
 			*setting = "pgcloud.test_http_url";
 			return pgcloud_test_http_url;
+		case HTTP_TARGET_S3:
+			*setting = "pgcloud.s3_endpoint";
+			return pgcloud_s3_endpoint;
 		default:
 			*setting = "?";
 			return NULL;
@@ -178,6 +181,8 @@ setup_http(HttpTransfer *t, const HttpClaimed *c, char **error)
 
 	if (strcmp(c->method, "GET") == 0)
 		SETOPT(CURLOPT_HTTPGET, 1L);
+	else if (strcmp(c->method, "HEAD") == 0)
+		SETOPT(CURLOPT_NOBODY, 1L);
 	else
 	{
 		if (strcmp(c->method, "POST") != 0)
@@ -287,6 +292,18 @@ HttpTransferCreate(HttpTarget target, const HttpClaimed *c, const HttpPolicy *po
 	}
 	if (target == HTTP_TARGET_SMTP)
 		t->url = mstrdup(base);
+	else if (target == HTTP_TARGET_S3)
+	{
+		/* The path is the URI-encoded object key; the URL is signed now (SigV4, query). */
+		char	   *signed_url = HttpS3SignedUrl(c->method, c->path, error);
+
+		if (signed_url == NULL)
+		{
+			HttpTransferFree(t);
+			return NULL;
+		}
+		t->url = mstrdup(signed_url);
+	}
 	else
 	{
 		size_t		blen = strlen(base);

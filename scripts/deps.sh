@@ -13,6 +13,8 @@ PACKAGES=(
     python3-cryptography                     # PyJWT's RSA and EC algorithms
     ca-certificates                          # TLS to Stripe and every verified peer
     rsync debootstrap                        # staging a private checkout; CI's pristine root
+    # storage: botocore's presigner, compared byte for byte with the C SigV4 signer (test/t/070_storage_s3.pl)
+    python3-botocore
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

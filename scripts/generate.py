@@ -71,7 +71,7 @@ SERVICE_KEYS = (
 )
 # Keys whose value may be empty (lists).
 LIST_KEYS = ("depends_on", "publishes", "subscribes", "http_targets")
-HTTP_TARGETS = ("stripe", "maas", "smtp", "test")
+HTTP_TARGETS = ("stripe", "maas", "smtp", "s3", "test")
 LAYERS = ("platform", "shared", "domain")
 
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -83,7 +83,7 @@ STREAM_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$")
 
 # Event types published by the core extension itself.
-CORE_PUBLISHES = ("platform.alert",)
+CORE_PUBLISHES = ("platform.alert", "audit.recorded")
 
 AUTHENTICATOR = "pgcloud_authenticator"
 ANON_ROLE = "pgcloud_anon"

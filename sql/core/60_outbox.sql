@@ -114,16 +114,17 @@ AS 'MODULE_PATHNAME', 'pgcloud_seal_unseal';
 COMMENT ON FUNCTION pgcloud.unseal(bytea, text) IS 'Opens a value sealed by pgcloud.seal() for the same context; an error when it was altered or sealed for another context. Services only.';
 
 -- Event authority: which service owns (publishes) an event type. The core
--- owns platform.*; a type nobody owns is an operator's own.
+-- owns platform.* and audit.recorded (announced by pgcloud.audit()); a type
+-- nobody owns is an operator's own.
 CREATE FUNCTION pgcloud.publisher_of(event_type text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
-    SELECT CASE WHEN publisher_of.event_type LIKE 'platform.%' THEN 'core'
+    SELECT CASE WHEN publisher_of.event_type LIKE 'platform.%' OR publisher_of.event_type = 'audit.recorded' THEN 'core'
                 ELSE (SELECT s.name FROM pgcloud.services s
                        WHERE publisher_of.event_type = ANY (s.publishes) ORDER BY s.name LIMIT 1) END
 $$;
-COMMENT ON FUNCTION pgcloud.publisher_of(text) IS 'The service that owns an event type (registry publishes; core for platform.*), or NULL for a type no service owns (an operator''s own).';
+COMMENT ON FUNCTION pgcloud.publisher_of(text) IS 'The service that owns an event type (registry publishes; core for platform.* and audit.recorded), or NULL for a type no service owns (an operator''s own).';
 
 CREATE FUNCTION pgcloud.event_authentic(event_type text, source text) RETURNS boolean
 LANGUAGE sql STABLE

@@ -18,6 +18,8 @@ REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pg
 -- Every API role: the pre-request hook and the scrubber.
 GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text)
     TO pgcloud_anon, pgcloud_user, pgcloud_admin, pgcloud_service;
+-- Signed-in callers may check a path before they ask for a URL.
+GRANT EXECUTE ON ROUTINE pgcloud.safe_path(text) TO pgcloud_user, pgcloud_admin, pgcloud_service;
 
 -- Request context and the primitives services build on.
 GRANT EXECUTE ON ROUTINE
@@ -34,7 +36,7 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),
     pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info(),
     pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.revoke_session(uuid, timestamptz),
-    pgcloud.sanitize(text), pgcloud.wake_scheduler()
+    pgcloud.sanitize(text), pgcloud.wake_scheduler(), pgcloud.safe_path(text)
     TO pgcloud_services;
 -- No INSERT on pgcloud.outbox: only pgcloud.emit() writes it (as the outbox
 -- owner, after checking the caller owns the event type).
