@@ -194,8 +194,23 @@ NatsLinkEnsure(NatsLink *link, jsOptions *jsopts)
 	NatsLinkClose(link);
 
 	s = natsOptions_Create(&opts);
-	if (s == NATS_OK)
+	if (s == NATS_OK && strchr(pgcloud_nats_url, ',') == NULL)
 		s = natsOptions_SetURL(opts, pgcloud_nats_url);
+	else if (s == NATS_OK)
+	{
+		/*
+		 * A NATS cluster: "url1,url2,...". nats.c 3.4's SetURL takes such a
+		 * list but then connects to none of its tls:// servers; SetServers
+		 * does (in random order, so the databases spread over the nodes).
+		 */
+		char	   *copy = pstrdup(pgcloud_nats_url);
+		const char **servers = palloc(sizeof(char *) * (strlen(copy) / 2 + 1));
+		int			i = 0;
+
+		for (char *tok = strtok(copy, ", "); tok != NULL; tok = strtok(NULL, ", "))
+			servers[i++] = tok;
+		s = natsOptions_SetServers(opts, servers, i);
+	}
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(opts, 2000);
 	if (s == NATS_OK)
