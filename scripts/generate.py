@@ -616,15 +616,19 @@ def nats_authorization(platform, services):
         return "\n".join(lines)
 
     common = ["%s.INFO" % api, "%s.STREAM.INFO.%s" % (api, stream)]
+    # The core of every database announces its audit rows and alerts: a
+    # service's own database needs them through (subscribers still check
+    # that their source is the core).
+    core_subjects = ["%s.%s" % (prefix, e) for e in CORE_PUBLISHES]
     users = []
     for n, s in services:
-        pub = ["%s.%s" % (prefix, e) for e in s["publishes"]] + common
+        pub = ["%s.%s" % (prefix, e) for e in s["publishes"]] + core_subjects + common
         if s["subscribes"]:
             pub += consumer_rights(n)
         users.append(user("pgcloud_" + n, "PGCLOUD_NATS_PASSWORD_" + n.upper(),
                           pub, "_INBOX_pgcloud_" + n))
     allpub = ["%s.%s" % (prefix, e) for n, s in services for e in s["publishes"]]
-    allpub += ["%s.platform.>" % prefix] + common
+    allpub += ["%s.platform.>" % prefix, "%s.audit.recorded" % prefix] + common
     for n, s in services:
         if s["subscribes"]:
             allpub += consumer_rights(n)
@@ -776,6 +780,17 @@ def main(argv=None):
         return 2
 
     out = render(platform, core, meta, services)
+    # Deployment shapes (registry/deployments.conf -> deploy/<shape>/).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import deployments
+    try:
+        out.update(deployments.render_deployments(ROOT, platform, core, meta,
+                                                  services, out))
+    except deployments.DeploymentError as e:
+        sys.stderr.write("generate.py: invalid %s:\n" % deployments.DEPLOYMENTS)
+        for msg in e.args[0]:
+            sys.stderr.write("  " + msg + "\n")
+        return 2
     changed = []
     for rel in sorted(out):
         current = read_text(os.path.join(ROOT, rel))
@@ -783,7 +798,7 @@ def main(argv=None):
             changed.append((rel, "missing"))
         elif current != out[rel]:
             changed.append((rel, "differs"))
-    stale = stale_files(out)
+    stale = stale_files(out) + deployments.stale(ROOT, out)
 
     if args.check:
         for rel, why in changed:

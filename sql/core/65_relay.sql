@@ -273,6 +273,19 @@ $$;
 COMMENT ON FUNCTION pgcloud.relay_once(integer) IS 'Embedded delivery: hands pending outbox events, in id order, to every subscribing service installed in this database (inbox row + handler in one transaction), marks them published, retries failures with backoff and dead-letters them after core.max_delivery_attempts. Returns the number of events published. The relay worker calls it; tests may too.';
 
 -- NATS mode: the consumer worker hands each message to this function.
+-- The tokens_valid_until of a session.revoked payload, or NULL when it is not a time.
+CREATE FUNCTION pgcloud.revocation_until(value text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+BEGIN
+    RETURN least(value::timestamptz, now() + interval '7 days');
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.revocation_until(text) IS 'NATS mode: how long a session revoked in another database stays refused here: its tokens_valid_until (at most 7 days ahead), or NULL when that is not a time.';
+
 CREATE FUNCTION pgcloud.consume_event(subscriber text, envelope jsonb, subject text) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
@@ -282,6 +295,16 @@ BEGIN
        OR envelope ->> 'event_type' IS NULL
        OR envelope ->> 'event_id' !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
         PERFORM pgcloud.raise('invalid_event', 'message is not a pgcloud event envelope');
+    END IF;
+    -- Platform effects every database applies, whatever services it holds
+    -- (database-per-service): a session revoked in the auth database is
+    -- refused by this database's pgcloud.pre_request() too. Idempotent, so
+    -- each durable of the database may apply it.
+    IF envelope ->> 'event_type' = 'session.revoked' AND subject = 'pgcloud.session.revoked'
+       AND pgcloud.event_authentic('session.revoked', envelope ->> 'source')
+       AND envelope -> 'payload' ->> 'session_id' ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+        PERFORM pgcloud.revoke_session((envelope -> 'payload' ->> 'session_id')::uuid,
+            coalesce(pgcloud.revocation_until(envelope -> 'payload' ->> 'tokens_valid_until'), now() + interval '1 day'));
     END IF;
     IF NOT pgcloud.is_subscribed(subscriber, envelope ->> 'event_type') THEN
         RETURN 'ignored';
@@ -306,7 +329,7 @@ BEGIN
                            coalesce(envelope -> 'payload', '{}'::jsonb), coalesce(envelope -> 'headers', '{}'::jsonb));
 END
 $$;
-COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb, text) IS 'NATS mode: applies one message (the event envelope, received on subject) to one subscriber; returns applied, duplicate, ignored or not_installed. Refuses (event_not_permitted) a message whose subject is not its event type''s or whose source is not the type''s registered publisher.';
+COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb, text) IS 'NATS mode: applies one message (the event envelope, received on subject) to one subscriber; returns applied, duplicate, ignored or not_installed. A session.revoked from auth also marks the session revoked in this database (pgcloud.revoked_sessions), for every database''s pgcloud.pre_request(). Refuses (event_not_permitted) a message whose subject is not its event type''s or whose source is not the type''s registered publisher.';
 
 -- Operator views.
 CREATE FUNCTION pgcloud.worker_status(OUT database text, OUT worker text, OUT pid integer, OUT state text,

@@ -7,7 +7,9 @@
  *                                               (subject, headers, data) from the start
  *   natstool publish URL SUBJECT N SIZE         raw async JetStream publishing of N
  *                                               messages with Nats-Msg-Id; prints msgs/s
- *   natstool stream  URL STREAM SUBJECTS [MAX]  creates the stream (file storage) if absent;
+ *   natstool info    URL STREAM                 "replicas=N leader=NODE current=K messages=M"
+ *   natstool stream  URL STREAM SUBJECTS [MAX]  creates the stream (file storage) if absent
+ *                                               (NATSTOOL_REPLICAS replicas, default 1);
  *                                               with MAX (also on an existing stream), it
  *                                               refuses messages beyond MAX
  * NATSTOOL_CA names a CA bundle for tls:// URLs; user:password@ goes in the URL;
@@ -101,6 +103,24 @@ main(int argc, char **argv)
 		printf("%llu\n", (unsigned long long) si->State.Msgs);
 		jsStreamInfo_Destroy(si);
 	}
+	else if (strcmp(argv[1], "info") == 0 && argc == 4)
+	{
+		jsStreamInfo *si = NULL;
+		int			current = 0;
+
+		if ((s = js_GetStreamInfo(&si, js, argv[3], NULL, NULL)) != NATS_OK)
+			die("stream info", s);
+		if (si->Cluster != NULL)
+		{
+			current = si->Cluster->Leader != NULL ? 1 : 0;
+			for (int i = 0; i < si->Cluster->ReplicasLen; i++)
+				current += si->Cluster->Replicas[i]->Current ? 1 : 0;
+		}
+		printf("replicas=%d leader=%s current=%d messages=%llu\n", (int) si->Config->Replicas,
+			   si->Cluster != NULL && si->Cluster->Leader != NULL ? si->Cluster->Leader : "none",
+			   current, (unsigned long long) si->State.Msgs);
+		jsStreamInfo_Destroy(si);
+	}
 	else if (strcmp(argv[1], "stream") == 0 && (argc == 5 || argc == 6))
 	{
 		jsStreamConfig cfg;
@@ -112,6 +132,8 @@ main(int argc, char **argv)
 		cfg.SubjectsLen = 1;
 		cfg.Storage = js_FileStorage;
 		cfg.Duplicates = (int64_t) 120 * 1000 * 1000 * 1000;
+		if (getenv("NATSTOOL_REPLICAS") != NULL)
+			cfg.Replicas = atoi(getenv("NATSTOOL_REPLICAS"));
 		if (argc == 6)
 		{
 			/* a storage limit that refuses new messages (fault injection) */
