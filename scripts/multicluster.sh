@@ -12,6 +12,7 @@
 #   scripts/multicluster.sh lag    [SHAPE]  the operator query of every database
 #                                           and each durable's pending messages
 #   scripts/multicluster.sh psql SERVICE [psql args]  psql in a service's database
+#   scripts/multicluster.sh cluster-stop|cluster-start CLUSTER   one cluster (drills)
 #
 # Environment: PGCLOUD_MULTI_DIR (default /var/tmp/multi-pgcloud-<shape>),
 # PGCLOUD_MULTI_PORT_SHIFT (added to every generated port; default 0),
@@ -24,7 +25,7 @@ pgcloud_stage "$0" "$@"
 
 CMD=${1:-}
 SHAPE=${2:-multi}
-[ "$CMD" = psql ] && SHAPE=${PGCLOUD_MULTI_SHAPE:-multi}
+case "$CMD" in psql|cluster-*) SHAPE=${PGCLOUD_MULTI_SHAPE:-multi} ;; esac
 GEN=$REPO/deploy/$SHAPE
 [ -f "$GEN/layout.tsv" ] || { echo "no shape $SHAPE (deploy/$SHAPE/layout.tsv): see registry/deployments.conf" >&2; exit 2; }
 DIR=${PGCLOUD_MULTI_DIR:-/var/tmp/multi-pgcloud-$SHAPE}
@@ -46,6 +47,8 @@ psql_at() { local port=$1; shift; as_runner psql -X -q -v ON_ERROR_STOP=1 -h "$D
 wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 operator_url() { echo "tls://pgcloud_operator:$(password OPERATOR)@127.0.0.1:$(node_port "$(nats_nodes | head -n 1)")"; }
 password() { sed -n "s/^PGCLOUD_NATS_PASSWORD_$1=//p" "$DIR/nats/passwords.env"; }
+# A live process (a killed node may linger as a zombie where nobody reaps it).
+alive() { [ -f "$1" ] && [ -n "$(ps -o stat= -p "$(cat "$1")" 2>/dev/null | grep -v Z)" ]; }
 natstool() { NATSTOOL_CA=$DIR/certs/ca.pem NATSTOOL_INBOX=_INBOX_pgcloud_operator "$NATSTOOL" "$@"; }
 
 secrets() {
@@ -73,7 +76,7 @@ nats_up() {
     for n in $(nats_nodes); do
         localize "$GEN/nats/$n.conf" > "$DIR/nats/$n.conf"
         local pidf=$DIR/nats/$n.pid
-        if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then continue; fi
+        if alive "$pidf"; then continue; fi
         (set -a; . "$DIR/nats/passwords.env"; set +a
          exec nats-server -c "$DIR/nats/$n.conf" >> "$DIR/nats/$n.log" 2>&1) &
         echo $! > "$pidf"
@@ -155,7 +158,7 @@ down() {
     done
     for n in $(nats_nodes); do
         local pidf=$DIR/nats/$n.pid
-        if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
+        if alive "$pidf"; then
             kill "$(cat "$pidf")" && echo "NATS node $n stopped"
         fi
         rm -f "$pidf"
@@ -164,7 +167,8 @@ down() {
 
 lag() {
     # One query per database (scripts/ops/event-lag.sql), then each durable's
-    # backlog as JetStream counts it.
+    # backlog as JetStream counts it (asked of every node; each durable is
+    # reported by the node that leads it).
     clusters | while read -r c port; do
         databases_of "$c" | while read -r db svcs; do
             if as_runner pg_ctl -D "$(pgdata "$c")" status >/dev/null 2>&1; then
@@ -176,7 +180,7 @@ lag() {
     done
     for n in $(nats_nodes); do
         local mp; mp=$(monitor_port "$n")
-        curl -fsS "http://127.0.0.1:$mp/jsz?consumers=true" 2>/dev/null | python3 -c '
+        curl -fsS "http://127.0.0.1:$mp/jsz?consumers=true&leader_only=true" 2>/dev/null | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 for a in d.get("account_details", []):
@@ -184,7 +188,7 @@ for a in d.get("account_details", []):
         for c in s.get("consumer_detail") or []:
             print("nats %s durable %s pending %d ack_pending %d redelivered %d" % (sys.argv[1], c["name"],
                   c.get("num_pending", 0), c.get("num_ack_pending", 0), c.get("num_redelivered", 0)))
-' "$n" && break
+' "$n" || true
     done
 }
 
@@ -194,7 +198,7 @@ status() {
         else echo "cluster $c: stopped"; fi
     done
     for n in $(nats_nodes); do
-        if [ -f "$DIR/nats/$n.pid" ] && kill -0 "$(cat "$DIR/nats/$n.pid")" 2>/dev/null; then
+        if alive "$DIR/nats/$n.pid"; then
             echo "NATS node $n: running on $(node_port "$n")"
         else echo "NATS node $n: stopped"; fi
     done
@@ -207,6 +211,13 @@ case "$CMD" in
     destroy) down; rm -rf "$DIR" ;;
     status) status ;;
     lag) lag ;;
+    cluster-stop|cluster-start)
+        # One cluster of the shape (fault drills): scripts/multicluster.sh cluster-stop money
+        c=${2:?usage: $0 $CMD CLUSTER}; data=$(pgdata "$c")
+        [ -f "$data/PG_VERSION" ] || { echo "no cluster $c in $DIR" >&2; exit 2; }
+        if [ "$CMD" = cluster-stop ]; then as_runner pg_ctl -D "$data" -m fast -w stop >/dev/null
+        else as_runner pg_ctl -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null; fi
+        echo "cluster $c: ${CMD#cluster-}ed" ;;
     psql)
         svc=${2:?usage: $0 psql SERVICE [args]}; shift 2
         line=$(grep -v '^#' "$GEN/layout.tsv" | awk -v s="$svc" '$4 == s || $4 ~ "(^|,)" s "(,|$)"' | head -n 1)
@@ -214,5 +225,5 @@ case "$CMD" in
         set -- $line "$@"
         db=$3; port=$(( $2 + SHIFT )); shift 4
         psql_at "$port" -d "$db" "$@" ;;
-    *) echo "usage: $0 up|down|destroy|status|lag [SHAPE] | psql SERVICE [args]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|destroy|status|lag [SHAPE] | psql SERVICE [args] | cluster-stop|cluster-start CLUSTER" >&2; exit 2 ;;
 esac
