@@ -241,8 +241,8 @@ my $info = `$dir/bin/natstool info $operator\@127.0.0.1:$nport PGCLOUD_EVENTS`;
 like($info, qr/messages=$published\b/, "the stream holds each of the $published events exactly once ($info)");
 # Every event applied once per subscriber: each inbox row is unique by
 # construction; each subscribed event has one.
-for my $svc (qw(billing releases payments terminal)) {
-    is(dbq($svc, "SELECT count(*) FROM pgcloud.inbox WHERE subscriber = '$svc' AND event_type = 'user.created'"), '1',
+for my $svc (qw(billing releases payments notification storage admin)) {
+    is(wait_q($svc, "SELECT count(*) FROM pgcloud.inbox WHERE subscriber = '$svc' AND event_type = 'user.created'", '1', 20), '1',
         "$svc applied user.created once");
 }
 
