@@ -17,7 +17,7 @@ PgcloudWorkersShared *PgcloudWorkers = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static const char *const kind_names[PGCLOUD_WORKER_KINDS] = {"relay", "consumer", "http"};
+static const char *const kind_names[PGCLOUD_WORKER_KINDS] = {"relay", "consumer", "http", "deployer"};
 
 const char *
 PgcloudWorkerKindName(PgcloudWorkerKind kind)

@@ -20,6 +20,7 @@ typedef enum PgcloudWorkerKind
 	PGCLOUD_WORKER_RELAY = 0,
 	PGCLOUD_WORKER_CONSUMER,
 	PGCLOUD_WORKER_HTTP,
+	PGCLOUD_WORKER_DEPLOYER,	/* the databases service's deploy worker */
 	PGCLOUD_WORKER_KINDS
 } PgcloudWorkerKind;
 
@@ -79,6 +80,7 @@ PGDLLEXPORT void pgcloud_launcher_main(Datum arg);
 PGDLLEXPORT void pgcloud_relay_main(Datum arg);
 PGDLLEXPORT void pgcloud_consumer_main(Datum arg);
 PGDLLEXPORT void pgcloud_http_main(Datum arg);
+PGDLLEXPORT void pgcloud_deployer_main(Datum arg);
 
 /* nats.c (bgworkers/nats_link.c) */
 struct natsConnection;
