@@ -5,7 +5,9 @@
  * to provision or retry, services whose deletion grace is over, retired
  * credentials to remove. Each unit is one call of databases.work_once() in
  * its own transaction (the SQL side claims a due row with SKIP LOCKED, talks
- * to the target server and records the outcome); errors are caught per unit.
+ * to the target server and records the outcome); a deployment attempt takes
+ * two, so that its "provisioning" state is committed (and visible) before
+ * the remote work of databases.work_continue(). Errors are caught per unit.
  * It sleeps until databases.next_due_ms() or until a commit that queued work
  * wakes it (databases.wake_deployer()). Where pgcloud_databases is not
  * installed it only checks again now and then.
@@ -53,13 +55,29 @@ run_unit(MemoryContext loopcxt, long *wait_ms)
 		}
 		else
 		{
+			char	   *unit;
+
 			if (SPI_execute("SELECT databases.work_once(), databases.next_due_ms()", false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "databases.work_once() failed");
-			result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) ? 1 : 0;
+			unit = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 			{
 				Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 
 				*wait_ms = isnull ? IDLE_MS : Min(Max(DatumGetInt64(d), 10L), IDLE_MS);
+			}
+			result = unit != NULL ? 1 : 0;
+			if (unit != NULL && strcmp(unit, "done") != 0)
+			{
+				/* A begun deployment attempt: commit "provisioning", then do the remote work. */
+				Oid			argtypes[1] = {TEXTOID};
+				Datum		args[1];
+
+				unit = MemoryContextStrdup(loopcxt, unit);
+				PgcloudWorkerEndWork();
+				PgcloudWorkerBeginWork("databases.work_continue()");
+				args[0] = CStringGetTextDatum(unit);
+				if (SPI_execute_with_args("SELECT databases.work_continue($1)", 1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+					elog(ERROR, "databases.work_continue() failed");
 			}
 		}
 		PgcloudWorkerEndWork();

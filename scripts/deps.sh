@@ -7,6 +7,8 @@ PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap
     libcurl4-openssl-dev libssl-dev libnats-dev nats-server
     libipc-run-perl libtest-simple-perl python3-jwt openssh-client openssh-server openssl curl
+    # databases: libpq for the deployer's connections to target servers; psycopg2 for its TAP test
+    libpq-dev python3-psycopg2
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -58,9 +58,39 @@ $pgcloud$$f$, s.owner_role, s.database_name, username, verifier, conn_limit,
 $body$;
 COMMENT ON FUNCTION databases.roles_sql(databases.services, text, text, integer) IS 'Internal: the DO block (one remote transaction) that creates the owner role, gives it the database (CONNECT revoked from PUBLIC), and creates or re-keys a login role in it with a SCRAM verifier; idempotent.';
 
--- One provisioning attempt of a deployment; returns its status afterwards.
--- Remote errors are caught and recorded: the caller's transaction commits them.
-CREATE FUNCTION databases.provision(deployment_id uuid) RETURNS text
+-- A provisioning attempt in two steps, so that "provisioning" is visible while
+-- the server is being talked to: begin_attempt (the deployer commits it
+-- before the remote work; its next_attempt_at is the lease and the backoff)
+-- and finish_attempt. Inline (create, deploy) both run in the caller's transaction.
+CREATE FUNCTION databases.begin_attempt(deployment_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud, databases
+AS $$
+DECLARE
+    d databases.deployments;
+    s databases.services;
+BEGIN
+    SELECT * INTO d FROM databases.deployments x WHERE x.id = deployment_id FOR UPDATE;
+    IF NOT FOUND OR d.status NOT IN ('pending', 'provisioning') THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO s FROM databases.services x WHERE x.id = d.service_id;
+    IF s.status <> 'active' THEN
+        PERFORM databases.set_deployment_state(d.id, 'stopped', 'the service is being deleted');
+        RETURN false;
+    END IF;
+    PERFORM databases.set_deployment_state(d.id, 'provisioning');
+    UPDATE databases.deployments x
+       SET attempts = x.attempts + 1, updated_at = now(),
+           next_attempt_at = now() + greatest(databases.retry_delay(x.attempts + 1),
+                                              make_interval(secs => 2 * pgcloud.policy('databases.remote_timeout_ms', NULL::int) / 1000.0))
+     WHERE x.id = d.id;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION databases.begin_attempt(uuid) IS 'Internal: starts a provisioning attempt (provisioning, attempts + 1, next_attempt_at = the retry time, which is also the lease should the attempt never finish). False when there is nothing to do.';
+
+CREATE FUNCTION databases.finish_attempt(deployment_id uuid) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
@@ -74,22 +104,14 @@ DECLARE
     timeout_ms int := pgcloud.policy('databases.remote_timeout_ms', NULL::int);
     conn_limit int := pgcloud.policy('databases.connection_limit', NULL::int);
     max_attempts int := pgcloud.policy('databases.deploy_max_attempts', NULL::int);
-    base int := pgcloud.policy('databases.deploy_retry_base_seconds', NULL::int);
     err text;
 BEGIN
     SELECT * INTO d FROM databases.deployments x WHERE x.id = deployment_id FOR UPDATE;
-    IF NOT FOUND OR d.status NOT IN ('pending', 'provisioning') THEN
+    IF NOT FOUND OR d.status <> 'provisioning' THEN
         RETURN d.status;
     END IF;
     SELECT * INTO s FROM databases.services x WHERE x.id = d.service_id;
-    IF s.status <> 'active' THEN
-        PERFORM databases.set_deployment_state(d.id, 'stopped', 'the service is being deleted');
-        RETURN 'stopped';
-    END IF;
     SELECT * INTO srv FROM databases.servers x WHERE x.id = s.server_id;
-    PERFORM databases.set_deployment_state(d.id, 'provisioning');
-    UPDATE databases.deployments x SET attempts = x.attempts + 1, updated_at = now() WHERE x.id = d.id;
-    d.attempts := d.attempts + 1;
     SELECT * INTO c FROM databases.credentials x WHERE x.service_id = s.id AND x.status = 'active';
     BEGIN
         admin_pw := databases.server_admin_password(srv);
@@ -132,15 +154,27 @@ BEGIN
         RETURN 'failed';
     END IF;
     UPDATE databases.deployments x
-       SET reason = err, updated_at = now(),
-           next_attempt_at = now() + make_interval(secs => least(300, base * power(2, d.attempts - 1)))
+       SET reason = err, updated_at = now(), next_attempt_at = now() + databases.retry_delay(d.attempts)
      WHERE x.id = d.id;
     INSERT INTO databases.deployment_history (deployment_id, from_state, to_state, reason)
     VALUES (d.id, 'provisioning', 'provisioning', err);
     RETURN 'provisioning';
 END
 $$;
-COMMENT ON FUNCTION databases.provision(uuid) IS 'One provisioning attempt on the target server, as its administrator: the database (CONNECTION LIMIT from policy) if missing, then in one remote transaction the owner role, ownership, CONNECT revoked from PUBLIC, and the login role with the SCRAM verifier of the generated password; then a login with the generated credentials. Idempotent. Success: running (older deployments stopped). Failure: the reason recorded and a retry scheduled with backoff, or failed after databases.deploy_max_attempts.';
+COMMENT ON FUNCTION databases.finish_attempt(uuid) IS 'Internal: the remote work of a provisioning attempt, as the server''s administrator: the database (CONNECTION LIMIT from policy) if missing, then in one remote transaction the owner role, ownership, CONNECT revoked from PUBLIC, and the login role with the SCRAM verifier of the generated password; then a login with the generated credentials. Idempotent. Success: running (older deployments stopped). Failure: the reason recorded and a retry scheduled with backoff, or failed after databases.deploy_max_attempts.';
+
+CREATE FUNCTION databases.provision(deployment_id uuid) RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud, databases
+AS $$
+BEGIN
+    IF NOT databases.begin_attempt(deployment_id) THEN
+        RETURN (SELECT d.status FROM databases.deployments d WHERE d.id = deployment_id);
+    END IF;
+    RETURN databases.finish_attempt(deployment_id);
+END
+$$;
+COMMENT ON FUNCTION databases.provision(uuid) IS 'One whole provisioning attempt in the caller''s transaction (create and deploy do it inline); returns the deployment''s status afterwards.';
 
 CREATE FUNCTION databases.deploy_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE

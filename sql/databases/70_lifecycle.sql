@@ -172,7 +172,7 @@ SET search_path = pg_catalog, pgcloud
 AS $$ SELECT make_interval(secs => least(300, pgcloud.policy('databases.deploy_retry_base_seconds', NULL::int) * power(2, greatest(attempt, 1) - 1))) $$;
 COMMENT ON FUNCTION databases.retry_delay(integer) IS 'Backoff before retry number attempt of the deployer''s remote work.';
 
-CREATE FUNCTION databases.work_once() RETURNS boolean
+CREATE FUNCTION databases.work_once() RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
@@ -187,8 +187,11 @@ BEGIN
      WHERE d.status IN ('pending', 'provisioning') AND d.next_attempt_at <= now()
      ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF v_id IS NOT NULL THEN
-        PERFORM databases.provision(v_id);
-        RETURN true;
+        -- Committed before the remote work, which databases.work_continue() does next.
+        IF databases.begin_attempt(v_id) THEN
+            RETURN v_id::text;
+        END IF;
+        RETURN 'done';
     END IF;
     -- 2. A service whose deletion grace is over.
     SELECT * INTO s FROM databases.services x
@@ -204,7 +207,7 @@ BEGIN
         IF err IS NOT NULL THEN
             UPDATE databases.services x SET last_error = err, delete_after = now() + databases.retry_delay(2) WHERE x.id = s.id;
             PERFORM pgcloud.audit('service.delete_failed', 'database_service', s.id::text, 'failed', jsonb_build_object('reason', err));
-            RETURN true;
+            RETURN 'done';
         END IF;
         UPDATE databases.services x SET status = 'deleted', deleted_at = now(), last_error = NULL WHERE x.id = s.id;
         PERFORM databases.set_deployment_state(d.id, 'deleted', 'the service was deleted')
@@ -216,7 +219,7 @@ BEGIN
             jsonb_build_object('database', s.database_name, 'server_id', s.server_id));
         PERFORM pgcloud.emit('service.deleted', 'database_service', s.id::text,
             jsonb_build_object('service_id', s.id, 'environment_id', s.environment_id));
-        RETURN true;
+        RETURN 'done';
     END IF;
     -- 3. A retired credential whose grace is over.
     SELECT * INTO c FROM databases.credentials x
@@ -235,23 +238,33 @@ BEGIN
             -- Deleting: the drop takes every role of the service; deleted: gone already.
             IF s.status = 'deleting' THEN
                 UPDATE databases.credentials x SET remove_after = s.delete_after WHERE x.id = c.id;
-                RETURN true;
+                RETURN 'done';
             END IF;
         END IF;
         IF err IS NOT NULL THEN
             UPDATE databases.credentials x SET last_error = err, remove_after = now() + databases.retry_delay(2) WHERE x.id = c.id;
-            RETURN true;
+            RETURN 'done';
         END IF;
         UPDATE databases.credentials x SET status = 'removed', password_sealed = NULL, removed_at = now(), last_error = NULL
          WHERE x.id = c.id;
         PERFORM pgcloud.audit('service.credentials_removed', 'database_service', s.id::text, 'ok',
             jsonb_build_object('user', c.username));
-        RETURN true;
+        RETURN 'done';
     END IF;
-    RETURN false;
+    RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION databases.work_once() IS 'The deployer worker''s unit of work (one per transaction): a due deployment attempt, else a due deletion (database and roles dropped, service deleted, service.deleted), else a due removal of a retired login role. True when it did something.';
+COMMENT ON FUNCTION databases.work_once() IS 'The deployer worker''s unit of work (one per transaction): a due deployment attempt is begun (provisioning, committed) and its id returned for databases.work_continue(); else a due deletion (database and roles dropped, service deleted, service.deleted) or a due removal of a retired login role is done (''done''); NULL when nothing is due.';
+
+CREATE FUNCTION databases.work_continue(deployment_id text) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, databases
+AS $$
+BEGIN
+    RETURN databases.finish_attempt(deployment_id::uuid);
+END
+$$;
+COMMENT ON FUNCTION databases.work_continue(text) IS 'The deployer''s second transaction of a deployment attempt: the remote work and its outcome (databases.finish_attempt).';
 
 CREATE FUNCTION databases.next_due_ms() RETURNS bigint
 LANGUAGE sql STABLE SECURITY DEFINER
