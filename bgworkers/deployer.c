@@ -17,6 +17,8 @@
 #include "access/xact.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "catalog/namespace.h"
+#include "storage/lmgr.h"
 #include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_databases_wake_deployer);
@@ -32,6 +34,32 @@ pgcloud_databases_wake_deployer(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	PgcloudWakeAtCommit(PGCLOUD_WORKER_DEPLOYER);
 	PG_RETURN_BOOL(true);
+}
+
+/*
+ * The databases service's tables, locked without waiting before a unit of
+ * work: a DROP EXTENSION (or anything else holding them exclusively) makes
+ * the worker step aside for a second instead of deadlocking with it.
+ */
+static bool
+lock_tables(void)
+{
+	static const char *const names[] = {
+		"environments", "servers", "services", "credentials", "config",
+		"deployments", "deployment_history", "deployment_transitions"
+	};
+	Oid			nsp = get_namespace_oid("databases", true);
+
+	if (!OidIsValid(nsp))
+		return false;
+	for (int i = 0; i < lengthof(names); i++)
+	{
+		Oid			rel = get_relname_relid(names[i], nsp);
+
+		if (!OidIsValid(rel) || !ConditionalLockRelationOid(rel, AccessShareLock))
+			return false;
+	}
+	return true;
 }
 
 /* One unit of work; returns 1 when something was done, 0 when idle, -1 on error. */
@@ -51,6 +79,11 @@ run_unit(MemoryContext loopcxt, long *wait_ms)
 		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		{
 			*wait_ms = NOT_INSTALLED_MS;
+			result = 0;
+		}
+		else if (!lock_tables())
+		{
+			*wait_ms = 1000;
 			result = 0;
 		}
 		else
