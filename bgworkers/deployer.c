@@ -10,7 +10,7 @@
  * the remote work of databases.work_continue(). Errors are caught per unit.
  * It sleeps until databases.next_due_ms() or until a commit that queued work
  * wakes it (databases.wake_deployer()). Where pgcloud_databases is not
- * installed it only checks again now and then.
+ * installed it stays and only checks again now and then.
  */
 #include "workers.h"
 
@@ -134,8 +134,12 @@ pgcloud_deployer_main(Datum arg)
 	int			errors = 0;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_DEPLOYER, DatumGetInt32(arg));
-	if (!PgcloudWorkerCheckInstalled())
-		proc_exit(0);
+	/*
+	 * No PgcloudWorkerCheckInstalled(): that marks the whole slot, and a
+	 * deployer checking while pgcloud is being installed would then mark a
+	 * slot whose relay already runs. Where the databases service is missing
+	 * the deployer just looks again every NOT_INSTALLED_MS.
+	 */
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud deployer loop", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
