@@ -33,7 +33,10 @@ DATA_built = $(SCRIPTS)
 EXTRA_CLEAN = build
 
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=build/regress --load-extension=pgcloud_core --load-extension=pgcloud
+# installcheck: against a running server with pgcloud in shared_preload_libraries
+# (PGHOST/PGPORT/PGUSER as for psql); every extension is installed in order.
+REGRESS_OPTS = --inputdir=build/regress --load-extension=pgcloud_core \
+               $(foreach s,$(SERVICES),--load-extension=pgcloud_$(s)) --load-extension=pgcloud
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

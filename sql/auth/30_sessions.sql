@@ -231,8 +231,9 @@ BEGIN
     GET DIAGNOSTICS nonces = ROW_COUNT;
     DELETE FROM auth.refresh_tokens WHERE expires_at <= now() - interval '1 day';
     GET DIAGNOSTICS tokens = ROW_COUNT;
-    RETURN jsonb_build_object('nonces', nonces, 'refresh_tokens', tokens,
-                              'revoked_sessions', pgcloud.prune_revoked_sessions());
+    RETURN jsonb_build_object('nonces', nonces, 'refresh_tokens', tokens);
 END
 $$;
-COMMENT ON FUNCTION auth.prune() IS 'Operators: deletes used nonces of expired ID tokens and refresh tokens expired for a day; returns the counts. Sessions are kept as history.';
+COMMENT ON FUNCTION auth.prune() IS 'The auth expiry job (auth.prune, every core.prune_interval_seconds): deletes used nonces of expired ID tokens and refresh tokens expired for a day; returns the counts. Sessions are kept as history; revocations are pruned by core.prune_revoked_sessions in every database.';
+SELECT pgcloud.register_job('auth.prune', 'auth.prune()', 'core.prune_interval_seconds', 's',
+    'Deletes used OpenID Connect nonces of expired ID tokens and refresh tokens expired for a day.');

@@ -26,6 +26,7 @@ BEGIN
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
                                     updated_by = excluded.updated_by;
     PERFORM pgcloud.audit('policy.set', 'policy', k, 'ok', jsonb_build_object('old', old, 'new', v));
+    PERFORM pgcloud.wake_scheduler();   -- a job's new interval counts from its last run, at once
     RETURN jsonb_build_object('key', k, 'value', v, 'previous', old);
 END
 $$;
@@ -58,24 +59,3 @@ LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'pgcloud_rate_limit_reset';
 COMMENT ON FUNCTION pgcloud.rate_limit_reset(text) IS 'Operators: forgets one principal''s bucket (or all when NULL); returns how many were removed.';
 
-CREATE FUNCTION pgcloud.schedule_jobs() RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgcloud
-AS $$
-DECLARE
-    n integer := 0;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
-        RAISE EXCEPTION 'pg_cron is not installed in this database'
-            USING HINT = 'Run CREATE EXTENSION pg_cron in the database named by cron.database_name.';
-    END IF;
-    PERFORM cron.schedule('pgcloud.prune_idempotency_keys', '17 * * * *',
-                          'SELECT pgcloud.prune_idempotency_keys()');
-    n := n + 1;
-    PERFORM cron.schedule('pgcloud.prune_revoked_sessions', '23 * * * *',
-                          'SELECT pgcloud.prune_revoked_sessions()');
-    n := n + 1;
-    RETURN n;
-END
-$$;
-COMMENT ON FUNCTION pgcloud.schedule_jobs() IS 'Schedules pgcloud''s maintenance jobs with pg_cron (idempotent: pg_cron replaces a job of the same name). Returns the number of jobs.';

@@ -27,6 +27,7 @@
 --     maas.machine_released.
 
 INSERT INTO pgcloud.policy_values (key, value, description) VALUES
+    ('maas.poller_interval_ms', '250', 'How often the poller job (maas.poll) looks for machines to act on (ms); it also runs when a goal is set.'),
     ('maas.poll_interval_ms', '5000', 'How often a machine with an open goal (commission, deploy, release) is read from MAAS (ms).'),
     ('maas.commission_timeout_seconds', '1800', 'Commissioning longer than this fails the node (seconds).'),
     ('maas.deploy_timeout_seconds', '2400', 'A deployment not finished after this fails its allocations, frees their slots and releases the machine (seconds).'),

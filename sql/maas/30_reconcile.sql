@@ -22,17 +22,25 @@ COMMENT ON FUNCTION maas.allocation_event(text, maas.allocations, maas.machines,
 
 CREATE FUNCTION maas.set_goal(m maas.machines, new_goal text, series text DEFAULT NULL, image text DEFAULT NULL)
 RETURNS maas.machines
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, maas
 AS $$
+DECLARE
+    r maas.machines;
+BEGIN
     UPDATE maas.machines x
        SET goal = new_goal, goal_seq = x.goal_seq + 1, goal_since = now(),
            goal_series = coalesce(series, x.goal_series), goal_image = coalesce(image, x.goal_image),
            seen_busy = false, last_action = NULL, last_action_at = NULL, updated_at = now()
      WHERE x.system_id = m.system_id
-    RETURNING *
+    RETURNING * INTO r;
+    IF new_goal <> 'none' THEN
+        PERFORM pgcloud.wake_scheduler();   -- the poller acts at commit, not at its next tick
+    END IF;
+    RETURN r;
+END
 $$;
-COMMENT ON FUNCTION maas.set_goal(maas.machines, text, text, text) IS 'Gives a machine a new goal (none, commission, deploy with series and image, release); its timeout counts from now. A request already in flight stays: its answer is an observation like any other.';
+COMMENT ON FUNCTION maas.set_goal(maas.machines, text, text, text) IS 'Gives a machine a new goal (none, commission, deploy with series and image, release); its timeout counts from now; a goal other than none wakes the scheduler at commit so the poller acts at once. A request already in flight stays: its answer is an observation like any other.';
 
 -- Allocations releasing on the machine are done (the machine was released,
 -- or another deployment takes it over, or there is nothing left to release).

@@ -1,4 +1,5 @@
 -- pgcloud.pre_request(): per-principal token bucket in shared memory.
+-- services: core
 BEGIN;
 \ir helpers.psql
 SELECT plan(9);

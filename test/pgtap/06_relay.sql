@@ -1,4 +1,5 @@
 -- Embedded delivery (pgcloud.relay_once): exactly-once effect through the
+-- services: core
 -- inbox, per-aggregate order behind retries, dead letters after N tries.
 BEGIN;
 SELECT plan(14);

@@ -1,4 +1,5 @@
 -- HTTP intents: who may write them, and the executor's decisions, driven
+-- services: core
 -- through the same functions the worker calls (pgcloud.http_claim,
 -- pgcloud.http_record, pgcloud.http_run_callback, pgcloud.http_recover):
 -- retry and backoff, Retry-After, dead letter, SMTP reply codes, callbacks

@@ -1,6 +1,7 @@
 # kill -9 of the postmaster while 10,000 events are being relayed: after a
 # restart every event reached its subscriber exactly once — embedded mode
 # and NATS JetStream mode.
+# services: core
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';

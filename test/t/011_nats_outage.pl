@@ -1,5 +1,6 @@
 # NATS stops for 10 s during a load and comes back: nothing lost, nothing
 # applied twice, and the relay and consumer recover by themselves.
+# services: core
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';

@@ -1,6 +1,7 @@
 # A poison event lands in pgcloud.dead_letters after N tries while the
 # others keep flowing (embedded and NATS modes); SIGTERM stops the workers
 # cleanly and pg_ctl stop -m fast does not hang.
+# services: core
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';

@@ -1,6 +1,7 @@
 # The launcher: a database without pgcloud, or one that does not exist, gets
 # one clear log line and no crash loop; installing pgcloud starts the workers
 # at once; a terminated worker is started again.
+# services: core
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';

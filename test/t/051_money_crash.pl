@@ -4,6 +4,7 @@
 # entries, unbroken chains), and once the work is redone (the job runs again,
 # Stripe redelivers every webhook, the relay resumes) nothing was charged or
 # credited twice and nothing is missing.
+# services: billing payments
 use strict;
 use warnings;
 use Digest::SHA qw(hmac_sha256_hex);
