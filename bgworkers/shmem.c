@@ -18,7 +18,7 @@ PgcloudWorkersShared *PgcloudWorkers = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static const char *const kind_names[PGCLOUD_WORKER_KINDS] = {"relay", "consumer", "http", "scheduler", "deployer"};
+static const char *const kind_names[PGCLOUD_WORKER_KINDS] = {"relay", "consumer", "http", "scheduler"};
 
 const char *
 PgcloudWorkerKindName(PgcloudWorkerKind kind)

@@ -21,7 +21,6 @@ typedef enum PgcloudWorkerKind
 	PGCLOUD_WORKER_CONSUMER,
 	PGCLOUD_WORKER_HTTP,
 	PGCLOUD_WORKER_SCHEDULER,
-	PGCLOUD_WORKER_DEPLOYER,	/* the databases service's deploy worker */
 	PGCLOUD_WORKER_KINDS
 } PgcloudWorkerKind;
 
@@ -82,7 +81,6 @@ PGDLLEXPORT void pgcloud_relay_main(Datum arg);
 PGDLLEXPORT void pgcloud_consumer_main(Datum arg);
 PGDLLEXPORT void pgcloud_http_main(Datum arg);
 PGDLLEXPORT void pgcloud_scheduler_main(Datum arg);
-PGDLLEXPORT void pgcloud_deployer_main(Datum arg);
 
 /* nats.c (bgworkers/nats_link.c) */
 struct natsConnection;

@@ -45,7 +45,7 @@ CREATE FUNCTION pgcloud.pre_request() RETURNS void
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud
 AS 'MODULE_PATHNAME', 'pgcloud_pre_request';
-COMMENT ON FUNCTION pgcloud.pre_request() IS 'PostgREST db-pre-request: refuses access tokens of revoked sessions (sid claim, pgcloud.revoked_sessions) with session_revoked (401), then applies the per-principal rate limit (token bucket in shared memory, core.rate_limit_per_second and core.rate_limit_burst); answers 429 with Retry-After when exceeded.';
+COMMENT ON FUNCTION pgcloud.pre_request() IS 'PostgREST db-pre-request: refuses access tokens of revoked sessions (sid claim, pgcloud.revoked_sessions) with session_revoked (401), then applies the per-principal rate limit (token bucket in shared memory, core.rate_limit_per_second and core.rate_limit_burst; sign-in and token exchange, refresh and webhooks have buckets and policies of their own, core.rate_limit_<class>_per_second/_burst); answers 429 with Retry-After when exceeded. Anonymous callers are keyed by the address the trusted proxies saw (core.rate_limit_trusted_proxies entries from the right of X-Forwarded-For; IPv6 by /64), never by what the client wrote.';
 
 CREATE FUNCTION pgcloud.rate_limit_status(OUT principal text, OUT tokens float8, OUT refilled_at timestamptz,
                                           OUT allowed bigint, OUT denied bigint)

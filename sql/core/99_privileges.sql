@@ -5,7 +5,7 @@ SELECT pgcloud.hand_over('pgcloud_core', 'pgcloud_svc_core');
 -- Install-time and operator-only routines stay superuser-only.
 REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pgcloud.hand_over(name, name),
     pgcloud.rate_limit_reset(text),
-    pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb), pgcloud.wake_workers(),
+    pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb, text), pgcloud.wake_workers(),
     pgcloud.http_recover(), pgcloud.http_claim(text, integer), pgcloud.http_claim_all(text[], integer[]),
     pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
     pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
@@ -18,12 +18,15 @@ REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pg
 -- Every API role: the pre-request hook and the scrubber.
 GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text)
     TO pgcloud_anon, pgcloud_user, pgcloud_admin, pgcloud_service;
+-- Signed-in callers may check a path before they ask for a URL.
+GRANT EXECUTE ON ROUTINE pgcloud.safe_path(text) TO pgcloud_user, pgcloud_admin, pgcloud_service;
 
 -- Request context and the primitives services build on.
 GRANT EXECUTE ON ROUTINE
     pgcloud.claims(), pgcloud.headers(), pgcloud.header(text), pgcloud.request_role(), pgcloud.user_id(),
     pgcloud.correlation_id(), pgcloud.context(), pgcloud.raise(text, text, text, jsonb),
     pgcloud.is_operator(), pgcloud.authorize(text), pgcloud.authorize_scope(text, text, text),
+    pgcloud.authorize_service(text, text, text), pgcloud.refuse_unscoped_service(),
     pgcloud.scopes(), pgcloud.valid_scope(text), pgcloud.idempotency_principal(),
     pgcloud.idempotent(text, jsonb, regprocedure), pgcloud.idempotency_begin(text, text, bytea),
     pgcloud.idempotency_finish(text, text, bytea, jsonb)
@@ -33,9 +36,12 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),
     pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info(),
     pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.revoke_session(uuid, timestamptz),
-    pgcloud.sanitize(text), pgcloud.wake_scheduler()
+    pgcloud.sanitize(text), pgcloud.wake_scheduler(), pgcloud.safe_path(text)
     TO pgcloud_services;
-GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
+-- No INSERT on pgcloud.outbox: only pgcloud.emit() writes it (as the outbox
+-- owner, after checking the caller owns the event type).
+GRANT EXECUTE ON ROUTINE pgcloud.publisher_of(text), pgcloud.event_authentic(text, text), pgcloud.alert(text, text, jsonb)
+    TO pgcloud_services;
 -- Outbound HTTP: services write intents (the guard trigger records who).
 GRANT EXECUTE ON ROUTINE
     pgcloud.http_request(text, text, text, text, text, jsonb, text, regprocedure, jsonb), pgcloud.http_wake()

@@ -24,7 +24,7 @@
 --   * create_database_service() commits the service row, credentials,
 --     config and first deployment together and then provisions inline, so
 --     the database exists when the call returns; a failed attempt is retried
---     by the deployer worker (backoff, policy) until running or failed.
+--     by the deployer job databases.deploy, run by the scheduler (backoff, policy) until running or failed.
 
 INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('environment_name_invalid',     400, 'The environment name must be 1 to 63 letters, digits, spaces, dots, dashes or underscores.', 'databases'),
@@ -51,8 +51,9 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('databases.remote_timeout_ms', '10000', 'Time allowed for one conversation with a target server (connect and statements), in milliseconds.'),
     ('databases.deploy_max_attempts', '6', 'Provisioning attempts of a deployment before it is failed.'),
     ('databases.deploy_retry_base_seconds', '2', 'First retry delay of a deployment (seconds); doubles per attempt up to 300.'),
-    ('databases.inline_provisioning', 'true', 'Whether create_database_service() and deploy_database_service() provision before they return (else the deployer does it after commit).'),
+    ('databases.inline_provisioning', 'true', 'Whether create_database_service() and deploy_database_service() provision before they return (else the deployer job does it after commit).'),
     ('databases.verify_login', 'true', 'Whether a deployment is only running once the generated credentials logged in to the new database.'),
     ('databases.rotation_grace_seconds', '3600', 'How long the previous password stays valid after api.rotate_database_credentials() (seconds).'),
     ('databases.delete_grace_seconds', '3600', 'How long after api.delete_service() the database and its roles are dropped on the server (seconds).'),
-    ('databases.max_services_per_environment', '50', 'Services (not deleted) an environment may hold.');
+    ('databases.max_services_per_environment', '50', 'Services (not deleted) an environment may hold.'),
+    ('databases.deployer_interval_ms', '1000', 'How often the scheduler runs the deployer job databases.deploy (ms); it also runs at once when a create, deploy, rotation or deletion commits.');

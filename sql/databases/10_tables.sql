@@ -83,7 +83,7 @@ COMMENT ON COLUMN databases.services.visibility IS 'Always private for template 
 COMMENT ON COLUMN databases.services.database_name IS 'Database on the target server.';
 COMMENT ON COLUMN databases.services.owner_role IS 'NOLOGIN role on the target server that owns the database; login roles are its members.';
 COMMENT ON COLUMN databases.services.status IS 'active, deleting (drop due at delete_after) or deleted.';
-COMMENT ON COLUMN databases.services.delete_after IS 'When the deployer drops the database (after api.delete_service and the grace; pushed back after a failed try).';
+COMMENT ON COLUMN databases.services.delete_after IS 'When the deployer job drops the database (after api.delete_service and the grace; pushed back after a failed try).';
 COMMENT ON COLUMN databases.services.last_error IS 'Why the last drop attempt failed.';
 COMMENT ON COLUMN databases.services.created_at IS 'When it was created.';
 COMMENT ON COLUMN databases.services.deleted_at IS 'When its database was dropped.';
@@ -165,6 +165,7 @@ CREATE TABLE databases.deployments (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     running_at      timestamptz,
+    claimed_at      timestamptz,
     UNIQUE (service_id, number)
 );
 CREATE INDEX deployments_due_idx ON databases.deployments (next_attempt_at) WHERE status IN ('pending', 'provisioning');
@@ -177,7 +178,8 @@ COMMENT ON COLUMN databases.deployments.number IS '1 for the first deployment of
 COMMENT ON COLUMN databases.deployments.status IS 'pending, provisioning, running, failed, stopped or deleted.';
 COMMENT ON COLUMN databases.deployments.reason IS 'Why the last attempt failed (or why it stopped).';
 COMMENT ON COLUMN databases.deployments.attempts IS 'Provisioning attempts so far.';
-COMMENT ON COLUMN databases.deployments.next_attempt_at IS 'When the deployer tries (again).';
+COMMENT ON COLUMN databases.deployments.next_attempt_at IS 'When the deployer job (databases.deploy) tries (again); while an attempt is claimed, the end of its lease.';
+COMMENT ON COLUMN databases.deployments.claimed_at IS 'When the deployer job began the current attempt (provisioning, committed); its next run does the remote work and clears it. NULL otherwise.';
 COMMENT ON COLUMN databases.deployments.requested_by IS 'Who asked for it.';
 COMMENT ON COLUMN databases.deployments.created_at IS 'When it was requested.';
 COMMENT ON COLUMN databases.deployments.updated_at IS 'Last change.';

@@ -1,4 +1,4 @@
--- C: the target-server connection, SCRAM verifiers, the CSPRNG, the deployer's wake-up (src/databases/, bgworkers/deployer.c).
+-- C: the target-server connection, SCRAM verifiers, the CSPRNG (src/databases/).
 
 CREATE FUNCTION databases.remote_exec(host text, port integer, admin_user text, admin_password text,
                                       dbname text, statements text[], timeout_ms integer) RETURNS text
@@ -20,8 +20,3 @@ CREATE FUNCTION databases.random_hex(nbytes integer) RETURNS text
 LANGUAGE C VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'pgcloud_databases_random_hex';
 COMMENT ON FUNCTION databases.random_hex(integer) IS 'nbytes (1-256) from pg_strong_random() as lower-case hex: generated role and database name suffixes.';
-
-CREATE FUNCTION databases.wake_deployer() RETURNS boolean
-LANGUAGE C VOLATILE
-AS 'MODULE_PATHNAME', 'pgcloud_databases_wake_deployer';
-COMMENT ON FUNCTION databases.wake_deployer() IS 'Wakes this database''s deployer worker when the current transaction commits; false when pgcloud is not preloaded.';

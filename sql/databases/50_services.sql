@@ -70,7 +70,7 @@ BEGIN
     INSERT INTO databases.deployment_history (deployment_id, from_state, to_state) VALUES (v_id, NULL, 'pending');
     PERFORM pgcloud.emit('deployment.state_changed', 'database_service', service_id::text,
         jsonb_build_object('deployment_id', v_id, 'service_id', service_id, 'from', NULL, 'to', 'pending'));
-    PERFORM databases.wake_deployer();
+    PERFORM pgcloud.wake_scheduler();   -- the deployer job runs at commit
     RETURN v_id;
 END
 $$;

@@ -59,8 +59,8 @@ $body$;
 COMMENT ON FUNCTION databases.roles_sql(databases.services, text, text, integer) IS 'Internal: the DO block (one remote transaction) that creates the owner role, gives it the database (CONNECT revoked from PUBLIC), and creates or re-keys a login role in it with a SCRAM verifier; idempotent.';
 
 -- A provisioning attempt in two steps, so that "provisioning" is visible while
--- the server is being talked to: begin_attempt (the deployer commits it
--- before the remote work; its next_attempt_at is the lease and the backoff)
+-- the server is being talked to: begin_attempt (the deployer job commits it in
+-- one run and does the remote work in the next; next_attempt_at is the lease and the backoff)
 -- and finish_attempt. Inline (create, deploy) both run in the caller's transaction.
 CREATE FUNCTION databases.begin_attempt(deployment_id uuid) RETURNS boolean
 LANGUAGE plpgsql VOLATILE

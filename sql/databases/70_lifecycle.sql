@@ -1,4 +1,4 @@
--- Credential rotation, deletion, and the deployer's units of work.
+-- Credential rotation, deletion, and the deployer job (databases.deploy, run by the scheduler).
 
 CREATE FUNCTION databases.rotate_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -45,7 +45,7 @@ BEGIN
     PERFORM pgcloud.emit('database.credentials_rotated', 'database_service', s.id::text,
         jsonb_build_object('service_id', s.id, 'user', v_user, 'previous_user', old.username,
                            'previous_valid_until', v_until));
-    PERFORM databases.wake_deployer();
+    PERFORM pgcloud.wake_scheduler();   -- the deployer job runs at commit
     PERFORM databases.stash_once(databases.connection_uri(s, v_user, v_password));
     RETURN jsonb_build_object('service_id', s.id, 'user', v_user, 'previous_user', old.username,
                               'previous_valid_until', v_until, 'applied', provisioned);
@@ -87,7 +87,7 @@ BEGIN
         jsonb_build_object('name', s.name, 'database', s.database_name, 'delete_after', v_after));
     PERFORM pgcloud.emit('service.deletion_scheduled', 'database_service', s.id::text,
         jsonb_build_object('service_id', s.id, 'environment_id', s.environment_id, 'delete_after', v_after));
-    PERFORM databases.wake_deployer();
+    PERFORM pgcloud.wake_scheduler();   -- the deployer job runs at commit
     RETURN jsonb_build_object('service_id', s.id, 'status', 'deleting', 'delete_after', v_after);
 END
 $$;
@@ -103,7 +103,7 @@ BEGIN
                               'databases.delete_apply(jsonb)');
 END
 $$;
-COMMENT ON FUNCTION api.delete_service(uuid) IS 'Deletes your database service (admins: any): {service_id, status: deleting, delete_after}. After the grace period (policy databases.delete_grace_seconds) the deployer drops the database and its roles on the server and the service becomes deleted (service.deleted). Safe to retry with X-Idempotency-Key.';
+COMMENT ON FUNCTION api.delete_service(uuid) IS 'Deletes your database service (admins: any): {service_id, status: deleting, delete_after}. After the grace period (policy databases.delete_grace_seconds) the deployer job drops the database and its roles on the server and the service becomes deleted (service.deleted). Safe to retry with X-Idempotency-Key.';
 
 -- Drops a service's database and roles on its server (idempotent).
 CREATE FUNCTION databases.drop_remote(s databases.services) RETURNS void
@@ -170,30 +170,18 @@ CREATE FUNCTION databases.retry_delay(attempt integer) RETURNS interval
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$ SELECT make_interval(secs => least(300, pgcloud.policy('databases.deploy_retry_base_seconds', NULL::int) * power(2, greatest(attempt, 1) - 1))) $$;
-COMMENT ON FUNCTION databases.retry_delay(integer) IS 'Backoff before retry number attempt of the deployer''s remote work.';
+COMMENT ON FUNCTION databases.retry_delay(integer) IS 'Backoff before retry number attempt of the deployer job''s remote work.';
 
-CREATE FUNCTION databases.work_once() RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION databases.remove_due() RETURNS text
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
 DECLARE
-    v_id uuid;
     s databases.services;
     c databases.credentials;
     err text;
 BEGIN
-    -- 1. A deployment due for an attempt.
-    SELECT d.id INTO v_id FROM databases.deployments d
-     WHERE d.status IN ('pending', 'provisioning') AND d.next_attempt_at <= now()
-     ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF v_id IS NOT NULL THEN
-        -- Committed before the remote work, which databases.work_continue() does next.
-        IF databases.begin_attempt(v_id) THEN
-            RETURN v_id::text;
-        END IF;
-        RETURN 'done';
-    END IF;
-    -- 2. A service whose deletion grace is over.
+    -- 1. A service whose deletion grace is over.
     SELECT * INTO s FROM databases.services x
      WHERE x.status = 'deleting' AND x.delete_after <= now()
      ORDER BY x.delete_after LIMIT 1 FOR UPDATE SKIP LOCKED;
@@ -207,7 +195,7 @@ BEGIN
         IF err IS NOT NULL THEN
             UPDATE databases.services x SET last_error = err, delete_after = now() + databases.retry_delay(2) WHERE x.id = s.id;
             PERFORM pgcloud.audit('service.delete_failed', 'database_service', s.id::text, 'failed', jsonb_build_object('reason', err));
-            RETURN 'done';
+            RETURN format('service %s: deletion failed, retried later', s.id);
         END IF;
         UPDATE databases.services x SET status = 'deleted', deleted_at = now(), last_error = NULL WHERE x.id = s.id;
         PERFORM databases.set_deployment_state(d.id, 'deleted', 'the service was deleted')
@@ -219,9 +207,9 @@ BEGIN
             jsonb_build_object('database', s.database_name, 'server_id', s.server_id));
         PERFORM pgcloud.emit('service.deleted', 'database_service', s.id::text,
             jsonb_build_object('service_id', s.id, 'environment_id', s.environment_id));
-        RETURN 'done';
+        RETURN format('service %s: deleted', s.id);
     END IF;
-    -- 3. A retired credential whose grace is over.
+    -- 2. A retired credential whose grace is over.
     SELECT * INTO c FROM databases.credentials x
      WHERE x.status = 'retiring' AND x.remove_after <= now()
      ORDER BY x.remove_after LIMIT 1 FOR UPDATE SKIP LOCKED;
@@ -238,43 +226,86 @@ BEGIN
             -- Deleting: the drop takes every role of the service; deleted: gone already.
             IF s.status = 'deleting' THEN
                 UPDATE databases.credentials x SET remove_after = s.delete_after WHERE x.id = c.id;
-                RETURN 'done';
+                RETURN format('service %s: retired login left to the deletion', s.id);
             END IF;
         END IF;
         IF err IS NOT NULL THEN
             UPDATE databases.credentials x SET last_error = err, remove_after = now() + databases.retry_delay(2) WHERE x.id = c.id;
-            RETURN 'done';
+            RETURN format('service %s: removal of a retired login failed, retried later', s.id);
         END IF;
         UPDATE databases.credentials x SET status = 'removed', password_sealed = NULL, removed_at = now(), last_error = NULL
          WHERE x.id = c.id;
         PERFORM pgcloud.audit('service.credentials_removed', 'database_service', s.id::text, 'ok',
             jsonb_build_object('user', c.username));
-        RETURN 'done';
+        RETURN format('service %s: retired login removed', s.id);
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION databases.work_once() IS 'The deployer worker''s unit of work (one per transaction): a due deployment attempt is begun (provisioning, committed) and its id returned for databases.work_continue(); else a due deletion (database and roles dropped, service deleted, service.deleted) or a due removal of a retired login role is done (''done''); NULL when nothing is due.';
+COMMENT ON FUNCTION databases.remove_due() IS 'Internal to the deployer job: one due deletion (database and roles dropped on the server, service deleted, service.deleted) or one due removal of a retired login role; a description of what was done, NULL when nothing is due.';
 
-CREATE FUNCTION databases.work_continue(deployment_id text) RETURNS text
+-- The deployer job. The scheduler runs it every databases.deployer_interval_ms
+-- and at once when a create, deploy, rotation or deletion commits (they call
+-- pgcloud.wake_scheduler()), each run in its own transaction. A provisioning
+-- attempt takes two runs, so that "provisioning" is committed (and visible)
+-- before the server is talked to: one run begins it (begin_attempt,
+-- claimed_at) and wakes the scheduler, the next does the remote work
+-- (finish_attempt). A claim is continued only within its lease
+-- (next_attempt_at); after that (the run died: kill -9, a timeout) the attempt
+-- is begun again and counted, so the maximum attempts still bound it. A run
+-- that did something wakes the scheduler again, so what is due drains at once.
+-- The service's tables are locked without waiting first: a DROP EXTENSION (or
+-- anything holding them exclusively) makes the job step aside instead of
+-- deadlocking with it.
+CREATE FUNCTION databases.deploy() RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
+DECLARE
+    v_id uuid;
+    r text;
 BEGIN
-    RETURN databases.finish_attempt(deployment_id::uuid);
+    BEGIN
+        LOCK TABLE databases.environments, databases.servers, databases.services, databases.credentials,
+                   databases.config, databases.deployments, databases.deployment_history,
+                   databases.deployment_transitions IN ACCESS SHARE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN 'busy: the service''s tables are locked; next run';
+    END;
+    -- 1. An attempt the previous run began (provisioning committed): the remote work.
+    SELECT d.id INTO v_id FROM databases.deployments d
+     WHERE d.status = 'provisioning' AND d.claimed_at IS NOT NULL AND d.next_attempt_at > now()
+     ORDER BY d.claimed_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF v_id IS NOT NULL THEN
+        UPDATE databases.deployments x SET claimed_at = NULL WHERE x.id = v_id;
+        r := format('deployment %s: %s', v_id, databases.finish_attempt(v_id));
+    ELSE
+        -- 2. A deployment due for an attempt: begun here, continued by the next run.
+        SELECT d.id INTO v_id FROM databases.deployments d
+         WHERE d.status IN ('pending', 'provisioning') AND d.next_attempt_at <= now()
+         ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF v_id IS NOT NULL THEN
+            IF databases.begin_attempt(v_id) THEN
+                UPDATE databases.deployments x SET claimed_at = clock_timestamp() WHERE x.id = v_id;
+                r := format('deployment %s: provisioning begun', v_id);
+            ELSE
+                UPDATE databases.deployments x SET claimed_at = NULL WHERE x.id = v_id;
+                r := format('deployment %s: not provisioned (service deleting)', v_id);
+            END IF;
+        ELSE
+            -- 3. A due deletion or removal of a retired login.
+            r := databases.remove_due();
+        END IF;
+    END IF;
+    IF r IS NULL THEN
+        RETURN 'idle';
+    END IF;
+    PERFORM pgcloud.wake_scheduler();   -- run again at once: the claimed attempt, or what else is due
+    RETURN r;
 END
 $$;
-COMMENT ON FUNCTION databases.work_continue(text) IS 'The deployer''s second transaction of a deployment attempt: the remote work and its outcome (databases.finish_attempt).';
+COMMENT ON FUNCTION databases.deploy() IS 'The deployer job (databases.deploy), run by the scheduler every databases.deployer_interval_ms and when woken: one unit per run, each in its own transaction: the remote work of the attempt the previous run began (databases.finish_attempt), else the start of a due provisioning attempt (provisioning committed before the server is talked to; the scheduler is woken for the remote work), else a due deletion or removal of a retired login (databases.remove_due). Returns what it did, or idle (busy when the service''s tables are locked, e.g. by DROP EXTENSION).';
 
-CREATE FUNCTION databases.next_due_ms() RETURNS bigint
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, databases
-AS $$
-    SELECT greatest(0, ceil(extract(epoch FROM (min(t) - clock_timestamp())) * 1000))::bigint
-      FROM (SELECT min(d.next_attempt_at) AS t FROM databases.deployments d WHERE d.status IN ('pending', 'provisioning')
-            UNION ALL
-            SELECT min(s.delete_after) FROM databases.services s WHERE s.status = 'deleting'
-            UNION ALL
-            SELECT min(c.remove_after) FROM databases.credentials c WHERE c.status = 'retiring') x
-$$;
-COMMENT ON FUNCTION databases.next_due_ms() IS 'Milliseconds until the deployer has something due (0: now; NULL: nothing scheduled).';
+SELECT pgcloud.register_job('databases.deploy', 'databases.deploy()', 'databases.deployer_interval_ms', 'ms',
+    'The databases deployer: provisioning attempts and their retries, deletions after the grace, removal of retired logins.',
+    run_on_wake => true);

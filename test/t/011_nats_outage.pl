@@ -11,7 +11,7 @@ use Time::HiRes qw(sleep);
 
 my $natsdir = "$PostgreSQL::Test::Utils::tmp_check/nats_outage";
 my ($port, $nats) = start_nats($natsdir);
-my $node = pgcloud_node('outage', "pgcloud.nats_url = 'nats://127.0.0.1:$port'\n");
+my $node = pgcloud_node('outage', nats_settings($port));
 add_test_subscriber($node);
 
 # 40 transactions of 50 events, one every 0.5 s (about 20 s of load).

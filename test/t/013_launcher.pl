@@ -14,7 +14,8 @@ use Time::HiRes qw(sleep time);
 my $node = PostgreSQL::Test::Cluster->new('launcher');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgcloud'\n"
-    . "pgcloud.databases = 'plain, nosuchdb, postgres'\n");
+    . "pgcloud.databases = 'plain, nosuchdb, postgres'\n"
+    . "max_worker_processes = 16\n");    # 3 workers per served database, the launcher, PostgreSQL's own
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE plain');
 $node->safe_psql('postgres', 'CREATE EXTENSION pgcloud CASCADE');
@@ -32,7 +33,8 @@ is($node->safe_psql('postgres', q{SELECT state FROM pgcloud.workers WHERE databa
     'not installed', 'the status view says why nothing runs in "plain"');
 
 # Installing pgcloud there starts its relay at once (woken at commit).
-# Timed from the commit: the install itself takes seconds on a loaded machine.
+# Timed from the commit (the re-check period is 5 s): the install itself
+# takes seconds on a loaded machine.
 $node->safe_psql('plain', 'CREATE EXTENSION pgcloud CASCADE');
 my $t0 = time();
 is(wait_until($node, q{SELECT state FROM pgcloud.workers WHERE database = 'plain' AND worker = 'relay'}, 'running', 30),
