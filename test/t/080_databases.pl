@@ -245,12 +245,34 @@ $target->start;
 my $db4 = jget($c4, 'service,database');
 is(tq("SELECT count(*) FROM pg_roles WHERE rolname LIKE '${db4}%'"), '0', '... and no role of it on the server');
 
+# ---- the deployer is a job of the scheduler, not a worker of its own ----------------------
+is(pq(q{SELECT string_agg(worker, ',' ORDER BY worker) FROM pgcloud.workers WHERE database = 'postgres'}),
+   'consumer,http,relay,scheduler', 'no deployer worker: the workers are the launcher\'s relay, consumer, http and scheduler');
+like(pq(q{SELECT schedule FROM pgcloud.jobs WHERE job = 'databases.deploy'}), qr/databases\.deployer_interval_ms.*when woken/,
+   'databases.deploy is a scheduled job that also runs when woken');
+ok(pq(q{SELECT runs > 0 AND failures = 0 FROM pgcloud.jobs WHERE job = 'databases.deploy'}) eq 't',
+   '... it has run, and never failed') or diag(pq(q{SELECT last_error FROM pgcloud.jobs WHERE job = 'databases.deploy'}));
+# Conditional locks: with a table of the service held exclusively the job steps aside (no wait, no deadlock).
+my $locker = $node->background_psql('postgres', on_error_stop => 0);
+$locker->query_safe('BEGIN; LOCK TABLE databases.deployments IN ACCESS EXCLUSIVE MODE;');
+my $runs = pq(q{SELECT runs FROM pgcloud.jobs WHERE job = 'databases.deploy'});
+pq('SELECT pgcloud.wake_scheduler()');
+is(wait_until($node, qq{SELECT runs > $runs AND last_result LIKE 'busy%' FROM pgcloud.jobs WHERE job = 'databases.deploy'}, 't', 30), 't',
+   'a locked table: the job returns busy at once instead of waiting');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+
 # ---- deletion ------------------------------------------------------------------------------------
+# The job's interval is made long: the deletion is done because delete_service wakes the scheduler.
+$runs = pq(q{SELECT runs FROM pgcloud.jobs WHERE job = 'databases.deploy'});
+pq("SELECT pgcloud.set_policy('databases.deployer_interval_ms', '600000')");
+is(wait_until($node, qq{SELECT runs > $runs AND next_run > now() + interval '5 minutes' FROM pgcloud.jobs WHERE job = 'databases.deploy'}, 't', 30), 't',
+   'after one more run the job is next due in 10 minutes');
 pq("SELECT pgcloud.set_policy('databases.delete_grace_seconds', '0')");
 my $del = user_json($alice, "SELECT api.delete_service('$svc')");
 is(jget($del, 'status'), 'deleting', 'delete_service schedules the drop');
-is(wait_until($node, "SELECT status FROM databases.services WHERE id = '$svc'", 'deleted', 60), 'deleted',
-   'the deployer deletes it after the grace');
+is(wait_until($node, "SELECT status FROM databases.services WHERE id = '$svc'", 'deleted', 30), 'deleted',
+   'the deployer job deletes it after the grace, woken by the deletion (its interval is 10 minutes)');
 is(tq("SELECT count(*) FROM pg_database WHERE datname = '$dbname'"), '0', 'its database is dropped on the server');
 is(tq("SELECT count(*) FROM pg_roles WHERE rolname LIKE '${dbname}%' OR rolname = '$user'"), '0', '... and its roles');
 is(pq("SELECT string_agg(DISTINCT status, ',') FROM databases.deployments WHERE service_id = '$svc'"), 'deleted', 'its deployments are deleted');
