@@ -17,9 +17,9 @@ MODULE_big = pgcloud
 SRCS = $(sort $(wildcard src/*.c src/*/*.c bgworkers/*.c))
 OBJS = $(SRCS:.c=.o)
 
-PG_CPPFLAGS = -Isrc -Isrc/core -DEXTVERSION=\"$(EXTVERSION)\" $(shell pkg-config --cflags libnats libcurl 2>/dev/null)
+PG_CPPFLAGS = -Isrc -Isrc/core -DEXTVERSION=\"$(EXTVERSION)\" $(shell pkg-config --cflags libnats libcurl libpq 2>/dev/null)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
-SHLIB_LINK = -lcurl -lnats -lcrypto
+SHLIB_LINK = -lcurl -lnats -lcrypto -lpq
 
 # Install scripts: pgcloud_<ext>--<version>.sql, concatenated from sql/<ext>/.
 CORE_SQL = $(sort $(wildcard sql/core/*.sql)) sql/generated/subscriptions.sql

@@ -15,6 +15,8 @@ PACKAGES=(
     rsync debootstrap                        # staging a private checkout; CI's pristine root
     # storage: botocore's presigner, compared byte for byte with the C SigV4 signer (test/t/070_storage_s3.pl)
     python3-botocore
+    # databases: libpq for the deployer job's connections to target servers; psycopg2 for its TAP test
+    libpq-dev python3-psycopg2
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -65,8 +65,8 @@ INSERT INTO pgcloud.services (name, schema_name, database_name, layer, route_pre
    ARRAY['auth', 'provisioning', 'billing', 'payments']::text[],
    ARRAY['smtp']::text[]),
   ('databases', 'databases', 'pgcloud_databases', 'domain', '/databases',
-   ARRAY['database_service.created', 'database.deployment_requested', 'database.deployment_succeeded', 'database.deployment_failed']::text[],
-   ARRAY['user.created']::text[],
+   ARRAY['environment.created', 'database_server.registered', 'service.created', 'service.deletion_scheduled', 'service.deleted', 'deployment.state_changed', 'database.credentials_rotated', 'config.changed']::text[],
+   '{}'::text[],
    ARRAY['auth']::text[],
    '{}'::text[]);
 
@@ -134,5 +134,4 @@ INSERT INTO pgcloud.subscriptions (subscriber, event_type) VALUES
   ('notification', 'account.standing_changed'),
   ('notification', 'payment.succeeded'),
   ('notification', 'payment.refunded'),
-  ('notification', 'platform.alert'),
-  ('databases', 'user.created');
+  ('notification', 'platform.alert');

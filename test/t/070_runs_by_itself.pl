@@ -51,7 +51,7 @@ sub as_user
 
 is(sql(q{SELECT string_agg(job, ',' ORDER BY job) FROM pgcloud.jobs}),
     'auth.prune,billing.accrue,core.prune_cron_history,core.prune_http_intents,core.prune_idempotency_keys,'
-    . 'core.prune_inbox,core.prune_outbox,core.prune_revoked_sessions,maas.poll',
+    . 'core.prune_inbox,core.prune_outbox,core.prune_revoked_sessions,databases.deploy,maas.poll',
     'installing pgcloud registered every job');
 is(wait_for(q{SELECT bool_and(runs > 0 AND last_status = 'succeeded') FROM pgcloud.jobs}, 't', 30), 't',
     'the scheduler ran each of them, with success');

@@ -1,2 +1,0 @@
--- pgcloud_databases: schema databases, owned by pgcloud_svc_databases (created by pgcloud.service_begin).
--- The service's tables, functions and API arrive with its issue.
