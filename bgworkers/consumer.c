@@ -24,6 +24,7 @@ typedef struct Subscriber
 {
 	char		name[NAMEDATALEN];
 	natsSubscription *sub;
+	bool		resumed;		/* this process has taken the durable over */
 } Subscriber;
 
 static NatsLink nlink = {0};
@@ -40,6 +41,7 @@ drop_subscriptions(void)
 		{
 			natsSubscription_Destroy(subscribers[i].sub);
 			subscribers[i].sub = NULL;
+		subscribers[i].resumed = false;
 		}
 }
 
@@ -63,6 +65,7 @@ load_config(void)
 	{
 		strlcpy(subscribers[i].name, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
 		subscribers[i].sub = NULL;
+		subscribers[i].resumed = false;
 	}
 	max_attempts = (int) PgcloudPolicyNumber("core.max_delivery_attempts");
 	retry_base_ms = (long) PgcloudPolicyNumber("core.delivery_retry_base_ms");
@@ -89,7 +92,34 @@ ensure_subscription(Subscriber *s)
 	cc.AckWait = (int64_t) 30 * 1000 * 1000 * 1000;
 	cc.MaxAckPending = 1000;
 	st = js_GetConsumerInfo(&ci, nlink.js, PGCLOUD_STREAM, s->name, NULL, &jerr);
-	if (st == NATS_OK)
+	if (st == NATS_OK && !s->resumed && ci->NumAckPending > 0)
+	{
+		/*
+		 * A previous consumer process (killed, or crashed with the server)
+		 * left messages delivered but neither applied-and-acked nor nak'ed.
+		 * JetStream would redeliver them only after the ack wait, behind
+		 * newer messages of the same aggregates: per-aggregate order would
+		 * break. Take the durable over from its ack floor instead: recreate
+		 * it to deliver from the first unacknowledged message, in stream
+		 * order. Messages after the floor that were applied already come
+		 * again and are dropped by the inbox (exactly once).
+		 */
+		uint64_t	floor = ci->AckFloor.Stream;
+
+		jsConsumerInfo_Destroy(ci);
+		ci = NULL;
+		st = js_DeleteConsumer(nlink.js, PGCLOUD_STREAM, s->name, NULL, &jerr);
+		if (st != NATS_OK && st != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
+			return st;
+		cc.DeliverPolicy = js_DeliverByStartSequence;
+		cc.OptStartSeq = floor + 1;
+		st = js_AddConsumer(NULL, nlink.js, PGCLOUD_STREAM, &cc, NULL, &jerr);
+		if (st != NATS_OK)
+			return st;
+		ereport(LOG, errmsg("pgcloud consumer %s resumed from stream sequence %llu (messages were left unacknowledged)",
+							s->name, (unsigned long long) (floor + 1)));
+	}
+	else if (st == NATS_OK)
 		jsConsumerInfo_Destroy(ci);
 	else if (st == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
 	{
@@ -103,7 +133,10 @@ ensure_subscription(Subscriber *s)
 	jsSubOptions_Init(&so);
 	so.Stream = PGCLOUD_STREAM;
 	so.Consumer = s->name;
-	return js_PullSubscribe(&s->sub, nlink.js, PGCLOUD_SUBJECT_PREFIX ">", s->name, NULL, &so, &jerr);
+	st = js_PullSubscribe(&s->sub, nlink.js, PGCLOUD_SUBJECT_PREFIX ">", s->name, NULL, &so, &jerr);
+	if (st == NATS_OK)
+		s->resumed = true;
+	return st;
 }
 
 /* Applies one message; returns true when it should be acked. */
