@@ -88,6 +88,12 @@ nats_up() {
     for _ in $(seq 1 60); do
         NATSTOOL_REPLICAS=$replicas natstool stream "$(operator_url)" PGCLOUD_EVENTS 'pgcloud.>' >/dev/null 2>&1 || true
         if natstool info "$(operator_url)" PGCLOUD_EVENTS 2>/dev/null | grep -q "replicas=$replicas leader=n"; then
+            # A node that rejoins catches its replica up from the leader:
+            # wait (bounded) until every replica is current again.
+            for _ in $(seq 1 60); do
+                natstool info "$(operator_url)" PGCLOUD_EVENTS 2>/dev/null | grep -q "current=$replicas " && break
+                sleep 1
+            done
             echo "NATS: $(nats_nodes | wc -l) nodes, stream PGCLOUD_EVENTS: $(natstool info "$(operator_url)" PGCLOUD_EVENTS)"
             return 0
         fi
