@@ -59,7 +59,20 @@ build/regress:
 	ln -sfn ../../expected build/regress/expected
 installcheck: build/regress
 
-.PHONY: generate check-generated demo test cluster-start cluster-stop
+# The terminal relay and app runtime agent (termrelay/: C on libwebsockets,
+# libssh, libpq; its page vendors xterm.js from npm) and the browser tests'
+# driver (test/browser: playwright-core from npm).
+all: termrelay test/browser/node_modules/playwright-core/package.json
+termrelay:
+	$(MAKE) -C termrelay
+test/browser/node_modules/playwright-core/package.json: test/browser/package.json
+	cd test/browser && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+clean: termrelay-clean
+termrelay-clean:
+	$(MAKE) -C termrelay clean
+
+.PHONY: generate check-generated demo test cluster-start cluster-stop termrelay termrelay-clean
 generate:
 	python3 scripts/generate.py
 

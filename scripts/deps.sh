@@ -7,12 +7,23 @@ PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap
     libcurl4-openssl-dev libssl-dev libnats-dev nats-server
     libipc-run-perl libtest-simple-perl python3-jwt openssh-client openssh-server openssl curl
+    # terminal relay and app runtime agent (termrelay/), browser test (test/t/110_terminal_browser.pl)
+    # (npm comes with nodejs from NodeSource here; on stock Debian add the npm package)
+    libwebsockets-dev libssh-dev chromium nodejs
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# The throwaway sshd of the terminal tests runs as the test user (postgres
+# under root); to hand a PTY to itself it must change the pty's group to tty,
+# which needs membership where devpts is not mounted with gid=5.
+tty_group() {
+    if [ "$(id -u)" = 0 ] && id -u postgres >/dev/null 2>&1 && ! id -nG postgres | grep -qw tty; then
+        usermod -aG tty postgres
+    fi
+}
+[ ${#missing[@]} -eq 0 ] && { tty_group; exit 0; }
 if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -22,3 +33,4 @@ else
     echo "  sudo apt-get install -y ${missing[*]}" >&2
     exit 1
 fi
+tty_group

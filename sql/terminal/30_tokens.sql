@@ -73,7 +73,7 @@ DECLARE
     t terminal.tokens;
     a terminal.allocations;
     uname text;
-    relay text := left(coalesce(pgcloud.claims() ->> 'relay', pgcloud.claims() ->> 'sub', 'relay'), 100);
+    v_relay text := left(coalesce(pgcloud.claims() ->> 'relay', pgcloud.claims() ->> 'sub', 'relay'), 100);
     s terminal.sessions;
 BEGIN
     PERFORM pgcloud.authorize('service');
@@ -111,14 +111,14 @@ BEGIN
     END IF;
     UPDATE terminal.tokens x SET redeemed_at = now() WHERE x.id = t.id;
     INSERT INTO terminal.sessions (token_id, user_id, session_id, allocation_id, posix_username, relay)
-    VALUES (t.id, t.user_id, t.session_id, t.allocation_id, uname, relay)
+    VALUES (t.id, t.user_id, t.session_id, t.allocation_id, uname, v_relay)
     RETURNING * INTO s;
     PERFORM pgcloud.audit('terminal.token_redeemed', 'allocation', a.allocation_id::text, 'ok',
         jsonb_build_object('token_id', t.id, 'terminal_session_id', s.id, 'user_id', t.user_id,
-                           'session_id', t.session_id, 'relay', relay, 'posix_username', uname));
+                           'session_id', t.session_id, 'relay', v_relay, 'posix_username', uname));
     PERFORM pgcloud.emit('terminal.token_redeemed', 'allocation', a.allocation_id::text,
         jsonb_build_object('token_id', t.id, 'terminal_session_id', s.id, 'allocation_id', a.allocation_id,
-                           'user_id', t.user_id, 'session_id', t.session_id, 'relay', relay));
+                           'user_id', t.user_id, 'session_id', t.session_id, 'relay', v_relay));
     RETURN jsonb_build_object('terminal_session_id', s.id, 'allocation_id', a.allocation_id,
                               'user_id', t.user_id, 'owner_id', a.user_id, 'session_id', t.session_id,
                               'posix_username', uname, 'address', coalesce(a.address, a.hostname),

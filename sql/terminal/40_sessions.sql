@@ -55,18 +55,18 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, terminal
 AS $$
 DECLARE
-    relay text := terminal.relay_name();
+    v_relay text := terminal.relay_name();
     s terminal.sessions;
     n integer := 0;
 BEGIN
     PERFORM pgcloud.authorize('service');
     PERFORM pgcloud.authorize_scope('terminal:redeem');
-    FOR s IN SELECT * FROM terminal.sessions x WHERE x.state = 'live' AND x.relay = relay FOR UPDATE LOOP
+    FOR s IN SELECT * FROM terminal.sessions x WHERE x.state = 'live' AND x.relay = v_relay FOR UPDATE LOOP
         PERFORM terminal.end_session(s, 'relay_restarted');
         n := n + 1;
     END LOOP;
-    PERFORM pgcloud.audit('terminal.relay_started', 'relay', relay, 'ok', jsonb_build_object('ended_sessions', n));
-    RETURN jsonb_build_object('relay', relay, 'ended_sessions', n);
+    PERFORM pgcloud.audit('terminal.relay_started', 'relay', v_relay, 'ok', jsonb_build_object('ended_sessions', n));
+    RETURN jsonb_build_object('relay', v_relay, 'ended_sessions', n);
 END
 $$;
 COMMENT ON FUNCTION api.service_terminal_relay_started() IS 'A relay (scope terminal:redeem) announces it (re)started: every session still marked live for it is ended (relay_restarted). Returns {relay, ended_sessions}.';
@@ -76,7 +76,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, terminal
 AS $$
 DECLARE
-    relay text := terminal.relay_name();
+    v_relay text := terminal.relay_name();
     e jsonb;
     s terminal.sessions;
     close jsonb := '[]'::jsonb;
@@ -96,7 +96,7 @@ BEGIN
            SET last_seen_at = now(),
                bytes_in = greatest(x.bytes_in, coalesce((e ->> 'bytes_in')::bigint, 0)),
                bytes_out = greatest(x.bytes_out, coalesce((e ->> 'bytes_out')::bigint, 0))
-         WHERE x.id = (e ->> 'id')::uuid AND x.relay = relay AND x.state = 'live'
+         WHERE x.id = (e ->> 'id')::uuid AND x.relay = v_relay AND x.state = 'live'
         RETURNING * INTO s;
         IF NOT FOUND THEN
             close := close || jsonb_build_array(jsonb_build_object('id', e ->> 'id', 'reason', 'not_live'));
