@@ -31,9 +31,12 @@ BEGIN
     IF mint_terminal_token.allocation_id IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'allocation_id is required');
     END IF;
-    IF v_sid IS NULL OR v_sid !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+    IF v_sid IS NULL THEN
         PERFORM pgcloud.raise('terminal_no_session', 'the request carries no sid claim',
                               'Sign in; tokens of service accounts cannot open terminals.');
+    END IF;
+    IF v_sid !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        PERFORM pgcloud.raise('invalid_request_context', 'the sid claim must be a session uuid');
     END IF;
     IF ttl IS NULL OR ttl NOT BETWEEN 5 AND 600 THEN
         PERFORM pgcloud.raise('policy_invalid', 'terminal.token_ttl_seconds must be between 5 and 600');
