@@ -27,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -192,23 +193,10 @@ refusal_code(const char *code)
 static void
 parse_resize(Session *s, const char *p, size_t n)
 {
-	char		tmp[128];
-	const char *c,
-			   *r;
 	int			cols,
 				rows;
 
-	if (n >= sizeof(tmp))
-		return;
-	memcpy(tmp, p, n);
-	tmp[n] = '\0';
-	c = strstr(tmp, "\"cols\":");
-	r = strstr(tmp, "\"rows\":");
-	if (!c || !r)
-		return;
-	cols = atoi(c + 7);
-	rows = atoi(r + 7);
-	if (cols < 2 || cols > 1000 || rows < 2 || rows > 1000)
+	if (wire_parse_resize(p, n, &cols, &rows) < 0)
 		return;
 	s->cols = cols;
 	s->rows = rows;
@@ -429,30 +417,14 @@ static int
 token_from_protocols(struct lws *wsi, char *token, size_t len)
 {
 	char		hdr[2048];
-	char	   *save = NULL,
-			   *p;
 	int			n = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+	int			rc;
 
 	if (n <= 0 || n >= (int) sizeof(hdr) || lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_PROTOCOL) < 0)
 		return -1;
-	for (p = strtok_r(hdr, ",", &save); p; p = strtok_r(NULL, ",", &save))
-	{
-		while (*p == ' ')
-			p++;
-		if (strncmp(p, "pgcloud.token.", 14) == 0)
-		{
-			size_t		tl = strcspn(p + 14, " ");
-
-			if (tl == 0 || tl >= len)
-				return -1;
-			memcpy(token, p + 14, tl);
-			token[tl] = '\0';
-			explicit_bzero(hdr, sizeof(hdr));
-			return 0;
-		}
-	}
+	rc = wire_token_from_protocols(hdr, strlen(hdr), token, len);
 	explicit_bzero(hdr, sizeof(hdr));
-	return -1;
+	return rc;
 }
 
 static int
