@@ -147,6 +147,12 @@ my $pid2 = `cat $home/.pgcloud/apps/$i2->{unit}.pid`;
 chomp $pid2;
 kill 'KILL', -$pid2 if $pid2 =~ /^\d+$/;
 
+# Our files on the "node" (the test user's home).
+for my $u (grep { defined } map { $_->{unit} } ($inst, $d, $i2)) {
+    unlink glob("$home/.pgcloud/apps/$u.*");
+}
+unlink "$home/.pgcloud/apps/greeting-$port.txt";
+
 $agent->signal('TERM');
 $agent->finish;
 $ssh->{handle}->signal('TERM');
