@@ -130,12 +130,19 @@ JSON
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULT=$(ulimit -n 8192; NODE_TLS_REJECT_UNAUTHORIZED=0 node --no-warnings --experimental-websocket bench/terminal_client.mjs "$WORK/client.json")
 echo "$RESULT"
-LIVE=$(psql_b -c "SELECT count(*) FROM terminal.sessions WHERE state = 'live'")
+# The relay ends each session (SSH close, end recorded with its bytes); wait until none is live.
+T0=$(date +%s.%N)
+for _ in $(seq 1 600); do
+    LIVE=$(psql_b -c "SELECT count(*) FROM terminal.sessions WHERE state = 'live'")
+    [ "$LIVE" = 0 ] && break
+    sleep 0.2
+done
+DRAIN=$(python3 -c "import time; print(round(time.time() - $T0, 1))")
 ENDED=$(psql_b -c "SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'terminal.session_ended'")
 
-python3 - "$RESULT" "$LOAD" "$IDLE" "$STREAMING" "$RTT_N" "$STREAM_SECONDS" "$LIVE" "$ENDED" >> bench/RESULTS.md <<'PY'
+python3 - "$RESULT" "$LOAD" "$IDLE" "$STREAMING" "$RTT_N" "$STREAM_SECONDS" "$LIVE" "$ENDED" "$DRAIN" >> bench/RESULTS.md <<'PY'
 import json, sys, datetime
-r = json.loads(sys.argv[1]); load, idle, streaming, rtt_n, secs, live, ended = sys.argv[2:]
+r = json.loads(sys.argv[1]); load, idle, streaming, rtt_n, secs, live, ended, drain = sys.argv[2:]
 def rtt(x): return f"{x['p50_ms']} / {x['p99_ms']}"
 print(f"""
 ## Terminal relay: sessions held, memory, keystroke round trips ({datetime.date.today()}, 2 cores)
@@ -152,7 +159,7 @@ own SSH connection with its own ephemeral key and certificate. Load average at t
 | sessions held at the peak (idle + probe + streaming) | {r['sessions_held_at_peak']} |
 | relay RSS while {streaming} sessions stream | {r['relay_rss_kb_streaming']} KiB |
 | streaming throughput, all / per session | {r['streaming_total_mb_per_s']} MB/s / {r['streaming_per_session_mb_per_s']} MB/s |
-| sessions still marked live after the client closed all | {live} (ends audited: {ended}) |
+| after the client closed all: sessions still live / ends audited (with bytes) | {live} / {ended}, {drain} s after the client finished (its own 2 s wait included before) |
 
 | keystroke round trip (p50 / p99, ms) | through the relay (WebSocket + relay + sshd) | direct `ssh -tt` to the same sshd |
 |---|---|---|

@@ -120,6 +120,19 @@ static int	max_sessions;
 static int	ssh_port;
 static const char *known_hosts;
 
+/* Wakes the libwebsockets loop from a session thread; never after the context is gone. */
+static pthread_rwlock_t context_lock = PTHREAD_RWLOCK_INITIALIZER;
+static int	context_alive;
+
+static void
+kick(void)
+{
+	pthread_rwlock_rdlock(&context_lock);
+	if (context_alive)
+		lws_cancel_service(context);
+	pthread_rwlock_unlock(&context_lock);
+}
+
 static void
 session_unref(Session *s)
 {
@@ -165,7 +178,7 @@ to_browser(Session *s, const char *p, size_t n)
 	buf_append(&s->to_ws, p, n);
 	s->bytes_out += n;
 	pthread_mutex_unlock(&s->mu);
-	lws_cancel_service(context);
+	kick();
 }
 
 static void
@@ -176,7 +189,7 @@ finish(Session *s, int code, const char *reason)
 	s->close_code = code;
 	snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
 	pthread_mutex_unlock(&s->mu);
-	lws_cancel_service(context);
+	kick();
 }
 
 static int
@@ -687,8 +700,8 @@ static void
 on_signal(int sig)
 {
 	stopping = 1;
-	if (context)
-		lws_cancel_service(context);
+	if (context_alive)
+		lws_cancel_service(context);	/* async-signal-safe: it writes to a pipe */
 }
 
 static void
@@ -801,12 +814,27 @@ main(int argc, char **argv)
 		log_msg("error", "cannot listen on %s port %d", info.iface, info.port);
 		return 1;
 	}
+	context_alive = 1;
 	log_msg("info", "listening on %s port %d (%s)", info.iface, info.port, tls_cert ? "TLS" : "plain");
 	pthread_create(&hb, NULL, heartbeat_thread, NULL);
 	while (!stopping)
 		if (lws_service(context, 0) < 0)
 			break;
 	log_msg("info", "stopping");
-	lws_context_destroy(context);
+	pthread_rwlock_wrlock(&context_lock);
+	context_alive = 0;
+	pthread_rwlock_unlock(&context_lock);
+	lws_context_destroy(context);	/* closes every WebSocket: the session threads end their sessions */
+	for (int i = 0; i < 100; i++)
+	{
+		int			left;
+
+		pthread_mutex_lock(&sessions_mu);
+		left = nsessions;
+		pthread_mutex_unlock(&sessions_mu);
+		if (left == 0)
+			break;
+		usleep(100 * 1000);
+	}
 	return 0;
 }
