@@ -241,11 +241,19 @@ session_thread(void *arg)
 				  "SELECT r ->> 'terminal_session_id', r ->> 'allocation_id', r ->> 'user_id', r ->> 'posix_username', r ->> 'address' "
 				  "FROM (SELECT api.service_redeem_terminal_token($1) AS r) x",
 				  1, params, code, sizeof(code), msg, sizeof(msg));
-	explicit_bzero(s->token, sizeof(s->token));
 	if (!res)
 	{
 		char		line[160];
+		const char *ap[2] = {s->token, code};
+		char		acode[80],
+					amsg[256];
+		PGresult   *ares;
 
+		/* The redeem's audit rolled back with its error: record the refusal. */
+		ares = db_call(db, "SELECT api.service_terminal_refused($1, $2)", 2, ap, acode, sizeof(acode), amsg, sizeof(amsg));
+		if (ares)
+			PQclear(ares);
+		explicit_bzero(s->token, sizeof(s->token));
 		log_msg("info", "terminal token refused: %s", code);
 		snprintf(line, sizeof(line), "\r\n[pgcloud] terminal refused: %s\r\n", code);
 		to_browser(s, line, strlen(line));
@@ -253,6 +261,7 @@ session_thread(void *arg)
 		session_unref(s);
 		return NULL;
 	}
+	explicit_bzero(s->token, sizeof(s->token));
 	pthread_mutex_lock(&s->mu);
 	snprintf(s->id, sizeof(s->id), "%s", PQgetvalue(res, 0, 0));
 	pthread_mutex_unlock(&s->mu);

@@ -129,3 +129,25 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_redeem_terminal_token(token text) IS 'The terminal relay (pgcloud_service with scope terminal:redeem) redeems a terminal token, once: returns {terminal_session_id, allocation_id, user_id, owner_id, session_id, posix_username, address, hostname} and opens a live session. Unknown: 401 terminal_token_invalid; second redeem: 409 terminal_token_used; expired: 401 terminal_token_expired; revoked with its session: 401 session_revoked or terminal_token_revoked; allocation no longer active: 409 allocation_not_active.';
+
+CREATE FUNCTION api.service_terminal_refused(token text, code text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, terminal
+AS $$
+DECLARE
+    t terminal.tokens;
+BEGIN
+    PERFORM pgcloud.authorize('service');
+    PERFORM pgcloud.authorize_scope('terminal:redeem');
+    IF code IS NULL OR code !~ '^[a-z_]{1,64}$' THEN
+        PERFORM pgcloud.raise('invalid_argument', 'code must be the catalogued error code of the refusal');
+    END IF;
+    IF token IS NOT NULL AND length(token) BETWEEN 20 AND 200 AND token ~ '^pgt_[A-Za-z0-9_-]+$' THEN
+        SELECT * INTO t FROM terminal.tokens x WHERE x.token_hash = terminal.token_hash(token);
+    END IF;
+    PERFORM pgcloud.audit('terminal.token_refused', 'allocation', coalesce(t.allocation_id::text, 'unknown'), 'rejected',
+        jsonb_build_object('code', code, 'token_id', t.id, 'user_id', t.user_id, 'relay', terminal.relay_name()));
+    RETURN jsonb_build_object('audited', true, 'token_id', t.id);
+END
+$$;
+COMMENT ON FUNCTION api.service_terminal_refused(text, text) IS 'A relay (scope terminal:redeem) records that it refused a token (the redeem''s error rolled back with it): audited as terminal.token_refused with the error code and, when the token is known, its id, user and allocation. The token itself is never stored.';

@@ -92,6 +92,15 @@ UPDATE terminal.tokens SET created_at = now() - interval '2 min', expires_at = n
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.redeem(%L)', :'tok2')),
           '{"code": "terminal_token_expired", "status": 401}', 'an expired token: 401');
 
+SELECT pg_temp.as_relay();
+SELECT is(api.service_terminal_refused(:'tok', 'terminal_token_used') ->> 'audited', 'true', 'a relay records a refusal');
+SELECT is((SELECT details ->> 'code' || ' ' || result || ' ' || target_id FROM pgcloud.audit_logs
+            WHERE action = 'terminal.token_refused' ORDER BY id DESC LIMIT 1),
+          'terminal_token_used rejected ' || :a1, '... audited as terminal.token_refused on the allocation');
+SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE details::text LIKE '%' || :'tok' || '%')::int, 0, '... without the token');
+SELECT is(pg_temp.error_of('SELECT api.service_terminal_refused(NULL, ''Bad Code'')'), '{"code": "invalid_argument", "status": 400}',
+          'the code must be a catalogued code');
+
 -- ---- death with the session and the allocation ----------------------------------------
 SELECT pg_temp.mint(:alice, :sid2, :a1) AS tok3 \gset
 SELECT pg_temp.mint(:alice, :sid2, :a1) AS tok4 \gset

@@ -115,6 +115,9 @@ browser("open $t1->{token}");
 my $st = browser('wait_state closed 20000');
 is($st->{code}, 4401, 'a replayed token: the socket closes with 4401');
 is($st->{reason}, 'terminal_token_used', '... reason terminal_token_used');
+is($node->safe_psql('postgres', q{SELECT details ->> 'code' FROM pgcloud.audit_logs WHERE action = 'terminal.token_refused'
+    AND result = 'rejected' AND details ->> 'token_id' IS NOT NULL ORDER BY id DESC LIMIT 1}),
+   'terminal_token_used', '... and the refusal is audited with the token id');
 
 # Someone else's allocation: no token at all.
 my $tb = mint($alice, $sid_a, $alloc_bob);
