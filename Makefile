@@ -33,7 +33,10 @@ DATA_built = $(SCRIPTS)
 EXTRA_CLEAN = build
 
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=build/regress --load-extension=pgcloud_core --load-extension=pgcloud
+# installcheck: against a running server with pgcloud in shared_preload_libraries
+# (PGHOST/PGPORT/PGUSER as for psql); every extension is installed in order.
+REGRESS_OPTS = --inputdir=build/regress --load-extension=pgcloud_core \
+               $(foreach s,$(SERVICES),--load-extension=pgcloud_$(s)) --load-extension=pgcloud
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -60,14 +63,10 @@ build/regress:
 installcheck: build/regress
 
 # The terminal relay and app runtime agent (termrelay/: C on libwebsockets,
-# libssh, libpq; its page vendors xterm.js from npm) and the browser tests'
-# driver (test/browser: playwright-core from npm).
-all: termrelay test/browser/node_modules/playwright-core/package.json
+# libssh, libpq; its page serves the vendored xterm.js).
+all: termrelay
 termrelay:
 	$(MAKE) -C termrelay
-test/browser/node_modules/playwright-core/package.json: test/browser/package.json
-	cd test/browser && npm install --no-audit --no-fund --loglevel=error
-	touch $@
 clean: termrelay-clean
 termrelay-clean:
 	$(MAKE) -C termrelay clean

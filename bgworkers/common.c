@@ -61,6 +61,16 @@ PgcloudWorkerSetup(PgcloudWorkerKind kind, int slot)
 
 	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
 
+	/*
+	 * Workers run as the bootstrap superuser: nothing a user can create may
+	 * be found by name resolution (CVE-2018-1058). Every name in the
+	 * workers' SQL is schema-qualified, and functions they call pin their
+	 * own search_path; operators resolve in pg_catalog only.
+	 */
+	StartTransactionCommand();
+	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_SESSION);
+	CommitTransactionCommand();
+
 	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
 	PgcloudWorkers->slots[slot].dboid = MyDatabaseId;
 	my_state()->pid = MyProcPid;

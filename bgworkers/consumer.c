@@ -115,15 +115,17 @@ apply_message(const char *subscriber, natsMsg *msg, MemoryContext loopcxt, char 
 
 	PG_TRY();
 	{
-		Oid			argtypes[2] = {TEXTOID, TEXTOID};
-		Datum		values[2];
+		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		values[3];
 		const char *data = natsMsg_GetData(msg);
 		int			len = natsMsg_GetDataLength(msg);
+		const char *subject = natsMsg_GetSubject(msg);
 
 		values[0] = CStringGetTextDatum(subscriber);
 		values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
+		values[2] = CStringGetTextDatum(subject ? subject : "");
 		PgcloudWorkerBeginWork("applying a NATS event");
-		if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb)", 2, argtypes, values, NULL,
+		if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes, values, NULL,
 								  false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "pgcloud.consume_event() failed");
 		PgcloudWorkerEndWork();
@@ -140,7 +142,8 @@ apply_message(const char *subscriber, natsMsg *msg, MemoryContext loopcxt, char 
 
 /* Records a failed message; true when it was dead-lettered. */
 static bool
-record_failure(const char *subscriber, natsMsg *msg, const char *error, int deliveries)
+record_failure(const char *subscriber, natsMsg *msg, const char *error, int deliveries,
+			   MemoryContext loopcxt)
 {
 	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[5];
@@ -150,17 +153,38 @@ record_failure(const char *subscriber, natsMsg *msg, const char *error, int deli
 	bool		dead = false;
 	bool		isnull;
 
+	MemoryContext oldcxt = CurrentMemoryContext;
+
 	natsMsgHeader_Get(msg, "Nats-Msg-Id", &msgid);
 	values[0] = CStringGetTextDatum(subscriber);
 	values[1] = CStringGetTextDatum(msgid ? msgid : "");
 	values[2] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", natsMsg_GetDataLength(msg)));
 	values[3] = CStringGetTextDatum(error);
 	values[4] = Int32GetDatum(deliveries);
-	PgcloudWorkerBeginWork("recording a failed NATS event");
-	if (SPI_execute_with_args("SELECT pgcloud.consume_failed($1, $2, $3, $4, $5)", 5, argtypes, values, nulls,
-							  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
-		dead = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	PgcloudWorkerEndWork();
+	/*
+	 * A message that cannot even be recorded must not take the worker down
+	 * (it would be fetched again after the restart, forever): note the error
+	 * and let JetStream redeliver it; once its deliveries reach the limit it
+	 * is terminated below without a record.
+	 */
+	PG_TRY();
+	{
+		PgcloudWorkerBeginWork("recording a failed NATS event");
+		if (SPI_execute_with_args("SELECT pgcloud.consume_failed($1, $2, $3, $4, $5)", 5, argtypes, values, nulls,
+								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			dead = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		PgcloudWorkerEndWork();
+	}
+	PG_CATCH();
+	{
+		char	   *why = PgcloudWorkerAbortWork(loopcxt);
+
+		ereport(WARNING, errmsg("pgcloud consumer: could not record a failed message for %s: %s", subscriber,
+								why ? why : "unknown error"));
+		dead = deliveries >= max_attempts;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
 	return dead;
 }
 
@@ -212,7 +236,7 @@ consume_round(MemoryContext loopcxt)
 					deliveries = (int) meta->NumDelivered;
 					jsMsgMetaData_Destroy(meta);
 				}
-				if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries))
+				if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries, loopcxt))
 					natsMsg_Term(msg, NULL);
 				else
 					natsMsg_NakWithDelay(msg, Min(retry_base_ms << Min(deliveries, 10), 60000L), NULL);

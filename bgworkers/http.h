@@ -7,7 +7,8 @@
  *                    record outcomes, run due callbacks, recover at start
  *   http_transfer.c  one request: the curl easy handle, its URL, headers,
  *                    body, response capture and the outcome
- *   http_auth.c      credentials added at send time (Stripe, MAAS OAuth)
+ *   http_auth.c      credentials added at send time (Stripe, MAAS OAuth,
+ *                    S3 SigV4 query signature)
  */
 #ifndef PGCLOUD_HTTP_H
 #define PGCLOUD_HTTP_H
@@ -22,6 +23,7 @@ typedef enum HttpTarget
 	HTTP_TARGET_MAAS,
 	HTTP_TARGET_SMTP,
 	HTTP_TARGET_TEST,
+	HTTP_TARGET_S3,
 	HTTP_TARGETS
 } HttpTarget;
 
@@ -34,6 +36,7 @@ typedef struct HttpPolicy
 	long		connect_timeout_ms;
 	long		total_timeout_ms;
 	size_t		response_max_bytes;
+	char		plaintext_hosts[2048];	/* ",host1,host2," (core.plaintext_allowed_hosts) */
 } HttpPolicy;
 
 /* What pgcloud.http_claim() returned for one intent (palloc'd strings). */
@@ -100,5 +103,6 @@ extern char *HttpCleanText(const char *data, size_t len);
 /* http_auth.c */
 extern bool HttpStripeAuthHeader(char **header, char **error);
 extern bool HttpMaasAuthHeader(char **header, char **error);
+extern char *HttpS3SignedUrl(const char *method, const char *path, char **error);
 
 #endif

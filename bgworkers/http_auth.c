@@ -9,12 +9,17 @@
  *           OAuth realm="", oauth_version="1.0", oauth_signature_method="PLAINTEXT",
  *           oauth_consumer_key="..", oauth_token="..", oauth_signature="&<secret>",
  *           oauth_nonce="..", oauth_timestamp=".."
+ *   S3:     the URL itself is pre-signed (AWS SigV4 query signing, src/storage/sigv4.c)
+ *           from the pgcloud.s3_* settings at send time, valid for S3_SEND_EXPIRES seconds
  */
 #include "http.h"
+
+#include "../src/storage/sigv4.h"
 
 #include <time.h>
 
 #define MAAS_KEY_PART_MAX 256
+#define S3_SEND_EXPIRES 300
 
 /* Characters a key part may hold: they go between double quotes unescaped. */
 static bool
@@ -102,4 +107,23 @@ HttpMaasAuthHeader(char **header, char **error)
 	pfree(token);
 	pfree(secret);
 	return true;
+}
+
+/*
+ * The pre-signed URL of an s3 intent: path is "/" + the URI-encoded object
+ * key (the bucket and addressing style come from the settings).
+ */
+char *
+HttpS3SignedUrl(const char *method, const char *path, char **error)
+{
+	Sigv4Config cfg;
+
+	if (!Sigv4ConfigFromSettings(&cfg, error))
+		return NULL;
+	if (path[0] != '/' || path[1] == '\0')
+	{
+		*error = pstrdup("the path of an s3 intent is \"/\" followed by the URI-encoded object key");
+		return NULL;
+	}
+	return Sigv4Presign(&cfg, method, path + 1, (int64) time(NULL), S3_SEND_EXPIRES, NULL, error);
 }

@@ -215,10 +215,12 @@ load_policy(void)
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	if (SPI_execute("SELECT c ->> 'stripe', c ->> 'maas', c ->> 'smtp', c ->> 'test', "
+	if (SPI_execute("SELECT c ->> 'stripe', c ->> 'maas', c ->> 'smtp', c ->> 'test', c ->> 's3', "
 					"pgcloud.policy('core.http_connect_timeout_ms', NULL::bigint), "
 					"pgcloud.policy('core.http_total_timeout_ms', NULL::bigint), "
-					"pgcloud.policy('core.http_response_max_bytes', NULL::bigint) "
+					"pgcloud.policy('core.http_response_max_bytes', NULL::bigint), "
+					"(SELECT ',' || pg_catalog.string_agg(pg_catalog.lower(h), ',') || ',' "
+					"   FROM pg_catalog.jsonb_array_elements_text(pgcloud.policy('core.plaintext_allowed_hosts', NULL::jsonb)) h) "
 					"FROM (SELECT pgcloud.policy('core.http_concurrency', NULL::jsonb) AS c) p",
 					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the HTTP policies");
@@ -226,9 +228,15 @@ load_policy(void)
 	desc = SPI_tuptable->tupdesc;
 	for (int t = 0; t < HTTP_TARGETS; t++)
 		policy.concurrency[t] = (int) clamp_long(SPI_getvalue(tup, desc, t + 1), 0, MAX_CONCURRENCY, 0);
-	policy.connect_timeout_ms = clamp_long(SPI_getvalue(tup, desc, 5), 1, 3600000L, 5000);
-	policy.total_timeout_ms = clamp_long(SPI_getvalue(tup, desc, 6), 1, 3600000L, 30000);
-	policy.response_max_bytes = (size_t) clamp_long(SPI_getvalue(tup, desc, 7), 0, 16L * 1024 * 1024, 65536);
+	policy.connect_timeout_ms = clamp_long(SPI_getvalue(tup, desc, HTTP_TARGETS + 1), 1, 3600000L, 5000);
+	policy.total_timeout_ms = clamp_long(SPI_getvalue(tup, desc, HTTP_TARGETS + 2), 1, 3600000L, 30000);
+	policy.response_max_bytes = (size_t) clamp_long(SPI_getvalue(tup, desc, HTTP_TARGETS + 3), 0,
+													16L * 1024 * 1024, 65536);
+	{
+		char	   *hosts = SPI_getvalue(tup, desc, HTTP_TARGETS + 4);
+
+		strlcpy(policy.plaintext_hosts, hosts ? hosts : "", sizeof(policy.plaintext_hosts));
+	}
 }
 
 /* ---- recording outcomes ----------------------------------------------------- */

@@ -20,7 +20,7 @@
 #define MAX_RESPONSE_HEADERS 100
 #define MAX_HEADER_VALUE 4096
 
-const char *const HttpTargetNames[HTTP_TARGETS] = {"stripe", "maas", "smtp", "test"};
+const char *const HttpTargetNames[HTTP_TARGETS] = {"stripe", "maas", "smtp", "test", "s3"};
 
 static char *
 mstrdup(const char *s)
@@ -118,6 +118,9 @@ target_base_url(HttpTarget target, const char **setting)
 		case HTTP_TARGET_TEST:
 			*setting = "pgcloud.test_http_url";
 			return pgcloud_test_http_url;
+		case HTTP_TARGET_S3:
+			*setting = "pgcloud.s3_endpoint";
+			return pgcloud_s3_endpoint;
 		default:
 			*setting = "?";
 			return NULL;
@@ -178,6 +181,8 @@ setup_http(HttpTransfer *t, const HttpClaimed *c, char **error)
 
 	if (strcmp(c->method, "GET") == 0)
 		SETOPT(CURLOPT_HTTPGET, 1L);
+	else if (strcmp(c->method, "HEAD") == 0)
+		SETOPT(CURLOPT_NOBODY, 1L);
 	else
 	{
 		if (strcmp(c->method, "POST") != 0)
@@ -195,14 +200,51 @@ oom:
 	return false;
 }
 
+/*
+ * Whether the URL's host is one the policy core.plaintext_allowed_hosts
+ * names (credentials may travel to it unencrypted).
+ */
 static bool
-setup_smtp(HttpTransfer *t, const HttpClaimed *c, char **error)
+plaintext_allowed(const char *url, const HttpPolicy *policy)
+{
+	CURLU	   *u = curl_url();
+	char	   *host = NULL;
+	bool		ok = false;
+
+	if (u == NULL)
+		return false;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK
+		&& curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host != NULL)
+	{
+		char	   *needle = psprintf(",%s,", host);
+
+		for (char *p = needle; *p; p++)
+			*p = pg_tolower((unsigned char) *p);
+		/* curl keeps IPv6 literals in brackets; the policy may list them bare */
+		ok = strstr(policy->plaintext_hosts, needle) != NULL;
+		if (!ok && host[0] == '[')
+		{
+			needle = psprintf(",%.*s,", (int) strlen(host) - 2, host + 1);
+			ok = strstr(policy->plaintext_hosts, needle) != NULL;
+		}
+		curl_free(host);
+	}
+	curl_url_cleanup(u);
+	return ok;
+}
+
+static bool
+setup_smtp(HttpTransfer *t, const HttpClaimed *c, const HttpPolicy *policy, char **error)
 {
 	struct curl_slist *l;
 
 	SETOPT(CURLOPT_PROTOCOLS_STR, "smtp,smtps");
-	/* smtp:// upgrades with STARTTLS when offered (verified); smtps:// is TLS from the start. */
-	SETOPT(CURLOPT_USE_SSL, (long) CURLUSESSL_TRY);
+	/*
+	 * smtps:// is TLS from the start; smtp:// must upgrade with STARTTLS
+	 * (verified) or the transfer fails, unless the policy allows the host
+	 * in plaintext (a local relay, the tests' fake).
+	 */
+	SETOPT(CURLOPT_USE_SSL, plaintext_allowed(t->url, policy) ? (long) CURLUSESSL_TRY : (long) CURLUSESSL_ALL);
 	t->mail_from = mstrdup(psprintf("<%s>", c->mail_from ? c->mail_from : ""));
 	l = curl_slist_append(NULL, psprintf("<%s>", c->path));
 	if (t->mail_from == NULL || l == NULL)
@@ -250,6 +292,18 @@ HttpTransferCreate(HttpTarget target, const HttpClaimed *c, const HttpPolicy *po
 	}
 	if (target == HTTP_TARGET_SMTP)
 		t->url = mstrdup(base);
+	else if (target == HTTP_TARGET_S3)
+	{
+		/* The path is the URI-encoded object key; the URL is signed now (SigV4, query). */
+		char	   *signed_url = HttpS3SignedUrl(c->method, c->path, error);
+
+		if (signed_url == NULL)
+		{
+			HttpTransferFree(t);
+			return NULL;
+		}
+		t->url = mstrdup(signed_url);
+	}
 	else
 	{
 		size_t		blen = strlen(base);
@@ -272,8 +326,17 @@ HttpTransferCreate(HttpTarget target, const HttpClaimed *c, const HttpPolicy *po
 		HttpTransferFree(t);
 		return NULL;
 	}
+	/* Credentials (Stripe key, MAAS OAuth secret) never cross the network in plaintext. */
+	if ((target == HTTP_TARGET_STRIPE || target == HTTP_TARGET_MAAS)
+		&& pg_strncasecmp(t->url, "https://", 8) != 0 && !plaintext_allowed(t->url, policy))
+	{
+		*error = psprintf("insecure transport: %s is not https, and policy core.plaintext_allowed_hosts does not name its host",
+						  setting);
+		HttpTransferFree(t);
+		return NULL;
+	}
 	ok = setup_common(t, policy, error) &&
-		(target == HTTP_TARGET_SMTP ? setup_smtp(t, c, error) : setup_http(t, c, error));
+		(target == HTTP_TARGET_SMTP ? setup_smtp(t, c, policy, error) : setup_http(t, c, error));
 	if (!ok)
 	{
 		HttpTransferFree(t);

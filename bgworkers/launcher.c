@@ -3,7 +3,7 @@
  *
  * For each database named in pgcloud.databases it starts the per-database
  * workers (relay; NATS consumer when pgcloud.nats_url is set; HTTP intent
- * executor), and starts them again when they stop. A worker that finds
+ * executor; job scheduler), and starts them again when they stop. A worker that finds
  * pgcloud not installed marks its slot and exits; the launcher then
  * re-checks that database every RECHECK_SECONDS without restarting in a
  * loop, and the worker logs that once.
@@ -41,6 +41,7 @@ kind_wanted(PgcloudWorkerKind kind)
 		case PGCLOUD_WORKER_CONSUMER:
 			return PgcloudNatsMode();
 		case PGCLOUD_WORKER_HTTP:
+		case PGCLOUD_WORKER_SCHEDULER:
 			return true;
 		default:
 			return false;
@@ -48,7 +49,7 @@ kind_wanted(PgcloudWorkerKind kind)
 }
 
 static const char *const kind_functions[PGCLOUD_WORKER_KINDS] = {
-	"pgcloud_relay_main", "pgcloud_consumer_main", "pgcloud_http_main"
+	"pgcloud_relay_main", "pgcloud_consumer_main", "pgcloud_http_main", "pgcloud_scheduler_main"
 };
 
 static bool

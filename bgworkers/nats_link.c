@@ -4,7 +4,11 @@
  */
 #include "workers.h"
 
+#include "commands/dbcommands.h"
 #include "common/pg_prng.h"
+#include "storage/fd.h"
+
+#include <sys/stat.h>
 
 #include "nats_link.h"
 
@@ -68,12 +72,114 @@ ensure_stream(jsCtx *js)
 	s = js_GetStreamInfo(&si, js, PGCLOUD_STREAM, NULL, &jerr);
 	if (s == NATS_OK)
 	{
+		/*
+		 * An existing stream belongs to the operator (a service's NATS user
+		 * may not edit it): it is updated only when its subjects or its
+		 * deduplication window are not what the relay relies on.
+		 */
+		bool		ok = si->Config != NULL && si->Config->Duplicates == cfg.Duplicates
+			&& si->Config->SubjectsLen == 1 && strcmp(si->Config->Subjects[0], subjects[0]) == 0;
+
 		jsStreamInfo_Destroy(si);
-		return js_UpdateStream(NULL, js, &cfg, NULL, &jerr);
+		return ok ? NATS_OK : js_UpdateStream(NULL, js, &cfg, NULL, &jerr);
 	}
 	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
 		return js_AddStream(NULL, js, &cfg, NULL, &jerr);
 	return s;
+}
+
+/* This worker's database name (looked up once, in a transaction of its own). */
+static const char *
+database_name(void)
+{
+	static char *name = NULL;
+
+	if (name == NULL)
+	{
+		bool		own = !IsTransactionState();
+		MemoryContext cxt = CurrentMemoryContext;
+		char	   *n;
+
+		if (own)
+			StartTransactionCommand();
+		n = get_database_name(MyDatabaseId);
+		name = MemoryContextStrdup(TopMemoryContext, n ? n : "");
+		if (own)
+			CommitTransactionCommand();
+		MemoryContextSwitchTo(cxt);
+	}
+	return name;
+}
+
+/*
+ * pgcloud.nats_credentials names a file (a "%d" in it is replaced by the
+ * database name, so each service database can have its own): either a NATS
+ * .creds file (JWT and seed), or one line "user:password" of a user of
+ * deploy/nats/authorization.conf. The file must not be readable by others.
+ */
+static natsStatus
+apply_credentials(natsOptions *opts, char **user)
+{
+	StringInfoData path;
+	FILE	   *f;
+	char		line[1024];
+	size_t		n;
+	char	   *colon;
+	struct stat st;
+
+	*user = NULL;
+	if (pgcloud_nats_credentials == NULL || pgcloud_nats_credentials[0] == '\0')
+		return NATS_OK;
+	initStringInfo(&path);
+	for (const char *p = pgcloud_nats_credentials; *p; p++)
+	{
+		if (p[0] == '%' && p[1] == 'd')
+		{
+			appendStringInfoString(&path, database_name());
+			p++;
+		}
+		else
+			appendStringInfoChar(&path, *p);
+	}
+	if (stat(path.data, &st) != 0 || (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+	{
+		ereport(WARNING, errmsg("pgcloud: NATS credentials file \"%s\" is missing or readable by others", path.data),
+				errhint("Create it with mode 0600, owned by the server's user."));
+		return NATS_INVALID_ARG;
+	}
+	f = AllocateFile(path.data, "r");
+	if (f == NULL)
+		return NATS_INVALID_ARG;
+	n = fread(line, 1, sizeof(line) - 1, f);
+	FreeFile(f);
+	line[n] = '\0';
+	if (strstr(line, "-----BEGIN NATS USER JWT-----") != NULL)
+		return natsOptions_SetUserCredentialsFromFiles(opts, path.data, NULL);
+	line[strcspn(line, "\r\n")] = '\0';
+	colon = strchr(line, ':');
+	if (colon == NULL || colon == line)
+		return NATS_INVALID_ARG;
+	*colon = '\0';
+	*user = pstrdup(line);
+	return natsOptions_SetUserInfo(opts, line, colon + 1);
+}
+
+/* The user named in a nats://user:password@host URL, if any. */
+static char *
+url_user(const char *url)
+{
+	const char *start = strstr(url, "://");
+	const char *at;
+	size_t		len;
+
+	if (start == NULL)
+		return NULL;
+	start += 3;
+	at = strchr(start, '@');
+	if (at == NULL)
+		return NULL;
+	len = strcspn(start, ":@");
+	return len > 0 ? pnstrdup(start, len) : NULL;
 }
 
 bool
@@ -81,6 +187,7 @@ NatsLinkEnsure(NatsLink *link, jsOptions *jsopts)
 {
 	natsOptions *opts = NULL;
 	natsStatus	s;
+	char	   *user = NULL;
 
 	if (link->conn != NULL && natsConnection_Status(link->conn) == NATS_CONN_STATUS_CONNECTED)
 		return true;
@@ -93,8 +200,13 @@ NatsLinkEnsure(NatsLink *link, jsOptions *jsopts)
 		s = natsOptions_SetTimeout(opts, 2000);
 	if (s == NATS_OK)
 		s = natsOptions_SetAllowReconnect(opts, false);	/* we reconnect, with backoff */
-	if (s == NATS_OK && pgcloud_nats_credentials != NULL && pgcloud_nats_credentials[0] != '\0')
-		s = natsOptions_SetUserCredentialsFromFiles(opts, pgcloud_nats_credentials, NULL);
+	if (s == NATS_OK)
+		s = apply_credentials(opts, &user);
+	if (user == NULL)
+		user = url_user(pgcloud_nats_url);
+	/* Replies (acks, pulled messages) on an inbox only this user may read. */
+	if (s == NATS_OK && user != NULL && strspn(user, "abcdefghijklmnopqrstuvwxyz0123456789_-") == strlen(user))
+		s = natsOptions_SetCustomInboxPrefix(opts, psprintf("_INBOX_%s", user));
 	if (s == NATS_OK && pgcloud_ca_bundle != NULL && pgcloud_ca_bundle[0] != '\0')
 		s = natsOptions_LoadCATrustedCertificates(opts, pgcloud_ca_bundle);
 	if (s == NATS_OK)

@@ -38,12 +38,19 @@ typedef struct AckBook
 	int			n;
 	int64	   *ids;			/* outbox ids of the batch, ascending */
 	bool	   *failed;
+	bool	   *acked;			/* JetStream stored it (a positive ack) */
 } AckBook;
 
-static AckBook acks = {PTHREAD_MUTEX_INITIALIZER, 0, NULL, NULL};
+/*
+ * The book is complete (every id of the batch written, under the mutex)
+ * before the first message is published, so a callback never searches a
+ * half-written array; and an event counts as published only on a positive
+ * ack, so an ack that is lost or never matched leaves it in the outbox.
+ */
+static AckBook acks = {PTHREAD_MUTEX_INITIALIZER, 0, NULL, NULL, NULL};
 
 static void
-ack_mark_failed_msg(natsMsg *msg)
+ack_mark_msg(natsMsg *msg, bool ok)
 {
 	const char *val = NULL;
 
@@ -62,7 +69,10 @@ ack_mark_failed_msg(natsMsg *msg)
 
 			if (acks.ids[mid] == id)
 			{
-				acks.failed[mid] = true;
+				if (ok)
+					acks.acked[mid] = true;
+				else
+					acks.failed[mid] = true;
 				break;
 			}
 			if (acks.ids[mid] < id)
@@ -77,8 +87,7 @@ ack_mark_failed_msg(natsMsg *msg)
 static void
 on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
-	if (pae != NULL)
-		ack_mark_failed_msg(msg);
+	ack_mark_msg(msg, pae == NULL && pa != NULL);
 	natsMsg_Destroy(msg);
 }
 
@@ -146,9 +155,16 @@ publish_batch(void)
 	aggregates = palloc(sizeof(char *) * n);
 	done = palloc(sizeof(Datum) * n);
 	pthread_mutex_lock(&acks.mu);
-	acks.n = n;
 	acks.ids = palloc(sizeof(int64) * n);
 	acks.failed = palloc0(sizeof(bool) * n);
+	acks.acked = palloc0(sizeof(bool) * n);
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		acks.ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	acks.n = n;
 	pthread_mutex_unlock(&acks.mu);
 
 	for (int i = 0; i < n; i++)
@@ -165,11 +181,13 @@ publish_batch(void)
 		char		idbuf[32];
 		natsMsg    *msg = NULL;
 
-		acks.ids[i] = id;
+		Assert(acks.ids[i] == id);
 		aggregates[i] = SPI_getvalue(tup, desc, 4);
 		if (broken)
 		{
+			pthread_mutex_lock(&acks.mu);
 			acks.failed[i] = true;
+			pthread_mutex_unlock(&acks.mu);
 			continue;
 		}
 		snprintf(idbuf, sizeof(idbuf), INT64_FORMAT, id);
@@ -188,7 +206,9 @@ publish_batch(void)
 			natsMsg_Destroy(msg);	/* not handed over */
 		if (s != NATS_OK)
 		{
+			pthread_mutex_lock(&acks.mu);
 			acks.failed[i] = true;
+			pthread_mutex_unlock(&acks.mu);
 			broken = true;
 		}
 	}
@@ -205,7 +225,7 @@ publish_batch(void)
 		{
 			for (int i = 0; i < pending.Count; i++)
 				if (pending.Msgs[i] != NULL)
-					ack_mark_failed_msg(pending.Msgs[i]);
+					ack_mark_msg(pending.Msgs[i], false);
 			natsMsgList_Destroy(&pending);
 		}
 	}
@@ -214,10 +234,10 @@ publish_batch(void)
 	pthread_mutex_lock(&acks.mu);
 	for (int i = 0; i < n; i++)
 	{
-		bool		blocked = acks.failed[i];
+		bool		blocked = acks.failed[i] || !acks.acked[i];
 
 		for (int j = 0; j < i && !blocked; j++)
-			if (acks.failed[j] && strcmp(aggregates[j], aggregates[i]) == 0)
+			if ((acks.failed[j] || !acks.acked[j]) && strcmp(aggregates[j], aggregates[i]) == 0)
 				blocked = true;
 		if (!blocked)
 			done[ndone++] = Int64GetDatum(acks.ids[i]);

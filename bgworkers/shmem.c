@@ -11,13 +11,14 @@
 
 PG_FUNCTION_INFO_V1(pgcloud_worker_status);
 PG_FUNCTION_INFO_V1(pgcloud_wake_workers);
+PG_FUNCTION_INFO_V1(pgcloud_wake_scheduler);
 
 PgcloudWorkersShared *PgcloudWorkers = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static const char *const kind_names[PGCLOUD_WORKER_KINDS] = {"relay", "consumer", "http"};
+static const char *const kind_names[PGCLOUD_WORKER_KINDS] = {"relay", "consumer", "http", "scheduler"};
 
 const char *
 PgcloudWorkerKindName(PgcloudWorkerKind kind)
@@ -170,6 +171,20 @@ void
 PgcloudRelayWakeAtCommit(void)
 {
 	PgcloudWakeAtCommit(PGCLOUD_WORKER_RELAY);
+}
+
+/*
+ * pgcloud.wake_scheduler() RETURNS boolean — wakes this database's job
+ * scheduler when the current transaction commits, so the jobs that run on a
+ * wake-up (the MAAS poller, when a goal is set) run at once.
+ */
+Datum
+pgcloud_wake_scheduler(PG_FUNCTION_ARGS)
+{
+	if (PgcloudWorkers == NULL)
+		PG_RETURN_BOOL(false);
+	PgcloudWakeAtCommit(PGCLOUD_WORKER_SCHEDULER);
+	PG_RETURN_BOOL(true);
 }
 
 /*

@@ -1,7 +1,7 @@
 /*
  * workers.h — pgcloud's background workers: the launcher and, per database
- * of pgcloud.databases, the outbox relay, the NATS consumer and the HTTP
- * intent executor. Their state lives in one shared-memory array of
+ * of pgcloud.databases, the outbox relay, the NATS consumer, the HTTP
+ * intent executor and the job scheduler. Their state lives in one shared-memory array of
  * per-database slots, read by pgcloud.worker_status().
  */
 #ifndef PGCLOUD_WORKERS_H
@@ -20,6 +20,7 @@ typedef enum PgcloudWorkerKind
 	PGCLOUD_WORKER_RELAY = 0,
 	PGCLOUD_WORKER_CONSUMER,
 	PGCLOUD_WORKER_HTTP,
+	PGCLOUD_WORKER_SCHEDULER,
 	PGCLOUD_WORKER_KINDS
 } PgcloudWorkerKind;
 
@@ -79,6 +80,7 @@ PGDLLEXPORT void pgcloud_launcher_main(Datum arg);
 PGDLLEXPORT void pgcloud_relay_main(Datum arg);
 PGDLLEXPORT void pgcloud_consumer_main(Datum arg);
 PGDLLEXPORT void pgcloud_http_main(Datum arg);
+PGDLLEXPORT void pgcloud_scheduler_main(Datum arg);
 
 /* nats.c (bgworkers/nats_link.c) */
 struct natsConnection;

@@ -11,6 +11,7 @@
 # (default 54329), PGCLOUD_DB (default pgcloud).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+pgcloud_stage "$0" "$@"
 
 DATA=${PGCLOUD_DATA:-$REPO/.pgdata}
 PORT=${PGCLOUD_PORT:-54329}
@@ -23,8 +24,15 @@ SOCK=$DATA/run
 
 psql_db() { as_runner psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" "$@"; }
 
+port_busy() { python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null && return 1 || return 0; }
+
 start() {
     if [ ! -f "$DATA/PG_VERSION" ]; then
+        # A new cluster takes the default port unless something else holds it.
+        if [ -z "${PGCLOUD_PORT:-}" ] && port_busy "$PORT"; then
+            PORT=$(free_port)
+            echo "pgcloud: port 54329 is in use; the new cluster in $DATA takes port $PORT (it keeps it)" >&2
+        fi
         mkdir -p "$DATA"
         [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$DATA"
         chmod 700 "$DATA"

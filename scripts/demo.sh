@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 . scripts/lib.sh
+pgcloud_stage "$0" "$@"
 make -s
 if [ -w "$($PG_CONFIG --pkglibdir)" ]; then make -s install; else sudo make -s install PG_CONFIG="$PG_CONFIG"; fi
 scripts/cluster.sh start
@@ -87,7 +88,6 @@ pretty() { python3 -c 'import json,sys; print(json.dumps(json.loads(sys.stdin.re
 wait_for() {  # SQL that returns t, seconds, what
     local i
     for i in $(seq $(( $2 * 10 ))); do
-        psql_q -c "SELECT maas.poll()" >/dev/null 2>&1 || true
         [ "$(psql_q -c "$1")" = t ] && return 0
         sleep 0.1
     done
@@ -120,15 +120,15 @@ wait_for "SELECT status <> 'creating' FROM payments.payment_sessions WHERE id = 
 CHECKOUT=$(api "$TOKEN" "SELECT api.get_checkout('$CO_ID')" | last_json)
 echo "$CHECKOUT" | pretty
 CS_ID=$(psql_q -c "SELECT stripe_session_id FROM payments.payment_sessions WHERE id = '$CO_ID'")
-say "Ada pays on Stripe; Stripe sends checkout.session.completed, signed (HMAC-SHA256) with the endpoint secret"
+say "Ada pays on Stripe; Stripe posts checkout.session.completed (application/json, signed with HMAC-SHA256); PostgREST calls api.stripe_webhook(\$1::json)"
 EVENT=$(curl -sf -X POST -H "Authorization: Bearer sk_test_pgcloud_demo" "http://127.0.0.1:$STRIPE_PORT/v1/checkout/sessions/$CS_ID/_complete")
 PAYLOAD=$(field "$EVENT" payload)
 SIG=$(field "$EVENT" stripe_signature)
 note "Stripe-Signature: ${SIG:0:40}…"
-HDRS=$(python3 -c 'import json,sys; print(json.dumps({"stripe-signature": sys.argv[1]}))' "$SIG")
-api anon "SELECT api.stripe_webhook(\$w\$$PAYLOAD\$w\$)" "$HDRS" | last_json | pretty
+HDRS=$(python3 -c 'import json,sys; print(json.dumps({"content-type": "application/json", "stripe-signature": sys.argv[1]}))' "$SIG")
+api anon "SELECT api.stripe_webhook(\$w\$$PAYLOAD\$w\$::json)" "$HDRS" | last_json | pretty
 note "the same webhook delivered again is acknowledged and credits nothing:"
-api anon "SELECT api.stripe_webhook(\$w\$$PAYLOAD\$w\$)" "$HDRS" | last_json | pretty
+api anon "SELECT api.stripe_webhook(\$w\$$PAYLOAD\$w\$::json)" "$HDRS" | last_json | pretty
 wait_for "SELECT (SELECT count(*) FROM billing.ledger_entries WHERE kind = 'credit') = 1" 30 "credit"
 api "$TOKEN" "SELECT api.balance()" | last_json | pretty
 
@@ -159,17 +159,16 @@ ssh-keygen -L -f "$FAKES/ada_ed25519-cert.pub" | sed 's/^/   /'
 note "nodes trust this CA (TrustedUserCAKeys): $(api anon "SELECT api.ssh_ca_public_key()" | grep '^ssh-' | cut -c1-70)…"
 
 # ---- metering --------------------------------------------------------------------
-say "The node runs; usage is metered every 5 s (pg_cron runs billing.accrue() in production)"
+say "The node runs; the scheduler's accrual job meters it every 5 s (billing.accrual_interval_seconds) by itself"
 for i in 1 2 3; do
     sleep 5
-    psql_q -c "SELECT billing.accrue()" >/dev/null
     note "after $((i * 5)) s: balance $(api "$TOKEN" "SELECT api.balance() ->> 'balance'" | grep -E '^-?[0-9]+$' | tail -n 1) cents"
 done
 
 say "Ada releases the node"
 api "$TOKEN" "SELECT api.release_allocation('$ALLOC_ID')" '{"x-idempotency-key": "demo-release-1"}' | last_json | pretty
 wait_for "SELECT state = 'released' FROM provisioning.allocations WHERE id = '$ALLOC_ID'" 60 "release"
-psql_q -c "SELECT billing.accrue()" >/dev/null
+wait_for "SELECT settled FROM billing.allocations WHERE allocation_id = '$ALLOC_ID'" 30 "settlement by the accrual job"
 wait_for "SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL" 30 "events delivered"
 
 say "What Ada sees: usage (price x active time, to the second) and her ledger"
@@ -180,6 +179,8 @@ api "$TOKEN" "SELECT api.balance()" | last_json | pretty
 say "What the operator sees: the audit trail of this demo, and the event pipeline"
 scripts/cluster.sh psql -X -c "SELECT to_char(at, 'HH24:MI:SS') AS at, role, action, target, result FROM pgcloud.audit_logs ORDER BY id DESC LIMIT 15"
 scripts/cluster.sh psql -X -c "SELECT * FROM pgcloud.outbox_lag" -c "SELECT database, worker, state, processed, failures FROM pgcloud.workers"
+say "What runs by itself (nobody called any of these): pgcloud.jobs"
+scripts/cluster.sh psql -X -c "SELECT job, schedule, to_char(last_run, 'HH24:MI:SS') AS last_run, last_status, runs, to_char(next_run, 'HH24:MI:SS') AS next_run FROM pgcloud.jobs ORDER BY job"
 
 echo
 echo "Connect with:  scripts/cluster.sh psql      (or: psql $(scripts/cluster.sh url))"

@@ -11,6 +11,7 @@ service), validates it, and writes:
   deploy/env/<service>.env            environment of each service
   deploy/postgrest/<service>.conf     PostgREST config of each service
   deploy/nats/streams.json            JetStream stream and durable consumers
+  deploy/nats/authorization.conf      NATS users and permissions per service
   deploy/routes.conf                  reverse-proxy routing table
   sql/generated/subscriptions.sql     rows for pgcloud.services/subscriptions
 
@@ -65,10 +66,12 @@ SERVICE_KEYS = (
     "publishes",
     "subscribes",
     "route",
+    "http_targets",
     "comment",
 )
 # Keys whose value may be empty (lists).
-LIST_KEYS = ("depends_on", "publishes", "subscribes")
+LIST_KEYS = ("depends_on", "publishes", "subscribes", "http_targets")
+HTTP_TARGETS = ("stripe", "maas", "smtp", "s3", "test")
 LAYERS = ("platform", "shared", "domain")
 
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -80,7 +83,7 @@ STREAM_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$")
 
 # Event types published by the core extension itself.
-CORE_PUBLISHES = ("platform.alert",)
+CORE_PUBLISHES = ("platform.alert", "audit.recorded")
 
 AUTHENTICATOR = "pgcloud_authenticator"
 ANON_ROLE = "pgcloud_anon"
@@ -308,6 +311,11 @@ def validate(platform, core, meta, services):
                               % (where, e, publishers[e]))
             publishers.setdefault(e, n)
 
+        for t in s["http_targets"]:
+            if t not in HTTP_TARGETS:
+                errors.append("%s: http_targets names unknown target %r "
+                              "(known: %s)" % (where, t, ", ".join(HTTP_TARGETS)))
+
         subs = s["subscribes"]
         for i, e in enumerate(subs):
             if not (EVENT_RE.match(e) or PATTERN_RE.match(e)):
@@ -496,7 +504,22 @@ def render(platform, core, meta, services):
         "# Debian 12 ships nats-server 2.9.10, which lacks sync_interval: the test",
         "# suite runs it with file storage only, and says so.",
         "",
+        "#",
+        "# Every connection is authenticated (no anonymous user) and encrypted:",
+        "# each service database's relay and consumer connect as that service's",
+        "# user (pgcloud.nats_url = tls://pgcloud_<service>:<password>@host:4222,",
+        "# or the user and password in the file pgcloud.nats_credentials names),",
+        "# whose permissions authorization.conf derives from the registry.",
+        "# Passwords come from the environment of nats-server",
+        "# (PGCLOUD_NATS_PASSWORD_<SERVICE>, ..._PLATFORM, ..._OPERATOR).",
+        "",
         "listen: 0.0.0.0:4222",
+        "tls {",
+        "  cert_file: /etc/pgcloud/nats/server-cert.pem",
+        "  key_file: /etc/pgcloud/nats/server-key.pem",
+        "  timeout: 2",
+        "}",
+        "include ./authorization.conf",
         "jetstream {",
         "  store_dir: /var/lib/nats/jetstream",
         "  sync_interval: always",
@@ -504,6 +527,8 @@ def render(platform, core, meta, services):
         "}",
         "",
     ])
+    out["deploy/nats/authorization.conf"] = nats_authorization(
+        platform, services)
 
     # 8. deploy/routes.conf
     width_r = max(len(s["route"]) for _, s in services)
@@ -530,15 +555,15 @@ def render(platform, core, meta, services):
         "-- %s install script: plain INSERTs only." % core["extension"],
         "",
         "INSERT INTO pgcloud.services (name, schema_name, database_name, layer, "
-        "route_prefix, publishes, subscribes, depends_on) VALUES",
+        "route_prefix, publishes, subscribes, depends_on, http_targets) VALUES",
     ]
     rows = []
     for n, s in services:
-        rows.append("  (%s, %s, %s, %s, %s,\n   %s,\n   %s,\n   %s)" % (
+        rows.append("  (%s, %s, %s, %s, %s,\n   %s,\n   %s,\n   %s,\n   %s)" % (
             sql_lit(n), sql_lit(s["schema"]), sql_lit(s["database"]),
             sql_lit(s["layer"]), sql_lit(s["route"]),
             sql_array(s["publishes"]), sql_array(s["subscribes"]),
-            sql_array(s["depends_on"])))
+            sql_array(s["depends_on"]), sql_array(s["http_targets"])))
     lines.append(",\n".join(rows) + ";")
     rows = [(n, e) for n, s in services for e in s["subscribes"]]
     if rows:
@@ -552,6 +577,88 @@ def render(platform, core, meta, services):
 
     out["META.json"] = meta_json(platform, core, meta, services)
     return out
+
+
+def nats_authorization(platform, services):
+    """NATS users and permissions, one user per service, from the registry.
+
+    A service's user may publish only the subjects of the event types it
+    owns, and use only its own durable consumer; every reply travels on an
+    inbox prefix of its own (the workers set it), so no user reads another's
+    deliveries. pgcloud_platform serves a database that hosts every service
+    (development); pgcloud_operator manages the stream.
+    """
+    prefix = platform["nats_subject_prefix"]
+    stream = platform["nats_stream"]
+    api = "$JS.API"
+
+    def consumer_rights(durable):
+        return [
+            "%s.CONSUMER.INFO.%s.%s" % (api, stream, durable),
+            "%s.CONSUMER.DURABLE.CREATE.%s.%s" % (api, stream, durable),
+            "%s.CONSUMER.CREATE.%s.%s" % (api, stream, durable),
+            "%s.CONSUMER.MSG.NEXT.%s.%s" % (api, stream, durable),
+            "$JS.ACK.%s.%s.>" % (stream, durable),
+        ]
+
+    def user(name, env, publish, inbox):
+        lines = [
+            "    {",
+            "      user: %s" % name,
+            "      password: $%s" % env,
+            "      permissions: {",
+            "        publish: {allow: [%s]}" % ", ".join(
+                json.dumps(x) for x in publish),
+            "        subscribe: {allow: [%s]}" % json.dumps(inbox + ".>"),
+            "      }",
+            "    }",
+        ]
+        return "\n".join(lines)
+
+    common = ["%s.INFO" % api, "%s.STREAM.INFO.%s" % (api, stream)]
+    users = []
+    for n, s in services:
+        pub = ["%s.%s" % (prefix, e) for e in s["publishes"]] + common
+        if s["subscribes"]:
+            pub += consumer_rights(n)
+        users.append(user("pgcloud_" + n, "PGCLOUD_NATS_PASSWORD_" + n.upper(),
+                          pub, "_INBOX_pgcloud_" + n))
+    allpub = ["%s.%s" % (prefix, e) for n, s in services for e in s["publishes"]]
+    allpub += ["%s.platform.>" % prefix] + common
+    for n, s in services:
+        if s["subscribes"]:
+            allpub += consumer_rights(n)
+    users.append(user("pgcloud_platform", "PGCLOUD_NATS_PASSWORD_PLATFORM",
+                      allpub, "_INBOX_pgcloud_platform"))
+    users.append("\n".join([
+        "    {",
+        "      user: pgcloud_operator",
+        "      password: $PGCLOUD_NATS_PASSWORD_OPERATOR",
+        "      permissions: {publish: {allow: [\"$JS.API.>\"]}, "
+        "subscribe: {allow: [\"_INBOX_pgcloud_operator.>\"]}}",
+        "    }",
+    ]))
+    return "\n".join([
+        "# " + HEADER,
+        "#",
+        "# NATS users of pgcloud, derived from the registry: pgcloud_<service> may",
+        "# publish only %s.<event type> for the event types the service" % prefix,
+        "# publishes, read only through its own durable consumer, and receive",
+        "# replies only on _INBOX_pgcloud_<service>.>. The relay and consumer of a",
+        "# database connect as the user named in pgcloud.nats_url or",
+        "# pgcloud.nats_credentials. pgcloud_platform is for a database that",
+        "# hosts every service (development); pgcloud_operator creates and edits",
+        "# the stream (deploy/nats/streams.json). Passwords are read from the",
+        "# environment of nats-server; there is no anonymous user.",
+        "",
+        "authorization {",
+        "  timeout: 2",
+        "  users = [",
+        "\n".join(users),
+        "  ]",
+        "}",
+        "",
+    ])
 
 
 def meta_json(platform, core, meta, services):

@@ -37,6 +37,29 @@ else
     as_runner() { env PATH="$PG_BINDIR:$PATH" "$@"; }
 fi
 
+# pgcloud_stage "$0" "$@": as root, clusters run as $RUN_USER. When that user
+# cannot read the checkout (a clone in root's private home, mode 0700), the
+# calling script is run again from a copy it can read, kept under
+# /var/lib/pgcloud/stage (sources synchronised each time; the copy's build
+# and .pgdata stay). Nested calls see PGCLOUD_STAGED and do not stage again.
+pgcloud_stage() {
+    local script=$1; shift
+    [ "$(id -u)" = 0 ] && [ -z "${PGCLOUD_STAGED:-}" ] || return 0
+    runuser -u "$RUN_USER" -- test -r "$REPO/Makefile" -a -x "$REPO/scripts" 2>/dev/null && return 0
+    local stage=${PGCLOUD_STAGE:-/var/lib/pgcloud/stage/$(basename "$REPO")-$(printf '%s' "$REPO" | sha256sum | cut -c1-8)}
+    echo "pgcloud: the cluster user '$RUN_USER' cannot read $REPO; working from a readable copy in $stage" >&2
+    mkdir -p "$stage" && chmod 755 /var/lib/pgcloud /var/lib/pgcloud/stage "$stage" 2>/dev/null
+    if command -v rsync >/dev/null; then
+        rsync -a --delete --chmod=Da+rx,Fa+r --exclude=/.git --exclude=/.pgdata --exclude=/build/ \
+              --exclude='*.o' --exclude='*.bc' --exclude='*.so' "$REPO/" "$stage/"
+    else
+        tar -C "$REPO" --exclude=./.git --exclude=./.pgdata -cf - . | tar -C "$stage" -xf - &&
+            find "$stage" -path "$stage/.pgdata" -prune -o -exec chmod a+rX {} +
+    fi || { echo "pgcloud: could not copy the checkout to $stage; clone it into a folder '$RUN_USER' can read (e.g. /srv) and run again" >&2; exit 1; }
+    export PGCLOUD_STAGED=$REPO
+    cd "$stage" && exec "$stage/scripts/$(basename "$script")" "$@"
+}
+
 # The extensions in install order: core, every service, the meta-extension.
 pgcloud_extensions() {
     echo pgcloud_core

@@ -4,10 +4,16 @@
 #   (pg_isolation_regress), TAP (PostgreSQL::Test::Cluster), scrubber vectors
 #   and a bounded fuzz run. Ends with one line "N passed, N failed".
 # Environment: FUZZ_SECONDS (default 20), TIERS (default "generated build
-# regress pgtap isolation tap fuzz"), KEEP=1 keeps the work directory.
+# regress pgtap isolation tap fuzz"), SERVICE=<name> runs only the tests of
+# one service in every tier (by file name, or a "services:" line in the
+# file's first lines), KEEP=1 keeps the work directory.
+# Prints the wall time of each tier and of the whole run.
 set -uo pipefail
+"$(dirname "$0")/deps.sh" || exit 1
 . "$(dirname "$0")/lib.sh"
+pgcloud_stage "$0" "$@"
 cd "$REPO"
+RUN_START=$(date +%s)
 
 TIERS=${TIERS:-"generated build regress pgtap isolation tap fuzz"}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
@@ -17,7 +23,34 @@ FAILURES=()
 
 pass() { PASSED=$((PASSED + 1)); echo "ok   $1"; }
 fail() { FAILED=$((FAILED + 1)); FAILURES+=("$1"); echo "FAIL $1"; }
-tier() { case " $TIERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+TIER_TIMES=()
+CURRENT_TIER=
+CURRENT_START=0
+tier() {
+    case " $TIERS " in *" $1 "*) ;; *) return 1 ;; esac
+    end_tier
+    CURRENT_TIER=$1; CURRENT_START=$(date +%s)
+    echo "--- tier $1"
+}
+end_tier() {
+    [ -n "$CURRENT_TIER" ] || return 0
+    local t=$(( $(date +%s) - CURRENT_START ))
+    TIER_TIMES+=("$(printf '%-10s %4d s' "$CURRENT_TIER" "$t")")
+    echo "--- tier $CURRENT_TIER: ${t} s"
+    CURRENT_TIER=
+}
+# The test files of a tier, filtered by SERVICE when it is set.
+SERVICE=${SERVICE:-}
+select_tests() {   # files...
+    local f
+    for f in "$@"; do
+        [ -e "$f" ] || continue
+        if [ -z "$SERVICE" ] || [[ "$(basename "$f")" == *"$SERVICE"* ]] \
+           || grep -qE "^(#|--| \*) services:.*\b$SERVICE\b" "$f"; then
+            echo "$f"
+        fi
+    done
+}
 
 WORK=$(mktemp -d /tmp/pgcloud-test.XXXXXX)
 chmod 755 "$WORK"
@@ -87,13 +120,13 @@ run_regress() {
 }
 
 if tier regress; then
-    tests=$(ls test/sql/*.sql 2>/dev/null | sed 's|test/sql/||; s|\.sql$||')
-    run_regress regress "$PG_REGRESS_BIN" $tests
+    tests=$(select_tests test/sql/*.sql | sed 's|test/sql/||; s|\.sql$||')
+    [ -n "$tests" ] && run_regress regress "$PG_REGRESS_BIN" $tests
 fi
 
 if tier isolation; then
-    specs=$(ls test/specs/*.spec 2>/dev/null | sed 's|test/specs/||; s|\.spec$||')
-    run_regress isolation "$PG_ISOLATION_BIN" $specs
+    specs=$(select_tests test/specs/*.spec | sed 's|test/specs/||; s|\.spec$||')
+    [ -n "$specs" ] && run_regress isolation "$PG_ISOLATION_BIN" $specs
 fi
 
 # --- pgTAP --------------------------------------------------------------------
@@ -102,7 +135,7 @@ if tier pgtap; then
     export PGCLOUD_DATA="$WORK/cluster-pgtap" PGCLOUD_PORT=$port PGCLOUD_DB=pgcloud_tap
     if scripts/cluster.sh start >"$WORK/pgtap-cluster.log" 2>&1 \
        && scripts/cluster.sh psql -c "CREATE EXTENSION IF NOT EXISTS pgtap" >>"$WORK/pgtap-cluster.log" 2>&1; then
-        for f in test/pgtap/*.sql; do
+        for f in $(select_tests test/pgtap/*.sql); do
             if as_runner pg_prove -h "$PGCLOUD_DATA/run" -p "$port" -d pgcloud_tap "$f" >"$WORK/pgtap.out" 2>&1; then
                 pass "pgtap: $(basename "$f" .sql)"
             else
@@ -119,7 +152,7 @@ fi
 # --- TAP (PostgreSQL::Test::Cluster) -----------------------------------------
 if tier tap; then
     mkdir -p "$WORK/tap"; [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$WORK/tap"
-    for f in test/t/*.pl; do
+    for f in $(select_tests test/t/*.pl); do
         [ -e "$f" ] || continue
         if as_runner env TESTDIR="$WORK/tap" PG_REGRESS="$PG_REGRESS_BIN" PGCLOUD_REPO="$REPO" \
             prove -I "$PG_PERL_LIB" -I "$REPO/test/t" "$f" >"$WORK/tap.out" 2>&1; then
@@ -137,11 +170,12 @@ fi
 # --- scrubber vectors and fuzzing ---------------------------------------------
 if tier fuzz; then
     mkdir -p build
-    if gcc -std=gnu99 -Wall -Wextra -Werror -O2 -Isrc/core src/core/sanitize.c test/fuzz/sanitize_vectors.c \
+    if [ -n "$SERVICE" ] && [ "$SERVICE" != core ]; then :
+    elif gcc -std=gnu99 -Wall -Wextra -Werror -O2 -Isrc/core src/core/sanitize.c test/fuzz/sanitize_vectors.c \
            -o build/sanitize_vectors 2>"$WORK/vectors.log" && build/sanitize_vectors >>"$WORK/vectors.log" 2>&1; then
         pass "sanitize vectors"
     else cat "$WORK/vectors.log"; fail "sanitize vectors"; fi
-    for target in test/fuzz/fuzz_*.c; do
+    for target in $(select_tests test/fuzz/fuzz_*.c); do
         name=$(basename "$target" .c)
         corpus=test/fuzz/corpus/${name#fuzz_}
         cp -r "$corpus" "$WORK/corpus-$name" 2>/dev/null || mkdir -p "$WORK/corpus-$name"
@@ -155,7 +189,12 @@ if tier fuzz; then
     done
 fi
 
+end_tier
 echo
+echo "wall time per tier:"
+[ ${#TIER_TIMES[@]} -gt 0 ] && printf '  %s\n' "${TIER_TIMES[@]}"
+echo "  total      $(( $(date +%s) - RUN_START )) s"
 [ ${#FAILURES[@]} -gt 0 ] && printf 'failed: %s\n' "${FAILURES[@]}"
-echo "$PASSED passed, $FAILED failed"
+[ $((PASSED + FAILED)) -eq 0 ] && { echo "no test matched${SERVICE:+ SERVICE=$SERVICE}"; FAILED=1; }
+echo "$PASSED passed, $FAILED failed${SERVICE:+ (SERVICE=$SERVICE)}"
 [ "$FAILED" -eq 0 ]

@@ -53,6 +53,12 @@ extern char *pgcloud_ca_bundle;
 extern char *pgcloud_key_file;
 extern char *pgcloud_correlation_id;
 extern int	pgcloud_rate_limit_max_principals;
+extern char *pgcloud_s3_endpoint;
+extern char *pgcloud_s3_region;
+extern char *pgcloud_s3_bucket;
+extern char *pgcloud_s3_access_key_id;
+extern char *pgcloud_s3_secret_access_key;
+extern bool pgcloud_s3_path_style;
 extern void PgcloudGucInit(void);
 
 /* context.c: the request context. */

@@ -8,8 +8,7 @@ AS $$
 DECLARE
     timeout integer := pgcloud.policy('appruntime.start_timeout_seconds', NULL::integer);
 BEGIN
-    PERFORM pgcloud.authorize('service');
-    PERFORM pgcloud.authorize_scope('apps:run');
+    PERFORM pgcloud.authorize_service('apps:run');
     IF timeout IS NULL OR timeout NOT BETWEEN 5 AND 3600 THEN
         PERFORM pgcloud.raise('policy_invalid', 'appruntime.start_timeout_seconds must be between 5 and 3600');
     END IF;
@@ -36,8 +35,7 @@ AS $$
 DECLARE
     i appruntime.instances;
 BEGIN
-    PERFORM pgcloud.authorize('service');
-    PERFORM pgcloud.authorize_scope('apps:run');
+    PERFORM pgcloud.authorize_service('apps:run');
     IF state IS NULL OR state NOT IN ('starting', 'running', 'stopped', 'failed') THEN
         PERFORM pgcloud.raise('invalid_argument', 'state must be starting, running, stopped or failed');
     END IF;

@@ -36,7 +36,7 @@ BEGIN
         ON CONFLICT (allocation_id) DO UPDATE
             SET user_id = excluded.user_id, hostname = excluded.hostname, address = excluded.address, updated_at = now()
             WHERE x.state = 'active';
-    WHEN 'allocation.released', 'allocation.failed' THEN
+    WHEN 'allocation.releasing', 'allocation.released', 'allocation.failed' THEN
         v_alloc := appruntime.uuid_arg(coalesce(payload ->> 'allocation_id', aggregate_id), 'allocation_id');
         INSERT INTO appruntime.allocations AS x (allocation_id, state) VALUES (v_alloc, 'ended')
         ON CONFLICT (allocation_id) DO UPDATE SET state = 'ended', updated_at = now();
@@ -48,4 +48,4 @@ BEGIN
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION appruntime.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler: user.created fills appruntime.users; allocation.activated / released / failed keep appruntime.allocations, and an ended allocation releases its instances (app.instance_released).';
+COMMENT ON FUNCTION appruntime.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler: user.created fills appruntime.users; allocation.activated / releasing / released / failed keep appruntime.allocations, and an allocation being released or ended releases its instances (app.instance_released).';

@@ -137,7 +137,8 @@ CREATE TABLE auth.refresh_tokens (
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL,
     used_at    timestamptz,
-    revoked_at timestamptz
+    revoked_at timestamptz,
+    successor_sealed bytea
 );
 CREATE INDEX refresh_tokens_session_idx ON auth.refresh_tokens (session_id);
 COMMENT ON TABLE auth.refresh_tokens IS 'Opaque refresh tokens, stored only as SHA-256 hashes. Each is used once: using it gives the next one of its session (its family); using one twice revokes the session.';
@@ -150,6 +151,7 @@ COMMENT ON COLUMN auth.refresh_tokens.created_at IS 'When it was issued.';
 COMMENT ON COLUMN auth.refresh_tokens.expires_at IS 'After this it is refused.';
 COMMENT ON COLUMN auth.refresh_tokens.used_at IS 'When it was exchanged for the next one; a second use is reuse.';
 COMMENT ON COLUMN auth.refresh_tokens.revoked_at IS 'When its session was revoked.';
+COMMENT ON COLUMN auth.refresh_tokens.successor_sealed IS 'The token that replaced this one, sealed (pgcloud.seal): within auth.refresh_reuse_interval_seconds of used_at a second exchange returns it again; cleared once the interval has passed.';
 
 CREATE TABLE auth.oidc_nonces (
     issuer     text NOT NULL,

@@ -100,17 +100,42 @@ BEGIN
     END IF;
 
     IF email IS NOT NULL THEN
-        SELECT u2.id INTO uid FROM auth.users u2 WHERE u2.email = sign_in_identity.email;
+        SELECT u2.* INTO u FROM auth.users u2 WHERE u2.email = sign_in_identity.email FOR UPDATE;
         IF FOUND AND NOT coalesce(email_verified, false) THEN
+            PERFORM pgcloud.audit('identity.link_refused', 'user', u.id::text, 'denied',
+                jsonb_build_object('issuer', issuer, 'subject', subject, 'reason', 'email_not_verified'));
             PERFORM pgcloud.raise('email_not_verified',
                 'an account with this e-mail address exists, and the provider has not verified the address, so this identity is not linked to it');
+        END IF;
+        IF FOUND AND NOT u.email_verified THEN
+            -- The address was taken by an identity whose provider never
+            -- verified it: it does not capture the address. The verified
+            -- owner gets an account of its own and the address; the other
+            -- account keeps its identities but loses the address.
+            UPDATE auth.users u4 SET email = NULL WHERE u4.id = u.id;
+            PERFORM pgcloud.audit('user.email_released', 'user', u.id::text, 'ok',
+                jsonb_build_object('reason', 'claimed by a verified identity', 'issuer', issuer, 'subject', subject));
+        ELSIF FOUND THEN
+            -- Both sides verified: link, and say so in the audit log.
+            uid := u.id;
+            PERFORM pgcloud.audit('identity.linked', 'user', uid::text, 'ok',
+                jsonb_build_object('issuer', issuer, 'subject', subject, 'by', 'verified_email'));
+        END IF;
+        IF NOT coalesce(email_verified, false)
+           AND pgcloud.policy('auth.unverified_email_signin', NULL::text) = 'refuse' THEN
+            PERFORM pgcloud.raise('email_not_verified',
+                'the identity provider has not verified this e-mail address, and policy auth.unverified_email_signin refuses such sign-ins');
         END IF;
     END IF;
 
     IF uid IS NULL THEN
         new_id := gen_random_uuid();
+        -- An unverified address is never stored on the account (the unique
+        -- address is what linking and e-mail go by); the identity keeps it.
         INSERT INTO auth.users (id, email, email_verified, display_name)
-        VALUES (new_id, sign_in_identity.email, coalesce(email_verified, false), left(sign_in_identity.display_name, 200))
+        VALUES (new_id, CASE WHEN coalesce(email_verified, false) THEN sign_in_identity.email END,
+                coalesce(email_verified, false) AND sign_in_identity.email IS NOT NULL,
+                left(sign_in_identity.display_name, 200))
         ON CONFLICT (email) DO NOTHING;
         GET DIAGNOSTICS inserted = ROW_COUNT;
         IF inserted = 0 THEN
@@ -121,7 +146,7 @@ BEGIN
         p := auth.assign_posix_identity(uid, sign_in_identity.email);
         SELECT * INTO u FROM auth.users u3 WHERE u3.id = uid;
         PERFORM pgcloud.emit('user.created', 'user', uid::text, jsonb_build_object(
-            'user_id', uid, 'email', sign_in_identity.email, 'posix_username', p.username,
+            'user_id', uid, 'email', u.email, 'posix_username', p.username,
             'uid', p.uid, 'gid', p.gid, 'created_at', u.created_at));
     END IF;
 
@@ -136,7 +161,7 @@ BEGIN
     RETURN uid;
 END
 $$;
-COMMENT ON FUNCTION auth.sign_in_identity(text, text, text, boolean, text) IS 'The user an external identity (issuer, subject) signs in: the linked one; else the user with the same e-mail address when the provider verified it; else a new user with a POSIX identity (emits user.created).';
+COMMENT ON FUNCTION auth.sign_in_identity(text, text, text, boolean, text) IS 'The user an external identity (issuer, subject) signs in: the linked one; else the user with the same e-mail address when both that account''s address and this identity''s are verified (audited as identity.linked); else a new user with a POSIX identity (emits user.created). An unverified address is never linked nor stored on an account (policy auth.unverified_email_signin = refuse refuses such sign-ins); a verified identity takes its address back from an account that only holds it unverified (audited as user.email_released).';
 
 CREATE FUNCTION auth.new_refresh_token(session_id uuid, user_id uuid, generation integer) RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -231,8 +256,9 @@ BEGIN
     GET DIAGNOSTICS nonces = ROW_COUNT;
     DELETE FROM auth.refresh_tokens WHERE expires_at <= now() - interval '1 day';
     GET DIAGNOSTICS tokens = ROW_COUNT;
-    RETURN jsonb_build_object('nonces', nonces, 'refresh_tokens', tokens,
-                              'revoked_sessions', pgcloud.prune_revoked_sessions());
+    RETURN jsonb_build_object('nonces', nonces, 'refresh_tokens', tokens);
 END
 $$;
-COMMENT ON FUNCTION auth.prune() IS 'Operators: deletes used nonces of expired ID tokens and refresh tokens expired for a day; returns the counts. Sessions are kept as history.';
+COMMENT ON FUNCTION auth.prune() IS 'The auth expiry job (auth.prune, every core.prune_interval_seconds): deletes used nonces of expired ID tokens and refresh tokens expired for a day; returns the counts. Sessions are kept as history; revocations are pruned by core.prune_revoked_sessions in every database.';
+SELECT pgcloud.register_job('auth.prune', 'auth.prune()', 'core.prune_interval_seconds', 's',
+    'Deletes used OpenID Connect nonces of expired ID tokens and refresh tokens expired for a day.');

@@ -129,6 +129,19 @@ BEGIN
     IF s.revoked_at IS NOT NULL THEN
         PERFORM pgcloud.raise('invalid_refresh_token', 'the session of this refresh token has been revoked', 'Sign in again.');
     END IF;
+    IF t.used_at IS NOT NULL AND t.successor_sealed IS NOT NULL
+       AND clock_timestamp() < t.used_at + make_interval(secs => pgcloud.policy('auth.refresh_reuse_interval_seconds', NULL::int)) THEN
+        -- Two tabs refreshing at once: within the reuse interval the same
+        -- token gets the same successor (and a fresh access token).
+        next_token := convert_from(pgcloud.unseal(t.successor_sealed, 'auth.refresh_successor'), 'UTF8');
+        PERFORM pgcloud.audit('session.refresh_token_reused_in_interval', 'session', s.id::text, 'ok',
+            jsonb_build_object('user_id', s.user_id, 'generation', t.generation, 'used_at', t.used_at));
+        RETURN jsonb_build_object(
+            'access_token', auth.issue_access_token(s.user_id, auth.user_role(s.user_id), s.id, '{}'::text[], ttl),
+            'token_type', 'Bearer',
+            'expires_in', ttl,
+            'refresh_token', next_token);
+    END IF;
     IF t.used_at IS NOT NULL THEN
         -- Reuse of a rotated token: someone else may hold the family. Revoke
         -- it all, audit, and answer 401 without rolling that back.
@@ -141,8 +154,15 @@ BEGIN
     IF t.expires_at <= now() OR s.expires_at <= now() THEN
         PERFORM pgcloud.raise('invalid_refresh_token', 'the refresh token has expired', 'Sign in again.');
     END IF;
-    UPDATE auth.refresh_tokens r SET used_at = now() WHERE r.id = t.id;
     next_token := auth.new_refresh_token(s.id, s.user_id, t.generation + 1);
+    UPDATE auth.refresh_tokens r
+       SET used_at = clock_timestamp(),
+           successor_sealed = pgcloud.seal(convert_to(next_token, 'UTF8'), 'auth.refresh_successor')
+     WHERE r.id = t.id;
+    -- Sealed successors are kept only for the reuse interval.
+    UPDATE auth.refresh_tokens r SET successor_sealed = NULL
+     WHERE r.session_id = s.id AND r.successor_sealed IS NOT NULL
+       AND r.used_at < clock_timestamp() - make_interval(secs => pgcloud.policy('auth.refresh_reuse_interval_seconds', NULL::int));
     UPDATE auth.sessions x
        SET expires_at = now() + make_interval(secs => pgcloud.policy('auth.refresh_token_ttl_seconds', NULL::int))
      WHERE x.id = s.id;
@@ -165,7 +185,7 @@ BEGIN
     RETURN auth.refresh_apply(refresh_token);
 END
 $$;
-COMMENT ON FUNCTION api.refresh_token(text) IS 'Exchanges a refresh token for a new access token and a new refresh token (the old one is spent). Using a spent refresh token again revokes its whole session and is audited: the call answers refresh_token_reused (401) and the revocation stays. Other errors: invalid_refresh_token (401).';
+COMMENT ON FUNCTION api.refresh_token(text) IS 'Exchanges a refresh token for a new access token and a new refresh token (the old one is spent). Within auth.refresh_reuse_interval_seconds (default 10) of its exchange the same token returns the same successor again (two tabs refreshing at once). After that, using a spent refresh token again revokes its whole session and is audited: the call answers refresh_token_reused (401) and the revocation stays. Other errors: invalid_refresh_token (401).';
 
 -- api.dev_login -------------------------------------------------------------------
 

@@ -40,4 +40,5 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('billing.currency', '"usd"', 'Currency of new accounts (ISO 4217, lower case); an account holds one currency.'),
     ('billing.ledger_page_max', '200', 'Most ledger entries api.ledger() returns in one page.'),
     ('billing.usage_records_max', '1000', 'Most usage records api.usage() lists (the most recent; totals always cover all).'),
-    ('billing.force_release_repeat_seconds', '300', 'How long after a billing.force_release_requested event the accrual job asks again while the account stays exhausted and allocations are still active (seconds).');
+    ('billing.force_release_repeat_seconds', '300', 'How long after a billing.force_release_requested event the accrual job asks again while the account stays exhausted and allocations are still active (seconds).'),
+    ('billing.bill_provisioning', 'false', 'Whether an allocation is billed from its request (the provisioning phase included) rather than from its activation; a deployment that fails is never billed.');

@@ -122,7 +122,10 @@ BEGIN
                                               interval_seconds, started_at)
         VALUES (v_alloc, v_user, payload ->> 'sku', payload ->> 'node_hostname', price, v_currency,
                 pgcloud.policy('billing.accrual_interval_seconds', NULL::integer),
-                coalesce(billing.payload_time(payload, 'started_at'), now()))
+                -- Policy: bill the provisioning phase too (from the request).
+                CASE WHEN pgcloud.policy('billing.bill_provisioning', NULL::boolean)
+                     THEN coalesce(billing.payload_time(payload, 'requested_at'), billing.payload_time(payload, 'started_at'), now())
+                     ELSE coalesce(billing.payload_time(payload, 'started_at'), now()) END)
         ON CONFLICT (allocation_id) DO UPDATE
            SET account_id = excluded.account_id, sku = excluded.sku, node_hostname = excluded.node_hostname,
                price_per_hour = excluded.price_per_hour, currency = excluded.currency,

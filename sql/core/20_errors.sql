@@ -35,3 +35,9 @@ LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud
 AS 'MODULE_PATHNAME', 'pgcloud_error_raise';
 COMMENT ON FUNCTION pgcloud.raise(text, text, text, jsonb) IS 'Raises the catalogued error "code" in PostgREST''s custom-error form: SQLSTATE PGRST, message {code, message, details, hint}, detail {status, headers}.';
+
+-- Security boundaries (issue 10).
+INSERT INTO pgcloud.error_codes (code, http_status, message) VALUES
+    ('event_not_permitted',       403, 'This service may not emit this event type.'),
+    ('http_target_not_permitted', 403, 'This service may not call this outbound target.'),
+    ('insecure_transport',        500, 'Credentials would travel over an unencrypted connection.');

@@ -27,7 +27,15 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('payments.webhook_tolerance_seconds', '300', 'Maximum age of a Stripe webhook signature timestamp (seconds).'),
     ('payments.checkout_min_amount', '500',     'Smallest top-up (minor units).'),
     ('payments.checkout_max_amount', '1000000', 'Largest top-up (minor units).'),
-    ('terminal.token_ttl_seconds',   '60',     'Lifetime of a terminal token (seconds).');
+    ('terminal.token_ttl_seconds',   '60',     'Lifetime of a terminal token (seconds).'),
+    -- Rate limiting behind proxies, per endpoint class (issue 10).
+    ('core.rate_limit_trusted_proxies', '1', 'Reverse proxies in front of PostgREST that append the client address to X-Forwarded-For; the client is that many entries from the right (0: ignore the header, all anonymous callers share one bucket).'),
+    ('core.rate_limit_signin_per_second', '1', 'Sustained sign-in and token exchange requests (token_exchange, dev_login, service_token) per second per principal.'),
+    ('core.rate_limit_signin_burst',      '10', 'Sign-in and token exchange requests a principal may make in a burst.'),
+    ('core.rate_limit_refresh_per_second', '1', 'Sustained refresh_token requests per second per principal.'),
+    ('core.rate_limit_refresh_burst',     '10', 'refresh_token requests a principal may make in a burst.'),
+    ('core.rate_limit_webhook_per_second', '50', 'Sustained stripe_webhook requests per second per sending address.'),
+    ('core.rate_limit_webhook_burst',     '200', 'stripe_webhook requests a sending address may make in a burst.');
 
 CREATE FUNCTION pgcloud.policy(key text, as_type anyelement) RETURNS anyelement
 LANGUAGE C STABLE SECURITY DEFINER

@@ -11,6 +11,21 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.is_operator() IS 'True for a superuser session at psql with no JWT claims and no SET ROLE: such a session acts as pgcloud_admin.';
 
+-- A service account is only as strong as its scopes: a service call that
+-- names no scope is refused (pgcloud.authorize_service names one).
+CREATE FUNCTION pgcloud.refuse_unscoped_service() RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+BEGIN
+    PERFORM pgcloud.raise('insufficient_scope',
+        'this call does not name the scope a service account needs for it',
+        'Service calls authorize with pgcloud.authorize_service(scope).');
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.refuse_unscoped_service() IS 'Raises insufficient_scope: what pgcloud.authorize(''service'') answers a service account, whose calls must name their scope (pgcloud.authorize_service).';
+
 CREATE FUNCTION pgcloud.authorize(required text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgcloud
@@ -27,7 +42,7 @@ BEGIN
     IF required = 'anon'
        OR (required = 'user' AND role IN ('pgcloud_user', 'pgcloud_admin'))
        OR (required = 'admin' AND role = 'pgcloud_admin')
-       OR (required = 'service' AND role = 'pgcloud_service') THEN
+       OR (required = 'service' AND role = 'pgcloud_service' AND pgcloud.refuse_unscoped_service()) THEN
         RETURN role;
     END IF;
     IF role = 'pgcloud_anon' OR role IS NULL THEN
@@ -36,7 +51,7 @@ BEGIN
     PERFORM pgcloud.raise('forbidden', format('this call needs role pgcloud_%s, not %s', required, role));
 END
 $$;
-COMMENT ON FUNCTION pgcloud.authorize(text) IS 'Checks that the request may act with the given role (anon, user, admin or service) and returns the effective role; raises unauthenticated (401) or forbidden (403).';
+COMMENT ON FUNCTION pgcloud.authorize(text) IS 'Checks that the request may act with the given role (anon, user, admin or service) and returns the effective role; raises unauthenticated (401) or forbidden (403). A service account never passes authorize(''service''): service calls name their scope with pgcloud.authorize_service(scope).';
 
 -- Scopes: the same place decides them. A granted scope is a name, or a
 -- name qualified by a tenant, or by a tenant and a project:
@@ -147,3 +162,25 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION pgcloud.authorize_scope(text, text, text) IS 'Checks that the request holds scope (a plain name such as allocations:write) for the given tenant and project (NULL = a global resource): a global grant covers every tenant and project, a tenant grant that tenant''s projects, a project grant that project; a token with a tenant or project claim acts only there. Administrators hold every scope. Returns the effective role; raises unauthenticated (401), forbidden (403) or insufficient_scope (403).';
+
+CREATE FUNCTION pgcloud.authorize_service(scope text, tenant text DEFAULT NULL, project text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    role text := pgcloud.request_role();
+BEGIN
+    IF pgcloud.is_operator() THEN
+        RETURN 'pgcloud_admin';
+    END IF;
+    IF role = 'pgcloud_anon' OR role IS NULL THEN
+        PERFORM pgcloud.raise('unauthenticated', format('this call needs role pgcloud_service with scope "%s"', scope));
+    END IF;
+    IF role <> 'pgcloud_service' THEN
+        PERFORM pgcloud.raise('forbidden', format('this call needs role pgcloud_service, not %s', role));
+    END IF;
+    RETURN pgcloud.authorize_scope(scope, tenant, project);
+END
+$$;
+COMMENT ON FUNCTION pgcloud.authorize_service(text, text, text) IS 'Service calls (api.service_*): checks that the request is a service account (role pgcloud_service) holding scope (e.g. terminal:redeem) for the tenant and project; returns the effective role; raises unauthenticated (401), forbidden (403) or insufficient_scope (403).';

@@ -34,4 +34,4 @@ AS $$
     WITH gone AS (DELETE FROM pgcloud.revoked_sessions WHERE expires_at <= now() RETURNING 1)
     SELECT count(*) FROM gone
 $$;
-COMMENT ON FUNCTION pgcloud.prune_revoked_sessions() IS 'Deletes revocations whose access tokens have all expired; returns how many. Scheduled by pgcloud.schedule_jobs().';
+COMMENT ON FUNCTION pgcloud.prune_revoked_sessions() IS 'Deletes revocations whose access tokens have all expired; returns how many. Run by the job core.prune_revoked_sessions.';

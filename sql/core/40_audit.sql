@@ -57,7 +57,7 @@ SET search_path = pg_catalog, pgcloud
 AS $$
 DECLARE
     clean jsonb;
-    id bigint;
+    r pgcloud.audit_logs;
 BEGIN
     IF action IS NULL OR action !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$' THEN
         PERFORM pgcloud.raise('invalid_argument', 'audit action must be dotted lower-case words, e.g. policy.set');
@@ -73,8 +73,14 @@ BEGIN
     INSERT INTO pgcloud.audit_logs (actor, role, action, target_type, target_id, result, details, correlation_id)
     VALUES (pgcloud.user_id(), pgcloud.request_role(), action, target_type, target_id, result, clean,
             pgcloud.correlation_id())
-    RETURNING audit_logs.id INTO id;
-    RETURN id;
+    RETURNING * INTO r;
+    -- Every database's audit reaches the admin service as events (one query sees all services).
+    PERFORM pgcloud.emit('audit.recorded', 'audit', current_database() || ':' || r.id,
+        jsonb_build_object('database', current_database(), 'audit_id', r.id, 'at', r.at, 'actor', r.actor,
+                           'role', r.role, 'action', r.action, 'target_type', r.target_type,
+                           'target_id', r.target_id, 'result', r.result, 'details', r.details,
+                           'correlation_id', r.correlation_id));
+    RETURN r.id;
 END
 $$;
-COMMENT ON FUNCTION pgcloud.audit(text, text, text, text, jsonb) IS 'Appends an audit entry for the current request (actor, role and correlation id come from the request context); details are scrubbed. Returns the entry id.';
+COMMENT ON FUNCTION pgcloud.audit(text, text, text, text, jsonb) IS 'Appends an audit entry for the current request (actor, role and correlation id come from the request context); details are scrubbed. Announces it as audit.recorded {database, audit_id, at, actor, role, action, target_type, target_id, result, details, correlation_id} for the admin service. Returns the entry id.';

@@ -120,4 +120,4 @@ AS $$
     WITH gone AS (DELETE FROM pgcloud.idempotency_keys WHERE expires_at <= now() RETURNING 1)
     SELECT count(*) FROM gone
 $$;
-COMMENT ON FUNCTION pgcloud.prune_idempotency_keys() IS 'Deletes expired idempotency keys; returns how many. Scheduled by pgcloud.schedule_jobs().';
+COMMENT ON FUNCTION pgcloud.prune_idempotency_keys() IS 'Deletes expired idempotency keys; returns how many. Run by the job core.prune_idempotency_keys.';

@@ -8,7 +8,8 @@ CREATE TABLE pgcloud.services (
     route_prefix  text NOT NULL UNIQUE,
     publishes     text[] NOT NULL,
     subscribes    text[] NOT NULL,
-    depends_on    text[] NOT NULL
+    depends_on    text[] NOT NULL,
+    http_targets  text[] NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE pgcloud.services IS 'The service registry (generated from registry/services.conf).';
 COMMENT ON COLUMN pgcloud.services.name IS 'Service name; its extension is pgcloud_<name>.';
@@ -19,6 +20,7 @@ COMMENT ON COLUMN pgcloud.services.route_prefix IS 'HTTP route prefix of the ser
 COMMENT ON COLUMN pgcloud.services.publishes IS 'Event types the service emits.';
 COMMENT ON COLUMN pgcloud.services.subscribes IS 'Event types (or patterns) the service consumes.';
 COMMENT ON COLUMN pgcloud.services.depends_on IS 'Services whose events or data this one relies on.';
+COMMENT ON COLUMN pgcloud.services.http_targets IS 'Outbound HTTP targets (pgcloud.http_request) the service may call; any other is refused.';
 
 CREATE TABLE pgcloud.subscriptions (
     subscriber text NOT NULL REFERENCES pgcloud.services (name),
@@ -110,3 +112,30 @@ CREATE FUNCTION pgcloud.unseal(sealed bytea, context text) RETURNS bytea
 LANGUAGE C VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'pgcloud_seal_unseal';
 COMMENT ON FUNCTION pgcloud.unseal(bytea, text) IS 'Opens a value sealed by pgcloud.seal() for the same context; an error when it was altered or sealed for another context. Services only.';
+
+-- Event authority: which service owns (publishes) an event type. The core
+-- owns platform.* and audit.recorded (announced by pgcloud.audit()); a type
+-- nobody owns is an operator's own.
+CREATE FUNCTION pgcloud.publisher_of(event_type text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT CASE WHEN publisher_of.event_type LIKE 'platform.%' OR publisher_of.event_type = 'audit.recorded' THEN 'core'
+                ELSE (SELECT s.name FROM pgcloud.services s
+                       WHERE publisher_of.event_type = ANY (s.publishes) ORDER BY s.name LIMIT 1) END
+$$;
+COMMENT ON FUNCTION pgcloud.publisher_of(text) IS 'The service that owns an event type (registry publishes; core for platform.* and audit.recorded), or NULL for a type no service owns (an operator''s own).';
+
+CREATE FUNCTION pgcloud.event_authentic(event_type text, source text) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT CASE
+        WHEN coalesce(source, '') = '' THEN false
+        -- a superuser (the operator) stands outside every boundary
+        WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = source AND r.rolsuper) THEN true
+        WHEN pgcloud.publisher_of(event_type) IS NOT NULL THEN pgcloud.publisher_of(event_type) = source
+        ELSE NOT EXISTS (SELECT 1 FROM pgcloud.services s WHERE s.name = source) AND source <> 'core'
+    END
+$$;
+COMMENT ON FUNCTION pgcloud.event_authentic(text, text) IS 'Whether an event of this type may come from this source: its registered publisher, a superuser, or (for a type no service owns) a role that is not a service. Subscribers accept nothing else, in embedded and NATS delivery.';

@@ -170,6 +170,8 @@ DECLARE
     r jsonb;
     any_failures boolean := EXISTS (SELECT 1 FROM pgcloud.delivery_failures);
     any_dead boolean := EXISTS (SELECT 1 FROM pgcloud.dead_letters);
+    authentic jsonb := '{}';    -- type/source -> whether the source may publish the type
+    ok jsonb;
 BEGIN
     -- Fast path: the whole batch in one subtransaction. When nothing is being
     -- retried and no handler fails, this is all there is to it.
@@ -179,6 +181,14 @@ BEGIN
                 SELECT * FROM pgcloud.outbox o WHERE o.published_at IS NULL
                  ORDER BY o.id LIMIT batch FOR UPDATE SKIP LOCKED
             LOOP
+                ok := authentic -> (e.event_type || '/' || e.source);
+                IF ok IS NULL THEN
+                    ok := to_jsonb(pgcloud.event_authentic(e.event_type, e.source));
+                    authentic := authentic || jsonb_build_object(e.event_type || '/' || e.source, ok);
+                END IF;
+                IF NOT ok::boolean THEN
+                    RAISE EXCEPTION 'forged event';   -- the slow path dead-letters it
+                END IF;
                 route := routes -> e.event_type;
                 IF route IS NULL THEN
                     route := pgcloud.route_of(e.event_type);
@@ -212,6 +222,22 @@ BEGIN
         agg := e.aggregate_type || '/' || e.aggregate_id;
         CONTINUE WHEN agg = ANY (blocked);   -- keep per-aggregate order behind a retry
         complete := true;
+        IF NOT pgcloud.event_authentic(e.event_type, e.source) THEN
+            -- Not from the event type's registered publisher: no subscriber
+            -- applies it; each gets a dead letter (and operators an alert).
+            FOR sub IN SELECT DISTINCT s.subscriber FROM pgcloud.subscriptions s
+                        WHERE pgcloud.event_matches(s.event_type, e.event_type) ORDER BY 1
+            LOOP
+                PERFORM pgcloud.record_delivery_failure(sub.subscriber, e.event_id, e.event_type, e.aggregate_type,
+                    e.aggregate_id, e.payload, e.headers,
+                    format('refused: event type %s is published by %s, but this event came from %s',
+                           e.event_type, coalesce(pgcloud.publisher_of(e.event_type), 'no service'), e.source),
+                    greatest(pgcloud.policy('core.max_delivery_attempts', NULL::integer), 1));
+            END LOOP;
+            UPDATE pgcloud.outbox SET published_at = clock_timestamp() WHERE id = e.id;
+            done := done + 1;
+            CONTINUE;
+        END IF;
         FOR sub IN SELECT DISTINCT s.subscriber FROM pgcloud.subscriptions s
                     WHERE pgcloud.event_matches(s.event_type, e.event_type) ORDER BY 1
         LOOP
@@ -247,24 +273,40 @@ $$;
 COMMENT ON FUNCTION pgcloud.relay_once(integer) IS 'Embedded delivery: hands pending outbox events, in id order, to every subscribing service installed in this database (inbox row + handler in one transaction), marks them published, retries failures with backoff and dead-letters them after core.max_delivery_attempts. Returns the number of events published. The relay worker calls it; tests may too.';
 
 -- NATS mode: the consumer worker hands each message to this function.
-CREATE FUNCTION pgcloud.consume_event(subscriber text, envelope jsonb) RETURNS text
+CREATE FUNCTION pgcloud.consume_event(subscriber text, envelope jsonb, subject text) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
 AS $$
 BEGIN
     IF envelope IS NULL OR jsonb_typeof(envelope) <> 'object' OR envelope ->> 'event_id' IS NULL
-       OR envelope ->> 'event_type' IS NULL THEN
+       OR envelope ->> 'event_type' IS NULL
+       OR envelope ->> 'event_id' !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
         PERFORM pgcloud.raise('invalid_event', 'message is not a pgcloud event envelope');
     END IF;
     IF NOT pgcloud.is_subscribed(subscriber, envelope ->> 'event_type') THEN
         RETURN 'ignored';
+    END IF;
+    -- The broker lets a service's NATS user publish only the subjects of the
+    -- event types it owns (deploy/nats/nats-server.conf, generated from the
+    -- registry): the subject vouches for the publisher, the envelope must
+    -- agree with it.
+    IF subject IS DISTINCT FROM 'pgcloud.' || (envelope ->> 'event_type') THEN
+        PERFORM pgcloud.raise('event_not_permitted',
+            format('the message came on subject %s, not on the subject of its event type %s',
+                   left(subject, 200), left(envelope ->> 'event_type', 200)));
+    END IF;
+    IF NOT pgcloud.event_authentic(envelope ->> 'event_type', envelope ->> 'source') THEN
+        PERFORM pgcloud.raise('event_not_permitted',
+            format('event type %s is published by %s, but this event came from %s',
+                   envelope ->> 'event_type', coalesce(pgcloud.publisher_of(envelope ->> 'event_type'), 'no service'),
+                   coalesce(envelope ->> 'source', 'nobody')));
     END IF;
     RETURN pgcloud.deliver(subscriber, (envelope ->> 'event_id')::uuid, envelope ->> 'event_type',
                            coalesce(envelope ->> 'aggregate_type', ''), coalesce(envelope ->> 'aggregate_id', ''),
                            coalesce(envelope -> 'payload', '{}'::jsonb), coalesce(envelope -> 'headers', '{}'::jsonb));
 END
 $$;
-COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb) IS 'NATS mode: applies one message (the event envelope) to one subscriber; returns applied, duplicate, ignored or not_installed.';
+COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb, text) IS 'NATS mode: applies one message (the event envelope, received on subject) to one subscriber; returns applied, duplicate, ignored or not_installed. Refuses (event_not_permitted) a message whose subject is not its event type''s or whose source is not the type''s registered publisher.';
 
 -- Operator views.
 CREATE FUNCTION pgcloud.worker_status(OUT database text, OUT worker text, OUT pid integer, OUT state text,
@@ -341,7 +383,7 @@ BEGIN
     END IF;
     RETURN pgcloud.record_delivery_failure(
         subscriber,
-        CASE WHEN coalesce(env ->> 'event_id', msg_id) ~ '^[0-9a-fA-F-]{36}$'
+        CASE WHEN coalesce(env ->> 'event_id', msg_id) ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
              THEN coalesce(env ->> 'event_id', msg_id)::uuid ELSE gen_random_uuid() END,
         coalesce(env ->> 'event_type', 'unknown.event'), coalesce(env ->> 'aggregate_type', ''),
         coalesce(env ->> 'aggregate_id', ''), coalesce(env -> 'payload', env), coalesce(env -> 'headers', '{}'::jsonb),
@@ -359,3 +401,19 @@ AS $$
      ORDER BY s.name
 $$;
 COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the subscribing services installed in this database; each has a durable JetStream consumer named after it.';
+
+-- Operator alerts from any service: platform.alert is the core's type, so a
+-- service raises one through this function (it runs as the core).
+CREATE FUNCTION pgcloud.alert(kind text, subject text, details jsonb DEFAULT '{}') RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud
+AS $$
+BEGIN
+    IF kind IS NULL OR kind !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        PERFORM pgcloud.raise('invalid_argument', 'kind must be a lower-case word such as release_stuck');
+    END IF;
+    RETURN pgcloud.emit('platform.alert', 'alert', left(coalesce(subject, kind), 200),
+        coalesce(details, '{}'::jsonb) || jsonb_build_object('kind', kind));
+END
+$$;
+COMMENT ON FUNCTION pgcloud.alert(text, text, jsonb) IS 'Services: raises an operator alert (a platform.alert event, emitted as the core) of a kind, e.g. release_stuck, about subject, with details. Returns the event id.';

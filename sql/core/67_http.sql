@@ -1,4 +1,4 @@
--- HTTP intents: every outbound call (Stripe, MAAS, SMTP; "test" for the test
+-- HTTP intents: every outbound call (Stripe, MAAS, SMTP, S3; "test" for the test
 -- suites) is a row written in the caller's transaction by
 -- pgcloud.http_request(). After commit the HTTP executor worker
 -- (bgworkers/http_executor.c, libcurl multi) claims due intents per target
@@ -22,9 +22,10 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('core.http_retry_after_max_seconds', '3600', 'Longest Retry-After a target may impose (seconds); longer answers are capped.'),
     ('core.http_connect_timeout_ms', '5000', 'Connect timeout of an outbound request (ms).'),
     ('core.http_total_timeout_ms', '30000', 'Total timeout of an outbound request, connect to last byte (ms).'),
-    ('core.http_concurrency', '{"stripe": 8, "maas": 4, "smtp": 2, "test": 8}', 'Outbound requests in flight at once, per target (JSON object target -> count).'),
+    ('core.http_concurrency', '{"stripe": 8, "maas": 4, "smtp": 2, "test": 8, "s3": 4}', 'Outbound requests in flight at once, per target (JSON object target -> count).'),
     ('core.http_response_max_bytes', '65536', 'Bytes of a response body kept with its intent; the rest is dropped and the body marked truncated.'),
-    ('core.http_callback_max_attempts', '5', 'Tries of a failing result callback before it is given up (with a platform.alert event).');
+    ('core.http_callback_max_attempts', '5', 'Tries of a failing result callback before it is given up (with a platform.alert event).'),
+    ('core.plaintext_allowed_hosts', '["127.0.0.1", "::1", "localhost"]', 'Hosts (JSON array) to which credentials may travel unencrypted: Stripe and MAAS over http://, SMTP without STARTTLS. Any other host must be https://, smtps:// or offer STARTTLS, or the request fails. Loopback only by default.');
 
 CREATE TABLE pgcloud.http_intent_transitions (
     from_state text,
@@ -45,7 +46,7 @@ INSERT INTO pgcloud.http_intent_transitions (from_state, to_state) VALUES
 
 CREATE TABLE pgcloud.http_intents (
     id                   uuid PRIMARY KEY,
-    target               text NOT NULL CHECK (target IN ('stripe', 'maas', 'smtp', 'test')),
+    target               text NOT NULL CHECK (target IN ('stripe', 'maas', 'smtp', 'test', 's3')),
     method               text NOT NULL,
     path                 text NOT NULL,
     body                 text CHECK (octet_length(body) <= 4194304),
@@ -81,9 +82,9 @@ CREATE INDEX http_intents_callback_idx ON pgcloud.http_intents (callback_next_at
       AND state IN ('succeeded', 'dead');
 COMMENT ON TABLE pgcloud.http_intents IS 'Outbound HTTP (and SMTP) calls written in the caller''s transaction with pgcloud.http_request() and carried out after commit by the HTTP executor worker. Credentials are added at send time and never stored here.';
 COMMENT ON COLUMN pgcloud.http_intents.id IS 'Intent id; the Idempotency-Key sent when none was given.';
-COMMENT ON COLUMN pgcloud.http_intents.target IS 'stripe, maas, smtp or test; the base URL and credentials come from pgcloud.* settings.';
-COMMENT ON COLUMN pgcloud.http_intents.method IS 'GET, POST, PUT, PATCH or DELETE; SEND for smtp.';
-COMMENT ON COLUMN pgcloud.http_intents.path IS 'Path (and query) appended to the target''s base URL; for smtp the envelope recipient.';
+COMMENT ON COLUMN pgcloud.http_intents.target IS 'stripe, maas, smtp, s3 or test; the base URL and credentials come from pgcloud.* settings.';
+COMMENT ON COLUMN pgcloud.http_intents.method IS 'GET, POST, PUT, PATCH or DELETE (and HEAD for s3); SEND for smtp.';
+COMMENT ON COLUMN pgcloud.http_intents.path IS 'Path (and query) appended to the target''s base URL; for smtp the envelope recipient; for s3 "/" and the URI-encoded object key (bucket, addressing and SigV4 query signature added at send time).';
 COMMENT ON COLUMN pgcloud.http_intents.body IS 'Request body; for smtp the complete RFC 5322 message.';
 COMMENT ON COLUMN pgcloud.http_intents.content_type IS 'Content-Type of the body.';
 COMMENT ON COLUMN pgcloud.http_intents.headers IS 'Extra request headers (name -> value); for smtp {"mail_from": envelope sender}. Never credentials.';
@@ -124,11 +125,20 @@ DECLARE
                               'te', 'upgrade'];
 BEGIN
     IF NEW.target IS NULL THEN
-        PERFORM pgcloud.raise('invalid_argument', 'a target is required (stripe, maas, smtp or test)');
+        PERFORM pgcloud.raise('invalid_argument', 'a target is required (stripe, maas, smtp, s3 or test)');
     END IF;
-    IF NEW.target NOT IN ('stripe', 'maas', 'smtp', 'test') THEN
+    IF NEW.target NOT IN ('stripe', 'maas', 'smtp', 'test', 's3') THEN
         PERFORM pgcloud.raise('invalid_argument',
-            format('unknown HTTP target "%s" (stripe, maas, smtp or test)', left(NEW.target, 64)));
+            format('unknown HTTP target "%s" (stripe, maas, smtp, s3 or test)', left(NEW.target, 64)));
+    END IF;
+    -- Outbound authority: a service calls only the targets its registry
+    -- entry grants (http_targets); superusers (the operator) any.
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user), false)
+       AND NOT EXISTS (SELECT 1 FROM pgcloud.services s
+                        WHERE 'pgcloud_svc_' || s.name = current_user AND NEW.target = ANY (s.http_targets)) THEN
+        PERFORM pgcloud.raise('http_target_not_permitted',
+            format('role %s may not call target %s', current_user, NEW.target),
+            'registry/services.conf lists the targets each service may call (http_targets).');
     END IF;
     IF NEW.target = 'smtp' THEN
         IF NEW.method IS DISTINCT FROM 'SEND' THEN
@@ -148,9 +158,10 @@ BEGIN
             PERFORM pgcloud.raise('invalid_argument', 'the headers of an smtp intent are {"mail_from": envelope sender address}');
         END IF;
     ELSE
-        IF NEW.method IS NULL OR NEW.method NOT IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE') THEN
+        IF NEW.method IS NULL OR NEW.method NOT IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE')
+           AND NOT (NEW.target = 's3' AND NEW.method = 'HEAD') THEN
             PERFORM pgcloud.raise('invalid_argument',
-                format('HTTP method "%s" is not supported (GET, POST, PUT, PATCH or DELETE)', left(NEW.method, 16)));
+                format('HTTP method "%s" is not supported (GET, POST, PUT, PATCH or DELETE; HEAD for s3)', left(NEW.method, 16)));
         END IF;
         IF NEW.path IS NULL OR length(NEW.path) > 2048 OR NEW.path !~ '^/[\x21-\x7e]*$' THEN
             PERFORM pgcloud.raise('invalid_argument',
@@ -259,7 +270,7 @@ BEGIN
     RETURN intent;
 END
 $$;
-COMMENT ON FUNCTION pgcloud.http_request(text, text, text, text, text, jsonb, text, regprocedure, jsonb) IS 'Services: writes an outbound request to target stripe, maas, smtp or test in the current transaction and returns its id; the HTTP executor sends it after commit (retries, backoff, dead letter) and calls callback(intent_id, status, response_headers, response_body, context, final) as its SECURITY DEFINER owner, once for the final outcome. Credentials are added at send time: Stripe Bearer key and Idempotency-Key, MAAS OAuth 1.0 PLAINTEXT.';
+COMMENT ON FUNCTION pgcloud.http_request(text, text, text, text, text, jsonb, text, regprocedure, jsonb) IS 'Services: writes an outbound request to target stripe, maas, smtp, s3 or test in the current transaction and returns its id; the HTTP executor sends it after commit (retries, backoff, dead letter) and calls callback(intent_id, status, response_headers, response_body, context, final) as its SECURITY DEFINER owner, once for the final outcome. Credentials are added at send time: Stripe Bearer key and Idempotency-Key, MAAS OAuth 1.0 PLAINTEXT, S3 SigV4 query signature.';
 
 -- ---- the executor's side (superuser only) -------------------------------
 
@@ -528,12 +539,12 @@ CREATE VIEW pgcloud.http_intents_status AS
                                  AND h.callback_done_at IS NULL AND h.callback_given_up_at IS NULL)
                AS callbacks_pending,
            count(h.id) FILTER (WHERE h.callback_given_up_at IS NOT NULL) AS callbacks_failed
-      FROM (VALUES ('stripe'), ('maas'), ('smtp'), ('test')) AS t (target)
+      FROM (VALUES ('stripe'), ('maas'), ('smtp'), ('test'), ('s3')) AS t (target)
       LEFT JOIN pgcloud.http_intents h ON h.target = t.target
      GROUP BY t.target
      ORDER BY t.target;
 COMMENT ON VIEW pgcloud.http_intents_status IS 'Operators: outbound HTTP intents per target and state, the oldest undone one, dead letters and callbacks waiting or given up.';
-COMMENT ON COLUMN pgcloud.http_intents_status.target IS 'stripe, maas, smtp or test.';
+COMMENT ON COLUMN pgcloud.http_intents_status.target IS 'stripe, maas, smtp, s3 or test.';
 COMMENT ON COLUMN pgcloud.http_intents_status.pending IS 'Intents not yet tried.';
 COMMENT ON COLUMN pgcloud.http_intents_status.in_flight IS 'Intents being sent now.';
 COMMENT ON COLUMN pgcloud.http_intents_status.retrying IS 'Intents that failed and wait for a retry (state failed).';

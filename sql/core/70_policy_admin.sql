@@ -26,6 +26,7 @@ BEGIN
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
                                     updated_by = excluded.updated_by;
     PERFORM pgcloud.audit('policy.set', 'policy', k, 'ok', jsonb_build_object('old', old, 'new', v));
+    PERFORM pgcloud.wake_scheduler();   -- a job's new interval counts from its last run, at once
     RETURN jsonb_build_object('key', k, 'value', v, 'previous', old);
 END
 $$;
@@ -44,7 +45,7 @@ CREATE FUNCTION pgcloud.pre_request() RETURNS void
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud
 AS 'MODULE_PATHNAME', 'pgcloud_pre_request';
-COMMENT ON FUNCTION pgcloud.pre_request() IS 'PostgREST db-pre-request: refuses access tokens of revoked sessions (sid claim, pgcloud.revoked_sessions) with session_revoked (401), then applies the per-principal rate limit (token bucket in shared memory, core.rate_limit_per_second and core.rate_limit_burst); answers 429 with Retry-After when exceeded.';
+COMMENT ON FUNCTION pgcloud.pre_request() IS 'PostgREST db-pre-request: refuses access tokens of revoked sessions (sid claim, pgcloud.revoked_sessions) with session_revoked (401), then applies the per-principal rate limit (token bucket in shared memory, core.rate_limit_per_second and core.rate_limit_burst; sign-in and token exchange, refresh and webhooks have buckets and policies of their own, core.rate_limit_<class>_per_second/_burst); answers 429 with Retry-After when exceeded. Anonymous callers are keyed by the address the trusted proxies saw (core.rate_limit_trusted_proxies entries from the right of X-Forwarded-For; IPv6 by /64), never by what the client wrote.';
 
 CREATE FUNCTION pgcloud.rate_limit_status(OUT principal text, OUT tokens float8, OUT refilled_at timestamptz,
                                           OUT allowed bigint, OUT denied bigint)
@@ -58,24 +59,3 @@ LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'pgcloud_rate_limit_reset';
 COMMENT ON FUNCTION pgcloud.rate_limit_reset(text) IS 'Operators: forgets one principal''s bucket (or all when NULL); returns how many were removed.';
 
-CREATE FUNCTION pgcloud.schedule_jobs() RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgcloud
-AS $$
-DECLARE
-    n integer := 0;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
-        RAISE EXCEPTION 'pg_cron is not installed in this database'
-            USING HINT = 'Run CREATE EXTENSION pg_cron in the database named by cron.database_name.';
-    END IF;
-    PERFORM cron.schedule('pgcloud.prune_idempotency_keys', '17 * * * *',
-                          'SELECT pgcloud.prune_idempotency_keys()');
-    n := n + 1;
-    PERFORM cron.schedule('pgcloud.prune_revoked_sessions', '23 * * * *',
-                          'SELECT pgcloud.prune_revoked_sessions()');
-    n := n + 1;
-    RETURN n;
-END
-$$;
-COMMENT ON FUNCTION pgcloud.schedule_jobs() IS 'Schedules pgcloud''s maintenance jobs with pg_cron (idempotent: pg_cron replaces a job of the same name). Returns the number of jobs.';

@@ -4,24 +4,29 @@ SELECT pgcloud.hand_over('pgcloud_core', 'pgcloud_svc_core');
 
 -- Install-time and operator-only routines stay superuser-only.
 REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pgcloud.hand_over(name, name),
-    pgcloud.schedule_jobs(), pgcloud.prune_idempotency_keys(), pgcloud.rate_limit_reset(text),
-    pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb), pgcloud.wake_workers(),
+    pgcloud.rate_limit_reset(text),
+    pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb, text), pgcloud.wake_workers(),
     pgcloud.http_recover(), pgcloud.http_claim(text, integer), pgcloud.http_claim_all(text[], integer[]),
     pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
     pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
     pgcloud.http_next_due_ms(text[]), pgcloud.http_backoff_ms(integer),
-    pgcloud.prune_revoked_sessions()
+    pgcloud.register_job(text, regprocedure, text, text, text, boolean, boolean),
+    pgcloud.due_jobs(boolean), pgcloud.job_finished(text, boolean, text, text, timestamptz),
+    pgcloud.jobs_next_in_ms(), pgcloud.prune_cron_history()
     FROM pgcloud_svc_core;
 
 -- Every API role: the pre-request hook and the scrubber.
 GRANT EXECUTE ON ROUTINE pgcloud.pre_request(), pgcloud.sanitize(text)
     TO pgcloud_anon, pgcloud_user, pgcloud_admin, pgcloud_service;
+-- Signed-in callers may check a path before they ask for a URL.
+GRANT EXECUTE ON ROUTINE pgcloud.safe_path(text) TO pgcloud_user, pgcloud_admin, pgcloud_service;
 
 -- Request context and the primitives services build on.
 GRANT EXECUTE ON ROUTINE
     pgcloud.claims(), pgcloud.headers(), pgcloud.header(text), pgcloud.request_role(), pgcloud.user_id(),
     pgcloud.correlation_id(), pgcloud.context(), pgcloud.raise(text, text, text, jsonb),
     pgcloud.is_operator(), pgcloud.authorize(text), pgcloud.authorize_scope(text, text, text),
+    pgcloud.authorize_service(text, text, text), pgcloud.refuse_unscoped_service(),
     pgcloud.scopes(), pgcloud.valid_scope(text), pgcloud.idempotency_principal(),
     pgcloud.idempotent(text, jsonb, regprocedure), pgcloud.idempotency_begin(text, text, bytea),
     pgcloud.idempotency_finish(text, text, bytea, jsonb)
@@ -31,9 +36,12 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),
     pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info(),
     pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.revoke_session(uuid, timestamptz),
-    pgcloud.sanitize(text)
+    pgcloud.sanitize(text), pgcloud.wake_scheduler(), pgcloud.safe_path(text)
     TO pgcloud_services;
-GRANT INSERT ON pgcloud.outbox TO pgcloud_services;
+-- No INSERT on pgcloud.outbox: only pgcloud.emit() writes it (as the outbox
+-- owner, after checking the caller owns the event type).
+GRANT EXECUTE ON ROUTINE pgcloud.publisher_of(text), pgcloud.event_authentic(text, text), pgcloud.alert(text, text, jsonb)
+    TO pgcloud_services;
 -- Outbound HTTP: services write intents (the guard trigger records who).
 GRANT EXECUTE ON ROUTINE
     pgcloud.http_request(text, text, text, text, text, jsonb, text, regprocedure, jsonb), pgcloud.http_wake()
@@ -44,10 +52,11 @@ GRANT SELECT ON pgcloud.services, pgcloud.subscriptions, pgcloud.error_codes, pg
 
 -- Admins: policy changes and the rate limiter's state.
 GRANT EXECUTE ON ROUTINE pgcloud.set_policy(text, jsonb), pgcloud.set_policy_apply(jsonb),
-    pgcloud.rate_limit_status(), pgcloud.build_info(), pgcloud.worker_status()
+    pgcloud.rate_limit_status(), pgcloud.build_info(), pgcloud.worker_status(),
+    pgcloud.set_job_enabled(text, boolean)
     TO pgcloud_admin;
 GRANT SELECT ON pgcloud.outbox_lag, pgcloud.oldest_undelivered, pgcloud.workers, pgcloud.dead_letters,
-    pgcloud.http_intents_status, pgcloud.http_dead_intents
+    pgcloud.http_intents_status, pgcloud.http_dead_intents, pgcloud.jobs
     TO pgcloud_admin;
 
 -- Start this database's workers as soon as the installation commits.

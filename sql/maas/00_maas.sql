@@ -20,17 +20,19 @@
 --     deploying with the same series joins it; the machine is released in
 --     MAAS when its last allocation is.
 --   * Timeouts (policy) fail a deployment (maas.deploy_failed; the machine
---     is released), end a stuck release (maas.machine_released with the
---     reason; the machine is reported stuck) and fail a commissioning.
+--     is released), quarantine a machine whose release does not finish
+--     (stuck; alert; its allocations stay releasing until an operator
+--     decides, api.admin_end_stuck_release) and fail a commissioning.
 --   * MAAS status names map onto node states in maas.statuses; allocation
 --     outcomes are maas.machine_deployed / maas.deploy_failed /
 --     maas.machine_released.
 
 INSERT INTO pgcloud.policy_values (key, value, description) VALUES
+    ('maas.poller_interval_ms', '250', 'How often the poller job (maas.poll) looks for machines to act on (ms); it also runs when a goal is set.'),
     ('maas.poll_interval_ms', '5000', 'How often a machine with an open goal (commission, deploy, release) is read from MAAS (ms).'),
     ('maas.commission_timeout_seconds', '1800', 'Commissioning longer than this fails the node (seconds).'),
     ('maas.deploy_timeout_seconds', '2400', 'A deployment not finished after this fails its allocations, frees their slots and releases the machine (seconds).'),
-    ('maas.release_timeout_seconds', '1800', 'A release not finished after this ends its allocations anyway and reports the machine stuck (seconds).'),
+    ('maas.release_timeout_seconds', '1800', 'A release not finished after this quarantines the machine and alerts operators; its allocations stay releasing (and billed) until an operator ends them (seconds).'),
     ('maas.intent_stale_seconds', '600', 'A MAAS request without a final answer after this is forgotten and the machine read again (seconds).'),
     ('maas.erase_disks_on_release', 'false', 'Whether machines are released with erase=true (disk erasing) when their last allocation ends.'),
     ('maas.agent_name', '"pgcloud"', 'agent_name sent to MAAS with allocate and deploy.'),

@@ -95,7 +95,7 @@ COMMENT ON COLUMN maas.machines.last_action IS 'Last state-changing request for 
 COMMENT ON COLUMN maas.machines.last_action_at IS 'When it was written.';
 COMMENT ON COLUMN maas.machines.last_error IS 'Last error from MAAS or the executor (scrubbed).';
 COMMENT ON COLUMN maas.machines.last_error_at IS 'When it happened.';
-COMMENT ON COLUMN maas.machines.stuck IS 'A release did not finish (timeout or Releasing failed): operators must look; cleared when the machine is Ready or Deployed again.';
+COMMENT ON COLUMN maas.machines.stuck IS 'Quarantined: a release did not finish (timeout or Releasing failed); its node is broken whatever MAAS reports, its allocations stay releasing until an operator decides (api.admin_end_stuck_release); cleared only by a completed commission.';
 COMMENT ON COLUMN maas.machines.created_at IS 'When pgcloud first drove the machine.';
 COMMENT ON COLUMN maas.machines.updated_at IS 'When it last changed.';
 

@@ -22,17 +22,25 @@ COMMENT ON FUNCTION maas.allocation_event(text, maas.allocations, maas.machines,
 
 CREATE FUNCTION maas.set_goal(m maas.machines, new_goal text, series text DEFAULT NULL, image text DEFAULT NULL)
 RETURNS maas.machines
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, maas
 AS $$
+DECLARE
+    r maas.machines;
+BEGIN
     UPDATE maas.machines x
        SET goal = new_goal, goal_seq = x.goal_seq + 1, goal_since = now(),
            goal_series = coalesce(series, x.goal_series), goal_image = coalesce(image, x.goal_image),
            seen_busy = false, last_action = NULL, last_action_at = NULL, updated_at = now()
      WHERE x.system_id = m.system_id
-    RETURNING *
+    RETURNING * INTO r;
+    IF new_goal <> 'none' THEN
+        PERFORM pgcloud.wake_scheduler();   -- the poller acts at commit, not at its next tick
+    END IF;
+    RETURN r;
+END
 $$;
-COMMENT ON FUNCTION maas.set_goal(maas.machines, text, text, text) IS 'Gives a machine a new goal (none, commission, deploy with series and image, release); its timeout counts from now. A request already in flight stays: its answer is an observation like any other.';
+COMMENT ON FUNCTION maas.set_goal(maas.machines, text, text, text) IS 'Gives a machine a new goal (none, commission, deploy with series and image, release); its timeout counts from now; a goal other than none wakes the scheduler at commit so the poller acts at once. A request already in flight stays: its answer is an observation like any other.';
 
 -- Allocations releasing on the machine are done (the machine was released,
 -- or another deployment takes it over, or there is nothing left to release).
@@ -82,7 +90,8 @@ AS $$
         jsonb_build_object('system_id', m.system_id, 'node_id', m.node_id, 'hostname', m.hostname,
                            'status', m.status, 'status_name', m.status_name, 'previous_status_name', previous,
                            'status_message', m.status_message,
-                           'node_state', (SELECT s.node_state FROM maas.statuses s WHERE s.status_name = m.status_name),
+                           'node_state', CASE WHEN m.stuck THEN 'broken'
+                                              ELSE (SELECT s.node_state FROM maas.statuses s WHERE s.status_name = m.status_name) END,
                            'distro_series', m.distro_series,
                            'image', CASE WHEN m.status_name = 'Deployed' THEN m.goal_image END,
                            'ip_addresses', m.ip_addresses, 'power_state', m.power_state, 'stuck', m.stuck,
@@ -111,7 +120,6 @@ BEGIN
            hostname = coalesce(x.hostname, left(machine ->> 'hostname', 253)),
            observed_at = now(),
            seen_busy = x.seen_busy OR EXISTS (SELECT 1 FROM maas.statuses s WHERE s.status_name = v_name AND s.busy_for = x.goal),
-           stuck = CASE WHEN v_name IN ('Ready', 'Deployed') THEN false ELSE x.stuck END,
            updated_at = now()
      WHERE x.system_id = m.system_id
     RETURNING * INTO m;
@@ -144,6 +152,8 @@ BEGIN
     CASE m.goal
     WHEN 'commission' THEN
         m := maas.set_goal(m, 'none');
+        -- A fresh commission ends a quarantine.
+        UPDATE maas.machines x SET stuck = false WHERE x.system_id = m.system_id RETURNING * INTO m;
         PERFORM pgcloud.emit('maas.machine_commissioned', 'machine', m.system_id,
             jsonb_build_object('system_id', m.system_id, 'node_id', m.node_id, 'hostname', m.hostname,
                                'status_name', m.status_name, 'at', now()));
@@ -186,16 +196,25 @@ BEGIN
             PERFORM maas.complete_releases(m, 'nothing to release: ' || why);
         END IF;
     WHEN 'release' THEN
+        -- The machine may still run the tenant's system: it is quarantined
+        -- (never placed again before a fresh commission), its allocations
+        -- stay releasing and billed until an operator decides
+        -- (api.admin_end_stuck_release), and operators are alerted.
         UPDATE maas.machines x SET stuck = true WHERE x.system_id = m.system_id RETURNING * INTO m;
         m := maas.set_goal(m, 'none');
-        PERFORM maas.complete_releases(m, why);
-        PERFORM maas.status_event(m, m.status_name, jsonb_build_object('node_state', 'broken', 'reason', why));
+        PERFORM maas.status_event(m, m.status_name, jsonb_build_object('node_state', 'broken', 'reason', why,
+                                                                        'quarantined', true));
+        PERFORM pgcloud.alert('release_stuck', m.system_id, jsonb_build_object(
+            'system_id', m.system_id, 'hostname', m.hostname, 'reason', why,
+            'allocations', (SELECT coalesce(jsonb_agg(a.allocation_id), '[]') FROM maas.allocations a
+                             WHERE a.system_id = m.system_id AND a.state = 'releasing'),
+            'action', 'check the machine in MAAS, then SELECT api.admin_end_stuck_release(system_id, reason)'));
     ELSE
         NULL;
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION maas.goal_failed(maas.machines, text) IS 'A goal that cannot be reached: commission -> node failed; deploy -> maas.deploy_failed for the deploying allocations, then the machine is released; release -> its allocations are released anyway, the machine is reported stuck (node broken).';
+COMMENT ON FUNCTION maas.goal_failed(maas.machines, text) IS 'A goal that cannot be reached: commission -> node failed; deploy -> maas.deploy_failed for the deploying allocations, then the machine is released; release -> the machine is quarantined (stuck: node broken until a fresh commission), its allocations stay releasing and billed until an operator ends them (api.admin_end_stuck_release), and a platform.alert is raised.';
 
 -- What to do next for the goal, given the last status.
 CREATE FUNCTION maas.next_action(m maas.machines) RETURNS text
@@ -213,7 +232,9 @@ AS $$
             WHEN m.status_name = 'Ready' THEN 'allocate'
             WHEN m.status_name = 'Allocated' THEN 'deploy'
             WHEN m.status_name IN ('Deploying', 'Releasing', 'Disk erasing') THEN 'wait'
-            WHEN m.status_name = 'Deployed' THEN 'done'
+            -- Deployed by this goal; a machine still deployed from before
+            -- (another tenant's system) is released and deployed afresh.
+            WHEN m.status_name = 'Deployed' THEN CASE WHEN m.seen_busy THEN 'done' ELSE 'release' END
             WHEN m.status_name = 'Failed deployment' THEN CASE WHEN m.seen_busy THEN 'fail' ELSE 'release' END
             ELSE 'fail' END
         WHEN 'release' THEN CASE
@@ -309,3 +330,48 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION maas.step(text, boolean) IS 'Moves a machine one step towards its goal: times it out, reads it when its status is stale, or makes the next request of maas.next_action(). Returns idle, busy, read, commission, allocate, deploy, release, wait, done, failed or timed_out.';
+
+-- The operator's decision on a release MAAS could not complete.
+CREATE FUNCTION maas.end_stuck_release_apply(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud, maas
+AS $$
+DECLARE
+    m maas.machines;
+    n integer;
+    why text := left(btrim(coalesce(args ->> 'reason', '')), 500);
+BEGIN
+    IF why = '' THEN
+        PERFORM pgcloud.raise('invalid_argument', 'a reason is required: it is audited and shown to the users');
+    END IF;
+    SELECT * INTO m FROM maas.machines x WHERE x.system_id = args ->> 'system_id' FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pgcloud.raise('not_found', format('no machine %s', left(args ->> 'system_id', 64)));
+    END IF;
+    IF NOT m.stuck THEN
+        PERFORM pgcloud.raise('invalid_state_transition', format('machine %s is not stuck in a release', m.system_id),
+            'Only a release MAAS could not complete needs this.');
+    END IF;
+    n := maas.complete_releases(m, 'operator: ' || why);
+    -- Still quarantined: placed again only after a fresh commission.
+    m := maas.set_goal(m, 'commission');
+    PERFORM pgcloud.audit('maas.stuck_release_ended', 'machine', m.system_id, 'ok',
+        jsonb_build_object('reason', why, 'allocations_released', n));
+    RETURN jsonb_build_object('system_id', m.system_id, 'allocations_released', n, 'quarantined', m.stuck,
+                              'goal', m.goal);
+END
+$$;
+COMMENT ON FUNCTION maas.end_stuck_release_apply(jsonb) IS 'Internal to api.admin_end_stuck_release().';
+
+CREATE FUNCTION api.admin_end_stuck_release(system_id text, reason text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, maas
+AS $$
+BEGIN
+    PERFORM pgcloud.authorize('admin');
+    RETURN pgcloud.idempotent('maas.end_stuck_release', jsonb_build_object('system_id', system_id, 'reason', reason),
+                              'maas.end_stuck_release_apply(jsonb)');
+END
+$$;
+COMMENT ON FUNCTION api.admin_end_stuck_release(text, text) IS 'Operators: a release MAAS could not complete (the machine is quarantined and its allocations stay releasing and billed) ends by this decision: the allocations are released (billing stops), the machine stays quarantined and is commissioned afresh before it is placed again. Returns {system_id, allocations_released, quarantined, goal}. Not stuck: 409 invalid_state_transition; unknown: 404 not_found. Audited; safe to retry with X-Idempotency-Key.';
+GRANT EXECUTE ON FUNCTION api.admin_end_stuck_release(text, text) TO pgcloud_admin;

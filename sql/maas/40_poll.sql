@@ -97,37 +97,11 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION maas.poll() IS 'The poller: one step for every machine with an open goal (read when its status is older than maas.poll_interval_ms, time out, or make the next request). Returns how many machines it acted on. Run by maas.run_poller() (pg_cron) or directly.';
+COMMENT ON FUNCTION maas.poll() IS 'The poller: one step for every machine with an open goal (read when its status is older than maas.poll_interval_ms, time out, or make the next request). Returns how many machines it acted on. Run by the scheduler (job maas.poll, every maas.poller_interval_ms and when a goal is set) or directly.';
 
--- No SET clause: a procedure with one cannot commit.
-CREATE PROCEDURE maas.run_poller(seconds integer DEFAULT 55)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    stop_at timestamptz := pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => seconds);
-BEGIN
-    LOOP
-        PERFORM maas.poll();
-        COMMIT;
-        EXIT WHEN pg_catalog.clock_timestamp() >= stop_at;
-        PERFORM pg_catalog.pg_sleep(LEAST(GREATEST(pgcloud.policy('maas.poll_interval_ms', NULL::integer), 200), 60000)
-                                    / 4000.0);
-    END LOOP;
-END
-$$;
-COMMENT ON PROCEDURE maas.run_poller(integer) IS 'Calls maas.poll() every quarter of maas.poll_interval_ms for the given seconds, committing after each call (so the HTTP executor sends the requests at once). Scheduled every minute by maas.schedule_jobs().';
-
-CREATE FUNCTION maas.schedule_jobs() RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgcloud, maas
-AS $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
-        RAISE EXCEPTION 'pg_cron is not installed in this database'
-            USING HINT = 'Run CREATE EXTENSION pg_cron in the database named by cron.database_name.';
-    END IF;
-    PERFORM cron.schedule('maas.poller', '* * * * *', 'CALL maas.run_poller(55)');
-    RETURN 1;
-END
-$$;
-COMMENT ON FUNCTION maas.schedule_jobs() IS 'Schedules the MAAS poller with pg_cron: maas.run_poller(55) every minute (pg_cron 1.4 schedules by the minute; the procedure polls within it). Idempotent: pg_cron replaces a job of the same name. Returns the number of jobs.';
+-- The poller runs by itself: the scheduler worker calls maas.poll() every
+-- maas.poller_interval_ms, and at once when a goal is set (maas.set_goal
+-- wakes it at commit).
+SELECT pgcloud.register_job('maas.poll', 'maas.poll()', 'maas.poller_interval_ms', 'ms',
+    'The MAAS poller: one step for every machine with an open goal (commission, deploy, release).',
+    run_on_wake => true);

@@ -49,4 +49,5 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('provisioning.max_ssh_keys_per_allocation', '10', 'SSH keys one allocation may be deployed with.'),
     ('provisioning.placement_attempts', '20', 'Times a placement looks for a node again when the node it waited for filled up, before it gives up with capacity_unavailable.'),
     ('provisioning.list_limit', '500', 'Most allocations api.list_allocations() returns (newest first).'),
-    ('provisioning.node_tenancy', '"single"', 'single: a node holds the allocations of one user at a time (they share its deployment and its SSH keys); shared: any users'' allocations are packed onto one node.');
+    ('provisioning.node_tenancy', '"single"', 'single: a node holds the allocations of one user at a time (they share its deployment and its SSH keys); shared: any users'' allocations are packed onto one node.'),
+    ('provisioning.reserve_first_interval', 'true', 'Whether each live allocation reserves its first accrual interval (price x billing.accrual_interval_seconds) against the balance, so concurrent allocations cannot overdraw it.');

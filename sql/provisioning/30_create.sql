@@ -63,6 +63,37 @@ END
 $$;
 COMMENT ON FUNCTION provisioning.check_standing(uuid) IS 'Refuses allocation unless billing''s last report says the account is in good standing (good or low) with a balance of at least min_balance_to_allocate: insufficient_balance (402) for no report, standing insufficient or exhausted, or a low balance; account_not_in_good_standing (403) for any other standing.';
 
+-- The reservation: balance >= minimum + the first interval of every live
+-- allocation of the user and of the new one.
+CREATE FUNCTION provisioning.check_reservation(v_user uuid, price_per_hour bigint) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud, provisioning
+AS $$
+DECLARE
+    s provisioning.account_standing;
+    secs bigint := pgcloud.policy('billing.accrual_interval_seconds', NULL::bigint);
+    reserved numeric;
+    need numeric;
+BEGIN
+    SELECT * INTO s FROM provisioning.account_standing x WHERE x.user_id = v_user;
+    SELECT coalesce(sum(ceil(a.price_per_hour::numeric * secs / 3600)), 0) INTO reserved
+      FROM provisioning.allocations a
+     WHERE a.user_id = v_user AND a.state IN ('requested', 'provisioning', 'active', 'releasing');
+    need := coalesce(s.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint))
+            + reserved + ceil(price_per_hour::numeric * secs / 3600);
+    IF s.balance IS NULL OR s.balance < need THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            format('the balance is %s %s; with the first interval of your %s live allocation(s) reserved (%s), another needs at least %s',
+                   coalesce(s.balance::text, 'unknown'), s.currency,
+                   (SELECT count(*) FROM provisioning.allocations a
+                     WHERE a.user_id = v_user AND a.state IN ('requested', 'provisioning', 'active', 'releasing')),
+                   reserved, need),
+            'Top up your balance, or release an allocation.');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION provisioning.check_reservation(uuid, bigint) IS 'Refuses an allocation (insufficient_balance, 402) unless billing''s last reported balance covers the minimum plus the first accrual interval of every live allocation of the user and of the new one (policy provisioning.reserve_first_interval).';
+
 -- The node to claim slots on, locked. See the placement policy at the top
 -- of 00_provisioning.sql. Each preference is its own query on an index in
 -- the order wanted (fewest free slots, then node id), so a placement reads a
@@ -77,6 +108,13 @@ DECLARE
     attempts integer := pgcloud.policy('provisioning.placement_attempts', NULL::integer);
     shared boolean := pgcloud.policy('provisioning.node_tenancy', NULL::text) = 'shared';
 BEGIN
+    IF shared THEN
+        -- A deployment has one default user: co-tenants would share it and
+        -- each other's keys. Refused until each tenant gets its own account.
+        PERFORM pgcloud.raise('policy_invalid',
+            'provisioning.node_tenancy = shared is refused: the nodes would give every co-tenant the same account and keys',
+            'Set provisioning.node_tenancy to single.');
+    END IF;
     FOR attempt IN 1 .. greatest(attempts, 1) LOOP
         -- 1. A node already running the image (with single tenancy: the user's own).
         IF shared THEN
@@ -198,6 +236,14 @@ BEGIN
          WHERE x.user_id = v_user AND x.state IN ('requested', 'provisioning', 'active', 'releasing')) >= max_live THEN
         PERFORM pgcloud.raise('allocation_limit_reached', format('at most %s live allocations per user', max_live),
             'Release an allocation you no longer use.');
+    END IF;
+
+    -- The balance check is a reservation: every live allocation of the user,
+    -- and this one, holds its first accrual interval against the balance
+    -- (under the per-user lock above, so concurrent creations cannot
+    -- overdraw it).
+    IF pgcloud.policy('provisioning.reserve_first_interval', NULL::boolean) THEN
+        PERFORM provisioning.check_reservation(v_user, k.price_per_hour);
     END IF;
 
     n := provisioning.claim_node(k, v_image, v_user);

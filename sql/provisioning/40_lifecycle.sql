@@ -23,7 +23,7 @@ BEGIN
     PERFORM pgcloud.emit('allocation.activated', 'allocation', a.id::text,
         jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku,
                            'price_per_hour', a.price_per_hour, 'currency', a.currency, 'started_at', a.started_at,
-                           'node_hostname', a.node_hostname, 'node_id', a.node_id, 'region', a.region,
+                           'requested_at', a.requested_at, 'node_hostname', a.node_hostname, 'node_id', a.node_id, 'region', a.region,
                            'gpu_count', a.gpu_count, 'slots', to_jsonb(a.slot_indexes), 'image', a.image,
                            'ip_addresses', coalesce(deployed -> 'ip_addresses', '[]'::jsonb)));
     RETURN a;
@@ -78,7 +78,9 @@ BEGIN
     END IF;
     UPDATE provisioning.allocations x
        SET state = final_state, reason = coalesce(left(why, 500), x.reason),
-           ended_at = CASE WHEN final_state = 'released' THEN coalesce(x.releasing_at, now()) ELSE now() END,
+           -- Billing ends when MAAS confirms (maas.machine_released), not at
+           -- the request: until then the machine may still run.
+           ended_at = now(),
            updated_at = now()
      WHERE x.id = a.id RETURNING * INTO a;
     PERFORM pgcloud.emit('allocation.' || final_state, 'allocation', a.id::text, provisioning.ended_payload(a));
@@ -123,7 +125,7 @@ BEGIN
                               'provisioning.release_allocation_apply(jsonb)');
 END
 $$;
-COMMENT ON FUNCTION api.release_allocation(id uuid) IS 'Releases one of your allocations: it goes to releasing at once (billing stops at this moment) and to released when MAAS has released the machine. Releasing an allocation that is already releasing, released or failed changes nothing. Returns the allocation; another user''s or an unknown id is 404 allocation_not_found. Safe to retry with X-Idempotency-Key.';
+COMMENT ON FUNCTION api.release_allocation(id uuid) IS 'Releases one of your allocations: it goes to releasing at once (no new access is minted from then) and to released when MAAS has released the machine; billing stops then. A release MAAS cannot complete keeps the allocation releasing (and billed) until an operator decides (api.admin_end_stuck_release). Releasing an allocation that is already releasing, released or failed changes nothing. Returns the allocation; another user''s or an unknown id is 404 allocation_not_found. Safe to retry with X-Idempotency-Key.';
 
 CREATE FUNCTION api.get_allocation(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER

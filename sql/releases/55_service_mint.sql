@@ -99,8 +99,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
 BEGIN
-    PERFORM pgcloud.authorize('service');
-    PERFORM pgcloud.authorize_scope('access:mint');
+    PERFORM pgcloud.authorize_service('access:mint');
     RETURN pgcloud.idempotent('releases.service_mint_access',
                               jsonb_build_object('allocation_id', allocation_id, 'public_key', public_key,
                                                  'on_behalf_of', on_behalf_of, 'purpose', purpose),

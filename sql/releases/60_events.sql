@@ -74,7 +74,9 @@ BEGIN
             SET user_id = excluded.user_id, sku = excluded.sku, hostname = excluded.hostname,
                 started_at = excluded.started_at, ends_at = excluded.ends_at, updated_at = excluded.updated_at
             WHERE x.state = 'active';
-    WHEN 'allocation.released', 'allocation.failed' THEN
+    WHEN 'allocation.released', 'allocation.failed', 'allocation.releasing' THEN
+        -- Releasing already ends access: no certificate is minted once the
+        -- release is requested.
         v_alloc := releases.payload_uuid(payload, 'allocation_id', aggregate_id);
         IF payload ? 'user_id' THEN
             v_user := releases.payload_uuid(payload, 'user_id');
@@ -93,4 +95,4 @@ BEGIN
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION releases.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): user.created fills releases.users; allocation.activated makes an allocation active, allocation.released and allocation.failed end it. Other types are ignored.';
+COMMENT ON FUNCTION releases.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): user.created fills releases.users; allocation.activated makes an allocation active, allocation.releasing, allocation.released and allocation.failed end it (no access is minted once a release is requested). Other types are ignored.';

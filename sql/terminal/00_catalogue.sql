@@ -18,7 +18,8 @@
 --     heartbeat and learns which to close (allocation ended, session revoked,
 --     member removed); it ends each with the bytes both ways. Sessions whose
 --     relay stopped reporting (terminal.session_stale_seconds) are ended by
---     terminal.reap_sessions(), so nothing stays marked live.
+--     terminal.reap_sessions(), a scheduler job (terminal.reap_interval_seconds),
+--     so nothing stays marked live.
 
 INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('terminal_token_invalid',      401, 'The terminal token is not valid.', 'terminal'),

@@ -79,8 +79,7 @@ DECLARE
     v_relay text := left(coalesce(pgcloud.claims() ->> 'relay', pgcloud.claims() ->> 'sub', 'relay'), 100);
     s terminal.sessions;
 BEGIN
-    PERFORM pgcloud.authorize('service');
-    PERFORM pgcloud.authorize_scope('terminal:redeem');
+    PERFORM pgcloud.authorize_service('terminal:redeem');
     IF token IS NULL OR length(token) NOT BETWEEN 20 AND 200 OR token !~ '^pgt_[A-Za-z0-9_-]+$' THEN
         PERFORM pgcloud.raise('terminal_token_invalid', 'not a terminal token');
     END IF;
@@ -137,8 +136,7 @@ AS $$
 DECLARE
     t terminal.tokens;
 BEGIN
-    PERFORM pgcloud.authorize('service');
-    PERFORM pgcloud.authorize_scope('terminal:redeem');
+    PERFORM pgcloud.authorize_service('terminal:redeem');
     IF code IS NULL OR code !~ '^[a-z_]{1,64}$' THEN
         PERFORM pgcloud.raise('invalid_argument', 'code must be the catalogued error code of the refusal');
     END IF;

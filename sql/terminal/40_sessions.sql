@@ -59,8 +59,7 @@ DECLARE
     s terminal.sessions;
     n integer := 0;
 BEGIN
-    PERFORM pgcloud.authorize('service');
-    PERFORM pgcloud.authorize_scope('terminal:redeem');
+    PERFORM pgcloud.authorize_service('terminal:redeem');
     FOR s IN SELECT * FROM terminal.sessions x WHERE x.state = 'live' AND x.relay = v_relay FOR UPDATE LOOP
         PERFORM terminal.end_session(s, 'relay_restarted');
         n := n + 1;
@@ -81,8 +80,7 @@ DECLARE
     s terminal.sessions;
     close jsonb := '[]'::jsonb;
 BEGIN
-    PERFORM pgcloud.authorize('service');
-    PERFORM pgcloud.authorize_scope('terminal:redeem');
+    PERFORM pgcloud.authorize_service('terminal:redeem');
     IF sessions IS NULL OR jsonb_typeof(sessions) <> 'array' OR jsonb_array_length(sessions) > 10000 THEN
         PERFORM pgcloud.raise('invalid_argument', 'sessions must be an array of {id, bytes_in, bytes_out} (at most 10000)');
     END IF;
@@ -118,8 +116,7 @@ AS $$
 DECLARE
     s terminal.sessions;
 BEGIN
-    PERFORM pgcloud.authorize('service');
-    PERFORM pgcloud.authorize_scope('terminal:redeem');
+    PERFORM pgcloud.authorize_service('terminal:redeem');
     IF reason IS NULL OR reason !~ '^[a-z_]{1,40}$' THEN
         PERFORM pgcloud.raise('invalid_argument', 'reason must be a short lower-case word such as closed or idle');
     END IF;
@@ -163,3 +160,11 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_terminal_sessions(text) IS 'Operators: terminal sessions (live by default; ended, or NULL for all), newest first, at most 1000: who, which allocation, which relay, since when, bytes each way. Sessions of relays that stopped reporting are ended first.';
+
+-- Lost relays are noticed by themselves: the scheduler worker runs the reaper
+-- every terminal.reap_interval_seconds (heartbeats and the operators' listing
+-- reap too, so a listing is never stale).
+INSERT INTO pgcloud.policy_values (key, value, description) VALUES
+    ('terminal.reap_interval_seconds', '10', 'How often the scheduler ends live terminal sessions whose relay stopped reporting (seconds).');
+SELECT pgcloud.register_job('terminal.reap_sessions', 'terminal.reap_sessions()', 'terminal.reap_interval_seconds', 's',
+    'Ends live terminal sessions whose relay has not reported for terminal.session_stale_seconds (reason relay_lost).');

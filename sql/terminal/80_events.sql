@@ -73,7 +73,7 @@ BEGIN
         ON CONFLICT (allocation_id) DO UPDATE
             SET user_id = excluded.user_id, hostname = excluded.hostname, address = excluded.address, updated_at = now()
             WHERE x.state = 'active';
-    WHEN 'allocation.released', 'allocation.failed' THEN
+    WHEN 'allocation.releasing', 'allocation.released', 'allocation.failed' THEN
         v_alloc := terminal.payload_uuid(payload, 'allocation_id', aggregate_id);
         INSERT INTO terminal.allocations AS x (allocation_id, state) VALUES (v_alloc, 'ended')
         ON CONFLICT (allocation_id) DO UPDATE SET state = 'ended', updated_at = now();
@@ -115,4 +115,4 @@ BEGIN
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION terminal.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler: user.created fills terminal.users; allocation.activated / released / failed keep terminal.allocations (an ended allocation revokes its tokens and closes its sessions); session.revoked revokes the session''s tokens and closes its terminals; app.member_added / member_removed / instance_released keep terminal.app_members.';
+COMMENT ON FUNCTION terminal.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler: user.created fills terminal.users; allocation.activated / releasing / released / failed keep terminal.allocations (an allocation being released or ended revokes its tokens and closes its sessions); session.revoked revokes the session''s tokens and closes its terminals; app.member_added / member_removed / instance_released keep terminal.app_members.';

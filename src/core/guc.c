@@ -18,6 +18,12 @@ char	   *pgcloud_ca_bundle = NULL;
 char	   *pgcloud_key_file = NULL;
 char	   *pgcloud_correlation_id = NULL;
 int			pgcloud_rate_limit_max_principals = 10000;
+char	   *pgcloud_s3_endpoint = NULL;
+char	   *pgcloud_s3_region = NULL;
+char	   *pgcloud_s3_bucket = NULL;
+char	   *pgcloud_s3_access_key_id = NULL;
+char	   *pgcloud_s3_secret_access_key = NULL;
+bool		pgcloud_s3_path_style = true;
 
 static void
 define_target(const char *name, const char *desc, char **var, const char *def, bool secret)
@@ -70,6 +76,32 @@ PgcloudGucInit(void)
 	define_target("pgcloud.key_file",
 				  "File holding the sealing and signing key material, outside the database.",
 				  &pgcloud_key_file, "", false);
+
+	/*
+	 * S3 (storage): read by the backend that pre-signs a URL and by the HTTP
+	 * executor (target s3). PGC_SUSET like the webhook secrets, so a superuser
+	 * may also set them for a session; superuser-only, the secret unlisted.
+	 */
+	DefineCustomStringVariable("pgcloud.s3_endpoint",
+							   "S3 endpoint URL (scheme://host[:port]) pre-signed URLs point at.",
+							   NULL, &pgcloud_s3_endpoint, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pgcloud.s3_region", "S3 region signed for (SigV4 scope).",
+							   NULL, &pgcloud_s3_region, "us-east-1", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pgcloud.s3_bucket", "S3 bucket holding every namespace's objects.",
+							   NULL, &pgcloud_s3_bucket, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pgcloud.s3_access_key_id", "S3 access key id.",
+							   NULL, &pgcloud_s3_access_key_id, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("pgcloud.s3_secret_access_key", "S3 secret access key.",
+							   NULL, &pgcloud_s3_secret_access_key, "", PGC_SUSET,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
+	DefineCustomBoolVariable("pgcloud.s3_path_style",
+							 "Path-style S3 URLs (endpoint/bucket/key) instead of virtual-hosted (bucket.endpoint/key).",
+							 NULL, &pgcloud_s3_path_style, true, PGC_SUSET, GUC_SUPERUSER_ONLY,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("pgcloud.correlation_id",
 							   "Correlation id of the current request (set by pgcloud.correlation_id()).",

@@ -8,7 +8,12 @@
  */
 #include "pgcloud.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "common/hashfn.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/syscache.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_outbox_emit);
@@ -66,6 +71,26 @@ valid_identifier(const char *s, size_t len, size_t max)
 	return true;
 }
 
+/* The owner of pgcloud.outbox (pgcloud_svc_core after installation). */
+static Oid
+outbox_owner(void)
+{
+	Oid			rel;
+	Oid			nsp = get_namespace_oid("pgcloud", false);
+	HeapTuple	tup;
+	Oid			owner;
+
+	rel = get_relname_relid("outbox", nsp);
+	if (!OidIsValid(rel))
+		elog(ERROR, "pgcloud.outbox does not exist");
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", rel);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /* The service that emits: pgcloud_svc_<name> → <name>; otherwise the role. */
 static char *
 emitting_source(void)
@@ -75,6 +100,66 @@ emitting_source(void)
 	if (strncmp(role, "pgcloud_svc_", 12) == 0)
 		return role + 12;
 	return role;
+}
+
+/*
+ * Event authority (registry): a service role emits only the event types its
+ * registry entry publishes; pgcloud_svc_core only the core's own types
+ * (platform.*, see pgcloud.publisher_of()); any other member of pgcloud_services nothing. Roles outside
+ * the service group (the operator, superusers) may emit any well-formed type
+ * that no service owns (PRODUCT.md: operators may emit their own), and none
+ * that a service owns. Superusers stand outside every boundary and may emit
+ * anything; subscribers accept that because the source is a superuser role.
+ * Called inside SPI.
+ */
+static void
+check_event_authority(const char *source, text *event_type)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+	bool		isnull;
+	int			ret;
+	char	   *owner;
+	char	   *type = text_to_cstring(event_type);
+	bool		is_service_role = is_member_of_role(GetUserId(), get_role_oid("pgcloud_services", false))
+		|| strncmp(GetUserNameFromId(GetUserId(), false), "pgcloud_svc_", 12) == 0;
+
+	if (plan == NULL)
+	{
+		Oid			argtypes[2] = {TEXTOID, TEXTOID};
+		SPIPlanPtr	p = SPI_prepare("SELECT pgcloud.publisher_of($2)", 2, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plan = p;
+	}
+	values[0] = CStringGetTextDatum(source);
+	values[1] = PointerGetDatum(event_type);
+	ret = SPI_execute_plan(plan, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event publisher lookup failed: %s", SPI_result_code_string(ret));
+	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	(void) isnull;
+
+	if (superuser())
+		return;					/* the operator: outside every boundary */
+	if (owner != NULL)
+	{
+		if (strcmp(owner, source) == 0)
+			return;
+		PgcloudRaise("event_not_permitted",
+					 psprintf("event type %s is published by service %s, not by %s", type, owner, source),
+					 "A service emits only the event types registry/services.conf lists under its publishes.",
+					 NULL);
+	}
+	/* a type no service owns */
+	if (!is_service_role)
+		return;
+	PgcloudRaise("event_not_permitted",
+				 psprintf("event type %s is not among the types service %s publishes", type, source),
+				 "A service emits only the event types registry/services.conf lists under its publishes.",
+				 NULL);
 }
 
 /*
@@ -95,7 +180,10 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	char	   *actor;
 	uint32		lockkey;
 	StringInfoData agg;
-	int			ret;
+	volatile int ret = 0;
+	char	   *source;
+	Oid			save_userid;
+	int			save_sec_context;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PgcloudRaise("invalid_event", "event_type, aggregate_type and aggregate_id are required",
@@ -145,6 +233,8 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	source = emitting_source();
+	check_event_authority(source, event_type);
 	if (plan == NULL)
 	{
 		Oid			argtypes[9] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
@@ -173,13 +263,28 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 		values[4] = (Datum) 0;
 		nulls[4] = 'n';
 	}
-	values[5] = CStringGetTextDatum(emitting_source());
+	values[5] = CStringGetTextDatum(source);
 	values[6] = CStringGetTextDatum(PgcloudCorrelationId());
 	actor = PgcloudRequestUserId();
 	values[7] = actor ? CStringGetTextDatum(actor) : (Datum) 0;
 	nulls[7] = actor ? ' ' : 'n';
 	values[8] = CStringGetTextDatum(PgcloudRequestRole());
-	ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	/*
+	 * No service role may write the outbox directly (its source and headers
+	 * would be whatever it claims): the row is written as the outbox's
+	 * owner, after the authority check above.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(outbox_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(ret));
 	SPI_finish();

@@ -12,6 +12,7 @@
  */
 #include "pgcloud.h"
 
+#include <arpa/inet.h>
 #include <math.h>
 
 #include "utils/hsearch.h"
@@ -27,6 +28,8 @@ typedef struct RateBucket
 {
 	char		principal[PRINCIPAL_LEN];	/* hash key, NUL-padded */
 	double		tokens;
+	double		rate;			/* of the bucket's endpoint class */
+	double		burst;
 	TimestampTz refilled_at;
 	int64		allowed;
 	int64		denied;
@@ -100,37 +103,118 @@ require_shmem(void)
 }
 
 /*
- * The principal of this request: "sub:<subject>" when the JWT has a subject,
- * otherwise "anon:<client address>" from X-Forwarded-For / X-Real-IP.
+ * Endpoint classes: each has its own bucket per principal and its own
+ * policy (core.rate_limit_<class>_per_second / _burst; the default class
+ * uses core.rate_limit_per_second / core.rate_limit_burst). PostgREST puts
+ * the request path in request.path (/rpc/<function> behind the proxy).
+ */
+static const char *
+endpoint_class(void)
+{
+	const char *path = GetConfigOption("request.path", true, false);
+	const char *fn;
+
+	if (path == NULL || (fn = strstr(path, "/rpc/")) == NULL)
+		return NULL;
+	fn += 5;
+	if (strcmp(fn, "token_exchange") == 0 || strcmp(fn, "dev_login") == 0 || strcmp(fn, "service_token") == 0)
+		return "signin";
+	if (strcmp(fn, "refresh_token") == 0)
+		return "refresh";
+	if (strcmp(fn, "stripe_webhook") == 0)
+		return "webhook";
+	return NULL;
+}
+
+/*
+ * The client address of an anonymous request, as the trusted proxies saw
+ * it. Each proxy appends the address it received the request from to
+ * X-Forwarded-For, so with N trusted proxies (policy
+ * core.rate_limit_trusted_proxies) the client is the N-th entry from the
+ * right; whatever the client wrote itself sits to the left of it and is
+ * never used. Fewer than N entries means the request did not come through
+ * the proxies: it goes to one "unattributed" bucket. IPv6 clients are keyed
+ * by their /64, as one host can hold a whole /64. Returns false when there
+ * is no usable address.
+ */
+static bool
+client_address(char *out, size_t outlen)
+{
+	int			hops = (int) PgcloudPolicyNumber("core.rate_limit_trusted_proxies");
+	char	   *xff;
+	char	   *entries[64];
+	int			n = 0;
+	char	   *p;
+	char	   *addr;
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	if (hops < 1)
+		return false;
+	xff = PgcloudRequestField("request.headers", "x-forwarded-for");
+	if (xff == NULL)
+		return false;
+	/* split on commas, trimming blanks; keep the last 64 entries */
+	for (p = strtok(xff, ","); p != NULL; p = strtok(NULL, ","))
+	{
+		char	   *e;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		e = p + strlen(p);
+		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+			*--e = '\0';
+		if (n == lengthof(entries))
+		{
+			memmove(entries, entries + 1, sizeof(entries[0]) * (n - 1));
+			n--;
+		}
+		entries[n++] = p;
+	}
+	if (n < hops)
+		return false;
+	addr = entries[n - hops];
+	if (inet_pton(AF_INET, addr, buf) == 1)
+	{
+		inet_ntop(AF_INET, buf, out, outlen);
+		return true;
+	}
+	if (inet_pton(AF_INET6, addr, buf) == 1)
+	{
+		memset(buf + 8, 0, 8);	/* the /64 */
+		inet_ntop(AF_INET6, buf, out, outlen);
+		strlcat(out, "/64", outlen);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * The bucket key of this request: "[<class>/]sub:<subject>" when the JWT
+ * has a subject, otherwise "[<class>/]anon:<client address>" (or
+ * anon:unattributed, see client_address).
  */
 static void
-request_principal(char *out)
+request_principal(char *out, const char *cls)
 {
 	char	   *sub = PgcloudRequestField("request.jwt.claims", "sub");
-	char	   *addr;
+	char		addr[INET6_ADDRSTRLEN + 8];
+	const char *prefix = cls ? cls : "";
+	const char *slash = cls ? "/" : "";
 
 	memset(out, 0, PRINCIPAL_LEN);
 	if (sub != NULL && sub[0] != '\0')
 	{
-		snprintf(out, PRINCIPAL_LEN, "sub:%s", sub);
+		snprintf(out, PRINCIPAL_LEN, "%s%ssub:%s", prefix, slash, sub);
 		return;
 	}
-	addr = PgcloudRequestField("request.headers", "x-forwarded-for");
-	if (addr != NULL)
-	{
-		char	   *comma = strchr(addr, ',');
-
-		if (comma)
-			*comma = '\0';
-	}
-	else
-		addr = PgcloudRequestField("request.headers", "x-real-ip");
-	snprintf(out, PRINCIPAL_LEN, "anon:%s", addr ? addr : "unknown");
+	if (!client_address(addr, sizeof(addr)))
+		strlcpy(addr, "unattributed", sizeof(addr));
+	snprintf(out, PRINCIPAL_LEN, "%s%sanon:%s", prefix, slash, addr);
 }
 
 /* Drops buckets idle long enough to be full again; returns how many. */
 static int
-evict_idle(TimestampTz now, double rate, double burst)
+evict_idle(TimestampTz now)
 {
 	HASH_SEQ_STATUS status;
 	RateBucket *b;
@@ -142,7 +226,7 @@ evict_idle(TimestampTz now, double rate, double burst)
 	{
 		double		idle = (double) (now - b->refilled_at) / USECS_PER_SEC;
 
-		if (b->tokens + idle * rate >= burst)
+		if (b->tokens + idle * b->rate >= b->burst)
 		{
 			hash_search(rl_buckets, b->principal, HASH_REMOVE, NULL);
 			evicted++;
@@ -172,13 +256,15 @@ take_token(const char *principal, double rate, double burst)
 
 	LWLockAcquire(rl_shared->lock, LW_EXCLUSIVE);
 	b = hash_search(rl_buckets, principal, HASH_ENTER_NULL, &found);
-	if (b == NULL && evict_idle(now, rate, burst) > 0)
+	if (b == NULL && evict_idle(now) > 0)
 		b = hash_search(rl_buckets, principal, HASH_ENTER_NULL, &found);
 	if (b == NULL)
 	{
 		LWLockRelease(rl_shared->lock);
 		elog(ERROR, "rate limiter table is full");
 	}
+	b->rate = rate;
+	b->burst = burst;
 	if (!found)
 	{
 		b->tokens = burst;
@@ -260,15 +346,27 @@ pgcloud_pre_request(PG_FUNCTION_ARGS)
 	double		burst;
 	double		wait;
 
+	const char *cls;
+
 	require_shmem();
-	rate = PgcloudPolicyNumber("core.rate_limit_per_second");
-	burst = PgcloudPolicyNumber("core.rate_limit_burst");
+	cls = endpoint_class();
+	if (cls == NULL)
+	{
+		rate = PgcloudPolicyNumber("core.rate_limit_per_second");
+		burst = PgcloudPolicyNumber("core.rate_limit_burst");
+	}
+	else
+	{
+		rate = PgcloudPolicyNumber(psprintf("core.rate_limit_%s_per_second", cls));
+		burst = PgcloudPolicyNumber(psprintf("core.rate_limit_%s_burst", cls));
+	}
 	if (!(rate > 0) || !(burst >= 1))
 		PgcloudRaise("policy_invalid",
-					 "core.rate_limit_per_second must be > 0 and core.rate_limit_burst >= 1",
+					 psprintf("core.rate_limit%s%s_per_second must be > 0 and core.rate_limit%s%s_burst >= 1",
+							  cls ? "_" : "", cls ? cls : "", cls ? "_" : "", cls ? cls : ""),
 					 NULL, NULL);
 
-	request_principal(principal);
+	request_principal(principal, cls);
 	reject_revoked_session();
 	wait = take_token(principal, rate, burst);
 	if (wait > 0)
@@ -276,7 +374,8 @@ pgcloud_pre_request(PG_FUNCTION_ARGS)
 		int			retry_after = (int) ceil(wait);
 
 		PgcloudRaise("rate_limited",
-					 psprintf("at most %g requests per second are allowed (burst %g)", rate, burst),
+					 psprintf("at most %g requests per second are allowed (burst %g)%s%s", rate, burst,
+							  cls ? " for endpoint class " : "", cls ? cls : ""),
 					 psprintf("Retry after %d second%s.", retry_after, retry_after == 1 ? "" : "s"),
 					 psprintf("{\"Retry-After\": \"%d\"}", retry_after));
 	}

@@ -45,7 +45,7 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep time);
 
 my $HERE = dirname(abs_path(__FILE__));
-my %SCRIPT = (stripe => 'fake_stripe.py', maas => 'fake_maas.py', smtp => 'fake_smtp.py');
+my %SCRIPT = (stripe => 'fake_stripe.py', maas => 'fake_maas.py', smtp => 'fake_smtp.py', s3 => 'fake_s3.py');
 my @LIVE;
 
 sub python
@@ -67,7 +67,7 @@ sub make_certs
 sub start
 {
     my ($class, $kind, %opt) = @_;
-    my $script = $SCRIPT{$kind} or die "unknown fake '$kind' (stripe, maas, smtp)";
+    my $script = $SCRIPT{$kind} or die "unknown fake '$kind' (stripe, maas, smtp, s3)";
     my $dir = $opt{dir} // tempdir("fake_$kind.XXXXXX", TMPDIR => 1, CLEANUP => 1);
     make_path($dir);
     my @cmd = (python(), "$HERE/$script", '--port', '0', '--state-dir', $dir);

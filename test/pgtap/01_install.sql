@@ -1,4 +1,5 @@
 -- The installed shape: schemas, roles, boundaries, comments, privileges.
+-- services: core
 BEGIN;
 SELECT plan(16);
 

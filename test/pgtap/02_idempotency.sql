@@ -1,4 +1,5 @@
 -- The idempotency mechanism, sequentially (concurrency: test/specs/idempotency.spec).
+-- services: core
 BEGIN;
 \ir helpers.psql
 SELECT plan(11);

@@ -1,4 +1,5 @@
 -- pgcloud.pre_request(): per-principal token bucket in shared memory.
+-- services: core
 BEGIN;
 \ir helpers.psql
 SELECT plan(9);
@@ -26,8 +27,8 @@ SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
 SET LOCAL request.headers = '{"x-forwarded-for": "203.0.113.9, 10.0.0.1"}';
 SELECT lives_ok('SELECT pgcloud.pre_request(); SELECT pgcloud.pre_request(); SELECT pgcloud.pre_request()', 'anon burst passes');
 SELECT is(pg_temp.error_detail_of('SELECT pgcloud.pre_request()') ->> 'code', 'rate_limited', 'anon is limited too');
-SELECT ok(EXISTS (SELECT 1 FROM pgcloud.rate_limit_status() WHERE principal = 'anon:203.0.113.9'),
-    'anon principal is the first forwarded address');
+SELECT ok(EXISTS (SELECT 1 FROM pgcloud.rate_limit_status() WHERE principal = 'anon:10.0.0.1'),
+    'anon principal is the address the trusted proxy appended (core.rate_limit_trusted_proxies = 1), not the client''s first entry');
 
 SELECT pgcloud.rate_limit_reset();
 SELECT * FROM finish();

@@ -1,4 +1,5 @@
 -- Drop and reinstall: DROP EXTENSION pgcloud_core CASCADE leaves nothing of ours.
+-- services: core
 BEGIN;
 SELECT plan(6);
 

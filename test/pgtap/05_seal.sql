@@ -1,4 +1,5 @@
 -- Sealed secrets: the master key stays outside the database.
+-- services: core
 BEGIN;
 SELECT plan(7);
 

@@ -1,4 +1,5 @@
 -- Embedded delivery (pgcloud.relay_once): exactly-once effect through the
+-- services: core
 -- inbox, per-aggregate order behind retries, dead letters after N tries.
 BEGIN;
 SELECT plan(14);
@@ -18,9 +19,10 @@ BEGIN
     INSERT INTO taprelay.effects (event_id, aggregate_id, payload) VALUES (event_id, aggregate_id, payload);
 END $$;
 
-UPDATE pgcloud.outbox SET published_at = now() WHERE published_at IS NULL;
 SELECT pgcloud.set_policy('core.max_delivery_attempts', '2');
 SELECT pgcloud.set_policy('core.delivery_retry_base_ms', '0');
+-- (after set_policy: its audit rows are announced as audit.recorded too)
+UPDATE pgcloud.outbox SET published_at = now() WHERE published_at IS NULL;
 
 SELECT pgcloud.emit('tap.one', 'thing', 'a', '{"i": 1}');
 SELECT pgcloud.emit('tap.two', 'thing', 'b', '{"i": 2}');

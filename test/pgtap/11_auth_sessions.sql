@@ -68,7 +68,9 @@ SELECT ok(NOT EXISTS (SELECT 1 FROM auth.refresh_tokens r
           AND EXISTS (SELECT 1 FROM auth.refresh_tokens r WHERE r.token_hash = sha256(convert_to(:'s3'::jsonb ->> 'refresh_token', 'UTF8'))),
           'the refresh token is stored only as its SHA-256');
 
--- 4. Reuse of a rotated token revokes the whole family, is audited, and answers 401.
+-- 4. Reuse of a rotated token (after the reuse interval) revokes the whole
+-- family, is audited, and answers 401.
+UPDATE pgcloud.policy_values SET value = '0' WHERE key = 'auth.refresh_reuse_interval_seconds';
 SET LOCAL ROLE pgcloud_anon;
 SELECT api.refresh_token(:'s1'::jsonb ->> 'refresh_token') AS reuse \gset
 RESET ROLE;

@@ -1,4 +1,5 @@
 -- HTTP intents: who may write them, and the executor's decisions, driven
+-- services: core
 -- through the same functions the worker calls (pgcloud.http_claim,
 -- pgcloud.http_record, pgcloud.http_run_callback, pgcloud.http_recover):
 -- retry and backoff, Retry-After, dead letter, SMTP reply codes, callbacks
@@ -103,8 +104,8 @@ SELECT is((SELECT requested_by::text FROM pgcloud.http_intents WHERE id = :'pay_
     'the intent records the requesting service');
 SELECT alike(taphttp.as_role('pgcloud_svc_payments', $$UPDATE pgcloud.http_intents SET state = 'succeeded'$$),
     '42501 %', 'a service cannot change intents');
-SELECT alike(taphttp.as_role('pgcloud_svc_billing', $$SELECT pgcloud.http_request('stripe', 'POST', '/v1/refunds',
-                              callback => 'taphttp.payments_cb(uuid, integer, jsonb, text, jsonb, boolean)')$$),
+SELECT alike(taphttp.as_role('pgcloud_svc_payments', $$SELECT pgcloud.http_request('stripe', 'POST', '/v1/refunds',
+                              callback => 'taphttp.cb(uuid, integer, jsonb, text, jsonb, boolean)')$$),
     '%the callback must belong to the requesting service%', 'a service cannot hand its results to another''s callback');
 SELECT alike(taphttp.as_role('pgcloud_user', $$SELECT pgcloud.http_request('test', 'GET', '/')$$), '42501 %',
     'a user cannot write intents');

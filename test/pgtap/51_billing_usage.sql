@@ -126,10 +126,11 @@ SELECT is((SELECT count(*) - count(DISTINCT (u.allocation_id, u.interval_no)) FR
     'no interval charged twice');
 SELECT is_empty($$SELECT * FROM billing.verify_ledger()$$, 'the ledger is consistent after all of it');
 
--- ---- pg_cron ------------------------------------------------------------------------------------
-SELECT is(billing.schedule_jobs(), 1, 'billing.schedule_jobs() schedules the accrual job');
-SELECT is((SELECT schedule || ' ' || command FROM cron.job WHERE jobname = 'billing.accrue'),
-    '* * * * * SELECT billing.accrue()', 'every minute, billing.accrue()');
+-- ---- the scheduler ------------------------------------------------------------------------------------
+SELECT is((SELECT function FROM pgcloud.jobs WHERE job = 'billing.accrue'), 'billing.accrue(timestamp with time zone)',
+    'the accrual is a job installed with billing');
+SELECT is((SELECT schedule FROM pgcloud.jobs WHERE job = 'billing.accrue'),
+    'every 60 s (policy billing.accrual_interval_seconds)', 'on its policy interval');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -3,7 +3,7 @@
 -- v1, rotated secrets, missing), replayed and reordered events, exactly one
 -- credit per Checkout Session.
 BEGIN;
-SELECT plan(63);
+SELECT plan(70);
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 SET LOCAL pgcloud.stripe_webhook_secrets = ' whsec_old_secret , whsec_new_secret ';
@@ -242,6 +242,46 @@ SELECT is((SELECT verdict FROM pg_temp.now_s() n, payments.verify_signature('b',
     'ok', 'hex digits in either case');
 SELECT is(payments.form_encode(ARRAY['a[b]', 'c', 'd'], ARRAY['x y&z=é', NULL, '~*-._']), 'a%5Bb%5D=x+y%26z%3D%C3%A9&d=~*-._',
     'form_encode() percent-encodes names and values, skips NULL values');
+
+-- ---- the PostgREST call form: Content-Type application/json ------------------------------------------
+-- Stripe posts JSON; PostgREST then calls the function with a single unnamed
+-- json parameter as api.stripe_webhook($1::json), the raw body as $1.
+CREATE FUNCTION pg_temp.hook_json(body text, header text) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE r jsonb;
+BEGIN
+    PERFORM set_config('request.jwt.claims', '{"role": "pgcloud_anon"}', true);
+    PERFORM set_config('request.headers', jsonb_build_object('content-type', 'application/json',
+                                                             'stripe-signature', header)::text, true);
+    PERFORM set_config('response.status', '', true);
+    SET LOCAL ROLE pgcloud_anon;
+    EXECUTE 'SELECT api.stripe_webhook($1::json)' INTO r USING body;
+    RESET ROLE;
+    PERFORM set_config('request.jwt.claims', '', true);
+    PERFORM set_config('request.headers', '', true);
+    RETURN r || jsonb_build_object('http', coalesce(nullif(current_setting('response.status', true), ''), '200'));
+END $$;
+SELECT pg_temp.as_user(:u);
+SET LOCAL ROLE pgcloud_user;
+SELECT api.create_checkout(1500) ->> 'id' AS sj \gset
+RESET ROLE;
+SELECT set_config('request.jwt.claims', '', true);
+SELECT pg_temp.balance(:u) AS bal_before_json \gset
+-- jsonb_pretty's layout (newlines, two-space indents): a body that a jsonb
+-- round trip would rewrite, so the signature verifies only over the raw bytes.
+SELECT pg_temp.event('evt_json_paid', 'checkout.session.completed', pg_temp.session_obj(:'sj', 'cs_test_json', 1500)) AS evj \gset
+SELECT is(pg_temp.hook_json(:'evj', pg_temp.sig(:'evj')) ->> 'outcome', 'payment_recorded',
+    'application/json through the PostgREST call form: verified over the raw body and applied');
+SELECT pgcloud.relay_once();
+SELECT is(pg_temp.balance(:u), :bal_before_json + 1500::bigint, 'credited once');
+SELECT is(pg_temp.hook_json(:'evj', pg_temp.sig(:'evj')) ->> 'duplicate', 'true', 'the same event again is a duplicate');
+SELECT pgcloud.relay_once();
+SELECT is(pg_temp.balance(:u), :bal_before_json + 1500::bigint, 'and credits nothing more');
+SELECT is(pg_temp.hook_json(replace(:'evj', '1500', '150000'), pg_temp.sig(:'evj')) ->> 'details', 'signature_mismatch',
+    'a tampered JSON body is refused');
+SELECT is(pg_temp.hook_json(:'evj', pg_temp.sig(:'evj', 'whsec_new_secret', pg_temp.now_s() - 1000)) ->> 'details',
+    'timestamp_too_old', 'a stale JSON delivery is refused');
+SELECT ok(has_function_privilege('pgcloud_anon', 'api.stripe_webhook(json)', 'EXECUTE'),
+    'anon may call the json form');
 
 -- ---- grants --------------------------------------------------------------------------------------------
 SELECT ok(has_function_privilege('pgcloud_anon', 'api.stripe_webhook(text)', 'EXECUTE'), 'anon may call api.stripe_webhook');

@@ -207,8 +207,9 @@ SELECT is((SELECT count(*)::int FROM pgcloud.outbox o WHERE o.event_type = 'allo
     'no failed allocation was ever activated');
 
 -- ---- the poller's schedule -----------------------------------------------
-SELECT is(maas.schedule_jobs(), 1, 'maas.schedule_jobs() schedules one job');
-SELECT is((SELECT command FROM cron.job WHERE jobname = 'maas.poller'), 'CALL maas.run_poller(55)', 'the poller, every minute');
+SELECT is((SELECT function FROM pgcloud.jobs WHERE job = 'maas.poll'), 'maas.poll()', 'the poller is a job installed with maas');
+SELECT is((SELECT schedule FROM pgcloud.jobs WHERE job = 'maas.poll'),
+    'every 250 ms (policy maas.poller_interval_ms), and when woken', 'every maas.poller_interval_ms, and at once when a goal is set');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -129,9 +129,11 @@ SELECT is(pg_temp.error_of(format('SELECT api.service_end_terminal_session(%L, %
 SELECT pg_temp.mint(:alice, :sid, :a3) AS tok5 \gset
 SELECT pg_temp.mint(:alice, :sid, :a3) AS tok6 \gset
 SELECT pg_temp.redeem(:'tok6') ->> 'terminal_session_id' AS ts6 \gset
-SELECT pg_temp.ev('allocation.released', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice));
+-- allocation.releasing (the release requested) ends access at once; released and
+-- failed do the same (test/t/110_terminal_browser.pl releases one in the browser).
+SELECT pg_temp.ev('allocation.releasing', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice));
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.redeem(%L)', :'tok5')),
-          '{"code": "terminal_token_revoked", "status": 401}', 'allocation.released: its tokens die');
+          '{"code": "terminal_token_revoked", "status": 401}', 'allocation.releasing: its tokens die');
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.mint(%L, %L, %L)', :alice, :sid, :a3)),
           '{"code": "allocation_not_active", "status": 409}', '... no token after it: 409');
 SELECT is((SELECT close_requested FROM terminal.sessions WHERE id = :'ts6'), 'allocation_ended', '... its open terminal is to close');
@@ -178,6 +180,12 @@ SELECT is(api.service_terminal_heartbeat(jsonb_build_array(jsonb_build_object('i
 
 -- ---- tokens only as hashes ---------------------------------------------------------------
 SELECT is((SELECT count(*) FROM terminal.tokens t WHERE t::text LIKE '%' || :'tok7' || '%')::int, 0, 'no token is stored in plain text');
+
+-- ---- the scheduler ------------------------------------------------------------------------------------
+SELECT is((SELECT function FROM pgcloud.jobs WHERE job = 'terminal.reap_sessions'), 'terminal.reap_sessions()',
+    'the reaper of lost relays is a job installed with terminal');
+SELECT is((SELECT schedule FROM pgcloud.jobs WHERE job = 'terminal.reap_sessions'),
+    'every 10 s (policy terminal.reap_interval_seconds)', 'on its policy interval');
 
 SELECT * FROM finish();
 ROLLBACK;

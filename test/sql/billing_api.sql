@@ -97,5 +97,5 @@ SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "b2b2b2b2-0000-4000-80
 SELECT api.usage('b1b1b1b1-0000-4000-8000-0000000000a1');
 RESET request.jwt.claims;
 SELECT api.admin_verify_ledger(:u);
-SELECT billing.schedule_jobs();
+SELECT job, schedule, enabled FROM pgcloud.jobs WHERE service = 'billing';
 DELETE FROM pgcloud.outbox WHERE id > :outbox_before;

@@ -115,7 +115,7 @@ SELECT pg_temp.node(:n2, 'gpu-2', 'abc002', 8, 'ready', ARRAY['ubuntu-24.04']);
 SELECT api.create_allocation('h100x1', 'ubuntu-24.04', ARRAY[:key_b]::uuid[]) ->> 'node_hostname' AS bob_first;
 SELECT pg_temp.as_user(:carol);
 SELECT api.create_allocation('h100x1', 'ubuntu-24.04');
--- Shared tenancy packs any users' allocations.
+-- Shared tenancy is refused (co-tenants would share the node's one account).
 RESET request.jwt.claims;
 SELECT pgcloud.set_policy('provisioning.node_tenancy', '"shared"') ->> 'value' AS tenancy;
 SELECT pg_temp.as_user(:carol);
@@ -154,7 +154,7 @@ SELECT pg_temp.ev('maas.machine_deployed', jsonb_build_object('allocation_id', :
 SELECT pg_temp.ev('maas.machine_deployed', jsonb_build_object('allocation_id', :'a1', 'system_id', 'abc003'));
 SELECT pg_temp.ev('maas.deploy_failed', jsonb_build_object('allocation_id', :'a1', 'system_id', 'abc003', 'reason', 'late'));
 SELECT state, reason, started_at IS NOT NULL AS started FROM provisioning.allocations WHERE id = :'a1';
-SELECT payload - 'allocation_id' - 'user_id' - 'started_at' - 'node_id' AS activated
+SELECT payload - 'allocation_id' - 'user_id' - 'started_at' - 'node_id' - 'requested_at' AS activated
   FROM pgcloud.outbox WHERE aggregate_id = :'a1' AND event_type = 'allocation.activated';
 
 -- The user releases it: releasing (slots still held) until MAAS released the machine.
@@ -165,7 +165,7 @@ SELECT event_type, payload ->> 'reason' AS reason, payload ->> 'maas_system_id' 
   FROM pgcloud.outbox WHERE aggregate_id = :'a1' AND event_type IN ('allocation.releasing', 'release.requested') ORDER BY id;
 SELECT * FROM pg_temp.nodes();
 SELECT pg_temp.ev('maas.machine_released', jsonb_build_object('allocation_id', :'a1', 'system_id', 'abc003', 'reason', 'the machine stays deployed for other allocations'));
-SELECT state, reason, ended_at = releasing_at AS billed_until_release_request FROM provisioning.allocations WHERE id = :'a1';
+SELECT state, reason, ended_at >= releasing_at AS billed_until_maas_confirmed FROM provisioning.allocations WHERE id = :'a1';
 SELECT payload - 'allocation_id' - 'user_id' - 'ended_at' - 'node_id' - 'started_at' AS released
   FROM pgcloud.outbox WHERE aggregate_id = :'a1' AND event_type = 'allocation.released';
 

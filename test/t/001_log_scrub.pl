@@ -1,6 +1,7 @@
 # Every server log line passes through the scrubber: an error raised with an
 # e-mail address, a JWT and a postgresql:// URI with a password appears
 # scrubbed in the server log (message and STATEMENT lines alike).
+# services: core
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;

@@ -1,5 +1,6 @@
 # Without shared_preload_libraries the extension installs, and the rate
 # limiter says clearly that its shared memory does not exist.
+# services: core
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;

@@ -1,7 +1,9 @@
 # Database-per-service: deploy/init-databases.sql (generated from the
 # registry) creates one database per service with its extension; roles are
 # cluster-wide, so a second database installs cleanly; dropping pgcloud_core
-# leaves nothing of ours behind.
+# leaves nothing of ours behind. With pgcloud.databases naming every service
+# database, each one's scheduler runs that service's jobs, there.
+# services: core
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -33,6 +35,21 @@ for my $line (@services) {
     is($node->safe_psql($db, "SELECT extname FROM pg_extension WHERE extname LIKE 'pgcloud\\_%' AND extname <> 'pgcloud_core'"),
         "pgcloud_$svc", "$db holds pgcloud_$svc only");
 }
+# Each service's jobs run in its own database.
+my $dbs = join(',', map { (split / /)[1] } @services);
+$node->append_conf('postgresql.conf', "pgcloud.databases = '$dbs'\nmax_worker_processes = 64\n");
+$node->restart;
+for my $db ('pgcloud_maas', 'pgcloud_billing', 'pgcloud_auth') {
+    is($node->poll_query_until($db, q{SELECT bool_and(runs > 0 AND last_status = 'succeeded') FROM pgcloud.jobs}), 1,
+        "$db: its scheduler runs its jobs");
+}
+is($node->safe_psql('pgcloud_maas', q{SELECT string_agg(job, ',' ORDER BY job) FROM pgcloud.jobs WHERE service <> 'core'}),
+    'maas.poll', 'pgcloud_maas runs the MAAS poller, and no other service\'s job');
+is($node->safe_psql('pgcloud_billing', q{SELECT string_agg(job, ',' ORDER BY job) FROM pgcloud.jobs WHERE service <> 'core'}),
+    'billing.accrue', 'pgcloud_billing runs the accrual');
+is($node->safe_psql('pgcloud_inventory', q{SELECT count(*) FROM pgcloud.jobs WHERE service = 'core'}), '6',
+    'every database prunes its own core tables');
+
 is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_authenticator', 'pgcloud_auth', 'CONNECT')"),
     't', 'the authenticator may connect to a service database');
 is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_anon', 'pgcloud_auth', 'CONNECT')"),

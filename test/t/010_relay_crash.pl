@@ -1,6 +1,7 @@
 # kill -9 of the postmaster while 10,000 events are being relayed: after a
 # restart every event reached its subscriber exactly once — embedded mode
 # and NATS JetStream mode.
+# services: core
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';
@@ -49,9 +50,9 @@ $node->stop;
 # NATS mode.
 my $natsdir = "$PostgreSQL::Test::Utils::tmp_check/nats_crash";
 my ($port, $nats) = start_nats($natsdir);
-my $nnode = pgcloud_node('nats', "pgcloud.nats_url = 'nats://127.0.0.1:$port'\n");
+my $nnode = pgcloud_node('nats', nats_settings($port));
 crash_and_check($nnode, 'NATS');
-is(natstool('count', "nats://127.0.0.1:$port", 'PGCLOUD_EVENTS') + 0, $N,
+is(natstool('count', nats_url($port), 'PGCLOUD_EVENTS') + 0, $N,
     'NATS: the stream holds each event once (Nats-Msg-Id deduplication)');
 $nnode->stop;
 stop_nats($nats);

@@ -1,5 +1,6 @@
 # NATS stops for 10 s during a load and comes back: nothing lost, nothing
 # applied twice, and the relay and consumer recover by themselves.
+# services: core
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';
@@ -10,7 +11,7 @@ use Time::HiRes qw(sleep);
 
 my $natsdir = "$PostgreSQL::Test::Utils::tmp_check/nats_outage";
 my ($port, $nats) = start_nats($natsdir);
-my $node = pgcloud_node('outage', "pgcloud.nats_url = 'nats://127.0.0.1:$port'\n");
+my $node = pgcloud_node('outage', nats_settings($port));
 add_test_subscriber($node);
 
 # 40 transactions of 50 events, one every 0.5 s (about 20 s of load).

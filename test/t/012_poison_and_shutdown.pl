@@ -1,6 +1,7 @@
 # A poison event lands in pgcloud.dead_letters after N tries while the
 # others keep flowing (embedded and NATS modes); SIGTERM stops the workers
 # cleanly and pg_ctl stop -m fast does not hang.
+# services: core
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';
@@ -47,7 +48,7 @@ clean_stop($node, 'embedded');
 
 my $natsdir = "$PostgreSQL::Test::Utils::tmp_check/nats_poison";
 my ($port, $nats) = start_nats($natsdir);
-my $nnode = pgcloud_node('poison_nats', "pgcloud.nats_url = 'nats://127.0.0.1:$port'\n");
+my $nnode = pgcloud_node('poison_nats', nats_settings($port));
 poison($nnode, 'NATS');
 # Stop while NATS is gone: the relay is backing off, it still stops at once.
 stop_nats($nats);

@@ -3,6 +3,7 @@
 # api.jwks(); the HS256-with-the-RSA-public-key-PEM attack; the master key
 # file (0600) and the sealed signing key surviving a restart; no token in
 # the server log. Keys are generated into this test's temporary directory.
+# services: auth
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;

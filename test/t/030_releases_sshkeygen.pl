@@ -8,6 +8,7 @@
 #
 # Needs the Debian packages openssh-client (ssh, ssh-keygen) and
 # openssh-server (sshd).
+# services: releases
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;

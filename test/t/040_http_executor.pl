@@ -6,6 +6,7 @@
 # effects and the fake's sessions are counted (nothing is applied twice).
 # Then per-target concurrency, credentials kept out of logs and rows, and
 # SIGTERM / pg_ctl stop -m fast while a request hangs.
+# services: core payments maas notification
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -205,7 +206,11 @@ my $min_spread = 99;
 $min_spread = ($starts[$_ + 2] - $starts[$_] < $min_spread ? $starts[$_ + 2] - $starts[$_] : $min_spread) for 0 .. $#starts - 2;
 cmp_ok($min_spread, '>=', 0.9, 'never more than 2 Stripe requests at once (any 3 starts span >= 1 answer time)');
 cmp_ok($took, '>=', 2.9, "six 1-second requests two at a time take 3 s or more ($took s)");
-cmp_ok($took, '<', 6, 'but they do run two at a time');
+# Two at a time, not one: some two requests started within one answer time
+# of each other (measured at the fake, so a loaded machine cannot fake it).
+my $max_overlap_gap = 99;
+$max_overlap_gap = ($starts[$_ + 1] - $starts[$_] < $max_overlap_gap ? $starts[$_ + 1] - $starts[$_] : $max_overlap_gap) for 0 .. $#starts - 1;
+cmp_ok($max_overlap_gap, '<', 0.9, 'but they do run two at a time (two starts within one answer time)');
 $stripe->control(undef);
 
 # --- MAAS: OAuth 1.0 PLAINTEXT, fresh nonce per request ----------------------------------------------
@@ -247,6 +252,8 @@ is(sql(q{SELECT count(*) FROM pgcloud.http_intents h
     'nor any intent (request, response or error)');
 
 # --- SIGTERM and pg_ctl stop -m fast while a request hangs -------------------------------------------------
+# A long total timeout: the request must still hang when we look, however loaded the machine.
+sql(q{SELECT pgcloud.set_policy('core.http_total_timeout_ms', '60000')});
 $stripe->control({ hang => 1 });
 $id = sql("SELECT tap.checkout('term')");
 $stripe->wait_for(sub { scalar tries($_[0], $id) }, timeout => 10) or diag('the request did not reach the fake');

@@ -8,6 +8,7 @@
 # again with the same Idempotency-Key and got the saved answer (whether the
 # executor found them in flight at start or their claim was lost with the
 # crash, which leaves them pending).
+# services: core payments
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;

@@ -2,6 +2,7 @@
 # certificate from a throw-away CA (test/fakes/make_certs.sh). Without
 # pgcloud.ca_bundle the executor refuses the connection; with a bundle of
 # another CA too; with the right CA it succeeds.
+# services: core payments
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;

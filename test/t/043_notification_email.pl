@@ -5,6 +5,7 @@
 # the envelope, the headers (From, To, Subject, Date, Message-ID) and the
 # body, an RFC 2047 subject and base64 body, a 4xx that is retried, a 5xx
 # that dead-letters, preferences that turn e-mail off, operator alerts.
+# services: notification
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;

@@ -5,6 +5,7 @@
 #     -> payment.succeeded -> ledger credit (once, however often Stripe redelivers);
 #   api.admin_refund -> billing debit -> POST /v1/refunds -> succeeded;
 #   charge.refunded webhook reconciles; refund.updated (failed) reverses the debit.
+# services: billing payments
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;

@@ -1,6 +1,6 @@
 # Capacity end to end against the fake MAAS (test/fakes/fake_maas.py): the
 # relay, the HTTP executor (OAuth 1.0 PLAINTEXT from pgcloud.maas_api_key)
-# and the poller (CALL maas.run_poller) running for real.
+# and the poller (the scheduler's maas.poll job, started by the launcher) running for real.
 #   register nodes -> MAAS commissions them -> ready;
 #   create_allocation -> allocate + deploy (user data with the SSH key) ->
 #   the fake walks Deploying -> Deployed -> active, allocation.activated
@@ -12,6 +12,7 @@
 #   was never activated (nothing billed).
 # And: every request authenticated with a fresh nonce; the API key in no
 # table, intent or log line.
+# services: inventory provisioning maas billing
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';
@@ -37,14 +38,8 @@ sql(q{
     SELECT pgcloud.set_policy('core.http_backoff_base_ms', '200');
 });
 
-# The poller, as pg_cron would run it (CALL maas.run_poller), in the background.
-my $poller;
-sub start_poller
-{
-    $poller = IPC::Run::start(['psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', 'CALL maas.run_poller(3600)'],
-        '>', "$tmp/poller.out", '2>', "$tmp/poller.err");
-}
-start_poller();
+# Nothing to start: the scheduler worker runs the poller (job maas.poll) by itself.
+is(sql("SELECT enabled FROM pgcloud.jobs WHERE job = 'maas.poll'"), 't', 'the MAAS poller is a scheduled job');
 
 sub wait_for
 {
@@ -145,9 +140,7 @@ my $a4 = as_user(q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'i
 my $sid4 = sql("SELECT maas_system_id FROM provisioning.allocations WHERE id = '$a4'");
 ok($maas->wait_for(sub { (machine($sid4)->{status_name} // '') eq 'Deploying' }, timeout => 30), 'MAAS is deploying');
 $node->kill9;
-$poller->finish;
 restart_after_crash($node);
-start_poller();
 my $end = wait_for("SELECT state IN ('active', 'failed') FROM provisioning.allocations WHERE id = '$a4'", 't', 90);
 is($end, 't', 'after the restart the allocation completes or fails cleanly');
 my $st4 = alloc_state($a4);
@@ -185,6 +178,5 @@ is(sql("SELECT count(*) FROM maas.machines m WHERE m::text LIKE '%' || reverse('
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q$secret\E/, 'nor in the server log (every statement is logged here)');
 
-$poller->kill_kill;
 $node->stop;
 done_testing();

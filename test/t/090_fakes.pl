@@ -2,6 +2,7 @@
 # to start and drive them, then test/fakes/selftest.sh, which checks every
 # fake against independent clients (curl, openssl, smtplib); each of its
 # lines becomes one TAP result.
+# services: core payments maas notification
 use strict;
 use warnings;
 use File::Temp qw(tempdir);

@@ -1,5 +1,6 @@
 # The terminal end to end, in a real browser: Debian's chromium (headless,
-# driven by playwright-core, test/browser/terminal_driver.mjs) opens the
+# driven through chromium-driver by python3-selenium,
+# test/browser/terminal_driver.py; all Debian packages) opens the
 # relay's page (termrelay/, TLS), connects with a freshly minted token in
 # Sec-WebSocket-Protocol, types `whoami` and reads the POSIX username back
 # from a PTY on a throwaway sshd that trusts the platform CA; resizes the
@@ -20,14 +21,16 @@ use PgcloudTest;
 
 my $repo = $ENV{PGCLOUD_REPO} or die 'PGCLOUD_REPO is not set';
 -x '/usr/bin/chromium' or BAIL_OUT('/usr/bin/chromium is missing: install the Debian package chromium');
--f "$repo/test/browser/node_modules/playwright-core/package.json"
-  or BAIL_OUT('playwright-core is missing: run make (npm install in test/browser)');
+-x '/usr/bin/chromedriver' or BAIL_OUT('/usr/bin/chromedriver is missing: install the Debian package chromium-driver');
+system('python3 -c "import selenium" 2>/dev/null') == 0
+  or BAIL_OUT('selenium is missing: install the Debian package python3-selenium');
 
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $login = getpwuid($<);
 my $node = pgcloud_node('terminal');
 $node->safe_psql('postgres', q{
     UPDATE pgcloud.policy_values SET value = '3' WHERE key = 'terminal.session_stale_seconds';
+    UPDATE pgcloud.policy_values SET value = '1' WHERE key = 'terminal.reap_interval_seconds';
 });
 
 my $alice = '7e000000-0000-4000-8000-00000000a11c';
@@ -63,7 +66,7 @@ sub mint {
 # ---- the browser -------------------------------------------------------------
 my ($din, $dout, $derr) = ('', '', '');
 $ENV{BROWSER_PROFILE_PARENT} = "$dir/chromium-";
-my $drv = IPC::Run::start([ 'node', "$repo/test/browser/terminal_driver.mjs" ],
+my $drv = IPC::Run::start([ 'python3', "$repo/test/browser/terminal_driver.py" ],
     '<', \$din, '>', \$dout, '2>', \$derr);
 sub browser {
     my ($line, $timeout) = @_;
@@ -207,8 +210,10 @@ $relay->{handle}->signal('KILL');
 $relay->{handle}->finish;
 $st = browser('wait_state closed 20000');
 is($st->{state}, 'closed', 'kill -9 of the relay: the browser sees the close');
-is(wait_until($node, q{SELECT jsonb_array_length(api.admin_terminal_sessions())}, '0', 30), '0',
-   'nothing stays marked live (the sessions are reaped as relay_lost)');
+is(wait_until($node, q{SELECT count(*) FROM terminal.sessions WHERE state = 'live'}, '0', 30), '0',
+   'nothing stays marked live: the scheduler job terminal.reap_sessions reaps it as relay_lost, nobody asking');
+is($node->safe_psql('postgres', q{SELECT jsonb_array_length(api.admin_terminal_sessions())}), '0',
+   '... and the operators see no live session');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM terminal.sessions WHERE end_reason = 'relay_lost'}), '1',
    '... it ended as relay_lost');
 

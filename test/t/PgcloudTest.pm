@@ -11,7 +11,7 @@ use Time::HiRes qw(usleep time);
 use JSON::PP;
 
 our @EXPORT = qw(pgcloud_node start_nats stop_nats add_test_subscriber wait_until natstool restart_after_crash
-                 start_ssh_node api_call emit_event start_termrelay);
+                 nats_url nats_settings nats_ca start_ssh_node api_call emit_event start_termrelay);
 
 my $repo = $ENV{PGCLOUD_REPO} or die 'PGCLOUD_REPO is not set';
 
@@ -28,14 +28,60 @@ sub pgcloud_node {
     return $node;
 }
 
+# Every NATS test runs against an authenticated, TLS-only server: the users
+# and permissions of deploy/nats/authorization.conf (generated from the
+# registry) plus "pgcloud_tests", which may publish any pgcloud.> subject
+# (the tests' own event types). User pgcloud_<x>'s password is "pw-<x>".
+my $nats_certs;
+sub nats_ca {
+    if (!$nats_certs) {
+        $nats_certs = "$PostgreSQL::Test::Utils::tmp_check/nats-certs";
+        system('bash', "$repo/test/fakes/make_certs.sh", $nats_certs) == 0 or die 'cannot make NATS certificates';
+        chmod 0755, $nats_certs;
+    }
+    return "$nats_certs/ca.crt";
+}
+
+# tls://pgcloud_<user>:pw-<user>@127.0.0.1:port (user defaults to "tests").
+sub nats_url {
+    my ($port, $user) = @_;
+    $user //= 'tests';
+    return "tls://pgcloud_$user:pw-$user\@127.0.0.1:$port";
+}
+
+# postgresql.conf lines for a node whose workers connect as pgcloud_<user>.
+sub nats_settings {
+    my ($port, $user) = @_;
+    return "pgcloud.nats_url = '" . nats_url($port, $user) . "'\npgcloud.ca_bundle = '" . nats_ca() . "'\n";
+}
+
 # nats-server with JetStream and file storage in $dir on a free port.
 sub start_nats {
     my ($dir, $port) = @_;
     $port //= PostgreSQL::Test::Cluster::get_free_port();
     mkdir $dir;
-    my ($out, $err);
-    my $h = IPC::Run::start(['nats-server', '-js', '-a', '127.0.0.1', '-p', $port, '-sd', $dir],
-        '>', "$dir.log", '2>&1');
+    my $ca = nats_ca();
+    my $auth = slurp_file("$repo/deploy/nats/authorization.conf");
+    my @users = ($auth =~ /\$(PGCLOUD_NATS_PASSWORD_[A-Z_]+)/g);
+    $ENV{$_} = 'pw-' . lc(substr($_, length('PGCLOUD_NATS_PASSWORD_'))) for @users;
+    my $tests_user = join("\n",
+        '    {',
+        '      user: pgcloud_tests',
+        '      password: "pw-tests"',
+        '      permissions: {publish: {allow: ["pgcloud.>", "$JS.API.>", "$JS.ACK.>"]}, subscribe: {allow: ["_INBOX_pgcloud_tests.>"]}}',
+        '    }');
+    $auth =~ s/\n  \]\n\}\n*\z/\n$tests_user\n  ]\n}\n/ or die 'unexpected authorization.conf';
+    open(my $fh, '>', "$dir.authorization.conf") or die;
+    print $fh $auth;
+    close $fh;
+    (my $authname = "$dir.authorization.conf") =~ s{.*/}{};
+    open($fh, '>', "$dir.conf") or die;
+    print $fh "listen: 127.0.0.1:$port\n"
+      . "jetstream { store_dir: \"$dir\" }\n"
+      . "tls { cert_file: \"$nats_certs/server.crt\", key_file: \"$nats_certs/server.key\", timeout: 2 }\n"
+      . "include ./$authname\n";
+    close $fh;
+    my $h = IPC::Run::start(['nats-server', '-c', "$dir.conf"], '>', "$dir.log", '2>&1');
     # Wait for the port.
     for (1 .. 100) {
         last if system("bash -c 'echo > /dev/tcp/127.0.0.1/$port' 2>/dev/null") == 0;
@@ -104,6 +150,8 @@ sub natstool {
     if (!-x $bin) {
         system('gcc', '-O2', '-o', $bin, "$repo/test/tools/natstool.c", '-lnats') == 0 or die 'cannot build natstool';
     }
+    local $ENV{NATSTOOL_CA} = nats_ca();
+    local $ENV{NATSTOOL_INBOX} = ($args[1] =~ m{://(pgcloud_[a-z_]+):}) ? "_INBOX_$1" : '';
     my $out = `$bin @args`;
     return $out;
 }
@@ -116,10 +164,24 @@ sub start_ssh_node {
     my ($node, $dir) = @_;
     my $sshd = '/usr/sbin/sshd';
     -x $sshd or BAIL_OUT("$sshd is missing: install the Debian package openssh-server");
-    # An unprivileged sshd gives itself a PTY only if it may chown the pty to group tty.
+    # An unprivileged sshd gives itself a PTY only if it may chown the pty to
+    # group tty: where /dev/pts is not mounted with gid=5 the user must be in
+    # group tty (scripts/deps.sh adds it). A membership added since this
+    # user's login is not in this process yet: then sshd starts through
+    # `sudo -u <this user>`, which reads the groups afresh (and forwards
+    # signals, so the handle stops it as before).
+    my @as_me;
     my $devpts = `grep ' /dev/pts devpts ' /proc/mounts`;
-    $devpts =~ /gid=5\b/ or (grep { $_ == getgrnam('tty') } split ' ', $))
-      or BAIL_OUT('the test user must be in group tty (devpts is not mounted with gid=5): run scripts/deps.sh as root');
+    my $tty = getgrnam('tty');
+    if ($devpts !~ /gid=5\b/ && defined $tty && !grep { $_ == $tty } split ' ', $)) {
+        my $me = getpwuid($<);
+        my $members = (getgrnam('tty'))[3] // '';
+        grep { $_ eq $me } split ' ', $members
+          or BAIL_OUT("the test user $me must be in group tty (devpts is not mounted with gid=5): run scripts/deps.sh");
+        system('sudo -n true >/dev/null 2>&1') == 0
+          or BAIL_OUT("$me joined group tty after logging in: log in again (or run the tests through sudo -u $me)");
+        @as_me = ('sudo', '-n', '-u', $me, '--');
+    }
     mkdir $dir;
     my ($o, $e);
     IPC::Run::run([ 'ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', "$dir/hostkey" ], '>', \$o, '2>', \$e)
@@ -135,7 +197,7 @@ sub start_ssh_node {
     my $hostpub = _slurp("$dir/hostkey.pub");
     my ($type, $blob) = split ' ', $hostpub;
     _spew("$dir/known_hosts", "[127.0.0.1]:$port $type $blob\n");
-    my $h = IPC::Run::start([ $sshd, '-D', '-e', '-f', "$dir/sshd_config" ], '>', '/dev/null', '2>', "$dir/sshd.log");
+    my $h = IPC::Run::start([ @as_me, $sshd, '-D', '-e', '-f', "$dir/sshd_config" ], '>', '/dev/null', '2>', "$dir/sshd.log");
     for (1 .. 100) {
         last if system("bash -c 'echo > /dev/tcp/127.0.0.1/$port' 2>/dev/null") == 0;
         usleep(100_000);

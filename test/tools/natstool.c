@@ -7,7 +7,11 @@
  *                                               (subject, headers, data) from the start
  *   natstool publish URL SUBJECT N SIZE         raw async JetStream publishing of N
  *                                               messages with Nats-Msg-Id; prints msgs/s
- *   natstool stream  URL STREAM SUBJECTS        creates the stream (file storage) if absent
+ *   natstool stream  URL STREAM SUBJECTS [MAX]  creates the stream (file storage) if absent;
+ *                                               with MAX (also on an existing stream), it
+ *                                               refuses messages beyond MAX
+ * NATSTOOL_CA names a CA bundle for tls:// URLs; user:password@ goes in the URL;
+ * NATSTOOL_INBOX sets the inbox prefix the user may read (_INBOX_<user>).
  */
 #include <nats/nats.h>
 #include <stdio.h>
@@ -62,8 +66,27 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: natstool count|read|publish|stream URL ...\n");
 		return 2;
 	}
-	if ((s = natsConnection_ConnectTo(&nc, argv[2])) != NATS_OK)
-		die("connect", s);
+	{
+		/* NATSTOOL_CA: CA bundle for tls:// servers (user:password@ in the URL). */
+		natsOptions *opts = NULL;
+		const char *ca = getenv("NATSTOOL_CA");
+
+		if ((s = natsOptions_Create(&opts)) == NATS_OK)
+			s = natsOptions_SetURL(opts, argv[2]);
+		const char *inbox = getenv("NATSTOOL_INBOX");
+
+		if (s == NATS_OK && ca != NULL && ca[0] != '\0')
+			s = natsOptions_LoadCATrustedCertificates(opts, ca);
+		if (s == NATS_OK && inbox != NULL && inbox[0] != '\0')
+			s = natsOptions_SetCustomInboxPrefix(opts, inbox);
+		if (s == NATS_OK)
+			s = natsOptions_SetTimeout(opts, 3000);
+		if (s == NATS_OK)
+			s = natsConnection_Connect(&nc, opts);
+		natsOptions_Destroy(opts);
+		if (s != NATS_OK)
+			die("connect", s);
+	}
 	jsOptions_Init(&jo);
 	jo.PublishAsync.MaxPending = 4096;
 	if ((s = natsConnection_JetStream(&js, nc, &jo)) != NATS_OK)
@@ -78,7 +101,7 @@ main(int argc, char **argv)
 		printf("%llu\n", (unsigned long long) si->State.Msgs);
 		jsStreamInfo_Destroy(si);
 	}
-	else if (strcmp(argv[1], "stream") == 0 && argc == 5)
+	else if (strcmp(argv[1], "stream") == 0 && (argc == 5 || argc == 6))
 	{
 		jsStreamConfig cfg;
 		const char *subjects[1] = {argv[4]};
@@ -88,7 +111,16 @@ main(int argc, char **argv)
 		cfg.Subjects = subjects;
 		cfg.SubjectsLen = 1;
 		cfg.Storage = js_FileStorage;
+		cfg.Duplicates = (int64_t) 120 * 1000 * 1000 * 1000;
+		if (argc == 6)
+		{
+			/* a storage limit that refuses new messages (fault injection) */
+			cfg.MaxMsgs = atoll(argv[5]);
+			cfg.Discard = js_DiscardNew;
+		}
 		s = js_AddStream(NULL, js, &cfg, NULL, NULL);
+		if (s != NATS_OK && argc == 6)
+			s = js_UpdateStream(NULL, js, &cfg, NULL, NULL);	/* impose the limit on an existing stream */
 		if (s != NATS_OK && s != NATS_ERR)
 			die("add stream", s);
 	}

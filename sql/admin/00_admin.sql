@@ -1,2 +1,0 @@
--- pgcloud_admin: schema admin, owned by pgcloud_svc_admin (created by pgcloud.service_begin).
--- The service's tables, functions and API arrive with its issue.

@@ -1,2 +1,0 @@
--- pgcloud_storage: schema storage, owned by pgcloud_svc_storage (created by pgcloud.service_begin).
--- The service's tables, functions and API arrive with its issue.
