@@ -62,7 +62,16 @@ build/regress:
 	ln -sfn ../../expected build/regress/expected
 installcheck: build/regress
 
-.PHONY: generate check-generated demo test cluster-start cluster-stop
+# The terminal relay and app runtime agent (termrelay/: C on libwebsockets,
+# libssh, libpq; its page serves the vendored xterm.js).
+all: termrelay
+termrelay:
+	$(MAKE) -C termrelay
+clean: termrelay-clean
+termrelay-clean:
+	$(MAKE) -C termrelay clean
+
+.PHONY: generate check-generated demo test cluster-start cluster-stop termrelay termrelay-clean
 generate:
 	python3 scripts/generate.py
 

@@ -17,14 +17,28 @@ PACKAGES=(
     python3-botocore
     # databases: libpq for the deployer job's connections to target servers; psycopg2 for its TAP test
     libpq-dev python3-psycopg2
+    # terminal relay and app runtime agent (termrelay/); the browser test (test/t/110_terminal_browser.pl)
+    # drives Debian's chromium through chromium-driver with python3-selenium (no npm, no download)
+    libwebsockets-dev libssh-dev chromium chromium-driver python3-selenium
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
 can=1; sudo=()
 if [ "$(id -u)" != 0 ]; then command -v sudo >/dev/null && sudo=(sudo) || can=0; fi
+# The terminal tests' throwaway sshd runs as the cluster's user (postgres
+# under root, else the caller) and hands itself a PTY: OpenSSH then makes the
+# PTY's group tty, which only a member may do where /dev/pts is mounted
+# without gid=5 (containers, sandboxes). Make that user a member.
+tty_user=$(id -un); [ "$(id -u)" = 0 ] && tty_user=postgres
+tty_member() {
+    if [ $can = 1 ] && getent group tty >/dev/null && id -u "$tty_user" >/dev/null 2>&1 \
+       && ! id -nG "$tty_user" | grep -qw tty; then
+        "${sudo[@]}" usermod -aG tty "$tty_user"
+    fi
+}
+[ ${#missing[@]} -eq 0 ] && { tty_member; exit 0; }
 if [ $can = 1 ]; then
     echo "pgcloud: installing ${missing[*]}" >&2
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -34,3 +48,4 @@ else
     echo "  sudo apt-get install -y ${missing[*]}" >&2
     exit 1
 fi
+tty_member

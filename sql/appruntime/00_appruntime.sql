@@ -1,2 +1,0 @@
--- pgcloud_appruntime: schema appruntime, owned by pgcloud_svc_appruntime (created by pgcloud.service_begin).
--- The service's tables, functions and API arrive with its issue.

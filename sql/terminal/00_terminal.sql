@@ -1,2 +1,0 @@
--- pgcloud_terminal: schema terminal, owned by pgcloud_svc_terminal (created by pgcloud.service_begin).
--- The service's tables, functions and API arrive with its issue.
