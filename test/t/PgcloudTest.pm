@@ -106,13 +106,16 @@ sub add_test_subscriber {
         CREATE SCHEMA loadsvc;
         CREATE TABLE loadsvc.effects (event_id uuid, aggregate_id text, seq int, applied_at timestamptz DEFAULT clock_timestamp());
         CREATE FUNCTION loadsvc.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
-                                         payload jsonb, headers jsonb) RETURNS void LANGUAGE plpgsql AS $$
+                                         payload jsonb, headers jsonb) RETURNS void LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog AS $$
         BEGIN
             IF payload ? 'poison' THEN
                 RAISE EXCEPTION 'poison event';
             END IF;
             INSERT INTO loadsvc.effects (event_id, aggregate_id, seq) VALUES (event_id, aggregate_id, (payload ->> 'seq')::int);
         END $$;
+        -- Delivery runs as the core (pgcloud_svc_core), which calls the handler.
+        GRANT USAGE ON SCHEMA loadsvc TO pgcloud_svc_core;
         SELECT pgcloud.wake_workers();
     });
 }
