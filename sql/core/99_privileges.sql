@@ -77,6 +77,9 @@ ALTER FUNCTION pgcloud.http_callbacks_due(integer) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_next_due_ms(text[]) SECURITY DEFINER;
 REVOKE ALL ON ROUTINE pgcloud.consume_failed(text, text, text, text, integer), pgcloud.nats_subscribers()
     FROM pgcloud_svc_core;
+-- What the entry points call in turn, running as the core's owner.
+GRANT EXECUTE ON ROUTINE pgcloud.http_run_callback(uuid, boolean), pgcloud.http_backoff_ms(integer)
+    TO pgcloud_svc_core;
 GRANT USAGE ON SCHEMA pgcloud TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;
 -- Policies are configuration, not secrets; the workers read theirs.
 GRANT SELECT ON pgcloud.policy_values TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;

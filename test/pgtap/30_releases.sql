@@ -138,8 +138,6 @@ SELECT is(:'m1'::jsonb -> 'principals', jsonb_build_array('pgcloud-alloc-' || :a
 SELECT is(:'m1'::jsonb ->> 'login', 'alice', 'the login is the POSIX account the deploy created');
 SELECT is(api.mint_access(:a4, :'k1') -> 'principals', jsonb_build_array('pgcloud-alloc-' || :a4),
     'another allocation of the same user: another principal');
-SELECT is((SELECT principals FROM releases.certificates WHERE serial = (:'m1'::jsonb ->> 'serial')::bigint),
-    ARRAY['pgcloud-alloc-' || :a1], 'the certificate record names the principal');
 SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', 'a6a6a6a6-0000-4000-8000-000000000006', :'k1')),
     '{"code": "access_principal_missing", "status": 409}',
     'an allocation whose node has no principal gets no certificate (never one valid on every node)');
@@ -182,6 +180,8 @@ SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :a1, :'k1'))
 RESET ROLE;
 
 SELECT is((SELECT count(*)::int FROM releases.certificates WHERE user_id = :alice), 7, 'every minted certificate is recorded');
+SELECT is((SELECT principals FROM releases.certificates WHERE serial = (:'m1'::jsonb ->> 'serial')::bigint),
+    ARRAY['pgcloud-alloc-' || :a1], 'the certificate record names the principal');
 SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE event_type = 'access.minted'
              AND payload ->> 'user_id' = :alice), 7, 'access.minted is emitted for each');
 SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs WHERE action = 'access.minted' AND actor = :alice
