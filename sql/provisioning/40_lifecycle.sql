@@ -25,8 +25,8 @@ BEGIN
                            'price_per_hour', a.price_per_hour, 'currency', a.currency, 'started_at', a.started_at,
                            'requested_at', a.requested_at, 'node_hostname', a.node_hostname, 'node_id', a.node_id, 'region', a.region,
                            'gpu_count', a.gpu_count, 'slots', to_jsonb(a.slot_indexes), 'image', a.image,
-                           'ip_addresses', coalesce(deployed -> 'ip_addresses', '[]'::jsonb),
-                           'ssh_principal', deployed -> 'ssh_principal', 'login', deployed -> 'login'));
+                           'ip_addresses', coalesce(deployed -> 'ip_addresses', '[]'::jsonb))
+        || jsonb_strip_nulls(jsonb_build_object('ssh_principal', deployed -> 'ssh_principal', 'login', deployed -> 'login')));
     RETURN a;
 END
 $$;
