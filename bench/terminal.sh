@@ -51,7 +51,7 @@ psql_b <<SQL >/dev/null
 SELECT releases.on_event(gen_random_uuid(), 'user.created', 'user', '$USER_ID', jsonb_build_object('user_id', '$USER_ID', 'posix_username', '$LOGIN'), '{}');
 SELECT terminal.on_event(gen_random_uuid(), 'user.created', 'user', '$USER_ID', jsonb_build_object('user_id', '$USER_ID', 'posix_username', '$LOGIN'), '{}');
 SELECT releases.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '$ALLOC',
-    jsonb_build_object('allocation_id', '$ALLOC', 'user_id', '$USER_ID', 'hostname', 'bench-node'), '{}');
+    jsonb_build_object('allocation_id', '$ALLOC', 'user_id', '$USER_ID', 'hostname', 'bench-node', 'ssh_principal', 'pgcloud-alloc-$ALLOC'), '{}');
 SELECT terminal.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '$ALLOC',
     jsonb_build_object('allocation_id', '$ALLOC', 'user_id', '$USER_ID', 'node_hostname', 'bench-node', 'ip_addresses', jsonb_build_array('127.0.0.1')), '{}');
 UPDATE pgcloud.policy_values SET value = '600' WHERE key = 'terminal.token_ttl_seconds';
@@ -67,6 +67,7 @@ sed -i '/^SET$/d;/^$/d' "$WORK/tokens"
 mkdir -p "$WORK/node"
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/node/hostkey"
 psql_b -c 'SELECT api.ssh_ca_public_key()' > "$WORK/node/ca.pub"
+echo "pgcloud-alloc-$ALLOC" > "$WORK/node/principals"
 SSH_PORT=$(free_port)
 cat > "$WORK/node/sshd_config" <<CONF
 Port $SSH_PORT
@@ -74,6 +75,7 @@ ListenAddress 127.0.0.1
 HostKey $WORK/node/hostkey
 PidFile $WORK/node/sshd.pid
 TrustedUserCAKeys $WORK/node/ca.pub
+AuthorizedPrincipalsFile $WORK/node/principals
 AuthorizedKeysFile none
 PasswordAuthentication no
 KbdInteractiveAuthentication no

@@ -59,13 +59,22 @@ PgcloudWorkerSetup(PgcloudWorkerKind kind, int slot)
 	strlcpy(dbname, PgcloudWorkers->slots[slot].dbname, NAMEDATALEN);
 	LWLockRelease(PgcloudWorkers->lock);
 
-	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	/*
+	 * The relay, consumer and HTTP executor connect as their own
+	 * least-privilege roles (pgcloud_worker_<kind>), named by the launcher
+	 * in bgw_extra when they exist; the scheduler (and a worker started
+	 * before pgcloud_core created the roles, which only finds pgcloud not
+	 * installed) as the bootstrap superuser.
+	 */
+	BackgroundWorkerInitializeConnection(dbname,
+										 MyBgworkerEntry->bgw_extra[0] != '\0' ? MyBgworkerEntry->bgw_extra : NULL,
+										 0);
 
 	/*
-	 * Workers run as the bootstrap superuser: nothing a user can create may
-	 * be found by name resolution (CVE-2018-1058). Every name in the
-	 * workers' SQL is schema-qualified, and functions they call pin their
-	 * own search_path; operators resolve in pg_catalog only.
+	 * Nothing a user can create may be found by name resolution
+	 * (CVE-2018-1058). Every name in the workers' SQL is schema-qualified,
+	 * and functions they call pin their own search_path; operators resolve
+	 * in pg_catalog only.
 	 */
 	StartTransactionCommand();
 	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_SESSION);
@@ -96,6 +105,19 @@ PgcloudWorkerCheckInstalled(void)
 		elog(ERROR, "could not look up pgcloud_core");
 	installed = SPI_processed == 1;
 	PgcloudWorkerEndWork();
+
+	/*
+	 * Started as the superuser because its role did not exist yet, and
+	 * pgcloud has been installed since: it does no work as the superuser,
+	 * but stops; the launcher starts it again as its role.
+	 */
+	if (installed && PgcloudMyKind != PGCLOUD_WORKER_SCHEDULER && MyBgworkerEntry->bgw_extra[0] == '\0')
+	{
+		ereport(LOG,
+				errmsg("pgcloud %s worker of database \"%s\" restarts to connect as its own role",
+					   PgcloudWorkerKindName(PgcloudMyKind), slot->dbname));
+		return false;
+	}
 
 	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
 	slot->not_installed = !installed;

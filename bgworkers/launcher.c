@@ -18,6 +18,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "utils/acl.h"
 #include "utils/snapmgr.h"
 #include "utils/varlena.h"
 
@@ -52,6 +53,29 @@ static const char *const kind_functions[PGCLOUD_WORKER_KINDS] = {
 	"pgcloud_relay_main", "pgcloud_consumer_main", "pgcloud_http_main", "pgcloud_scheduler_main"
 };
 
+/*
+ * The role a worker connects as: its own least-privilege role
+ * (sql/core/00_roles.sql) once pgcloud_core has created it, else NULL (the
+ * bootstrap superuser, only to find that pgcloud is not installed yet and
+ * exit). The scheduler stays superuser: it runs each job as the job's own
+ * service role. The roles are cluster-wide: the launcher reads pg_authid, a
+ * shared catalog.
+ */
+static const char *const kind_roles[PGCLOUD_WORKER_KINDS] = {
+	"pgcloud_worker_relay", "pgcloud_worker_consumer", "pgcloud_worker_http", NULL
+};
+
+static bool
+worker_role_exists(const char *role)
+{
+	bool		found;
+
+	StartTransactionCommand();
+	found = OidIsValid(get_role_oid(role, true));
+	CommitTransactionCommand();
+	return found;
+}
+
 static bool
 start_worker(int slot, PgcloudWorkerKind kind)
 {
@@ -68,6 +92,8 @@ start_worker(int slot, PgcloudWorkerKind kind)
 			 PgcloudWorkers->slots[slot].dbname);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "pgcloud %s", PgcloudWorkerKindName(kind));
 	worker.bgw_main_arg = Int32GetDatum(slot);
+	if (kind_roles[kind] != NULL && worker_role_exists(kind_roles[kind]))
+		strlcpy(worker.bgw_extra, kind_roles[kind], BGW_EXTRALEN);
 	worker.bgw_notify_pid = MyProcPid;
 	elog(DEBUG1, "pgcloud launcher: starting the %s worker of database \"%s\"",
 		 PgcloudWorkerKindName(kind), PgcloudWorkers->slots[slot].dbname);

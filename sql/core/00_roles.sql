@@ -12,12 +12,24 @@ BEGIN
             ('pgcloud_admin',         'NOLOGIN'),
             ('pgcloud_service',       'NOLOGIN'),
             ('pgcloud_svc_core',      'NOLOGIN'),
-            ('pgcloud_services',      'NOLOGIN')
+            ('pgcloud_services',      'NOLOGIN'),
+            -- The background workers other than the scheduler connect as
+            -- these (bgworkers/common.c): LOGIN because PostgreSQL 15 lets a
+            -- background worker connect only as a role that may log in; no
+            -- password, no superuser, and only the grants of 99_privileges.
+            ('pgcloud_worker_relay',    'LOGIN NOSUPERUSER NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION'),
+            ('pgcloud_worker_consumer', 'LOGIN NOSUPERUSER NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION'),
+            ('pgcloud_worker_http',     'LOGIN NOSUPERUSER NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION')
         ) AS t(name, options)
     LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r.name) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I %s', r.name, r.options);
         END IF;
+    END LOOP;
+    -- Names resolve in pg_catalog only for the workers, whatever connects them.
+    FOR r IN SELECT unnest(ARRAY['pgcloud_worker_relay', 'pgcloud_worker_consumer', 'pgcloud_worker_http']) AS name
+    LOOP
+        EXECUTE pg_catalog.format('ALTER ROLE %I SET search_path = pg_catalog', r.name);
     END LOOP;
     -- PostgREST connects as the authenticator and switches to the JWT's role.
     FOR r IN SELECT unnest(ARRAY['pgcloud_anon', 'pgcloud_user', 'pgcloud_admin', 'pgcloud_service']) AS name

@@ -71,7 +71,29 @@ $$;
 COMMENT ON FUNCTION pgcloud.hand_over(name, name) IS 'Install-time: gives every member object of an extension to a role and revokes PUBLIC execute on its routines.';
 
 CREATE FUNCTION pgcloud.service_end(service text) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
-AS $$ SELECT pgcloud.hand_over(('pgcloud_' || service)::name, ('pgcloud_svc_' || service)::name) $$;
-COMMENT ON FUNCTION pgcloud.service_end(text) IS 'Install-time: gives every object of pgcloud_<service> to role pgcloud_svc_<service>. Called by each service install script.';
+AS $$
+DECLARE
+    ext oid;
+    obj record;
+BEGIN
+    PERFORM pgcloud.hand_over(('pgcloud_' || service)::name, ('pgcloud_svc_' || service)::name);
+    -- The workers' entry points run as the core's owner (99_privileges.sql)
+    -- and call the service's event handler and HTTP callback: those two, and
+    -- nothing else of the service, are the core's to call.
+    SELECT e.oid INTO ext FROM pg_catalog.pg_extension e WHERE e.extname = 'pgcloud_' || service;
+    -- Looking a handler up (pgcloud.handler_of) needs the schema.
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgcloud_svc_core',
+                   (SELECT s.schema_name FROM pgcloud.services s WHERE s.name = service));
+    FOR obj IN
+        SELECT p.oid::regprocedure AS name
+          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = ext AND d.deptype = 'e'
+           AND p.proname IN ('on_event', 'on_http_result') AND p.prosecdef
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO pgcloud_svc_core', obj.name);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.service_end(text) IS 'Install-time: gives every object of pgcloud_<service> to role pgcloud_svc_<service>, and lets the core (which runs the workers'' entry points) call the service''s on_event handler and on_http_result callback. Called by each service install script.';

@@ -59,5 +59,44 @@ GRANT SELECT ON pgcloud.outbox_lag, pgcloud.oldest_undelivered, pgcloud.workers,
     pgcloud.http_intents_status, pgcloud.http_dead_intents, pgcloud.jobs
     TO pgcloud_admin;
 
+-- The workers (bgworkers/common.c) connect as their own roles, not as a
+-- superuser: each may call only its entry points, which run as the core's
+-- owner (SECURITY DEFINER, search_path pinned) and hand each event or HTTP
+-- outcome to the service's own SECURITY DEFINER handler. No worker role may
+-- read a service's tables, write the outbox other than marking it published,
+-- or create anything.
+ALTER FUNCTION pgcloud.relay_once(integer) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.consume_event(text, jsonb, text) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.consume_failed(text, text, text, text, integer) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.nats_subscribers() SECURITY DEFINER;
+ALTER FUNCTION pgcloud.http_recover() SECURITY DEFINER;
+ALTER FUNCTION pgcloud.http_claim_all(text[], integer[]) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.http_run_callback(uuid, boolean) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.http_callbacks_due(integer) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.http_next_due_ms(text[]) SECURITY DEFINER;
+REVOKE ALL ON ROUTINE pgcloud.consume_failed(text, text, text, text, integer), pgcloud.nats_subscribers()
+    FROM pgcloud_svc_core;
+-- What the entry points call in turn, running as the core's owner.
+GRANT EXECUTE ON ROUTINE pgcloud.http_run_callback(uuid, boolean), pgcloud.http_backoff_ms(integer)
+    TO pgcloud_svc_core;
+GRANT USAGE ON SCHEMA pgcloud TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;
+-- Policies are configuration, not secrets; the workers read theirs.
+GRANT SELECT ON pgcloud.policy_values TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;
+-- Relay: embedded delivery, and in NATS mode the outbox batch it publishes.
+GRANT EXECUTE ON ROUTINE pgcloud.relay_once(integer) TO pgcloud_worker_relay;
+GRANT SELECT ON pgcloud.outbox, pgcloud.delivery_failures TO pgcloud_worker_relay;
+GRANT UPDATE (published_at) ON pgcloud.outbox TO pgcloud_worker_relay;
+-- Consumer: NATS messages to the subscribers of this database.
+GRANT EXECUTE ON ROUTINE pgcloud.nats_subscribers(), pgcloud.consume_event(text, jsonb, text),
+    pgcloud.consume_failed(text, text, text, text, integer)
+    TO pgcloud_worker_consumer;
+-- HTTP executor: claim, record, callbacks; its policies.
+GRANT EXECUTE ON ROUTINE pgcloud.http_recover(), pgcloud.http_claim_all(text[], integer[]),
+    pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
+    pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
+    pgcloud.http_next_due_ms(text[]), pgcloud.policy(text, anyelement)
+    TO pgcloud_worker_http;
+
 -- Start this database's workers as soon as the installation commits.
 SELECT pgcloud.wake_workers();

@@ -36,4 +36,5 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('maas.intent_stale_seconds', '600', 'A MAAS request without a final answer after this is forgotten and the machine read again (seconds).'),
     ('maas.erase_disks_on_release', 'false', 'Whether machines are released with erase=true (disk erasing) when their last allocation ends.'),
     ('maas.agent_name', '"pgcloud"', 'agent_name sent to MAAS with allocate and deploy.'),
-    ('maas.poll_batch_size', '200', 'Machines one maas.poll() call works on at most.');
+    ('maas.poll_batch_size', '200', 'Machines one maas.poll() call works on at most.'),
+    ('maas.ssh_trusted_user_ca_keys', '[]', 'The SSH CA public keys deployed nodes trust for user certificates (authorized_keys lines, e.g. from api.ssh_ca_public_key(); during a CA rotation the old and the new). Written by the deploy user data into /etc/ssh/pgcloud/trusted_user_ca_keys; empty: the image provides TrustedUserCAKeys itself.');

@@ -121,6 +121,7 @@ CREATE TABLE maas.allocations (
     image           text,
     distro_series   text NOT NULL,
     ssh_public_keys text[] NOT NULL DEFAULT '{}',
+    ssh_principal   text CHECK (ssh_principal ~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'),
     state           text NOT NULL CHECK (state IN ('deploying', 'deployed', 'releasing', 'released', 'failed')),
     reason          text,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -138,10 +139,24 @@ COMMENT ON COLUMN maas.allocations.user_id IS 'The allocation''s owner.';
 COMMENT ON COLUMN maas.allocations.image IS 'Image code.';
 COMMENT ON COLUMN maas.allocations.distro_series IS 'distro_series it needs.';
 COMMENT ON COLUMN maas.allocations.ssh_public_keys IS 'Public keys for the deploy user data.';
+COMMENT ON COLUMN maas.allocations.ssh_principal IS 'The SSH certificate principal of the allocation on its node: pgcloud-alloc-<id of the first allocation of the same user in the same deployment of the machine> (allocations of one user joining a deployment share it). The deploy writes it into the node''s AuthorizedPrincipalsFile of the user''s account; releases signs certificates for it alone, so a certificate works only on the nodes of its allocation.';
 COMMENT ON COLUMN maas.allocations.state IS 'deploying, deployed, releasing, released or failed.';
 COMMENT ON COLUMN maas.allocations.reason IS 'Why it failed or how it was released.';
 COMMENT ON COLUMN maas.allocations.created_at IS 'When the deploy request arrived.';
 COMMENT ON COLUMN maas.allocations.updated_at IS 'When it last changed.';
 
+CREATE TABLE maas.users (
+    user_id        uuid PRIMARY KEY,
+    posix_username text NOT NULL CHECK (posix_username ~ '^[a-z_][a-z0-9_-]{0,31}$'),
+    uid            integer NOT NULL CHECK (uid >= 1000),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE maas.users IS 'Read model of users (from user.created): the POSIX account a deployment creates on the node for the allocation''s owner.';
+COMMENT ON COLUMN maas.users.user_id IS 'The user.';
+COMMENT ON COLUMN maas.users.posix_username IS 'Login name of the account on nodes (never an image''s default user name: auth reserves those).';
+COMMENT ON COLUMN maas.users.uid IS 'POSIX uid of the account.';
+COMMENT ON COLUMN maas.users.updated_at IS 'When it was last written.';
+
+SELECT pg_catalog.pg_extension_config_dump('maas.users', '');
 SELECT pg_catalog.pg_extension_config_dump('maas.machines', '');
 SELECT pg_catalog.pg_extension_config_dump('maas.allocations', '');

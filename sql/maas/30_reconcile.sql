@@ -16,9 +16,12 @@ AS $$
     SELECT NULL::void FROM pgcloud.emit(event_type, 'allocation', a.allocation_id::text,
         jsonb_build_object('allocation_id', a.allocation_id, 'system_id', m.system_id, 'node_id', coalesce(a.node_id, m.node_id),
                            'hostname', m.hostname, 'user_id', a.user_id, 'distro_series', a.distro_series,
-                           'image', a.image, 'at', now()) || extra)
+                           'image', a.image, 'at', now())
+        || jsonb_strip_nulls(jsonb_build_object('ssh_principal', a.ssh_principal,
+                             'login', (SELECT u.posix_username FROM maas.users u WHERE u.user_id = a.user_id)))
+        || extra)
 $$;
-COMMENT ON FUNCTION maas.allocation_event(text, maas.allocations, maas.machines, jsonb) IS 'Emits maas.machine_deployed, maas.deploy_failed or maas.machine_released for one allocation: {allocation_id, system_id, node_id, hostname, user_id, distro_series, image, at} plus extra (reason, ip_addresses).';
+COMMENT ON FUNCTION maas.allocation_event(text, maas.allocations, maas.machines, jsonb) IS 'Emits maas.machine_deployed, maas.deploy_failed or maas.machine_released for one allocation: {allocation_id, system_id, node_id, hostname, user_id, distro_series, image, ssh_principal (the certificate principal the node accepts), login (the account deployed for the owner; both absent when unknown), at} plus extra (reason, ip_addresses).';
 
 CREATE FUNCTION maas.set_goal(m maas.machines, new_goal text, series text DEFAULT NULL, image text DEFAULT NULL)
 RETURNS maas.machines

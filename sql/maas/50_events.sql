@@ -1,4 +1,5 @@
--- Events in: node.registered (commission), deploy.requested, release.requested.
+-- Events in: node.registered (commission), deploy.requested, release.requested,
+-- user.created (the accounts deployments create on nodes).
 
 CREATE FUNCTION maas.payload_text(payload jsonb, field text, pattern text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -55,11 +56,26 @@ DECLARE
     v_user uuid;
     live_other integer;
     other_series text;
+    v_principal text;
 BEGIN
     IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
         PERFORM pgcloud.raise('invalid_event', 'the payload must be a JSON object');
     END IF;
     CASE event_type
+    WHEN 'user.created' THEN
+        IF payload ->> 'posix_username' IS NULL THEN
+            RETURN;   -- no account to create on nodes
+        END IF;
+        IF jsonb_typeof(payload -> 'uid') IS DISTINCT FROM 'number' OR (payload ->> 'uid') !~ '^[0-9]{4,10}$'
+           OR (payload ->> 'uid')::bigint NOT BETWEEN 1000 AND 2147483647 THEN
+            PERFORM pgcloud.raise('invalid_event', 'payload field uid must be a number from 1000');
+        END IF;
+        INSERT INTO maas.users AS u (user_id, posix_username, uid)
+        VALUES (maas.payload_uuid(payload, 'user_id', aggregate_id),
+                maas.payload_text(payload, 'posix_username', '^[a-z_][a-z0-9_-]{0,31}$'), (payload ->> 'uid')::integer)
+        ON CONFLICT (user_id) DO UPDATE
+            SET posix_username = excluded.posix_username, uid = excluded.uid, updated_at = now();
+
     WHEN 'node.registered' THEN
         m := maas.ensure_machine(maas.payload_text(payload, 'maas_system_id', '^[a-z0-9][a-z0-9-]{0,63}$'),
                                  maas.payload_uuid(payload, 'node_id', aggregate_id), payload ->> 'hostname');
@@ -100,9 +116,16 @@ BEGIN
             PERFORM maas.allocation_event('maas.deploy_failed', a, m, jsonb_build_object('reason', a.reason));
             RETURN;
         END IF;
-        INSERT INTO maas.allocations (allocation_id, system_id, node_id, user_id, image, distro_series, ssh_public_keys, state)
+        -- The allocation's SSH principal: that of the same user's allocations
+        -- in this deployment (their account on the node lists it), else a
+        -- new one only this allocation's node will know.
+        SELECT min(x.ssh_principal) INTO v_principal FROM maas.allocations x
+         WHERE x.system_id = m.system_id AND x.state IN ('deploying', 'deployed')
+           AND x.user_id IS NOT DISTINCT FROM v_user AND x.ssh_principal IS NOT NULL;
+        INSERT INTO maas.allocations (allocation_id, system_id, node_id, user_id, image, distro_series, ssh_public_keys,
+                                      ssh_principal, state)
         VALUES (v_alloc, m.system_id, m.node_id, v_user, payload ->> 'image', v_series, v_keys,
-                'deploying')
+                coalesce(v_principal, 'pgcloud-alloc-' || v_alloc), 'deploying')
         RETURNING * INTO a;
         IF m.goal = 'deploy' AND m.goal_series = v_series THEN
             RETURN;  -- joins the deployment in progress
@@ -156,4 +179,4 @@ BEGIN
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION maas.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): node.registered commissions the machine; deploy.requested {allocation_id, maas_system_id, distro_series, ssh_public_keys, ...} deploys it (or joins its deployment of the same series); release.requested releases it when its last allocation goes (else that allocation is released at once). Other types are ignored.';
+COMMENT ON FUNCTION maas.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): user.created keeps the accounts read model (maas.users); node.registered commissions the machine; deploy.requested {allocation_id, maas_system_id, distro_series, ssh_public_keys, ...} deploys it (or joins its deployment of the same series) and gives the allocation its SSH principal; release.requested releases it when its last allocation goes (else that allocation is released at once). Other types are ignored.';

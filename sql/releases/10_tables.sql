@@ -32,6 +32,7 @@ CREATE TABLE releases.allocations (
     user_id       uuid,
     sku           text,
     hostname      text,
+    ssh_principal text CHECK (ssh_principal ~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'),
     state         text NOT NULL CHECK (state IN ('active', 'ended')),
     started_at    timestamptz,
     ends_at       timestamptz,
@@ -44,6 +45,7 @@ CREATE TRIGGER allocations_state BEFORE INSERT OR UPDATE OF state ON releases.al
     FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('state', 'releases.allocation_transitions');
 COMMENT ON TABLE releases.allocations IS 'Read model of allocations (from allocation.activated / released / failed): who may get access, and until when.';
 COMMENT ON COLUMN releases.allocations.allocation_id IS 'The allocation.';
+COMMENT ON COLUMN releases.allocations.ssh_principal IS 'The certificate principal the allocation''s node accepts for its owner''s account (from allocation.activated, set by maas at deploy time); certificates are minted for it alone. NULL: no certificate can be minted.';
 COMMENT ON COLUMN releases.allocations.user_id IS 'The user who owns it; only they may mint access.';
 COMMENT ON COLUMN releases.allocations.sku IS 'The SKU allocated.';
 COMMENT ON COLUMN releases.allocations.hostname IS 'Hostname of the node it runs on.';
@@ -127,7 +129,7 @@ COMMENT ON COLUMN releases.certificates.allocation_id IS 'The allocation it give
 COMMENT ON COLUMN releases.certificates.key_fingerprint IS 'Fingerprint of the certified public key.';
 COMMENT ON COLUMN releases.certificates.ca_fingerprint IS 'Fingerprint of the CA key that signed it.';
 COMMENT ON COLUMN releases.certificates.key_id IS 'The certificate key id (user and allocation ids), logged by sshd on login.';
-COMMENT ON COLUMN releases.certificates.principals IS 'Valid principals (the POSIX username).';
+COMMENT ON COLUMN releases.certificates.principals IS 'Valid principals: the allocation''s principal alone (releases.allocations.ssh_principal).';
 COMMENT ON COLUMN releases.certificates.valid_after IS 'Start of validity.';
 COMMENT ON COLUMN releases.certificates.valid_before IS 'End of validity.';
 COMMENT ON COLUMN releases.certificates.created_at IS 'When it was minted.';

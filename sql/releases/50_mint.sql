@@ -1,5 +1,24 @@
 -- Access: a short-lived OpenSSH user certificate for an active allocation.
 
+-- The one principal a certificate for an allocation may carry: the
+-- allocation's own, which only its node's AuthorizedPrincipalsFile lists
+-- (maas writes it at deploy time). Every minting path asks here, so no
+-- certificate works on another allocation's node.
+CREATE FUNCTION releases.access_principal(a releases.allocations) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud, releases
+AS $$
+BEGIN
+    IF a.ssh_principal IS NULL THEN
+        PERFORM pgcloud.raise('access_principal_missing',
+            format('allocation %s was activated without an SSH principal for its node', a.allocation_id),
+            'Its node was deployed without pgcloud''s AuthorizedPrincipalsFile; release it and allocate again.');
+    END IF;
+    RETURN a.ssh_principal;
+END
+$$;
+COMMENT ON FUNCTION releases.access_principal(releases.allocations) IS 'The principal every certificate for the allocation carries, alone: its ssh_principal, which only the allocation''s node accepts (for its owner''s account). Raises access_principal_missing when the activation carried none.';
+
 CREATE FUNCTION releases.mint_access_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
@@ -9,6 +28,7 @@ DECLARE
     alloc_id uuid;
     a releases.allocations;
     uname text;
+    principal text;
     k record;
     ca releases.ssh_ca_keys;
     ttl integer := pgcloud.policy('releases.cert_ttl_seconds', NULL::integer);
@@ -53,6 +73,7 @@ BEGIN
         PERFORM pgcloud.raise('posix_identity_missing', 'no POSIX username is known for your account yet',
                               'Try again in a moment; it is assigned when your account is created.');
     END IF;
+    principal := releases.access_principal(a);
 
     SELECT * INTO k FROM releases.parse_key(args ->> 'public_key');
     v_after := now_s - make_interval(secs => skew);
@@ -65,23 +86,24 @@ BEGIN
     serial := nextval('releases.certificate_serial_seq');
     kid := format('pgcloud user=%s allocation=%s', v_user, alloc_id);
     cert := releases.sign_certificate(k.canonical_key, ca.private_sealed, ca.public_blob, serial, kid,
-                                      ARRAY[uname], v_after, v_before, ext_names,
+                                      ARRAY[principal], v_after, v_before, ext_names,
                                       format('%s@pgcloud-%s', uname, serial));
 
     INSERT INTO releases.certificates (serial, user_id, allocation_id, key_fingerprint, ca_fingerprint, key_id,
                                        principals, valid_after, valid_before)
-    VALUES (serial, v_user, alloc_id, k.fingerprint, ca.fingerprint, kid, ARRAY[uname], v_after, v_before);
+    VALUES (serial, v_user, alloc_id, k.fingerprint, ca.fingerprint, kid, ARRAY[principal], v_after, v_before);
 
     PERFORM pgcloud.audit('access.minted', 'allocation', alloc_id::text, 'ok',
         jsonb_build_object('serial', serial, 'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
-                           'principals', jsonb_build_array(uname), 'valid_after', v_after, 'valid_before', v_before));
+                           'principals', jsonb_build_array(principal), 'login', uname,
+                           'valid_after', v_after, 'valid_before', v_before));
     PERFORM pgcloud.emit('access.minted', 'allocation', alloc_id::text,
         jsonb_build_object('allocation_id', alloc_id, 'user_id', v_user, 'serial', serial, 'key_id', kid,
                            'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
-                           'principals', jsonb_build_array(uname), 'hostname', a.hostname,
+                           'principals', jsonb_build_array(principal), 'login', uname, 'hostname', a.hostname,
                            'valid_after', v_after, 'valid_before', v_before));
     RETURN jsonb_build_object('certificate', cert, 'valid_after', v_after, 'valid_before', v_before,
-                              'serial', serial, 'principals', jsonb_build_array(uname), 'key_id', kid,
+                              'serial', serial, 'principals', jsonb_build_array(principal), 'login', uname, 'key_id', kid,
                               'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
                               'hostname', a.hostname);
 END
@@ -99,4 +121,4 @@ BEGIN
                               'releases.mint_access_apply(jsonb)');
 END
 $$;
-COMMENT ON FUNCTION api.mint_access(uuid, text) IS 'Short-lived SSH access to one of your active allocations: an OpenSSH user certificate for public_key (any accepted key type), signed by the platform CA (api.ssh_ca_public_key()), principal = your POSIX username, valid for releases.cert_ttl_seconds and never past the allocation''s end. Returns {certificate, valid_after, valid_before, serial, principals, key_id, key_fingerprint, ca_fingerprint, hostname}; save certificate as e.g. ~/.ssh/id_ed25519-cert.pub. Unknown or another user''s allocation: 404 allocation_not_found; not active: 409 allocation_not_active. Safe to retry with X-Idempotency-Key.';
+COMMENT ON FUNCTION api.mint_access(uuid, text) IS 'Short-lived SSH access to one of your active allocations: an OpenSSH user certificate for public_key (any accepted key type), signed by the platform CA (api.ssh_ca_public_key()), principal = the allocation''s own (pgcloud-alloc-...), which only its node accepts, for your account there (login = your POSIX username), valid for releases.cert_ttl_seconds and never past the allocation''s end. Returns {certificate, valid_after, valid_before, serial, principals, login, key_id, key_fingerprint, ca_fingerprint, hostname}; save certificate as e.g. ~/.ssh/id_ed25519-cert.pub. Unknown or another user''s allocation: 404 allocation_not_found; not active: 409 allocation_not_active. Safe to retry with X-Idempotency-Key.';

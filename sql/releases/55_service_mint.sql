@@ -16,6 +16,7 @@ DECLARE
     purpose text := coalesce(args ->> 'purpose', 'service');
     a releases.allocations;
     uname text;
+    principal text;
     k record;
     ca releases.ssh_ca_keys;
     ttl integer := pgcloud.policy('releases.service_cert_ttl_seconds', NULL::integer);
@@ -59,6 +60,9 @@ BEGIN
     IF uname IS NULL THEN
         PERFORM pgcloud.raise('posix_identity_missing', 'no POSIX username is known for the allocation''s owner');
     END IF;
+    -- The allocation's own principal, as for api.mint_access(): only its node
+    -- accepts it (for the owner's account), so the certificate opens no other.
+    principal := releases.access_principal(a);
     SELECT * INTO k FROM releases.parse_key(args ->> 'public_key');
     v_after := now_s - make_interval(secs => skew);
     v_before := now_s + make_interval(secs => ttl);
@@ -69,28 +73,28 @@ BEGIN
     serial := nextval('releases.certificate_serial_seq');
     kid := format('pgcloud %s user=%s allocation=%s', purpose, coalesce(on_behalf, a.user_id), alloc_id);
     cert := releases.sign_certificate(k.canonical_key, ca.private_sealed, ca.public_blob, serial, kid,
-                                      ARRAY[uname], v_after, v_before,
+                                      ARRAY[principal], v_after, v_before,
                                       ARRAY(SELECT jsonb_array_elements_text(exts)),
                                       format('%s@pgcloud-%s', uname, serial));
     INSERT INTO releases.certificates (serial, user_id, allocation_id, key_fingerprint, ca_fingerprint, key_id,
                                        principals, valid_after, valid_before)
-    VALUES (serial, coalesce(on_behalf, a.user_id), alloc_id, k.fingerprint, ca.fingerprint, kid, ARRAY[uname],
+    VALUES (serial, coalesce(on_behalf, a.user_id), alloc_id, k.fingerprint, ca.fingerprint, kid, ARRAY[principal],
             v_after, v_before);
     PERFORM pgcloud.audit('access.minted', 'allocation', alloc_id::text, 'ok',
         jsonb_build_object('serial', serial, 'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
-                           'principals', jsonb_build_array(uname), 'purpose', purpose, 'on_behalf_of', on_behalf,
+                           'principals', jsonb_build_array(principal), 'login', uname, 'purpose', purpose, 'on_behalf_of', on_behalf,
                            'valid_after', v_after, 'valid_before', v_before));
     PERFORM pgcloud.emit('access.minted', 'allocation', alloc_id::text,
         jsonb_build_object('allocation_id', alloc_id, 'user_id', coalesce(on_behalf, a.user_id), 'serial', serial,
                            'key_id', kid, 'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
-                           'principals', jsonb_build_array(uname), 'hostname', a.hostname, 'purpose', purpose,
+                           'principals', jsonb_build_array(principal), 'login', uname, 'hostname', a.hostname, 'purpose', purpose,
                            'valid_after', v_after, 'valid_before', v_before));
     RETURN jsonb_build_object('certificate', cert, 'valid_after', v_after, 'valid_before', v_before,
-                              'serial', serial, 'principals', jsonb_build_array(uname), 'key_id', kid,
+                              'serial', serial, 'principals', jsonb_build_array(principal), 'login', uname, 'key_id', kid,
                               'hostname', a.hostname);
 END
 $$;
-COMMENT ON FUNCTION releases.service_mint_access_apply(jsonb) IS 'Internal to api.service_mint_access(): signs a short-lived certificate for {allocation_id, public_key, on_behalf_of, purpose} as the allocation owner''s POSIX user.';
+COMMENT ON FUNCTION releases.service_mint_access_apply(jsonb) IS 'Internal to api.service_mint_access(): signs a short-lived certificate for {allocation_id, public_key, on_behalf_of, purpose} for the allocation''s principal (login: the owner''s POSIX user).';
 
 CREATE FUNCTION api.service_mint_access(allocation_id uuid, public_key text, on_behalf_of uuid DEFAULT NULL,
                                         purpose text DEFAULT 'service')
@@ -106,6 +110,6 @@ BEGIN
                               'releases.service_mint_access_apply(jsonb)');
 END
 $$;
-COMMENT ON FUNCTION api.service_mint_access(uuid, text, uuid, text) IS 'Platform services (pgcloud_service with scope access:mint; the terminal relay, the app runtime agent): an OpenSSH user certificate for an ephemeral public_key, principal = the allocation owner''s POSIX username, valid releases.service_cert_ttl_seconds and never past the allocation''s end; the key id names purpose, the user acted for (on_behalf_of, default the owner) and the allocation. Returns {certificate, valid_after, valid_before, serial, principals, key_id, hostname}. Unknown allocation: 404 allocation_not_found; not active: 409 allocation_not_active.';
+COMMENT ON FUNCTION api.service_mint_access(uuid, text, uuid, text) IS 'Platform services (pgcloud_service with scope access:mint; the terminal relay, the app runtime agent): an OpenSSH user certificate for an ephemeral public_key, principal = the allocation''s own (pgcloud-alloc-<id>, accepted only by its node for the owner''s account, login = the owner''s POSIX username), valid releases.service_cert_ttl_seconds and never past the allocation''s end; the key id names purpose, the user acted for (on_behalf_of, default the owner) and the allocation. Returns {certificate, valid_after, valid_before, serial, principals, login, key_id, hostname}. Unknown allocation: 404 allocation_not_found; not active: 409 allocation_not_active; activated without a principal: 409 access_principal_missing.';
 
 GRANT EXECUTE ON FUNCTION api.service_mint_access(uuid, text, uuid, text) TO pgcloud_service;

@@ -66,12 +66,19 @@ BEGIN
         v_alloc := releases.payload_uuid(payload, 'allocation_id', aggregate_id);
         v_user := releases.payload_uuid(payload, 'user_id');
         -- An ended allocation stays ended (a late or replayed activation changes nothing).
-        INSERT INTO releases.allocations AS x (allocation_id, user_id, sku, hostname, state, started_at, ends_at, updated_at)
-        VALUES (v_alloc, v_user, payload ->> 'sku', coalesce(payload ->> 'hostname', payload ->> 'node_hostname'), 'active',
+        IF payload ->> 'ssh_principal' IS NOT NULL
+           AND (payload ->> 'ssh_principal') !~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+            PERFORM pgcloud.raise('invalid_event', 'ssh_principal must be pgcloud-alloc-<uuid>');
+        END IF;
+        INSERT INTO releases.allocations AS x (allocation_id, user_id, sku, hostname, ssh_principal, state, started_at, ends_at,
+                                               updated_at)
+        VALUES (v_alloc, v_user, payload ->> 'sku', coalesce(payload ->> 'hostname', payload ->> 'node_hostname'),
+                payload ->> 'ssh_principal', 'active',
                 coalesce(releases.payload_time(payload, 'started_at'), now()),
                 coalesce(releases.payload_time(payload, 'ends_at'), releases.payload_time(payload, 'ended_at')), now())
         ON CONFLICT (allocation_id) DO UPDATE
             SET user_id = excluded.user_id, sku = excluded.sku, hostname = excluded.hostname,
+                ssh_principal = excluded.ssh_principal,
                 started_at = excluded.started_at, ends_at = excluded.ends_at, updated_at = excluded.updated_at
             WHERE x.state = 'active';
     WHEN 'allocation.released', 'allocation.failed', 'allocation.releasing' THEN

@@ -11,13 +11,16 @@ INSERT INTO pgcloud.subscriptions (subscriber, event_type) VALUES ('taprelay', '
 CREATE SCHEMA taprelay;
 CREATE TABLE taprelay.effects (n serial, event_id uuid, aggregate_id text, payload jsonb);
 CREATE FUNCTION taprelay.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
-                                  payload jsonb, headers jsonb) RETURNS void LANGUAGE plpgsql AS $$
+                                  payload jsonb, headers jsonb) RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     IF payload ? 'poison' THEN
         RAISE EXCEPTION 'poisoned event for alice@example.com';
     END IF;
     INSERT INTO taprelay.effects (event_id, aggregate_id, payload) VALUES (event_id, aggregate_id, payload);
 END $$;
+-- Delivery runs as the core (pgcloud_svc_core), which calls the handler.
+GRANT USAGE ON SCHEMA taprelay TO pgcloud_svc_core;
 
 SELECT pgcloud.set_policy('core.max_delivery_attempts', '2');
 SELECT pgcloud.set_policy('core.delivery_retry_base_ms', '0');

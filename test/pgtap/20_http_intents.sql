@@ -13,6 +13,8 @@ SELECT pgcloud.set_policy('core.http_backoff_base_ms', '1000');
 SELECT pgcloud.set_policy('core.http_callback_max_attempts', '2');
 
 CREATE SCHEMA taphttp;
+-- The executor's entry points run as the core, which calls the callbacks.
+GRANT USAGE ON SCHEMA taphttp TO pgcloud_svc_core;
 CREATE TABLE taphttp.seen (n serial, intent_id uuid, status integer, body text, context jsonb, final boolean,
                            correlation_id text, run_as name);
 CREATE TABLE taphttp.switch (fail boolean NOT NULL);

@@ -1,7 +1,7 @@
 -- releases: per-user keys (RLS), limits, idempotency, access minting rules,
 -- the event read model, the CA and grants.
 BEGIN;
-SELECT plan(62);
+SELECT plan(66);
 
 \set k1 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMOwPp55P+3rXvN52Am9GxAqi24MMrCru+LnotcYcsbn test-ed25519'
 \set k2 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGH0adccsKaI+zwzZ0Oc3/JiKzJtNi+7cBLNC/z21t0I tap-key-2'
@@ -33,14 +33,18 @@ SELECT pg_temp.ev('user.created', :bob, jsonb_build_object('user_id', :bob, 'ema
                   'posix_username', 'bob', 'uid', 2002, 'gid', 2002));
 SELECT pg_temp.ev('user.created', :carol, jsonb_build_object('user_id', :carol, 'email', 'carol@example.com'));
 SELECT pg_temp.ev('allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
-                  'sku', 'h100x1', 'hostname', 'gpu-01', 'started_at', now() - interval '1 hour'));
+                  'sku', 'h100x1', 'hostname', 'gpu-01', 'started_at', now() - interval '1 hour',
+                  'ssh_principal', 'pgcloud-alloc-' || :a1));
 SELECT pg_temp.ev('allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :bob,
                   'sku', 'h100x1', 'hostname', 'gpu-02'));
 SELECT pg_temp.ev('allocation.activated', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice, 'sku', 'a10'));
 SELECT pg_temp.ev('allocation.released', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice,
                   'ended_at', now()));
 SELECT pg_temp.ev('allocation.activated', :a4, jsonb_build_object('allocation_id', :a4, 'user_id', :alice,
-                  'ends_at', date_trunc('second', now()) + interval '300 seconds'));
+                  'ends_at', date_trunc('second', now()) + interval '300 seconds', 'ssh_principal', 'pgcloud-alloc-' || :a4));
+-- Activated without a principal (a node deployed without pgcloud's AuthorizedPrincipalsFile).
+SELECT pg_temp.ev('allocation.activated', 'a6a6a6a6-0000-4000-8000-000000000006',
+                  jsonb_build_object('allocation_id', 'a6a6a6a6-0000-4000-8000-000000000006', 'user_id', :alice));
 SELECT pg_temp.ev('allocation.activated', :a5, jsonb_build_object('allocation_id', :a5, 'user_id', :alice));
 SELECT pg_temp.ev('allocation.failed', :a5, jsonb_build_object('allocation_id', :a5));
 SELECT pg_temp.ev('allocation.activated', :c1, jsonb_build_object('allocation_id', :c1, 'user_id', :carol));
@@ -129,7 +133,14 @@ SET LOCAL ROLE pgcloud_user;
 SELECT api.mint_access(:a1, :'k1') AS m1 \gset
 SELECT ok(:'m1'::jsonb ->> 'certificate' ~ '^ssh-ed25519-cert-v01@openssh\.com AAAA[A-Za-z0-9+/]+=* alice@pgcloud-[0-9]+$',
     'mint_access returns one OpenSSH certificate line of the key''s type');
-SELECT is(:'m1'::jsonb -> 'principals', '["alice"]'::jsonb, 'the principal is the POSIX username');
+SELECT is(:'m1'::jsonb -> 'principals', jsonb_build_array('pgcloud-alloc-' || :a1),
+    'the one principal is the allocation''s own, not the POSIX username (which every node''s account would take)');
+SELECT is(:'m1'::jsonb ->> 'login', 'alice', 'the login is the POSIX account the deploy created');
+SELECT is(api.mint_access(:a4, :'k1') -> 'principals', jsonb_build_array('pgcloud-alloc-' || :a4),
+    'another allocation of the same user: another principal');
+SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', 'a6a6a6a6-0000-4000-8000-000000000006', :'k1')),
+    '{"code": "access_principal_missing", "status": 409}',
+    'an allocation whose node has no principal gets no certificate (never one valid on every node)');
 SELECT is(:'m1'::jsonb ->> 'key_id', format('pgcloud user=%s allocation=%s', :alice, :a1), 'the key id names user and allocation');
 SELECT is(((:'m1'::jsonb ->> 'valid_before')::timestamptz - (:'m1'::jsonb ->> 'valid_after')::timestamptz),
     interval '960 seconds', 'valid for releases.cert_ttl_seconds (900) after a clock-skew allowance (60)');
@@ -168,11 +179,13 @@ SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :a1, :'k1'))
     'after allocation.released no certificate is minted');
 RESET ROLE;
 
-SELECT is((SELECT count(*)::int FROM releases.certificates WHERE user_id = :alice), 6, 'every minted certificate is recorded');
+SELECT is((SELECT count(*)::int FROM releases.certificates WHERE user_id = :alice), 7, 'every minted certificate is recorded');
+SELECT is((SELECT principals FROM releases.certificates WHERE serial = (:'m1'::jsonb ->> 'serial')::bigint),
+    ARRAY['pgcloud-alloc-' || :a1], 'the certificate record names the principal');
 SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE event_type = 'access.minted'
-             AND payload ->> 'user_id' = :alice), 6, 'access.minted is emitted for each');
+             AND payload ->> 'user_id' = :alice), 7, 'access.minted is emitted for each');
 SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs WHERE action = 'access.minted' AND actor = :alice
-             AND details ? 'key_fingerprint' AND details::text NOT LIKE '%AAAA%'), 6,
+             AND details ? 'key_fingerprint' AND details::text NOT LIKE '%AAAA%'), 7,
     'minting is audited with fingerprints and without key material');
 SELECT throws_ok($$ UPDATE releases.certificates SET valid_before = valid_before + interval '1 day' $$, NULL, NULL,
     'the certificate record is append-only');

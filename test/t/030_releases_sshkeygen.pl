@@ -83,9 +83,9 @@ event('user.created', $user, user_id => $user, email => 'tap@example.com',
 event('user.created', $other, user_id => $other, email => 'other@example.com',
 	posix_username => 'someoneelse', uid => 4002, gid => 4002);
 event('allocation.activated', $alloc, allocation_id => $alloc, user_id => $user, sku => 'h100x1',
-	hostname => 'gpu-tap-01');
+	hostname => 'gpu-tap-01', ssh_principal => "pgcloud-alloc-$alloc");
 event('allocation.activated', $alloc_other, allocation_id => $alloc_other, user_id => $other, sku => 'h100x1',
-	hostname => 'gpu-tap-02');
+	hostname => 'gpu-tap-02', ssh_principal => "pgcloud-alloc-$alloc_other");
 
 # ---- keys made by ssh-keygen, fingerprints as ssh-keygen -l -------------------
 my @types = (
@@ -138,7 +138,8 @@ my ($from, $to) = split /\|/, $node->safe_psql('postgres', qq{
 	SELECT to_char('$m->{valid_after}'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || '|' ||
 	       to_char('$m->{valid_before}'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')});
 like($listing, qr/Valid: from \Q$from\E to \Q$to\E\n/, "ssh-keygen -L: valid from $from to $to");
-like($listing, qr/Principals: \n\s+\Q$login\E\n\s+Critical Options: \(none\)\n/, "ssh-keygen -L: principal $login, no critical options");
+like($listing, qr/Principals: \n\s+pgcloud-alloc-\Q$alloc\E\n\s+Critical Options: \(none\)\n/,
+	"ssh-keygen -L: the allocation's principal alone, no critical options");
 like($listing,
 	qr/Extensions: \n\s+permit-X11-forwarding\n\s+permit-agent-forwarding\n\s+permit-port-forwarding\n\s+permit-pty\n\s+permit-user-rc\n/,
 	'ssh-keygen -L: the OpenSSH default user extensions, in order');
@@ -151,12 +152,17 @@ IPC::Run::run([ 'ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', "$dir/hostk
   or die "host key: $e1";
 my $port = PostgreSQL::Test::Cluster::get_free_port();
 spew("$dir/trusted_ca.pub", "$ca\n");
+# As the deploy configures a node (maas.user_data): the account's
+# AuthorizedPrincipalsFile lists the principal of the allocation on it.
+mkdir("$dir/principals") or die "mkdir: $!";
+spew("$dir/principals/$login", "pgcloud-alloc-$alloc\n");
 spew("$dir/sshd_config", <<"EOF");
 Port $port
 ListenAddress 127.0.0.1
 HostKey $dir/hostkey
 PidFile $dir/sshd.pid
 TrustedUserCAKeys $dir/trusted_ca.pub
+AuthorizedPrincipalsFile $dir/principals/%u
 AuthorizedKeysFile none
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -209,10 +215,10 @@ like($err, qr/Permission denied/, '... with permission denied');
 my $pub = slurp("$dir/ed25519.pub");
 chomp $pub;
 my $m_other = decode_json(api($other, "SELECT api.mint_access('$alloc_other', \$k\$$pub\$k\$)"));
-is_deeply($m_other->{principals}, ['someoneelse'], 'the other user\'s certificate names their own POSIX username');
+is_deeply($m_other->{principals}, ["pgcloud-alloc-$alloc_other"], 'the other user\'s certificate names their own allocation\'s principal');
 spew("$dir/other.cert", "$m_other->{certificate}\n");
 ($out, $err) = ssh_login("$dir/ed25519", "$dir/other.cert");
-unlike($out, qr/pgcloud-cert-login-ok/, "a certificate for another principal does not log in as $login");
+unlike($out, qr/pgcloud-cert-login-ok/, "a certificate for another allocation's principal does not log in as $login");
 like($err, qr/Permission denied/, '... sshd denies it');
 
 # After a CA rotation, nodes still trusting the old CA refuse new certificates

@@ -42,6 +42,7 @@ sql(q{
     SELECT pgcloud.set_policy('core.http_concurrency', '{"stripe": 2, "maas": 4, "smtp": 2, "test": 4}');
     SELECT pgcloud.set_policy('core.http_total_timeout_ms', '10000');
     CREATE SCHEMA tap;
+    GRANT USAGE ON SCHEMA tap TO pgcloud_svc_core;  -- the executor's entry points run as the core
     CREATE TABLE tap.effects (n serial, intent_id uuid, status integer, final boolean, session text);
     CREATE FUNCTION tap.cb(intent_id uuid, status integer, response_headers jsonb, response_body text,
                            context jsonb, final boolean) RETURNS void

@@ -45,14 +45,15 @@ emit_event($node, 'user.created', 'user', $alice, { user_id => $alice, posix_use
 emit_event($node, 'user.created', 'user', $bob, { user_id => $bob, posix_username => 'bob', email => 'bob@example.com' });
 for my $a ([ $alloc, $alice ], [ $alloc2, $alice ], [ $alloc_bob, $bob ]) {
     emit_event($node, 'allocation.activated', 'allocation', $a->[0],
-        { allocation_id => $a->[0], user_id => $a->[1], sku => 'tap', node_hostname => 'tap-node', ip_addresses => ['127.0.0.1'] });
+        { allocation_id => $a->[0], user_id => $a->[1], sku => 'tap', node_hostname => 'tap-node', ip_addresses => ['127.0.0.1'],
+          ssh_principal => "pgcloud-alloc-$a->[0]" });
 }
 is(wait_until($node, q{SELECT count(*) FROM terminal.allocations WHERE state = 'active'}, '3'), '3',
    'terminal learnt the three allocations from allocation.activated');
 is(wait_until($node, q{SELECT count(*) FROM releases.allocations WHERE state = 'active'}, '3'), '3',
    'releases learnt them too');
 
-my $ssh = start_ssh_node($node, "$dir/node");
+my $ssh = start_ssh_node($node, "$dir/node", principals => [ map { "pgcloud-alloc-$_" } $alloc, $alloc2, $alloc_bob ]);
 my $relay = start_termrelay($node, "$dir/relay", $ssh);
 my $base = "https://127.0.0.1:$relay->{port}";
 

@@ -32,12 +32,13 @@ emit_event($node, 'user.created', 'user', $alice, { user_id => $alice, posix_use
 emit_event($node, 'user.created', 'user', $bob, { user_id => $bob, posix_username => 'bob' });
 for my $a ($alloc, $alloc2) {
     emit_event($node, 'allocation.activated', 'allocation', $a,
-        { allocation_id => $a, user_id => $alice, sku => 'tap', node_hostname => 'tap-node', ip_addresses => ['127.0.0.1'] });
+        { allocation_id => $a, user_id => $alice, sku => 'tap', node_hostname => 'tap-node', ip_addresses => ['127.0.0.1'],
+          ssh_principal => "pgcloud-alloc-$a" });
 }
 is(wait_until($node, q{SELECT count(*) FROM appruntime.allocations WHERE state = 'active'}, '2'), '2', 'appruntime learnt the allocations');
 wait_until($node, q{SELECT count(*) FROM releases.allocations WHERE state = 'active'}, '2');
 
-my $ssh = start_ssh_node($node, "$dir/node");
+my $ssh = start_ssh_node($node, "$dir/node", principals => [ map { "pgcloud-alloc-$_" } $alloc, $alloc2 ]);
 open my $fh, '>', "$dir/agent.conf" or die;
 print $fh join('', map { "$_\n" } (
     'conninfo = ' . $node->connstr('postgres'), 'service_account = 7a1a7e1a-0000-4000-8000-00000000beef',

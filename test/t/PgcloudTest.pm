@@ -107,13 +107,16 @@ sub add_test_subscriber {
         CREATE SCHEMA loadsvc;
         CREATE TABLE loadsvc.effects (event_id uuid, aggregate_id text, seq int, applied_at timestamptz DEFAULT clock_timestamp());
         CREATE FUNCTION loadsvc.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
-                                         payload jsonb, headers jsonb) RETURNS void LANGUAGE plpgsql AS $$
+                                         payload jsonb, headers jsonb) RETURNS void LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog AS $$
         BEGIN
             IF payload ? 'poison' THEN
                 RAISE EXCEPTION 'poison event';
             END IF;
             INSERT INTO loadsvc.effects (event_id, aggregate_id, seq) VALUES (event_id, aggregate_id, (payload ->> 'seq')::int);
         END $$;
+        -- Delivery runs as the core (pgcloud_svc_core), which calls the handler.
+        GRANT USAGE ON SCHEMA loadsvc TO pgcloud_svc_core;
         SELECT pgcloud.wake_workers();
     });
 }
@@ -159,9 +162,12 @@ sub natstool {
 
 # A throwaway sshd on a loopback port standing in for an allocation's node:
 # run as this (unprivileged) OS user, trusting the platform CA
-# (api.ssh_ca_public_key()). Returns {port, known_hosts, handle, log}.
+# (api.ssh_ca_public_key()), accepting for this user's account the
+# certificate principals given (principals => [...]: the allocations'
+# pgcloud-alloc-<id>, as maas's cloud-init writes AuthorizedPrincipalsFile).
+# Returns {port, known_hosts, handle, log}.
 sub start_ssh_node {
-    my ($node, $dir) = @_;
+    my ($node, $dir, %opt) = @_;
     my $sshd = '/usr/sbin/sshd';
     -x $sshd or BAIL_OUT("$sshd is missing: install the Debian package openssh-server");
     # An unprivileged sshd gives itself a PTY only if it may chown the pty to
@@ -189,9 +195,10 @@ sub start_ssh_node {
     my $ca = $node->safe_psql('postgres', 'SELECT api.ssh_ca_public_key()');
     my $port = PostgreSQL::Test::Cluster::get_free_port();
     _spew("$dir/trusted_ca.pub", "$ca\n");
+    _spew("$dir/principals", join('', map { "$_\n" } @{ $opt{principals} // [] }));
     _spew("$dir/sshd_config", join("\n",
         "Port $port", 'ListenAddress 127.0.0.1', "HostKey $dir/hostkey", "PidFile $dir/sshd.pid",
-        "TrustedUserCAKeys $dir/trusted_ca.pub", 'AuthorizedKeysFile none', 'PubkeyAuthentication yes',
+        "TrustedUserCAKeys $dir/trusted_ca.pub", "AuthorizedPrincipalsFile $dir/principals", 'AuthorizedKeysFile none', 'PubkeyAuthentication yes',
         'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no',
         'AllowTcpForwarding yes', 'MaxSessions 1000', 'MaxStartups 1000', 'LogLevel VERBOSE', ''));
     my $hostpub = _slurp("$dir/hostkey.pub");
