@@ -80,8 +80,10 @@ DECLARE
 BEGIN
     PERFORM pgcloud.hand_over(('pgcloud_' || service)::name, ('pgcloud_svc_' || service)::name);
     -- The workers' entry points run as the core's owner (99_privileges.sql)
-    -- and call the service's event handler and HTTP callback: those two, and
-    -- nothing else of the service, are the core's to call.
+    -- and call the service's event handler and its HTTP result callbacks
+    -- (SECURITY DEFINER functions with the callback signature of
+    -- pgcloud.http_intents.callback): those, and nothing else of the
+    -- service, are the core's to call.
     SELECT e.oid INTO ext FROM pg_catalog.pg_extension e WHERE e.extname = 'pgcloud_' || service;
     -- Looking a handler up (pgcloud.handler_of) needs the schema.
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgcloud_svc_core',
@@ -90,10 +92,12 @@ BEGIN
         SELECT p.oid::regprocedure AS name
           FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
          WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = ext AND d.deptype = 'e'
-           AND p.proname IN ('on_event', 'on_http_result') AND p.prosecdef
+           AND p.prosecdef
+           AND (p.proname = 'on_event'
+                OR p.proargtypes::oid[] = ARRAY['uuid', 'integer', 'jsonb', 'text', 'jsonb', 'boolean']::regtype[]::oid[])
     LOOP
         EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO pgcloud_svc_core', obj.name);
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION pgcloud.service_end(text) IS 'Install-time: gives every object of pgcloud_<service> to role pgcloud_svc_<service>, and lets the core (which runs the workers'' entry points) call the service''s on_event handler and on_http_result callback. Called by each service install script.';
+COMMENT ON FUNCTION pgcloud.service_end(text) IS 'Install-time: gives every object of pgcloud_<service> to role pgcloud_svc_<service>, and lets the core (which runs the workers'' entry points) call the service''s on_event handler and its HTTP result callbacks (SECURITY DEFINER, signature (uuid, integer, jsonb, text, jsonb, boolean)). Called by each service install script.';
