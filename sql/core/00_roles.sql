@@ -31,6 +31,11 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format('ALTER ROLE %I SET search_path = pg_catalog', r.name);
     END LOOP;
+    -- The workers must connect to this database even where an operator (or
+    -- deploy/*/init.sql) revokes CONNECT from PUBLIC; an explicit grant
+    -- survives that revoke.
+    EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO pgcloud_worker_relay, pgcloud_worker_consumer, '
+                              'pgcloud_worker_http', pg_catalog.current_database());
     -- PostgREST connects as the authenticator and switches to the JWT's role.
     FOR r IN SELECT unnest(ARRAY['pgcloud_anon', 'pgcloud_user', 'pgcloud_admin', 'pgcloud_service']) AS name
     LOOP

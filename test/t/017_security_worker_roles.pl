@@ -91,6 +91,20 @@ for my $kind (sort keys %role) {
 my ($ok, $err) = as_role('pgcloud_worker_relay', q{SELECT count(*) FROM pgcloud.outbox; UPDATE pgcloud.outbox SET published_at = published_at WHERE false});
 ok($ok, 'the relay may read the outbox and mark events published (what it publishes to NATS)') or diag($err);
 
+# A deployment revokes CONNECT from PUBLIC (deploy/*/init.sql does): the
+# workers keep connecting, through the grant the installation gives them.
+$node->safe_psql('postgres', q{REVOKE CONNECT ON DATABASE postgres FROM PUBLIC});
+$node->restart;
+for my $kind (sort keys %role) {
+    is(wait_until($node, qq{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgcloud $kind'
+        AND usename = '$role{$kind}'}, '1', 60), '1', "with CONNECT revoked from PUBLIC the $kind worker still connects");
+}
+$node->safe_psql('postgres', q{SELECT pgcloud.emit('load.tick', 'thing', 'w2', '{"seq": 1}')});
+is(wait_until($node, q{SELECT count(*) FROM loadsvc.effects WHERE aggregate_id = 'w2'}, '1', 60), '1',
+    '... and delivery still works');
+($ok, $err) = as_role('pgcloud_authenticator', 'SELECT 1');
+ok(!$ok && $err =~ /permission denied for database/, 'while a role without the grant is refused') or diag($err);
+
 $node->stop('fast');
 stop_nats($nats);
 done_testing();

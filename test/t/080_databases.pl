@@ -147,7 +147,7 @@ is(pq("SELECT status FROM databases.deployments WHERE id = '$dep'"), 'stopped', 
 is($res, 'tea', 'the data survives the redeploy');
 
 # ---- rotation ----------------------------------------------------------------------------------
-pq("SELECT pgcloud.set_policy('databases.rotation_grace_seconds', '4')");
+pq("SELECT pgcloud.set_policy('databases.rotation_grace_seconds', '600')");
 my $rot = user_json($alice, "SELECT api.rotate_database_credentials('$svc')");
 my $new_uri = jget($rot, 'connection_uri');
 isnt($new_uri, $uri, 'rotation returns a new URI');
@@ -155,6 +155,10 @@ isnt($new_uri, $uri, 'rotation returns a new URI');
 is($res, 'tea', 'the new password works at once and sees the data');
 ($ok, $res, $e) = uri_psql($uri, 'INSERT INTO orders VALUES (2, $$cake$$) RETURNING item');
 is($res, 'cake', 'the old password still works during the grace period');
+is(pq("SELECT round(extract(epoch FROM remove_after - now()) / 60) FROM databases.credentials WHERE username = '$user'"), '10',
+   '... which ends rotation_grace_seconds after the rotation');
+# The grace ends (time moved on, not waited for): the deployer then removes the login.
+pq("UPDATE databases.credentials SET remove_after = now() WHERE username = '$user'; SELECT pgcloud.wake_scheduler()");
 is(wait_until($node, "SELECT status FROM databases.credentials WHERE username = '$user'", 'removed', 60), 'removed',
    'after the grace the deployer removes the old login');
 ($ok, $res, $e) = uri_psql($uri, 'SELECT 1');

@@ -82,7 +82,8 @@ sub browser {
     return decode_json($answer);
 }
 
-my $g = browser("goto $base/");
+# The first command also waits for Chromium to start: slow on a loaded machine.
+my $g = browser("goto $base/", 180);
 is($g->{status}, 200, 'chromium loads the relay page over TLS') or diag(encode_json($g));
 
 my $t1 = mint($alice, $sid_a, $alloc);
