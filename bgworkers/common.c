@@ -35,6 +35,9 @@ my_state(void)
 void
 PgcloudWorkerTeardown(int code, Datum arg)
 {
+	(void) code;
+	(void) arg;
+
 	if (PgcloudWorkers == NULL || PgcloudMySlot < 0)
 		return;
 	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);

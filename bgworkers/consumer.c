@@ -48,6 +48,9 @@ drop_subscriptions(void)
 static void
 close_all(int code, Datum arg)
 {
+	(void) code;
+	(void) arg;
+
 	drop_subscriptions();
 	NatsLinkClose(&nlink);
 }

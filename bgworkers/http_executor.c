@@ -95,6 +95,10 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
 	int			i;
 
+	(void) easy;
+	(void) userp;
+	(void) socketp;
+
 	for (i = 0; i < nsocks; i++)
 		if (socks[i].fd == s)
 			break;
@@ -126,6 +130,9 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
+	(void) m;
+	(void) userp;
+
 	if (timeout_ms < 0)
 		curl_timer_set = false;
 	else
@@ -139,6 +146,9 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 static void
 shutdown_transfers(int code, Datum arg)
 {
+	(void) code;
+	(void) arg;
+
 	while (transfers != NULL)
 	{
 		HttpTransfer *t = transfers;

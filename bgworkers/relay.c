@@ -87,6 +87,9 @@ ack_mark_msg(natsMsg *msg, bool ok)
 static void
 on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
+	(void) js;
+	(void) closure;
+
 	ack_mark_msg(msg, pae == NULL && pa != NULL);
 	natsMsg_Destroy(msg);
 }
@@ -283,6 +286,9 @@ take_publisher_lock(void)
 static void
 close_link(int code, Datum arg)
 {
+	(void) code;
+	(void) arg;
+
 	NatsLinkClose(&nlink);
 }
 

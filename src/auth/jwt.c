@@ -118,7 +118,7 @@ parse_options(Jsonb *opts, VerifyOptions *o)
 			bool		ok = false;
 
 			for (i = 0; known[i]; i++)
-				if (key.val.string.len == strlen(known[i])
+				if ((size_t) key.val.string.len == strlen(known[i])
 					&& memcmp(key.val.string.val, known[i], key.val.string.len) == 0)
 					ok = true;
 			if (!ok)
@@ -437,7 +437,7 @@ string_claim_is(Jsonb *claims, const char *name, const char *want)
 {
 	JsonbValue *v = JwtJsonbMember(&claims->root, name);
 
-	return v != NULL && v->type == jbvString && v->val.string.len == strlen(want)
+	return v != NULL && v->type == jbvString && (size_t) v->val.string.len == strlen(want)
 		&& memcmp(v->val.string.val, want, v->val.string.len) == 0;
 }
 
@@ -495,7 +495,7 @@ check_claims(Jsonb *claims, const VerifyOptions *o)
 			{
 				JsonbValue *a = getIthJsonbValueFromContainer(c, i);
 
-				ok = a != NULL && a->type == jbvString && a->val.string.len == strlen(o->aud)
+				ok = a != NULL && a->type == jbvString && (size_t) a->val.string.len == strlen(o->aud)
 					&& memcmp(a->val.string.val, o->aud, a->val.string.len) == 0;
 			}
 		}

@@ -95,6 +95,8 @@ trimmed(const char *s)
 static void
 discard_notice(void *arg, const char *message)
 {
+	(void) arg;
+	(void) message;
 }
 
 /* Connects; on failure fills err and returns NULL. */
