@@ -169,42 +169,20 @@ shutdown_transfers(int code, Datum arg)
 
 /* ---- plans (units of work: PgcloudWorkerBeginWork/EndWork/AbortWork, common.c) */
 
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-	if (p == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(p);
-	return p;
-}
-
 static void
 prepare_plans(void)
 {
-	if (claim_plan == NULL)
-	{
-		Oid			t[2] = {TEXTARRAYOID, INT4ARRAYOID};
+	Oid			claim_types[2] = {TEXTARRAYOID, INT4ARRAYOID};
+	Oid			record_types[8] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT4OID};
+	Oid			callback_types[1] = {TEXTOID};
 
-		claim_plan = keep_plan("SELECT id::text, method, path, body, content_type, header_lines, mail_from, "
-							   "idempotency_key, attempt, target FROM pgcloud.http_claim_all($1, $2)", 2, t);
-	}
-	if (record_plan == NULL)
-	{
-		Oid			t[8] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT4OID};
-
-		record_plan = keep_plan("SELECT pgcloud.http_record($1::uuid, $2, $3, $4::jsonb, $5, $6, $7, $8)", 8, t);
-	}
-	if (callback_plan == NULL)
-	{
-		Oid			t[1] = {TEXTOID};
-
-		callback_plan = keep_plan("SELECT pgcloud.http_run_callback($1::uuid, true)", 1, t);
-	}
-	if (due_callbacks_plan == NULL)
-		due_callbacks_plan = keep_plan(psprintf("SELECT id::text FROM pgcloud.http_callbacks_due(%d) AS id",
-												CALLBACK_BATCH), 0, NULL);
+	PgcloudPlan(&claim_plan, "SELECT id::text, method, path, body, content_type, header_lines, mail_from, "
+				"idempotency_key, attempt, target FROM pgcloud.http_claim_all($1, $2)", 2, claim_types);
+	PgcloudPlan(&record_plan, "SELECT pgcloud.http_record($1::uuid, $2, $3, $4::jsonb, $5, $6, $7, $8)",
+				8, record_types);
+	PgcloudPlan(&callback_plan, "SELECT pgcloud.http_run_callback($1::uuid, true)", 1, callback_types);
+	PgcloudPlan(&due_callbacks_plan, "SELECT id::text FROM pgcloud.http_callbacks_due("
+				CppAsString2(CALLBACK_BATCH) ") AS id", 0, NULL);
 }
 
 static long

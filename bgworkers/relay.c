@@ -103,32 +103,19 @@ static SPIPlanPtr mark_plan = NULL;
 static void
 prepare_plans(void)
 {
-	if (claim_plan == NULL)
-	{
-		Oid			argtypes[1] = {INT4OID};
+	Oid			claim_types[1] = {INT4OID};
+	Oid			mark_types[1] = {INT8ARRAYOID};
 
-		claim_plan = SPI_prepare(
-			"SELECT o.id, o.event_id::text, o.event_type, o.aggregate_type || '/' || o.aggregate_id, "
-			"coalesce(o.headers ->> 'correlation_id', ''), "
-			"pg_catalog.jsonb_build_object('event_id', o.event_id, 'event_type', o.event_type, "
-			"'aggregate_type', o.aggregate_type, 'aggregate_id', o.aggregate_id, 'payload', o.payload, "
-			"'headers', o.headers, 'source', o.source, 'created_at', o.created_at)::text "
-			"FROM pgcloud.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
-			1, argtypes);
-		if (claim_plan == NULL)
-			elog(ERROR, "could not prepare the outbox claim");
-		SPI_keepplan(claim_plan);
-	}
-	if (mark_plan == NULL)
-	{
-		Oid			argtypes[1] = {INT8ARRAYOID};
-
-		mark_plan = SPI_prepare("UPDATE pgcloud.outbox SET published_at = pg_catalog.clock_timestamp() "
-								"WHERE id = ANY ($1)", 1, argtypes);
-		if (mark_plan == NULL)
-			elog(ERROR, "could not prepare the outbox update");
-		SPI_keepplan(mark_plan);
-	}
+	PgcloudPlan(&claim_plan,
+				"SELECT o.id, o.event_id::text, o.event_type, o.aggregate_type || '/' || o.aggregate_id, "
+				"coalesce(o.headers ->> 'correlation_id', ''), "
+				"pg_catalog.jsonb_build_object('event_id', o.event_id, 'event_type', o.event_type, "
+				"'aggregate_type', o.aggregate_type, 'aggregate_id', o.aggregate_id, 'payload', o.payload, "
+				"'headers', o.headers, 'source', o.source, 'created_at', o.created_at)::text "
+				"FROM pgcloud.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+				1, claim_types);
+	PgcloudPlan(&mark_plan, "UPDATE pgcloud.outbox SET published_at = pg_catalog.clock_timestamp() "
+				"WHERE id = ANY ($1)", 1, mark_types);
 }
 
 /*
