@@ -24,6 +24,7 @@
 #include "utils/datetime.h"
 #include "utils/json.h"
 
+#include "base64.h"
 #include "jwt.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_auth_jwt_verify);
@@ -558,10 +559,10 @@ pgcloud_auth_jwt_decode(PG_FUNCTION_ARGS)
 static char *
 b64url_part(const char *s, size_t len)
 {
-	size_t		cap = (len + 2) / 3 * 4 + 1;
+	size_t		cap = pgcloud_b64_encoded_len(len, false) + 1;
 	char	   *out = palloc(cap);
 
-	jwt_b64url_encode((const unsigned char *) s, len, out, cap);
+	pgcloud_b64_encode((const unsigned char *) s, len, out, cap, PGCLOUD_B64_URL, false);
 	return out;
 }
 

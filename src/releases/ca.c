@@ -20,6 +20,7 @@
 #include "seal.h"
 #include "utils/array.h"
 
+#include "base64.h"
 #include "releases.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_releases_ca_generate);
@@ -71,7 +72,7 @@ pgcloud_releases_ca_generate(PG_FUNCTION_ARGS)
 
 	if (SshEd25519Blob(pub, blob) != SSH_ED25519_BLOB_LEN || SshFingerprint(blob, sizeof(blob), fp) != 0)
 		elog(ERROR, "could not encode the CA public key");
-	SshBase64Encode(blob, sizeof(blob), b64);
+	pgcloud_b64_encode(blob, sizeof(blob), b64, sizeof(b64), PGCLOUD_B64_STD, true);
 
 	values[0] = CStringGetTextDatum(psprintf("ssh-ed25519 %s pgcloud-ssh-ca", b64));
 	values[1] = CStringGetTextDatum(fp);
@@ -174,8 +175,8 @@ pgcloud_releases_sign_certificate(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("could not build the certificate: %s", err));
 
-	b64 = palloc(cert_len / 3 * 4 + 8);
-	SshBase64Encode(cert, cert_len, b64);
+	b64 = palloc(pgcloud_b64_encoded_len(cert_len, true) + 1);
+	pgcloud_b64_encode(cert, cert_len, b64, pgcloud_b64_encoded_len(cert_len, true) + 1, PGCLOUD_B64_STD, true);
 	if (comment != NULL)
 		PG_RETURN_TEXT_P(cstring_to_text(psprintf("%s %s %s", key->cert_type_name, b64, comment)));
 	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%s %s", key->cert_type_name, b64)));

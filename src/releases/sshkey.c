@@ -16,6 +16,8 @@
  */
 #include "sshkey.h"
 
+#include "base64.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -308,52 +310,6 @@ ed25519_valid(const unsigned char *k, size_t klen)
 
 /* ---- base64 and fingerprints -------------------------------------------- */
 
-static int
-b64_char(unsigned char c)
-{
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-		|| c == '+' || c == '/';
-}
-
-size_t
-SshBase64Encode(const unsigned char *in, size_t len, char *out)
-{
-	int			n = EVP_EncodeBlock((unsigned char *) out, in, (int) len);
-
-	if (n < 0)
-	{
-		out[0] = '\0';
-		return 0;
-	}
-	out[n] = '\0';
-	return (size_t) n;
-}
-
-long
-SshBase64Decode(const char *in, size_t len, unsigned char *out, size_t outcap)
-{
-	char		again[SSHKEY_MAX_B64 + 1];
-	size_t		pad = 0;
-	size_t		i;
-	int			n;
-
-	if (len == 0 || len % 4 != 0 || len > SSHKEY_MAX_B64 || outcap < len / 4 * 3)
-		return -1;
-	if (in[len - 1] == '=')
-		pad = in[len - 2] == '=' ? 2 : 1;
-	for (i = 0; i < len - pad; i++)
-		if (!b64_char((unsigned char) in[i]))
-			return -1;
-	n = EVP_DecodeBlock(out, (const unsigned char *) in, (int) len);
-	if (n < 0 || (size_t) n != len / 4 * 3)
-		return -1;
-	n -= (int) pad;
-	/* canonical: the unused bits of the last group are zero */
-	if (SshBase64Encode(out, (size_t) n, again) != len || memcmp(again, in, len) != 0)
-		return -1;
-	return n;
-}
-
 int
 SshFingerprint(const unsigned char *blob, size_t len, char out[SSHKEY_FP_LEN + 1])
 {
@@ -364,9 +320,7 @@ SshFingerprint(const unsigned char *blob, size_t len, char out[SSHKEY_FP_LEN + 1
 
 	if (EVP_Digest(blob, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
 		return -1;
-	n = SshBase64Encode(md, mdlen, b64);
-	while (n > 0 && b64[n - 1] == '=')
-		n--;
+	n = pgcloud_b64_encode(md, mdlen, b64, sizeof(b64), PGCLOUD_B64_STD, false);
 	if (n != 43)
 		return -1;
 	memcpy(out, "SHA256:", 7);
@@ -383,7 +337,7 @@ SshKeyFormat(const SshKey *key, const char *comment, char *out, size_t outcap)
 
 	if (key->blob_len > SSHKEY_MAX_BLOB)
 		return 0;
-	SshBase64Encode(key->blob, key->blob_len, b64);
+	pgcloud_b64_encode(key->blob, key->blob_len, b64, sizeof(b64), PGCLOUD_B64_STD, true);
 	if (comment != NULL && comment[0] != '\0')
 		n = snprintf(out, outcap, "%s %s %s", key->type_name, b64, comment);
 	else
@@ -752,7 +706,7 @@ SshKeyParseLine(const char *line, size_t len, SshKey *key, char *err, size_t err
 		return SSHKEY_INVALID;
 	}
 
-	n = SshBase64Decode(line + bstart, blen, blob, sizeof(blob));
+	n = pgcloud_b64_decode(line + bstart, blen, blob, sizeof(blob), PGCLOUD_B64_STD, true);
 	if (n < 0)
 	{
 		set_err(err, errlen, "the key data is not valid base64");
