@@ -27,6 +27,12 @@ PG_CPPFLAGS = -isystem $(includedir_server) -isystem $(includedir_internal) \
 PG_CFLAGS = -Wall -Wextra -Werror
 SHLIB_LINK = -lcurl -lnats -lcrypto -lpq
 
+# The parsers of untrusted bytes (plain C, no PostgreSQL headers; each has a
+# fuzz target in test/fuzz) are held to implicit-conversion warnings too.
+UNTRUSTED_PARSERS = src/auth/jwt_parse.o src/core/base64.o src/core/safe_path.o src/core/sanitize.o \
+                    src/payments/stripe_sig.o src/releases/sshcert.o src/releases/sshkey.o
+$(UNTRUSTED_PARSERS): CFLAGS += -Wconversion -Wsign-conversion
+
 # Install scripts: pgcloud_<ext>--<version>.sql, concatenated from sql/<ext>/.
 CORE_SQL = $(sort $(wildcard sql/core/*.sql)) sql/generated/subscriptions.sql
 SCRIPTS = build/pgcloud_core--$(EXTVERSION).sql build/pgcloud--$(EXTVERSION).sql \
