@@ -35,6 +35,9 @@ my_state(void)
 void
 PgcloudWorkerTeardown(int code, Datum arg)
 {
+	(void) code;
+	(void) arg;
+
 	if (PgcloudWorkers == NULL || PgcloudMySlot < 0)
 		return;
 	LWLockAcquire(PgcloudWorkers->lock, LW_EXCLUSIVE);
@@ -211,8 +214,8 @@ PgcloudWorkerEndWork(void)
  * In PG_CATCH of a unit of work: aborts it, notes the error in shared
  * memory (scrubbed) and returns its message, allocated in cxt.
  */
-char *
-PgcloudWorkerAbortWork(MemoryContext cxt)
+static char *
+abort_work(MemoryContext cxt)
 {
 	ErrorData  *edata;
 	char	   *message;
@@ -226,4 +229,32 @@ PgcloudWorkerAbortWork(MemoryContext cxt)
 	FreeErrorData(edata);
 	PgcloudWorkerNoteError(message);
 	return message;
+}
+
+char *
+PgcloudRunUnit(const char *activity, PgcloudUnitFn fn, void *arg)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *volatile error = NULL;
+
+	Assert(!IsTransactionState());
+	PG_TRY();
+	{
+		PgcloudWorkerBeginWork(activity);
+		fn(arg);
+		PgcloudWorkerEndWork();
+	}
+	PG_CATCH();
+	{
+		error = abort_work(caller);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	return error;
+}
+
+long
+PgcloudBackoffMs(int failures, long base_ms, int max_shift, long cap_ms)
+{
+	return Min(base_ms << Min(Max(failures, 0), max_shift), cap_ms);
 }

@@ -48,6 +48,9 @@ drop_subscriptions(void)
 static void
 close_all(int code, Datum arg)
 {
+	(void) code;
+	(void) arg;
+
 	drop_subscriptions();
 	NatsLinkClose(&nlink);
 }
@@ -139,91 +142,89 @@ ensure_subscription(Subscriber *s)
 	return st;
 }
 
-/* Applies one message; returns true when it should be acked. */
-static bool
-apply_message(const char *subscriber, natsMsg *msg, MemoryContext loopcxt, char **error)
+/* A message and its subscriber, for the units of work below. */
+typedef struct MessageUnit
 {
-	volatile bool ok = false;
-	MemoryContext oldcxt = CurrentMemoryContext;
+	const char *subscriber;
+	natsMsg    *msg;
+	const char *error;			/* record_failure: why it failed */
+	int			deliveries;
+	bool		dead;			/* record_failure: it was dead-lettered */
+} MessageUnit;
 
-	PG_TRY();
-	{
-		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-		Datum		values[3];
-		const char *data = natsMsg_GetData(msg);
-		int			len = natsMsg_GetDataLength(msg);
-		const char *subject = natsMsg_GetSubject(msg);
+static void
+apply_message_unit(void *arg)
+{
+	MessageUnit *u = (MessageUnit *) arg;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	const char *data = natsMsg_GetData(u->msg);
+	int			len = natsMsg_GetDataLength(u->msg);
+	const char *subject = natsMsg_GetSubject(u->msg);
 
-		values[0] = CStringGetTextDatum(subscriber);
-		values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
-		values[2] = CStringGetTextDatum(subject ? subject : "");
-		PgcloudWorkerBeginWork("applying a NATS event");
-		if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes, values, NULL,
-								  false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "pgcloud.consume_event() failed");
-		PgcloudWorkerEndWork();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		*error = PgcloudWorkerAbortWork(loopcxt);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	return ok;
+	values[0] = CStringGetTextDatum(u->subscriber);
+	values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
+	values[2] = CStringGetTextDatum(subject ? subject : "");
+	if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes, values, NULL,
+							  false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pgcloud.consume_event() failed");
 }
 
-/* Records a failed message; true when it was dead-lettered. */
+/* Applies one message; returns true when it should be acked, else sets *error. */
 static bool
-record_failure(const char *subscriber, natsMsg *msg, const char *error, int deliveries,
-			   MemoryContext loopcxt)
+apply_message(const char *subscriber, natsMsg *msg, char **error)
 {
+	MessageUnit u = {.subscriber = subscriber, .msg = msg};
+
+	*error = PgcloudRunUnit("applying a NATS event", apply_message_unit, &u);
+	return *error == NULL;
+}
+
+static void
+record_failure_unit(void *arg)
+{
+	MessageUnit *u = (MessageUnit *) arg;
 	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	const char *msgid = NULL;
-	const char *data = natsMsg_GetData(msg);
-	bool		dead = false;
+	const char *data = natsMsg_GetData(u->msg);
 	bool		isnull;
 
-	MemoryContext oldcxt = CurrentMemoryContext;
-
-	natsMsgHeader_Get(msg, "Nats-Msg-Id", &msgid);
-	values[0] = CStringGetTextDatum(subscriber);
+	natsMsgHeader_Get(u->msg, "Nats-Msg-Id", &msgid);
+	values[0] = CStringGetTextDatum(u->subscriber);
 	values[1] = CStringGetTextDatum(msgid ? msgid : "");
-	values[2] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", natsMsg_GetDataLength(msg)));
-	values[3] = CStringGetTextDatum(error);
-	values[4] = Int32GetDatum(deliveries);
+	values[2] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", natsMsg_GetDataLength(u->msg)));
+	values[3] = CStringGetTextDatum(u->error);
+	values[4] = Int32GetDatum(u->deliveries);
+	if (SPI_execute_with_args("SELECT pgcloud.consume_failed($1, $2, $3, $4, $5)", 5, argtypes, values, nulls,
+							  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		u->dead = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* Records a failed message; true when it was dead-lettered. */
+static bool
+record_failure(const char *subscriber, natsMsg *msg, const char *error, int deliveries)
+{
+	MessageUnit u = {.subscriber = subscriber, .msg = msg, .error = error, .deliveries = deliveries};
+	char	   *why;
+
 	/*
 	 * A message that cannot even be recorded must not take the worker down
 	 * (it would be fetched again after the restart, forever): note the error
 	 * and let JetStream redeliver it; once its deliveries reach the limit it
 	 * is terminated below without a record.
 	 */
-	PG_TRY();
-	{
-		PgcloudWorkerBeginWork("recording a failed NATS event");
-		if (SPI_execute_with_args("SELECT pgcloud.consume_failed($1, $2, $3, $4, $5)", 5, argtypes, values, nulls,
-								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
-			dead = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		PgcloudWorkerEndWork();
-	}
-	PG_CATCH();
-	{
-		char	   *why = PgcloudWorkerAbortWork(loopcxt);
-
-		ereport(WARNING, errmsg("pgcloud consumer: could not record a failed message for %s: %s", subscriber,
-								why ? why : "unknown error"));
-		dead = deliveries >= max_attempts;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	return dead;
+	why = PgcloudRunUnit("recording a failed NATS event", record_failure_unit, &u);
+	if (why == NULL)
+		return u.dead;
+	ereport(WARNING, errmsg("pgcloud consumer: could not record a failed message for %s: %s", subscriber, why));
+	return deliveries >= max_attempts;
 }
 
 /* One round over every subscriber; returns messages handled or -1 on a NATS failure. */
 static int
-consume_round(MemoryContext loopcxt)
+consume_round(void)
 {
 	int			handled = 0;
 
@@ -254,7 +255,7 @@ consume_round(MemoryContext loopcxt)
 			char	   *error = NULL;
 
 			PgcloudWorkerHandleInterrupts();
-			if (apply_message(s->name, msg, loopcxt, &error))
+			if (apply_message(s->name, msg, &error))
 			{
 				natsMsg_Ack(msg, NULL);
 				handled++;
@@ -269,10 +270,10 @@ consume_round(MemoryContext loopcxt)
 					deliveries = (int) meta->NumDelivered;
 					jsMsgMetaData_Destroy(meta);
 				}
-				if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries, loopcxt))
+				if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries))
 					natsMsg_Term(msg, NULL);
 				else
-					natsMsg_NakWithDelay(msg, Min(retry_base_ms << Min(deliveries, 10), 60000L), NULL);
+					natsMsg_NakWithDelay(msg, PgcloudBackoffMs(deliveries, retry_base_ms, 10, 60000L), NULL);
 			}
 		}
 		natsMsgList_Destroy(&list);
@@ -312,7 +313,7 @@ pgcloud_consumer_main(Datum arg)
 			n = -1;
 		}
 		else
-			n = consume_round(loopcxt);
+			n = consume_round();
 		if (n > 0)
 		{
 			PgcloudWorkerNoteActivity(n, 0);

@@ -23,7 +23,8 @@
  * the same Idempotency-Key, so the remote side deduplicates), and a final
  * callback commits together with the record that it ran.
  *
- * Errors are caught per intent and per round (PG_TRY): one bad row does not
+ * Errors are caught per intent and per round (each a unit of work,
+ * PgcloudRunUnit in common.c): one bad row does not
  * stop the worker. SIGTERM ends the worker at its next interrupt check — the
  * wait returns at once, whatever the targets do — and every curl handle is
  * freed on the way out.
@@ -95,6 +96,10 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
 	int			i;
 
+	(void) easy;
+	(void) userp;
+	(void) socketp;
+
 	for (i = 0; i < nsocks; i++)
 		if (socks[i].fd == s)
 			break;
@@ -126,6 +131,9 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
+	(void) m;
+	(void) userp;
+
 	if (timeout_ms < 0)
 		curl_timer_set = false;
 	else
@@ -139,6 +147,9 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 static void
 shutdown_transfers(int code, Datum arg)
 {
+	(void) code;
+	(void) arg;
+
 	while (transfers != NULL)
 	{
 		HttpTransfer *t = transfers;
@@ -157,44 +168,22 @@ shutdown_transfers(int code, Datum arg)
 	curl_global_cleanup();
 }
 
-/* ---- plans (units of work: PgcloudWorkerBeginWork/EndWork/AbortWork, common.c) */
-
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-	if (p == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(p);
-	return p;
-}
+/* ---- plans (prepared once per backend, PgcloudPlan) ---------------------- */
 
 static void
 prepare_plans(void)
 {
-	if (claim_plan == NULL)
-	{
-		Oid			t[2] = {TEXTARRAYOID, INT4ARRAYOID};
+	Oid			claim_types[2] = {TEXTARRAYOID, INT4ARRAYOID};
+	Oid			record_types[8] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT4OID};
+	Oid			callback_types[1] = {TEXTOID};
 
-		claim_plan = keep_plan("SELECT id::text, method, path, body, content_type, header_lines, mail_from, "
-							   "idempotency_key, attempt, target FROM pgcloud.http_claim_all($1, $2)", 2, t);
-	}
-	if (record_plan == NULL)
-	{
-		Oid			t[8] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT4OID};
-
-		record_plan = keep_plan("SELECT pgcloud.http_record($1::uuid, $2, $3, $4::jsonb, $5, $6, $7, $8)", 8, t);
-	}
-	if (callback_plan == NULL)
-	{
-		Oid			t[1] = {TEXTOID};
-
-		callback_plan = keep_plan("SELECT pgcloud.http_run_callback($1::uuid, true)", 1, t);
-	}
-	if (due_callbacks_plan == NULL)
-		due_callbacks_plan = keep_plan(psprintf("SELECT id::text FROM pgcloud.http_callbacks_due(%d) AS id",
-												CALLBACK_BATCH), 0, NULL);
+	PgcloudPlan(&claim_plan, "SELECT id::text, method, path, body, content_type, header_lines, mail_from, "
+				"idempotency_key, attempt, target FROM pgcloud.http_claim_all($1, $2)", 2, claim_types);
+	PgcloudPlan(&record_plan, "SELECT pgcloud.http_record($1::uuid, $2, $3, $4::jsonb, $5, $6, $7, $8)",
+				8, record_types);
+	PgcloudPlan(&callback_plan, "SELECT pgcloud.http_run_callback($1::uuid, true)", 1, callback_types);
+	PgcloudPlan(&due_callbacks_plan, "SELECT id::text FROM pgcloud.http_callbacks_due("
+				CppAsString2(CALLBACK_BATCH) ") AS id", 0, NULL);
 }
 
 static long
@@ -241,94 +230,97 @@ load_policy(void)
 
 /* ---- recording outcomes ----------------------------------------------------- */
 
-static void
-record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome *o, MemoryContext cxt,
-			   bool fallback)
+typedef struct OutcomeUnit
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	char	   *volatile failure = NULL;
+	const char *id;
+	int			attempt;
+	HttpTarget	target;
+	const HttpOutcome *o;
+} OutcomeUnit;
 
-	PG_TRY();
+static void
+record_outcome_unit(void *arg)
+{
+	OutcomeUnit *u = (OutcomeUnit *) arg;
+	const HttpOutcome *o = u->o;
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *state;
+
+	prepare_plans();
+	values[0] = CStringGetTextDatum(u->id);
+	values[1] = Int32GetDatum(u->attempt);
+	values[2] = Int32GetDatum(o->status);
+	nulls[2] = o->has_status ? ' ' : 'n';
+	values[3] = o->headers_json ? CStringGetTextDatum(o->headers_json) : (Datum) 0;
+	nulls[3] = o->headers_json ? ' ' : 'n';
+	values[4] = o->body ? CStringGetTextDatum(o->body) : (Datum) 0;
+	nulls[4] = o->body ? ' ' : 'n';
+	values[5] = BoolGetDatum(o->truncated);
+	values[6] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+	nulls[6] = o->error ? ' ' : 'n';
+	values[7] = Int32GetDatum(o->retry_after);
+	nulls[7] = o->retry_after >= 0 ? ' ' : 'n';
+	if (SPI_execute_plan(record_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pgcloud.http_record() failed");
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (state != NULL && strcmp(state, "dead") == 0)
+		ereport(LOG,
+				errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", u->id,
+					   HttpTargetNames[u->target], u->attempt,
+					   o->error ? o->error : psprintf("status %d", o->status)));
+}
+
+static void
+record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome *o, bool fallback)
+{
+	OutcomeUnit u = {.id = id, .attempt = attempt, .target = target, .o = o};
+	char	   *failure;
+
+	failure = PgcloudRunUnit("recording an HTTP outcome", record_outcome_unit, &u);
+	if (failure == NULL)
 	{
-		Datum		values[8];
-		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		char	   *state;
-
-		PgcloudWorkerBeginWork("recording an HTTP outcome");
-		prepare_plans();
-		values[0] = CStringGetTextDatum(id);
-		values[1] = Int32GetDatum(attempt);
-		values[2] = Int32GetDatum(o->status);
-		nulls[2] = o->has_status ? ' ' : 'n';
-		values[3] = o->headers_json ? CStringGetTextDatum(o->headers_json) : (Datum) 0;
-		nulls[3] = o->headers_json ? ' ' : 'n';
-		values[4] = o->body ? CStringGetTextDatum(o->body) : (Datum) 0;
-		nulls[4] = o->body ? ' ' : 'n';
-		values[5] = BoolGetDatum(o->truncated);
-		values[6] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
-		nulls[6] = o->error ? ' ' : 'n';
-		values[7] = Int32GetDatum(o->retry_after);
-		nulls[7] = o->retry_after >= 0 ? ' ' : 'n';
-		if (SPI_execute_plan(record_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "pgcloud.http_record() failed");
-		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		if (state != NULL && strcmp(state, "dead") == 0)
-			ereport(LOG,
-					errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
-						   HttpTargetNames[target], attempt,
-						   o->error ? o->error : psprintf("status %d", o->status)));
-		PgcloudWorkerEndWork();
 		PgcloudWorkerNoteActivity(1, 0);
+		return;
 	}
-	PG_CATCH();
-	{
-		failure = PgcloudWorkerAbortWork(cxt);
-		ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", id, failure));
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
+	ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", id, failure));
 
 	/* Don't leave the intent in flight: record the failure as a failed try. */
-	if (failure != NULL && !fallback)
+	if (!fallback)
 	{
 		HttpOutcome f = {0};
 
 		f.retry_after = -1;
 		f.error = psprintf("could not record the outcome: %s", failure);
-		record_outcome(id, attempt, target, &f, cxt, true);
+		record_outcome(id, attempt, target, &f, true);
 	}
+}
+
+static void
+run_callback_unit(void *arg)
+{
+	Datum		v = CStringGetTextDatum((const char *) arg);
+
+	prepare_plans();
+	if (SPI_execute_plan(callback_plan, &v, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pgcloud.http_run_callback() failed");
 }
 
 /* Runs failed final callbacks that are due again, one transaction each. */
 static void
-run_due_callbacks(List *ids, MemoryContext cxt)
+run_due_callbacks(List *ids)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
 	ListCell   *lc;
 
 	foreach(lc, ids)
 	{
 		char	   *id = (char *) lfirst(lc);
+		char	   *msg;
 
 		PgcloudWorkerHandleInterrupts();
-		PG_TRY();
-		{
-			Datum		v = CStringGetTextDatum(id);
-
-			PgcloudWorkerBeginWork("running an HTTP callback");
-			prepare_plans();
-			if (SPI_execute_plan(callback_plan, &v, NULL, false, 1) != SPI_OK_SELECT)
-				elog(ERROR, "pgcloud.http_run_callback() failed");
-			PgcloudWorkerEndWork();
-		}
-		PG_CATCH();
-		{
-			char	   *msg = PgcloudWorkerAbortWork(cxt);
-
+		msg = PgcloudRunUnit("running an HTTP callback", run_callback_unit, id);
+		if (msg != NULL)
 			ereport(LOG, errmsg("pgcloud http: callback of intent %s failed: %s", id, msg));
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(oldcxt);
 	}
 }
 
@@ -365,132 +357,141 @@ copy_claimed(HeapTuple tup, TupleDesc desc, HttpClaimed *c)
 	c->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 }
 
+/* What one claim transaction hands to the code that starts the transfers. */
+typedef struct ClaimRound
+{
+	MemoryContext cxt;			/* where claimed and callbacks are kept */
+	List	   *claimed;		/* ClaimedItem */
+	List	   *callbacks;		/* ids (text) of final callbacks due again */
+	Datum		spare[HTTP_TARGETS];	/* names of targets with capacity left */
+	int			nspare;
+} ClaimRound;
+
+/* The target named so (the test target when none is). */
+static HttpTarget
+target_named(const char *name)
+{
+	HttpTarget	target = HTTP_TARGET_TEST;
+
+	for (int t = 0; t < HTTP_TARGETS; t++)
+		if (strcmp(name, HttpTargetNames[t]) == 0)
+			target = (HttpTarget) t;
+	return target;
+}
+
 /*
- * Claims due intents within each target's free capacity (one transaction,
- * committed before anything is sent) and starts them. Sets next_due_at.
+ * Claims due intents within each target's free capacity into r->claimed;
+ * the targets that keep capacity left have nothing more due now and go to
+ * r->spare.
  */
 static void
-claim_and_start(MemoryContext cxt)
+claim_intents(ClaimRound *r)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	List	   *volatile claimed = NIL;
-	List	   *volatile callbacks = NIL;
-	ListCell   *lc;
-	bool		ok = true;
+	Datum		names[HTTP_TARGETS];
+	Datum		slots[HTTP_TARGETS];
+	int			claimed_per[HTTP_TARGETS] = {0};
+	int			nt = 0;
 
-	next_due_at = 0;
-	PG_TRY();
+	for (int t = 0; t < HTTP_TARGETS; t++)
 	{
-		Datum		spare[HTTP_TARGETS];
-		int			nspare = 0;
+		names[t] = CStringGetTextDatum(HttpTargetNames[t]);
+		slots[t] = Int32GetDatum(Max(policy.concurrency[t] - inflight[t], 0));
+		if (DatumGetInt32(slots[t]) > 0)
+			nt++;
+	}
+	if (nt > 0)
+	{
+		Datum		args[2];
 
-		PgcloudWorkerBeginWork("claiming HTTP intents");
-		prepare_plans();
-		/*
-		 * The claim need not wait for its WAL flush: lost in a crash, the
-		 * intent is simply pending again, which is what recovery makes of an
-		 * intent in flight anyway (it is sent again with the same key).
-		 */
-		if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not set synchronous_commit");
-		if (policy_loaded_at == 0 ||
-			TimestampDifferenceExceeds(policy_loaded_at, GetCurrentTimestamp(), POLICY_TTL_MS))
-		{
-			load_policy();
-			policy_loaded_at = GetCurrentTimestamp();
-		}
-		{
-			Datum		names[HTTP_TARGETS];
-			Datum		slots[HTTP_TARGETS];
-			int			claimed_per[HTTP_TARGETS] = {0};
-			int			nt = 0;
-
-			for (int t = 0; t < HTTP_TARGETS; t++)
-			{
-				names[t] = CStringGetTextDatum(HttpTargetNames[t]);
-				slots[t] = Int32GetDatum(Max(policy.concurrency[t] - inflight[t], 0));
-				if (DatumGetInt32(slots[t]) > 0)
-					nt++;
-			}
-			if (nt > 0)
-			{
-				Datum		args[2];
-
-				args[0] = PointerGetDatum(construct_array(names, HTTP_TARGETS, TEXTOID, -1, false, TYPALIGN_INT));
-				args[1] = PointerGetDatum(construct_array(slots, HTTP_TARGETS, INT4OID, 4, true, TYPALIGN_INT));
-				if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-					elog(ERROR, "pgcloud.http_claim_all() failed");
-				for (uint64 i = 0; i < SPI_processed; i++)
-				{
-					char	   *target = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 10);
-					MemoryContext spicxt = MemoryContextSwitchTo(cxt);
-					ClaimedItem *item = palloc0(sizeof(ClaimedItem));
-
-					item->target = HTTP_TARGET_TEST;
-					for (int t = 0; t < HTTP_TARGETS; t++)
-						if (strcmp(target, HttpTargetNames[t]) == 0)
-							item->target = (HttpTarget) t;
-					claimed_per[item->target]++;
-					copy_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &item->c);
-					claimed = lappend(claimed, item);
-					MemoryContextSwitchTo(spicxt);
-				}
-			}
-			/* Targets with capacity left: nothing more is due there now. */
-			for (int t = 0; t < HTTP_TARGETS; t++)
-				if (claimed_per[t] < DatumGetInt32(slots[t]))
-					spare[nspare++] = names[t];
-		}
-		/* Failed final callbacks that are due again (run after the commit). */
-		if (SPI_execute_plan(due_callbacks_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "pgcloud.http_callbacks_due() failed");
+		args[0] = PointerGetDatum(construct_array(names, HTTP_TARGETS, TEXTOID, -1, false, TYPALIGN_INT));
+		args[1] = PointerGetDatum(construct_array(slots, HTTP_TARGETS, INT4OID, 4, true, TYPALIGN_INT));
+		if (SPI_execute_plan(claim_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "pgcloud.http_claim_all() failed");
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			char	   *cid = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-			MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+			char	   *target = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 10);
+			MemoryContext spicxt = MemoryContextSwitchTo(r->cxt);
+			ClaimedItem *item = palloc0(sizeof(ClaimedItem));
 
-			callbacks = lappend(callbacks, pstrdup(cid));
+			item->target = target_named(target);
+			claimed_per[item->target]++;
+			copy_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &item->c);
+			r->claimed = lappend(r->claimed, item);
 			MemoryContextSwitchTo(spicxt);
 		}
-		if (nspare > 0)
-		{
-			Oid			argtype = TEXTARRAYOID;
-			Datum		arr = PointerGetDatum(construct_array(spare, nspare, TEXTOID, -1, false, TYPALIGN_INT));
-			bool		isnull;
-
-			if (SPI_execute_with_args("SELECT pgcloud.http_next_due_ms($1)", 1, &argtype, &arr, NULL, true, 1)
-				!= SPI_OK_SELECT || SPI_processed != 1)
-				elog(ERROR, "pgcloud.http_next_due_ms() failed");
-			{
-				Datum		ms = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-				if (!isnull)
-					next_due_at = GetCurrentTimestamp() + Max(DatumGetInt64(ms), 1) * 1000;
-			}
-		}
-		PgcloudWorkerEndWork();
-		round_errors = 0;
 	}
-	PG_CATCH();
-	{
-		char	   *msg = PgcloudWorkerAbortWork(cxt);
+	/* Targets with capacity left: nothing more is due there now. */
+	for (int t = 0; t < HTTP_TARGETS; t++)
+		if (claimed_per[t] < DatumGetInt32(slots[t]))
+			r->spare[r->nspare++] = names[t];
+}
 
-		ereport(LOG, errmsg("pgcloud http: claiming intents failed: %s", msg));
-		claimed = NIL;			/* nothing was committed in flight */
-		callbacks = NIL;
-		ok = false;
+/* Failed final callbacks that are due again (run after the commit). */
+static void
+collect_due_callbacks(ClaimRound *r)
+{
+	if (SPI_execute_plan(due_callbacks_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pgcloud.http_callbacks_due() failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *cid = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		MemoryContext spicxt = MemoryContextSwitchTo(r->cxt);
+
+		r->callbacks = lappend(r->callbacks, pstrdup(cid));
+		MemoryContextSwitchTo(spicxt);
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
+}
 
-	if (!ok)
-	{
-		round_errors++;
-		next_due_at = GetCurrentTimestamp() + (TimestampTz) Min(100L << Min(round_errors, 9), 30000L) * 1000;
-		if (!PgcloudWorkerCheckInstalled())
-			proc_exit(0);		/* pgcloud was dropped; the launcher checks again later */
+/* Sets next_due_at from the next intent due at a target with capacity left. */
+static void
+set_next_due(ClaimRound *r)
+{
+	Oid			argtype = TEXTARRAYOID;
+	Datum		arr;
+	Datum		ms;
+	bool		isnull;
+
+	if (r->nspare == 0)
 		return;
+	arr = PointerGetDatum(construct_array(r->spare, r->nspare, TEXTOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_with_args("SELECT pgcloud.http_next_due_ms($1)", 1, &argtype, &arr, NULL, true, 1)
+		!= SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pgcloud.http_next_due_ms() failed");
+	ms = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		next_due_at = GetCurrentTimestamp() + Max(DatumGetInt64(ms), 1) * 1000;
+}
+
+/* The claim transaction. */
+static void
+claim_unit(void *arg)
+{
+	ClaimRound *r = (ClaimRound *) arg;
+
+	prepare_plans();
+	/*
+	 * The claim need not wait for its WAL flush: lost in a crash, the
+	 * intent is simply pending again, which is what recovery makes of an
+	 * intent in flight anyway (it is sent again with the same key).
+	 */
+	if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not set synchronous_commit");
+	if (policy_loaded_at == 0 ||
+		TimestampDifferenceExceeds(policy_loaded_at, GetCurrentTimestamp(), POLICY_TTL_MS))
+	{
+		load_policy();
+		policy_loaded_at = GetCurrentTimestamp();
 	}
+	claim_intents(r);
+	collect_due_callbacks(r);
+	set_next_due(r);
+}
+
+/* Starts the transfer of each claimed intent; one that cannot start is recorded as a failed try. */
+static void
+start_transfers(List *claimed)
+{
+	ListCell   *lc;
 
 	foreach(lc, claimed)
 	{
@@ -511,14 +512,40 @@ claim_and_start(MemoryContext cxt)
 
 			f.retry_after = -1;
 			f.error = error ? error : pstrdup("could not build the request");
-			record_outcome(item->c.id, item->c.attempt, item->target, &f, cxt, false);
+			record_outcome(item->c.id, item->c.attempt, item->target, &f, false);
 			continue;
 		}
 		t->next = transfers;
 		transfers = t;
 		inflight[item->target]++;
 	}
-	run_due_callbacks(callbacks, cxt);
+}
+
+/*
+ * Claims due intents within each target's free capacity (one transaction,
+ * committed before anything is sent) and starts them. Sets next_due_at.
+ */
+static void
+claim_and_start(void)
+{
+	ClaimRound	r = {.cxt = CurrentMemoryContext};
+	char	   *msg;
+
+	next_due_at = 0;
+	msg = PgcloudRunUnit("claiming HTTP intents", claim_unit, &r);
+	if (msg != NULL)
+	{
+		/* Nothing was committed in flight. */
+		ereport(LOG, errmsg("pgcloud http: claiming intents failed: %s", msg));
+		round_errors++;
+		next_due_at = GetCurrentTimestamp() + (TimestampTz) PgcloudBackoffMs(round_errors, 100L, 9, 30000L) * 1000;
+		if (!PgcloudWorkerCheckInstalled())
+			proc_exit(0);		/* pgcloud was dropped; the launcher checks again later */
+		return;
+	}
+	round_errors = 0;
+	start_transfers(r.claimed);
+	run_due_callbacks(r.callbacks);
 }
 
 /* ---- driving libcurl -------------------------------------------------------- */
@@ -537,7 +564,7 @@ drive_timer_if_due(void)
 
 /* Records every finished transfer; returns how many finished. */
 static int
-finish_completed(MemoryContext cxt)
+finish_completed(void)
 {
 	CURLMsg    *m;
 	int			left;
@@ -571,7 +598,7 @@ finish_completed(MemoryContext cxt)
 		attempt = t->attempt;
 		target = t->target;
 		HttpTransferFree(t);
-		record_outcome(id, attempt, target, &o, cxt, false);
+		record_outcome(id, attempt, target, &o, false);
 		n++;
 	}
 	return n;
@@ -641,31 +668,27 @@ ms_until(TimestampTz when, TimestampTz now)
 }
 
 static void
-recover_in_flight(MemoryContext cxt)
+recover_unit(void *arg)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
+	int		   *n = (int *) arg;
+	bool		isnull;
 
-	PG_TRY();
-	{
-		bool		isnull;
-		int			n;
+	if (SPI_execute("SELECT pgcloud.http_recover()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pgcloud.http_recover() failed");
+	*n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
 
-		PgcloudWorkerBeginWork("recovering HTTP intents");
-		if (SPI_execute("SELECT pgcloud.http_recover()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "pgcloud.http_recover() failed");
-		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		PgcloudWorkerEndWork();
-		if (n > 0)
-			ereport(LOG, errmsg("pgcloud http: %d intents left in flight are sent again", n));
-	}
-	PG_CATCH();
-	{
-		char	   *msg = PgcloudWorkerAbortWork(cxt);
+/* Intents a previous executor left in flight are pending again (sent again with the same key). */
+static void
+recover_in_flight(void)
+{
+	int			n = 0;
+	char	   *msg = PgcloudRunUnit("recovering HTTP intents", recover_unit, &n);
 
+	if (msg != NULL)
 		ereport(LOG, errmsg("pgcloud http: could not recover intents in flight: %s", msg));
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
+	else if (n > 0)
+		ereport(LOG, errmsg("pgcloud http: %d intents left in flight are sent again", n));
 }
 
 void
@@ -689,7 +712,7 @@ pgcloud_http_main(Datum arg)
 
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud http loop", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(loopcxt);
-	recover_in_flight(loopcxt);
+	recover_in_flight();
 	ereport(LOG, errmsg("pgcloud http executor started"));
 
 	for (;;)
@@ -709,10 +732,10 @@ pgcloud_http_main(Datum arg)
 		if (need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
 		{
 			need_claim = false;
-			claim_and_start(loopcxt);
+			claim_and_start();
 		}
 		drive_timer_if_due();
-		if (finish_completed(loopcxt) > 0)
+		if (finish_completed() > 0)
 		{
 			need_claim = true;	/* capacity came free */
 			continue;
@@ -729,7 +752,7 @@ pgcloud_http_main(Datum arg)
 			need_claim = true;
 			policy_loaded_at = 0;	/* woken by a commit: read the policies afresh */
 		}
-		if (finish_completed(loopcxt) > 0)
+		if (finish_completed() > 0)
 			need_claim = true;
 	}
 }

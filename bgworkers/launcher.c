@@ -304,6 +304,8 @@ tend_workers(void)
 void
 pgcloud_launcher_main(Datum arg)
 {
+	(void) arg;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();

@@ -48,9 +48,10 @@ NatsLinkFailed(NatsLink *link, const char *what, natsStatus s)
 long
 NatsLinkBackoffMs(NatsLink *link)
 {
-	long		base = 100L << Min(link->failures, 8);	/* 100 ms .. 25.6 s */
+	long		base = PgcloudBackoffMs(link->failures, 100L, 8, 30000L);	/* 100 ms .. 25.6 s */
 
-	return Min(base, 30000L) / 2 + (long) (pg_prng_double(&pg_global_prng_state) * Min(base, 30000L) / 2);
+	/* half of it, plus up to as much again at random */
+	return base / 2 + (long) (pg_prng_double(&pg_global_prng_state) * base / 2);
 }
 
 static natsStatus

@@ -87,6 +87,9 @@ ack_mark_msg(natsMsg *msg, bool ok)
 static void
 on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
+	(void) js;
+	(void) closure;
+
 	ack_mark_msg(msg, pae == NULL && pa != NULL);
 	natsMsg_Destroy(msg);
 }
@@ -100,32 +103,19 @@ static SPIPlanPtr mark_plan = NULL;
 static void
 prepare_plans(void)
 {
-	if (claim_plan == NULL)
-	{
-		Oid			argtypes[1] = {INT4OID};
+	Oid			claim_types[1] = {INT4OID};
+	Oid			mark_types[1] = {INT8ARRAYOID};
 
-		claim_plan = SPI_prepare(
-			"SELECT o.id, o.event_id::text, o.event_type, o.aggregate_type || '/' || o.aggregate_id, "
-			"coalesce(o.headers ->> 'correlation_id', ''), "
-			"pg_catalog.jsonb_build_object('event_id', o.event_id, 'event_type', o.event_type, "
-			"'aggregate_type', o.aggregate_type, 'aggregate_id', o.aggregate_id, 'payload', o.payload, "
-			"'headers', o.headers, 'source', o.source, 'created_at', o.created_at)::text "
-			"FROM pgcloud.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
-			1, argtypes);
-		if (claim_plan == NULL)
-			elog(ERROR, "could not prepare the outbox claim");
-		SPI_keepplan(claim_plan);
-	}
-	if (mark_plan == NULL)
-	{
-		Oid			argtypes[1] = {INT8ARRAYOID};
-
-		mark_plan = SPI_prepare("UPDATE pgcloud.outbox SET published_at = pg_catalog.clock_timestamp() "
-								"WHERE id = ANY ($1)", 1, argtypes);
-		if (mark_plan == NULL)
-			elog(ERROR, "could not prepare the outbox update");
-		SPI_keepplan(mark_plan);
-	}
+	PgcloudPlan(&claim_plan,
+				"SELECT o.id, o.event_id::text, o.event_type, o.aggregate_type || '/' || o.aggregate_id, "
+				"coalesce(o.headers ->> 'correlation_id', ''), "
+				"pg_catalog.jsonb_build_object('event_id', o.event_id, 'event_type', o.event_type, "
+				"'aggregate_type', o.aggregate_type, 'aggregate_id', o.aggregate_id, 'payload', o.payload, "
+				"'headers', o.headers, 'source', o.source, 'created_at', o.created_at)::text "
+				"FROM pgcloud.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+				1, claim_types);
+	PgcloudPlan(&mark_plan, "UPDATE pgcloud.outbox SET published_at = pg_catalog.clock_timestamp() "
+				"WHERE id = ANY ($1)", 1, mark_types);
 }
 
 /*
@@ -283,48 +273,56 @@ take_publisher_lock(void)
 static void
 close_link(int code, Datum arg)
 {
+	(void) code;
+	(void) arg;
+
 	NatsLinkClose(&nlink);
+}
+
+typedef struct RelayBatch
+{
+	bool		nats;
+	int			n;				/* events handled */
+	long		retry_ms;		/* embedded mode: when a failed delivery is due again, or -1 */
+} RelayBatch;
+
+static void
+relay_batch_unit(void *arg)
+{
+	RelayBatch *b = (RelayBatch *) arg;
+	bool		isnull;
+	Datum		d;
+
+	if (b->nats)
+	{
+		b->n = publish_batch();
+		return;
+	}
+	if (SPI_execute("SELECT pgcloud.relay_once(NULL), "
+					"(SELECT ceil(extract(epoch FROM min(f.next_attempt_at) - clock_timestamp()) * 1000)::int8 "
+					"FROM pgcloud.delivery_failures f)", false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pgcloud.relay_once() failed");
+	b->n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+		b->retry_ms = Max(DatumGetInt64(d), 10);
 }
 
 /* One unit of work in its own transaction; returns events handled or -1. */
 static int
-run_batch(bool nats, MemoryContext loopcxt, long *retry_ms)
+run_batch(bool nats, long *retry_ms)
 {
-	int			n = 0;
-	MemoryContext oldcxt = CurrentMemoryContext;
+	RelayBatch	b = {.nats = nats, .n = 0, .retry_ms = *retry_ms};
+	char	   *message;
 
-	PG_TRY();
+	message = PgcloudRunUnit(nats ? "publishing outbox to NATS" : "relaying outbox", relay_batch_unit, &b);
+	if (message != NULL)
 	{
-		PgcloudWorkerBeginWork(nats ? "publishing outbox to NATS" : "relaying outbox");
-		if (nats)
-			n = publish_batch();
-		else
-		{
-			bool		isnull;
-
-			Datum		d;
-
-			if (SPI_execute("SELECT pgcloud.relay_once(NULL), "
-							"(SELECT ceil(extract(epoch FROM min(f.next_attempt_at) - clock_timestamp()) * 1000)::int8 "
-							"FROM pgcloud.delivery_failures f)", false, 1) != SPI_OK_SELECT)
-				elog(ERROR, "pgcloud.relay_once() failed");
-			n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-			if (!isnull)
-				*retry_ms = Max(DatumGetInt64(d), 10);
-		}
-		PgcloudWorkerEndWork();
-	}
-	PG_CATCH();
-	{
-		char	   *message = PgcloudWorkerAbortWork(loopcxt);
-
 		ereport(LOG, errmsg("pgcloud relay: batch failed: %s", message));
-		n = -1;
+		return -1;
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	return n;
+	*retry_ms = b.retry_ms;
+	return b.n;
 }
 
 void
@@ -370,7 +368,7 @@ pgcloud_relay_main(Datum arg)
 		if (nats && !NatsLinkEnsure(&nlink, &jsopts))
 			n = -1;
 		else
-			n = run_batch(nats, loopcxt, &retry_ms);
+			n = run_batch(nats, &retry_ms);
 
 		if (n > 0)
 		{
@@ -381,7 +379,7 @@ pgcloud_relay_main(Datum arg)
 		if (n < 0)
 		{
 			errors++;
-			timeout = nats ? NatsLinkBackoffMs(&nlink) : Min(100L << Min(errors, 8), 30000L);
+			timeout = nats ? NatsLinkBackoffMs(&nlink) : PgcloudBackoffMs(errors, 100L, 8, 30000L);
 		}
 		else
 		{

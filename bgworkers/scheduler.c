@@ -34,15 +34,25 @@ typedef struct DueJob
 	int			timeout_ms;
 } DueJob;
 
-/* The jobs due now (or on a wake-up, those marked run_on_wake too). */
-static List *
-due_jobs(bool woken, MemoryContext cxt)
+/* One round's bookkeeping, for the units of work below. */
+typedef struct SchedulerRound
 {
-	List	   *jobs = NIL;
-	Oid			argtypes[1] = {BOOLOID};
-	Datum		values[1] = {BoolGetDatum(woken)};
+	bool		woken;
+	MemoryContext cxt;			/* where the jobs are kept */
+	List	   *jobs;
+	int64		done;			/* jobs that succeeded */
+	int64		failed;			/* jobs that failed */
+	long		wait_ms;
+} SchedulerRound;
 
-	PgcloudWorkerBeginWork(NULL);
+/* The jobs due now (or on a wake-up, those marked run_on_wake too). */
+static void
+due_jobs_unit(void *arg)
+{
+	SchedulerRound *r = (SchedulerRound *) arg;
+	Oid			argtypes[1] = {BOOLOID};
+	Datum		values[1] = {BoolGetDatum(r->woken)};
+
 	if (SPI_execute_with_args("SELECT name, call, run_as, timeout_ms FROM pgcloud.due_jobs($1)",
 							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pgcloud scheduler: could not read the due jobs");
@@ -50,7 +60,7 @@ due_jobs(bool woken, MemoryContext cxt)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MemoryContext old = MemoryContextSwitchTo(cxt);
+		MemoryContext old = MemoryContextSwitchTo(r->cxt);
 		DueJob	   *job = palloc0(sizeof(DueJob));
 		bool		isnull;
 		char	   *run_as = SPI_getvalue(tup, desc, 3);
@@ -61,11 +71,9 @@ due_jobs(bool woken, MemoryContext cxt)
 		job->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		if (isnull)
 			job->timeout_ms = 0;
-		jobs = lappend(jobs, job);
+		r->jobs = lappend(r->jobs, job);
 		MemoryContextSwitchTo(old);
 	}
-	PgcloudWorkerEndWork();
-	return jobs;
 }
 
 /* Records a job's outcome on its row (and when it runs next). */
@@ -92,70 +100,113 @@ record_outcome(const char *name, bool ok, const char *result, const char *error,
 		elog(ERROR, "pgcloud scheduler: could not record the outcome of job %s", name);
 }
 
-/* Runs one job in its own transaction; true when it succeeded. */
-static bool
-run_job(DueJob *job, MemoryContext cxt)
+typedef struct JobRun
 {
-	TimestampTz started = GetCurrentTimestamp();
-	volatile bool ok = false;
+	DueJob	   *job;
+	TimestampTz started;
+	const char *error;			/* the failure to record */
+} JobRun;
 
-	PG_TRY();
-	{
-		char	   *result = NULL;
+static void
+run_job_unit(void *arg)
+{
+	JobRun	   *run = (JobRun *) arg;
+	DueJob	   *job = run->job;
+	char	   *result = NULL;
 
-		PgcloudWorkerBeginWork(job->name);
-		if (job->timeout_ms > 0 &&
-			SPI_execute(psprintf("SET LOCAL statement_timeout = %d", job->timeout_ms), false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not set the job's statement timeout");
-		if (job->run_as &&
-			SPI_execute(psprintf("SET LOCAL ROLE %s", quote_identifier(job->run_as)), false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not take the role of job %s", job->name);
-		if (SPI_execute(psprintf("SELECT %s()::text", job->call), false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "job %s did not return a result", job->name);
-		if (SPI_processed == 1)
-			result = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		if (job->run_as && SPI_execute("RESET ROLE", false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not leave the role of job %s", job->name);
-		record_outcome(job->name, true, result, NULL, started);
-		PgcloudWorkerEndWork();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		char	   *message = PgcloudWorkerAbortWork(cxt);
+	if (job->timeout_ms > 0 &&
+		SPI_execute(psprintf("SET LOCAL statement_timeout = %d", job->timeout_ms), false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not set the job's statement timeout");
+	if (job->run_as &&
+		SPI_execute(psprintf("SET LOCAL ROLE %s", quote_identifier(job->run_as)), false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not take the role of job %s", job->name);
+	if (SPI_execute(psprintf("SELECT %s()::text", job->call), false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "job %s did not return a result", job->name);
+	if (SPI_processed == 1)
+		result = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (job->run_as && SPI_execute("RESET ROLE", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not leave the role of job %s", job->name);
+	record_outcome(job->name, true, result, NULL, run->started);
+}
 
-		/* The failure is recorded in a transaction of its own. */
-		PgcloudWorkerBeginWork(NULL);
-		record_outcome(job->name, false, NULL, message, started);
-		PgcloudWorkerEndWork();
-	}
-	PG_END_TRY();
-	return ok;
+static void
+record_failure_unit(void *arg)
+{
+	JobRun	   *run = (JobRun *) arg;
+
+	record_outcome(run->job->name, false, NULL, run->error, run->started);
+}
+
+/*
+ * Runs one job in its own transaction and sets *ok to whether it succeeded.
+ * A failure is recorded in a transaction of its own; when even that fails,
+ * returns its message (the scheduler's bookkeeping failed), else NULL.
+ */
+static char *
+run_job(DueJob *job, bool *ok)
+{
+	JobRun		run = {.job = job, .started = GetCurrentTimestamp()};
+
+	run.error = PgcloudRunUnit(job->name, run_job_unit, &run);
+	*ok = run.error == NULL;
+	if (*ok)
+		return NULL;
+	return PgcloudRunUnit(NULL, record_failure_unit, &run);
 }
 
 /* Milliseconds until the next job is due (at most SCHEDULER_MAX_WAIT_MS). */
-static long
-next_wait_ms(void)
+static void
+next_wait_unit(void *arg)
 {
-	long		ms = SCHEDULER_MAX_WAIT_MS;
+	SchedulerRound *r = (SchedulerRound *) arg;
+	long		ms;
 	bool		isnull;
 
-	PgcloudWorkerBeginWork(NULL);
 	if (SPI_execute("SELECT pgcloud.jobs_next_in_ms()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "pgcloud scheduler: could not read when the next job is due");
 	ms = (long) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
 		ms = SCHEDULER_MAX_WAIT_MS;
-	PgcloudWorkerEndWork();
-	return Max(Min(ms, SCHEDULER_MAX_WAIT_MS), 0L);
+	r->wait_ms = Max(Min(ms, SCHEDULER_MAX_WAIT_MS), 0L);
+}
+
+/*
+ * Runs the due jobs, each in its own transaction, counting them in r, and
+ * sets r->wait_ms. Returns NULL, or the message of the error when the
+ * bookkeeping itself failed (e.g. pgcloud dropped).
+ */
+static char *
+run_round(SchedulerRound *r)
+{
+	ListCell   *lc;
+	char	   *error;
+
+	error = PgcloudRunUnit(NULL, due_jobs_unit, r);
+	if (error != NULL)
+		return error;
+	r->woken = false;
+	foreach(lc, r->jobs)
+	{
+		bool		ok;
+
+		PgcloudWorkerHandleInterrupts();
+		error = run_job((DueJob *) lfirst(lc), &ok);
+		if (ok)
+			r->done++;
+		else
+			r->failed++;
+		if (error != NULL)
+			return error;
+	}
+	return PgcloudRunUnit(NULL, next_wait_unit, r);
 }
 
 void
 pgcloud_scheduler_main(Datum arg)
 {
 	MemoryContext loopcxt;
-	volatile bool woken = true; /* at start, run what runs on a wake-up */
-	volatile int errors = 0;
+	bool		woken = true;	/* at start, run what runs on a wake-up */
+	int			errors = 0;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_SCHEDULER, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
@@ -165,49 +216,32 @@ pgcloud_scheduler_main(Datum arg)
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud scheduler loop", ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
-		volatile long wait_ms = 0;
-		List	   *jobs = NIL;
-		ListCell   *lc;
-		volatile int64 done = 0;
-		volatile int64 failed = 0;
+		SchedulerRound r = {.woken = woken, .cxt = loopcxt, .jobs = NIL, .wait_ms = 0};
+		char	   *message;
 
 		PgcloudWorkerHandleInterrupts();
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
 
-		PG_TRY();
-		{
-			jobs = due_jobs(woken, loopcxt);
-			woken = false;
-			foreach(lc, jobs)
-			{
-				PgcloudWorkerHandleInterrupts();
-				if (run_job((DueJob *) lfirst(lc), loopcxt))
-					done++;
-				else
-					failed++;
-			}
-			wait_ms = next_wait_ms();
+		message = run_round(&r);
+		woken = r.woken;
+		if (message == NULL)
 			errors = 0;
-		}
-		PG_CATCH();
+		else
 		{
 			/* The bookkeeping itself failed (e.g. pgcloud dropped): back off. */
-			char	   *message = PgcloudWorkerAbortWork(loopcxt);
-
 			errors++;
 			ereport(LOG, errmsg("pgcloud scheduler: %s", message));
-			wait_ms = Min(1000L << Min(errors, 6), SCHEDULER_MAX_WAIT_MS);
+			r.wait_ms = PgcloudBackoffMs(errors, 1000L, 6, SCHEDULER_MAX_WAIT_MS);
 		}
-		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);
-		if (done + failed > 0)
-			PgcloudWorkerNoteActivity(done, 0);
+		if (r.done + r.failed > 0)
+			PgcloudWorkerNoteActivity(r.done, 0);
 
-		if (wait_ms > 0)
+		if (r.wait_ms > 0)
 		{
 			int			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-									   wait_ms, PG_WAIT_EXTENSION);
+									   r.wait_ms, PG_WAIT_EXTENSION);
 
 			ResetLatch(MyLatch);
 			if (rc & WL_LATCH_SET)

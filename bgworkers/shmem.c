@@ -113,6 +113,8 @@ clear_pending(void)
 static void
 wake_xact_callback(XactEvent event, void *arg)
 {
+	(void) arg;
+
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:

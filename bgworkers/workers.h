@@ -72,7 +72,20 @@ extern void PgcloudWorkerNoteError(const char *message);
 extern void PgcloudWorkerHandleInterrupts(void);
 extern void PgcloudWorkerBeginWork(const char *activity);
 extern void PgcloudWorkerEndWork(void);
-extern char *PgcloudWorkerAbortWork(MemoryContext cxt);
+
+/*
+ * One unit of work: fn(arg) in a transaction of its own (SPI connected, a
+ * snapshot, activity reported to pgstat), committed. Returns NULL when it
+ * committed; when it raised an error, rolls it back, notes the error
+ * (scrubbed) in this worker's shared-memory state and returns its message,
+ * allocated in the caller's memory context (which is current again on
+ * return). Called outside a transaction. The caller logs and backs off.
+ */
+typedef void (*PgcloudUnitFn) (void *arg);
+extern char *PgcloudRunUnit(const char *activity, PgcloudUnitFn fn, void *arg);
+
+/* Exponential back-off: Min(base_ms << Min(failures, max_shift), cap_ms). */
+extern long PgcloudBackoffMs(int failures, long base_ms, int max_shift, long cap_ms);
 extern int	PgcloudMySlot;
 extern PgcloudWorkerKind PgcloudMyKind;
 

@@ -71,6 +71,9 @@ extern char *PgcloudCorrelationId(void);
 extern void PgcloudRaise(const char *code, const char *details,
 						 const char *hint, const char *headers_json) pg_attribute_noreturn();
 
+/* plan.c: a prepared SPI plan, kept and cached in *cache on first use. */
+extern SPIPlanPtr PgcloudPlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
+
 /* policy.c: read a policy value; raises policy_missing when absent. */
 extern Jsonb *PgcloudPolicyJsonb(const char *key);
 extern double PgcloudPolicyNumber(const char *key);

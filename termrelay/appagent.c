@@ -50,6 +50,8 @@ static const char *known_hosts;
 static void
 on_signal(int sig)
 {
+	(void) sig;
+
 	stopping = 1;
 }
 

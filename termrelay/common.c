@@ -128,6 +128,8 @@ grow(void *p, size_t n, void *arg)
 {
 	void	   *q = realloc(p, n);
 
+	(void) arg;
+
 	if (!q)
 		abort();
 	return q;

@@ -648,6 +648,8 @@ heartbeat_thread(void *arg)
 {
 	long		interval_ms = config_int(&cfg, "heartbeat_ms", 1000, 100, 60000);
 
+	(void) arg;
+
 	while (!stopping)
 	{
 		char	   *json;
@@ -708,6 +710,8 @@ heartbeat_thread(void *arg)
 static void
 on_signal(int sig)
 {
+	(void) sig;
+
 	stopping = 1;
 	if (context_alive)
 		lws_cancel_service(context);	/* async-signal-safe: it writes to a pipe */

@@ -19,6 +19,7 @@
 
 #include "utils/json.h"
 
+#include "base64.h"
 #include "jwt.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_auth_jwk_thumbprint);
@@ -349,10 +350,10 @@ JwtAlgOfPkey(EVP_PKEY *pkey)
 static char *
 b64url(const unsigned char *p, size_t len)
 {
-	size_t		cap = (len + 2) / 3 * 4 + 1;
+	size_t		cap = pgcloud_b64_encoded_len(len, false) + 1;
 	char	   *out = palloc(cap);
 
-	jwt_b64url_encode(p, len, out, cap);
+	pgcloud_b64_encode(p, len, out, cap, PGCLOUD_B64_URL, false);
 	return out;
 }
 

@@ -24,6 +24,7 @@
 #include "utils/datetime.h"
 #include "utils/json.h"
 
+#include "base64.h"
 #include "jwt.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_auth_jwt_verify);
@@ -118,7 +119,7 @@ parse_options(Jsonb *opts, VerifyOptions *o)
 			bool		ok = false;
 
 			for (i = 0; known[i]; i++)
-				if (key.val.string.len == strlen(known[i])
+				if ((size_t) key.val.string.len == strlen(known[i])
 					&& memcmp(key.val.string.val, known[i], key.val.string.len) == 0)
 					ok = true;
 			if (!ok)
@@ -437,7 +438,7 @@ string_claim_is(Jsonb *claims, const char *name, const char *want)
 {
 	JsonbValue *v = JwtJsonbMember(&claims->root, name);
 
-	return v != NULL && v->type == jbvString && v->val.string.len == strlen(want)
+	return v != NULL && v->type == jbvString && (size_t) v->val.string.len == strlen(want)
 		&& memcmp(v->val.string.val, want, v->val.string.len) == 0;
 }
 
@@ -495,7 +496,7 @@ check_claims(Jsonb *claims, const VerifyOptions *o)
 			{
 				JsonbValue *a = getIthJsonbValueFromContainer(c, i);
 
-				ok = a != NULL && a->type == jbvString && a->val.string.len == strlen(o->aud)
+				ok = a != NULL && a->type == jbvString && (size_t) a->val.string.len == strlen(o->aud)
 					&& memcmp(a->val.string.val, o->aud, a->val.string.len) == 0;
 			}
 		}
@@ -558,10 +559,10 @@ pgcloud_auth_jwt_decode(PG_FUNCTION_ARGS)
 static char *
 b64url_part(const char *s, size_t len)
 {
-	size_t		cap = (len + 2) / 3 * 4 + 1;
+	size_t		cap = pgcloud_b64_encoded_len(len, false) + 1;
 	char	   *out = palloc(cap);
 
-	jwt_b64url_encode((const unsigned char *) s, len, out, cap);
+	pgcloud_b64_encode((const unsigned char *) s, len, out, cap, PGCLOUD_B64_URL, false);
 	return out;
 }
 

@@ -6,6 +6,8 @@
  */
 #include "jwt_parse.h"
 
+#include "base64.h"
+
 #include <string.h>
 
 static const char *const err_messages[JWT_ERR__COUNT] = {
@@ -40,126 +42,6 @@ jwt_err_message(JwtErr err)
 	return err_messages[err];
 }
 
-/* ---- base64url ------------------------------------------------------ */
-
-/* Value of each byte in the base64url alphabet, -1 outside it. */
-static const signed char b64url_table[256] = {
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
-	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
-	-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
-	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
-	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
-};
-
-#define b64url_value(c) ((int) b64url_table[(unsigned char) (c)])
-
-size_t
-jwt_b64url_decoded_max(size_t inlen)
-{
-	return inlen / 4 * 3 + (inlen % 4 == 0 ? 0 : inlen % 4 - 1);
-}
-
-JwtErr
-jwt_b64url_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap,
-				  size_t *outlen)
-{
-	const unsigned char *p = (const unsigned char *) in;
-	size_t		i;
-	size_t		o = 0;
-	size_t		full = inlen / 4 * 4;
-	size_t		rest = inlen - full;
-
-	*outlen = 0;
-	if (rest == 1)
-		return JWT_ERR_BASE64URL;
-	if (jwt_b64url_decoded_max(inlen) > outcap)
-		return JWT_ERR_PART_TOO_LARGE;
-	for (i = 0; i < full; i += 4)
-	{
-		int			a = b64url_table[p[i]];
-		int			b = b64url_table[p[i + 1]];
-		int			c = b64url_table[p[i + 2]];
-		int			d = b64url_table[p[i + 3]];
-		unsigned int v;
-
-		if ((a | b | c | d) < 0)
-			return JWT_ERR_BASE64URL;
-		v = ((unsigned int) a << 18) | ((unsigned int) b << 12) | ((unsigned int) c << 6) | (unsigned int) d;
-		out[o++] = (unsigned char) (v >> 16);
-		out[o++] = (unsigned char) (v >> 8);
-		out[o++] = (unsigned char) v;
-	}
-	if (rest > 0)
-	{
-		int			a = b64url_table[p[full]];
-		int			b = b64url_table[p[full + 1]];
-		int			c = rest == 3 ? b64url_table[p[full + 2]] : 0;
-		unsigned int v;
-
-		if ((a | b | c) < 0)
-			return JWT_ERR_BASE64URL;
-		v = ((unsigned int) a << 18) | ((unsigned int) b << 12) | ((unsigned int) c << 6);
-		/* Unused trailing bits must be zero: one encoding per value. */
-		if ((rest == 2 && (v & 0xFFFF) != 0) || (rest == 3 && (v & 0xFF) != 0))
-			return JWT_ERR_BASE64URL;
-		out[o++] = (unsigned char) (v >> 16);
-		if (rest == 3)
-			out[o++] = (unsigned char) (v >> 8);
-	}
-	*outlen = o;
-	return JWT_OK;
-}
-
-size_t
-jwt_b64url_encode(const unsigned char *in, size_t len, char *out, size_t outcap)
-{
-	static const char alphabet[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t		need = (len + 2) / 3 * 4 + 1;
-	size_t		i;
-	size_t		o = 0;
-
-	if (outcap < need)
-		return 0;
-	for (i = 0; i + 2 < len; i += 3)
-	{
-		unsigned int v = ((unsigned int) in[i] << 16) | ((unsigned int) in[i + 1] << 8) | in[i + 2];
-
-		out[o++] = alphabet[(v >> 18) & 63];
-		out[o++] = alphabet[(v >> 12) & 63];
-		out[o++] = alphabet[(v >> 6) & 63];
-		out[o++] = alphabet[v & 63];
-	}
-	if (len - i == 1)
-	{
-		unsigned int v = (unsigned int) in[i] << 16;
-
-		out[o++] = alphabet[(v >> 18) & 63];
-		out[o++] = alphabet[(v >> 12) & 63];
-	}
-	else if (len - i == 2)
-	{
-		unsigned int v = ((unsigned int) in[i] << 16) | ((unsigned int) in[i + 1] << 8);
-
-		out[o++] = alphabet[(v >> 18) & 63];
-		out[o++] = alphabet[(v >> 12) & 63];
-		out[o++] = alphabet[(v >> 6) & 63];
-	}
-	out[o] = '\0';
-	return o;
-}
-
 /* ---- compact serialization ------------------------------------------ */
 
 JwtErr
@@ -184,7 +66,7 @@ jwt_split(const char *token, size_t len, JwtParts *parts)
 				return JWT_ERR_NOT_THREE_PARTS;
 			dots[ndots++] = i;
 		}
-		else if (b64url_value(c) < 0)
+		else if (!pgcloud_b64_char((unsigned char) c, PGCLOUD_B64_URL))
 			return JWT_ERR_BASE64URL;
 	}
 	if (ndots != 2)
@@ -198,9 +80,9 @@ jwt_split(const char *token, size_t len, JwtParts *parts)
 	parts->signing_input_len = dots[1];
 	if (parts->header_len == 0 || parts->payload_len == 0 || parts->signature_len == 0)
 		return JWT_ERR_EMPTY_PART;
-	if (jwt_b64url_decoded_max(parts->header_len) > JWT_MAX_HEADER_LEN
-		|| jwt_b64url_decoded_max(parts->payload_len) > JWT_MAX_PAYLOAD_LEN
-		|| jwt_b64url_decoded_max(parts->signature_len) > JWT_MAX_SIGNATURE_LEN)
+	if (pgcloud_b64_decoded_max(parts->header_len) > JWT_MAX_HEADER_LEN
+		|| pgcloud_b64_decoded_max(parts->payload_len) > JWT_MAX_PAYLOAD_LEN
+		|| pgcloud_b64_decoded_max(parts->signature_len) > JWT_MAX_SIGNATURE_LEN)
 		return JWT_ERR_PART_TOO_LARGE;
 	if (parts->header_len % 4 == 1 || parts->payload_len % 4 == 1 || parts->signature_len % 4 == 1)
 		return JWT_ERR_BASE64URL;
@@ -543,6 +425,17 @@ jwt_decode_json_part(const char *b64, size_t b64len, unsigned char *out, size_t 
 	return jwt_json_check(out, *outlen, 1);
 }
 
+JwtErr
+jwt_b64url_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap, size_t *outlen)
+{
+	long		n = pgcloud_b64_decode(in, inlen, out, outcap, PGCLOUD_B64_URL, false);
+
+	*outlen = n < 0 ? 0 : (size_t) n;
+	if (n == PGCLOUD_B64_TOO_LARGE)
+		return JWT_ERR_PART_TOO_LARGE;
+	return n < 0 ? JWT_ERR_BASE64URL : JWT_OK;
+}
+
 /* ---- algorithms and JWK members --------------------------------------- */
 
 static int
@@ -611,7 +504,7 @@ member_decode(JwkStr m, unsigned char *out, size_t cap, size_t *outlen, size_t e
 
 	if (m.ptr == NULL)
 		return JWK_ERR_MEMBER_MISSING;
-	if (m.len == 0 || jwt_b64url_decoded_max(m.len) > cap)
+	if (m.len == 0 || pgcloud_b64_decoded_max(m.len) > cap)
 		return JWK_ERR_MEMBER_SIZE;
 	err = jwt_b64url_decode(m.ptr, m.len, out, cap, outlen);
 	if (err != JWT_OK)

@@ -92,24 +92,14 @@ typedef struct JwtParts
  */
 extern JwtErr jwt_split(const char *token, size_t len, JwtParts *parts);
 
-/* Largest decoded size of inlen base64url characters. */
-extern size_t jwt_b64url_decoded_max(size_t inlen);
-
 /*
- * Strict base64url decode of in[0..inlen) into out (capacity outcap). No
- * padding, no whitespace; a length of 1 mod 4 and non-zero unused trailing
- * bits are errors (so every value has exactly one encoding).
+ * Strict base64url (no padding; src/core/base64.h) decode of in[0..inlen)
+ * into out (capacity outcap), the outcome as a JwtErr: JWT_ERR_BASE64URL
+ * (not strict base64url, e.g. a length of 1 mod 4 or non-zero unused
+ * trailing bits) or JWT_ERR_PART_TOO_LARGE.
  */
 extern JwtErr jwt_b64url_decode(const char *in, size_t inlen,
 								unsigned char *out, size_t outcap, size_t *outlen);
-
-/*
- * base64url without padding of in[0..len) into out; returns the length
- * written (excluding the NUL written after it), or 0 when outcap is too small
- * (needs 4 * ceil(len / 3) + 1).
- */
-extern size_t jwt_b64url_encode(const unsigned char *in, size_t len,
-								char *out, size_t outcap);
 
 /*
  * Checks that s[0..len) is one JSON value (an object when require_object),

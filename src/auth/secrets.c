@@ -15,7 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include "jwt_parse.h"
+#include "base64.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_auth_random_token);
 PG_FUNCTION_INFO_V1(pgcloud_auth_secret_hash);
@@ -39,7 +39,7 @@ pgcloud_auth_random_token(PG_FUNCTION_ARGS)
 		PgcloudRaise("invalid_argument", "a token prefix has at most 16 characters", NULL, NULL);
 	if (!pg_strong_random(raw, nbytes))
 		elog(ERROR, "could not generate random bytes");
-	jwt_b64url_encode(raw, (size_t) nbytes, enc, sizeof(enc));
+	pgcloud_b64_encode(raw, (size_t) nbytes, enc, sizeof(enc), PGCLOUD_B64_URL, false);
 	result = psprintf("%s%s", prefix, enc);
 	explicit_bzero(raw, sizeof(raw));
 	explicit_bzero(enc, sizeof(enc));

@@ -103,26 +103,17 @@ sibling(Relation rel, const char *name)
 	return oid;
 }
 
-static SPIPlanPtr
-prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 /* Locks the account's row; returns its currency (palloc'd in the caller's context), or NULL. */
 static char *
 lock_account(Datum account, MemoryContext caller)
 {
 	Datum		args[1] = {account};
+	Oid			types[1] = {UUIDOID};
 	int			ret;
 
-	ret = SPI_execute_plan(lock_plan, args, NULL, false, 0);
+	ret = SPI_execute_plan(PgcloudPlan(&lock_plan, "SELECT currency FROM billing.accounts WHERE account_id = $1 FOR NO KEY UPDATE",
+									   1, types),
+						   args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "locking the billing account failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -213,28 +204,17 @@ pgcloud_billing_ledger_post(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (lock_plan == NULL)
-	{
-		Oid			types[1] = {UUIDOID};
-
-		lock_plan = prepare("SELECT currency FROM billing.accounts WHERE account_id = $1 FOR NO KEY UPDATE",
-							1, types);
-	}
 	account_currency = lock_account(account, caller);
 	if (account_currency == NULL)
 	{
 		Datum		args[2] = {account, currency_datum};
+		Oid			types[2] = {UUIDOID, TEXTOID};
 		int			ret;
 
 		/* First posting of an account nobody announced: open it in the entry's currency. */
-		if (open_plan == NULL)
-		{
-			Oid			types[2] = {UUIDOID, TEXTOID};
-
-			open_plan = prepare("INSERT INTO billing.accounts (account_id, currency) VALUES ($1, $2)"
-								" ON CONFLICT (account_id) DO NOTHING", 2, types);
-		}
-		ret = SPI_execute_plan(open_plan, args, NULL, false, 0);
+		ret = SPI_execute_plan(PgcloudPlan(&open_plan, "INSERT INTO billing.accounts (account_id, currency) VALUES ($1, $2)"
+										   " ON CONFLICT (account_id) DO NOTHING", 2, types),
+							   args, NULL, false, 0);
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "opening a billing account failed: %s", SPI_result_code_string(ret));
 		account_currency = lock_account(account, caller);

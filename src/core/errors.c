@@ -33,6 +33,7 @@ PgcloudRaise(const char *code, const char *details, const char *hint,
 			 const char *headers_json)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
 	int			status = 500;
 	char	   *message = NULL;
 	char	   *client_message;
@@ -44,19 +45,10 @@ PgcloudRaise(const char *code, const char *details, const char *hint,
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
-	{
-		Oid			argtypes[1] = {TEXTOID};
-		SPIPlanPtr	p = SPI_prepare("SELECT http_status, message FROM pgcloud.error_codes WHERE code = $1",
-									1, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
 	arg = CStringGetTextDatum(code);
-	ret = SPI_execute_plan(plan, &arg, NULL, true, 1);
+	ret = SPI_execute_plan(PgcloudPlan(&plan, "SELECT http_status, message FROM pgcloud.error_codes WHERE code = $1",
+									   1, argtypes),
+						   &arg, NULL, true, 1);
 	if (ret == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;

@@ -116,6 +116,7 @@ static void
 check_event_authority(const char *source, text *event_type)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 	bool		isnull;
 	int			ret;
@@ -124,19 +125,10 @@ check_event_authority(const char *source, text *event_type)
 	bool		is_service_role = is_member_of_role(GetUserId(), get_role_oid("pgcloud_services", false))
 		|| strncmp(GetUserNameFromId(GetUserId(), false), "pgcloud_svc_", 12) == 0;
 
-	if (plan == NULL)
-	{
-		Oid			argtypes[2] = {TEXTOID, TEXTOID};
-		SPIPlanPtr	p = SPI_prepare("SELECT pgcloud.publisher_of($2)", 2, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
 	values[0] = CStringGetTextDatum(source);
 	values[1] = PointerGetDatum(event_type);
-	ret = SPI_execute_plan(plan, values, NULL, true, 1);
+	ret = SPI_execute_plan(PgcloudPlan(&plan, "SELECT pgcloud.publisher_of($2)", 2, argtypes),
+						   values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event publisher lookup failed: %s", SPI_result_code_string(ret));
 	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -170,6 +162,8 @@ Datum
 pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[9] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+							   TEXTOID, TEXTOID, TEXTOID};
 	text	   *event_type;
 	text	   *aggregate_type;
 	text	   *aggregate_id;
@@ -235,23 +229,13 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	source = emitting_source();
 	check_event_authority(source, event_type);
-	if (plan == NULL)
-	{
-		Oid			argtypes[9] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID};
-		SPIPlanPtr	p = SPI_prepare(
-			"INSERT INTO pgcloud.outbox "
-			"(event_id, event_type, aggregate_type, aggregate_id, payload, headers, source) "
-			"VALUES ($1, $2, $3, $4, coalesce($5, '{}'::jsonb), "
-			"pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
-			"'correlation_id', $7, 'actor', $8, 'actor_role', $9, 'source', $6)), $6)",
-			9, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
+	PgcloudPlan(&plan,
+				"INSERT INTO pgcloud.outbox "
+				"(event_id, event_type, aggregate_type, aggregate_id, payload, headers, source) "
+				"VALUES ($1, $2, $3, $4, coalesce($5, '{}'::jsonb), "
+				"pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
+				"'correlation_id', $7, 'actor', $8, 'actor_role', $9, 'source', $6)), $6)",
+				9, argtypes);
 	values[0] = UUIDPGetDatum(event_id);
 	values[1] = PointerGetDatum(event_type);
 	values[2] = PointerGetDatum(aggregate_type);

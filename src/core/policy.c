@@ -24,6 +24,7 @@ static PolicyRow
 policy_fetch(const char *key)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
 	MemoryContext caller = CurrentMemoryContext;
 	PolicyRow	row = {0};
 	Datum		arg;
@@ -31,20 +32,10 @@ policy_fetch(const char *key)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
-	{
-		Oid			argtypes[1] = {TEXTOID};
-		SPIPlanPtr	p = SPI_prepare("SELECT value, value #>> '{}', jsonb_typeof(value) "
-									"FROM pgcloud.policy_values WHERE key = $1",
-									1, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
 	arg = CStringGetTextDatum(key);
-	ret = SPI_execute_plan(plan, &arg, NULL, true, 1);
+	ret = SPI_execute_plan(PgcloudPlan(&plan, "SELECT value, value #>> '{}', jsonb_typeof(value) "
+									   "FROM pgcloud.policy_values WHERE key = $1", 1, argtypes),
+						   &arg, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "policy lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)

@@ -303,6 +303,7 @@ static void
 reject_revoked_session(void)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {UUIDOID};
 	char	   *sid = PgcloudRequestField("request.jwt.claims", "sid");
 	Datum		arg;
 	bool		revoked;
@@ -314,18 +315,9 @@ reject_revoked_session(void)
 	arg = DirectFunctionCall1(uuid_in, CStringGetDatum(sid));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
-	{
-		Oid			argtypes[1] = {UUIDOID};
-		SPIPlanPtr	p = SPI_prepare("SELECT 1 FROM pgcloud.revoked_sessions WHERE session_id = $1",
-									1, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
-	ret = SPI_execute_plan(plan, &arg, NULL, true, 1);
+	ret = SPI_execute_plan(PgcloudPlan(&plan, "SELECT 1 FROM pgcloud.revoked_sessions WHERE session_id = $1",
+									   1, argtypes),
+						   &arg, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "revoked session lookup failed: %s", SPI_result_code_string(ret));
 	revoked = SPI_processed > 0;

@@ -23,6 +23,7 @@
  */
 #include "pgcloud.h"
 
+#include "base64.h"
 #include "libpq-fe.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -95,6 +96,8 @@ trimmed(const char *s)
 static void
 discard_notice(void *arg, const char *message)
 {
+	(void) arg;
+	(void) message;
 }
 
 /* Connects; on failure fills err and returns NULL. */
@@ -327,38 +330,12 @@ random_bytes(int32 nbytes)
 Datum
 pgcloud_databases_random_token(PG_FUNCTION_ARGS)
 {
-	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	int32		nbytes = PG_GETARG_INT32(0);
 	unsigned char *buf = random_bytes(nbytes);
-	char	   *out = palloc((nbytes * 4) / 3 + 4);
-	int			o = 0;
-	int			i;
+	size_t		cap = pgcloud_b64_encoded_len((size_t) nbytes, false) + 1;
+	char	   *out = palloc(cap);
 
-	for (i = 0; i + 2 < nbytes; i += 3)
-	{
-		uint32		v = (buf[i] << 16) | (buf[i + 1] << 8) | buf[i + 2];
-
-		out[o++] = alphabet[(v >> 18) & 63];
-		out[o++] = alphabet[(v >> 12) & 63];
-		out[o++] = alphabet[(v >> 6) & 63];
-		out[o++] = alphabet[v & 63];
-	}
-	if (nbytes - i == 1)
-	{
-		uint32		v = buf[i] << 16;
-
-		out[o++] = alphabet[(v >> 18) & 63];
-		out[o++] = alphabet[(v >> 12) & 63];
-	}
-	else if (nbytes - i == 2)
-	{
-		uint32		v = (buf[i] << 16) | (buf[i + 1] << 8);
-
-		out[o++] = alphabet[(v >> 18) & 63];
-		out[o++] = alphabet[(v >> 12) & 63];
-		out[o++] = alphabet[(v >> 6) & 63];
-	}
-	out[o] = '\0';
+	pgcloud_b64_encode(buf, (size_t) nbytes, out, cap, PGCLOUD_B64_URL, false);
 	explicit_bzero(buf, nbytes);
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }

@@ -16,8 +16,9 @@
 
 #include <time.h>
 
-#include "common/base64.h"
 #include "lib/stringinfo.h"
+
+#include "base64.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_notification_compose_email);
 
@@ -91,16 +92,24 @@ utf8_len(unsigned char c)
 	return 1;
 }
 
+/* Standard base64 with padding (RFC 2045), palloc'd; *n is its length. */
+static char *
+b64(const char *src, size_t len, size_t *n)
+{
+	size_t		cap = pgcloud_b64_encoded_len(len, true) + 1;
+	char	   *enc = palloc(cap);
+
+	*n = pgcloud_b64_encode((const unsigned char *) src, len, enc, cap, PGCLOUD_B64_STD, true);
+	return enc;
+}
+
 static void
 append_b64(StringInfo out, const char *src, int len)
 {
-	int			enclen = pg_b64_enc_len(len);
-	char	   *enc = palloc(enclen + 1);
-	int			n = pg_b64_encode(src, len, enc, enclen);
+	size_t		n;
+	char	   *enc = b64(src, (size_t) len, &n);
 
-	if (n < 0)
-		elog(ERROR, "base64 encoding failed");
-	appendBinaryStringInfo(out, enc, n);
+	appendBinaryStringInfo(out, enc, (int) n);
 	pfree(enc);
 }
 
@@ -259,16 +268,13 @@ pgcloud_notification_compose_email(PG_FUNCTION_ARGS)
 	else
 	{
 		/* The canonical (CRLF) form is what gets encoded (RFC 2045). */
-		int			enclen = pg_b64_enc_len(blen);
-		char	   *enc = palloc(enclen + 1);
-		int			n = pg_b64_encode(nbody, blen, enc, enclen);
+		size_t		n;
+		char	   *enc = b64(nbody, (size_t) blen, &n);
 
-		if (n < 0)
-			elog(ERROR, "base64 encoding failed");
 		appendStringInfoString(&out, "Content-Transfer-Encoding: base64\r\n\r\n");
-		for (int i = 0; i < n; i += 76)
+		for (size_t i = 0; i < n; i += 76)
 		{
-			appendBinaryStringInfo(&out, enc + i, Min(76, n - i));
+			appendBinaryStringInfo(&out, enc + i, (int) Min((size_t) 76, n - i));
 			appendStringInfoString(&out, "\r\n");
 		}
 	}

@@ -20,6 +20,7 @@
 #include "seal.h"
 #include "utils/array.h"
 
+#include "base64.h"
 #include "releases.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_releases_ca_generate);
@@ -71,7 +72,7 @@ pgcloud_releases_ca_generate(PG_FUNCTION_ARGS)
 
 	if (SshEd25519Blob(pub, blob) != SSH_ED25519_BLOB_LEN || SshFingerprint(blob, sizeof(blob), fp) != 0)
 		elog(ERROR, "could not encode the CA public key");
-	SshBase64Encode(blob, sizeof(blob), b64);
+	pgcloud_b64_encode(blob, sizeof(blob), b64, sizeof(b64), PGCLOUD_B64_STD, true);
 
 	values[0] = CStringGetTextDatum(psprintf("ssh-ed25519 %s pgcloud-ssh-ca", b64));
 	values[1] = CStringGetTextDatum(fp);
@@ -90,14 +91,14 @@ text_array_to_cstrings(ArrayType *arr, const char **out, int max, const char *wh
 	int			i;
 
 	if (ARR_NDIM(arr) > 1)
-		ReleasesRaise("invalid_argument", psprintf("%s must be a one-dimensional array", what), NULL);
+		PgcloudRaise("invalid_argument", psprintf("%s must be a one-dimensional array", what), NULL, NULL);
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	if (n > max)
-		ReleasesRaise("invalid_argument", psprintf("at most %d %s", max, what), NULL);
+		PgcloudRaise("invalid_argument", psprintf("at most %d %s", max, what), NULL, NULL);
 	for (i = 0; i < n; i++)
 	{
 		if (nulls[i])
-			ReleasesRaise("invalid_argument", psprintf("%s must not contain NULL", what), NULL);
+			PgcloudRaise("invalid_argument", psprintf("%s must not contain NULL", what), NULL, NULL);
 		out[i] = TextDatumGetCString(elems[i]);
 	}
 	return n;
@@ -109,10 +110,10 @@ to_unix_seconds(TimestampTz ts, const char *what)
 	pg_time_t	t;
 
 	if (TIMESTAMP_NOT_FINITE(ts))
-		ReleasesRaise("invalid_argument", psprintf("%s must be finite", what), NULL);
+		PgcloudRaise("invalid_argument", psprintf("%s must be finite", what), NULL, NULL);
 	t = timestamptz_to_time_t(ts);
 	if (t < 0)
-		ReleasesRaise("invalid_argument", psprintf("%s must be after 1970", what), NULL);
+		PgcloudRaise("invalid_argument", psprintf("%s must be after 1970", what), NULL, NULL);
 	return (uint64) t;
 }
 
@@ -134,15 +135,15 @@ pgcloud_releases_sign_certificate(PG_FUNCTION_ARGS)
 
 	for (i = 1; i < 9; i++)
 		if (PG_ARGISNULL(i))
-			ReleasesRaise("invalid_argument", "releases.sign_certificate() needs every argument but the comment",
-						 NULL);
+			PgcloudRaise("invalid_argument", "releases.sign_certificate() needs every argument but the comment",
+						 NULL, NULL);
 	key = ReleasesParseKeyOrRaise(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 	sealed = PG_GETARG_BYTEA_PP(1);
 	ca_blob = PG_GETARG_BYTEA_PP(2);
 
 	memset(&spec, 0, sizeof(spec));
 	if (PG_GETARG_INT64(3) <= 0)
-		ReleasesRaise("invalid_argument", "the serial must be positive", NULL);
+		PgcloudRaise("invalid_argument", "the serial must be positive", NULL, NULL);
 	spec.serial = (uint64) PG_GETARG_INT64(3);
 	spec.key_id = text_to_cstring(PG_GETARG_TEXT_PP(4));
 	spec.nprincipals = text_array_to_cstrings(PG_GETARG_ARRAYTYPE_P(5), spec.principals,
@@ -153,7 +154,7 @@ pgcloud_releases_sign_certificate(PG_FUNCTION_ARGS)
 											  SSHCERT_MAX_EXTENSIONS, "extensions");
 	comment = PG_ARGISNULL(9) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(9));
 	if (comment != NULL && !SshNameValid(comment, SSHCERT_MAX_KEY_ID))
-		ReleasesRaise("invalid_argument", "the certificate comment must be 1 to 256 of [A-Za-z0-9@._-]", NULL);
+		PgcloudRaise("invalid_argument", "the certificate comment must be 1 to 256 of [A-Za-z0-9@._-]", NULL, NULL);
 	if (!pg_strong_random(spec.nonce, sizeof(spec.nonce)))
 		elog(ERROR, "could not generate a certificate nonce");
 
@@ -174,8 +175,8 @@ pgcloud_releases_sign_certificate(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("could not build the certificate: %s", err));
 
-	b64 = palloc(cert_len / 3 * 4 + 8);
-	SshBase64Encode(cert, cert_len, b64);
+	b64 = palloc(pgcloud_b64_encoded_len(cert_len, true) + 1);
+	pgcloud_b64_encode(cert, cert_len, b64, pgcloud_b64_encoded_len(cert_len, true) + 1, PGCLOUD_B64_STD, true);
 	if (comment != NULL)
 		PG_RETURN_TEXT_P(cstring_to_text(psprintf("%s %s %s", key->cert_type_name, b64, comment)));
 	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%s %s", key->cert_type_name, b64)));

@@ -10,39 +10,9 @@
  */
 #include "pgcloud.h"
 
-#include "utils/regproc.h"
-
 #include "releases.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_releases_parse_key);
-
-/*
- * Raises a catalogued error through pgcloud.raise(), a SECURITY DEFINER
- * function: service roles (whose SECURITY DEFINER API functions call this
- * code) may not read pgcloud.error_codes, which PgcloudRaise() reads as the
- * current user.
- */
-void
-ReleasesRaise(const char *code, const char *details, const char *hint)
-{
-	Oid			fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
-														  CStringGetDatum("pgcloud.raise(text,text,text,jsonb)")));
-	LOCAL_FCINFO(fcinfo, 4);
-	FmgrInfo	flinfo;
-
-	fmgr_info(fn, &flinfo);
-	InitFunctionCallInfoData(*fcinfo, &flinfo, 4, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = CStringGetTextDatum(code);
-	fcinfo->args[0].isnull = false;
-	fcinfo->args[1].value = details ? CStringGetTextDatum(details) : (Datum) 0;
-	fcinfo->args[1].isnull = details == NULL;
-	fcinfo->args[2].value = hint ? CStringGetTextDatum(hint) : (Datum) 0;
-	fcinfo->args[2].isnull = hint == NULL;
-	fcinfo->args[3].value = (Datum) 0;
-	fcinfo->args[3].isnull = true;
-	FunctionCallInvoke(fcinfo);
-	elog(ERROR, "pgcloud.raise() returned");
-}
 
 SshKey *
 ReleasesParseKeyOrRaise(text *line)
@@ -52,13 +22,13 @@ ReleasesParseKeyOrRaise(text *line)
 	size_t		len;
 
 	if (line == NULL)
-		ReleasesRaise("ssh_key_invalid", "public_key is required",
-					 "Paste one line of your .pub file, e.g. ~/.ssh/id_ed25519.pub.");
+		PgcloudRaise("ssh_key_invalid", "public_key is required",
+					 "Paste one line of your .pub file, e.g. ~/.ssh/id_ed25519.pub.", NULL);
 	len = VARSIZE_ANY_EXHDR(line);
 	/* checked before anything else so a huge argument costs nothing more */
 	if (len > SSHKEY_MAX_LINE + 2)
-		ReleasesRaise("ssh_key_invalid", psprintf("the key is longer than %d bytes", SSHKEY_MAX_LINE),
-					 "Paste one line of your .pub file, e.g. ~/.ssh/id_ed25519.pub.");
+		PgcloudRaise("ssh_key_invalid", psprintf("the key is longer than %d bytes", SSHKEY_MAX_LINE),
+					 "Paste one line of your .pub file, e.g. ~/.ssh/id_ed25519.pub.", NULL);
 
 	err[0] = '\0';
 	switch (SshKeyParseLine(VARDATA_ANY(line), len, key, err, sizeof(err)))
@@ -66,18 +36,18 @@ ReleasesParseKeyOrRaise(text *line)
 		case SSHKEY_OK:
 			return key;
 		case SSHKEY_UNSUPPORTED:
-			ReleasesRaise("ssh_key_type_unsupported", err,
-						 "Use ssh-ed25519 (ssh-keygen -t ed25519), ecdsa-sha2-nistp256/384/521 or ssh-rsa of at least 2048 bits.");
+			PgcloudRaise("ssh_key_type_unsupported", err,
+						 "Use ssh-ed25519 (ssh-keygen -t ed25519), ecdsa-sha2-nistp256/384/521 or ssh-rsa of at least 2048 bits.", NULL);
 		case SSHKEY_TOO_WEAK:
-			ReleasesRaise("ssh_key_too_weak", err,
-						 "Generate a stronger key, e.g. ssh-keygen -t ed25519 or ssh-keygen -t rsa -b 3072.");
+			PgcloudRaise("ssh_key_too_weak", err,
+						 "Generate a stronger key, e.g. ssh-keygen -t ed25519 or ssh-keygen -t rsa -b 3072.", NULL);
 		case SSHKEY_OPTIONS:
-			ReleasesRaise("ssh_key_options_unsupported", err,
-						 "Remove the options (command=, from=, no-pty, ...) in front of the key type: access is limited by the short-lived certificate instead.");
+			PgcloudRaise("ssh_key_options_unsupported", err,
+						 "Remove the options (command=, from=, no-pty, ...) in front of the key type: access is limited by the short-lived certificate instead.", NULL);
 		case SSHKEY_INVALID:
 		default:
-			ReleasesRaise("ssh_key_invalid", err,
-						 "Paste one line of your .pub file, e.g. ~/.ssh/id_ed25519.pub.");
+			PgcloudRaise("ssh_key_invalid", err,
+						 "Paste one line of your .pub file, e.g. ~/.ssh/id_ed25519.pub.", NULL);
 	}
 	pg_unreachable();
 }

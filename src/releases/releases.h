@@ -13,9 +13,6 @@
 /* The sealing context of the CA private key. */
 #define RELEASES_CA_SEAL_CONTEXT "releases.ssh_ca"
 
-/* Raises a catalogued error via pgcloud.raise() (never returns). */
-extern void ReleasesRaise(const char *code, const char *details, const char *hint) pg_attribute_noreturn();
-
 /*
  * Parses an authorized_keys line into a palloc'd SshKey; raises the
  * catalogued error (ssh_key_invalid, ssh_key_type_unsupported,

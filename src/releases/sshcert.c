@@ -119,33 +119,19 @@ key_id_valid(const char *s)
 	return 1;
 }
 
-int
-SshCertBuild(const SshKey *key, const SshCertSpec *spec,
-			 const unsigned char ca_seed[32],
-			 const unsigned char *ca_public_blob, size_t ca_public_blob_len,
-			 unsigned char *out, size_t *out_len, size_t *signed_len,
-			 char *err, size_t errlen)
+/*
+ * Checks what the certificate is to say; fills ext with the extension
+ * names validated, sorted by name (strcmp = byte order) and unique, and
+ * *next with their number. 0, or -1 with err set.
+ */
+static int
+check_cert_spec(const SshKey *key, const SshCertSpec *spec,
+				const char *ext[SSHCERT_MAX_EXTENSIONS], int *next, char *err, size_t errlen)
 {
-	Writer		w = {out, SSHCERT_MAX_BLOB, 0, 0};
-	unsigned char nested_buf[SSHCERT_MAX_EXTENSIONS * (4 + SSHCERT_MAX_NAME + 4) + 16];
-	Writer		nested;
-	const char *ext[SSHCERT_MAX_EXTENSIONS];
-	int			next = 0;
 	int			i,
 				j;
-	EVP_PKEY   *ca = NULL;
-	EVP_MD_CTX *mctx = NULL;
-	unsigned char ca_pub[32];
-	size_t		ca_pub_len = sizeof(ca_pub);
-	unsigned char ca_blob[SSH_ED25519_BLOB_LEN];
-	unsigned char sig[64];
-	size_t		siglen = sizeof(sig);
-	unsigned char sigblob[4 + 11 + 4 + 64];
-	Writer		sw = {sigblob, sizeof(sigblob), 0, 0};
-	size_t		tbs_len;
-	int			rc = -1;
 
-	*out_len = 0;
+	*next = 0;
 	if (key == NULL || key->type == SSHKEY_NONE || key->blob_len <= key->fields_off
 		|| key->blob_len > SSHKEY_MAX_BLOB)
 	{
@@ -178,7 +164,6 @@ SshCertBuild(const SshKey *key, const SshCertSpec *spec,
 		set_err(err, errlen, "at most 16 extensions");
 		return -1;
 	}
-	/* extensions: validated, sorted by name (strcmp = byte order), unique */
 	for (i = 0; i < spec->nextensions; i++)
 	{
 		const char *e = spec->extensions[i];
@@ -189,38 +174,64 @@ SshCertBuild(const SshKey *key, const SshCertSpec *spec,
 			set_err(err, errlen, "an extension name must be 1 to 64 of [A-Za-z0-9@._-]");
 			return -1;
 		}
-		for (j = 0; j < next; j++)
+		for (j = 0; j < *next; j++)
 			if (strcmp(ext[j], e) == 0)
 				dup = 1;
 		if (dup)
 			continue;
-		for (j = next; j > 0 && strcmp(ext[j - 1], e) > 0; j--)
+		for (j = *next; j > 0 && strcmp(ext[j - 1], e) > 0; j--)
 			ext[j] = ext[j - 1];
 		ext[j] = e;
-		next++;
+		(*next)++;
 	}
+	return 0;
+}
 
-	/* the CA: its public key must be the one the caller publishes */
-	ca = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, ca_seed, 32);
+/*
+ * The CA's key from its seed, and its public blob in ca_blob; its public
+ * key must be the one the caller publishes (ca_public_blob, when given).
+ * NULL with err set when not.
+ */
+static EVP_PKEY *
+load_ca(const unsigned char ca_seed[32], const unsigned char *ca_public_blob, size_t ca_public_blob_len,
+		unsigned char ca_blob[SSH_ED25519_BLOB_LEN], char *err, size_t errlen)
+{
+	EVP_PKEY   *ca = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, ca_seed, 32);
+	unsigned char ca_pub[32];
+	size_t		ca_pub_len = sizeof(ca_pub);
+
 	if (ca == NULL || EVP_PKEY_get_raw_public_key(ca, ca_pub, &ca_pub_len) != 1 || ca_pub_len != 32
 		|| SshEd25519Blob(ca_pub, ca_blob) != SSH_ED25519_BLOB_LEN)
 	{
 		set_err(err, errlen, "the CA private key is not a valid Ed25519 key");
-		goto done;
+		EVP_PKEY_free(ca);
+		return NULL;
 	}
 	if (ca_public_blob != NULL
 		&& (ca_public_blob_len != SSH_ED25519_BLOB_LEN || memcmp(ca_public_blob, ca_blob, SSH_ED25519_BLOB_LEN) != 0))
 	{
 		set_err(err, errlen, "the CA private key does not match its published public key");
-		goto done;
+		EVP_PKEY_free(ca);
+		return NULL;
 	}
+	return ca;
+}
 
-	put_cstring(&w, key->cert_type_name);
-	put_string(&w, spec->nonce, SSHCERT_NONCE_LEN);
-	put_bytes(&w, key->blob + key->fields_off, key->blob_len - key->fields_off);
-	put_u64(&w, spec->serial);
-	put_u32(&w, SSHCERT_TYPE_USER);
-	put_cstring(&w, spec->key_id);
+/* Writes everything the CA signs (up to and including its key). 0, or -1 with err set. */
+static int
+write_to_be_signed(Writer *w, const SshKey *key, const SshCertSpec *spec, const char *const *ext, int next,
+				   const unsigned char ca_blob[SSH_ED25519_BLOB_LEN], char *err, size_t errlen)
+{
+	unsigned char nested_buf[SSHCERT_MAX_EXTENSIONS * (4 + SSHCERT_MAX_NAME + 4) + 16];
+	Writer		nested;
+	int			i;
+
+	put_cstring(w, key->cert_type_name);
+	put_string(w, spec->nonce, SSHCERT_NONCE_LEN);
+	put_bytes(w, key->blob + key->fields_off, key->blob_len - key->fields_off);
+	put_u64(w, spec->serial);
+	put_u32(w, SSHCERT_TYPE_USER);
+	put_cstring(w, spec->key_id);
 
 	nested = (Writer)
 	{
@@ -231,13 +242,13 @@ SshCertBuild(const SshKey *key, const SshCertSpec *spec,
 	if (nested.overflow)
 	{
 		set_err(err, errlen, "the principals are too long");
-		goto done;
+		return -1;
 	}
-	put_string(&w, nested.p, nested.len);
+	put_string(w, nested.p, nested.len);
 
-	put_u64(&w, spec->valid_after);
-	put_u64(&w, spec->valid_before);
-	put_string(&w, NULL, 0);	/* critical options: none */
+	put_u64(w, spec->valid_after);
+	put_u64(w, spec->valid_before);
+	put_string(w, NULL, 0);		/* critical options: none */
 
 	nested = (Writer)
 	{
@@ -251,23 +262,34 @@ SshCertBuild(const SshKey *key, const SshCertSpec *spec,
 	if (nested.overflow)
 	{
 		set_err(err, errlen, "the extensions are too long");
-		goto done;
+		return -1;
 	}
-	put_string(&w, nested.p, nested.len);
+	put_string(w, nested.p, nested.len);
 
-	put_string(&w, NULL, 0);	/* reserved */
-	put_string(&w, ca_blob, SSH_ED25519_BLOB_LEN);
-	if (w.overflow)
+	put_string(w, NULL, 0);		/* reserved */
+	put_string(w, ca_blob, SSH_ED25519_BLOB_LEN);
+	if (w->overflow)
 	{
 		set_err(err, errlen, "the certificate is too large");
-		goto done;
+		return -1;
 	}
-	tbs_len = w.len;
+	return 0;
+}
 
-	mctx = EVP_MD_CTX_new();
+/* Signs w's bytes with the CA and appends the signature. 0, or -1 with err set. */
+static int
+append_signature(Writer *w, EVP_PKEY *ca, char *err, size_t errlen)
+{
+	EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+	unsigned char sig[64];
+	size_t		siglen = sizeof(sig);
+	unsigned char sigblob[4 + 11 + 4 + 64];
+	Writer		sw = {sigblob, sizeof(sigblob), 0, 0};
+	int			rc = -1;
+
 	if (mctx == NULL
 		|| EVP_DigestSignInit(mctx, NULL, NULL, NULL, ca) != 1
-		|| EVP_DigestSign(mctx, sig, &siglen, out, tbs_len) != 1
+		|| EVP_DigestSign(mctx, sig, &siglen, w->p, w->len) != 1
 		|| siglen != 64)
 	{
 		set_err(err, errlen, "signing the certificate failed");
@@ -275,18 +297,50 @@ SshCertBuild(const SshKey *key, const SshCertSpec *spec,
 	}
 	put_cstring(&sw, "ssh-ed25519");
 	put_string(&sw, sig, siglen);
-	put_string(&w, sigblob, sw.len);
-	if (w.overflow || sw.overflow)
+	put_string(w, sigblob, sw.len);
+	if (w->overflow || sw.overflow)
 	{
 		set_err(err, errlen, "the certificate is too large");
 		goto done;
 	}
-	*out_len = w.len;
-	if (signed_len != NULL)
-		*signed_len = tbs_len;
 	rc = 0;
 done:
 	EVP_MD_CTX_free(mctx);
+	return rc;
+}
+
+int
+SshCertBuild(const SshKey *key, const SshCertSpec *spec,
+			 const unsigned char ca_seed[32],
+			 const unsigned char *ca_public_blob, size_t ca_public_blob_len,
+			 unsigned char *out, size_t *out_len, size_t *signed_len,
+			 char *err, size_t errlen)
+{
+	Writer		w = {out, SSHCERT_MAX_BLOB, 0, 0};
+	const char *ext[SSHCERT_MAX_EXTENSIONS];
+	int			next;
+	EVP_PKEY   *ca;
+	unsigned char ca_blob[SSH_ED25519_BLOB_LEN];
+	size_t		tbs_len;
+	int			rc = -1;
+
+	*out_len = 0;
+	if (check_cert_spec(key, spec, ext, &next, err, errlen) != 0)
+		return -1;
+	ca = load_ca(ca_seed, ca_public_blob, ca_public_blob_len, ca_blob, err, errlen);
+	if (ca == NULL)
+		return -1;
+	if (write_to_be_signed(&w, key, spec, ext, next, ca_blob, err, errlen) == 0)
+	{
+		tbs_len = w.len;
+		if (append_signature(&w, ca, err, errlen) == 0)
+		{
+			*out_len = w.len;
+			if (signed_len != NULL)
+				*signed_len = tbs_len;
+			rc = 0;
+		}
+	}
 	EVP_PKEY_free(ca);
 	return rc;
 }

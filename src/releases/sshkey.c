@@ -16,6 +16,8 @@
  */
 #include "sshkey.h"
 
+#include "base64.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -308,52 +310,6 @@ ed25519_valid(const unsigned char *k, size_t klen)
 
 /* ---- base64 and fingerprints -------------------------------------------- */
 
-static int
-b64_char(unsigned char c)
-{
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-		|| c == '+' || c == '/';
-}
-
-size_t
-SshBase64Encode(const unsigned char *in, size_t len, char *out)
-{
-	int			n = EVP_EncodeBlock((unsigned char *) out, in, (int) len);
-
-	if (n < 0)
-	{
-		out[0] = '\0';
-		return 0;
-	}
-	out[n] = '\0';
-	return (size_t) n;
-}
-
-long
-SshBase64Decode(const char *in, size_t len, unsigned char *out, size_t outcap)
-{
-	char		again[SSHKEY_MAX_B64 + 1];
-	size_t		pad = 0;
-	size_t		i;
-	int			n;
-
-	if (len == 0 || len % 4 != 0 || len > SSHKEY_MAX_B64 || outcap < len / 4 * 3)
-		return -1;
-	if (in[len - 1] == '=')
-		pad = in[len - 2] == '=' ? 2 : 1;
-	for (i = 0; i < len - pad; i++)
-		if (!b64_char((unsigned char) in[i]))
-			return -1;
-	n = EVP_DecodeBlock(out, (const unsigned char *) in, (int) len);
-	if (n < 0 || (size_t) n != len / 4 * 3)
-		return -1;
-	n -= (int) pad;
-	/* canonical: the unused bits of the last group are zero */
-	if (SshBase64Encode(out, (size_t) n, again) != len || memcmp(again, in, len) != 0)
-		return -1;
-	return n;
-}
-
 int
 SshFingerprint(const unsigned char *blob, size_t len, char out[SSHKEY_FP_LEN + 1])
 {
@@ -364,9 +320,7 @@ SshFingerprint(const unsigned char *blob, size_t len, char out[SSHKEY_FP_LEN + 1
 
 	if (EVP_Digest(blob, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
 		return -1;
-	n = SshBase64Encode(md, mdlen, b64);
-	while (n > 0 && b64[n - 1] == '=')
-		n--;
+	n = pgcloud_b64_encode(md, mdlen, b64, sizeof(b64), PGCLOUD_B64_STD, false);
 	if (n != 43)
 		return -1;
 	memcpy(out, "SHA256:", 7);
@@ -383,7 +337,7 @@ SshKeyFormat(const SshKey *key, const char *comment, char *out, size_t outcap)
 
 	if (key->blob_len > SSHKEY_MAX_BLOB)
 		return 0;
-	SshBase64Encode(key->blob, key->blob_len, b64);
+	pgcloud_b64_encode(key->blob, key->blob_len, b64, sizeof(b64), PGCLOUD_B64_STD, true);
 	if (comment != NULL && comment[0] != '\0')
 		n = snprintf(out, outcap, "%s %s %s", key->type_name, b64, comment);
 	else
@@ -395,32 +349,167 @@ SshKeyFormat(const SshKey *key, const char *comment, char *out, size_t outcap)
 
 /* ---- blob --------------------------------------------------------------- */
 
-SshKeyStatus
-SshKeyParseBlob(const unsigned char *blob, size_t len, const char *expected_type,
-				SshKey *key, char *err, size_t errlen)
+/* The key's fields must end the blob. */
+static SshKeyStatus
+trailing_bytes(char *err, size_t errlen)
 {
-	Reader		r = {blob, len, 0};
-	const unsigned char *tname;
-	size_t		tlen;
-	const KeyTypeInfo *info;
+	set_err(err, errlen, "the key blob has trailing bytes after the key");
+	return SSHKEY_INVALID;
+}
+
+/* The fields of an ssh-ed25519 blob after its type name: a 32-byte point. */
+static SshKeyStatus
+parse_ed25519_fields(Reader *r, SshKey *key, char *err, size_t errlen)
+{
+	const unsigned char *k;
+	size_t		klen;
+
+	if (rd_string(r, &k, &klen) != 0)
+	{
+		set_err(err, errlen, "the key blob is truncated");
+		return SSHKEY_INVALID;
+	}
+	if (klen != 32)
+	{
+		set_err(err, errlen, "an ssh-ed25519 key must be 32 bytes");
+		return SSHKEY_INVALID;
+	}
+	if (r->off != r->len)
+		return trailing_bytes(err, errlen);
+	if (!ed25519_valid(k, klen))
+	{
+		set_err(err, errlen, "the ssh-ed25519 key is not valid");
+		return SSHKEY_INVALID;
+	}
+	key->bits = 256;
+	return SSHKEY_OK;
+}
+
+/* The fields of an ecdsa-sha2-* blob: the curve's name and an uncompressed point on it. */
+static SshKeyStatus
+parse_ecdsa_fields(Reader *r, const KeyTypeInfo *info, SshKey *key, char *err, size_t errlen)
+{
+	const unsigned char *curve;
+	size_t		clen;
+	const unsigned char *q;
+	size_t		qlen;
 	char		msg[SSHKEY_ERR_LEN];
 
-	memset(key, 0, offsetof(SshKey, blob));
-	key->blob_len = 0;
-	key->fingerprint[0] = '\0';
-	key->comment[0] = '\0';
+	if (rd_string(r, &curve, &clen) != 0)
+	{
+		set_err(err, errlen, "the key blob is truncated");
+		return SSHKEY_INVALID;
+	}
+	if (clen != strlen(info->curve) || memcmp(curve, info->curve, clen) != 0)
+	{
+		snprintf(msg, sizeof(msg), "the curve inside an %s key must be %s",
+				 info->name, info->curve);
+		set_err(err, errlen, msg);
+		return SSHKEY_INVALID;
+	}
+	if (rd_string(r, &q, &qlen) != 0)
+	{
+		set_err(err, errlen, "the key blob is truncated");
+		return SSHKEY_INVALID;
+	}
+	if (qlen != info->point_len || q[0] != 0x04)
+	{
+		snprintf(msg, sizeof(msg), "the %s point must be uncompressed (%zu bytes starting with 0x04)",
+				 info->curve, info->point_len);
+		set_err(err, errlen, msg);
+		return SSHKEY_INVALID;
+	}
+	if (r->off != r->len)
+		return trailing_bytes(err, errlen);
+	if (!ec_valid(info->group, q, qlen))
+	{
+		snprintf(msg, sizeof(msg), "the point is not on the curve %s", info->curve);
+		set_err(err, errlen, msg);
+		return SSHKEY_INVALID;
+	}
+	key->bits = info->bits;
+	return SSHKEY_OK;
+}
 
-	if (len == 0)
+/* The fields of an ssh-rsa blob: exponent and modulus, minimal positive mpints, within the size limits. */
+static SshKeyStatus
+parse_rsa_fields(Reader *r, SshKey *key, char *err, size_t errlen)
+{
+	const unsigned char *e;
+	size_t		elen;
+	const unsigned char *n;
+	size_t		nlen;
+	int			rc;
+	int			bits;
+	char		msg[SSHKEY_ERR_LEN];
+
+	if ((rc = rd_mpint_positive(r, &e, &elen)) != 0
+		|| (rc = rd_mpint_positive(r, &n, &nlen)) != 0)
+	{
+		set_err(err, errlen,
+				rc == -1 ? "the key blob is truncated"
+				: rc == -2 ? "an RSA number must be positive"
+				: "an RSA number has a needless leading zero byte");
+		return SSHKEY_INVALID;
+	}
+	if (r->off != r->len)
+		return trailing_bytes(err, errlen);
+	if (elen > 8 || (e[elen - 1] & 1) == 0 || (elen == 1 && e[0] < 3))
+	{
+		set_err(err, errlen, "the RSA public exponent must be odd, at least 3 and at most 64 bits");
+		return SSHKEY_INVALID;
+	}
+	bits = bits_of(n, nlen);
+	if ((n[nlen - 1] & 1) == 0)
+	{
+		set_err(err, errlen, "the RSA modulus must be odd");
+		return SSHKEY_INVALID;
+	}
+	if (bits > SSHKEY_RSA_MAX_BITS)
+	{
+		snprintf(msg, sizeof(msg), "RSA keys of more than %d bits are not accepted", SSHKEY_RSA_MAX_BITS);
+		set_err(err, errlen, msg);
+		return SSHKEY_INVALID;
+	}
+	if (bits < SSHKEY_RSA_MIN_BITS)
+	{
+		snprintf(msg, sizeof(msg), "the RSA key has %d bits; at least %d are required",
+				 bits, SSHKEY_RSA_MIN_BITS);
+		set_err(err, errlen, msg);
+		return SSHKEY_TOO_WEAK;
+	}
+	if (!rsa_valid(e, elen, n, nlen))
+	{
+		set_err(err, errlen, "the RSA key is not valid");
+		return SSHKEY_INVALID;
+	}
+	key->bits = bits;
+	return SSHKEY_OK;
+}
+
+/*
+ * Reads the key type name that starts a blob of at most SSHKEY_MAX_BLOB
+ * bytes; sets *info to the accepted type it names (expected_type, when not
+ * NULL).
+ */
+static SshKeyStatus
+parse_blob_type(Reader *r, const char *expected_type, const KeyTypeInfo **info, char *err, size_t errlen)
+{
+	const unsigned char *tname;
+	size_t		tlen;
+	char		msg[SSHKEY_ERR_LEN];
+
+	if (r->len == 0)
 	{
 		set_err(err, errlen, "the key blob is empty");
 		return SSHKEY_INVALID;
 	}
-	if (len > SSHKEY_MAX_BLOB)
+	if (r->len > SSHKEY_MAX_BLOB)
 	{
 		set_err(err, errlen, "the key blob is too large");
 		return SSHKEY_INVALID;
 	}
-	if (rd_string(&r, &tname, &tlen) != 0)
+	if (rd_string(r, &tname, &tlen) != 0)
 	{
 		set_err(err, errlen, "the key blob is truncated");
 		return SSHKEY_INVALID;
@@ -438,12 +527,31 @@ SshKeyParseBlob(const unsigned char *blob, size_t len, const char *expected_type
 		set_err(err, errlen, msg);
 		return SSHKEY_INVALID;
 	}
-	info = find_type((const char *) tname, tlen);
-	if (info == NULL)
+	*info = find_type((const char *) tname, tlen);
+	if (*info == NULL)
 	{
 		unsupported_reason((const char *) tname, tlen, err, errlen);
 		return SSHKEY_UNSUPPORTED;
 	}
+	return SSHKEY_OK;
+}
+
+SshKeyStatus
+SshKeyParseBlob(const unsigned char *blob, size_t len, const char *expected_type,
+				SshKey *key, char *err, size_t errlen)
+{
+	Reader		r = {blob, len, 0};
+	const KeyTypeInfo *info = NULL;
+	SshKeyStatus st;
+
+	memset(key, 0, offsetof(SshKey, blob));
+	key->blob_len = 0;
+	key->fingerprint[0] = '\0';
+	key->comment[0] = '\0';
+
+	st = parse_blob_type(&r, expected_type, &info, err, errlen);
+	if (st != SSHKEY_OK)
+		return st;
 	key->type = info->type;
 	key->type_name = info->name;
 	key->cert_type_name = info->cert_name;
@@ -452,130 +560,22 @@ SshKeyParseBlob(const unsigned char *blob, size_t len, const char *expected_type
 	switch (info->type)
 	{
 		case SSHKEY_ED25519:
-			{
-				const unsigned char *k;
-				size_t		klen;
-
-				if (rd_string(&r, &k, &klen) != 0)
-				{
-					set_err(err, errlen, "the key blob is truncated");
-					return SSHKEY_INVALID;
-				}
-				if (klen != 32)
-				{
-					set_err(err, errlen, "an ssh-ed25519 key must be 32 bytes");
-					return SSHKEY_INVALID;
-				}
-				if (r.off != len)
-					goto trailing;
-				if (!ed25519_valid(k, klen))
-				{
-					set_err(err, errlen, "the ssh-ed25519 key is not valid");
-					return SSHKEY_INVALID;
-				}
-				key->bits = 256;
-				break;
-			}
+			st = parse_ed25519_fields(&r, key, err, errlen);
+			break;
 		case SSHKEY_ECDSA_P256:
 		case SSHKEY_ECDSA_P384:
 		case SSHKEY_ECDSA_P521:
-			{
-				const unsigned char *curve;
-				size_t		clen;
-				const unsigned char *q;
-				size_t		qlen;
-
-				if (rd_string(&r, &curve, &clen) != 0)
-				{
-					set_err(err, errlen, "the key blob is truncated");
-					return SSHKEY_INVALID;
-				}
-				if (clen != strlen(info->curve) || memcmp(curve, info->curve, clen) != 0)
-				{
-					snprintf(msg, sizeof(msg), "the curve inside an %s key must be %s",
-							 info->name, info->curve);
-					set_err(err, errlen, msg);
-					return SSHKEY_INVALID;
-				}
-				if (rd_string(&r, &q, &qlen) != 0)
-				{
-					set_err(err, errlen, "the key blob is truncated");
-					return SSHKEY_INVALID;
-				}
-				if (qlen != info->point_len || q[0] != 0x04)
-				{
-					snprintf(msg, sizeof(msg), "the %s point must be uncompressed (%zu bytes starting with 0x04)",
-							 info->curve, info->point_len);
-					set_err(err, errlen, msg);
-					return SSHKEY_INVALID;
-				}
-				if (r.off != len)
-					goto trailing;
-				if (!ec_valid(info->group, q, qlen))
-				{
-					snprintf(msg, sizeof(msg), "the point is not on the curve %s", info->curve);
-					set_err(err, errlen, msg);
-					return SSHKEY_INVALID;
-				}
-				key->bits = info->bits;
-				break;
-			}
+			st = parse_ecdsa_fields(&r, info, key, err, errlen);
+			break;
 		case SSHKEY_RSA:
-			{
-				const unsigned char *e;
-				size_t		elen;
-				const unsigned char *n;
-				size_t		nlen;
-				int			rc;
-				int			bits;
-
-				if ((rc = rd_mpint_positive(&r, &e, &elen)) != 0
-					|| (rc = rd_mpint_positive(&r, &n, &nlen)) != 0)
-				{
-					set_err(err, errlen,
-							rc == -1 ? "the key blob is truncated"
-							: rc == -2 ? "an RSA number must be positive"
-							: "an RSA number has a needless leading zero byte");
-					return SSHKEY_INVALID;
-				}
-				if (r.off != len)
-					goto trailing;
-				if (elen > 8 || (e[elen - 1] & 1) == 0 || (elen == 1 && e[0] < 3))
-				{
-					set_err(err, errlen, "the RSA public exponent must be odd, at least 3 and at most 64 bits");
-					return SSHKEY_INVALID;
-				}
-				bits = bits_of(n, nlen);
-				if ((n[nlen - 1] & 1) == 0)
-				{
-					set_err(err, errlen, "the RSA modulus must be odd");
-					return SSHKEY_INVALID;
-				}
-				if (bits > SSHKEY_RSA_MAX_BITS)
-				{
-					snprintf(msg, sizeof(msg), "RSA keys of more than %d bits are not accepted", SSHKEY_RSA_MAX_BITS);
-					set_err(err, errlen, msg);
-					return SSHKEY_INVALID;
-				}
-				if (bits < SSHKEY_RSA_MIN_BITS)
-				{
-					snprintf(msg, sizeof(msg), "the RSA key has %d bits; at least %d are required",
-							 bits, SSHKEY_RSA_MIN_BITS);
-					set_err(err, errlen, msg);
-					return SSHKEY_TOO_WEAK;
-				}
-				if (!rsa_valid(e, elen, n, nlen))
-				{
-					set_err(err, errlen, "the RSA key is not valid");
-					return SSHKEY_INVALID;
-				}
-				key->bits = bits;
-				break;
-			}
+			st = parse_rsa_fields(&r, key, err, errlen);
+			break;
 		default:
 			set_err(err, errlen, "the key type is not supported");
 			return SSHKEY_UNSUPPORTED;
 	}
+	if (st != SSHKEY_OK)
+		return st;
 
 	memcpy(key->blob, blob, len);
 	key->blob_len = len;
@@ -585,10 +585,6 @@ SshKeyParseBlob(const unsigned char *blob, size_t len, const char *expected_type
 		return SSHKEY_INVALID;
 	}
 	return SSHKEY_OK;
-
-trailing:
-	set_err(err, errlen, "the key blob has trailing bytes after the key");
-	return SSHKEY_INVALID;
 }
 
 /* ---- authorized_keys line ----------------------------------------------- */
@@ -752,7 +748,7 @@ SshKeyParseLine(const char *line, size_t len, SshKey *key, char *err, size_t err
 		return SSHKEY_INVALID;
 	}
 
-	n = SshBase64Decode(line + bstart, blen, blob, sizeof(blob));
+	n = pgcloud_b64_decode(line + bstart, blen, blob, sizeof(blob), PGCLOUD_B64_STD, true);
 	if (n < 0)
 	{
 		set_err(err, errlen, "the key data is not valid base64");

@@ -95,16 +95,6 @@ extern SshKeyStatus SshKeyParseBlob(const unsigned char *blob, size_t len, const
 /* SHA256:<unpadded base64 of SHA-256(blob)>; returns 0 on success. */
 extern int	SshFingerprint(const unsigned char *blob, size_t len, char out[SSHKEY_FP_LEN + 1]);
 
-/* Standard base64 with padding; out must hold 4 * ((len + 2) / 3) + 1 bytes. Returns the length. */
-extern size_t SshBase64Encode(const unsigned char *in, size_t len, char *out);
-
-/*
- * Strict base64 decoding: [A-Za-z0-9+/] in groups of four, '=' padding only
- * at the end, no whitespace, canonical (re-encodes to the same text). Returns
- * the decoded length, or -1. out must hold 3 * (len / 4) bytes.
- */
-extern long SshBase64Decode(const char *in, size_t len, unsigned char *out, size_t outcap);
-
 /* "ssh-ed25519 AAAA...[ comment]" for a parsed key; out holds SSHKEY_MAX_LINE + 1 bytes. Returns the length. */
 extern size_t SshKeyFormat(const SshKey *key, const char *comment, char *out, size_t outcap);
 

@@ -2,12 +2,12 @@
  * fuzz_jwt.c — libFuzzer target for src/auth/jwt_parse.c, the layer that
  * touches every untrusted byte of a JWT or JWK before OpenSSL or
  * PostgreSQL's JSON parser does.
- * fuzz-sources: src/auth/jwt_parse.c
+ * fuzz-sources: src/auth/jwt_parse.c src/core/base64.c
  *
  * Build and run from the repository root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
- *       src/auth/jwt_parse.c test/fuzz/fuzz_jwt.c -o build/fuzz_jwt
+ *       src/auth/jwt_parse.c src/core/base64.c test/fuzz/fuzz_jwt.c -o build/fuzz_jwt
  *   build/fuzz_jwt -max_total_time=60 -max_len=4096 test/fuzz/corpus/jwt
  *
  * The first byte picks what the rest is:
@@ -23,6 +23,7 @@
  * read past the end.
  */
 #include "../../src/auth/jwt_parse.h"
+#include "../../src/core/base64.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,10 +40,10 @@ check_part(const char *b64, size_t len, int json)
 
 	if (err != JWT_OK)
 		return;
-	if (outlen > sizeof(part_buf) || outlen > jwt_b64url_decoded_max(len))
+	if (outlen > sizeof(part_buf) || outlen > pgcloud_b64_decoded_max(len))
 		abort();
 	/* strict base64url round-trips exactly */
-	if (jwt_b64url_encode(part_buf, outlen, enc_buf, sizeof(enc_buf)) != len || memcmp(enc_buf, b64, len) != 0)
+	if (pgcloud_b64_encode(part_buf, outlen, enc_buf, sizeof(enc_buf), PGCLOUD_B64_URL, false) != len || memcmp(enc_buf, b64, len) != 0)
 		abort();
 	if (json)
 	{

@@ -2,16 +2,16 @@
  * fuzz_sshkey.c — libFuzzer target for the SSH key parser and the
  * certificate builder (src/releases/sshkey.c, src/releases/sshcert.c).
  *
- * The parser uses OpenSSL (base64, SHA-256, key validation), so the
+ * The parser uses OpenSSL (SHA-256, key validation) and src/core/base64.c, so the
  * sources line below also names -lcrypto: the harness splices it into the
  * clang command as it is.
- * fuzz-sources: src/releases/sshkey.c src/releases/sshcert.c -lcrypto
+ * fuzz-sources: src/releases/sshkey.c src/releases/sshcert.c src/core/base64.c -lcrypto
  *
  * Build and run from the repository root:
  *
  *   mkdir -p build
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
- *       src/releases/sshkey.c src/releases/sshcert.c -lcrypto \
+ *       src/releases/sshkey.c src/releases/sshcert.c src/core/base64.c -lcrypto \
  *       test/fuzz/fuzz_sshkey.c -o build/fuzz_sshkey
  *   build/fuzz_sshkey -max_total_time=60 -max_len=4096 test/fuzz/corpus/sshkey
  *
