@@ -69,6 +69,28 @@ SELECT is(pgcloud.handler_of('billing', 'payment.succeeded'), 'billing.on_paymen
 SELECT is(pgcloud.handler_of('admin', 'allocation.releasing'), 'admin.on_allocation_releasing(pgcloud.event_envelope)'::regprocedure,
     'a pattern subscription (admin: allocation.>) has a handler per matching type');
 
+-- ---- shared helpers live once, in core ---------------------------------------------
+SELECT is_empty($$
+    SELECT p.oid::regprocedure FROM pg_proc p
+      JOIN pg_namespace n ON n.oid = p.pronamespace
+      JOIN pgcloud.services s ON s.schema_name = n.nspname
+     WHERE p.proname IN ('require_user', 'payload_uuid', 'payload_text', 'payload_time', 'uuid_of', 'on_event')
+$$, 'no service keeps its own require_user, payload accessors or on_event dispatcher');
+SELECT is((SELECT array_agg(DISTINCT p.provolatile::text) FROM pg_proc p
+            WHERE p.pronamespace = 'pgcloud'::regnamespace AND p.proname IN ('payload_uuid', 'payload_text', 'payload_time')),
+          ARRAY['i'], 'the payload accessors are IMMUTABLE (they read only their arguments)');
+SELECT is((SELECT array_agg(code || '=' || service ORDER BY code) FROM pgcloud.error_codes
+            WHERE code IN ('allocation_not_found', 'allocation_not_active', 'posix_identity_missing', 'sku_not_found',
+                           'image_not_found')),
+          ARRAY['allocation_not_active=core', 'allocation_not_found=core', 'image_not_found=core',
+                'posix_identity_missing=core', 'sku_not_found=core'],
+    'error codes several services raise are catalogued once, by the core');
+SELECT is(pg_temp.error_of('SELECT pgcloud.require_user()') ->> 'code', 'unauthenticated',
+    'pgcloud.require_user() refuses a request without a user');
+SELECT set_config('request.jwt.claims', '{"role": "pgcloud_user", "sub": "b0000000-0000-4000-8000-0000000000aa"}', true);
+SELECT is(pgcloud.require_user(), 'b0000000-0000-4000-8000-0000000000aa'::uuid, 'and returns the signed-in user');
+SELECT set_config('request.jwt.claims', '', true);
+
 -- ---- delivery: the payload is checked once, in the core ---------------------------
 SELECT pgcloud.set_policy('core.max_delivery_attempts', '1');
 SELECT pgcloud.set_policy('core.delivery_retry_base_ms', '0');
