@@ -274,16 +274,16 @@ CREATE FUNCTION admin.on_refund_requested(event pgcloud.event_envelope) RETURNS 
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$ SELECT admin.apply_refund(event.event_type, event.aggregate_id, event.payload) $$;
-COMMENT ON FUNCTION admin.on_refund_requested(pgcloud.event_envelope) IS 'Event handler of refund.requested: the refund row and the payments refunded amount (admin.apply_refund).';
+COMMENT ON FUNCTION admin.on_refund_requested(pgcloud.event_envelope) IS 'Event handler of refund.requested: the refund row and the payment''s refunded amount (admin.apply_refund).';
 
 CREATE FUNCTION admin.on_payment_refunded(event pgcloud.event_envelope) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$ SELECT admin.apply_refund(event.event_type, event.aggregate_id, event.payload) $$;
-COMMENT ON FUNCTION admin.on_payment_refunded(pgcloud.event_envelope) IS 'Event handler of payment.refunded: the refund row and the payments refunded amount (admin.apply_refund).';
+COMMENT ON FUNCTION admin.on_payment_refunded(pgcloud.event_envelope) IS 'Event handler of payment.refunded: the refund row and the payment''s refunded amount (admin.apply_refund).';
 
 CREATE FUNCTION admin.on_refund_failed(event pgcloud.event_envelope) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$ SELECT admin.apply_refund(event.event_type, event.aggregate_id, event.payload) $$;
-COMMENT ON FUNCTION admin.on_refund_failed(pgcloud.event_envelope) IS 'Event handler of refund.failed: the refund row and the payments refunded amount (admin.apply_refund).';
+COMMENT ON FUNCTION admin.on_refund_failed(pgcloud.event_envelope) IS 'Event handler of refund.failed: the refund row and the payment''s refunded amount (admin.apply_refund).';

@@ -108,7 +108,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION inventory.on_maas_machine_status_changed(pgcloud.event_envelope) IS 'Event handler of maas.machine_status_changed: applies the node_state MAASs status maps to (failed, broken, ready, commissioning; never over maintenance or retired) and records deployed images in the nodes cache.';
+COMMENT ON FUNCTION inventory.on_maas_machine_status_changed(pgcloud.event_envelope) IS 'Event handler of maas.machine_status_changed: applies the node_state MAAS''s status maps to (failed, broken, ready, commissioning; never over maintenance or retired) and records deployed images in the node''s cache.';
 
 CREATE FUNCTION inventory.on_allocation_requested(event pgcloud.event_envelope) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER

@@ -53,7 +53,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments.on_ledger_entry_posted(pgcloud.event_envelope) IS 'Event handler of ledger.entry_posted: the balance read model (the newest entry wins) and, for a refunds debit, the Stripe refund intent.';
+COMMENT ON FUNCTION payments.on_ledger_entry_posted(pgcloud.event_envelope) IS 'Event handler of ledger.entry_posted: the balance read model (the newest entry wins) and, for a refund''s debit, the Stripe refund intent.';
 
 CREATE FUNCTION payments.on_billing_refund_declined(event pgcloud.event_envelope) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER

@@ -215,7 +215,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION provisioning.on_billing_force_release_requested(pgcloud.event_envelope) IS 'Event handler of billing.force_release_requested {user_id, allocation_ids, reason}: releases the users live allocations (all of them when no ids are given).';
+COMMENT ON FUNCTION provisioning.on_billing_force_release_requested(pgcloud.event_envelope) IS 'Event handler of billing.force_release_requested {user_id, allocation_ids, reason}: releases the user''s live allocations (all of them when no ids are given).';
 
 CREATE FUNCTION provisioning.on_admin_force_release_requested(event pgcloud.event_envelope) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER

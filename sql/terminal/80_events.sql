@@ -118,7 +118,7 @@ BEGIN
     PERFORM terminal.kill(NULL, pgcloud.payload_uuid(payload, 'session_id', aggregate_id), NULL, 'session_revoked');
 END
 $$;
-COMMENT ON FUNCTION terminal.on_session_revoked(pgcloud.event_envelope) IS 'Event handler of session.revoked: revokes the sessions tokens and closes its terminals.';
+COMMENT ON FUNCTION terminal.on_session_revoked(pgcloud.event_envelope) IS 'Event handler of session.revoked: revokes the session''s tokens and closes its terminals.';
 
 CREATE FUNCTION terminal.on_app_member_added(event pgcloud.event_envelope) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -149,7 +149,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION terminal.on_app_member_added(pgcloud.event_envelope) IS 'Event handler of app.member_added: terminal.app_members (a demotion to viewer closes the members terminals).';
+COMMENT ON FUNCTION terminal.on_app_member_added(pgcloud.event_envelope) IS 'Event handler of app.member_added: terminal.app_members (a demotion to viewer closes the member''s terminals).';
 
 CREATE FUNCTION terminal.on_app_member_removed(event pgcloud.event_envelope) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -185,4 +185,4 @@ BEGIN
     DELETE FROM terminal.app_members m WHERE m.instance_id = pgcloud.payload_uuid(payload, 'instance_id', aggregate_id);
 END
 $$;
-COMMENT ON FUNCTION terminal.on_app_instance_released(pgcloud.event_envelope) IS 'Event handler of app.instance_released: forgets the instances members.';
+COMMENT ON FUNCTION terminal.on_app_instance_released(pgcloud.event_envelope) IS 'Event handler of app.instance_released: forgets the instance''s members.';
