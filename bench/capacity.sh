@@ -44,15 +44,15 @@ psql_b <<SQL >/dev/null
 SELECT pgcloud.set_policy('provisioning.max_live_allocations_per_user', '100000');
 SELECT pgcloud.set_policy('core.rate_limit_per_second', '100000');
 SELECT pgcloud.set_policy('core.rate_limit_burst', '100000');
-SELECT provisioning.on_event(gen_random_uuid(), 'sku.upserted', 'sku', 'bench-x1',
+SELECT pgcloud.deliver('provisioning', gen_random_uuid(), 'sku.upserted', 'sku', 'bench-x1',
     '{"code": "bench-x1", "gpu_model": "H100-SXM", "gpu_count": 1, "region": "bench", "price_per_hour": 300, "currency": "usd"}', '{}');
-SELECT provisioning.on_event(gen_random_uuid(), 'image.upserted', 'image', 'bench-img',
+SELECT pgcloud.deliver('provisioning', gen_random_uuid(), 'image.upserted', 'image', 'bench-img',
     '{"code": "bench-img", "distro_series": "jammy"}', '{}');
-SELECT count(provisioning.on_event(gen_random_uuid(), 'node.registered', 'node', n::text,
+SELECT count(pgcloud.deliver('provisioning', gen_random_uuid(), 'node.registered', 'node', n::text,
     jsonb_build_object('node_id', n, 'hostname', 'bench-' || i, 'maas_system_id', 'b' || lpad(i::text, 5, '0'),
                        'region', 'bench', 'gpu_model', 'H100-SXM', 'slot_count', 8, 'state', 'ready'), '{}'))
   FROM (SELECT i, ('b0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS n FROM generate_series(1, 1000) i) x;
-SELECT count(provisioning.on_event(gen_random_uuid(), 'account.standing_changed', 'account', u::text,
+SELECT count(pgcloud.deliver('provisioning', gen_random_uuid(), 'account.standing_changed', 'account', u::text,
     jsonb_build_object('user_id', u, 'standing', 'good', 'balance', 100000000, 'currency', 'usd'), '{}'))
   FROM (SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS u FROM generate_series(1, $USERS) i) x;
 CREATE TABLE bench_plain (id bigserial PRIMARY KEY, v text);

@@ -4,8 +4,8 @@
 # (BENCH_RATE events/s, default 1000, for BENCH_SECONDS, default 10), and the
 # relay's throughput for a burst of BENCH_BURST events (default 20000):
 #   shape (c)  auth on cluster identity -> relay -> 3-node JetStream (R3) ->
-#              consumer on cluster money -> billing.on_event
-#   shape (a)  one database, embedded relay -> billing.on_event
+#              consumer on cluster money -> billing.on_<event>
+#   shape (a)  one database, embedded relay -> billing.on_<event>
 # in the same run. Latency = the inbox row's processed_at (the handler's
 # transaction) - the outbox row's created_at (the emitting transaction);
 # throughput = events / (last published_at - first created_at).

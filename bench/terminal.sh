@@ -48,11 +48,11 @@ ALLOC=be000000-0000-4000-8000-00000000a001
 SID=be000000-0000-4000-8000-0000000005a1
 LOGIN=$RUN_USER
 psql_b <<SQL >/dev/null
-SELECT releases.on_event(gen_random_uuid(), 'user.created', 'user', '$USER_ID', jsonb_build_object('user_id', '$USER_ID', 'posix_username', '$LOGIN'), '{}');
-SELECT terminal.on_event(gen_random_uuid(), 'user.created', 'user', '$USER_ID', jsonb_build_object('user_id', '$USER_ID', 'posix_username', '$LOGIN'), '{}');
-SELECT releases.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '$ALLOC',
+SELECT pgcloud.deliver('releases', gen_random_uuid(), 'user.created', 'user', '$USER_ID', jsonb_build_object('user_id', '$USER_ID', 'posix_username', '$LOGIN'), '{}');
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'user.created', 'user', '$USER_ID', jsonb_build_object('user_id', '$USER_ID', 'posix_username', '$LOGIN'), '{}');
+SELECT pgcloud.deliver('releases', gen_random_uuid(), 'allocation.activated', 'allocation', '$ALLOC',
     jsonb_build_object('allocation_id', '$ALLOC', 'user_id', '$USER_ID', 'hostname', 'bench-node', 'ssh_principal', 'pgcloud-alloc-$ALLOC'), '{}');
-SELECT terminal.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '$ALLOC',
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'allocation.activated', 'allocation', '$ALLOC',
     jsonb_build_object('allocation_id', '$ALLOC', 'user_id', '$USER_ID', 'node_hostname', 'bench-node', 'ip_addresses', jsonb_build_array('127.0.0.1')), '{}');
 UPDATE pgcloud.policy_values SET value = '600' WHERE key = 'terminal.token_ttl_seconds';
 SQL

@@ -22,9 +22,7 @@
 INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('allocation_not_live', 409, 'The allocation is not live (it is released, failed or being released).', 'admin'),
     ('audit_range_invalid', 400, 'The audit time range is not valid.', 'admin');
-INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
-    ('allocation_not_found', 404, 'The allocation does not exist.', 'admin')
-ON CONFLICT (code) DO NOTHING;
+-- allocation_not_found is the core's (shared).
 
 INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('admin.audit_page_max', '10000', 'Most audit rows api.admin_audit() returns in one page.'),

@@ -1,19 +1,6 @@
--- Event handlers: one per event type, dispatched by admin.on_event().
-
-CREATE FUNCTION admin.uuid_of(payload jsonb, field text, fallback text DEFAULT NULL) RETURNS uuid
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pgcloud, admin
-AS $$
-DECLARE
-    v text := coalesce(payload ->> field, fallback);
-BEGIN
-    IF v IS NULL OR v !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-        PERFORM pgcloud.raise('invalid_event', format('payload field %s must be a uuid', field));
-    END IF;
-    RETURN v::uuid;
-END
-$$;
-COMMENT ON FUNCTION admin.uuid_of(jsonb, text, text) IS 'A required uuid field of an event payload (or the fallback); raises invalid_event when missing or malformed.';
+-- Event handlers: one per subscribed event type, admin.on_<type>(pgcloud.event_envelope),
+-- called by the core's delivery with the inbox row in the same transaction.
+-- allocation.> is every allocation.* type provisioning publishes.
 
 CREATE FUNCTION admin.opt_uuid(payload jsonb, field text) RETURNS uuid
 LANGUAGE sql IMMUTABLE
@@ -45,58 +32,58 @@ AS $$
 $$;
 COMMENT ON FUNCTION admin.opt_bigint(jsonb, text) IS 'An optional integer field of an event payload, NULL when absent or not an integer.';
 
-CREATE FUNCTION admin.on_user_created(aggregate_id text, payload jsonb) RETURNS void
-LANGUAGE sql VOLATILE
+CREATE FUNCTION admin.on_user_created(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
     INSERT INTO admin.users AS u (user_id, email, posix_username, created_at)
-    VALUES (admin.uuid_of(payload, 'user_id', aggregate_id), payload ->> 'email', payload ->> 'posix_username',
-            coalesce(admin.opt_time(payload, 'created_at'), now()))
+    VALUES (pgcloud.payload_uuid(event.payload, 'user_id', event.aggregate_id), event.payload ->> 'email', event.payload ->> 'posix_username',
+            coalesce(admin.opt_time(event.payload, 'created_at'), now()))
     ON CONFLICT (user_id) DO UPDATE
         SET email = coalesce(excluded.email, u.email), posix_username = coalesce(excluded.posix_username, u.posix_username),
             created_at = coalesce(u.created_at, excluded.created_at), updated_at = now()
 $$;
-COMMENT ON FUNCTION admin.on_user_created(text, jsonb) IS 'user.created: the user row (e-mail, POSIX name, created_at).';
+COMMENT ON FUNCTION admin.on_user_created(pgcloud.event_envelope) IS 'Event handler of user.created: the user row (e-mail, POSIX name, created_at).';
 
-CREATE FUNCTION admin.on_user_signed_in(aggregate_id text, payload jsonb) RETURNS void
-LANGUAGE sql VOLATILE
+CREATE FUNCTION admin.on_user_signed_in(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
     INSERT INTO admin.users AS u (user_id, last_sign_in_at, sign_ins)
-    VALUES (admin.uuid_of(payload, 'user_id', aggregate_id), coalesce(admin.opt_time(payload, 'signed_in_at'), now()), 1)
+    VALUES (pgcloud.payload_uuid(event.payload, 'user_id', event.aggregate_id), coalesce(admin.opt_time(event.payload, 'signed_in_at'), now()), 1)
     ON CONFLICT (user_id) DO UPDATE
         SET last_sign_in_at = greatest(u.last_sign_in_at, excluded.last_sign_in_at), sign_ins = u.sign_ins + 1,
             updated_at = now()
 $$;
-COMMENT ON FUNCTION admin.on_user_signed_in(text, jsonb) IS 'user.signed_in: last sign-in (the newest wins) and the count.';
+COMMENT ON FUNCTION admin.on_user_signed_in(pgcloud.event_envelope) IS 'Event handler of user.signed_in: last sign-in (the newest wins) and the count.';
 
-CREATE FUNCTION admin.on_ledger_entry_posted(aggregate_id text, payload jsonb) RETURNS void
-LANGUAGE sql VOLATILE
+CREATE FUNCTION admin.on_ledger_entry_posted(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
     INSERT INTO admin.users AS u (user_id, balance, currency, last_entry_id)
-    VALUES (admin.uuid_of(payload, 'user_id', aggregate_id), admin.opt_bigint(payload, 'balance_after'),
-            payload ->> 'currency', admin.opt_bigint(payload, 'entry_id'))
+    VALUES (pgcloud.payload_uuid(event.payload, 'user_id', event.aggregate_id), admin.opt_bigint(event.payload, 'balance_after'),
+            event.payload ->> 'currency', admin.opt_bigint(event.payload, 'entry_id'))
     ON CONFLICT (user_id) DO UPDATE
         SET balance = excluded.balance, currency = excluded.currency, last_entry_id = excluded.last_entry_id,
             updated_at = now()
         WHERE u.last_entry_id IS NULL OR excluded.last_entry_id > u.last_entry_id
 $$;
-COMMENT ON FUNCTION admin.on_ledger_entry_posted(text, jsonb) IS 'ledger.entry_posted: the balance after the newest entry (an older entry''s event changes nothing).';
+COMMENT ON FUNCTION admin.on_ledger_entry_posted(pgcloud.event_envelope) IS 'Event handler of ledger.entry_posted: the balance after the newest entry (an older entry''s event changes nothing).';
 
-CREATE FUNCTION admin.on_account_standing_changed(aggregate_id text, payload jsonb) RETURNS void
-LANGUAGE sql VOLATILE
+CREATE FUNCTION admin.on_account_standing_changed(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
     INSERT INTO admin.users AS u (user_id, standing, can_allocate, standing_as_of)
-    VALUES (admin.uuid_of(payload, 'user_id', aggregate_id), payload ->> 'standing',
-            (payload ->> 'can_allocate')::boolean, coalesce(admin.opt_time(payload, 'as_of'), now()))
+    VALUES (pgcloud.payload_uuid(event.payload, 'user_id', event.aggregate_id), event.payload ->> 'standing',
+            (event.payload ->> 'can_allocate')::boolean, coalesce(admin.opt_time(event.payload, 'as_of'), now()))
     ON CONFLICT (user_id) DO UPDATE
         SET standing = excluded.standing, can_allocate = excluded.can_allocate, standing_as_of = excluded.standing_as_of,
             updated_at = now()
         WHERE u.standing_as_of IS NULL OR excluded.standing_as_of >= u.standing_as_of
 $$;
-COMMENT ON FUNCTION admin.on_account_standing_changed(text, jsonb) IS 'account.standing_changed: standing and can_allocate (ordered by as_of).';
+COMMENT ON FUNCTION admin.on_account_standing_changed(pgcloud.event_envelope) IS 'Event handler of account.standing_changed: standing and can_allocate (ordered by as_of).';
 
 -- Order of allocation states: an event never moves one back.
 CREATE FUNCTION admin.state_rank(state text) RETURNS integer
@@ -108,7 +95,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION admin.state_rank(text) IS 'Rank of an allocation state (requested 1 ... released/failed 5).';
 
-CREATE FUNCTION admin.on_allocation(event_type text, aggregate_id text, payload jsonb) RETURNS void
+CREATE FUNCTION admin.apply_allocation(event_type text, aggregate_id text, payload jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
@@ -123,7 +110,7 @@ BEGIN
     END IF;
     INSERT INTO admin.allocations AS a (allocation_id, user_id, sku, region, node_id, node_hostname, gpu_count,
                                         price_per_hour, currency, state, reason, requested_at, started_at, ended_at)
-    VALUES (admin.uuid_of(payload, 'allocation_id', aggregate_id), admin.opt_uuid(payload, 'user_id'),
+    VALUES (pgcloud.payload_uuid(payload, 'allocation_id', aggregate_id), admin.opt_uuid(payload, 'user_id'),
             payload ->> 'sku', payload ->> 'region', admin.opt_uuid(payload, 'node_id'),
             coalesce(payload ->> 'node_hostname', payload ->> 'hostname'),
             admin.opt_bigint(payload, 'gpu_count')::integer, admin.opt_bigint(payload, 'price_per_hour'),
@@ -145,15 +132,15 @@ BEGIN
             updated_at = now();
 END
 $$;
-COMMENT ON FUNCTION admin.on_allocation(text, text, jsonb) IS 'allocation.requested / provisioning / activated / releasing / released / failed: the allocation row; its state only moves forward, known facts are kept.';
+COMMENT ON FUNCTION admin.apply_allocation(text, text, jsonb) IS 'allocation.requested / provisioning / activated / releasing / released / failed: the allocation row; its state only moves forward, known facts are kept.';
 
-CREATE FUNCTION admin.on_node(aggregate_id text, payload jsonb) RETURNS void
+CREATE FUNCTION admin.apply_node(aggregate_id text, payload jsonb) RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
     INSERT INTO admin.nodes AS n (node_id, hostname, maas_system_id, sku, region, gpu_model, slot_count, state, reason,
                                   maas_status, registered_at, updated_at)
-    VALUES (admin.uuid_of(payload, 'node_id', aggregate_id), payload ->> 'hostname', payload ->> 'maas_system_id',
+    VALUES (pgcloud.payload_uuid(payload, 'node_id', aggregate_id), payload ->> 'hostname', payload ->> 'maas_system_id',
             payload ->> 'sku', payload ->> 'region', payload ->> 'gpu_model',
             admin.opt_bigint(payload, 'slot_count')::integer, payload ->> 'state', payload ->> 'reason',
             payload ->> 'maas_status', admin.opt_time(payload, 'registered_at'),
@@ -165,25 +152,25 @@ AS $$
             registered_at = coalesce(n.registered_at, excluded.registered_at), updated_at = excluded.updated_at
         WHERE n.updated_at IS NULL OR excluded.updated_at >= n.updated_at
 $$;
-COMMENT ON FUNCTION admin.on_node(text, jsonb) IS 'node.registered / node.state_changed: the node row (the newest updated_at wins).';
+COMMENT ON FUNCTION admin.apply_node(text, jsonb) IS 'node.registered / node.state_changed: the node row (the newest updated_at wins).';
 
-CREATE FUNCTION admin.on_payment_succeeded(aggregate_id text, payload jsonb) RETURNS void
-LANGUAGE sql VOLATILE
+CREATE FUNCTION admin.on_payment_succeeded(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
     INSERT INTO admin.payments (payment_id, user_id, amount, currency)
-    VALUES (admin.uuid_of(payload, 'payment_id', aggregate_id), admin.opt_uuid(payload, 'user_id'),
-            admin.opt_bigint(payload, 'amount'), payload ->> 'currency')
+    VALUES (pgcloud.payload_uuid(event.payload, 'payment_id', event.aggregate_id), admin.opt_uuid(event.payload, 'user_id'),
+            admin.opt_bigint(event.payload, 'amount'), event.payload ->> 'currency')
     ON CONFLICT (payment_id) DO NOTHING
 $$;
-COMMENT ON FUNCTION admin.on_payment_succeeded(text, jsonb) IS 'payment.succeeded: the payment row.';
+COMMENT ON FUNCTION admin.on_payment_succeeded(pgcloud.event_envelope) IS 'Event handler of payment.succeeded: the payment row.';
 
-CREATE FUNCTION admin.on_refund(event_type text, aggregate_id text, payload jsonb) RETURNS void
+CREATE FUNCTION admin.apply_refund(event_type text, aggregate_id text, payload jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
 DECLARE
-    v_refund uuid := admin.uuid_of(payload, 'refund_id', CASE WHEN event_type <> 'payment.refunded' THEN aggregate_id END);
+    v_refund uuid := pgcloud.payload_uuid(payload, 'refund_id', CASE WHEN event_type <> 'payment.refunded' THEN aggregate_id END);
     v_status text := CASE event_type WHEN 'refund.requested' THEN 'requested' WHEN 'payment.refunded' THEN 'refunded'
                                      ELSE 'failed' END;
     prev text;
@@ -210,12 +197,14 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION admin.on_refund(text, text, jsonb) IS 'refund.requested / payment.refunded / refund.failed: the refund row and the payment''s refunded amount.';
+COMMENT ON FUNCTION admin.apply_refund(text, text, jsonb) IS 'refund.requested / payment.refunded / refund.failed: the refund row and the payment''s refunded amount.';
 
-CREATE FUNCTION admin.on_audit_recorded(event_id uuid, payload jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE
+CREATE FUNCTION admin.on_audit_recorded(event pgcloud.event_envelope) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
+DECLARE
+    payload jsonb := event.payload;
 BEGIN
     IF payload ->> 'database' IS NULL OR admin.opt_bigint(payload, 'audit_id') IS NULL
        OR admin.opt_time(payload, 'at') IS NULL OR payload ->> 'action' IS NULL THEN
@@ -227,41 +216,74 @@ BEGIN
             admin.opt_uuid(payload, 'actor'), payload ->> 'role', left(payload ->> 'action', 200),
             payload ->> 'target_type', payload ->> 'target_id', payload ->> 'result',
             CASE WHEN jsonb_typeof(payload -> 'details') = 'object' THEN payload -> 'details' ELSE '{}'::jsonb END,
-            payload ->> 'correlation_id', event_id)
+            payload ->> 'correlation_id', event.event_id)
     ON CONFLICT (database, audit_id) DO NOTHING;
 END
 $$;
-COMMENT ON FUNCTION admin.on_audit_recorded(uuid, jsonb) IS 'audit.recorded: one row of admin.audit per (database, audit_id), whatever the number of deliveries.';
+COMMENT ON FUNCTION admin.on_audit_recorded(pgcloud.event_envelope) IS 'Event handler of audit.recorded: one row of admin.audit per (database, audit_id), whatever the number of deliveries.';
 
-CREATE FUNCTION admin.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
-                               payload jsonb, headers jsonb)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION admin.on_allocation_requested(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, admin
-AS $$
-BEGIN
-    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
-        PERFORM pgcloud.raise('invalid_event', 'the payload must be a JSON object');
-    END IF;
-    IF event_type = 'audit.recorded' THEN
-        PERFORM admin.on_audit_recorded(event_id, payload);
-    ELSIF event_type = 'user.created' THEN
-        PERFORM admin.on_user_created(aggregate_id, payload);
-    ELSIF event_type = 'user.signed_in' THEN
-        PERFORM admin.on_user_signed_in(aggregate_id, payload);
-    ELSIF event_type = 'ledger.entry_posted' THEN
-        PERFORM admin.on_ledger_entry_posted(aggregate_id, payload);
-    ELSIF event_type = 'account.standing_changed' THEN
-        PERFORM admin.on_account_standing_changed(aggregate_id, payload);
-    ELSIF event_type LIKE 'allocation.%' THEN
-        PERFORM admin.on_allocation(event_type, aggregate_id, payload);
-    ELSIF event_type IN ('node.registered', 'node.state_changed') THEN
-        PERFORM admin.on_node(aggregate_id, payload);
-    ELSIF event_type = 'payment.succeeded' THEN
-        PERFORM admin.on_payment_succeeded(aggregate_id, payload);
-    ELSIF event_type IN ('refund.requested', 'payment.refunded', 'refund.failed') THEN
-        PERFORM admin.on_refund(event_type, aggregate_id, payload);
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION admin.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): hands each subscribed type to its admin.on_<type>() function. Other types are ignored.';
+AS $$ SELECT admin.apply_allocation(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_allocation_requested(pgcloud.event_envelope) IS 'Event handler of allocation.requested: the allocation row (admin.apply_allocation).';
+
+CREATE FUNCTION admin.on_allocation_provisioning(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_allocation(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_allocation_provisioning(pgcloud.event_envelope) IS 'Event handler of allocation.provisioning: the allocation row (admin.apply_allocation).';
+
+CREATE FUNCTION admin.on_allocation_activated(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_allocation(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_allocation_activated(pgcloud.event_envelope) IS 'Event handler of allocation.activated: the allocation row (admin.apply_allocation).';
+
+CREATE FUNCTION admin.on_allocation_releasing(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_allocation(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_allocation_releasing(pgcloud.event_envelope) IS 'Event handler of allocation.releasing: the allocation row (admin.apply_allocation).';
+
+CREATE FUNCTION admin.on_allocation_released(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_allocation(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_allocation_released(pgcloud.event_envelope) IS 'Event handler of allocation.released: the allocation row (admin.apply_allocation).';
+
+CREATE FUNCTION admin.on_allocation_failed(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_allocation(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_allocation_failed(pgcloud.event_envelope) IS 'Event handler of allocation.failed: the allocation row (admin.apply_allocation).';
+
+CREATE FUNCTION admin.on_node_registered(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_node(event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_node_registered(pgcloud.event_envelope) IS 'Event handler of node.registered: the node row (admin.apply_node).';
+
+CREATE FUNCTION admin.on_node_state_changed(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_node(event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_node_state_changed(pgcloud.event_envelope) IS 'Event handler of node.state_changed: the node row (admin.apply_node).';
+
+CREATE FUNCTION admin.on_refund_requested(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_refund(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_refund_requested(pgcloud.event_envelope) IS 'Event handler of refund.requested: the refund row and the payment''s refunded amount (admin.apply_refund).';
+
+CREATE FUNCTION admin.on_payment_refunded(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_refund(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_payment_refunded(pgcloud.event_envelope) IS 'Event handler of payment.refunded: the refund row and the payment''s refunded amount (admin.apply_refund).';
+
+CREATE FUNCTION admin.on_refund_failed(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, admin
+AS $$ SELECT admin.apply_refund(event.event_type, event.aggregate_id, event.payload) $$;
+COMMENT ON FUNCTION admin.on_refund_failed(pgcloud.event_envelope) IS 'Event handler of refund.failed: the refund row and the payment''s refunded amount (admin.apply_refund).';

@@ -29,10 +29,7 @@ INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('app_not_stoppable',        409, 'The application instance is not running.', 'appruntime'),
     ('app_member_role_invalid',  400, 'The role must be owner, editor or viewer.', 'appruntime'),
     ('app_user_not_found',       404, 'No such user.', 'appruntime');
-INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
-    ('allocation_not_found',     404, 'The allocation does not exist.', 'appruntime'),
-    ('allocation_not_active',    409, 'The allocation is not active.', 'appruntime')
-ON CONFLICT (code) DO NOTHING;
+-- allocation_not_found and allocation_not_active are the core's (shared).
 
 INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('appruntime.start_timeout_seconds', '60', 'How long an instance may stay starting before its port must answer (seconds, 5 to 3600); then it fails.'),

@@ -30,9 +30,7 @@
 
 INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('currency_mismatch', 409, 'The currency does not match the account''s currency.', 'billing');
-INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
-    ('allocation_not_found', 404, 'The allocation does not exist.', 'billing')
-ON CONFLICT (code) DO NOTHING;
+-- allocation_not_found is the core's (shared).
 
 -- billing.accrual_interval_seconds, billing.min_balance_to_allocate and
 -- billing.low_balance_threshold are seeded by the core.

@@ -1,20 +1,5 @@
 -- The public API: balance, ledger pages, usage; operators' adjustment and check.
 
-CREATE FUNCTION billing.require_user() RETURNS uuid
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, billing
-AS $$
-DECLARE
-    v_user uuid := pgcloud.user_id();
-BEGIN
-    IF v_user IS NULL THEN
-        PERFORM pgcloud.raise('unauthenticated', 'this call needs a signed-in user (the JWT sub claim)');
-    END IF;
-    RETURN v_user;
-END
-$$;
-COMMENT ON FUNCTION billing.require_user() IS 'The calling user (pgcloud.user_id()); raises unauthenticated when the request has none.';
-
 CREATE FUNCTION api.balance() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, billing
@@ -24,7 +9,7 @@ DECLARE
     a billing.balances;
 BEGIN
     PERFORM pgcloud.authorize('user');
-    v_user := billing.require_user();
+    v_user := pgcloud.require_user();
     SELECT * INTO a FROM billing.balances x WHERE x.account_id = v_user;
     IF NOT FOUND THEN
         RETURN jsonb_build_object('balance', 0, 'currency', pgcloud.policy('billing.currency', NULL::text),
@@ -50,7 +35,7 @@ DECLARE
     last_id bigint;
 BEGIN
     PERFORM pgcloud.authorize('user');
-    v_user := billing.require_user();
+    v_user := pgcloud.require_user();
     IF "limit" IS NULL OR "limit" < 1 OR "limit" > max_page THEN
         PERFORM pgcloud.raise('invalid_argument', format('limit must be between 1 and %s', max_page));
     END IF;
@@ -84,7 +69,7 @@ DECLARE
 BEGIN
     role := pgcloud.authorize('user');
     IF role <> 'pgcloud_admin' THEN
-        v_user := billing.require_user();
+        v_user := pgcloud.require_user();
     END IF;
     SELECT * INTO a FROM billing.allocations x WHERE x.allocation_id = usage.allocation_id;
     -- Someone else's allocation is "not found" too.

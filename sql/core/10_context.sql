@@ -83,3 +83,18 @@ AS $$
         'correlation_id', pgcloud.correlation_id())
 $$;
 COMMENT ON FUNCTION pgcloud.context() IS 'The whole request context as JSON: role, user_id, tenant, project, scopes, correlation_id.';
+
+CREATE FUNCTION pgcloud.require_user() RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    v_user uuid := pgcloud.user_id();
+BEGIN
+    IF v_user IS NULL THEN
+        PERFORM pgcloud.raise('unauthenticated', 'this call needs a signed-in user (the JWT sub claim)');
+    END IF;
+    RETURN v_user;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.require_user() IS 'The calling user (pgcloud.user_id()); raises unauthenticated when the request has none.';

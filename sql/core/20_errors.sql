@@ -41,3 +41,11 @@ INSERT INTO pgcloud.error_codes (code, http_status, message) VALUES
     ('event_not_permitted',       403, 'This service may not emit this event type.'),
     ('http_target_not_permitted', 403, 'This service may not call this outbound target.'),
     ('insecure_transport',        500, 'Credentials would travel over an unencrypted connection.');
+
+-- Codes several services raise with one meaning: catalogued once, here.
+INSERT INTO pgcloud.error_codes (code, http_status, message) VALUES
+    ('allocation_not_found',      404, 'The allocation does not exist.'),
+    ('allocation_not_active',     409, 'The allocation is not active.'),
+    ('posix_identity_missing',    409, 'Your account has no POSIX username yet.'),
+    ('sku_not_found',             404, 'The SKU does not exist.'),
+    ('image_not_found',           404, 'The OS image does not exist.');

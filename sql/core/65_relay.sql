@@ -50,16 +50,26 @@ COMMENT ON COLUMN pgcloud.dead_letters.attempts IS 'How many tries failed.';
 COMMENT ON COLUMN pgcloud.dead_letters.error IS 'The last error, scrubbed.';
 COMMENT ON COLUMN pgcloud.dead_letters.dead_at IS 'When it was given up.';
 
--- The handler of a subscriber in this database, or NULL when that service is
--- not installed here.
-CREATE FUNCTION pgcloud.handler_of(subscriber text) RETURNS regprocedure
+-- Whether a service is installed in this database (its schema exists): a
+-- subscriber that is not installed here is delivered to elsewhere.
+CREATE FUNCTION pgcloud.installed_here(subscriber text) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
-    SELECT to_regprocedure(format('%I.on_event(uuid, text, text, text, jsonb, jsonb)', s.schema_name))
+    SELECT coalesce((SELECT to_regnamespace(s.schema_name) IS NOT NULL
+                       FROM pgcloud.services s WHERE s.name = subscriber), false)
+$$;
+COMMENT ON FUNCTION pgcloud.installed_here(text) IS 'Whether a service (its schema) is installed in this database.';
+
+-- The handler of one event type in a subscriber: <schema>.on_<type>(pgcloud.event_envelope).
+CREATE FUNCTION pgcloud.handler_of(subscriber text, event_type text) RETURNS regprocedure
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    SELECT to_regprocedure(format('%I.%I(pgcloud.event_envelope)', s.schema_name, pgcloud.handler_name(event_type)))
       FROM pgcloud.services s WHERE s.name = subscriber
 $$;
-COMMENT ON FUNCTION pgcloud.handler_of(text) IS 'The on_event handler of a service in this database, or NULL when the service is not installed here.';
+COMMENT ON FUNCTION pgcloud.handler_of(text, text) IS 'The handler of an event type in a subscribing service, <schema>.on_<event type with dots as underscores>(pgcloud.event_envelope), or NULL when it does not exist in this database.';
 
 CREATE FUNCTION pgcloud.is_subscribed(subscriber text, event_type text) RETURNS boolean
 LANGUAGE sql STABLE
@@ -75,26 +85,42 @@ CREATE FUNCTION pgcloud.route_of(event_type text) RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_array(x.subscriber, x.handler::oid::regproc::text) ORDER BY x.subscriber), '[]')
-      FROM (SELECT DISTINCT s.subscriber, pgcloud.handler_of(s.subscriber) AS handler
+    SELECT coalesce(jsonb_agg(jsonb_build_array(x.subscriber, pgcloud.handler_of(x.subscriber, route_of.event_type)::oid::regproc::text)
+                              ORDER BY x.subscriber), '[]')
+      FROM (SELECT DISTINCT s.subscriber
               FROM pgcloud.subscriptions s
              WHERE pgcloud.event_matches(s.event_type, route_of.event_type)) x
-     WHERE x.handler IS NOT NULL
+     WHERE pgcloud.installed_here(x.subscriber)
 $$;
-COMMENT ON FUNCTION pgcloud.route_of(text) IS 'The subscribers of an event type installed in this database, with their handlers: [[subscriber, handler], ...].';
+COMMENT ON FUNCTION pgcloud.route_of(text) IS 'The subscribers of an event type installed in this database, with their handlers: [[subscriber, handler or null], ...].';
 
 -- Applies one event to one subscriber: inbox row + handler, in the caller's
--- transaction. Returns applied, duplicate or not_installed.
+-- transaction. Returns applied, duplicate, ignored (the subscriber does not
+-- subscribe to the type) or not_installed. The payload is checked here, once
+-- for every handler; an event that fails the check, or a subscription
+-- without its handler, fails like a failing handler (retried, then
+-- dead-lettered).
 CREATE FUNCTION pgcloud.deliver(subscriber text, event_id uuid, event_type text, aggregate_type text,
                                 aggregate_id text, payload jsonb, headers jsonb) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
 AS $$
 DECLARE
-    handler regprocedure := pgcloud.handler_of(subscriber);
+    handler regprocedure;
 BEGIN
-    IF handler IS NULL THEN
+    IF NOT pgcloud.installed_here(subscriber) THEN
         RETURN 'not_installed';
+    END IF;
+    IF NOT pgcloud.is_subscribed(subscriber, event_type) THEN
+        RETURN 'ignored';
+    END IF;
+    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
+        PERFORM pgcloud.raise('invalid_event', 'the payload must be a JSON object');
+    END IF;
+    handler := pgcloud.handler_of(subscriber, event_type);
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'service % subscribes to % but has no handler %(pgcloud.event_envelope)',
+            subscriber, event_type, pgcloud.handler_name(event_type);
     END IF;
     INSERT INTO pgcloud.inbox (subscriber, event_id, event_type)
     VALUES (subscriber, event_id, event_type)
@@ -104,13 +130,13 @@ BEGIN
     END IF;
     -- The correlation id of the event follows it into the handler's audit rows and events.
     PERFORM set_config('pgcloud.correlation_id', coalesce(headers ->> 'correlation_id', ''), true);
-    EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', handler::oid::regproc)
-      USING event_id, event_type, aggregate_type, aggregate_id, payload, headers;
+    EXECUTE format('SELECT %s($1)', handler::oid::regproc)
+      USING ROW(event_id, event_type, aggregate_type, aggregate_id, payload, headers)::pgcloud.event_envelope;
     PERFORM set_config('pgcloud.correlation_id', '', true);
     RETURN 'applied';
 END
 $$;
-COMMENT ON FUNCTION pgcloud.deliver(text, uuid, text, text, text, jsonb, jsonb) IS 'Applies one event to one subscriber in the current transaction: inbox row and handler effect together; a second delivery is a no-op (duplicate).';
+COMMENT ON FUNCTION pgcloud.deliver(text, uuid, text, text, text, jsonb, jsonb) IS 'Applies one event to one subscriber in the current transaction: checks the payload is a JSON object (else invalid_event), writes the inbox row and calls the handler <schema>.on_<type>(pgcloud.event_envelope), together; a second delivery is a no-op (duplicate). Returns applied, duplicate, ignored (not subscribed) or not_installed. Does not check the publisher (relay_once and consume_event do).';
 
 CREATE FUNCTION pgcloud.record_delivery_failure(subscriber text, event_id uuid, event_type text,
                                                 aggregate_type text, aggregate_id text, payload jsonb,
@@ -165,7 +191,7 @@ DECLARE
     agg text;
     err text;
     batch integer := coalesce(max_events, pgcloud.policy('core.relay_batch_size', NULL::integer));
-    routes jsonb := '{}';       -- event type -> [[subscriber, handler], ...] (installed handlers only)
+    routes jsonb := '{}';       -- event type -> [[subscriber, handler], ...] (installed subscribers only)
     route jsonb;
     r jsonb;
     any_failures boolean := EXISTS (SELECT 1 FROM pgcloud.delivery_failures);
@@ -197,12 +223,16 @@ BEGIN
                 FOR r IN SELECT * FROM jsonb_array_elements(route) LOOP
                     CONTINUE WHEN any_dead AND EXISTS (SELECT 1 FROM pgcloud.dead_letters d
                                                         WHERE d.subscriber = r ->> 0 AND d.event_id = e.event_id);
+                    IF r ->> 1 IS NULL OR jsonb_typeof(e.payload) IS DISTINCT FROM 'object' THEN
+                        RAISE EXCEPTION 'poison event';   -- the slow path (pgcloud.deliver) retries and dead-letters it
+                    END IF;
                     INSERT INTO pgcloud.inbox (subscriber, event_id, event_type)
                     VALUES (r ->> 0, e.event_id, e.event_type) ON CONFLICT DO NOTHING;
                     IF FOUND THEN
                         PERFORM set_config('pgcloud.correlation_id', coalesce(e.headers ->> 'correlation_id', ''), true);
-                        EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', r ->> 1)
-                          USING e.event_id, e.event_type, e.aggregate_type, e.aggregate_id, e.payload, e.headers;
+                        EXECUTE format('SELECT %s($1)', r ->> 1)
+                          USING ROW(e.event_id, e.event_type, e.aggregate_type, e.aggregate_id, e.payload,
+                                    e.headers)::pgcloud.event_envelope;
                     END IF;
                 END LOOP;
                 UPDATE pgcloud.outbox SET published_at = clock_timestamp() WHERE id = e.id;
@@ -420,7 +450,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
     SELECT s.name FROM pgcloud.services s
-     WHERE s.subscribes <> '{}' AND pgcloud.handler_of(s.name) IS NOT NULL
+     WHERE s.subscribes <> '{}' AND pgcloud.installed_here(s.name)
      ORDER BY s.name
 $$;
 COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the subscribing services installed in this database; each has a durable JetStream consumer named after it.';

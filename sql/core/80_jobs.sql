@@ -295,3 +295,17 @@ COMMENT ON COLUMN pgcloud.jobs.next_run IS 'When it runs next (NULL while paused
 COMMENT ON COLUMN pgcloud.jobs.runs IS 'Runs since installation.';
 COMMENT ON COLUMN pgcloud.jobs.failures IS 'Failed runs since installation.';
 COMMENT ON COLUMN pgcloud.jobs.description IS 'What it does.';
+
+-- Services that schedule with pg_cron themselves check it is there first.
+CREATE FUNCTION pgcloud.require_pg_cron() RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING HINT = 'Run CREATE EXTENSION pg_cron in the database named by cron.database_name.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.require_pg_cron() IS 'Raises "pg_cron is not installed in this database" (with a hint) unless pg_cron is installed in this database.';

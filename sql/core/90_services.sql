@@ -62,7 +62,7 @@ BEGIN
         SELECT t.oid::regtype AS name
           FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_type t ON t.oid = d.objid
          WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.refobjid = ext AND d.deptype = 'e'
-           AND t.typtype IN ('c', 'e', 'd', 'r') AND t.typrelid = 0
+           AND t.typtype IN ('c', 'e', 'd', 'r')
     LOOP
         EXECUTE format('ALTER TYPE %s OWNER TO %I', obj.name, role_name);
     END LOOP;
@@ -80,7 +80,8 @@ DECLARE
 BEGIN
     PERFORM pgcloud.hand_over(('pgcloud_' || service)::name, ('pgcloud_svc_' || service)::name);
     -- The workers' entry points run as the core's owner (99_privileges.sql)
-    -- and call the service's event handler and its HTTP result callbacks
+    -- and call the service's event handlers (on_<type>(pgcloud.event_envelope))
+    -- and its HTTP result callbacks
     -- (SECURITY DEFINER functions with the callback signature of
     -- pgcloud.http_intents.callback): those, and nothing else of the
     -- service, are the core's to call.
@@ -93,11 +94,13 @@ BEGIN
           FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
          WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = ext AND d.deptype = 'e'
            AND p.prosecdef
-           AND (p.proname = 'on_event'
+           -- (proargtypes is an oidvector, indexed from 0: compared element-wise;
+           -- as oid[] it never equals an ARRAY[...], whose lower bound is 1)
+           AND ((p.proname LIKE 'on\_%' AND p.pronargs = 1 AND p.proargtypes[0] = 'pgcloud.event_envelope'::regtype)
                 OR pg_catalog.oidvectortypes(p.proargtypes) = 'uuid, integer, jsonb, text, jsonb, boolean')
     LOOP
         EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO pgcloud_svc_core', obj.name);
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION pgcloud.service_end(text) IS 'Install-time: gives every object of pgcloud_<service> to role pgcloud_svc_<service>, and lets the core (which runs the workers'' entry points) call the service''s on_event handler and its HTTP result callbacks (SECURITY DEFINER, signature (uuid, integer, jsonb, text, jsonb, boolean)). Called by each service install script.';
+COMMENT ON FUNCTION pgcloud.service_end(text) IS 'Install-time: gives every object of pgcloud_<service> to role pgcloud_svc_<service>, and lets the core (which runs the workers'' entry points) call the service''s event handlers (on_<event type>(pgcloud.event_envelope)) and its HTTP result callbacks (SECURITY DEFINER, signature (uuid, integer, jsonb, text, jsonb, boolean)). Called by each service install script.';

@@ -29,8 +29,13 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.authorize_service(text, text, text), pgcloud.refuse_unscoped_service(),
     pgcloud.scopes(), pgcloud.valid_scope(text), pgcloud.idempotency_principal(),
     pgcloud.idempotent(text, jsonb, regprocedure), pgcloud.idempotency_begin(text, text, bytea),
-    pgcloud.idempotency_finish(text, text, bytea, jsonb)
+    pgcloud.idempotency_finish(text, text, bytea, jsonb), pgcloud.require_user()
     TO pgcloud_services, pgcloud_admin, pgcloud_user, pgcloud_service;
+-- Event handlers' payload accessors; the pg_cron guard.
+GRANT EXECUTE ON ROUTINE
+    pgcloud.payload_uuid(jsonb, text, text), pgcloud.payload_text(jsonb, text, text),
+    pgcloud.payload_time(jsonb, text), pgcloud.handler_name(text), pgcloud.require_pg_cron()
+    TO pgcloud_services;
 GRANT EXECUTE ON ROUTINE
     pgcloud.emit(text, text, text, jsonb), pgcloud.audit(text, text, text, text, jsonb),
     pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),

@@ -16,21 +16,6 @@ SET search_path = pg_catalog
 AS $$ SELECT t FROM jsonb_array_elements(databases.templates()) t WHERE t ->> 'id' = template_id $$;
 COMMENT ON FUNCTION databases.template(text) IS 'One template of the catalogue, or NULL.';
 
-CREATE FUNCTION databases.require_user() RETURNS uuid
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, databases
-AS $$
-DECLARE
-    v_user uuid := pgcloud.user_id();
-BEGIN
-    IF v_user IS NULL THEN
-        PERFORM pgcloud.raise('unauthenticated', 'this call needs a signed-in user (the JWT sub claim)');
-    END IF;
-    RETURN v_user;
-END
-$$;
-COMMENT ON FUNCTION databases.require_user() IS 'The calling user (pgcloud.user_id()); raises unauthenticated when the request has none.';
-
 -- The environment, when the caller owns it (or, with admin, any); else environment_not_found.
 CREATE FUNCTION databases.environment_for(environment_id uuid, admin_ok boolean) RETURNS databases.environments
 LANGUAGE plpgsql STABLE

@@ -15,7 +15,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
 DECLARE
-    v_user uuid := databases.require_user();
+    v_user uuid := pgcloud.require_user();
     v_name text := btrim(args ->> 'name');
     e databases.environments;
 BEGIN
@@ -56,7 +56,7 @@ DECLARE
     v_user uuid;
 BEGIN
     PERFORM pgcloud.authorize('user');
-    v_user := databases.require_user();
+    v_user := pgcloud.require_user();
     RETURN coalesce((SELECT jsonb_agg(databases.environment_json(e) ORDER BY e.created_at, e.id)
                        FROM databases.environments e WHERE e.owner_id = v_user), '[]'::jsonb);
 END

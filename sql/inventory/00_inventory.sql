@@ -18,14 +18,10 @@
 --     slots table here is the read model of those claims (allocation.requested
 --     / released / failed) from which the marketplace is computed.
 
--- Error catalogue. sku_not_found and image_not_found are shared with
--- provisioning (the first install wins; the meaning is the same).
+-- Error catalogue. sku_not_found and image_not_found, shared with
+-- provisioning, are the core's.
 INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('node_not_found',          404, 'The node does not exist.', 'inventory'),
     ('node_already_registered', 409, 'A node with this hostname or MAAS system id is already registered.', 'inventory'),
     ('node_in_use',             409, 'The node still holds allocations.', 'inventory'),
     ('sku_in_use',              409, 'The SKU''s GPU model, GPU count and region cannot change while nodes are registered with it.', 'inventory');
-INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
-    ('sku_not_found',           404, 'The SKU does not exist.', 'inventory'),
-    ('image_not_found',         404, 'The OS image does not exist.', 'inventory')
-ON CONFLICT (code) DO NOTHING;

@@ -1,20 +1,5 @@
 -- Top-ups: a payment session and its Stripe intent in one transaction.
 
-CREATE FUNCTION payments.require_user() RETURNS uuid
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, payments
-AS $$
-DECLARE
-    v_user uuid := pgcloud.user_id();
-BEGIN
-    IF v_user IS NULL THEN
-        PERFORM pgcloud.raise('unauthenticated', 'this call needs a signed-in user (the JWT sub claim)');
-    END IF;
-    RETURN v_user;
-END
-$$;
-COMMENT ON FUNCTION payments.require_user() IS 'The calling user (pgcloud.user_id()); raises unauthenticated when the request has none.';
-
 -- The error message of a Stripe answer (its JSON error object), or the status.
 CREATE FUNCTION payments.stripe_error(status integer, body text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -39,7 +24,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, payments
 AS $$
 DECLARE
-    v_user uuid := payments.require_user();
+    v_user uuid := pgcloud.require_user();
     v_amount bigint;
     v_currency text := lower(btrim(args ->> 'currency'));
     lo bigint := pgcloud.policy('payments.checkout_min_amount', NULL::bigint);
@@ -120,7 +105,7 @@ DECLARE
 BEGIN
     role := pgcloud.authorize('user');
     IF role <> 'pgcloud_admin' THEN
-        v_user := payments.require_user();
+        v_user := pgcloud.require_user();
     END IF;
     SELECT * INTO s FROM payments.payment_sessions x WHERE x.id = get_checkout.id;
     IF NOT FOUND OR (v_user IS NOT NULL AND s.user_id <> v_user) THEN

@@ -29,20 +29,15 @@
 --     ssh_key.deleted and resolves the ids given to create_allocation() into
 --     public keys, which deploy.requested carries to maas.
 
--- Error catalogue. Codes other services may also catalogue are inserted with
--- ON CONFLICT DO NOTHING: the first install wins, the meaning is the same.
+-- Error catalogue (codes shared with other services are the core's).
 INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('capacity_unavailable',         409, 'There is no free capacity for this SKU and image right now.', 'provisioning'),
     ('capacity_conflict',            409, 'The placement collided with a concurrent one; retry the request.', 'provisioning'),
     ('allocation_limit_reached',     409, 'You have reached the maximum number of live allocations.', 'provisioning'),
-    ('allocation_ssh_key_not_found', 404, 'An SSH key given is not one of your keys.', 'provisioning');
-INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
+    ('allocation_ssh_key_not_found', 404, 'An SSH key given is not one of your keys.', 'provisioning'),
     ('insufficient_balance',         402, 'Your balance is too low to create an allocation; top up first.', 'provisioning'),
-    ('account_not_in_good_standing', 403, 'Your account is not in good standing.', 'provisioning'),
-    ('sku_not_found',                404, 'The SKU does not exist.', 'provisioning'),
-    ('image_not_found',              404, 'The OS image does not exist.', 'provisioning'),
-    ('allocation_not_found',         404, 'The allocation does not exist.', 'provisioning')
-ON CONFLICT (code) DO NOTHING;
+    ('account_not_in_good_standing', 403, 'Your account is not in good standing.', 'provisioning');
+-- sku_not_found, image_not_found and allocation_not_found are the core's (shared).
 
 INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('provisioning.max_live_allocations_per_user', '32', 'Allocations one user may hold at once (requested, provisioning, active or releasing).'),

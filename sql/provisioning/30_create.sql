@@ -1,20 +1,5 @@
 -- Creating an allocation: standing, SSH keys, placement, claims, deploy intent.
 
-CREATE FUNCTION provisioning.require_user() RETURNS uuid
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, provisioning
-AS $$
-DECLARE
-    v_user uuid := pgcloud.user_id();
-BEGIN
-    IF v_user IS NULL THEN
-        PERFORM pgcloud.raise('unauthenticated', 'this call needs a signed-in user (the JWT sub claim)');
-    END IF;
-    RETURN v_user;
-END
-$$;
-COMMENT ON FUNCTION provisioning.require_user() IS 'The calling user (pgcloud.user_id()); raises unauthenticated when the request has none.';
-
 CREATE FUNCTION provisioning.allocation_json(a provisioning.allocations) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pgcloud, provisioning
@@ -183,7 +168,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
 DECLARE
-    v_user uuid := provisioning.require_user();
+    v_user uuid := pgcloud.require_user();
     v_sku text := args ->> 'sku';
     v_image text := args ->> 'image';
     k provisioning.skus;

@@ -95,7 +95,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
 DECLARE
-    v_user uuid := provisioning.require_user();
+    v_user uuid := pgcloud.require_user();
     v_id uuid := (args ->> 'id')::uuid;
     a provisioning.allocations;
 BEGIN
@@ -137,7 +137,7 @@ DECLARE
     a provisioning.allocations;
 BEGIN
     PERFORM pgcloud.authorize('user');
-    v_user := provisioning.require_user();
+    v_user := pgcloud.require_user();
     SELECT * INTO a FROM provisioning.allocations x
      WHERE x.id = get_allocation.id AND (x.user_id = v_user OR pgcloud.request_role() = 'pgcloud_admin');
     IF NOT FOUND THEN
@@ -156,7 +156,7 @@ DECLARE
     v_user uuid;
 BEGIN
     PERFORM pgcloud.authorize('user');
-    v_user := provisioning.require_user();
+    v_user := pgcloud.require_user();
     RETURN coalesce((SELECT jsonb_agg(provisioning.allocation_json(a) ORDER BY a.requested_at DESC, a.id)
                        FROM (SELECT * FROM provisioning.allocations x WHERE x.user_id = v_user
                               ORDER BY x.requested_at DESC, x.id

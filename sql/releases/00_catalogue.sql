@@ -23,12 +23,8 @@ INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('ssh_key_not_found',           404, 'The SSH key does not exist.', 'releases'),
     ('ssh_key_duplicate',           409, 'This SSH key is already registered to your account.', 'releases'),
     ('ssh_key_limit_reached',       409, 'You have registered the maximum number of SSH keys.', 'releases'),
-    ('posix_identity_missing',      409, 'Your account has no POSIX username yet.', 'releases'),
     ('access_principal_missing',    409, 'The allocation''s node has no SSH access principal.', 'releases');
-INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
-    ('allocation_not_found',        404, 'The allocation does not exist.', 'releases'),
-    ('allocation_not_active',       409, 'The allocation is not active.', 'releases')
-ON CONFLICT (code) DO NOTHING;
+-- allocation_not_found, allocation_not_active, posix_identity_missing: the core's (shared).
 
 -- Policy.
 INSERT INTO pgcloud.policy_values (key, value, description) VALUES

@@ -1,20 +1,5 @@
 -- SSH public keys: add, list, delete (per user, row-level security).
 
-CREATE FUNCTION releases.require_user() RETURNS uuid
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, releases
-AS $$
-DECLARE
-    v_user uuid := pgcloud.user_id();
-BEGIN
-    IF v_user IS NULL THEN
-        PERFORM pgcloud.raise('unauthenticated', 'this call needs a signed-in user (the JWT sub claim)');
-    END IF;
-    RETURN v_user;
-END
-$$;
-COMMENT ON FUNCTION releases.require_user() IS 'The calling user (pgcloud.user_id()); raises unauthenticated when the request has none.';
-
 CREATE FUNCTION releases.key_json(k releases.ssh_keys) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pgcloud, releases
@@ -30,7 +15,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
 DECLARE
-    v_user uuid := releases.require_user();
+    v_user uuid := pgcloud.require_user();
     k record;
     key_name text := args ->> 'name';
     max_keys integer := pgcloud.policy('releases.max_keys_per_user', NULL::integer);
@@ -94,7 +79,7 @@ DECLARE
     v_user uuid;
 BEGIN
     PERFORM pgcloud.authorize('user');
-    v_user := releases.require_user();
+    v_user := pgcloud.require_user();
     RETURN coalesce((SELECT jsonb_agg(releases.key_json(k) ORDER BY k.created_at, k.id)
                        FROM releases.ssh_keys k WHERE k.user_id = v_user), '[]'::jsonb);
 END
@@ -106,7 +91,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
 DECLARE
-    v_user uuid := releases.require_user();
+    v_user uuid := pgcloud.require_user();
     key_id uuid;
     r releases.ssh_keys;
 BEGIN

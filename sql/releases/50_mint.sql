@@ -24,7 +24,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
 DECLARE
-    v_user uuid := releases.require_user();
+    v_user uuid := pgcloud.require_user();
     alloc_id uuid;
     a releases.allocations;
     uname text;

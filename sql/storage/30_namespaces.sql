@@ -1,20 +1,5 @@
 -- Namespaces: create, list, delete when empty.
 
-CREATE FUNCTION storage.require_user() RETURNS uuid
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, storage
-AS $$
-DECLARE
-    v_user uuid := pgcloud.user_id();
-BEGIN
-    IF v_user IS NULL THEN
-        PERFORM pgcloud.raise('unauthenticated', 'this call needs a signed-in user (the JWT sub claim)');
-    END IF;
-    RETURN v_user;
-END
-$$;
-COMMENT ON FUNCTION storage.require_user() IS 'The calling user (pgcloud.user_id()); raises unauthenticated when the request has none.';
-
 CREATE FUNCTION storage.check_name(name text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pgcloud, storage
@@ -83,7 +68,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
-    v_user uuid := storage.require_user();
+    v_user uuid := pgcloud.require_user();
     v_name text := storage.check_name(args ->> 'name');
     lim integer := pgcloud.policy('storage.max_namespaces_per_user', NULL::integer);
     ns storage.namespaces;
@@ -127,7 +112,7 @@ DECLARE
     v_user uuid;
 BEGIN
     PERFORM pgcloud.authorize('user');
-    v_user := storage.require_user();
+    v_user := pgcloud.require_user();
     RETURN coalesce((SELECT jsonb_agg(storage.namespace_json(n) ORDER BY n.name)
                        FROM storage.namespaces n WHERE n.owner_id = v_user AND n.deleted_at IS NULL), '[]'::jsonb);
 END
@@ -139,7 +124,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
-    v_user uuid := storage.require_user();
+    v_user uuid := pgcloud.require_user();
     ns storage.namespaces := storage.namespace_of(v_user, args ->> 'name', true);
     u record;
 BEGIN

@@ -69,7 +69,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
-    v_user uuid := storage.require_user();
+    v_user uuid := pgcloud.require_user();
     v_method text := upper(args ->> 'method');
     v_expires integer;
     max_expires integer := least(pgcloud.policy('storage.presign_max_expires_seconds', NULL::integer), 604800);
@@ -162,7 +162,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
-    v_user uuid := storage.require_user();
+    v_user uuid := pgcloud.require_user();
     ns storage.namespaces := storage.namespace_of(v_user, args ->> 'namespace');
     v_path text := pgcloud.safe_path(coalesce(args ->> 'path', ''));
     o storage.objects;
@@ -207,7 +207,7 @@ DECLARE
     last_path text;
 BEGIN
     PERFORM pgcloud.authorize('user');
-    v_user := storage.require_user();
+    v_user := pgcloud.require_user();
     ns := storage.namespace_of(v_user, namespace);
     IF "limit" IS NULL OR "limit" < 1 OR "limit" > lim THEN
         PERFORM pgcloud.raise('invalid_argument', format('limit must be between 1 and %s', lim));
@@ -239,7 +239,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
-    v_user uuid := storage.require_user();
+    v_user uuid := pgcloud.require_user();
     ns storage.namespaces := storage.namespace_of(v_user, args ->> 'namespace', true);
     v_path text := pgcloud.safe_path(coalesce(args ->> 'path', ''));
     o storage.objects;

@@ -1,10 +1,14 @@
--- The read model: user.created.
+-- The read model: user.created, one handler per subscribed event type,
+-- storage.on_<type>(pgcloud.event_envelope), called by the core's delivery
+-- with the inbox row in the same transaction.
 
-CREATE FUNCTION storage.on_user_created(aggregate_id text, payload jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE
+CREATE FUNCTION storage.on_user_created(event pgcloud.event_envelope) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
+    payload jsonb := event.payload;
+    aggregate_id text := event.aggregate_id;
     v text := coalesce(payload ->> 'user_id', aggregate_id);
 BEGIN
     IF v IS NULL OR v !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
@@ -14,21 +18,7 @@ BEGIN
     ON CONFLICT (user_id) DO UPDATE SET email = coalesce(excluded.email, u.email);
 END
 $$;
-COMMENT ON FUNCTION storage.on_user_created(text, jsonb) IS 'user.created: records the user in storage.users.';
-
-CREATE FUNCTION storage.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
-                                 payload jsonb, headers jsonb)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pgcloud, storage
-AS $$
-BEGIN
-    IF event_type = 'user.created' THEN
-        PERFORM storage.on_user_created(aggregate_id, payload);
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION storage.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): user.created goes to storage.on_user_created(). Other types are ignored.';
+COMMENT ON FUNCTION storage.on_user_created(pgcloud.event_envelope) IS 'Event handler of user.created: records the user in storage.users.';
 
 -- Operators.
 CREATE VIEW storage.namespace_usage AS

@@ -5,10 +5,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
-        RAISE EXCEPTION 'pg_cron is not installed in this database'
-            USING HINT = 'Run CREATE EXTENSION pg_cron in the database named by cron.database_name.';
-    END IF;
+    PERFORM pgcloud.require_pg_cron();
     PERFORM cron.schedule('storage.check_pending', '30 seconds', 'SELECT storage.check_pending()');
     RETURN 1;
 END

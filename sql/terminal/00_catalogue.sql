@@ -28,11 +28,7 @@ INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('terminal_token_revoked',      401, 'The terminal token was revoked with its session or allocation.', 'terminal'),
     ('terminal_session_not_found',  404, 'The terminal session does not exist.', 'terminal'),
     ('terminal_no_session',         400, 'A terminal token needs a signed-in session (the sid claim).', 'terminal');
-INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
-    ('allocation_not_found',        404, 'The allocation does not exist.', 'terminal'),
-    ('allocation_not_active',       409, 'The allocation is not active.', 'terminal'),
-    ('posix_identity_missing',      409, 'Your account has no POSIX username yet.', 'terminal')
-ON CONFLICT (code) DO NOTHING;
+-- allocation_not_found, allocation_not_active, posix_identity_missing: the core's (shared).
 
 -- terminal.token_ttl_seconds is seeded by core (60 s, allowed 5 to 600).
 INSERT INTO pgcloud.policy_values (key, value, description) VALUES

@@ -10,14 +10,23 @@ VALUES ('taprelay', 'taprelay', 'taprelay', 'domain', '/taprelay', '{}', '{tap.*
 INSERT INTO pgcloud.subscriptions (subscriber, event_type) VALUES ('taprelay', 'tap.*');
 CREATE SCHEMA taprelay;
 CREATE TABLE taprelay.effects (n serial, event_id uuid, aggregate_id text, payload jsonb);
-CREATE FUNCTION taprelay.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
-                                  payload jsonb, headers jsonb) RETURNS void LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog AS $$
+CREATE FUNCTION taprelay.apply(event pgcloud.event_envelope) RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog AS $$
 BEGIN
-    IF payload ? 'poison' THEN
+    IF event.payload ? 'poison' THEN
         RAISE EXCEPTION 'poisoned event for alice@example.com';
     END IF;
-    INSERT INTO taprelay.effects (event_id, aggregate_id, payload) VALUES (event_id, aggregate_id, payload);
+    INSERT INTO taprelay.effects (event_id, aggregate_id, payload) VALUES (event.event_id, event.aggregate_id, event.payload);
+END $$;
+-- One handler per tap.* type this test emits (<schema>.on_<type>).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['one', 'two', 'bad', 'after_bad', 'other'] LOOP
+        EXECUTE format('CREATE FUNCTION taprelay.on_tap_%s(event pgcloud.event_envelope) RETURNS void LANGUAGE sql
+                        SECURITY DEFINER SET search_path = pg_catalog AS $f$ SELECT taprelay.apply(event) $f$', t);
+    END LOOP;
 END $$;
 -- Delivery runs as the core (pgcloud_svc_core), which calls the handler.
 GRANT USAGE ON SCHEMA taprelay TO pgcloud_svc_core;

@@ -20,13 +20,13 @@ SELECT plan(66);
 \set c1 '''c1c1c1c1-0000-4000-8000-000000000001'''
 
 CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT releases.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
+    SELECT pgcloud.deliver('releases', gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
 $$;
 CREATE FUNCTION pg_temp.claims(sub text) RETURNS void LANGUAGE sql AS $$
     SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
 $$;
 
--- ---- read model through releases.on_event ------------------------------
+-- ---- read model through the releases.on_<event> handlers ---------------
 SELECT pg_temp.ev('user.created', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.com',
                   'posix_username', 'alice', 'uid', 2001, 'gid', 2001));
 SELECT pg_temp.ev('user.created', :bob, jsonb_build_object('user_id', :bob, 'email', 'bob@example.com',
@@ -241,7 +241,7 @@ SELECT is_empty($$
      WHERE n.nspname = 'releases'
        AND (has_function_privilege('pgcloud_anon', p.oid, 'EXECUTE') OR has_function_privilege('pgcloud_user', p.oid, 'EXECUTE')
          OR has_function_privilege('pgcloud_admin', p.oid, 'EXECUTE') OR has_function_privilege('pgcloud_service', p.oid, 'EXECUTE'))
-$$, 'no API role may call the service''s internal functions (sign_certificate, on_event, ...)');
+$$, 'no API role may call the service''s internal functions (sign_certificate, the on_<event> handlers, ...)');
 SELECT ok(NOT has_table_privilege('pgcloud_user', 'releases.ssh_keys', 'SELECT')
       AND NOT has_table_privilege('pgcloud_anon', 'releases.ssh_ca_keys', 'SELECT'),
     'API roles cannot read the service tables');

@@ -7,7 +7,7 @@ SELECT plan(46);
 CREATE FUNCTION pg_temp.ev(event_type text, payload jsonb, event_id uuid DEFAULT gen_random_uuid()) RETURNS uuid
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM notification.on_event(event_id, event_type, 'thing', 'x', payload, '{}');
+    PERFORM pgcloud.deliver('notification', event_id, event_type, 'thing', 'x', payload, '{}');
     RETURN event_id;
 END $$;
 CREATE FUNCTION pg_temp.as_user(uid text, stmt text) RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -25,12 +25,13 @@ CREATE FUNCTION pg_temp.mails(uid uuid) RETURNS text[] LANGUAGE sql AS $$
     SELECT coalesce(array_agg(event_type ORDER BY created_at, event_type), '{}') FROM notification.emails WHERE user_id = uid $$;
 
 -- ---- shape and grants ---------------------------------------------------------------
-SELECT function_returns('notification', 'on_event', ARRAY['uuid', 'text', 'text', 'text', 'jsonb', 'jsonb'], 'void',
-    'notification.on_event follows the events contract');
-SELECT is((SELECT p.prosecdef AND r.rolname = 'pgcloud_svc_notification'
+SELECT function_returns('notification', 'on_user_created', ARRAY['pgcloud.event_envelope'], 'void',
+    'notification.on_user_created follows the events contract');
+SELECT is((SELECT bool_and(p.prosecdef AND r.rolname = 'pgcloud_svc_notification')
              FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
-            WHERE p.oid = 'notification.on_event(uuid, text, text, text, jsonb, jsonb)'::regprocedure), true,
-    'on_event is SECURITY DEFINER as the service');
+            WHERE p.pronamespace = 'notification'::regnamespace AND p.proname LIKE 'on\_%'
+              AND p.pronargs = 1 AND p.proargtypes[0] = 'pgcloud.event_envelope'::regtype), true,
+    'its on_<event> handlers are SECURITY DEFINER as the service');
 SELECT is((SELECT p.prosecdef AND r.rolname = 'pgcloud_svc_notification'
              FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
             WHERE p.oid = 'notification.on_http_result(uuid, integer, jsonb, text, jsonb, boolean)'::regprocedure), true,
@@ -43,7 +44,7 @@ SELECT ok(NOT has_function_privilege('pgcloud_anon', 'api.notification_preferenc
       AND NOT has_function_privilege('pgcloud_anon', 'api.set_notification_preferences(boolean, text[])', 'EXECUTE')
       AND NOT has_function_privilege('pgcloud_service', 'api.set_notification_preferences(boolean, text[])', 'EXECUTE'),
     'anonymous callers and machine clients may not');
-SELECT ok(NOT has_function_privilege('pgcloud_user', 'notification.on_event(uuid, text, text, text, jsonb, jsonb)', 'EXECUTE')
+SELECT ok(NOT has_function_privilege('pgcloud_user', 'notification.on_user_created(pgcloud.event_envelope)', 'EXECUTE')
       AND NOT has_function_privilege('pgcloud_user', 'notification.on_http_result(uuid, integer, jsonb, text, jsonb, boolean)', 'EXECUTE')
       AND NOT has_schema_privilege('pgcloud_user', 'notification', 'USAGE'),
     'nobody else reaches the handler, the callback or the schema');
@@ -89,7 +90,10 @@ SELECT is((SELECT subject FROM notification.emails WHERE event_id = :'low'), 'Yo
 SELECT lives_ok($$SELECT pg_temp.ev('made.up', '{"user_id": "11111111-1111-4111-8111-111111111111"}')$$,
     'an event type notification does not know is ignored');
 SELECT lives_ok($$SELECT pg_temp.ev('payment.succeeded', '{"amount": 500}')$$, 'an event about nobody is ignored');
-SELECT lives_ok($$SELECT pg_temp.ev('payment.succeeded', '"not an object"')$$, 'a payload that is no object is ignored');
+-- A payload that is no object is checked once, by the core, before any
+-- handler: a poison event (retried, then dead-lettered), with no effect here.
+SELECT throws_like($$SELECT pg_temp.ev('payment.succeeded', '"not an object"')$$, '%the payload must be a JSON object%',
+    'a payload that is no object is refused before the handler (nothing is sent)');
 SELECT is(pg_temp.mails('11111111-1111-4111-8111-111111111111'),
     ARRAY['allocation.activated', 'billing.low_balance', 'user.created'], 'only the known user events made e-mails');
 SELECT pg_temp.ev('payment.succeeded', '{"user_id": "44444444-4444-4444-8444-444444444444", "amount": 500}');

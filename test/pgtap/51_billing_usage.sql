@@ -9,7 +9,7 @@ SELECT plan(26);
 \set u '''dddddddd-0000-4000-8000-00000000000d'''
 
 CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT billing.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
+    SELECT pgcloud.deliver('billing', gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
 $$;
 CREATE FUNCTION pg_temp.activate(a uuid, price bigint, started timestamptz, u text DEFAULT 'dddddddd-0000-4000-8000-00000000000d')
 RETURNS void LANGUAGE sql AS $$

@@ -18,7 +18,7 @@ CREATE FUNCTION pg_temp.as_admin() RETURNS void LANGUAGE sql AS $$
         '{"role": "pgcloud_admin", "sub": "ad000000-0000-4000-8000-0000000000ad"}', true)
 $$;
 CREATE FUNCTION pg_temp.maas(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT inventory.on_event(gen_random_uuid(), t, 'machine', p ->> 'system_id', p, '{}')
+    SELECT pgcloud.deliver('inventory', gen_random_uuid(), t, 'machine', p ->> 'system_id', p, '{}')
 $$;
 CREATE FUNCTION pg_temp.state(host text) RETURNS text LANGUAGE sql AS $$
     SELECT state FROM inventory.nodes WHERE hostname = host AND state <> 'retired'
@@ -127,13 +127,13 @@ SELECT is((SELECT available || '/' || free_gpus || '/' || total_gpus || '/' || n
     '20/20/20/3', '1-GPU SKU: every free slot of the three ready H100 nodes');
 SELECT is((SELECT available FROM inventory.marketplace WHERE sku = 't-h100x8'), 2::bigint, '8-GPU SKU: the two 8-slot nodes');
 SELECT is((SELECT available || '/' || nodes FROM inventory.marketplace WHERE sku = 't-a10x2'), '0/0', 'a failed node offers nothing');
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.requested', 'allocation', 'a0000000-0000-4000-8000-00000000000a',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.requested', 'allocation', 'a0000000-0000-4000-8000-00000000000a',
     jsonb_build_object('allocation_id', 'a0000000-0000-4000-8000-00000000000a', 'node_id', :'n1', 'slots', '[0,1,2,3,4]'::jsonb), '{}');
 SELECT is((SELECT available || '/' || free_gpus FROM inventory.marketplace WHERE sku = 't-h100x4'), '3/15',
     'claims count: node 1 takes no 4-GPU allocation any more, nodes 2 and 3 do');
 SELECT is(pg_temp.error_of(format('SELECT api.admin_retire_node(%L)', :'n1')), '{"code": "node_in_use", "status": 409}',
     'a node with claimed slots is not retired');
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.released', 'allocation', 'a0000000-0000-4000-8000-00000000000a',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.released', 'allocation', 'a0000000-0000-4000-8000-00000000000a',
     '{"allocation_id": "a0000000-0000-4000-8000-00000000000a"}', '{}');
 SELECT is((SELECT count(*)::int FROM inventory.slots WHERE node_id = :'n1' AND allocation_id IS NOT NULL), 0, 'allocation.released frees the slots');
 SELECT is((api.admin_retire_node(:'n1')) ->> 'state', 'retired', 'then it is retired');

@@ -23,7 +23,7 @@ EXCEPTION WHEN SQLSTATE 'PGRST' THEN
     RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'status', (d::jsonb ->> 'status')::int);
 END $$;
 CREATE FUNCTION pg_temp.ev(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT provisioning.on_event(gen_random_uuid(), t, split_part(t, '.', 1),
+    SELECT pgcloud.deliver('provisioning', gen_random_uuid(), t, split_part(t, '.', 1),
                                  coalesce(p ->> 'allocation_id', p ->> 'node_id', p ->> 'user_id', 'x'), p, '{}')
 $$;
 CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$

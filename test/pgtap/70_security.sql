@@ -285,7 +285,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
 
 -- ---- 5. release and money ----------------------------------------------------
 CREATE FUNCTION pg_temp.pev(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT provisioning.on_event(gen_random_uuid(), t, split_part(t, '.', 1),
+    SELECT pgcloud.deliver('provisioning', gen_random_uuid(), t, split_part(t, '.', 1),
                                  coalesce(p ->> 'allocation_id', p ->> 'node_id', p ->> 'user_id', 'x'), p, '{}')
 $$;
 CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
@@ -324,9 +324,9 @@ SELECT api.release_allocation(:'sa1') ->> 'state' AS rel_state \gset
 RESET request.jwt.claims;
 UPDATE provisioning.allocations SET releasing_at = now() - interval '1 hour' WHERE id = :'sa1';
 -- releases hears allocation.releasing: no access is minted from now on.
-SELECT releases.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', :'sa1',
+SELECT pgcloud.deliver('releases', gen_random_uuid(), 'allocation.activated', 'allocation', :'sa1',
     jsonb_build_object('allocation_id', :'sa1', 'user_id', :su, 'sku', 'sec-x1', 'node_hostname', 'sec-a'), '{}');
-SELECT releases.on_event(o.event_id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload, o.headers)
+SELECT pgcloud.deliver('releases', o.event_id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload, o.headers)
   FROM pgcloud.outbox o WHERE o.aggregate_id = :'sa1' AND o.event_type = 'allocation.releasing';
 SELECT pg_temp.as_user(:su);
 SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :'sa1',
@@ -378,13 +378,13 @@ SELECT is(maas.next_action(jsonb_populate_record(NULL::maas.machines,
     '{"system_id": "x", "goal": "deploy", "status_name": "Deployed", "seen_busy": true}')), 'done',
     'its own deployment finished is done');
 -- Billing the provisioning phase is a policy.
-SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '5e000000-0000-4000-8000-0000000000d1',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.activated', 'allocation', '5e000000-0000-4000-8000-0000000000d1',
     jsonb_build_object('allocation_id', '5e000000-0000-4000-8000-0000000000d1', 'user_id', :su, 'sku', 'sec-x1',
                        'price_per_hour', 100, 'currency', 'usd', 'started_at', now(), 'requested_at', now() - interval '10 minutes'), '{}');
 SELECT is((SELECT started_at FROM billing.allocations WHERE allocation_id = '5e000000-0000-4000-8000-0000000000d1'), now(),
     'by default billing starts at activation');
 UPDATE pgcloud.policy_values SET value = 'true' WHERE key = 'billing.bill_provisioning';
-SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '5e000000-0000-4000-8000-0000000000d2',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.activated', 'allocation', '5e000000-0000-4000-8000-0000000000d2',
     jsonb_build_object('allocation_id', '5e000000-0000-4000-8000-0000000000d2', 'user_id', :su, 'sku', 'sec-x1',
                        'price_per_hour', 100, 'currency', 'usd', 'started_at', now(), 'requested_at', now() - interval '10 minutes'), '{}');
 SELECT is((SELECT started_at FROM billing.allocations WHERE allocation_id = '5e000000-0000-4000-8000-0000000000d2'),

@@ -205,7 +205,7 @@ SELECT throws_ok($$ UPDATE storage.objects SET state = 'stored' WHERE path = 'do
     'a deleted object cannot come back');
 
 -- ---- the user read model ---------------------------------------------------------------
-SELECT storage.on_event(gen_random_uuid(), 'user.created', 'user', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.test'), '{}');
+SELECT pgcloud.deliver('storage', gen_random_uuid(), 'user.created', 'user', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.test'), '{}');
 SELECT is((SELECT email FROM storage.namespace_usage WHERE name = 'photos' AND owner_id = :alice), 'alice@example.test',
     'operators see the owner in storage.namespace_usage');
 

@@ -13,7 +13,7 @@ SELECT * FROM no_plan();
 \set relay '''7e7e5e55-0000-4000-8000-000000000001'''
 
 CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT terminal.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
+    SELECT pgcloud.deliver('terminal', gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
 $$;
 CREATE FUNCTION pg_temp.as_user(sub text, sid text) RETURNS void LANGUAGE sql AS $$
     SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub, 'sid', sid)::text, true)

@@ -9,7 +9,7 @@ SELECT * FROM no_plan();
 \set a2 '''7a7aa100-0000-4000-8000-000000000002'''
 
 CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT appruntime.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
+    SELECT pgcloud.deliver('appruntime', gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
 $$;
 CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
     SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)

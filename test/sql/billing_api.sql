@@ -36,33 +36,33 @@ SELECT api.admin_adjust_balance(:u, 10, '   ');
 SELECT api.admin_adjust_balance(:u, 10, repeat('r', 501));
 
 -- ---- events that are refused (invalid_event: retried, then dead-lettered) -----------------------
-SELECT billing.on_event(gen_random_uuid(), 'user.created', 'user', 'not-a-uuid', '{}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'user.created', 'user', :u, '[1, 2]', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'user.created', 'user', 'not-a-uuid', '{}', '{}');
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'user.created', 'user', :u, '[1, 2]', '{}');
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
     '{"allocation_id": "b1b1b1b1-0000-4000-8000-0000000000a1", "user_id": "b1b1b1b1-0000-4000-8000-000000000001", "price_per_hour": 10.5, "currency": "usd"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
     '{"allocation_id": "b1b1b1b1-0000-4000-8000-0000000000a1", "user_id": "b1b1b1b1-0000-4000-8000-000000000001", "price_per_hour": "100", "currency": "usd"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
     '{"allocation_id": "b1b1b1b1-0000-4000-8000-0000000000a1", "user_id": "b1b1b1b1-0000-4000-8000-000000000001", "price_per_hour": -1, "currency": "usd"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
     '{"allocation_id": "b1b1b1b1-0000-4000-8000-0000000000a1", "user_id": "b1b1b1b1-0000-4000-8000-000000000001", "price_per_hour": 100, "currency": "dollars"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
     '{"allocation_id": "b1b1b1b1-0000-4000-8000-0000000000a1", "user_id": "b1b1b1b1-0000-4000-8000-000000000001", "price_per_hour": 100, "currency": "usd", "started_at": "yesterday-ish"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'allocation.released', 'allocation', 'x', '{"user_id": "nope"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'payment.succeeded', 'payment', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.released', 'allocation', 'x', '{"user_id": "nope"}', '{}');
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'payment.succeeded', 'payment', 'x',
     '{"user_id": "b1b1b1b1-0000-4000-8000-000000000001", "amount": 0, "currency": "usd", "checkout_session_id": "cs_x"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'payment.succeeded', 'payment', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'payment.succeeded', 'payment', 'x',
     '{"user_id": "b1b1b1b1-0000-4000-8000-000000000001", "amount": 1000.5, "currency": "usd", "checkout_session_id": "cs_x"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'payment.succeeded', 'payment', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'payment.succeeded', 'payment', 'x',
     '{"user_id": "b1b1b1b1-0000-4000-8000-000000000001", "amount": 1000, "currency": "usd"}', '{}');
-SELECT billing.on_event(gen_random_uuid(), 'refund.requested', 'refund', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'refund.requested', 'refund', 'x',
     '{"refund_id": "b1b1b1b1-0000-4000-8000-0000000000f1", "user_id": "b1b1b1b1-0000-4000-8000-000000000001", "amount": -5, "currency": "usd"}', '{}');
 -- Unknown types are ignored.
-SELECT billing.on_event(gen_random_uuid(), 'something.else', 'x', 'x', '{}', '{}');
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'something.else', 'x', 'x', '{}', '{}');
 
 -- ---- the ledger refuses (terse: a failing row's DETAIL holds its timestamp) ---------------------------
 \set VERBOSITY terse
-SELECT billing.on_event(gen_random_uuid(), 'user.created', 'user', :u, jsonb_build_object('user_id', :u), '{}');
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'user.created', 'user', :u, jsonb_build_object('user_id', :u), '{}');
 SELECT (billing.post_entry(:u, 'credit', 1000, 'usd', 'payment', 'cs_regress_1')).balance_after;
 SELECT billing.post_entry(:u, 'credit', 1000, 'usd', 'payment', 'cs_regress_1');
 SELECT billing.post_entry(:u, 'credit', 5, 'eur', 'payment', 'cs_regress_eur');
@@ -80,10 +80,10 @@ TRUNCATE billing.ledger_entries;
 SELECT kind, amount, currency, balance_after, cause_type, cause_id FROM billing.ledger_entries WHERE account_id = :u;
 
 -- ---- shapes ----------------------------------------------------------------------------------------------
-SELECT billing.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.activated', 'allocation', 'x',
     jsonb_build_object('allocation_id', 'b1b1b1b1-0000-4000-8000-0000000000a1', 'user_id', :u, 'sku', 'a100x8',
                        'price_per_hour', 1234, 'currency', 'usd', 'started_at', now() - interval '185 seconds'), '{}');
-SELECT billing.on_event(gen_random_uuid(), 'allocation.released', 'allocation', 'x',
+SELECT pgcloud.deliver('billing', gen_random_uuid(), 'allocation.released', 'allocation', 'x',
     jsonb_build_object('allocation_id', 'b1b1b1b1-0000-4000-8000-0000000000a1', 'user_id', :u,
                        'ended_at', now() - interval '3 seconds'), '{}');
 SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "b1b1b1b1-0000-4000-8000-000000000001"}';

@@ -79,12 +79,12 @@ SELECT api.admin_retire_node(NULL);
 SELECT api.admin_retire_node('00000000-0000-4000-8000-000000000000');
 
 -- MAAS commissions the nodes (events as maas sends them).
-SELECT inventory.on_event(gen_random_uuid(), 'maas.machine_commissioned', 'machine', 'abc123',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'maas.machine_commissioned', 'machine', 'abc123',
     '{"system_id": "abc123", "status_name": "Ready"}', '{}');
-SELECT inventory.on_event(gen_random_uuid(), 'maas.machine_commissioned', 'machine', 'abc124',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'maas.machine_commissioned', 'machine', 'abc124',
     jsonb_build_object('system_id', 'abc124', 'node_id', id, 'status_name', 'Ready'), '{}')
   FROM inventory.nodes WHERE hostname = 'gpu-node-2';
-SELECT inventory.on_event(gen_random_uuid(), 'maas.machine_status_changed', 'machine', 'abc200',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'maas.machine_status_changed', 'machine', 'abc200',
     '{"system_id": "abc200", "status_name": "Failed commissioning", "node_state": "failed", "status_message": "no disks"}', '{}');
 SELECT hostname, state, state_reason, maas_status FROM inventory.nodes ORDER BY hostname;
 
@@ -92,7 +92,7 @@ SELECT hostname, state, state_reason, maas_status FROM inventory.nodes ORDER BY 
 SELECT api.admin_set_node_maintenance(id, true) - 'id' FROM inventory.nodes WHERE hostname = 'gpu-node-2';
 SELECT api.admin_set_node_maintenance(id, true) - 'id' FROM inventory.nodes WHERE hostname = 'gpu-node-2';
 -- MAAS cannot take a node out of maintenance.
-SELECT inventory.on_event(gen_random_uuid(), 'maas.machine_status_changed', 'machine', 'abc124',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'maas.machine_status_changed', 'machine', 'abc124',
     '{"system_id": "abc124", "status_name": "Broken", "node_state": "broken"}', '{}');
 SELECT api.admin_set_node_maintenance(id, false) - 'id' FROM inventory.nodes WHERE hostname = 'gpu-node-2';
 SELECT api.admin_set_node_maintenance(id, false) - 'id' FROM inventory.nodes WHERE hostname = 'gpu-node-2';
@@ -100,18 +100,18 @@ SELECT api.admin_set_node_maintenance(id, false) - 'id' FROM inventory.nodes WHE
 -- Marketplace: every SKU, free capacity from the slots of ready nodes.
 SELECT sku, region, price_per_hour, currency, available, free_gpus, total_gpus, nodes FROM inventory.marketplace ORDER BY sku;
 -- Three slots of gpu-node-1 taken by two allocations (provisioning's events).
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.requested', 'allocation', 'a1000000-0000-4000-8000-000000000001',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.requested', 'allocation', 'a1000000-0000-4000-8000-000000000001',
     jsonb_build_object('allocation_id', 'a1000000-0000-4000-8000-000000000001', 'node_id', id, 'slots', '[0, 1]'::jsonb), '{}')
   FROM inventory.nodes WHERE hostname = 'gpu-node-1.example';
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.requested', 'allocation', 'a1000000-0000-4000-8000-000000000002',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.requested', 'allocation', 'a1000000-0000-4000-8000-000000000002',
     jsonb_build_object('allocation_id', 'a1000000-0000-4000-8000-000000000002', 'node_id', id, 'slots', '[2]'::jsonb), '{}')
   FROM inventory.nodes WHERE hostname = 'gpu-node-1.example';
 SELECT sku, available, free_gpus, total_gpus FROM inventory.marketplace ORDER BY sku;
 -- A node holding allocations is not retired.
 SELECT api.admin_retire_node(id) FROM inventory.nodes WHERE hostname = 'gpu-node-1.example';
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.released', 'allocation', 'a1000000-0000-4000-8000-000000000001',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.released', 'allocation', 'a1000000-0000-4000-8000-000000000001',
     '{"allocation_id": "a1000000-0000-4000-8000-000000000001"}', '{}');
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.failed', 'allocation', 'a1000000-0000-4000-8000-000000000002',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.failed', 'allocation', 'a1000000-0000-4000-8000-000000000002',
     '{"allocation_id": "a1000000-0000-4000-8000-000000000002"}', '{}');
 SELECT api.admin_retire_node(id) - 'id' FROM inventory.nodes WHERE hostname = 'gpu-node-1.example';
 SELECT api.admin_retire_node(id) - 'id' FROM inventory.nodes WHERE hostname = 'gpu-node-1.example';
@@ -120,14 +120,14 @@ SELECT api.admin_set_node_maintenance(id, true) FROM inventory.nodes WHERE hostn
 SELECT api.admin_register_node('gpu-node-1.example', 'abc123', 'h100x8') - 'id' - 'registered_at';
 
 -- Malformed events are refused (and so retried, then dead-lettered).
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.requested', 'allocation', 'x', '[]', '{}');
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.requested', 'allocation', 'x', '{"allocation_id": "nope"}', '{}');
-SELECT inventory.on_event(gen_random_uuid(), 'allocation.requested', 'allocation', 'a1000000-0000-4000-8000-000000000003',
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.requested', 'allocation', 'x', '[]', '{}');
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.requested', 'allocation', 'x', '{"allocation_id": "nope"}', '{}');
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'allocation.requested', 'allocation', 'a1000000-0000-4000-8000-000000000003',
     '{"node_id": "00000000-0000-4000-8000-000000000000", "slots": 3}', '{}');
-SELECT inventory.on_event(gen_random_uuid(), 'maas.machine_status_changed', 'machine', 'x', '{"system_id": 7}', '{}');
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'maas.machine_status_changed', 'machine', 'x', '{"system_id": 7}', '{}');
 -- Unknown machines and event types are ignored.
-SELECT inventory.on_event(gen_random_uuid(), 'maas.machine_status_changed', 'machine', 'zzz', '{"system_id": "zzz", "node_state": "broken"}', '{}');
-SELECT inventory.on_event(gen_random_uuid(), 'payment.succeeded', 'payment', 'x', '{}', '{}');
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'maas.machine_status_changed', 'machine', 'zzz', '{"system_id": "zzz", "node_state": "broken"}', '{}');
+SELECT pgcloud.deliver('inventory', gen_random_uuid(), 'payment.succeeded', 'payment', 'x', '{}', '{}');
 
 -- The public catalogue (anyone).
 SET request.jwt.claims = '{"role": "pgcloud_anon"}';

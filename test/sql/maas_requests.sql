@@ -10,7 +10,7 @@
 \set node1 '''90000000-0000-4000-8000-0000000000f1'''
 \set user1 '''c0000000-0000-4000-8000-0000000000c1'''
 CREATE FUNCTION pg_temp.ev(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT maas.on_event(gen_random_uuid(), t, split_part(t, '.', 1), coalesce(p ->> 'allocation_id', p ->> 'node_id'), p, '{}')
+    SELECT pgcloud.deliver('maas', gen_random_uuid(), t, split_part(t, '.', 1), coalesce(p ->> 'allocation_id', p ->> 'node_id'), p, '{}')
 $$;
 -- The request in flight for a machine, as the executor would send it.
 CREATE FUNCTION pg_temp.request(sid text) RETURNS TABLE (kind text, method text, path text, body text)

@@ -1,6 +1,6 @@
 -- provisioning: every refusal of api.create_allocation() and the other
 -- calls, then placement and the lifecycle driven by events, as a user sees
--- them. The read models are fed by calling provisioning.on_event() as the
+-- them. The read models are fed by calling pgcloud.deliver('provisioning', ) as the
 -- relay would.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
@@ -13,7 +13,7 @@
 \set n2 '''90000000-0000-4000-8000-000000000002'''
 \set n3 '''90000000-0000-4000-8000-000000000003'''
 CREATE FUNCTION pg_temp.ev(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT provisioning.on_event(gen_random_uuid(), t, split_part(t, '.', 1), coalesce(p ->> 'allocation_id', p ->> 'node_id', 'x'), p, '{}')
+    SELECT pgcloud.deliver('provisioning', gen_random_uuid(), t, split_part(t, '.', 1), coalesce(p ->> 'allocation_id', p ->> 'node_id', 'x'), p, '{}')
 $$;
 CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
     SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, false)

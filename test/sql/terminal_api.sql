@@ -3,21 +3,21 @@
 -- 71_appruntime.sql, test/t/110_terminal_browser.pl, 111_appruntime.pl).
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-SELECT terminal.on_event(gen_random_uuid(), 'user.created', 'user', '7e57e000-0000-4000-8000-000000000001',
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'user.created', 'user', '7e57e000-0000-4000-8000-000000000001',
     '{"user_id": "7e57e000-0000-4000-8000-000000000001", "posix_username": "regress"}', '{}');
-SELECT terminal.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '7e57e000-0000-4000-8000-00000000a001',
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'allocation.activated', 'allocation', '7e57e000-0000-4000-8000-00000000a001',
     '{"allocation_id": "7e57e000-0000-4000-8000-00000000a001", "user_id": "7e57e000-0000-4000-8000-000000000001"}', '{}');
-SELECT appruntime.on_event(gen_random_uuid(), 'allocation.activated', 'allocation', '7e57e000-0000-4000-8000-00000000a001',
+SELECT pgcloud.deliver('appruntime', gen_random_uuid(), 'allocation.activated', 'allocation', '7e57e000-0000-4000-8000-00000000a001',
     '{"allocation_id": "7e57e000-0000-4000-8000-00000000a001", "user_id": "7e57e000-0000-4000-8000-000000000001"}', '{}');
 
 -- Events that do not fit.
-SELECT terminal.on_event(gen_random_uuid(), 'user.created', 'user', 'x', '[]', '{}');
-SELECT terminal.on_event(gen_random_uuid(), 'user.created', 'user', 'not-a-uuid', '{}', '{}');
-SELECT terminal.on_event(gen_random_uuid(), 'user.created', 'user', '7e57e000-0000-4000-8000-000000000002',
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'user.created', 'user', 'x', '[]', '{}');
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'user.created', 'user', 'not-a-uuid', '{}', '{}');
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'user.created', 'user', '7e57e000-0000-4000-8000-000000000002',
     '{"posix_username": "Root!"}', '{}');
-SELECT terminal.on_event(gen_random_uuid(), 'app.member_added', 'app_instance', '7e57e000-0000-4000-8000-0000000001a1',
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'app.member_added', 'app_instance', '7e57e000-0000-4000-8000-0000000001a1',
     '{"allocation_id": "7e57e000-0000-4000-8000-00000000a001", "user_id": "7e57e000-0000-4000-8000-000000000002", "role": "god"}', '{}');
-SELECT terminal.on_event(gen_random_uuid(), 'something.else', 'x', 'y', '{}', '{}');
+SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'something.else', 'x', 'y', '{}', '{}');
 
 -- Minting.
 SET request.jwt.claims = '{"role": "pgcloud_anon"}';

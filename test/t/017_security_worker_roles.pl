@@ -57,7 +57,7 @@ my @attacks = (
     [ 'rewrite an event payload', q{UPDATE pgcloud.outbox SET payload = '{"amount": 5000000}'} ],
     [ 'unseal a secret', q{SELECT pgcloud.unseal('\x00'::bytea, 'releases.ssh_ca')} ],
     [ 'call a service handler directly',
-      q{SELECT billing.on_event(gen_random_uuid(), 'payment.succeeded', 'payment', 'x', '{}', '{}')} ],
+      q{SELECT billing.on_payment_succeeded(ROW(gen_random_uuid(), 'payment.succeeded', 'payment', 'x', '{}', '{}')::pgcloud.event_envelope)} ],
     [ 'change policy', q{SELECT pgcloud.set_policy('core.rate_limit_burst', '100000')} ],
     [ 'create a table', 'CREATE TABLE public.planted (x int)' ],
     [ 'create a function in pgcloud', 'CREATE FUNCTION pgcloud.planted() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$' ],

@@ -48,7 +48,7 @@ sub event
 	my ($type, $agg, %payload) = @_;
 	my $json = encode_json(\%payload);
 	$node->safe_psql('postgres',
-		"SELECT releases.on_event(gen_random_uuid(), '$type', 'x', '$agg', \$j\$$json\$j\$, '{}')");
+		"SELECT pgcloud.deliver('releases', gen_random_uuid(), '$type', 'x', '$agg', \$j\$$json\$j\$, '{}')");
 }
 
 # Runs SQL as an API request of the given role and user; returns the output.

@@ -1,5 +1,5 @@
 # notification end to end: events emitted with pgcloud.emit() go through the
-# relay worker to notification.on_event, which NOTIFYs the user's channel (a
+# relay worker to notification.on_<event>, which NOTIFYs the user's channel (a
 # second session LISTENs, as a WebSocket gateway would) and queues e-mail
 # that the HTTP executor sends to the fake SMTP relay over libcurl. Checks
 # the envelope, the headers (From, To, Subject, Date, Message-ID) and the

@@ -106,15 +106,18 @@ sub add_test_subscriber {
         INSERT INTO pgcloud.subscriptions VALUES ('loadsvc', 'load.*'), ('loadsvc', 'bad.*');
         CREATE SCHEMA loadsvc;
         CREATE TABLE loadsvc.effects (event_id uuid, aggregate_id text, seq int, applied_at timestamptz DEFAULT clock_timestamp());
-        CREATE FUNCTION loadsvc.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
-                                         payload jsonb, headers jsonb) RETURNS void LANGUAGE plpgsql
+        -- One handler per event type the tests emit: load.tick and bad.event.
+        CREATE FUNCTION loadsvc.on_load_tick(event pgcloud.event_envelope) RETURNS void LANGUAGE plpgsql
         SECURITY DEFINER SET search_path = pg_catalog AS $$
         BEGIN
-            IF payload ? 'poison' THEN
+            IF event.payload ? 'poison' THEN
                 RAISE EXCEPTION 'poison event';
             END IF;
-            INSERT INTO loadsvc.effects (event_id, aggregate_id, seq) VALUES (event_id, aggregate_id, (payload ->> 'seq')::int);
+            INSERT INTO loadsvc.effects (event_id, aggregate_id, seq)
+            VALUES (event.event_id, event.aggregate_id, (event.payload ->> 'seq')::int);
         END $$;
+        CREATE FUNCTION loadsvc.on_bad_event(event pgcloud.event_envelope) RETURNS void LANGUAGE sql
+        SECURITY DEFINER SET search_path = pg_catalog AS $$ SELECT loadsvc.on_load_tick(event) $$;
         -- Delivery runs as the core (pgcloud_svc_core), which calls the handler.
         GRANT USAGE ON SCHEMA loadsvc TO pgcloud_svc_core;
         SELECT pgcloud.wake_workers();

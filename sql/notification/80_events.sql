@@ -1,4 +1,7 @@
--- Events in: the read model, the channel notification and the e-mail.
+-- Events in: the read model, the channel notification and the e-mail. One
+-- handler per subscribed event type, notification.on_<type>(pgcloud.event_envelope),
+-- each handing the event to notification.fan_out(), called by the core's
+-- delivery with the inbox row in the same transaction.
 
 CREATE FUNCTION notification.channel_for(user_id uuid) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -109,31 +112,31 @@ AS $$
 $$;
 COMMENT ON FUNCTION notification.wants_email(uuid, text) IS 'Whether a user''s preferences ask for an e-mail for an event type (no preferences: notification.email_default_enabled).';
 
-CREATE FUNCTION notification.on_event(event_id uuid, event_type text, aggregate_type text, aggregate_id text,
-                                      payload jsonb, headers jsonb) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
+CREATE FUNCTION notification.fan_out(event pgcloud.event_envelope) RETURNS void
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, notification
 AS $$
 DECLARE
+    payload jsonb := event.payload;
     tpl notification.templates;
     uid uuid;
     vars jsonb;
     message text;
     address text;
 BEGIN
-    SELECT * INTO tpl FROM notification.templates t WHERE t.event_type = on_event.event_type;
-    IF NOT FOUND OR payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
-        RETURN;                          -- not ours: ignore
+    SELECT * INTO tpl FROM notification.templates t WHERE t.event_type = event.event_type;
+    IF NOT FOUND THEN
+        RETURN;                          -- no template (an operator removed it): nothing to send
     END IF;
     vars := notification.template_vars(payload);
     message := notification.render(tpl.body, vars);
 
     IF tpl.audience = 'operator' THEN
-        PERFORM pg_notify('pgcloud_operators', notification.notify_payload(on_event.event_type, on_event.event_id,
+        PERFORM pg_notify('pgcloud_operators', notification.notify_payload(event.event_type, event.event_id,
                                                                            payload, message));
         address := pgcloud.policy('notification.operator_email', NULL::text);
         IF notification.is_address(address) THEN
-            PERFORM notification.queue_email(on_event.event_id, on_event.event_type, NULL, address,
+            PERFORM notification.queue_email(event.event_id, event.event_type, NULL, address,
                                              notification.render(tpl.subject, vars), message);
         END IF;
         RETURN;
@@ -143,17 +146,17 @@ BEGIN
     IF uid IS NULL THEN
         RETURN;
     END IF;
-    IF on_event.event_type = 'user.created' THEN
+    IF event.event_type = 'user.created' THEN
         INSERT INTO notification.recipients AS r (user_id, email, updated_at)
         VALUES (uid, CASE WHEN notification.is_address(payload ->> 'email') THEN payload ->> 'email' END, now())
         ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, updated_at = excluded.updated_at;
     END IF;
     PERFORM pg_notify(notification.channel_for(uid),
-                      notification.notify_payload(on_event.event_type, on_event.event_id, payload, message));
-    IF notification.wants_email(uid, on_event.event_type) THEN
+                      notification.notify_payload(event.event_type, event.event_id, payload, message));
+    IF notification.wants_email(uid, event.event_type) THEN
         SELECT r.email INTO address FROM notification.recipients r WHERE r.user_id = uid;
         IF notification.is_address(address) THEN
-            PERFORM notification.queue_email(on_event.event_id, on_event.event_type, uid, address,
+            PERFORM notification.queue_email(event.event_id, event.event_type, uid, address,
                                              notification.render(tpl.subject, vars),
                                              message || E'\n\n-- \n'
                                              || 'You get this e-mail because of your pgcloud notification preferences.');
@@ -161,4 +164,58 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION notification.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row): keeps the recipients read model (user.created), NOTIFYs the user''s channel (or pgcloud_operators for platform.alert) and queues an e-mail when the preferences want one. Other event types are ignored.';
+COMMENT ON FUNCTION notification.fan_out(pgcloud.event_envelope) IS 'Fans one event out by its template: keeps the recipients read model (user.created), NOTIFYs the user''s channel (or pgcloud_operators for an operator template such as platform.alert) and queues an e-mail when the preferences want one. Nothing without a template.';
+
+CREATE FUNCTION notification.on_user_created(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_user_created(pgcloud.event_envelope) IS 'Event handler of user.created: notification.fan_out() by its template.';
+
+CREATE FUNCTION notification.on_allocation_activated(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_allocation_activated(pgcloud.event_envelope) IS 'Event handler of allocation.activated: notification.fan_out() by its template.';
+
+CREATE FUNCTION notification.on_allocation_released(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_allocation_released(pgcloud.event_envelope) IS 'Event handler of allocation.released: notification.fan_out() by its template.';
+
+CREATE FUNCTION notification.on_allocation_failed(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_allocation_failed(pgcloud.event_envelope) IS 'Event handler of allocation.failed: notification.fan_out() by its template.';
+
+CREATE FUNCTION notification.on_billing_low_balance(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_billing_low_balance(pgcloud.event_envelope) IS 'Event handler of billing.low_balance: notification.fan_out() by its template.';
+
+CREATE FUNCTION notification.on_account_standing_changed(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_account_standing_changed(pgcloud.event_envelope) IS 'Event handler of account.standing_changed: notification.fan_out() by its template.';
+
+CREATE FUNCTION notification.on_payment_succeeded(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_payment_succeeded(pgcloud.event_envelope) IS 'Event handler of payment.succeeded: notification.fan_out() by its template.';
+
+CREATE FUNCTION notification.on_payment_refunded(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_payment_refunded(pgcloud.event_envelope) IS 'Event handler of payment.refunded: notification.fan_out() by its template.';
+
+CREATE FUNCTION notification.on_platform_alert(event pgcloud.event_envelope) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pgcloud, notification
+AS $$ SELECT notification.fan_out(event) $$;
+COMMENT ON FUNCTION notification.on_platform_alert(pgcloud.event_envelope) IS 'Event handler of platform.alert: notification.fan_out() by its template.';
