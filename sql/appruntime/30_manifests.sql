@@ -106,6 +106,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.publish_app_manifest(jsonb, boolean) IS 'Publishes an application manifest {name, version, start, stop?, ports, resources?, env?}: start/stop are one-line shell commands run on the node as the allocation owner, ports the TCP ports it serves (the first must answer for the app to be running), env the environment schema {NAME: {type: string|integer|boolean, required, default}}. catalogue => true (administrators) publishes to the shared catalogue, otherwise to your own manifests. A name@version is published once (409 conflict). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.publish_app_manifest(jsonb, boolean)', 'user', 'admin');
 
 CREATE FUNCTION api.list_app_manifests() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -123,3 +124,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_app_manifests() IS 'The application catalogue and your own manifests: [{id, name, version, catalogue, start, stop, ports, resources, env, created_at}].';
+SELECT pgcloud.expose('api.list_app_manifests()', 'user', 'admin');

@@ -201,6 +201,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.launch_app(uuid, text, jsonb) IS 'Launches an application on one of your active allocations: manifest is "name" or "name@version" (yours first, then the catalogue; the newest version when none is given); env is checked against the manifest''s schema. Returns the instance in state launch; the platform starts the process on the node (starting) and it is running once its port answers. You become its owner. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.launch_app(uuid, text, jsonb)', 'user', 'admin');
 
 CREATE FUNCTION appruntime.stop_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -233,6 +234,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.stop_app(uuid) IS 'Stops an application (owners and editors): the instance goes stopping, the platform stops the process on the node, then stopped. Stopping a stopping or stopped instance changes nothing. Viewers: 403 forbidden; not a member: 404 app_instance_not_found; failed or released: 409 app_not_stoppable. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.stop_app(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.get_app(instance_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -244,6 +246,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_app(uuid) IS 'One application instance you are a member of: {id, allocation_id, state, detail, owner_id, env, unit, manifest, members, created_at, state_since}.';
+SELECT pgcloud.expose('api.get_app(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.list_apps() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -260,6 +263,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_apps() IS 'The application instances you are a member of, newest first, each with your role.';
+SELECT pgcloud.expose('api.list_apps()', 'user', 'admin');
 
 CREATE FUNCTION appruntime.add_member_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -298,6 +302,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.add_app_member(uuid, uuid, text) IS 'Owners give a user a role on an instance: owner, editor (may stop it and open terminals to its allocation) or viewer (may look). Giving a role again replaces it. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.add_app_member(uuid, uuid, text)', 'user', 'admin');
 
 CREATE FUNCTION api.app_events(instance_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -314,6 +319,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.app_events(uuid) IS 'The immutable history of an instance you are a member of, oldest first: [{id, at, kind, actor, details}].';
+SELECT pgcloud.expose('api.app_events(uuid)', 'user', 'admin');
 
 CREATE FUNCTION appruntime.remove_member_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -350,3 +356,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.remove_app_member(uuid, uuid) IS 'Owners take a member''s role away (their open terminals to the allocation close). The launcher stays owner. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.remove_app_member(uuid, uuid)', 'user', 'admin');

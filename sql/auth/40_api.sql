@@ -16,6 +16,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.jwks() IS 'The platform''s public token signing keys as a JSON Web Key Set (RFC 7517): the key that signs now, keys about to sign, and retired keys until their tokens have expired. PostgREST verifies access tokens with it (jwt-secret). Anyone may call it.';
+SELECT pgcloud.expose('api.jwks()', 'anon', 'user', 'admin', 'service');
 
 -- api.token_exchange -------------------------------------------------------------
 
@@ -105,6 +106,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.token_exchange(text) IS 'Signs in with an OpenID Connect ID token: verifies it against its registered provider (issuer, audience, JWKS signature with RS256/ES256/EdDSA, exp/nbf/iat with policy leeway, nonce used once and equal to the X-OIDC-Nonce header when sent), creates or finds the user and identity, and returns {access_token, refresh_token, expires_in, token_type}. Errors: invalid_token, token_expired, token_not_yet_valid (401), email_not_verified (403), account_conflict (409).';
+SELECT pgcloud.expose('api.token_exchange(text)', 'anon', 'user', 'admin');
 
 -- api.refresh_token ----------------------------------------------------------------
 
@@ -186,6 +188,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.refresh_token(text) IS 'Exchanges a refresh token for a new access token and a new refresh token (the old one is spent). Within auth.refresh_reuse_interval_seconds (default 10) of its exchange the same token returns the same successor again (two tabs refreshing at once). After that, using a spent refresh token again revokes its whole session and is audited: the call answers refresh_token_reused (401) and the revocation stays. Other errors: invalid_refresh_token (401).';
+SELECT pgcloud.expose('api.refresh_token(text)', 'anon', 'user', 'admin');
 
 -- api.dev_login -------------------------------------------------------------------
 
@@ -221,6 +224,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.dev_login(text) IS 'Development only: signs in as the user with this e-mail address (created if new) without an identity provider, and returns {access_token, refresh_token, expires_in, token_type}. Off by default: while policy auth.dev_login_enabled is false it answers dev_login_disabled (403).';
+SELECT pgcloud.expose('api.dev_login(text)', 'anon', 'user', 'admin');
 
 -- api.logout --------------------------------------------------------------------
 
@@ -258,6 +262,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.logout() IS 'Signs out: revokes the session of the calling access token (its sid claim) and its refresh tokens; pgcloud.pre_request() then refuses the session''s access tokens (session_revoked, 401). Emits session.revoked. Returns {session_id, revoked, revoked_at}.';
+SELECT pgcloud.expose('api.logout()', 'user', 'admin');
 
 -- api.me --------------------------------------------------------------------------
 
@@ -294,6 +299,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.me() IS 'The signed-in user: id, email, display name, role, POSIX identity (username, uid, gid), identities, session id and times.';
+SELECT pgcloud.expose('api.me()', 'user', 'admin');
 
 -- api.admin_upsert_oidc_provider ----------------------------------------------------
 
@@ -348,6 +354,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_upsert_oidc_provider(text, text, jsonb) IS 'Administrators: registers an OpenID Connect provider (issuer URL, our client id as audience, its JWKS of public signing keys) or replaces its audience and keys (key rotation). Audited as oidc_provider.create / oidc_provider.update. Returns {id, issuer, audience, created, keys, kids}. Errors: invalid_argument, invalid_jwks (400).';
+SELECT pgcloud.expose('api.admin_upsert_oidc_provider(text, text, jsonb)', 'admin');
 
 -- Service accounts ------------------------------------------------------------------
 
@@ -413,6 +420,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_create_service_account(text, text[]) IS 'Administrators: creates a service account with scopes (e.g. {allocations:read, tenant:acme/inventory:write}) and returns {id, name, client_id, client_secret, scopes, created_at}. The secret is shown this once and stored only hashed. Emits service_account.created; audited. A name already in use answers conflict (409).';
+SELECT pgcloud.expose('api.admin_create_service_account(text, text[])', 'admin');
 
 CREATE FUNCTION auth.service_token_apply(client_id text, client_secret text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -455,6 +463,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_token(text, text) IS 'Machine clients (client credentials): exchanges a service account''s client id and secret for an access token with role pgcloud_service, sub = the account id and its scopes. Returns {access_token, token_type, expires_in, scopes}; no refresh token (ask again). Errors: invalid_client (401).';
+SELECT pgcloud.expose('api.service_token(text, text)', 'anon', 'service');
 
 -- Administration ----------------------------------------------------------------------
 
@@ -500,6 +509,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_set_user_admin(uuid, boolean) IS 'Administrators (and the operator at psql, to make the first one): makes a user an administrator or not. Takes effect at the user''s next sign-in or refresh (role pgcloud_admin). Audited as user.set_admin. Returns {user_id, is_admin, was_admin}.';
+SELECT pgcloud.expose('api.admin_set_user_admin(uuid, boolean)', 'admin');
 
 CREATE FUNCTION auth.rotate_signing_key_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -536,3 +546,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_rotate_signing_key(integer) IS 'Administrators: generates a new platform signing key (kid = RFC 7638 thumbprint). It is published in api.jwks() at once and signs after activate_after_seconds (default policy auth.signing_key_lead_seconds), leaving time to refresh PostgREST''s JWKS; the old key stays published until its tokens have expired. Audited as signing_key.rotate. Returns {kid, alg, activates_at, jwks}.';
+SELECT pgcloud.expose('api.admin_rotate_signing_key(integer)', 'admin');

@@ -170,6 +170,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.set_config_variable(uuid, text, text, uuid) IS 'Sets a config variable of your environment, or of one of its services when service_id is given (a service''s entry wins over the environment''s): {id, environment_id, service_id, key, kind}. POSTGRES_USER, POSTGRES_DB and POSTGRES_PASSWORD of a template service are the platform''s. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.set_config_variable(uuid, text, text, uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.set_config_secret(environment_id uuid, key text, value text, service_id uuid DEFAULT NULL)
 RETURNS jsonb
@@ -184,6 +185,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.set_config_secret(uuid, text, text, uuid) IS 'Sets a config secret (sealed with the platform''s master key; shown again only through api.reveal_config_secret()) of your environment or of one of its services. Setting it again with the same value is harmless.';
+SELECT pgcloud.expose('api.set_config_secret(uuid, text, text, uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.unset_config(environment_id uuid, key text, service_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -210,6 +212,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.unset_config(uuid, text, uuid) IS 'Removes a config entry of your environment or of one of its services (not the platform''s POSTGRES_* of a template service). Repeating it answers config_not_found.';
+SELECT pgcloud.expose('api.unset_config(uuid, text, uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.list_config(environment_id uuid, service_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -235,6 +238,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_config(uuid, uuid) IS 'The config of your environment, or as a service sees it (its own entries over the environment''s): [{key, kind, scope, value (variables only; a secret''s is null), updated_at}].';
+SELECT pgcloud.expose('api.list_config(uuid, uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.reveal_config_secret(environment_id uuid, key text, service_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -257,6 +261,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.reveal_config_secret(uuid, text, uuid) IS 'Shows one secret of your environment or service to you, its owner (not to administrators), and audits that it was shown (config.reveal_secret).';
+SELECT pgcloud.expose('api.reveal_config_secret(uuid, text, uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.list_database_templates() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -268,3 +273,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_database_templates() IS 'The service templates the platform offers (fixed in code): [{id, engine, image, port, version, visibility, config}].';
+SELECT pgcloud.expose('api.list_database_templates()', 'user', 'admin');

@@ -47,6 +47,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.create_environment(text) IS 'Creates an environment you own (name: 1-63 letters, digits, spaces, dots, dashes, underscores; unique among yours): {id, name, owner_id, created_at, services}. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.create_environment(text)', 'user', 'admin');
 
 CREATE FUNCTION api.list_environments() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -62,6 +63,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_environments() IS 'Your environments: [{id, name, owner_id, created_at, services}].';
+SELECT pgcloud.expose('api.list_environments()', 'user', 'admin');
 
 CREATE FUNCTION api.get_environment(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -72,6 +74,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_environment(uuid) IS 'One of your environments (admins: any); another user''s is environment_not_found.';
+SELECT pgcloud.expose('api.get_environment(uuid)', 'user', 'admin');
 
 CREATE FUNCTION databases.server_admin_password(s databases.servers) RETURNS text
 LANGUAGE sql STABLE
@@ -179,6 +182,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_register_database_server(text, text, integer, text, text, text) IS 'Operators: registers a target PostgreSQL server (admin_user: a superuser, or a role with CREATEROLE and CREATEDB). The server is checked reachable and its major version recorded; the password is stored sealed. private_host is what customers'' URIs name (default: host). Returns {id, name, major_version, server_version_num}.';
+SELECT pgcloud.expose('api.admin_register_database_server(text, text, integer, text, text, text)', 'admin');
 
 CREATE FUNCTION api.admin_list_database_servers() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -201,3 +205,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_list_database_servers() IS 'Operators: the target servers with their load: [{id, name, host, port, private_host, admin_user, major_version, status, services, running_deployments, created_at, checked_at}] (never the password).';
+SELECT pgcloud.expose('api.admin_list_database_servers()', 'admin');

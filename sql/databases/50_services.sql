@@ -163,6 +163,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.create_database_service(uuid, text, text, uuid, boolean) IS 'Creates a managed PostgreSQL database from a template (postgres) in your environment on a registered server: {service, deployment_id, deployment_status, connection_uri}. Credentials are generated; the URI postgresql://user:password@host:port/db is returned this once (a retry with the same X-Idempotency-Key returns the same service and deployment with connection_uri null; api.get_database_connection() shows it again). With deploy_now the database exists on the server when the call returns (deployment_status running), or the deployer keeps trying (api.get_deployment()). Unknown template, another user''s environment, an unknown server or a denied caller: an error and nothing written.';
+SELECT pgcloud.expose('api.create_database_service(uuid, text, text, uuid, boolean)', 'user', 'admin');
 
 CREATE FUNCTION api.get_service(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -173,6 +174,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_service(uuid) IS 'One of your database services (admins: any): {id, environment_id, name, slug, template_id, server_id, engine, version, host, port, visibility, database, user, status, created_at, delete_after, deleted_at, latest_deployment}. Never a password.';
+SELECT pgcloud.expose('api.get_service(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.list_services(environment_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -186,6 +188,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_services(uuid) IS 'The services of one of your environments (admins: any) that are not deleted, oldest first.';
+SELECT pgcloud.expose('api.list_services(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.get_database_connection(service_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -209,3 +212,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_database_connection(uuid) IS 'How to connect to your database service: {host (the server''s private host), port, user, database, connection_uri (with the password)}. Owner only (not administrators); every call is audited as service.reveal_connection.';
+SELECT pgcloud.expose('api.get_database_connection(uuid)', 'user', 'admin');

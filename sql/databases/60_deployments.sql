@@ -209,6 +209,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.deploy_database_service(uuid) IS 'Deploys your service (again): a new deployment that provisions whatever is missing on the server (the data stays); {service_id, deployment_id, deployment_status}. A service created without deploy_now gets its database this way. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.deploy_database_service(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.get_deployment(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -236,3 +237,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_deployment(uuid) IS 'A deployment of your service (admins: any): {id, service_id, number, status (pending, provisioning, running, failed, stopped, deleted), reason (why the last attempt failed), attempts, next_attempt_at, created_at, updated_at, running_at, history [{from, to, reason, at}]}.';
+SELECT pgcloud.expose('api.get_deployment(uuid)', 'user', 'admin');

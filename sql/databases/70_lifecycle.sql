@@ -68,6 +68,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.rotate_database_credentials(uuid) IS 'New credentials for your service: {service_id, user, previous_user, previous_valid_until, applied, connection_uri}. The new login works when the call returns; the previous one keeps working until previous_valid_until (policy databases.rotation_grace_seconds) and is then dropped. The URI is shown this once (a replay with the same X-Idempotency-Key gives connection_uri null).';
+SELECT pgcloud.expose('api.rotate_database_credentials(uuid)', 'user', 'admin');
 
 CREATE FUNCTION databases.delete_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -104,6 +105,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.delete_service(uuid) IS 'Deletes your database service (admins: any): {service_id, status: deleting, delete_after}. After the grace period (policy databases.delete_grace_seconds) the deployer job drops the database and its roles on the server and the service becomes deleted (service.deleted). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.delete_service(uuid)', 'user', 'admin');
 
 -- Drops a service's database and roles on its server (idempotent).
 CREATE FUNCTION databases.drop_remote(s databases.services) RETURNS void

@@ -127,6 +127,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_upsert_sku(text, text, int, int, int, int, text, bigint, text) IS 'Operators: defines or updates a SKU (an allocation shape and its price per hour in integer minor units, e.g. cents). Returns the SKU and created (true for a new one). The GPU model, GPU count and region of a SKU that nodes are registered with cannot change (409 sku_in_use). Audited; announced as sku.upserted; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_upsert_sku(text, text, int, int, int, int, text, bigint, text)', 'admin');
 
 -- ---- images ----------------------------------------------------------------
 
@@ -169,6 +170,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_upsert_image(text, text) IS 'Operators: defines or updates an OS image users may deploy (code -> MAAS distro_series, e.g. jammy). Returns {code, distro_series, updated_at, created}. Audited; announced as image.upserted; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_upsert_image(text, text)', 'admin');
 
 -- ---- nodes -----------------------------------------------------------------
 
@@ -229,6 +231,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_register_node(text, text, text) IS 'Operators: registers a MAAS machine as a node of a SKU (the SKU of the whole machine: its GPU count is the node''s number of slots). The node starts in state commissioning; MAAS commissions it and it becomes ready. Returns {id, hostname, maas_system_id, sku, region, gpu_model, slots, state, registered_at}. 409 node_already_registered for a hostname or system id in use. Audited; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_register_node(text, text, text)', 'admin');
 
 CREATE FUNCTION inventory.lock_node(node_id uuid) RETURNS inventory.nodes
 LANGUAGE plpgsql VOLATILE
@@ -291,6 +294,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_set_node_maintenance(uuid, boolean) IS 'Operators: on = true takes a ready, broken or failed node out of placement (allocations on it keep running); on = false returns a node in maintenance to ready. Returns {id, state, previous_state, changed}; asking for the state the node is already in changes nothing. Other states: 409 invalid_state_transition. Audited; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_set_node_maintenance(uuid, boolean)', 'admin');
 
 CREATE FUNCTION inventory.retire_node_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -333,6 +337,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_retire_node(uuid) IS 'Operators: retires a node for good (its hostname and system id may then be registered again). Refused with 409 node_in_use while allocations hold its slots: put it in maintenance first and wait. Returns {id, state, previous_state, changed}. Audited; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_retire_node(uuid)', 'admin');
 
 CREATE FUNCTION api.admin_list_nodes() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -349,3 +354,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_list_nodes() IS 'Operators: every node (retired ones too) with its state, last MAAS status, cached images and slots held: [{node_id, hostname, maas_system_id, sku, region, gpu_model, slot_count, state, reason, maas_status, cached_images, registered_at, updated_at, slots_held}].';
+SELECT pgcloud.expose('api.admin_list_nodes()', 'admin');

@@ -377,4 +377,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_end_stuck_release(text, text) IS 'Operators: a release MAAS could not complete (the machine is quarantined and its allocations stay releasing and billed) ends by this decision: the allocations are released (billing stops), the machine stays quarantined and is commissioned afresh before it is placed again. Returns {system_id, allocations_released, quarantined, goal}. Not stuck: 409 invalid_state_transition; unknown: 404 not_found. Audited; safe to retry with X-Idempotency-Key.';
-GRANT EXECUTE ON FUNCTION api.admin_end_stuck_release(text, text) TO pgcloud_admin;
+SELECT pgcloud.expose('api.admin_end_stuck_release(text, text)', 'admin');

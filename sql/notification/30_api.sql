@@ -78,6 +78,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.notification_preferences() IS 'Your notification preferences: email_enabled, events (the event types that also send an e-mail; null means all), available_events, and channel (the LISTEN channel a WebSocket gateway subscribes to for you).';
+SELECT pgcloud.expose('api.notification_preferences()', 'user', 'admin');
 
 CREATE FUNCTION api.set_notification_preferences(email_enabled boolean, events text[] DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -91,6 +92,5 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.set_notification_preferences(boolean, text[]) IS 'Sets your notification preferences: email_enabled (false: no e-mail at all) and events (the event types that also send an e-mail; null: all of them; see available_events). Channel notifications are always sent. Audited; safe to retry with X-Idempotency-Key. Returns the preferences.';
+SELECT pgcloud.expose('api.set_notification_preferences(boolean, text[])', 'user', 'admin');
 
-GRANT EXECUTE ON FUNCTION api.notification_preferences(), api.set_notification_preferences(boolean, text[])
-    TO pgcloud_user, pgcloud_admin;

@@ -107,6 +107,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.create_checkout(bigint, text) IS 'Starts a top-up of amount minor units (payments.checkout_min_amount to payments.checkout_max_amount) in currency (your account''s): returns {id, status: creating, amount, currency}. Stripe''s Checkout Session is created right after; poll api.get_checkout(id) for its URL. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.create_checkout(bigint, text)', 'user', 'admin');
 
 CREATE FUNCTION api.get_checkout(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -134,6 +135,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_checkout(uuid) IS 'One of your top-ups (admins: any): {id, status (creating, open, complete, expired, failed), url (the Stripe Checkout page while open), amount, currency, stripe_session_id, payment_id (once paid), error, created_at, completed_at}. Another user''s is 404 checkout_not_found.';
+SELECT pgcloud.expose('api.get_checkout(uuid)', 'user', 'admin');
 
 CREATE FUNCTION payments.checkout_result(intent uuid, status integer, body text, context jsonb, final boolean)
 RETURNS void

@@ -285,6 +285,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.stripe_webhook(text) IS 'Stripe webhook endpoint (anonymous: Stripe signs, it does not log in). The raw body is the argument, the Stripe-Signature header comes through request.headers; verified in C against pgcloud.stripe_webhook_secrets (several v1 signatures and several secrets accepted, payments.webhook_tolerance_seconds). A refused request answers 400 (413 when too large, 500 when no secret is configured) and is audited without its body. Stripe events are applied once by event id: a paid checkout.session.completed credits the balance exactly once; unknown types are accepted and ignored. Returns {received, event_id, type, outcome} or {received, event_id, duplicate}.';
+SELECT pgcloud.expose('api.stripe_webhook(text)', 'anon');
 
 -- How Stripe really reaches us: PostgREST, given Content-Type:
 -- application/json, calls the function with a single unnamed json parameter
@@ -302,3 +303,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.stripe_webhook(json) IS 'Stripe webhook endpoint as PostgREST calls it for Content-Type: application/json (POST /rpc/stripe_webhook with the raw event as the body): the json value keeps the body byte for byte, and it is handled exactly as api.stripe_webhook(text) (signature over the raw body, once per event id, refusals audited).';
+SELECT pgcloud.expose('api.stripe_webhook(json)', 'anon');

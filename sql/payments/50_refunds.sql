@@ -98,6 +98,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_refund(uuid, bigint, text) IS 'Operators: refunds amount (minor units) of a payment: never more than was paid minus what is refunded or being refunded (409 refund_exceeds_payment), never more than the balance unless payments.refund_allow_negative_balance (409 refund_exceeds_balance; billing has the last word and may decline). Returns {id, payment_id, amount, currency, status: requested}; billing debits the ledger, then Stripe is asked (Idempotency-Key = refund id). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_refund(uuid, bigint, text)', 'admin');
 
 -- Billing debited the refund (ledger.entry_posted): now, and only now, ask Stripe.
 CREATE FUNCTION payments.submit_refund(refund uuid, entry_id bigint) RETURNS boolean

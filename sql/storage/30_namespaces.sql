@@ -118,6 +118,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.create_namespace(text) IS 'Creates a namespace of yours called name (2 to 63 of a-z 0-9 -, unique among yours; at most storage.max_namespaces_per_user): returns {id, name, created_at, objects, bytes, max_objects, max_bytes}. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.create_namespace(text)', 'user', 'admin');
 
 CREATE FUNCTION api.list_namespaces() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -133,6 +134,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_namespaces() IS 'Your namespaces, by name, each with its usage and quotas.';
+SELECT pgcloud.expose('api.list_namespaces()', 'user', 'admin');
 
 CREATE FUNCTION storage.delete_namespace_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -173,3 +175,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.delete_namespace(text) IS 'Deletes your namespace name when it holds no pending or stored object (namespace_not_empty, 409, otherwise): returns {id, name, deleted_at}. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.delete_namespace(text)', 'user', 'admin');

@@ -156,6 +156,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.presign(text, text, text, int) IS 'A pre-signed S3 URL (AWS Signature Version 4) for method GET, HEAD (a stored object), PUT (upload; the namespace''s object and byte quotas are checked first and the object is recorded pending until a HEAD confirms it) or DELETE, valid expires_in seconds (1 to storage.presign_max_expires_seconds): returns {url, method, expires_at, namespace, path, object_id}. The path is checked by pgcloud.safe_path(). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.presign(text, text, text, int)', 'user', 'admin');
 
 CREATE FUNCTION storage.complete_upload_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -192,6 +193,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.complete_upload(text, text) IS 'Tells pgcloud an upload through a PUT URL is done: a pending object is checked (HEAD) right away instead of at the next periodic check; returns the object (state pending until the check answers, then stored). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.complete_upload(text, text)', 'user', 'admin');
 
 CREATE FUNCTION api.list_objects(namespace text, prefix text DEFAULT '', "limit" int DEFAULT 100, after text DEFAULT NULL)
 RETURNS jsonb
@@ -233,6 +235,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_objects(text, text, int, text) IS 'Objects of your namespace (pending and stored) whose path starts with prefix, in byte order of the path, at most "limit" (1 to storage.list_max): {namespace, objects: [{id, path, state, size, etag, content_type, ...}], next_after}. Pass next_after as after for the next page (NULL: no more).';
+SELECT pgcloud.expose('api.list_objects(text, text, int, text)', 'user', 'admin');
 
 CREATE FUNCTION storage.delete_object_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -269,6 +272,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.delete_object(text, text) IS 'Deletes an object of your namespace: gone from listings at once (object.deleted), its bytes removed from S3 right after. Returns the object with state deleted. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.delete_object(text, text)', 'user', 'admin');
 
 -- The HTTP executor's answer to a HEAD (confirm) or DELETE of ours.
 CREATE FUNCTION storage.on_s3_result(intent uuid, status integer, response_headers jsonb, response_body text,
