@@ -61,13 +61,13 @@ $$;
 COMMENT ON FUNCTION api.admin_payments(uuid) IS 'Admins: payments (of one user, or all), newest first, each with its refunds. Refunds are made with api.admin_refund() (payments).';
 SELECT pgcloud.expose('api.admin_payments(uuid)', 'admin');
 
-CREATE FUNCTION admin.force_release_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION admin.force_release_apply(p_allocation_id uuid, p_reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
 DECLARE
-    v_id uuid := (args ->> 'allocation_id')::uuid;
-    v_reason text := btrim(args ->> 'reason');
+    v_id uuid := p_allocation_id;
+    v_reason text := btrim(p_reason);
     a admin.allocations;
     ev uuid;
 BEGIN
@@ -92,7 +92,7 @@ BEGIN
     RETURN jsonb_build_object('allocation_id', v_id, 'state', a.state, 'reason', v_reason, 'event_id', ev);
 END
 $$;
-COMMENT ON FUNCTION admin.force_release_apply(jsonb) IS 'Internal to api.admin_force_release(): checks the allocation is live in the read model, announces admin.force_release_requested {allocation_id, user_id, reason, requested_by} and audits admin.force_release with the reason.';
+COMMENT ON FUNCTION admin.force_release_apply(uuid, text) IS 'Internal to api.admin_force_release() (which authorizes): checks the allocation is live in the read model, announces admin.force_release_requested {allocation_id, user_id, reason, requested_by} and audits admin.force_release with the reason.';
 
 CREATE FUNCTION api.admin_force_release(allocation_id uuid, reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -100,8 +100,9 @@ SET search_path = pg_catalog, pgcloud, admin
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('admin.force_release', jsonb_build_object('allocation_id', allocation_id, 'reason', reason),
-                              'admin.force_release_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('admin.force_release', jsonb_build_object('allocation_id', allocation_id, 'reason', reason)),
+        pgcloud.idempotent_done('admin.force_release', admin.force_release_apply(allocation_id, reason)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_force_release(uuid, text) IS 'Admins: releases a live allocation (requested, provisioning or active) whatever its user does; provisioning carries it out on admin.force_release_requested. reason (1 to 500 characters) is audited. Returns {allocation_id, state, reason, event_id}. Safe to retry with X-Idempotency-Key.';

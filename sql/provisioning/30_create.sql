@@ -95,7 +95,7 @@ $$;
 COMMENT ON FUNCTION provisioning.check_reservation(uuid, bigint) IS 'Refuses an allocation (insufficient_balance, 402) unless billing''s last reported balance covers the minimum plus the first accrual interval of every live allocation of the user and of the new one (policy provisioning.reserve_first_interval).';
 
 -- The node to claim slots on, locked. See the placement policy at the top
--- of 00_provisioning.sql. Each preference is its own query on an index in
+-- of 00_catalogue.sql. Each preference is its own query on an index in
 -- the order wanted (fewest free slots, then node id), so a placement reads a
 -- few index entries, not every node; nodes held by concurrent placements are
 -- skipped (SKIP LOCKED).

@@ -164,11 +164,3 @@ END
 $$;
 COMMENT ON FUNCTION api.admin_terminal_sessions(text) IS 'Operators: terminal sessions (live by default; ended, or NULL for all), newest first, at most 1000: who, which allocation, which relay, since when, bytes each way. Sessions of relays that stopped reporting are ended first.';
 SELECT pgcloud.expose('api.admin_terminal_sessions(text)', 'admin');
-
--- Lost relays are noticed by themselves: the scheduler worker runs the reaper
--- every terminal.reap_interval_seconds (heartbeats and the operators' listing
--- reap too, so a listing is never stale).
-INSERT INTO pgcloud.policy_values (key, value, description) VALUES
-    ('terminal.reap_interval_seconds', '10', 'How often the scheduler ends live terminal sessions whose relay stopped reporting (seconds).');
-SELECT pgcloud.register_job('terminal.reap_sessions', 'terminal.reap_sessions()', 'terminal.reap_interval_seconds', 's',
-    'Ends live terminal sessions whose relay has not reported for terminal.session_stale_seconds (reason relay_lost).');
