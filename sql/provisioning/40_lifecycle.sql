@@ -127,7 +127,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.release_allocation(id uuid) IS 'Releases one of your allocations: it goes to releasing at once (no new access is minted from then) and to released when MAAS has released the machine; billing stops then. A release MAAS cannot complete keeps the allocation releasing (and billed) until an operator decides (api.admin_end_stuck_release). Releasing an allocation that is already releasing, released or failed changes nothing. Returns the allocation; another user''s or an unknown id is 404 allocation_not_found. Safe to retry with X-Idempotency-Key.';
-SELECT pgcloud.expose('api.release_allocation(id uuid)', 'user', 'admin');
+SELECT pgcloud.expose('api.release_allocation(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.get_allocation(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -148,7 +148,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_allocation(id uuid) IS 'One of your allocations: {id, state, sku, image, gpu_count, region, node_hostname, slots, price_per_hour, currency, ssh_key_ids, reason, released_by, requested_at, started_at, releasing_at, ended_at}. state is provisioning while MAAS deploys, active once deployed, releasing, released, or failed (reason says why). Another user''s or an unknown id is 404 allocation_not_found.';
-SELECT pgcloud.expose('api.get_allocation(id uuid)', 'user', 'admin');
+SELECT pgcloud.expose('api.get_allocation(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.list_allocations() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER

@@ -129,7 +129,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_redeem_terminal_token(token text) IS 'The terminal relay (pgcloud_service with scope terminal:redeem) redeems a terminal token, once: returns {terminal_session_id, allocation_id, user_id, owner_id, session_id, posix_username, address, hostname} and opens a live session. Unknown: 401 terminal_token_invalid; second redeem: 409 terminal_token_used; expired: 401 terminal_token_expired; revoked with its session: 401 session_revoked or terminal_token_revoked; allocation no longer active: 409 allocation_not_active.';
-SELECT pgcloud.expose('api.service_redeem_terminal_token(token text)', 'service');
+SELECT pgcloud.expose('api.service_redeem_terminal_token(text)', 'service');
 
 CREATE FUNCTION api.service_terminal_refused(token text, code text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
