@@ -67,4 +67,8 @@ SELECT p.oid::regprocedure AS function, e.roles,
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'api'
   LEFT JOIN pgcloud.api_exposures e ON e.function_oid = p.oid AND e.signature = p.oid::regprocedure::text;
+COMMENT ON COLUMN pgcloud.api_surface.function IS 'The api function.';
+COMMENT ON COLUMN pgcloud.api_surface.roles IS 'The API roles its exposure declares (NULL: no exposure).';
+COMMENT ON COLUMN pgcloud.api_surface.callable_by IS 'The API roles that can EXECUTE it now.';
+COMMENT ON COLUMN pgcloud.api_surface.exposures IS 'How many exposure rows name it (1 when declared once).';
 COMMENT ON VIEW pgcloud.api_surface IS 'Every function in schema api with its declared exposure (roles, NULL when undeclared), the API roles that can actually EXECUTE it (callable_by) and how many exposure rows name it; the two agree when the grants follow the declaration.';
