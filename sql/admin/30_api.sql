@@ -11,6 +11,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_users() IS 'Admins: every user with {user_id, email, posix_username, created_at, last_sign_in_at, sign_ins, balance, currency, standing, can_allocate, live_allocations, active_allocations, total_allocations, paid, refunded}, oldest first.';
+SELECT pgcloud.expose('api.admin_users()', 'admin');
 
 CREATE FUNCTION api.admin_allocations(state text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -29,6 +30,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_allocations(text) IS 'Admins: every allocation (or those in state: requested, provisioning, active, releasing, released, failed), newest first, with its user''s e-mail.';
+SELECT pgcloud.expose('api.admin_allocations(text)', 'admin');
 
 CREATE FUNCTION api.admin_nodes() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -40,6 +42,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_nodes() IS 'Admins: every node with its state, MAAS status and the live allocations and GPU slots on it, by host name.';
+SELECT pgcloud.expose('api.admin_nodes()', 'admin');
 
 CREATE FUNCTION api.admin_payments(user_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -56,14 +59,15 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_payments(uuid) IS 'Admins: payments (of one user, or all), newest first, each with its refunds. Refunds are made with api.admin_refund() (payments).';
+SELECT pgcloud.expose('api.admin_payments(uuid)', 'admin');
 
-CREATE FUNCTION admin.force_release_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION admin.force_release_apply(p_allocation_id uuid, p_reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, admin
 AS $$
 DECLARE
-    v_id uuid := (args ->> 'allocation_id')::uuid;
-    v_reason text := btrim(args ->> 'reason');
+    v_id uuid := p_allocation_id;
+    v_reason text := btrim(p_reason);
     a admin.allocations;
     ev uuid;
 BEGIN
@@ -88,7 +92,7 @@ BEGIN
     RETURN jsonb_build_object('allocation_id', v_id, 'state', a.state, 'reason', v_reason, 'event_id', ev);
 END
 $$;
-COMMENT ON FUNCTION admin.force_release_apply(jsonb) IS 'Internal to api.admin_force_release(): checks the allocation is live in the read model, announces admin.force_release_requested {allocation_id, user_id, reason, requested_by} and audits admin.force_release with the reason.';
+COMMENT ON FUNCTION admin.force_release_apply(uuid, text) IS 'Internal to api.admin_force_release() (which authorizes): checks the allocation is live in the read model, announces admin.force_release_requested {allocation_id, user_id, reason, requested_by} and audits admin.force_release with the reason.';
 
 CREATE FUNCTION api.admin_force_release(allocation_id uuid, reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -96,11 +100,13 @@ SET search_path = pg_catalog, pgcloud, admin
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('admin.force_release', jsonb_build_object('allocation_id', allocation_id, 'reason', reason),
-                              'admin.force_release_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('admin.force_release', jsonb_build_object('allocation_id', allocation_id, 'reason', reason)),
+        pgcloud.idempotent_done('admin.force_release', admin.force_release_apply(allocation_id, reason)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_force_release(uuid, text) IS 'Admins: releases a live allocation (requested, provisioning or active) whatever its user does; provisioning carries it out on admin.force_release_requested. reason (1 to 500 characters) is audited. Returns {allocation_id, state, reason, event_id}. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_force_release(uuid, text)', 'admin');
 
 CREATE TYPE admin.audit_row AS (seq bigint, at timestamptz, database text, audit_id bigint, actor uuid, role text,
                                 action text, target_type text, target_id text, result text, correlation_id text,
@@ -151,3 +157,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_audit(timestamptz, timestamptz, uuid, text, bigint, int) IS 'Admins: the audit of every service in [since, until), oldest first, optionally of one actor and one action, at most "limit" rows (up to admin.audit_page_max); pass the last row''s seq as after for the next page. A table: PostgREST serves it as CSV with Accept: text/csv, psql exports it with \copy (SELECT * FROM api.admin_audit(...)) TO ''audit.csv'' CSV HEADER.';
+SELECT pgcloud.expose('api.admin_audit(timestamptz, timestamptz, uuid, text, bigint, int)', 'admin');

@@ -1,4 +1,5 @@
--- Who may call what: admins only (and each function checks the request's role too).
-GRANT EXECUTE ON FUNCTION api.admin_users(), api.admin_allocations(text), api.admin_nodes(), api.admin_payments(uuid),
-    api.admin_force_release(uuid, text), api.admin_audit(timestamptz, timestamptz, uuid, text, bigint, int)
-    TO pgcloud_admin;
+-- Grants other than the api functions'. Who may call an api function is
+-- declared next to its definition (SELECT pgcloud.expose(...), which grants
+-- EXECUTE to the API roles it names and revokes it from PUBLIC and the
+-- others); everything else of the service is the service role's alone
+-- (pgcloud.service_end revokes PUBLIC's EXECUTE). Nothing to add here yet.

@@ -1,12 +1,12 @@
 -- Manifests: publish (administrators to the catalogue, users their own), list.
 
-CREATE FUNCTION appruntime.publish_manifest_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION appruntime.publish_app_manifest_apply(p_manifest jsonb, p_catalogue boolean) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, appruntime
 AS $$
 DECLARE
-    d jsonb := args -> 'manifest';
-    catalogue boolean := coalesce((args ->> 'catalogue')::boolean, false);
+    d jsonb := p_manifest;
+    catalogue boolean := coalesce(p_catalogue, false);
     v_owner uuid := CASE WHEN catalogue THEN NULL ELSE pgcloud.user_id() END;
     k text;
     spec jsonb;
@@ -75,7 +75,7 @@ BEGIN
     RETURN appruntime.manifest_json(m);
 END
 $$;
-COMMENT ON FUNCTION appruntime.publish_manifest_apply(jsonb) IS 'Internal to api.publish_app_manifest(): validates and stores a manifest.';
+COMMENT ON FUNCTION appruntime.publish_app_manifest_apply(jsonb, boolean) IS 'Internal to api.publish_app_manifest() (which authorizes): validates and stores a manifest, in the catalogue or as the caller''s own.';
 
 CREATE FUNCTION appruntime.manifest_json(m appruntime.manifests) RETURNS jsonb
 LANGUAGE sql STABLE
@@ -100,12 +100,12 @@ BEGIN
             PERFORM pgcloud.raise('unauthenticated', 'own manifests belong to a signed-in user; operators publish with catalogue => true');
         END IF;
     END IF;
-    RETURN pgcloud.idempotent('appruntime.publish_app_manifest',
-                              jsonb_build_object('manifest', manifest, 'catalogue', coalesce(catalogue, false)),
-                              'appruntime.publish_manifest_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('appruntime.publish_app_manifest', jsonb_build_object('manifest', manifest, 'catalogue', coalesce(catalogue, false))),
+                    pgcloud.idempotent_done('appruntime.publish_app_manifest', appruntime.publish_app_manifest_apply(manifest, coalesce(catalogue, false))));
 END
 $$;
 COMMENT ON FUNCTION api.publish_app_manifest(jsonb, boolean) IS 'Publishes an application manifest {name, version, start, stop?, ports, resources?, env?}: start/stop are one-line shell commands run on the node as the allocation owner, ports the TCP ports it serves (the first must answer for the app to be running), env the environment schema {NAME: {type: string|integer|boolean, required, default}}. catalogue => true (administrators) publishes to the shared catalogue, otherwise to your own manifests. A name@version is published once (409 conflict). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.publish_app_manifest(jsonb, boolean)', 'user', 'admin');
 
 CREATE FUNCTION api.list_app_manifests() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -123,3 +123,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_app_manifests() IS 'The application catalogue and your own manifests: [{id, name, version, catalogue, start, stop, ports, resources, env, created_at}].';
+SELECT pgcloud.expose('api.list_app_manifests()', 'user', 'admin');

@@ -13,6 +13,19 @@ END
 $$;
 COMMENT ON FUNCTION appruntime.uuid_arg(text, text) IS 'A required uuid argument; raises invalid_argument otherwise.';
 
+CREATE FUNCTION appruntime.uuid_required(v uuid, what text) RETURNS uuid
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgcloud, appruntime
+AS $$
+BEGIN
+    IF v IS NULL THEN
+        PERFORM pgcloud.raise('invalid_argument', format('%s must be a uuid', what));
+    END IF;
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION appruntime.uuid_required(uuid, text) IS 'A required typed uuid argument (named what); raises invalid_argument when it is NULL.';
+
 -- Moves an instance to a new state: history row, and the public events.
 CREATE FUNCTION appruntime.set_state(inst appruntime.instances, to_state text, actor uuid, detail text DEFAULT NULL)
 RETURNS appruntime.instances
@@ -110,15 +123,15 @@ END
 $$;
 COMMENT ON FUNCTION appruntime.add_member(appruntime.instances, uuid, text, uuid) IS 'Gives a user a role on an instance; history and app.member_added.';
 
-CREATE FUNCTION appruntime.launch_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION appruntime.launch_app_apply(p_allocation_id uuid, p_manifest text, p_env jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, appruntime
 AS $$
 DECLARE
     v_user uuid := pgcloud.user_id();
-    alloc_id uuid := appruntime.uuid_arg(args ->> 'allocation_id', 'allocation_id');
-    ref text := args ->> 'manifest';
-    env jsonb := coalesce(args -> 'env', '{}');
+    alloc_id uuid := appruntime.uuid_required(p_allocation_id, 'allocation_id');
+    ref text := p_manifest;
+    env jsonb := coalesce(p_env, '{}');
     a appruntime.allocations;
     m appruntime.manifests;
     k text;
@@ -184,7 +197,7 @@ BEGIN
     RETURN appruntime.instance_json(i);
 END
 $$;
-COMMENT ON FUNCTION appruntime.launch_apply(jsonb) IS 'Internal to api.launch_app().';
+COMMENT ON FUNCTION appruntime.launch_app_apply(uuid, text, jsonb) IS 'Internal to api.launch_app() (which authorizes): checks the allocation, the manifest and env, and creates the instance in state launch.';
 
 CREATE FUNCTION api.launch_app(allocation_id uuid, manifest text, env jsonb DEFAULT '{}') RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -195,19 +208,19 @@ BEGIN
     IF pgcloud.user_id() IS NULL THEN
         PERFORM pgcloud.raise('unauthenticated', 'apps are launched by a signed-in user');
     END IF;
-    RETURN pgcloud.idempotent('appruntime.launch_app',
-        jsonb_build_object('allocation_id', allocation_id, 'manifest', manifest, 'env', coalesce(env, '{}')),
-        'appruntime.launch_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('appruntime.launch_app', jsonb_build_object('allocation_id', allocation_id, 'manifest', manifest, 'env', coalesce(env, '{}'))),
+                    pgcloud.idempotent_done('appruntime.launch_app', appruntime.launch_app_apply(allocation_id, manifest, coalesce(env, '{}'))));
 END
 $$;
 COMMENT ON FUNCTION api.launch_app(uuid, text, jsonb) IS 'Launches an application on one of your active allocations: manifest is "name" or "name@version" (yours first, then the catalogue; the newest version when none is given); env is checked against the manifest''s schema. Returns the instance in state launch; the platform starts the process on the node (starting) and it is running once its port answers. You become its owner. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.launch_app(uuid, text, jsonb)', 'user', 'admin');
 
-CREATE FUNCTION appruntime.stop_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION appruntime.stop_app_apply(p_instance_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, appruntime
 AS $$
 DECLARE
-    i appruntime.instances := appruntime.instance_for(appruntime.uuid_arg(args ->> 'instance_id', 'instance_id'), 'editor', true);
+    i appruntime.instances := appruntime.instance_for(appruntime.uuid_required(p_instance_id, 'instance_id'), 'editor', true);
 BEGIN
     IF i.state IN ('stopping', 'stopped') THEN
         RETURN appruntime.instance_json(i);    -- already on its way: nothing more to do
@@ -220,7 +233,7 @@ BEGIN
     RETURN appruntime.instance_json(i);
 END
 $$;
-COMMENT ON FUNCTION appruntime.stop_apply(jsonb) IS 'Internal to api.stop_app().';
+COMMENT ON FUNCTION appruntime.stop_app_apply(uuid) IS 'Internal to api.stop_app() (which authorizes): moves an instance the caller may edit to stopping.';
 
 CREATE FUNCTION api.stop_app(instance_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -228,11 +241,12 @@ SET search_path = pg_catalog, pgcloud, appruntime
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('appruntime.stop_app', jsonb_build_object('instance_id', instance_id),
-                              'appruntime.stop_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('appruntime.stop_app', jsonb_build_object('instance_id', instance_id)),
+                    pgcloud.idempotent_done('appruntime.stop_app', appruntime.stop_app_apply(instance_id)));
 END
 $$;
 COMMENT ON FUNCTION api.stop_app(uuid) IS 'Stops an application (owners and editors): the instance goes stopping, the platform stops the process on the node, then stopped. Stopping a stopping or stopped instance changes nothing. Viewers: 403 forbidden; not a member: 404 app_instance_not_found; failed or released: 409 app_not_stoppable. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.stop_app(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.get_app(instance_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -244,6 +258,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_app(uuid) IS 'One application instance you are a member of: {id, allocation_id, state, detail, owner_id, env, unit, manifest, members, created_at, state_since}.';
+SELECT pgcloud.expose('api.get_app(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.list_apps() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -260,15 +275,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_apps() IS 'The application instances you are a member of, newest first, each with your role.';
+SELECT pgcloud.expose('api.list_apps()', 'user', 'admin');
 
-CREATE FUNCTION appruntime.add_member_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION appruntime.add_app_member_apply(p_instance_id uuid, p_user_id uuid, p_role text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, appruntime
 AS $$
 DECLARE
-    i appruntime.instances := appruntime.instance_for(appruntime.uuid_arg(args ->> 'instance_id', 'instance_id'), 'owner', true);
-    who uuid := appruntime.uuid_arg(args ->> 'user_id', 'user_id');
-    role text := args ->> 'role';
+    i appruntime.instances := appruntime.instance_for(appruntime.uuid_required(p_instance_id, 'instance_id'), 'owner', true);
+    who uuid := appruntime.uuid_required(p_user_id, 'user_id');
+    role text := p_role;
 BEGIN
     IF role IS NULL OR role NOT IN ('owner', 'editor', 'viewer') THEN
         PERFORM pgcloud.raise('app_member_role_invalid', format('role %s', coalesce(role, 'NULL')));
@@ -284,7 +300,7 @@ BEGIN
     RETURN appruntime.instance_json(i);
 END
 $$;
-COMMENT ON FUNCTION appruntime.add_member_apply(jsonb) IS 'Internal to api.add_app_member().';
+COMMENT ON FUNCTION appruntime.add_app_member_apply(uuid, uuid, text) IS 'Internal to api.add_app_member() (which authorizes): the instance''s owner gives a user a role on it.';
 
 CREATE FUNCTION api.add_app_member(instance_id uuid, user_id uuid, role text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -292,12 +308,12 @@ SET search_path = pg_catalog, pgcloud, appruntime
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('appruntime.add_app_member',
-        jsonb_build_object('instance_id', instance_id, 'user_id', user_id, 'role', role),
-        'appruntime.add_member_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('appruntime.add_app_member', jsonb_build_object('instance_id', instance_id, 'user_id', user_id, 'role', role)),
+                    pgcloud.idempotent_done('appruntime.add_app_member', appruntime.add_app_member_apply(instance_id, user_id, role)));
 END
 $$;
 COMMENT ON FUNCTION api.add_app_member(uuid, uuid, text) IS 'Owners give a user a role on an instance: owner, editor (may stop it and open terminals to its allocation) or viewer (may look). Giving a role again replaces it. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.add_app_member(uuid, uuid, text)', 'user', 'admin');
 
 CREATE FUNCTION api.app_events(instance_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -314,14 +330,15 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.app_events(uuid) IS 'The immutable history of an instance you are a member of, oldest first: [{id, at, kind, actor, details}].';
+SELECT pgcloud.expose('api.app_events(uuid)', 'user', 'admin');
 
-CREATE FUNCTION appruntime.remove_member_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION appruntime.remove_app_member_apply(p_instance_id uuid, p_user_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, appruntime
 AS $$
 DECLARE
-    i appruntime.instances := appruntime.instance_for(appruntime.uuid_arg(args ->> 'instance_id', 'instance_id'), 'owner', true);
-    who uuid := appruntime.uuid_arg(args ->> 'user_id', 'user_id');
+    i appruntime.instances := appruntime.instance_for(appruntime.uuid_required(p_instance_id, 'instance_id'), 'owner', true);
+    who uuid := appruntime.uuid_required(p_user_id, 'user_id');
 BEGIN
     IF who = i.owner_id THEN
         PERFORM pgcloud.raise('forbidden', 'the instance''s launcher stays its owner');
@@ -337,7 +354,7 @@ BEGIN
     RETURN appruntime.instance_json(i);
 END
 $$;
-COMMENT ON FUNCTION appruntime.remove_member_apply(jsonb) IS 'Internal to api.remove_app_member().';
+COMMENT ON FUNCTION appruntime.remove_app_member_apply(uuid, uuid) IS 'Internal to api.remove_app_member() (which authorizes): the instance''s owner takes a member''s role away.';
 
 CREATE FUNCTION api.remove_app_member(instance_id uuid, user_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -345,8 +362,9 @@ SET search_path = pg_catalog, pgcloud, appruntime
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('appruntime.remove_app_member',
-        jsonb_build_object('instance_id', instance_id, 'user_id', user_id), 'appruntime.remove_member_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('appruntime.remove_app_member', jsonb_build_object('instance_id', instance_id, 'user_id', user_id)),
+                    pgcloud.idempotent_done('appruntime.remove_app_member', appruntime.remove_app_member_apply(instance_id, user_id)));
 END
 $$;
 COMMENT ON FUNCTION api.remove_app_member(uuid, uuid) IS 'Owners take a member''s role away (their open terminals to the allocation close). The launcher stays owner. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.remove_app_member(uuid, uuid)', 'user', 'admin');

@@ -27,6 +27,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_app_work() IS 'The agent (scope apps:run): instances to act on, [{instance_id, action: start|probe|timeout|stop, allocation_id, owner_id, posix_username, address, unit, start, stop, port, env}]: start the process (launch), check its port (starting), give up after appruntime.start_timeout_seconds (timeout), stop it (stopping).';
+SELECT pgcloud.expose('api.service_app_work()', 'service');
 
 CREATE FUNCTION api.service_app_report(instance_id uuid, state text, detail text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -58,3 +59,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_app_report(uuid, text, text) IS 'The agent (scope apps:run) reports: starting (process started), running (its port answers), stopped (process gone), failed (with detail). Applied only from the state the agent acted on (launch, starting, stopping); returns {applied, state}.';
+SELECT pgcloud.expose('api.service_app_report(uuid, text, text)', 'service');

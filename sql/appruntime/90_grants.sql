@@ -1,6 +1,5 @@
--- Who may call what (pgcloud.service_end revokes PUBLIC's EXECUTE).
-GRANT EXECUTE ON FUNCTION api.publish_app_manifest(jsonb, boolean), api.list_app_manifests(),
-    api.launch_app(uuid, text, jsonb), api.stop_app(uuid), api.get_app(uuid), api.list_apps(),
-    api.add_app_member(uuid, uuid, text), api.remove_app_member(uuid, uuid), api.app_events(uuid)
-    TO pgcloud_user, pgcloud_admin;
-GRANT EXECUTE ON FUNCTION api.service_app_work(), api.service_app_report(uuid, text, text) TO pgcloud_service;
+-- Grants other than the api functions'. Who may call an api function is
+-- declared next to its definition (SELECT pgcloud.expose(...), which grants
+-- EXECUTE to the API roles it names and revokes it from PUBLIC and the
+-- others); everything else of the service is the service role's alone
+-- (pgcloud.service_end revokes PUBLIC's EXECUTE). Nothing to add here yet.

@@ -260,5 +260,3 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION auth.prune() IS 'The auth expiry job (auth.prune, every core.prune_interval_seconds): deletes used nonces of expired ID tokens and refresh tokens expired for a day; returns the counts. Sessions are kept as history; revocations are pruned by core.prune_revoked_sessions in every database.';
-SELECT pgcloud.register_job('auth.prune', 'auth.prune()', 'core.prune_interval_seconds', 's',
-    'Deletes used OpenID Connect nonces of expired ID tokens and refresh tokens expired for a day.');

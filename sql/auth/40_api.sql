@@ -16,6 +16,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.jwks() IS 'The platform''s public token signing keys as a JSON Web Key Set (RFC 7517): the key that signs now, keys about to sign, and retired keys until their tokens have expired. PostgREST verifies access tokens with it (jwt-secret). Anyone may call it.';
+SELECT pgcloud.expose('api.jwks()', 'anon', 'user', 'admin', 'service');
 
 -- api.token_exchange -------------------------------------------------------------
 
@@ -105,6 +106,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.token_exchange(text) IS 'Signs in with an OpenID Connect ID token: verifies it against its registered provider (issuer, audience, JWKS signature with RS256/ES256/EdDSA, exp/nbf/iat with policy leeway, nonce used once and equal to the X-OIDC-Nonce header when sent), creates or finds the user and identity, and returns {access_token, refresh_token, expires_in, token_type}. Errors: invalid_token, token_expired, token_not_yet_valid (401), email_not_verified (403), account_conflict (409).';
+SELECT pgcloud.expose('api.token_exchange(text)', 'anon', 'user', 'admin');
 
 -- api.refresh_token ----------------------------------------------------------------
 
@@ -186,6 +188,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.refresh_token(text) IS 'Exchanges a refresh token for a new access token and a new refresh token (the old one is spent). Within auth.refresh_reuse_interval_seconds (default 10) of its exchange the same token returns the same successor again (two tabs refreshing at once). After that, using a spent refresh token again revokes its whole session and is audited: the call answers refresh_token_reused (401) and the revocation stays. Other errors: invalid_refresh_token (401).';
+SELECT pgcloud.expose('api.refresh_token(text)', 'anon', 'user', 'admin');
 
 -- api.dev_login -------------------------------------------------------------------
 
@@ -221,18 +224,18 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.dev_login(text) IS 'Development only: signs in as the user with this e-mail address (created if new) without an identity provider, and returns {access_token, refresh_token, expires_in, token_type}. Off by default: while policy auth.dev_login_enabled is false it answers dev_login_disabled (403).';
+SELECT pgcloud.expose('api.dev_login(text)', 'anon', 'user', 'admin');
 
 -- api.logout --------------------------------------------------------------------
 
-CREATE FUNCTION auth.logout_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION auth.logout_apply(p_session_id text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, auth
 AS $$
 DECLARE
-    sid text := args ->> 'session_id';
+    sid text := p_session_id;
     s auth.sessions;
 BEGIN
-    PERFORM pgcloud.authorize('user');
     IF sid IS NULL OR sid !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
         PERFORM pgcloud.raise('invalid_token', 'the access token carries no session id (sid)');
     END IF;
@@ -245,7 +248,7 @@ BEGIN
     RETURN jsonb_build_object('session_id', s.id, 'revoked', true, 'revoked_at', s.revoked_at);
 END
 $$;
-COMMENT ON FUNCTION auth.logout_apply(jsonb) IS 'Internal to api.logout(): revokes {session_id} when it is the caller''s.';
+COMMENT ON FUNCTION auth.logout_apply(text) IS 'Internal to api.logout() (which authorizes): revokes the session when it is the caller''s.';
 
 CREATE FUNCTION api.logout() RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -253,11 +256,12 @@ SET search_path = pg_catalog, pgcloud, auth
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('auth.logout', jsonb_build_object('session_id', pgcloud.claims() ->> 'sid'),
-                              'auth.logout_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('auth.logout', jsonb_build_object('session_id', pgcloud.claims() ->> 'sid')),
+                    pgcloud.idempotent_done('auth.logout', auth.logout_apply(pgcloud.claims() ->> 'sid')));
 END
 $$;
 COMMENT ON FUNCTION api.logout() IS 'Signs out: revokes the session of the calling access token (its sid claim) and its refresh tokens; pgcloud.pre_request() then refuses the session''s access tokens (session_revoked, 401). Emits session.revoked. Returns {session_id, revoked, revoked_at}.';
+SELECT pgcloud.expose('api.logout()', 'user', 'admin');
 
 -- api.me --------------------------------------------------------------------------
 
@@ -294,31 +298,31 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.me() IS 'The signed-in user: id, email, display name, role, POSIX identity (username, uid, gid), identities, session id and times.';
+SELECT pgcloud.expose('api.me()', 'user', 'admin');
 
 -- api.admin_upsert_oidc_provider ----------------------------------------------------
 
-CREATE FUNCTION auth.upsert_oidc_provider_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION auth.upsert_oidc_provider_apply(p_issuer text, p_audience text, p_jwks jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, auth
 AS $$
 DECLARE
-    iss text := args ->> 'issuer';
-    aud text := args ->> 'audience';
+    iss text := p_issuer;
+    aud text := p_audience;
     keys jsonb;
     prior auth.oidc_providers;
     p auth.oidc_providers;
 BEGIN
-    PERFORM pgcloud.authorize('admin');
     IF iss IS NULL OR length(iss) > 512 OR iss !~ '^https?://[^[:space:]]+$' THEN
         PERFORM pgcloud.raise('invalid_argument', 'issuer must be the provider''s issuer URL (http(s)://..., at most 512 characters)');
     END IF;
     IF aud IS NULL OR length(aud) NOT BETWEEN 1 AND 512 THEN
         PERFORM pgcloud.raise('invalid_argument', 'audience must be our client id at the provider (1 to 512 characters)');
     END IF;
-    IF args -> 'jwks' IS NULL OR jsonb_typeof(args -> 'jwks') = 'null' THEN
+    IF p_jwks IS NULL OR jsonb_typeof(p_jwks) = 'null' THEN
         PERFORM pgcloud.raise('invalid_jwks', 'jwks is required');
     END IF;
-    keys := auth.jwks_validate(args -> 'jwks');
+    keys := auth.jwks_validate(p_jwks);
     SELECT * INTO prior FROM auth.oidc_providers o WHERE o.issuer = iss FOR UPDATE;
     INSERT INTO auth.oidc_providers AS o (issuer, audience, jwks) VALUES (iss, aud, keys)
     ON CONFLICT (issuer) DO UPDATE SET audience = excluded.audience, jwks = excluded.jwks, updated_at = now()
@@ -334,7 +338,7 @@ BEGIN
                                          FROM jsonb_array_elements(keys -> 'keys') k));
 END
 $$;
-COMMENT ON FUNCTION auth.upsert_oidc_provider_apply(jsonb) IS 'Internal to api.admin_upsert_oidc_provider().';
+COMMENT ON FUNCTION auth.upsert_oidc_provider_apply(text, text, jsonb) IS 'Internal to api.admin_upsert_oidc_provider() (which authorizes): validates and stores the provider''s issuer, audience and JWKS; audited.';
 
 CREATE FUNCTION api.admin_upsert_oidc_provider(issuer text, audience text, jwks jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -342,36 +346,37 @@ SET search_path = pg_catalog, pgcloud, auth
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('auth.upsert_oidc_provider',
-        jsonb_build_object('issuer', issuer, 'audience', audience, 'jwks', jwks),
-        'auth.upsert_oidc_provider_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('auth.upsert_oidc_provider',
+                           jsonb_build_object('issuer', issuer, 'audience', audience, 'jwks', jwks)),
+        pgcloud.idempotent_done('auth.upsert_oidc_provider', auth.upsert_oidc_provider_apply(issuer, audience, jwks)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_upsert_oidc_provider(text, text, jsonb) IS 'Administrators: registers an OpenID Connect provider (issuer URL, our client id as audience, its JWKS of public signing keys) or replaces its audience and keys (key rotation). Audited as oidc_provider.create / oidc_provider.update. Returns {id, issuer, audience, created, keys, kids}. Errors: invalid_argument, invalid_jwks (400).';
+SELECT pgcloud.expose('api.admin_upsert_oidc_provider(text, text, jsonb)', 'admin');
 
 -- Service accounts ------------------------------------------------------------------
 
-CREATE FUNCTION auth.create_service_account_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION auth.create_service_account_apply(p_name text, p_scopes text[]) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, auth
 AS $$
 DECLARE
-    sa_name text := args ->> 'name';
+    sa_name text := p_name;
     sa_scopes text[];
     bad text;
     sa auth.service_accounts;
     secret text := auth.random_token('pgcs_', 32);
     inserted integer;
 BEGIN
-    PERFORM pgcloud.authorize('admin');
     IF sa_name IS NULL OR sa_name !~ '^[a-z][a-z0-9_.-]{2,62}$' THEN
         PERFORM pgcloud.raise('invalid_argument', 'name must be 3 to 63 characters of [a-z0-9_.-], starting with a letter');
     END IF;
-    IF args -> 'scopes' IS NULL OR jsonb_typeof(args -> 'scopes') <> 'array' THEN
+    IF p_scopes IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'scopes must be an array of scopes (it may be empty)');
     END IF;
     SELECT coalesce(array_agg(DISTINCT s ORDER BY s), '{}'::text[]) INTO sa_scopes
-      FROM jsonb_array_elements_text(args -> 'scopes') s;
+      FROM unnest(p_scopes) s;
     IF cardinality(sa_scopes) > 64 THEN
         PERFORM pgcloud.raise('invalid_argument', 'a service account has at most 64 scopes');
     END IF;
@@ -398,7 +403,7 @@ BEGIN
                               'scopes', to_jsonb(sa.scopes), 'created_at', sa.created_at);
 END
 $$;
-COMMENT ON FUNCTION auth.create_service_account_apply(jsonb) IS 'Internal to api.admin_create_service_account().';
+COMMENT ON FUNCTION auth.create_service_account_apply(text, text[]) IS 'Internal to api.admin_create_service_account() (which authorizes): creates the account with its scopes and returns its secret once.';
 
 CREATE FUNCTION api.admin_create_service_account(name text, scopes text[]) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -409,10 +414,11 @@ BEGIN
     -- Not replayable through pgcloud.idempotent(): the response holds the
     -- secret, which must not be stored. Names are unique, so a retry cannot
     -- create a second account (it answers conflict, 409).
-    RETURN auth.create_service_account_apply(jsonb_build_object('name', name, 'scopes', to_jsonb(scopes)));
+    RETURN auth.create_service_account_apply(name, scopes);
 END
 $$;
 COMMENT ON FUNCTION api.admin_create_service_account(text, text[]) IS 'Administrators: creates a service account with scopes (e.g. {allocations:read, tenant:acme/inventory:write}) and returns {id, name, client_id, client_secret, scopes, created_at}. The secret is shown this once and stored only hashed. Emits service_account.created; audited. A name already in use answers conflict (409).';
+SELECT pgcloud.expose('api.admin_create_service_account(text, text[])', 'admin');
 
 CREATE FUNCTION auth.service_token_apply(client_id text, client_secret text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -455,28 +461,22 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_token(text, text) IS 'Machine clients (client credentials): exchanges a service account''s client id and secret for an access token with role pgcloud_service, sub = the account id and its scopes. Returns {access_token, token_type, expires_in, scopes}; no refresh token (ask again). Errors: invalid_client (401).';
+SELECT pgcloud.expose('api.service_token(text, text)', 'anon', 'service');
 
 -- Administration ----------------------------------------------------------------------
 
-CREATE FUNCTION auth.set_user_admin_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION auth.set_user_admin_apply(p_user_id uuid, p_is_admin boolean) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, auth
 AS $$
 DECLARE
-    target uuid;
-    flag boolean;
+    target uuid := p_user_id;
+    flag boolean := p_is_admin;
     was boolean;
 BEGIN
-    PERFORM pgcloud.authorize('admin');
-    BEGIN
-        target := (args ->> 'user_id')::uuid;
-    EXCEPTION WHEN invalid_text_representation THEN
-        PERFORM pgcloud.raise('invalid_argument', 'user_id must be a uuid');
-    END;
-    IF target IS NULL OR jsonb_typeof(args -> 'is_admin') IS DISTINCT FROM 'boolean' THEN
+    IF target IS NULL OR flag IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'user_id and is_admin are required');
     END IF;
-    flag := (args ->> 'is_admin')::boolean;
     SELECT u.is_admin INTO was FROM auth.users u WHERE u.id = target FOR UPDATE;
     IF NOT FOUND THEN
         PERFORM pgcloud.raise('not_found', 'no such user');
@@ -487,7 +487,7 @@ BEGIN
     RETURN jsonb_build_object('user_id', target, 'is_admin', flag, 'was_admin', was);
 END
 $$;
-COMMENT ON FUNCTION auth.set_user_admin_apply(jsonb) IS 'Internal to api.admin_set_user_admin().';
+COMMENT ON FUNCTION auth.set_user_admin_apply(uuid, boolean) IS 'Internal to api.admin_set_user_admin() (which authorizes): sets the user''s is_admin flag; audited as user.set_admin.';
 
 CREATE FUNCTION api.admin_set_user_admin(user_id uuid, is_admin boolean) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -495,13 +495,15 @@ SET search_path = pg_catalog, pgcloud, auth
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('auth.set_user_admin',
-        jsonb_build_object('user_id', user_id, 'is_admin', is_admin), 'auth.set_user_admin_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('auth.set_user_admin', jsonb_build_object('user_id', user_id, 'is_admin', is_admin)),
+        pgcloud.idempotent_done('auth.set_user_admin', auth.set_user_admin_apply(user_id, is_admin)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_set_user_admin(uuid, boolean) IS 'Administrators (and the operator at psql, to make the first one): makes a user an administrator or not. Takes effect at the user''s next sign-in or refresh (role pgcloud_admin). Audited as user.set_admin. Returns {user_id, is_admin, was_admin}.';
+SELECT pgcloud.expose('api.admin_set_user_admin(uuid, boolean)', 'admin');
 
-CREATE FUNCTION auth.rotate_signing_key_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION auth.rotate_signing_key_apply(p_activate_after_seconds integer) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, auth
 AS $$
@@ -509,21 +511,14 @@ DECLARE
     lead_seconds integer;
     k auth.signing_keys;
 BEGIN
-    PERFORM pgcloud.authorize('admin');
-    IF args -> 'activate_after_seconds' IS NULL OR jsonb_typeof(args -> 'activate_after_seconds') = 'null' THEN
-        lead_seconds := pgcloud.policy('auth.signing_key_lead_seconds', NULL::int);
-    ELSIF jsonb_typeof(args -> 'activate_after_seconds') = 'number' THEN
-        lead_seconds := (args ->> 'activate_after_seconds')::int;
-    ELSE
-        PERFORM pgcloud.raise('invalid_argument', 'activate_after_seconds must be a number of seconds');
-    END IF;
+    lead_seconds := coalesce(p_activate_after_seconds, pgcloud.policy('auth.signing_key_lead_seconds', NULL::int));
     k := auth.create_signing_key(lead_seconds);
     PERFORM pgcloud.audit('signing_key.rotate', 'signing_key', k.kid, 'ok',
                           jsonb_build_object('alg', k.alg, 'activates_at', k.activates_at));
     RETURN jsonb_build_object('kid', k.kid, 'alg', k.alg, 'activates_at', k.activates_at, 'jwks', auth.published_jwks());
 END
 $$;
-COMMENT ON FUNCTION auth.rotate_signing_key_apply(jsonb) IS 'Internal to api.admin_rotate_signing_key().';
+COMMENT ON FUNCTION auth.rotate_signing_key_apply(integer) IS 'Internal to api.admin_rotate_signing_key() (which authorizes): creates a signing key that signs after the given lead (default auth.signing_key_lead_seconds); audited as signing_key.rotate.';
 
 CREATE FUNCTION api.admin_rotate_signing_key(activate_after_seconds integer DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -531,8 +526,10 @@ SET search_path = pg_catalog, pgcloud, auth
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('auth.rotate_signing_key',
-        jsonb_build_object('activate_after_seconds', activate_after_seconds), 'auth.rotate_signing_key_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('auth.rotate_signing_key', jsonb_build_object('activate_after_seconds', activate_after_seconds)),
+        pgcloud.idempotent_done('auth.rotate_signing_key', auth.rotate_signing_key_apply(activate_after_seconds)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_rotate_signing_key(integer) IS 'Administrators: generates a new platform signing key (kid = RFC 7638 thumbprint). It is published in api.jwks() at once and signs after activate_after_seconds (default policy auth.signing_key_lead_seconds), leaving time to refresh PostgREST''s JWKS; the old key stays published until its tokens have expired. Audited as signing_key.rotate. Returns {kid, alg, activates_at, jwks}.';
+SELECT pgcloud.expose('api.admin_rotate_signing_key(integer)', 'admin');

@@ -22,6 +22,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.balance() IS 'Your balance: {balance (minor units), currency, standing (good, low or exhausted), can_allocate, as_of_entry_id}. Read in constant time at any ledger size (one index descent): the running balance carried by your newest ledger entry, which equals the sum of your entries.';
+SELECT pgcloud.expose('api.balance()', 'user', 'admin');
 
 CREATE FUNCTION api.ledger(before bigint DEFAULT NULL, "limit" integer DEFAULT 50) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -54,6 +55,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.ledger(bigint, integer) IS 'Your ledger entries, newest first, keyset-paginated: {entries: [{id, kind, amount, currency, balance_after, cause_type, cause_id, memo, created_at}], next_before}. Pass next_before as before for the next page (NULL when there is none); limit is 1 to billing.ledger_page_max.';
+SELECT pgcloud.expose('api.ledger(bigint, integer)', 'user', 'admin');
 
 CREATE FUNCTION api.usage(allocation_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -93,27 +95,25 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.usage(uuid) IS 'Usage of one of your allocations (admins: any): {allocation_id, sku, price_per_hour, currency, state, started_at, ended_at, settled, seconds, amount, records_total, records: [{id, kind, interval, period_start, period_end, seconds, amount}], records_truncated}. seconds and amount cover every record; the list holds the most recent billing.usage_records_max. Another user''s allocation is 404 allocation_not_found.';
+SELECT pgcloud.expose('api.usage(uuid)', 'user', 'admin');
 
-CREATE FUNCTION billing.adjust_balance_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION billing.adjust_balance_apply(p_user_id uuid, p_amount bigint, p_reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, billing
 AS $$
 DECLARE
-    v_user uuid;
-    amount bigint;
-    reason text := btrim(args ->> 'reason');
+    v_user uuid := p_user_id;
+    amount bigint := p_amount;
+    reason text := btrim(p_reason);
     a billing.accounts;
     e billing.ledger_entries;
 BEGIN
-    PERFORM pgcloud.authorize('admin');
-    IF args ->> 'user_id' IS NULL THEN
+    IF v_user IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'user_id is required');
     END IF;
-    v_user := (args ->> 'user_id')::uuid;
-    IF args ->> 'amount' IS NULL OR (args ->> 'amount')::bigint = 0 THEN
+    IF amount IS NULL OR amount = 0 THEN
         PERFORM pgcloud.raise('invalid_argument', 'amount must be a non-zero integer (minor units)');
     END IF;
-    amount := (args ->> 'amount')::bigint;
     IF reason IS NULL OR reason = '' OR length(reason) > 500 THEN
         PERFORM pgcloud.raise('invalid_argument', 'reason must be 1 to 500 characters');
     END IF;
@@ -126,7 +126,7 @@ BEGIN
     RETURN billing.entry_json(e);
 END
 $$;
-COMMENT ON FUNCTION billing.adjust_balance_apply(jsonb) IS 'Internal to api.admin_adjust_balance(): posts {user_id, amount, reason} as an adjustment entry; audited as ledger.adjusted.';
+COMMENT ON FUNCTION billing.adjust_balance_apply(uuid, bigint, text) IS 'Internal to api.admin_adjust_balance() (which authorizes): posts amount for the user as an adjustment entry with reason; audited as ledger.adjusted.';
 
 CREATE FUNCTION api.admin_adjust_balance(user_id uuid, amount bigint, reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -134,12 +134,14 @@ SET search_path = pg_catalog, pgcloud, billing
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('billing.adjust_balance',
-        jsonb_build_object('user_id', user_id, 'amount', amount, 'reason', reason),
-        'billing.adjust_balance_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('billing.adjust_balance',
+                           jsonb_build_object('user_id', user_id, 'amount', amount, 'reason', reason)),
+        pgcloud.idempotent_done('billing.adjust_balance', billing.adjust_balance_apply(user_id, amount, reason)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_adjust_balance(uuid, bigint, text) IS 'Operators: corrects a balance with a new adjustment entry (amount in minor units, positive or negative; the ledger is never edited). Returns the entry. Audited; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_adjust_balance(uuid, bigint, text)', 'admin');
 
 CREATE FUNCTION api.admin_verify_ledger(user_id uuid DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -157,3 +159,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_verify_ledger(uuid) IS 'Operators: checks the ledger invariant (balance = sum of entries = last balance_after, unbroken chain) for one user or all: {consistent, problems: [{account_id, problem, entry_id, expected, actual}], accounts}.';
+SELECT pgcloud.expose('api.admin_verify_ledger(uuid)', 'admin');

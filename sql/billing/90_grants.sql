@@ -1,6 +1,5 @@
--- Who may call what. Everything else is the service role's alone
--- (pgcloud.service_end revokes PUBLIC's EXECUTE).
-GRANT EXECUTE ON FUNCTION api.balance(), api.ledger(bigint, integer), api.usage(uuid)
-    TO pgcloud_user, pgcloud_admin;
-GRANT EXECUTE ON FUNCTION api.admin_adjust_balance(uuid, bigint, text), api.admin_verify_ledger(uuid)
-    TO pgcloud_admin;
+-- Grants other than the api functions'. Who may call an api function is
+-- declared next to its definition (SELECT pgcloud.expose(...), which grants
+-- EXECUTE to the API roles it names and revokes it from PUBLIC and the
+-- others); everything else of the service is the service role's alone
+-- (pgcloud.service_end revokes PUBLIC's EXECUTE). Nothing to add here yet.

@@ -1,9 +1,18 @@
--- Idempotency: one mechanism for every mutating api function.
+-- Idempotency: one mechanism for every mutating api function. The api
+-- function authorizes once, then
 --
 --   CREATE FUNCTION api.do_thing(a int) RETURNS jsonb ... AS $$
---       SELECT pgcloud.idempotent('svc.do_thing', jsonb_build_object('a', a),
---                                 'svc.do_thing(jsonb)')
---   $$;
+--   BEGIN
+--       PERFORM pgcloud.authorize('user');
+--       RETURN coalesce(pgcloud.idempotent('svc.do_thing', jsonb_build_object('a', a)),
+--                       pgcloud.idempotent_done('svc.do_thing', svc.do_thing_apply(a)));
+--   END $$;
+--
+-- The handler of operation <op> is <op>_apply, called with the typed
+-- arguments; the jsonb argument of pgcloud.idempotent() is only the request's
+-- fingerprint. pgcloud.idempotent() returns the stored response of a replay
+-- (COALESCE then never runs the handler) or NULL; pgcloud.idempotent_done()
+-- stores the handler's response under the key and returns it.
 --
 -- Keys come from the X-Idempotency-Key header and are scoped to the
 -- principal and the operation. Same key + same arguments: the stored response
@@ -82,7 +91,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.idempotency_finish(text, text, bytea, jsonb) IS 'Internal to pgcloud.idempotent(): stores the response of a first call.';
 
-CREATE FUNCTION pgcloud.idempotent(operation text, args jsonb, handler regprocedure) RETURNS jsonb
+CREATE FUNCTION pgcloud.idempotent(operation text, fingerprint jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
 AS $$
@@ -90,28 +99,56 @@ DECLARE
     key text := pgcloud.header('x-idempotency-key');
     hash bytea;
     response jsonb;
+    pending jsonb;
 BEGIN
-    IF operation IS NULL OR handler IS NULL THEN
-        PERFORM pgcloud.raise('invalid_argument', 'pgcloud.idempotent() needs an operation and a handler');
+    IF operation IS NULL THEN
+        PERFORM pgcloud.raise('invalid_argument', 'pgcloud.idempotent() needs an operation');
     END IF;
-    IF key IS NOT NULL THEN
-        IF key !~ '^[\x21-\x7e]{1,255}$' THEN
-            PERFORM pgcloud.raise('idempotency_key_invalid', NULL);
-        END IF;
-        hash := sha256(convert_to(coalesce(args, 'null'::jsonb)::text, 'UTF8'));
-        response := pgcloud.idempotency_begin(operation, key, hash);
-        IF response IS NOT NULL THEN
-            RETURN response;
-        END IF;
+    IF key IS NULL THEN
+        RETURN NULL;
     END IF;
-    EXECUTE format('SELECT %s($1)', handler::oid::regproc) INTO response USING args;
-    IF key IS NOT NULL THEN
-        PERFORM pgcloud.idempotency_finish(operation, key, hash, response);
+    IF key !~ '^[\x21-\x7e]{1,255}$' THEN
+        PERFORM pgcloud.raise('idempotency_key_invalid', NULL);
     END IF;
+    hash := sha256(convert_to(coalesce(fingerprint, 'null'::jsonb)::text, 'UTF8'));
+    response := pgcloud.idempotency_begin(operation, key, hash);
+    IF response IS NOT NULL THEN
+        RETURN response;
+    END IF;
+    -- The call must run: remember its fingerprint for idempotent_done(),
+    -- for this transaction only.
+    pending := coalesce(nullif(current_setting('pgcloud_idempotency.pending', true), '')::jsonb, '{}'::jsonb);
+    PERFORM set_config('pgcloud_idempotency.pending',
+                       (pending || jsonb_build_object(operation, encode(hash, 'hex')))::text, true);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.idempotent(text, jsonb) IS 'Begins an idempotent call of operation (whose handler is <operation>_apply, called by the api function with its typed arguments): with an X-Idempotency-Key, the same key and fingerprint return the stored response (the handler must not run); other arguments raise idempotency_key_reused (422); a concurrent call with the key raises idempotency_key_in_use (409). Returns NULL when the handler must run; its response then goes through pgcloud.idempotent_done(operation, response). Without the header it returns NULL.';
+
+CREATE FUNCTION pgcloud.idempotent_done(operation text, response jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    key text := pgcloud.header('x-idempotency-key');
+    pending jsonb;
+    hash text;
+BEGIN
+    IF key IS NULL THEN
+        RETURN response;
+    END IF;
+    pending := coalesce(nullif(current_setting('pgcloud_idempotency.pending', true), '')::jsonb, '{}'::jsonb);
+    hash := pending ->> operation;
+    IF hash IS NULL THEN
+        PERFORM pgcloud.raise('invalid_argument',
+            format('pgcloud.idempotent_done(%s) without a pending pgcloud.idempotent(%s) in this transaction', operation, operation));
+    END IF;
+    PERFORM set_config('pgcloud_idempotency.pending', (pending - operation)::text, true);
+    PERFORM pgcloud.idempotency_finish(operation, key, decode(hash, 'hex'), response);
     RETURN response;
 END
 $$;
-COMMENT ON FUNCTION pgcloud.idempotent(text, jsonb, regprocedure) IS 'Runs handler(args) at most once per X-Idempotency-Key: same key and arguments return the stored response; other arguments raise idempotency_key_reused (422); a concurrent call with the key raises idempotency_key_in_use (409). Without the header the handler simply runs.';
+COMMENT ON FUNCTION pgcloud.idempotent_done(text, jsonb) IS 'Ends an idempotent call begun by pgcloud.idempotent(operation, fingerprint) that returned NULL: stores response under the X-Idempotency-Key (if any) and returns it.';
 
 CREATE FUNCTION pgcloud.prune_idempotency_keys() RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER

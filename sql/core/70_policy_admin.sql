@@ -1,15 +1,12 @@
 -- pgcloud.set_policy(): the only way policy changes (admin, audited, idempotent).
 
-CREATE FUNCTION pgcloud.set_policy_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION pgcloud.set_policy_apply(k text, v jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud
 AS $$
 DECLARE
-    k text := args ->> 'key';
-    v jsonb := args -> 'value';
     old jsonb;
 BEGIN
-    PERFORM pgcloud.authorize('admin');
     IF k IS NULL OR k !~ '^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$' THEN
         PERFORM pgcloud.raise('invalid_argument', 'policy key must be <service>.<name> in lower case');
     END IF;
@@ -30,14 +27,17 @@ BEGIN
     RETURN jsonb_build_object('key', k, 'value', v, 'previous', old);
 END
 $$;
-COMMENT ON FUNCTION pgcloud.set_policy_apply(jsonb) IS 'Internal to pgcloud.set_policy(): applies {key, value}.';
+COMMENT ON FUNCTION pgcloud.set_policy_apply(text, jsonb) IS 'Internal to pgcloud.set_policy() (which authorizes): sets policy key k to value v.';
 
 CREATE FUNCTION pgcloud.set_policy(key text, value jsonb) RETURNS jsonb
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
 AS $$
-    SELECT pgcloud.idempotent('policy.set', jsonb_build_object('key', key, 'value', value),
-                              'pgcloud.set_policy_apply(jsonb)')
+BEGIN
+    PERFORM pgcloud.authorize('admin');
+    RETURN coalesce(pgcloud.idempotent('policy.set', jsonb_build_object('key', key, 'value', value)),
+                    pgcloud.idempotent_done('policy.set', pgcloud.set_policy_apply(key, value)));
+END
 $$;
 COMMENT ON FUNCTION pgcloud.set_policy(text, jsonb) IS 'Sets a policy value (<service>.<name>) — admin only, audited as policy.set, safe to retry with X-Idempotency-Key. Returns {key, value, previous}.';
 

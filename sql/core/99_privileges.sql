@@ -4,6 +4,7 @@ SELECT pgcloud.hand_over('pgcloud_core', 'pgcloud_svc_core');
 
 -- Install-time and operator-only routines stay superuser-only.
 REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pgcloud.hand_over(name, name),
+    pgcloud.expose(regprocedure, text[]),
     pgcloud.rate_limit_reset(text),
     pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb, text), pgcloud.wake_workers(),
     pgcloud.http_recover(), pgcloud.http_claim(text, integer), pgcloud.http_claim_all(text[], integer[]),
@@ -28,7 +29,7 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.is_operator(), pgcloud.authorize(text), pgcloud.authorize_scope(text, text, text),
     pgcloud.authorize_service(text, text, text), pgcloud.refuse_unscoped_service(),
     pgcloud.scopes(), pgcloud.valid_scope(text), pgcloud.idempotency_principal(),
-    pgcloud.idempotent(text, jsonb, regprocedure), pgcloud.idempotency_begin(text, text, bytea),
+    pgcloud.idempotent(text, jsonb), pgcloud.idempotent_done(text, jsonb), pgcloud.idempotency_begin(text, text, bytea),
     pgcloud.idempotency_finish(text, text, bytea, jsonb), pgcloud.require_user()
     TO pgcloud_services, pgcloud_admin, pgcloud_user, pgcloud_service;
 -- Event handlers' payload accessors; the pg_cron guard.
@@ -56,7 +57,7 @@ GRANT SELECT ON pgcloud.http_intent_transitions TO pgcloud_services;
 GRANT SELECT ON pgcloud.services, pgcloud.subscriptions, pgcloud.error_codes, pgcloud.policy_values TO pgcloud_services;
 
 -- Admins: policy changes and the rate limiter's state.
-GRANT EXECUTE ON ROUTINE pgcloud.set_policy(text, jsonb), pgcloud.set_policy_apply(jsonb),
+GRANT EXECUTE ON ROUTINE pgcloud.set_policy(text, jsonb), pgcloud.set_policy_apply(text, jsonb),
     pgcloud.rate_limit_status(), pgcloud.build_info(), pgcloud.worker_status(),
     pgcloud.set_job_enabled(text, boolean)
     TO pgcloud_admin;

@@ -10,17 +10,17 @@ AS $$
 $$;
 COMMENT ON FUNCTION databases.environment_json(databases.environments) IS 'An environment as the API shows it.';
 
-CREATE FUNCTION databases.create_environment_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION databases.create_environment_apply(p_name text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    v_name text := btrim(args ->> 'name');
+    v_name text := btrim(p_name);
     e databases.environments;
 BEGIN
     IF v_name IS NULL OR v_name !~ '^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}$' THEN
-        PERFORM pgcloud.raise('environment_name_invalid', format('%s is not a valid environment name', coalesce(left(args ->> 'name', 80), 'NULL')));
+        PERFORM pgcloud.raise('environment_name_invalid', format('%s is not a valid environment name', coalesce(left(p_name, 80), 'NULL')));
     END IF;
     BEGIN
         INSERT INTO databases.environments (id, owner_id, name) VALUES (gen_random_uuid(), v_user, v_name)
@@ -34,7 +34,7 @@ BEGIN
     RETURN databases.environment_json(e);
 END
 $$;
-COMMENT ON FUNCTION databases.create_environment_apply(jsonb) IS 'Internal to api.create_environment(): creates it for the calling user, audits environment.create, emits environment.created.';
+COMMENT ON FUNCTION databases.create_environment_apply(text) IS 'Internal to api.create_environment() (which authorizes): creates it for the calling user, audits environment.create, emits environment.created.';
 
 CREATE FUNCTION api.create_environment(name text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -42,11 +42,12 @@ SET search_path = pg_catalog, pgcloud, databases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('databases.create_environment', jsonb_build_object('name', name),
-                              'databases.create_environment_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('databases.create_environment', jsonb_build_object('name', name)),
+                    pgcloud.idempotent_done('databases.create_environment', databases.create_environment_apply(name)));
 END
 $$;
 COMMENT ON FUNCTION api.create_environment(text) IS 'Creates an environment you own (name: 1-63 letters, digits, spaces, dots, dashes, underscores; unique among yours): {id, name, owner_id, created_at, services}. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.create_environment(text)', 'user', 'admin');
 
 CREATE FUNCTION api.list_environments() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -62,6 +63,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_environments() IS 'Your environments: [{id, name, owner_id, created_at, services}].';
+SELECT pgcloud.expose('api.list_environments()', 'user', 'admin');
 
 CREATE FUNCTION api.get_environment(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -72,6 +74,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_environment(uuid) IS 'One of your environments (admins: any); another user''s is environment_not_found.';
+SELECT pgcloud.expose('api.get_environment(uuid)', 'user', 'admin');
 
 CREATE FUNCTION databases.server_admin_password(s databases.servers) RETURNS text
 LANGUAGE sql STABLE
@@ -98,17 +101,18 @@ END
 $$;
 COMMENT ON FUNCTION databases.probe_server(text, integer, text, text, text) IS 'Internal: connects to a server as its administrator; {version_num, privileged (superuser, or CREATEROLE and CREATEDB)}. Errors propagate.';
 
-CREATE FUNCTION databases.register_server_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION databases.admin_register_database_server_apply(p_name text, p_host text, p_port integer, p_admin_user text,
+                                                               p_admin_password text, p_private_host text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
 DECLARE
     v_id uuid := gen_random_uuid();
-    v_name text := args ->> 'name';
-    v_host text := args ->> 'host';
-    v_port integer := (args ->> 'port')::integer;
-    v_user text := args ->> 'admin_user';
-    v_private text := nullif(args ->> 'private_host', '');
+    v_name text := p_name;
+    v_host text := p_host;
+    v_port integer := p_port;
+    v_user text := p_admin_user;
+    v_private text := nullif(p_private_host, '');
     probe jsonb;
     err text;
     s databases.servers;
@@ -128,14 +132,14 @@ BEGIN
     IF v_user IS NULL OR length(v_user) NOT BETWEEN 1 AND 63 THEN
         PERFORM pgcloud.raise('database_server_invalid', 'admin_user must be 1-63 characters');
     END IF;
-    IF args ->> 'admin_password' IS NULL OR length(args ->> 'admin_password') NOT BETWEEN 1 AND 1024 THEN
+    IF p_admin_password IS NULL OR length(p_admin_password) NOT BETWEEN 1 AND 1024 THEN
         PERFORM pgcloud.raise('database_server_invalid', 'admin_password must be 1-1024 characters');
     END IF;
     IF EXISTS (SELECT 1 FROM databases.servers x WHERE x.name = v_name) THEN
         PERFORM pgcloud.raise('database_server_exists', format('a server named %s is registered', v_name));
     END IF;
     BEGIN
-        probe := databases.probe_server(v_host, v_port, v_user, args ->> 'admin_password', 'postgres');
+        probe := databases.probe_server(v_host, v_port, v_user, p_admin_password, 'postgres');
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
         PERFORM pgcloud.raise('database_server_unreachable', pgcloud.sanitize(err));
@@ -147,7 +151,7 @@ BEGIN
         INSERT INTO databases.servers (id, name, host, port, private_host, admin_user, admin_password_sealed,
                                        major_version, server_version_num, registered_by)
         VALUES (v_id, v_name, v_host, v_port, v_private, v_user,
-                pgcloud.seal(convert_to(args ->> 'admin_password', 'UTF8'), 'databases.server/' || v_id),
+                pgcloud.seal(convert_to(p_admin_password, 'UTF8'), 'databases.server/' || v_id),
                 (probe ->> 'version_num')::int / 10000, (probe ->> 'version_num')::int, pgcloud.user_id())
         RETURNING * INTO s;
     EXCEPTION WHEN unique_violation THEN
@@ -162,7 +166,7 @@ BEGIN
                               'server_version_num', s.server_version_num);
 END
 $$;
-COMMENT ON FUNCTION databases.register_server_apply(jsonb) IS 'Internal to api.admin_register_database_server(): validates, connects as the administrator (reachable, privileged, version), stores the password sealed, audits database_server.register (without the password), emits database_server.registered.';
+COMMENT ON FUNCTION databases.admin_register_database_server_apply(text, text, integer, text, text, text) IS 'Internal to api.admin_register_database_server() (which authorizes): validates, connects as the administrator (reachable, privileged, version), stores the password sealed, audits database_server.register (without the password), emits database_server.registered.';
 
 CREATE FUNCTION api.admin_register_database_server(name text, host text, port integer, admin_user text,
                                                    admin_password text, private_host text DEFAULT NULL)
@@ -172,13 +176,16 @@ SET search_path = pg_catalog, pgcloud, databases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('databases.admin_register_database_server',
-        jsonb_build_object('name', name, 'host', host, 'port', port, 'admin_user', admin_user,
-                           'admin_password', admin_password, 'private_host', private_host),
-        'databases.register_server_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('databases.admin_register_database_server',
+            jsonb_build_object('name', name, 'host', host, 'port', port, 'admin_user', admin_user,
+                               'admin_password', admin_password, 'private_host', private_host)),
+        pgcloud.idempotent_done('databases.admin_register_database_server',
+            databases.admin_register_database_server_apply(name, host, port, admin_user, admin_password, private_host)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_register_database_server(text, text, integer, text, text, text) IS 'Operators: registers a target PostgreSQL server (admin_user: a superuser, or a role with CREATEROLE and CREATEDB). The server is checked reachable and its major version recorded; the password is stored sealed. private_host is what customers'' URIs name (default: host). Returns {id, name, major_version, server_version_num}.';
+SELECT pgcloud.expose('api.admin_register_database_server(text, text, integer, text, text, text)', 'admin');
 
 CREATE FUNCTION api.admin_list_database_servers() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -201,3 +208,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_list_database_servers() IS 'Operators: the target servers with their load: [{id, name, host, port, private_host, admin_user, major_version, status, services, running_deployments, created_at, checked_at}] (never the password).';
+SELECT pgcloud.expose('api.admin_list_database_servers()', 'admin');

@@ -76,14 +76,15 @@ END
 $$;
 COMMENT ON FUNCTION databases.new_deployment(uuid) IS 'Internal: a pending deployment of a service (next number), its history row and deployment.state_changed; wakes the deployer at commit.';
 
-CREATE FUNCTION databases.create_service_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION databases.create_database_service_apply(p_environment_id uuid, p_name text, p_template_id text,
+                                                        p_server_id uuid, p_deploy_now boolean) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
 DECLARE
-    e databases.environments := databases.environment_for((args ->> 'environment_id')::uuid, false);
-    v_name text := btrim(args ->> 'name');
-    tpl jsonb := databases.template(args ->> 'template_id');
+    e databases.environments := databases.environment_for(p_environment_id, false);
+    v_name text := btrim(p_name);
+    tpl jsonb := databases.template(p_template_id);
     srv databases.servers;
     s databases.services;
     v_slug text;
@@ -95,15 +96,15 @@ DECLARE
     v_status text;
 BEGIN
     IF tpl IS NULL THEN
-        PERFORM pgcloud.raise('database_template_not_found', format('no template %s', coalesce(left(args ->> 'template_id', 80), 'NULL')),
+        PERFORM pgcloud.raise('database_template_not_found', format('no template %s', coalesce(left(p_template_id, 80), 'NULL')),
                               'api.list_database_templates() lists them.');
     END IF;
     IF v_name IS NULL OR v_name !~ '^[A-Za-z][A-Za-z0-9 ._-]{0,62}$' THEN
-        PERFORM pgcloud.raise('database_service_name_invalid', format('%s is not a valid service name', coalesce(left(args ->> 'name', 80), 'NULL')));
+        PERFORM pgcloud.raise('database_service_name_invalid', format('%s is not a valid service name', coalesce(left(p_name, 80), 'NULL')));
     END IF;
-    SELECT * INTO srv FROM databases.servers x WHERE x.id = (args ->> 'server_id')::uuid AND x.status = 'active';
+    SELECT * INTO srv FROM databases.servers x WHERE x.id = p_server_id AND x.status = 'active';
     IF NOT FOUND THEN
-        PERFORM pgcloud.raise('database_server_not_found', format('no active server %s', coalesce(args ->> 'server_id', 'NULL')));
+        PERFORM pgcloud.raise('database_server_not_found', format('no active server %s', coalesce(p_server_id::text, 'NULL')));
     END IF;
     IF (SELECT count(*) FROM databases.services x WHERE x.environment_id = e.id AND x.status <> 'deleted')
        >= pgcloud.policy('databases.max_services_per_environment', NULL::int) THEN
@@ -125,7 +126,7 @@ BEGIN
     PERFORM databases.set_config_in_tx(e.id, s.id, 'POSTGRES_USER', v_user, false);
     PERFORM databases.set_config_in_tx(e.id, s.id, 'POSTGRES_DB', v_db, false);
     PERFORM databases.set_config_in_tx(e.id, s.id, 'POSTGRES_PASSWORD', v_password, true);
-    IF (args ->> 'deploy_now')::boolean THEN
+    IF p_deploy_now THEN
         v_deployment := databases.new_deployment(s.id);
     END IF;
     PERFORM pgcloud.audit('service.create_database', 'database_service', s.id::text, 'ok',
@@ -143,7 +144,7 @@ BEGIN
                               'deployment_status', (SELECT d.status FROM databases.deployments d WHERE d.id = v_deployment));
 END
 $$;
-COMMENT ON FUNCTION databases.create_service_apply(jsonb) IS 'Internal to api.create_database_service(): in one transaction the service row, credentials from the CSPRNG (password sealed), config POSTGRES_USER, POSTGRES_DB (variables) and POSTGRES_PASSWORD (secret), the first deployment when deploy_now, the audit row service.create_database and service.created; then provisions inline (policy databases.inline_provisioning). The URI is handed beside the result, never stored.';
+COMMENT ON FUNCTION databases.create_database_service_apply(uuid, text, text, uuid, boolean) IS 'Internal to api.create_database_service() (which authorizes): in one transaction the service row, credentials from the CSPRNG (password sealed), config POSTGRES_USER, POSTGRES_DB (variables) and POSTGRES_PASSWORD (secret), the first deployment when deploy_now, the audit row service.create_database and service.created; then provisions inline (policy databases.inline_provisioning). The URI is handed beside the result, never stored.';
 
 CREATE FUNCTION api.create_database_service(environment_id uuid, name text, template_id text, server_id uuid,
                                             deploy_now boolean) RETURNS jsonb
@@ -155,14 +156,18 @@ DECLARE
 BEGIN
     PERFORM pgcloud.authorize('user');
     PERFORM databases.stash_once(NULL);
-    r := pgcloud.idempotent('databases.create_database_service',
-        jsonb_build_object('environment_id', environment_id, 'name', name, 'template_id', template_id,
-                           'server_id', server_id, 'deploy_now', coalesce(deploy_now, false)),
-        'databases.create_service_apply(jsonb)');
+    r := coalesce(
+        pgcloud.idempotent('databases.create_database_service',
+            jsonb_build_object('environment_id', environment_id, 'name', name, 'template_id', template_id,
+                               'server_id', server_id, 'deploy_now', coalesce(deploy_now, false))),
+        pgcloud.idempotent_done('databases.create_database_service',
+            databases.create_database_service_apply(environment_id, name, template_id, server_id,
+                                                    coalesce(deploy_now, false))));
     RETURN r || jsonb_build_object('connection_uri', databases.take_once());
 END
 $$;
 COMMENT ON FUNCTION api.create_database_service(uuid, text, text, uuid, boolean) IS 'Creates a managed PostgreSQL database from a template (postgres) in your environment on a registered server: {service, deployment_id, deployment_status, connection_uri}. Credentials are generated; the URI postgresql://user:password@host:port/db is returned this once (a retry with the same X-Idempotency-Key returns the same service and deployment with connection_uri null; api.get_database_connection() shows it again). With deploy_now the database exists on the server when the call returns (deployment_status running), or the deployer keeps trying (api.get_deployment()). Unknown template, another user''s environment, an unknown server or a denied caller: an error and nothing written.';
+SELECT pgcloud.expose('api.create_database_service(uuid, text, text, uuid, boolean)', 'user', 'admin');
 
 CREATE FUNCTION api.get_service(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -173,6 +178,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_service(uuid) IS 'One of your database services (admins: any): {id, environment_id, name, slug, template_id, server_id, engine, version, host, port, visibility, database, user, status, created_at, delete_after, deleted_at, latest_deployment}. Never a password.';
+SELECT pgcloud.expose('api.get_service(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.list_services(environment_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -186,6 +192,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_services(uuid) IS 'The services of one of your environments (admins: any) that are not deleted, oldest first.';
+SELECT pgcloud.expose('api.list_services(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.get_database_connection(service_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -209,3 +216,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_database_connection(uuid) IS 'How to connect to your database service: {host (the server''s private host), port, user, database, connection_uri (with the password)}. Owner only (not administrators); every call is audited as service.reveal_connection.';
+SELECT pgcloud.expose('api.get_database_connection(uuid)', 'user', 'admin');

@@ -176,12 +176,12 @@ END
 $$;
 COMMENT ON FUNCTION databases.provision(uuid) IS 'One whole provisioning attempt in the caller''s transaction (create and deploy do it inline); returns the deployment''s status afterwards.';
 
-CREATE FUNCTION databases.deploy_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION databases.deploy_database_service_apply(p_service_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
 DECLARE
-    s databases.services := databases.service_for((args ->> 'service_id')::uuid, false, true);
+    s databases.services := databases.service_for(p_service_id, false, true);
     v_deployment uuid;
 BEGIN
     IF s.status <> 'active' THEN
@@ -196,7 +196,7 @@ BEGIN
                               'deployment_status', (SELECT d.status FROM databases.deployments d WHERE d.id = v_deployment));
 END
 $$;
-COMMENT ON FUNCTION databases.deploy_apply(jsonb) IS 'Internal to api.deploy_database_service(): a new deployment of an active service, audited as service.deploy, provisioned inline when policy says so.';
+COMMENT ON FUNCTION databases.deploy_database_service_apply(uuid) IS 'Internal to api.deploy_database_service() (which authorizes): a new deployment of an active service, audited as service.deploy, provisioned inline when policy says so.';
 
 CREATE FUNCTION api.deploy_database_service(service_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -204,11 +204,12 @@ SET search_path = pg_catalog, pgcloud, databases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('databases.deploy_database_service', jsonb_build_object('service_id', service_id),
-                              'databases.deploy_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('databases.deploy_database_service', jsonb_build_object('service_id', service_id)),
+                    pgcloud.idempotent_done('databases.deploy_database_service', databases.deploy_database_service_apply(service_id)));
 END
 $$;
 COMMENT ON FUNCTION api.deploy_database_service(uuid) IS 'Deploys your service (again): a new deployment that provisions whatever is missing on the server (the data stays); {service_id, deployment_id, deployment_status}. A service created without deploy_now gets its database this way. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.deploy_database_service(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.get_deployment(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -236,3 +237,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_deployment(uuid) IS 'A deployment of your service (admins: any): {id, service_id, number, status (pending, provisioning, running, failed, stopped, deleted), reason (why the last attempt failed), attempts, next_attempt_at, created_at, updated_at, running_at, history [{from, to, reason, at}]}.';
+SELECT pgcloud.expose('api.get_deployment(uuid)', 'user', 'admin');

@@ -1,11 +1,11 @@
 -- Credential rotation, deletion, and the deployer job (databases.deploy, run by the scheduler).
 
-CREATE FUNCTION databases.rotate_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION databases.rotate_database_credentials_apply(p_service_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
 DECLARE
-    s databases.services := databases.service_for((args ->> 'service_id')::uuid, false, true);
+    s databases.services := databases.service_for(p_service_id, false, true);
     srv databases.servers;
     old databases.credentials;
     v_user text := 'u' || databases.random_hex(8);
@@ -51,7 +51,7 @@ BEGIN
                               'previous_valid_until', v_until, 'applied', provisioned);
 END
 $$;
-COMMENT ON FUNCTION databases.rotate_apply(jsonb) IS 'Internal to api.rotate_database_credentials(): a new login role and password (CSPRNG, sealed; config POSTGRES_USER and POSTGRES_PASSWORD updated) made on the server before the call returns; the previous one retires at now + databases.rotation_grace_seconds. Audited as service.rotate_credentials, announced as database.credentials_rotated. If the server cannot be reached nothing changes.';
+COMMENT ON FUNCTION databases.rotate_database_credentials_apply(uuid) IS 'Internal to api.rotate_database_credentials() (which authorizes): a new login role and password (CSPRNG, sealed; config POSTGRES_USER and POSTGRES_PASSWORD updated) made on the server before the call returns; the previous one retires at now + databases.rotation_grace_seconds. Audited as service.rotate_credentials, announced as database.credentials_rotated. If the server cannot be reached nothing changes.';
 
 CREATE FUNCTION api.rotate_database_credentials(service_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -62,19 +62,20 @@ DECLARE
 BEGIN
     PERFORM pgcloud.authorize('user');
     PERFORM databases.stash_once(NULL);
-    r := pgcloud.idempotent('databases.rotate_database_credentials', jsonb_build_object('service_id', service_id),
-                            'databases.rotate_apply(jsonb)');
+    r := coalesce(pgcloud.idempotent('databases.rotate_database_credentials', jsonb_build_object('service_id', service_id)),
+               pgcloud.idempotent_done('databases.rotate_database_credentials', databases.rotate_database_credentials_apply(service_id)));
     RETURN r || jsonb_build_object('connection_uri', databases.take_once());
 END
 $$;
 COMMENT ON FUNCTION api.rotate_database_credentials(uuid) IS 'New credentials for your service: {service_id, user, previous_user, previous_valid_until, applied, connection_uri}. The new login works when the call returns; the previous one keeps working until previous_valid_until (policy databases.rotation_grace_seconds) and is then dropped. The URI is shown this once (a replay with the same X-Idempotency-Key gives connection_uri null).';
+SELECT pgcloud.expose('api.rotate_database_credentials(uuid)', 'user', 'admin');
 
-CREATE FUNCTION databases.delete_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION databases.delete_service_apply(p_service_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, databases
 AS $$
 DECLARE
-    s databases.services := databases.service_for((args ->> 'service_id')::uuid, true, true);
+    s databases.services := databases.service_for(p_service_id, true, true);
     v_after timestamptz := now() + make_interval(secs => pgcloud.policy('databases.delete_grace_seconds', NULL::int));
 BEGIN
     IF s.status <> 'active' THEN
@@ -91,7 +92,7 @@ BEGIN
     RETURN jsonb_build_object('service_id', s.id, 'status', 'deleting', 'delete_after', v_after);
 END
 $$;
-COMMENT ON FUNCTION databases.delete_apply(jsonb) IS 'Internal to api.delete_service(): marks the service deleting (its deployments stopped) and schedules the drop after databases.delete_grace_seconds; audited as service.delete, announced as service.deletion_scheduled.';
+COMMENT ON FUNCTION databases.delete_service_apply(uuid) IS 'Internal to api.delete_service() (which authorizes): marks the service deleting (its deployments stopped) and schedules the drop after databases.delete_grace_seconds; audited as service.delete, announced as service.deletion_scheduled.';
 
 CREATE FUNCTION api.delete_service(service_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -99,11 +100,12 @@ SET search_path = pg_catalog, pgcloud, databases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('databases.delete_service', jsonb_build_object('service_id', service_id),
-                              'databases.delete_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('databases.delete_service', jsonb_build_object('service_id', service_id)),
+                    pgcloud.idempotent_done('databases.delete_service', databases.delete_service_apply(service_id)));
 END
 $$;
 COMMENT ON FUNCTION api.delete_service(uuid) IS 'Deletes your database service (admins: any): {service_id, status: deleting, delete_after}. After the grace period (policy databases.delete_grace_seconds) the deployer job drops the database and its roles on the server and the service becomes deleted (service.deleted). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.delete_service(uuid)', 'user', 'admin');
 
 -- Drops a service's database and roles on its server (idempotent).
 CREATE FUNCTION databases.drop_remote(s databases.services) RETURNS void
@@ -305,7 +307,3 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION databases.deploy() IS 'The deployer job (databases.deploy), run by the scheduler every databases.deployer_interval_ms and when woken: one unit per run, each in its own transaction: the remote work of the attempt the previous run began (databases.finish_attempt), else the start of a due provisioning attempt (provisioning committed before the server is talked to; the scheduler is woken for the remote work), else a due deletion or removal of a retired login (databases.remove_due). Returns what it did, or idle (busy when the service''s tables are locked, e.g. by DROP EXTENSION).';
-
-SELECT pgcloud.register_job('databases.deploy', 'databases.deploy()', 'databases.deployer_interval_ms', 'ms',
-    'The databases deployer: provisioning attempts and their retries, deletions after the grace, removal of retired logins.',
-    run_on_wake => true);

@@ -12,21 +12,18 @@ END
 $$;
 COMMENT ON FUNCTION inventory.require(boolean, text) IS 'Raises invalid_argument with details unless ok is true (NULL counts as false).';
 
-CREATE FUNCTION inventory.int_arg(args jsonb, field text, lo bigint, hi bigint) RETURNS bigint
+CREATE FUNCTION inventory.int_arg(v bigint, field text, lo bigint, hi bigint) RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pgcloud, inventory
 AS $$
-DECLARE
-    v jsonb := args -> field;
 BEGIN
-    IF v IS NULL OR jsonb_typeof(v) <> 'number' OR (v #>> '{}') !~ '^-?[0-9]{1,18}$'
-       OR (v #>> '{}')::bigint NOT BETWEEN lo AND hi THEN
+    IF v IS NULL OR v NOT BETWEEN lo AND hi THEN
         PERFORM pgcloud.raise('invalid_argument', format('%s must be a whole number from %s to %s', field, lo, hi));
     END IF;
-    RETURN (v #>> '{}')::bigint;
+    RETURN v;
 END
 $$;
-COMMENT ON FUNCTION inventory.int_arg(jsonb, text, bigint, bigint) IS 'A required whole-number argument within [lo, hi]; raises invalid_argument otherwise.';
+COMMENT ON FUNCTION inventory.int_arg(bigint, text, bigint, bigint) IS 'A required whole-number argument (named field) within [lo, hi]; raises invalid_argument otherwise.';
 
 CREATE FUNCTION inventory.sku_json(s inventory.skus) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
@@ -63,20 +60,22 @@ COMMENT ON FUNCTION inventory.announce_node(inventory.nodes, text, text) IS 'Emi
 
 -- ---- SKUs ------------------------------------------------------------------
 
-CREATE FUNCTION inventory.upsert_sku_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION inventory.upsert_sku_apply(p_code text, p_gpu_model text, p_gpu_count integer, p_vcpus integer,
+                                           p_memory_gb integer, p_disk_gb integer, p_region text,
+                                           p_price_per_hour bigint, p_currency text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 DECLARE
-    v_code text := args ->> 'code';
-    v_model text := btrim(args ->> 'gpu_model');
-    v_gpus integer := inventory.int_arg(args, 'gpu_count', 1, 64);
-    v_vcpus integer := inventory.int_arg(args, 'vcpus', 1, 4096);
-    v_mem integer := inventory.int_arg(args, 'memory_gb', 1, 1048576);
-    v_disk integer := inventory.int_arg(args, 'disk_gb', 0, 1048576);
-    v_region text := args ->> 'region';
-    v_price bigint := inventory.int_arg(args, 'price_per_hour', 0, 100000000000);
-    v_currency text := lower(args ->> 'currency');
+    v_code text := p_code;
+    v_model text := btrim(p_gpu_model);
+    v_gpus integer := inventory.int_arg(p_gpu_count, 'gpu_count', 1, 64);
+    v_vcpus integer := inventory.int_arg(p_vcpus, 'vcpus', 1, 4096);
+    v_mem integer := inventory.int_arg(p_memory_gb, 'memory_gb', 1, 1048576);
+    v_disk integer := inventory.int_arg(p_disk_gb, 'disk_gb', 0, 1048576);
+    v_region text := p_region;
+    v_price bigint := inventory.int_arg(p_price_per_hour, 'price_per_hour', 0, 100000000000);
+    v_currency text := lower(p_currency);
     old inventory.skus;
     s inventory.skus;
 BEGIN
@@ -109,7 +108,7 @@ BEGIN
     RETURN inventory.sku_json(s) || jsonb_build_object('created', old.code IS NULL);
 END
 $$;
-COMMENT ON FUNCTION inventory.upsert_sku_apply(jsonb) IS 'Internal to api.admin_upsert_sku(): validates and creates or updates a SKU; audited and announced as sku.upserted.';
+COMMENT ON FUNCTION inventory.upsert_sku_apply(text, text, integer, integer, integer, integer, text, bigint, text) IS 'Internal to api.admin_upsert_sku() (which authorizes): validates and creates or updates a SKU; audited and announced as sku.upserted.';
 
 CREATE FUNCTION api.admin_upsert_sku(code text, gpu_model text, gpu_count int, vcpus int, memory_gb int, disk_gb int,
                                      region text, price_per_hour bigint, currency text DEFAULT 'usd')
@@ -119,24 +118,28 @@ SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('inventory.upsert_sku',
-        jsonb_build_object('code', code, 'gpu_model', gpu_model, 'gpu_count', gpu_count, 'vcpus', vcpus,
-                           'memory_gb', memory_gb, 'disk_gb', disk_gb, 'region', region,
-                           'price_per_hour', price_per_hour, 'currency', currency),
-        'inventory.upsert_sku_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('inventory.upsert_sku',
+            jsonb_build_object('code', code, 'gpu_model', gpu_model, 'gpu_count', gpu_count, 'vcpus', vcpus,
+                               'memory_gb', memory_gb, 'disk_gb', disk_gb, 'region', region,
+                               'price_per_hour', price_per_hour, 'currency', currency)),
+        pgcloud.idempotent_done('inventory.upsert_sku',
+            inventory.upsert_sku_apply(code, gpu_model, gpu_count, vcpus, memory_gb, disk_gb, region, price_per_hour,
+                                       currency)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_upsert_sku(text, text, int, int, int, int, text, bigint, text) IS 'Operators: defines or updates a SKU (an allocation shape and its price per hour in integer minor units, e.g. cents). Returns the SKU and created (true for a new one). The GPU model, GPU count and region of a SKU that nodes are registered with cannot change (409 sku_in_use). Audited; announced as sku.upserted; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_upsert_sku(text, text, int, int, int, int, text, bigint, text)', 'admin');
 
 -- ---- images ----------------------------------------------------------------
 
-CREATE FUNCTION inventory.upsert_image_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION inventory.upsert_image_apply(p_code text, p_distro_series text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 DECLARE
-    v_code text := args ->> 'code';
-    v_series text := args ->> 'distro_series';
+    v_code text := p_code;
+    v_series text := p_distro_series;
     old inventory.images;
     i inventory.images;
 BEGIN
@@ -156,7 +159,7 @@ BEGIN
                               'created', old.code IS NULL);
 END
 $$;
-COMMENT ON FUNCTION inventory.upsert_image_apply(jsonb) IS 'Internal to api.admin_upsert_image(): validates and creates or updates an OS image; audited and announced as image.upserted.';
+COMMENT ON FUNCTION inventory.upsert_image_apply(text, text) IS 'Internal to api.admin_upsert_image() (which authorizes): validates and creates or updates an OS image; audited and announced as image.upserted.';
 
 CREATE FUNCTION api.admin_upsert_image(code text, distro_series text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -164,22 +167,24 @@ SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('inventory.upsert_image',
-        jsonb_build_object('code', code, 'distro_series', distro_series), 'inventory.upsert_image_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('inventory.upsert_image', jsonb_build_object('code', code, 'distro_series', distro_series)),
+        pgcloud.idempotent_done('inventory.upsert_image', inventory.upsert_image_apply(code, distro_series)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_upsert_image(text, text) IS 'Operators: defines or updates an OS image users may deploy (code -> MAAS distro_series, e.g. jammy). Returns {code, distro_series, updated_at, created}. Audited; announced as image.upserted; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_upsert_image(text, text)', 'admin');
 
 -- ---- nodes -----------------------------------------------------------------
 
-CREATE FUNCTION inventory.register_node_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION inventory.register_node_apply(p_hostname text, p_maas_system_id text, p_sku text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 DECLARE
-    v_host text := lower(btrim(args ->> 'hostname'));
-    v_system text := btrim(args ->> 'maas_system_id');
-    v_sku text := args ->> 'sku';
+    v_host text := lower(btrim(p_hostname));
+    v_system text := btrim(p_maas_system_id);
+    v_sku text := p_sku;
     s inventory.skus;
     n inventory.nodes;
     taken inventory.nodes;
@@ -215,7 +220,7 @@ BEGIN
                               'registered_at', n.registered_at);
 END
 $$;
-COMMENT ON FUNCTION inventory.register_node_apply(jsonb) IS 'Internal to api.admin_register_node(): registers a node in state commissioning with one slot per GPU of its SKU; audited and announced as node.registered (maas commissions it, then it becomes ready).';
+COMMENT ON FUNCTION inventory.register_node_apply(text, text, text) IS 'Internal to api.admin_register_node() (which authorizes): registers a node in state commissioning with one slot per GPU of its SKU; audited and announced as node.registered (maas commissions it, then it becomes ready).';
 
 CREATE FUNCTION api.admin_register_node(hostname text, maas_system_id text, sku text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -223,12 +228,14 @@ SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('inventory.register_node',
-        jsonb_build_object('hostname', hostname, 'maas_system_id', maas_system_id, 'sku', sku),
-        'inventory.register_node_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('inventory.register_node',
+                           jsonb_build_object('hostname', hostname, 'maas_system_id', maas_system_id, 'sku', sku)),
+        pgcloud.idempotent_done('inventory.register_node', inventory.register_node_apply(hostname, maas_system_id, sku)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_register_node(text, text, text) IS 'Operators: registers a MAAS machine as a node of a SKU (the SKU of the whole machine: its GPU count is the node''s number of slots). The node starts in state commissioning; MAAS commissions it and it becomes ready. Returns {id, hostname, maas_system_id, sku, region, gpu_model, slots, state, registered_at}. 409 node_already_registered for a hostname or system id in use. Audited; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_register_node(text, text, text)', 'admin');
 
 CREATE FUNCTION inventory.lock_node(node_id uuid) RETURNS inventory.nodes
 LANGUAGE plpgsql VOLATILE
@@ -247,18 +254,17 @@ END
 $$;
 COMMENT ON FUNCTION inventory.lock_node(uuid) IS 'The node, locked for update; raises node_not_found.';
 
-CREATE FUNCTION inventory.set_node_maintenance_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION inventory.set_node_maintenance_apply(p_node_id uuid, p_on boolean) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 DECLARE
     n inventory.nodes;
-    v_on boolean;
+    v_on boolean := p_on;
     prev text;
 BEGIN
-    PERFORM inventory.require(jsonb_typeof(args -> 'on') = 'boolean', 'on must be true or false');
-    v_on := (args ->> 'on')::boolean;
-    n := inventory.lock_node((args ->> 'node_id')::uuid);
+    PERFORM inventory.require(v_on IS NOT NULL, 'on must be true or false');
+    n := inventory.lock_node(p_node_id);
     prev := n.state;
     IF v_on AND n.state = 'maintenance' OR NOT v_on AND n.state = 'ready' THEN
         RETURN jsonb_build_object('id', n.id, 'state', n.state, 'changed', false);
@@ -278,7 +284,7 @@ BEGIN
     RETURN jsonb_build_object('id', n.id, 'state', n.state, 'previous_state', prev, 'changed', true);
 END
 $$;
-COMMENT ON FUNCTION inventory.set_node_maintenance_apply(jsonb) IS 'Internal to api.admin_set_node_maintenance(): {node_id, on}; audited as node.maintenance_on / node.maintenance_off and announced as node.state_changed.';
+COMMENT ON FUNCTION inventory.set_node_maintenance_apply(uuid, boolean) IS 'Internal to api.admin_set_node_maintenance() (which authorizes): puts the node in maintenance (on) or back to ready; audited as node.maintenance_on / node.maintenance_off and announced as node.state_changed.';
 
 CREATE FUNCTION api.admin_set_node_maintenance(node_id uuid, "on" boolean) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -286,13 +292,15 @@ SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('inventory.set_node_maintenance',
-        jsonb_build_object('node_id', node_id, 'on', "on"), 'inventory.set_node_maintenance_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('inventory.set_node_maintenance', jsonb_build_object('node_id', node_id, 'on', "on")),
+        pgcloud.idempotent_done('inventory.set_node_maintenance', inventory.set_node_maintenance_apply(node_id, "on")));
 END
 $$;
 COMMENT ON FUNCTION api.admin_set_node_maintenance(uuid, boolean) IS 'Operators: on = true takes a ready, broken or failed node out of placement (allocations on it keep running); on = false returns a node in maintenance to ready. Returns {id, state, previous_state, changed}; asking for the state the node is already in changes nothing. Other states: 409 invalid_state_transition. Audited; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_set_node_maintenance(uuid, boolean)', 'admin');
 
-CREATE FUNCTION inventory.retire_node_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION inventory.retire_node_apply(p_node_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, inventory
 AS $$
@@ -301,7 +309,7 @@ DECLARE
     prev text;
     held integer;
 BEGIN
-    n := inventory.lock_node((args ->> 'node_id')::uuid);
+    n := inventory.lock_node(p_node_id);
     prev := n.state;
     IF n.state = 'retired' THEN
         RETURN jsonb_build_object('id', n.id, 'state', n.state, 'changed', false);
@@ -320,7 +328,7 @@ BEGIN
     RETURN jsonb_build_object('id', n.id, 'state', n.state, 'previous_state', prev, 'changed', true);
 END
 $$;
-COMMENT ON FUNCTION inventory.retire_node_apply(jsonb) IS 'Internal to api.admin_retire_node(): retires a node that holds no allocation; audited as node.retired and announced as node.state_changed.';
+COMMENT ON FUNCTION inventory.retire_node_apply(uuid) IS 'Internal to api.admin_retire_node() (which authorizes): retires a node that holds no allocation; audited as node.retired and announced as node.state_changed.';
 
 CREATE FUNCTION api.admin_retire_node(node_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -328,11 +336,12 @@ SET search_path = pg_catalog, pgcloud, inventory
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('inventory.retire_node', jsonb_build_object('node_id', node_id),
-                              'inventory.retire_node_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('inventory.retire_node', jsonb_build_object('node_id', node_id)),
+                    pgcloud.idempotent_done('inventory.retire_node', inventory.retire_node_apply(node_id)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_retire_node(uuid) IS 'Operators: retires a node for good (its hostname and system id may then be registered again). Refused with 409 node_in_use while allocations hold its slots: put it in maintenance first and wait. Returns {id, state, previous_state, changed}. Audited; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_retire_node(uuid)', 'admin');
 
 CREATE FUNCTION api.admin_list_nodes() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -349,3 +358,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_list_nodes() IS 'Operators: every node (retired ones too) with its state, last MAAS status, cached images and slots held: [{node_id, hostname, maas_system_id, sku, region, gpu_model, slot_count, state, reason, maas_status, cached_images, registered_at, updated_at, slots_held}].';
+SELECT pgcloud.expose('api.admin_list_nodes()', 'admin');

@@ -11,6 +11,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_skus() IS 'The SKU catalogue: [{code, gpu_model, gpu_count, vcpus, memory_gb, disk_gb, region, price_per_hour, currency, updated_at}], by region, GPU model and size. price_per_hour is in integer minor units of currency (e.g. cents). Anyone may call it.';
+SELECT pgcloud.expose('api.list_skus()', 'anon', 'user', 'admin', 'service');
 
 CREATE FUNCTION api.list_images() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -24,6 +25,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_images() IS 'OS images that may be deployed: [{code, distro_series, updated_at}]. Anyone may call it.';
+SELECT pgcloud.expose('api.list_images()', 'anon', 'user', 'admin', 'service');
 
 -- Free capacity per SKU: on every ready node of the SKU's GPU model and
 -- region, how many allocations of the SKU its free slots would take.
@@ -69,3 +71,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.marketplace() IS 'Available capacity and price per SKU and region: [{sku, gpu_model, gpu_count, vcpus, memory_gb, disk_gb, region, price_per_hour, currency, available, free_gpus, total_gpus, nodes}], by region and price. available counts the allocations of the SKU that free slots on ready nodes would take now. Anyone may call it.';
+SELECT pgcloud.expose('api.marketplace()', 'anon', 'user', 'admin', 'service');

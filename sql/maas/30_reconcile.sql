@@ -335,21 +335,21 @@ $$;
 COMMENT ON FUNCTION maas.step(text, boolean) IS 'Moves a machine one step towards its goal: times it out, reads it when its status is stale, or makes the next request of maas.next_action(). Returns idle, busy, read, commission, allocate, deploy, release, wait, done, failed or timed_out.';
 
 -- The operator's decision on a release MAAS could not complete.
-CREATE FUNCTION maas.end_stuck_release_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION maas.end_stuck_release_apply(p_system_id text, p_reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, maas
 AS $$
 DECLARE
     m maas.machines;
     n integer;
-    why text := left(btrim(coalesce(args ->> 'reason', '')), 500);
+    why text := left(btrim(coalesce(p_reason, '')), 500);
 BEGIN
     IF why = '' THEN
         PERFORM pgcloud.raise('invalid_argument', 'a reason is required: it is audited and shown to the users');
     END IF;
-    SELECT * INTO m FROM maas.machines x WHERE x.system_id = args ->> 'system_id' FOR UPDATE;
+    SELECT * INTO m FROM maas.machines x WHERE x.system_id = p_system_id FOR UPDATE;
     IF NOT FOUND THEN
-        PERFORM pgcloud.raise('not_found', format('no machine %s', left(args ->> 'system_id', 64)));
+        PERFORM pgcloud.raise('not_found', format('no machine %s', left(p_system_id, 64)));
     END IF;
     IF NOT m.stuck THEN
         PERFORM pgcloud.raise('invalid_state_transition', format('machine %s is not stuck in a release', m.system_id),
@@ -364,7 +364,7 @@ BEGIN
                               'goal', m.goal);
 END
 $$;
-COMMENT ON FUNCTION maas.end_stuck_release_apply(jsonb) IS 'Internal to api.admin_end_stuck_release().';
+COMMENT ON FUNCTION maas.end_stuck_release_apply(text, text) IS 'Internal to api.admin_end_stuck_release() (which authorizes): releases the allocations of a machine stuck in a release, audited with the reason, and commissions it afresh.';
 
 CREATE FUNCTION api.admin_end_stuck_release(system_id text, reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -372,9 +372,10 @@ SET search_path = pg_catalog, pgcloud, maas
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('maas.end_stuck_release', jsonb_build_object('system_id', system_id, 'reason', reason),
-                              'maas.end_stuck_release_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('maas.end_stuck_release', jsonb_build_object('system_id', system_id, 'reason', reason)),
+        pgcloud.idempotent_done('maas.end_stuck_release', maas.end_stuck_release_apply(system_id, reason)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_end_stuck_release(text, text) IS 'Operators: a release MAAS could not complete (the machine is quarantined and its allocations stay releasing and billed) ends by this decision: the allocations are released (billing stops), the machine stays quarantined and is commissioned afresh before it is placed again. Returns {system_id, allocations_released, quarantined, goal}. Not stuck: 409 invalid_state_transition; unknown: 404 not_found. Audited; safe to retry with X-Idempotency-Key.';
-GRANT EXECUTE ON FUNCTION api.admin_end_stuck_release(text, text) TO pgcloud_admin;
+SELECT pgcloud.expose('api.admin_end_stuck_release(text, text)', 'admin');

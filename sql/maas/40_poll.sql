@@ -98,10 +98,3 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION maas.poll() IS 'The poller: one step for every machine with an open goal (read when its status is older than maas.poll_interval_ms, time out, or make the next request). Returns how many machines it acted on. Run by the scheduler (job maas.poll, every maas.poller_interval_ms and when a goal is set) or directly.';
-
--- The poller runs by itself: the scheduler worker calls maas.poll() every
--- maas.poller_interval_ms, and at once when a goal is set (maas.set_goal
--- wakes it at commit).
-SELECT pgcloud.register_job('maas.poll', 'maas.poll()', 'maas.poller_interval_ms', 'ms',
-    'The MAAS poller: one step for every machine with an open goal (commission, deploy, release).',
-    run_on_wake => true);

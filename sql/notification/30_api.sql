@@ -30,26 +30,25 @@ END
 $$;
 COMMENT ON FUNCTION notification.request_user() IS 'The calling user (JWT sub); invalid_request_context when there is none.';
 
-CREATE FUNCTION notification.set_preferences_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION notification.set_preferences_apply(p_email_enabled boolean, p_events text[]) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, notification
 AS $$
 DECLARE
     uid uuid := notification.request_user();
-    enabled boolean;
+    enabled boolean := p_email_enabled;
     evs text[];
     bad text[];
 BEGIN
-    IF jsonb_typeof(args -> 'email_enabled') IS DISTINCT FROM 'boolean' THEN
+    IF enabled IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'email_enabled must be true or false');
     END IF;
-    enabled := (args ->> 'email_enabled')::boolean;
-    IF args -> 'events' IS NOT NULL AND jsonb_typeof(args -> 'events') <> 'null' THEN
+    IF p_events IS NOT NULL THEN
         SELECT array_agg(DISTINCT x ORDER BY x) FILTER (WHERE x IS NOT NULL),
                array_agg(coalesce(x, 'null')) FILTER (WHERE x IS NULL OR x NOT IN
                    (SELECT t.event_type FROM notification.templates t WHERE t.audience = 'user'))
           INTO evs, bad
-          FROM jsonb_array_elements_text(args -> 'events') x;
+          FROM unnest(p_events) x;
         IF bad IS NOT NULL THEN
             PERFORM pgcloud.raise('notification_unknown_event',
                 format('no notifications for: %s', array_to_string(bad, ', ')),
@@ -66,7 +65,7 @@ BEGIN
     RETURN notification.preferences_of(uid);
 END
 $$;
-COMMENT ON FUNCTION notification.set_preferences_apply(jsonb) IS 'Internal to api.set_notification_preferences(): validates and stores {email_enabled, events}, audited as notification.preferences_set.';
+COMMENT ON FUNCTION notification.set_preferences_apply(boolean, text[]) IS 'Internal to api.set_notification_preferences() (which authorizes): validates and stores the caller''s email_enabled and events, audited as notification.preferences_set.';
 
 CREATE FUNCTION api.notification_preferences() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -78,6 +77,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.notification_preferences() IS 'Your notification preferences: email_enabled, events (the event types that also send an e-mail; null means all), available_events, and channel (the LISTEN channel a WebSocket gateway subscribes to for you).';
+SELECT pgcloud.expose('api.notification_preferences()', 'user', 'admin');
 
 CREATE FUNCTION api.set_notification_preferences(email_enabled boolean, events text[] DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -85,12 +85,13 @@ SET search_path = pg_catalog, pgcloud, notification
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('notification.set_preferences',
-                              jsonb_build_object('email_enabled', email_enabled, 'events', to_jsonb(events)),
-                              'notification.set_preferences_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('notification.set_preferences',
+                           jsonb_build_object('email_enabled', email_enabled, 'events', to_jsonb(events))),
+        pgcloud.idempotent_done('notification.set_preferences',
+                                notification.set_preferences_apply(email_enabled, events)));
 END
 $$;
 COMMENT ON FUNCTION api.set_notification_preferences(boolean, text[]) IS 'Sets your notification preferences: email_enabled (false: no e-mail at all) and events (the event types that also send an e-mail; null: all of them; see available_events). Channel notifications are always sent. Audited; safe to retry with X-Idempotency-Key. Returns the preferences.';
+SELECT pgcloud.expose('api.set_notification_preferences(boolean, text[])', 'user', 'admin');
 
-GRANT EXECUTE ON FUNCTION api.notification_preferences(), api.set_notification_preferences(boolean, text[])
-    TO pgcloud_user, pgcloud_admin;

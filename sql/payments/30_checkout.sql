@@ -19,14 +19,14 @@ END
 $$;
 COMMENT ON FUNCTION payments.stripe_error(integer, text) IS 'A one-line description of a failed Stripe answer: the status and Stripe''s error code and message.';
 
-CREATE FUNCTION payments.create_checkout_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION payments.create_checkout_apply(p_amount bigint, p_currency text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, payments
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    v_amount bigint;
-    v_currency text := lower(btrim(args ->> 'currency'));
+    v_amount bigint := p_amount;
+    v_currency text := lower(btrim(p_currency));
     lo bigint := pgcloud.policy('payments.checkout_min_amount', NULL::bigint);
     hi bigint := pgcloud.policy('payments.checkout_max_amount', NULL::bigint);
     known_currency text;
@@ -34,10 +34,9 @@ DECLARE
     intent uuid;
     form text;
 BEGIN
-    IF args ->> 'amount' IS NULL THEN
+    IF v_amount IS NULL THEN
         PERFORM pgcloud.raise('checkout_amount_invalid', 'amount is required (minor units)');
     END IF;
-    v_amount := (args ->> 'amount')::bigint;
     IF v_amount < lo OR v_amount > hi THEN
         PERFORM pgcloud.raise('checkout_amount_invalid', format('amount must be between %s and %s (minor units)', lo, hi));
     END IF;
@@ -47,7 +46,7 @@ BEGIN
        OR (known_currency IS NULL
            AND NOT pgcloud.policy('payments.currencies', NULL::jsonb) ? v_currency) THEN
         PERFORM pgcloud.raise('currency_not_supported',
-            format('%s is not accepted here', coalesce(left(args ->> 'currency', 16), 'no currency')),
+            format('%s is not accepted here', coalesce(left(p_currency, 16), 'no currency')),
             CASE WHEN known_currency IS NOT NULL THEN format('Your account is in %s.', known_currency)
                  ELSE format('Accepted: %s.', pgcloud.policy('payments.currencies', NULL::jsonb)) END);
     END IF;
@@ -79,7 +78,7 @@ BEGIN
     RETURN jsonb_build_object('id', session_id, 'status', 'creating', 'amount', v_amount, 'currency', v_currency);
 END
 $$;
-COMMENT ON FUNCTION payments.create_checkout_apply(jsonb) IS 'Internal to api.create_checkout(): validates {amount, currency} against policy and the account''s currency, writes the payment session and the Stripe intent (POST /v1/checkout/sessions, Idempotency-Key = session id) in this transaction; audited as payment.checkout_created, announced as checkout.created.';
+COMMENT ON FUNCTION payments.create_checkout_apply(bigint, text) IS 'Internal to api.create_checkout() (which authorizes): validates amount and currency against policy and the account''s currency, writes the payment session and the Stripe intent (POST /v1/checkout/sessions, Idempotency-Key = session id) in this transaction; audited as payment.checkout_created, announced as checkout.created.';
 
 CREATE FUNCTION api.create_checkout(amount bigint, currency text DEFAULT 'usd') RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -87,11 +86,12 @@ SET search_path = pg_catalog, pgcloud, payments
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('payments.create_checkout', jsonb_build_object('amount', amount, 'currency', currency),
-                              'payments.create_checkout_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('payments.create_checkout', jsonb_build_object('amount', amount, 'currency', currency)),
+                    pgcloud.idempotent_done('payments.create_checkout', payments.create_checkout_apply(amount, currency)));
 END
 $$;
 COMMENT ON FUNCTION api.create_checkout(bigint, text) IS 'Starts a top-up of amount minor units (payments.checkout_min_amount to payments.checkout_max_amount) in currency (your account''s): returns {id, status: creating, amount, currency}. Stripe''s Checkout Session is created right after; poll api.get_checkout(id) for its URL. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.create_checkout(bigint, text)', 'user', 'admin');
 
 CREATE FUNCTION api.get_checkout(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -119,6 +119,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_checkout(uuid) IS 'One of your top-ups (admins: any): {id, status (creating, open, complete, expired, failed), url (the Stripe Checkout page while open), amount, currency, stripe_session_id, payment_id (once paid), error, created_at, completed_at}. Another user''s is 404 checkout_not_found.';
+SELECT pgcloud.expose('api.get_checkout(uuid)', 'user', 'admin');
 
 CREATE FUNCTION payments.checkout_result(intent uuid, status integer, body text, context jsonb, final boolean)
 RETURNS void

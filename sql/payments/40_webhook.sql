@@ -218,12 +218,12 @@ END
 $$;
 COMMENT ON FUNCTION payments.apply_stripe_event(jsonb) IS 'Applies one verified, first-seen Stripe event: checkout.session.completed / async_payment_succeeded (payment), .expired / .async_payment_failed (session state), charge.refunded (reconciliation), refund.created / updated / failed and charge.refund.updated (refund state). Any other type is accepted and ignored. Returns the outcome.';
 
-CREATE FUNCTION payments.stripe_webhook_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION payments.stripe_webhook_apply(p_body text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, payments
 AS $$
 DECLARE
-    body text := coalesce(args ->> 'body', '');
+    body text := coalesce(p_body, '');
     header text := pgcloud.header('stripe-signature');
     v record;
     event jsonb;
@@ -272,7 +272,7 @@ BEGIN
                               'outcome', v_outcome);
 END
 $$;
-COMMENT ON FUNCTION payments.stripe_webhook_apply(jsonb) IS 'Internal to api.stripe_webhook(): size limit, signature (C), parse, deduplication by event id, then the event''s effect; every request audited (rejected ones without the body).';
+COMMENT ON FUNCTION payments.stripe_webhook_apply(text) IS 'Internal to api.stripe_webhook() (both forms): size limit, signature (C), parse, deduplication by event id, then the event''s effect; every request audited (rejected ones without the body).';
 
 CREATE FUNCTION api.stripe_webhook(text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -280,11 +280,12 @@ SET search_path = pg_catalog, pgcloud, payments
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('anon');
-    RETURN pgcloud.idempotent('payments.stripe_webhook', jsonb_build_object('body', $1),
-                              'payments.stripe_webhook_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('payments.stripe_webhook', jsonb_build_object('body', $1)),
+                    pgcloud.idempotent_done('payments.stripe_webhook', payments.stripe_webhook_apply($1)));
 END
 $$;
 COMMENT ON FUNCTION api.stripe_webhook(text) IS 'Stripe webhook endpoint (anonymous: Stripe signs, it does not log in). The raw body is the argument, the Stripe-Signature header comes through request.headers; verified in C against pgcloud.stripe_webhook_secrets (several v1 signatures and several secrets accepted, payments.webhook_tolerance_seconds). A refused request answers 400 (413 when too large, 500 when no secret is configured) and is audited without its body. Stripe events are applied once by event id: a paid checkout.session.completed credits the balance exactly once; unknown types are accepted and ignored. Returns {received, event_id, type, outcome} or {received, event_id, duplicate}.';
+SELECT pgcloud.expose('api.stripe_webhook(text)', 'anon');
 
 -- How Stripe really reaches us: PostgREST, given Content-Type:
 -- application/json, calls the function with a single unnamed json parameter
@@ -297,8 +298,9 @@ SET search_path = pg_catalog, pgcloud, payments
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('anon');
-    RETURN pgcloud.idempotent('payments.stripe_webhook', jsonb_build_object('body', $1::text),
-                              'payments.stripe_webhook_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('payments.stripe_webhook', jsonb_build_object('body', $1::text)),
+                    pgcloud.idempotent_done('payments.stripe_webhook', payments.stripe_webhook_apply($1::text)));
 END
 $$;
 COMMENT ON FUNCTION api.stripe_webhook(json) IS 'Stripe webhook endpoint as PostgREST calls it for Content-Type: application/json (POST /rpc/stripe_webhook with the raw event as the body): the json value keeps the body byte for byte, and it is handled exactly as api.stripe_webhook(text) (signature over the raw body, once per event id, refusals audited).';
+SELECT pgcloud.expose('api.stripe_webhook(json)', 'anon');

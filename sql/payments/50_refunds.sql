@@ -25,29 +25,26 @@
 --   requested --ledger.entry_posted--> submitted --Stripe--> succeeded | pending | failed
 --       \--billing.refund_declined--> declined            pending --> succeeded | failed
 
-CREATE FUNCTION payments.admin_refund_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION payments.admin_refund_apply(p_payment_id uuid, p_amount bigint, p_reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, payments
 AS $$
 DECLARE
-    v_payment uuid;
-    v_amount bigint;
-    v_reason text := btrim(args ->> 'reason');
+    v_payment uuid := p_payment_id;
+    v_amount bigint := p_amount;
+    v_reason text := btrim(p_reason);
     p payments.payments;
     a payments.accounts;
     outstanding bigint;
     allow_negative boolean := pgcloud.policy('payments.refund_allow_negative_balance', NULL::boolean);
     refund_id uuid := gen_random_uuid();
 BEGIN
-    PERFORM pgcloud.authorize('admin');
-    IF args ->> 'payment_id' IS NULL THEN
+    IF v_payment IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'payment_id is required');
     END IF;
-    v_payment := (args ->> 'payment_id')::uuid;
-    IF args ->> 'amount' IS NULL OR (args ->> 'amount')::bigint <= 0 THEN
+    IF v_amount IS NULL OR v_amount <= 0 THEN
         PERFORM pgcloud.raise('invalid_argument', 'amount must be a positive integer (minor units)');
     END IF;
-    v_amount := (args ->> 'amount')::bigint;
     IF v_reason IS NULL OR v_reason = '' OR length(v_reason) > 500 THEN
         PERFORM pgcloud.raise('invalid_argument', 'reason must be 1 to 500 characters');
     END IF;
@@ -84,7 +81,7 @@ BEGIN
                               'status', 'requested');
 END
 $$;
-COMMENT ON FUNCTION payments.admin_refund_apply(jsonb) IS 'Internal to api.admin_refund(): checks {payment_id, amount, reason} against what is left of the payment (under its lock) and the balance read model, records the refund as requested and emits refund.requested for billing''s debit; audited as payment.refund_requested.';
+COMMENT ON FUNCTION payments.admin_refund_apply(uuid, bigint, text) IS 'Internal to api.admin_refund() (which authorizes): checks the payment, amount and reason against what is left of the payment (under its lock) and the balance read model, records the refund as requested and emits refund.requested for billing''s debit; audited as payment.refund_requested.';
 
 CREATE FUNCTION api.admin_refund(payment_id uuid, amount bigint, reason text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -92,12 +89,12 @@ SET search_path = pg_catalog, pgcloud, payments
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('payments.admin_refund',
-        jsonb_build_object('payment_id', payment_id, 'amount', amount, 'reason', reason),
-        'payments.admin_refund_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('payments.admin_refund', jsonb_build_object('payment_id', payment_id, 'amount', amount, 'reason', reason)),
+                    pgcloud.idempotent_done('payments.admin_refund', payments.admin_refund_apply(payment_id, amount, reason)));
 END
 $$;
 COMMENT ON FUNCTION api.admin_refund(uuid, bigint, text) IS 'Operators: refunds amount (minor units) of a payment: never more than was paid minus what is refunded or being refunded (409 refund_exceeds_payment), never more than the balance unless payments.refund_allow_negative_balance (409 refund_exceeds_balance; billing has the last word and may decline). Returns {id, payment_id, amount, currency, status: requested}; billing debits the ledger, then Stripe is asked (Idempotency-Key = refund id). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_refund(uuid, bigint, text)', 'admin');
 
 -- Billing debited the refund (ledger.entry_posted): now, and only now, ask Stripe.
 CREATE FUNCTION payments.submit_refund(refund uuid, entry_id bigint) RETURNS boolean

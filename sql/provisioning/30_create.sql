@@ -80,7 +80,7 @@ $$;
 COMMENT ON FUNCTION provisioning.check_reservation(uuid, bigint) IS 'Refuses an allocation (insufficient_balance, 402) unless billing''s last reported balance covers the minimum plus the first accrual interval of every live allocation of the user and of the new one (policy provisioning.reserve_first_interval).';
 
 -- The node to claim slots on, locked. See the placement policy at the top
--- of 00_provisioning.sql. Each preference is its own query on an index in
+-- of 00_catalogue.sql. Each preference is its own query on an index in
 -- the order wanted (fewest free slots, then node id), so a placement reads a
 -- few index entries, not every node; nodes held by concurrent placements are
 -- skipped (SKIP LOCKED).
@@ -163,14 +163,14 @@ END
 $$;
 COMMENT ON FUNCTION provisioning.claim_node(provisioning.skus, text, uuid) IS 'Placement: the ready node the SKU and image of the user go on, locked (FOR UPDATE), within the node tenancy policy: a node already running the image, else an idle one with the image cached, else the fullest idle one that fits (ties: node id). Skips nodes other placements hold; waits only when all fitting nodes are held. Raises capacity_unavailable.';
 
-CREATE FUNCTION provisioning.create_allocation_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION provisioning.create_allocation_apply(p_sku text, p_image text, p_ssh_key_ids uuid[]) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    v_sku text := args ->> 'sku';
-    v_image text := args ->> 'image';
+    v_sku text := p_sku;
+    v_image text := p_image;
     k provisioning.skus;
     img provisioning.images;
     key_ids uuid[];
@@ -196,11 +196,8 @@ BEGIN
     PERFORM provisioning.check_standing(v_user);
 
     -- SSH keys: the caller's own, in the order given, each once.
-    IF jsonb_typeof(args -> 'ssh_key_ids') NOT IN ('array', 'null') THEN
-        PERFORM pgcloud.raise('invalid_argument', 'ssh_key_ids must be an array of key ids');
-    END IF;
-    key_ids := ARRAY(SELECT u.id FROM (SELECT (e #>> '{}')::uuid AS id, min(o) AS o
-                                         FROM jsonb_array_elements(coalesce(args -> 'ssh_key_ids', '[]')) WITH ORDINALITY x (e, o)
+    key_ids := ARRAY(SELECT u.id FROM (SELECT x.e AS id, min(x.o) AS o
+                                         FROM unnest(coalesce(p_ssh_key_ids, '{}'::uuid[])) WITH ORDINALITY x (e, o)
                                         GROUP BY 1) u
                       WHERE u.id IS NOT NULL ORDER BY u.o);
     IF cardinality(key_ids) > max_keys THEN
@@ -283,7 +280,7 @@ BEGIN
     RETURN provisioning.allocation_json(a);
 END
 $$;
-COMMENT ON FUNCTION provisioning.create_allocation_apply(jsonb) IS 'Internal to api.create_allocation(): checks standing and keys, places {sku, image, ssh_key_ids} onto free slots and claims them, and writes the deploy intent (deploy.requested), all in the caller''s transaction. Audited as allocation.created.';
+COMMENT ON FUNCTION provisioning.create_allocation_apply(text, text, uuid[]) IS 'Internal to api.create_allocation() (which authorizes): checks standing and keys, places the SKU and image with the SSH keys onto free slots and claims them, and writes the deploy intent (deploy.requested), all in the caller''s transaction. Audited as allocation.created.';
 
 CREATE FUNCTION api.create_allocation(sku text, image text, ssh_key_ids uuid[] DEFAULT '{}') RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -291,9 +288,12 @@ SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('provisioning.create_allocation',
-        jsonb_build_object('sku', sku, 'image', image, 'ssh_key_ids', to_jsonb(ssh_key_ids)),
-        'provisioning.create_allocation_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('provisioning.create_allocation',
+                           jsonb_build_object('sku', sku, 'image', image, 'ssh_key_ids', to_jsonb(ssh_key_ids))),
+        pgcloud.idempotent_done('provisioning.create_allocation',
+                                provisioning.create_allocation_apply(sku, image, ssh_key_ids)));
 END
 $$;
 COMMENT ON FUNCTION api.create_allocation(text, text, uuid[]) IS 'Creates an allocation of a SKU running an OS image, with your SSH keys (ids from api.list_ssh_keys()) in its user data: places it onto free GPU slots (never double booked) and asks MAAS to deploy it. Returns the allocation ({id, state: provisioning, sku, image, gpu_count, region, node_hostname, slots, price_per_hour, currency, ...}); it becomes active when the node is deployed (poll api.get_allocation(id)), and is billed from then. Refused: 402 insufficient_balance (billing reports too low a balance, or none yet), 403 account_not_in_good_standing, 404 sku_not_found / image_not_found / allocation_ssh_key_not_found, 409 capacity_unavailable, allocation_limit_reached. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.create_allocation(text, text, uuid[])', 'user', 'admin');

@@ -90,13 +90,13 @@ END
 $$;
 COMMENT ON FUNCTION provisioning.finish(provisioning.allocations, text, text) IS 'Ends a live allocation (released or failed): frees its slots and the node''s counters and emits allocation.released / allocation.failed {allocation_id, user_id, sku, ended_at, reason, ...}.';
 
-CREATE FUNCTION provisioning.release_allocation_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION provisioning.release_allocation_apply(p_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    v_id uuid := (args ->> 'id')::uuid;
+    v_id uuid := p_id;
     a provisioning.allocations;
 BEGIN
     IF v_id IS NULL THEN
@@ -114,7 +114,7 @@ BEGIN
     RETURN provisioning.allocation_json(a);
 END
 $$;
-COMMENT ON FUNCTION provisioning.release_allocation_apply(jsonb) IS 'Internal to api.release_allocation(): {id}; a live allocation goes to releasing (release.requested), an allocation already releasing or ended is returned as it is.';
+COMMENT ON FUNCTION provisioning.release_allocation_apply(uuid) IS 'Internal to api.release_allocation() (which authorizes): a live allocation goes to releasing (release.requested), an allocation already releasing or ended is returned as it is.';
 
 CREATE FUNCTION api.release_allocation(id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -122,11 +122,12 @@ SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('provisioning.release_allocation', jsonb_build_object('id', id),
-                              'provisioning.release_allocation_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('provisioning.release_allocation', jsonb_build_object('id', id)),
+                    pgcloud.idempotent_done('provisioning.release_allocation', provisioning.release_allocation_apply(id)));
 END
 $$;
 COMMENT ON FUNCTION api.release_allocation(id uuid) IS 'Releases one of your allocations: it goes to releasing at once (no new access is minted from then) and to released when MAAS has released the machine; billing stops then. A release MAAS cannot complete keeps the allocation releasing (and billed) until an operator decides (api.admin_end_stuck_release). Releasing an allocation that is already releasing, released or failed changes nothing. Returns the allocation; another user''s or an unknown id is 404 allocation_not_found. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.release_allocation(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.get_allocation(id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -147,6 +148,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.get_allocation(id uuid) IS 'One of your allocations: {id, state, sku, image, gpu_count, region, node_hostname, slots, price_per_hour, currency, ssh_key_ids, reason, released_by, requested_at, started_at, releasing_at, ended_at}. state is provisioning while MAAS deploys, active once deployed, releasing, released, or failed (reason says why). Another user''s or an unknown id is 404 allocation_not_found.';
+SELECT pgcloud.expose('api.get_allocation(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.list_allocations() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -164,3 +166,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_allocations() IS 'Your allocations, newest first (at most provisioning.list_limit), in the form of api.get_allocation().';
+SELECT pgcloud.expose('api.list_allocations()', 'user', 'admin');

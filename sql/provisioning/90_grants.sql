@@ -1,5 +1,5 @@
--- Who may call what. Everything else is the service role's alone
--- (pgcloud.service_end revokes PUBLIC's EXECUTE).
-GRANT EXECUTE ON FUNCTION api.create_allocation(text, text, uuid[]), api.release_allocation(uuid),
-    api.get_allocation(uuid), api.list_allocations()
-    TO pgcloud_user, pgcloud_admin;
+-- Grants other than the api functions'. Who may call an api function is
+-- declared next to its definition (SELECT pgcloud.expose(...), which grants
+-- EXECUTE to the API roles it names and revokes it from PUBLIC and the
+-- others); everything else of the service is the service role's alone
+-- (pgcloud.service_end revokes PUBLIC's EXECUTE). Nothing to add here yet.

@@ -10,19 +10,19 @@ AS $$
 $$;
 COMMENT ON FUNCTION releases.key_json(releases.ssh_keys) IS 'The API form of a key: id, name, type, bits, fingerprint, public_key, created_at.';
 
-CREATE FUNCTION releases.add_ssh_key_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION releases.add_ssh_key_apply(p_public_key text, p_name text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
     k record;
-    key_name text := args ->> 'name';
+    key_name text := p_name;
     max_keys integer := pgcloud.policy('releases.max_keys_per_user', NULL::integer);
     n integer;
     r releases.ssh_keys;
 BEGIN
-    SELECT * INTO k FROM releases.parse_key(args ->> 'public_key');
+    SELECT * INTO k FROM releases.parse_key(p_public_key);
     IF key_name IS NOT NULL THEN
         key_name := btrim(key_name);
         IF key_name = '' OR length(key_name) > 100 OR key_name ~ '[[:cntrl:]]' THEN
@@ -57,7 +57,7 @@ BEGIN
                               'name', r.name, 'created_at', r.created_at);
 END
 $$;
-COMMENT ON FUNCTION releases.add_ssh_key_apply(jsonb) IS 'Internal to api.add_ssh_key(): validates and stores {public_key, name}; audited and announced as ssh_key.added.';
+COMMENT ON FUNCTION releases.add_ssh_key_apply(text, text) IS 'Internal to api.add_ssh_key() (which authorizes): validates and stores the caller''s public key under a name; audited and announced as ssh_key.added.';
 
 CREATE FUNCTION api.add_ssh_key(public_key text, name text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -65,11 +65,12 @@ SET search_path = pg_catalog, pgcloud, releases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('releases.add_ssh_key', jsonb_build_object('public_key', public_key, 'name', name),
-                              'releases.add_ssh_key_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('releases.add_ssh_key', jsonb_build_object('public_key', public_key, 'name', name)),
+                    pgcloud.idempotent_done('releases.add_ssh_key', releases.add_ssh_key_apply(public_key, name)));
 END
 $$;
 COMMENT ON FUNCTION api.add_ssh_key(text, text) IS 'Registers an SSH public key (one authorized_keys line: ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa of at least 2048 bits, without options). Returns {id, fingerprint, type, bits, name, created_at}; the fingerprint is the one ssh-keygen -l prints. A key already registered is 409 ssh_key_duplicate; at most releases.max_keys_per_user keys. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.add_ssh_key(text, text)', 'user', 'admin');
 
 CREATE FUNCTION api.list_ssh_keys() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -85,20 +86,20 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_ssh_keys() IS 'Your SSH public keys, oldest first: [{id, name, type, bits, fingerprint, public_key, created_at}].';
+SELECT pgcloud.expose('api.list_ssh_keys()', 'user', 'admin');
 
-CREATE FUNCTION releases.delete_ssh_key_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION releases.delete_ssh_key_apply(p_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    key_id uuid;
+    key_id uuid := p_id;
     r releases.ssh_keys;
 BEGIN
-    IF args ->> 'id' IS NULL THEN
+    IF key_id IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'id is required');
     END IF;
-    key_id := (args ->> 'id')::uuid;
     -- Row-level security hides other users' keys: theirs are "not found" too.
     DELETE FROM releases.ssh_keys s WHERE s.id = key_id AND s.user_id = v_user RETURNING * INTO r;
     IF NOT FOUND THEN
@@ -111,7 +112,7 @@ BEGIN
     RETURN jsonb_build_object('id', r.id, 'fingerprint', r.fingerprint, 'deleted', true);
 END
 $$;
-COMMENT ON FUNCTION releases.delete_ssh_key_apply(jsonb) IS 'Internal to api.delete_ssh_key(): deletes {id} of the caller; audited and announced as ssh_key.deleted.';
+COMMENT ON FUNCTION releases.delete_ssh_key_apply(uuid) IS 'Internal to api.delete_ssh_key() (which authorizes): deletes the caller''s key; audited and announced as ssh_key.deleted.';
 
 CREATE FUNCTION api.delete_ssh_key(id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -119,8 +120,9 @@ SET search_path = pg_catalog, pgcloud, releases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('releases.delete_ssh_key', jsonb_build_object('id', id),
-                              'releases.delete_ssh_key_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('releases.delete_ssh_key', jsonb_build_object('id', id)),
+                    pgcloud.idempotent_done('releases.delete_ssh_key', releases.delete_ssh_key_apply(id)));
 END
 $$;
 COMMENT ON FUNCTION api.delete_ssh_key(uuid) IS 'Deletes one of your SSH keys; returns {id, fingerprint, deleted}. Another user''s key or an unknown id is 404 ssh_key_not_found. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.delete_ssh_key(uuid)', 'user', 'admin');

@@ -39,8 +39,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.ssh_ca_public_key() IS 'The platform SSH CA public key, one authorized_keys line ("ssh-ed25519 AAAA... pgcloud-ssh-ca"), for the TrustedUserCAKeys file of nodes. Anyone may call it (POST: the key is generated on first use).';
+SELECT pgcloud.expose('api.ssh_ca_public_key()', 'anon', 'user', 'admin', 'service');
 
-CREATE FUNCTION releases.rotate_ssh_ca_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION releases.rotate_ssh_ca_apply() RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
@@ -59,7 +60,7 @@ BEGIN
                               'previous_fingerprint', old.fingerprint, 'created_at', c.created_at);
 END
 $$;
-COMMENT ON FUNCTION releases.rotate_ssh_ca_apply(jsonb) IS 'Internal to api.admin_rotate_ssh_ca(): retires the current CA key and generates a new one; audited as ssh_ca.rotated.';
+COMMENT ON FUNCTION releases.rotate_ssh_ca_apply() IS 'Internal to api.admin_rotate_ssh_ca() (which authorizes): retires the current CA key and generates a new one; audited as ssh_ca.rotated.';
 
 CREATE FUNCTION api.admin_rotate_ssh_ca() RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -67,7 +68,9 @@ SET search_path = pg_catalog, pgcloud, releases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('admin');
-    RETURN pgcloud.idempotent('releases.rotate_ssh_ca', '{}'::jsonb, 'releases.rotate_ssh_ca_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('releases.rotate_ssh_ca', '{}'::jsonb),
+                    pgcloud.idempotent_done('releases.rotate_ssh_ca', releases.rotate_ssh_ca_apply()));
 END
 $$;
 COMMENT ON FUNCTION api.admin_rotate_ssh_ca() IS 'Operators: replaces the SSH CA key (the old one signs nothing more; certificates it signed stay valid only on nodes that still trust it, at most releases.cert_ttl_seconds). Returns {public_key, fingerprint, previous_fingerprint, created_at}; nodes must fetch api.ssh_ca_public_key() again. Audited; safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.admin_rotate_ssh_ca()', 'admin');

@@ -19,13 +19,13 @@ END
 $$;
 COMMENT ON FUNCTION releases.access_principal(releases.allocations) IS 'The principal every certificate for the allocation carries, alone: its ssh_principal, which only the allocation''s node accepts (for its owner''s account). Raises access_principal_missing when the activation carried none.';
 
-CREATE FUNCTION releases.mint_access_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION releases.mint_access_apply(p_allocation_id uuid, p_public_key text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    alloc_id uuid;
+    alloc_id uuid := p_allocation_id;
     a releases.allocations;
     uname text;
     principal text;
@@ -42,10 +42,9 @@ DECLARE
     kid text;
     cert text;
 BEGIN
-    IF args ->> 'allocation_id' IS NULL THEN
+    IF alloc_id IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'allocation_id is required');
     END IF;
-    alloc_id := (args ->> 'allocation_id')::uuid;
     IF ttl IS NULL OR ttl NOT BETWEEN 60 AND 86400 THEN
         PERFORM pgcloud.raise('policy_invalid', 'releases.cert_ttl_seconds must be between 60 and 86400');
     END IF;
@@ -75,7 +74,7 @@ BEGIN
     END IF;
     principal := releases.access_principal(a);
 
-    SELECT * INTO k FROM releases.parse_key(args ->> 'public_key');
+    SELECT * INTO k FROM releases.parse_key(p_public_key);
     v_after := now_s - make_interval(secs => skew);
     v_before := now_s + make_interval(secs => ttl);
     IF a.ends_at IS NOT NULL THEN
@@ -108,7 +107,7 @@ BEGIN
                               'hostname', a.hostname);
 END
 $$;
-COMMENT ON FUNCTION releases.mint_access_apply(jsonb) IS 'Internal to api.mint_access(): checks the allocation and the caller, signs a user certificate for {allocation_id, public_key}; audited and announced as access.minted.';
+COMMENT ON FUNCTION releases.mint_access_apply(uuid, text) IS 'Internal to api.mint_access() (which authorizes): checks the allocation and the caller, signs a user certificate for the public key; audited and announced as access.minted.';
 
 CREATE FUNCTION api.mint_access(allocation_id uuid, public_key text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -116,9 +115,11 @@ SET search_path = pg_catalog, pgcloud, releases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('releases.mint_access',
-                              jsonb_build_object('allocation_id', allocation_id, 'public_key', public_key),
-                              'releases.mint_access_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('releases.mint_access',
+                           jsonb_build_object('allocation_id', allocation_id, 'public_key', public_key)),
+        pgcloud.idempotent_done('releases.mint_access', releases.mint_access_apply(allocation_id, public_key)));
 END
 $$;
 COMMENT ON FUNCTION api.mint_access(uuid, text) IS 'Short-lived SSH access to one of your active allocations: an OpenSSH user certificate for public_key (any accepted key type), signed by the platform CA (api.ssh_ca_public_key()), principal = the allocation''s own (pgcloud-alloc-...), which only its node accepts, for your account there (login = your POSIX username), valid for releases.cert_ttl_seconds and never past the allocation''s end. Returns {certificate, valid_after, valid_before, serial, principals, login, key_id, key_fingerprint, ca_fingerprint, hostname}; save certificate as e.g. ~/.ssh/id_ed25519-cert.pub. Unknown or another user''s allocation: 404 allocation_not_found; not active: 409 allocation_not_active. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.mint_access(uuid, text)', 'user', 'admin');

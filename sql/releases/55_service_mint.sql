@@ -6,14 +6,15 @@
 INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('releases.service_cert_ttl_seconds', '120', 'Lifetime of a certificate minted for a platform service (terminal relay, app runtime) (seconds, 30 to 3600).');
 
-CREATE FUNCTION releases.service_mint_access_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION releases.service_mint_access_apply(p_allocation_id uuid, p_public_key text, p_on_behalf_of uuid,
+                                                   p_purpose text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
 AS $$
 DECLARE
-    alloc_id uuid;
-    on_behalf uuid;
-    purpose text := coalesce(args ->> 'purpose', 'service');
+    alloc_id uuid := p_allocation_id;
+    on_behalf uuid := p_on_behalf_of;
+    purpose text := coalesce(p_purpose, 'service');
     a releases.allocations;
     uname text;
     principal text;
@@ -29,12 +30,8 @@ DECLARE
     kid text;
     cert text;
 BEGIN
-    IF args ->> 'allocation_id' IS NULL THEN
+    IF alloc_id IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'allocation_id is required');
-    END IF;
-    alloc_id := (args ->> 'allocation_id')::uuid;
-    IF args ->> 'on_behalf_of' IS NOT NULL THEN
-        on_behalf := (args ->> 'on_behalf_of')::uuid;
     END IF;
     IF purpose !~ '^[a-z][a-z0-9_]{0,30}$' THEN
         PERFORM pgcloud.raise('invalid_argument', 'purpose must be a short lower-case word such as terminal');
@@ -63,7 +60,7 @@ BEGIN
     -- The allocation's own principal, as for api.mint_access(): only its node
     -- accepts it (for the owner's account), so the certificate opens no other.
     principal := releases.access_principal(a);
-    SELECT * INTO k FROM releases.parse_key(args ->> 'public_key');
+    SELECT * INTO k FROM releases.parse_key(p_public_key);
     v_after := now_s - make_interval(secs => skew);
     v_before := now_s + make_interval(secs => ttl);
     IF a.ends_at IS NOT NULL THEN
@@ -94,7 +91,7 @@ BEGIN
                               'hostname', a.hostname);
 END
 $$;
-COMMENT ON FUNCTION releases.service_mint_access_apply(jsonb) IS 'Internal to api.service_mint_access(): signs a short-lived certificate for {allocation_id, public_key, on_behalf_of, purpose} for the allocation''s principal (login: the owner''s POSIX user).';
+COMMENT ON FUNCTION releases.service_mint_access_apply(uuid, text, uuid, text) IS 'Internal to api.service_mint_access() (which authorizes): signs a short-lived certificate for the public key, naming purpose and the user acted for (on_behalf_of), for the allocation''s principal (login: the owner''s POSIX user).';
 
 CREATE FUNCTION api.service_mint_access(allocation_id uuid, public_key text, on_behalf_of uuid DEFAULT NULL,
                                         purpose text DEFAULT 'service')
@@ -104,12 +101,14 @@ SET search_path = pg_catalog, pgcloud, releases
 AS $$
 BEGIN
     PERFORM pgcloud.authorize_service('access:mint');
-    RETURN pgcloud.idempotent('releases.service_mint_access',
-                              jsonb_build_object('allocation_id', allocation_id, 'public_key', public_key,
-                                                 'on_behalf_of', on_behalf_of, 'purpose', purpose),
-                              'releases.service_mint_access_apply(jsonb)');
+    RETURN coalesce(
+        pgcloud.idempotent('releases.service_mint_access',
+                           jsonb_build_object('allocation_id', allocation_id, 'public_key', public_key,
+                                              'on_behalf_of', on_behalf_of, 'purpose', purpose)),
+        pgcloud.idempotent_done('releases.service_mint_access',
+                                releases.service_mint_access_apply(allocation_id, public_key, on_behalf_of, purpose)));
 END
 $$;
 COMMENT ON FUNCTION api.service_mint_access(uuid, text, uuid, text) IS 'Platform services (pgcloud_service with scope access:mint; the terminal relay, the app runtime agent): an OpenSSH user certificate for an ephemeral public_key, principal = the allocation''s own (pgcloud-alloc-<id>, accepted only by its node for the owner''s account, login = the owner''s POSIX username), valid releases.service_cert_ttl_seconds and never past the allocation''s end; the key id names purpose, the user acted for (on_behalf_of, default the owner) and the allocation. Returns {certificate, valid_after, valid_before, serial, principals, login, key_id, hostname}. Unknown allocation: 404 allocation_not_found; not active: 409 allocation_not_active; activated without a principal: 409 access_principal_missing.';
+SELECT pgcloud.expose('api.service_mint_access(uuid, text, uuid, text)', 'service');
 
-GRANT EXECUTE ON FUNCTION api.service_mint_access(uuid, text, uuid, text) TO pgcloud_service;

@@ -63,13 +63,13 @@ AS $$
 $$;
 COMMENT ON FUNCTION storage.namespace_json(storage.namespaces) IS 'The API form of a namespace: id, name, created_at, objects, bytes, max_objects, max_bytes.';
 
-CREATE FUNCTION storage.create_namespace_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION storage.create_namespace_apply(p_name text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    v_name text := storage.check_name(args ->> 'name');
+    v_name text := storage.check_name(p_name);
     lim integer := pgcloud.policy('storage.max_namespaces_per_user', NULL::integer);
     ns storage.namespaces;
 BEGIN
@@ -90,7 +90,7 @@ BEGIN
     RETURN storage.namespace_json(ns);
 END
 $$;
-COMMENT ON FUNCTION storage.create_namespace_apply(jsonb) IS 'Internal to api.create_namespace(): validates {name}, checks the per-user limit, creates it; audited as storage.namespace_created, announced as namespace.created.';
+COMMENT ON FUNCTION storage.create_namespace_apply(text) IS 'Internal to api.create_namespace() (which authorizes): validates the name, checks the per-user limit, creates it; audited as storage.namespace_created, announced as namespace.created.';
 
 CREATE FUNCTION api.create_namespace(name text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -98,11 +98,12 @@ SET search_path = pg_catalog, pgcloud, storage
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('storage.create_namespace', jsonb_build_object('name', name),
-                              'storage.create_namespace_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('storage.create_namespace', jsonb_build_object('name', name)),
+                    pgcloud.idempotent_done('storage.create_namespace', storage.create_namespace_apply(name)));
 END
 $$;
 COMMENT ON FUNCTION api.create_namespace(text) IS 'Creates a namespace of yours called name (2 to 63 of a-z 0-9 -, unique among yours; at most storage.max_namespaces_per_user): returns {id, name, created_at, objects, bytes, max_objects, max_bytes}. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.create_namespace(text)', 'user', 'admin');
 
 CREATE FUNCTION api.list_namespaces() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -118,14 +119,15 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_namespaces() IS 'Your namespaces, by name, each with its usage and quotas.';
+SELECT pgcloud.expose('api.list_namespaces()', 'user', 'admin');
 
-CREATE FUNCTION storage.delete_namespace_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION storage.delete_namespace_apply(p_name text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    ns storage.namespaces := storage.namespace_of(v_user, args ->> 'name', true);
+    ns storage.namespaces := storage.namespace_of(v_user, p_name, true);
     u record;
 BEGIN
     SELECT * INTO u FROM storage.usage(ns.id);
@@ -145,7 +147,7 @@ BEGIN
     RETURN jsonb_build_object('id', ns.id, 'name', ns.name, 'deleted_at', ns.deleted_at);
 END
 $$;
-COMMENT ON FUNCTION storage.delete_namespace_apply(jsonb) IS 'Internal to api.delete_namespace(): deletes an empty namespace of the caller; audited as storage.namespace_deleted, announced as namespace.deleted.';
+COMMENT ON FUNCTION storage.delete_namespace_apply(text) IS 'Internal to api.delete_namespace() (which authorizes): deletes an empty namespace of the caller; audited as storage.namespace_deleted, announced as namespace.deleted.';
 
 CREATE FUNCTION api.delete_namespace(name text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -153,8 +155,9 @@ SET search_path = pg_catalog, pgcloud, storage
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('storage.delete_namespace', jsonb_build_object('name', name),
-                              'storage.delete_namespace_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('storage.delete_namespace', jsonb_build_object('name', name)),
+                    pgcloud.idempotent_done('storage.delete_namespace', storage.delete_namespace_apply(name)));
 END
 $$;
 COMMENT ON FUNCTION api.delete_namespace(text) IS 'Deletes your namespace name when it holds no pending or stored object (namespace_not_empty, 409, otherwise): returns {id, name, deleted_at}. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.delete_namespace(text)', 'user', 'admin');

@@ -64,13 +64,13 @@ END
 $$;
 COMMENT ON FUNCTION storage.mark_deleted(storage.objects, storage.namespaces, text) IS 'Marks an object deleted (with the reason) and announces object.deleted.';
 
-CREATE FUNCTION storage.presign_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION storage.presign_apply(p_namespace text, p_path text, p_method text, p_expires_in integer) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    v_method text := upper(args ->> 'method');
+    v_method text := upper(p_method);
     v_expires integer;
     max_expires integer := least(pgcloud.policy('storage.presign_max_expires_seconds', NULL::integer), 604800);
     v_path text;
@@ -81,20 +81,20 @@ DECLARE
     url text;
 BEGIN
     IF v_method IS NULL OR v_method NOT IN ('GET', 'PUT', 'HEAD', 'DELETE') THEN
-        PERFORM pgcloud.raise('presign_invalid', format('method "%s" is not GET, PUT, HEAD or DELETE', left(coalesce(args ->> 'method', ''), 16)));
+        PERFORM pgcloud.raise('presign_invalid', format('method "%s" is not GET, PUT, HEAD or DELETE', left(coalesce(p_method, ''), 16)));
     END IF;
-    IF jsonb_typeof(args -> 'expires_in') IS DISTINCT FROM 'number' THEN
+    IF p_expires_in IS NULL THEN
         PERFORM pgcloud.raise('presign_invalid', 'expires_in (seconds) is required');
     END IF;
-    v_expires := (args ->> 'expires_in')::integer;
+    v_expires := p_expires_in;
     IF v_expires < 1 OR v_expires > max_expires THEN
         PERFORM pgcloud.raise('presign_invalid', format('expires_in must be between 1 and %s seconds', max_expires));
     END IF;
-    IF args ->> 'path' IS NULL THEN
+    IF p_path IS NULL THEN
         PERFORM pgcloud.raise('path_invalid', 'a path is required');
     END IF;
-    v_path := pgcloud.safe_path(args ->> 'path');
-    ns := storage.namespace_of(v_user, args ->> 'namespace', v_method IN ('PUT', 'DELETE'));
+    v_path := pgcloud.safe_path(p_path);
+    ns := storage.namespace_of(v_user, p_namespace, v_method IN ('PUT', 'DELETE'));
     SELECT * INTO o FROM storage.objects x WHERE x.namespace_id = ns.id AND x.path = v_path AND x.state <> 'deleted'
        FOR UPDATE;
 
@@ -142,7 +142,7 @@ BEGIN
                               'namespace', ns.name, 'path', v_path, 'object_id', o.id);
 END
 $$;
-COMMENT ON FUNCTION storage.presign_apply(jsonb) IS 'Internal to api.presign(): validates {namespace, path, method, expires_in}, checks the quotas before a PUT and records the object pending; a DELETE URL marks the object deleted. Audited for PUT and DELETE.';
+COMMENT ON FUNCTION storage.presign_apply(text, text, text, integer) IS 'Internal to api.presign() (which authorizes): validates namespace, path, method and expires_in, checks the quotas before a PUT and records the object pending; a DELETE URL marks the object deleted. Audited for PUT and DELETE.';
 
 CREATE FUNCTION api.presign(namespace text, path text, method text, expires_in int) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -150,21 +150,21 @@ SET search_path = pg_catalog, pgcloud, storage
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('storage.presign',
-        jsonb_build_object('namespace', namespace, 'path', path, 'method', method, 'expires_in', expires_in),
-        'storage.presign_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('storage.presign', jsonb_build_object('namespace', namespace, 'path', path, 'method', method, 'expires_in', expires_in)),
+                    pgcloud.idempotent_done('storage.presign', storage.presign_apply(namespace, path, method, expires_in)));
 END
 $$;
 COMMENT ON FUNCTION api.presign(text, text, text, int) IS 'A pre-signed S3 URL (AWS Signature Version 4) for method GET, HEAD (a stored object), PUT (upload; the namespace''s object and byte quotas are checked first and the object is recorded pending until a HEAD confirms it) or DELETE, valid expires_in seconds (1 to storage.presign_max_expires_seconds): returns {url, method, expires_at, namespace, path, object_id}. The path is checked by pgcloud.safe_path(). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.presign(text, text, text, int)', 'user', 'admin');
 
-CREATE FUNCTION storage.complete_upload_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION storage.complete_upload_apply(p_namespace text, p_path text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    ns storage.namespaces := storage.namespace_of(v_user, args ->> 'namespace');
-    v_path text := pgcloud.safe_path(coalesce(args ->> 'path', ''));
+    ns storage.namespaces := storage.namespace_of(v_user, p_namespace);
+    v_path text := pgcloud.safe_path(coalesce(p_path, ''));
     o storage.objects;
 BEGIN
     SELECT * INTO o FROM storage.objects x WHERE x.namespace_id = ns.id AND x.path = v_path AND x.state <> 'deleted'
@@ -179,7 +179,7 @@ BEGIN
     RETURN storage.object_json(o, ns);
 END
 $$;
-COMMENT ON FUNCTION storage.complete_upload_apply(jsonb) IS 'Internal to api.complete_upload(): asks for the HEAD that confirms a pending object now.';
+COMMENT ON FUNCTION storage.complete_upload_apply(text, text) IS 'Internal to api.complete_upload() (which authorizes): asks for the HEAD that confirms a pending object now.';
 
 CREATE FUNCTION api.complete_upload(namespace text, path text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -187,11 +187,12 @@ SET search_path = pg_catalog, pgcloud, storage
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('storage.complete_upload', jsonb_build_object('namespace', namespace, 'path', path),
-                              'storage.complete_upload_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('storage.complete_upload', jsonb_build_object('namespace', namespace, 'path', path)),
+                    pgcloud.idempotent_done('storage.complete_upload', storage.complete_upload_apply(namespace, path)));
 END
 $$;
 COMMENT ON FUNCTION api.complete_upload(text, text) IS 'Tells pgcloud an upload through a PUT URL is done: a pending object is checked (HEAD) right away instead of at the next periodic check; returns the object (state pending until the check answers, then stored). Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.complete_upload(text, text)', 'user', 'admin');
 
 CREATE FUNCTION api.list_objects(namespace text, prefix text DEFAULT '', "limit" int DEFAULT 100, after text DEFAULT NULL)
 RETURNS jsonb
@@ -233,15 +234,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.list_objects(text, text, int, text) IS 'Objects of your namespace (pending and stored) whose path starts with prefix, in byte order of the path, at most "limit" (1 to storage.list_max): {namespace, objects: [{id, path, state, size, etag, content_type, ...}], next_after}. Pass next_after as after for the next page (NULL: no more).';
+SELECT pgcloud.expose('api.list_objects(text, text, int, text)', 'user', 'admin');
 
-CREATE FUNCTION storage.delete_object_apply(args jsonb) RETURNS jsonb
+CREATE FUNCTION storage.delete_object_apply(p_namespace text, p_path text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, storage
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
-    ns storage.namespaces := storage.namespace_of(v_user, args ->> 'namespace', true);
-    v_path text := pgcloud.safe_path(coalesce(args ->> 'path', ''));
+    ns storage.namespaces := storage.namespace_of(v_user, p_namespace, true);
+    v_path text := pgcloud.safe_path(coalesce(p_path, ''));
     o storage.objects;
 BEGIN
     SELECT * INTO o FROM storage.objects x WHERE x.namespace_id = ns.id AND x.path = v_path AND x.state <> 'deleted'
@@ -256,7 +258,7 @@ BEGIN
     RETURN storage.object_json(o, ns);
 END
 $$;
-COMMENT ON FUNCTION storage.delete_object_apply(jsonb) IS 'Internal to api.delete_object(): marks the object deleted (object.deleted) and writes the S3 DELETE; audited as storage.object_deleted.';
+COMMENT ON FUNCTION storage.delete_object_apply(text, text) IS 'Internal to api.delete_object() (which authorizes): marks the object deleted (object.deleted) and writes the S3 DELETE; audited as storage.object_deleted.';
 
 CREATE FUNCTION api.delete_object(namespace text, path text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -264,11 +266,12 @@ SET search_path = pg_catalog, pgcloud, storage
 AS $$
 BEGIN
     PERFORM pgcloud.authorize('user');
-    RETURN pgcloud.idempotent('storage.delete_object', jsonb_build_object('namespace', namespace, 'path', path),
-                              'storage.delete_object_apply(jsonb)');
+    RETURN coalesce(pgcloud.idempotent('storage.delete_object', jsonb_build_object('namespace', namespace, 'path', path)),
+                    pgcloud.idempotent_done('storage.delete_object', storage.delete_object_apply(namespace, path)));
 END
 $$;
 COMMENT ON FUNCTION api.delete_object(text, text) IS 'Deletes an object of your namespace: gone from listings at once (object.deleted), its bytes removed from S3 right after. Returns the object with state deleted. Safe to retry with X-Idempotency-Key.';
+SELECT pgcloud.expose('api.delete_object(text, text)', 'user', 'admin');
 
 -- The HTTP executor's answer to a HEAD (confirm) or DELETE of ours.
 CREATE FUNCTION storage.on_s3_result(intent uuid, status integer, response_headers jsonb, response_body text,

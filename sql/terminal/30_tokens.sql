@@ -67,6 +67,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.mint_terminal_token(uuid) IS 'A single-use token that opens a browser terminal to one of your active allocations (or one you are an app owner or editor on) through the terminal relay: pass it in Sec-WebSocket-Protocol as "pgcloud.token.<token>", never in the URL. Returns {token, expires_at}; lives terminal.token_ttl_seconds and dies with your session and the allocation. Not idempotent: a retry mints another token. Unknown or another user''s allocation: 404 allocation_not_found; not active: 409 allocation_not_active.';
+SELECT pgcloud.expose('api.mint_terminal_token(uuid)', 'user', 'admin');
 
 CREATE FUNCTION api.service_redeem_terminal_token(token text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -128,6 +129,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_redeem_terminal_token(token text) IS 'The terminal relay (pgcloud_service with scope terminal:redeem) redeems a terminal token, once: returns {terminal_session_id, allocation_id, user_id, owner_id, session_id, posix_username, address, hostname} and opens a live session. Unknown: 401 terminal_token_invalid; second redeem: 409 terminal_token_used; expired: 401 terminal_token_expired; revoked with its session: 401 session_revoked or terminal_token_revoked; allocation no longer active: 409 allocation_not_active.';
+SELECT pgcloud.expose('api.service_redeem_terminal_token(text)', 'service');
 
 CREATE FUNCTION api.service_terminal_refused(token text, code text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -149,3 +151,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_terminal_refused(text, text) IS 'A relay (scope terminal:redeem) records that it refused a token (the redeem''s error rolled back with it): audited as terminal.token_refused with the error code and, when the token is known, its id, user and allocation. The token itself is never stored.';
+SELECT pgcloud.expose('api.service_terminal_refused(text, text)', 'service');

@@ -69,6 +69,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_terminal_relay_started() IS 'A relay (scope terminal:redeem) announces it (re)started: every session still marked live for it is ended (relay_restarted). Returns {relay, ended_sessions}.';
+SELECT pgcloud.expose('api.service_terminal_relay_started()', 'service');
 
 CREATE FUNCTION api.service_terminal_heartbeat(sessions jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -107,6 +108,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_terminal_heartbeat(jsonb) IS 'A relay (scope terminal:redeem) reports its live sessions [{id, bytes_in, bytes_out}]; returns {close: [{id, reason}]}: sessions it must close now (allocation_ended, session_revoked, member_removed, or not_live when the platform no longer knows them as live). Also ends sessions of relays that stopped reporting.';
+SELECT pgcloud.expose('api.service_terminal_heartbeat(jsonb)', 'service');
 
 CREATE FUNCTION api.service_end_terminal_session(terminal_session_id uuid, reason text, bytes_in bigint, bytes_out bigint)
 RETURNS jsonb
@@ -138,6 +140,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.service_end_terminal_session(uuid, text, bigint, bigint) IS 'A relay (scope terminal:redeem) ends one of its sessions with the reason and the bytes each way; audited as terminal.session_ended. Ending an ended session changes nothing (safe to retry).';
+SELECT pgcloud.expose('api.service_end_terminal_session(uuid, text, bigint, bigint)', 'service');
 
 CREATE FUNCTION api.admin_terminal_sessions(state text DEFAULT 'live') RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -160,11 +163,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_terminal_sessions(text) IS 'Operators: terminal sessions (live by default; ended, or NULL for all), newest first, at most 1000: who, which allocation, which relay, since when, bytes each way. Sessions of relays that stopped reporting are ended first.';
-
--- Lost relays are noticed by themselves: the scheduler worker runs the reaper
--- every terminal.reap_interval_seconds (heartbeats and the operators' listing
--- reap too, so a listing is never stale).
-INSERT INTO pgcloud.policy_values (key, value, description) VALUES
-    ('terminal.reap_interval_seconds', '10', 'How often the scheduler ends live terminal sessions whose relay stopped reporting (seconds).');
-SELECT pgcloud.register_job('terminal.reap_sessions', 'terminal.reap_sessions()', 'terminal.reap_interval_seconds', 's',
-    'Ends live terminal sessions whose relay has not reported for terminal.session_stale_seconds (reason relay_lost).');
+SELECT pgcloud.expose('api.admin_terminal_sessions(text)', 'admin');

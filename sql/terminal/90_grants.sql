@@ -1,7 +1,5 @@
--- Who may call what (pgcloud.service_end revokes PUBLIC's EXECUTE).
-GRANT EXECUTE ON FUNCTION api.mint_terminal_token(uuid) TO pgcloud_user, pgcloud_admin;
-GRANT EXECUTE ON FUNCTION api.service_redeem_terminal_token(text), api.service_terminal_relay_started(),
-    api.service_terminal_heartbeat(jsonb), api.service_end_terminal_session(uuid, text, bigint, bigint),
-    api.service_terminal_refused(text, text)
-    TO pgcloud_service;
-GRANT EXECUTE ON FUNCTION api.admin_terminal_sessions(text) TO pgcloud_admin;
+-- Grants other than the api functions'. Who may call an api function is
+-- declared next to its definition (SELECT pgcloud.expose(...), which grants
+-- EXECUTE to the API roles it names and revokes it from PUBLIC and the
+-- others); everything else of the service is the service role's alone
+-- (pgcloud.service_end revokes PUBLIC's EXECUTE). Nothing to add here yet.

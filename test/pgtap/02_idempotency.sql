@@ -2,14 +2,16 @@
 -- services: core
 BEGIN;
 \ir helpers.psql
-SELECT plan(11);
+SELECT plan(15);
 
 CREATE TABLE pgcloud.tap_effects (n serial, args jsonb);
-CREATE FUNCTION pgcloud.tap_effect(args jsonb) RETURNS jsonb LANGUAGE sql AS $$
-    INSERT INTO pgcloud.tap_effects (args) VALUES (args) RETURNING jsonb_build_object('n', n, 'args', args)
+-- The handler takes its argument typed; the fingerprint is only hashed.
+CREATE FUNCTION pgcloud.tap_call_apply(a int) RETURNS jsonb LANGUAGE sql AS $$
+    INSERT INTO pgcloud.tap_effects (args) VALUES (jsonb_build_object('a', a)) RETURNING jsonb_build_object('n', n, 'args', args)
 $$;
 CREATE FUNCTION pgcloud.tap_call(a int) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT pgcloud.idempotent('tap.call', jsonb_build_object('a', a), 'pgcloud.tap_effect(jsonb)')
+    SELECT coalesce(pgcloud.idempotent('tap.call', jsonb_build_object('a', a)),
+                    pgcloud.idempotent_done('tap.call', pgcloud.tap_call_apply(a)))
 $$;
 
 SET LOCAL request.jwt.claims = '{"role": "pgcloud_user", "sub": "33333333-3333-4333-8333-333333333333"}';
@@ -24,6 +26,18 @@ SELECT is(pgcloud.tap_call(7) ->> 'n', '3', 'replay returns the first response')
 SELECT is((SELECT count(*)::int FROM pgcloud.tap_effects), 3, 'replay has no second effect');
 SELECT is(current_setting('response.headers', true), '[{"Idempotent-Replayed": "true"}]', 'replay is marked for PostgREST');
 SELECT throws_ok($$ SELECT pgcloud.tap_call(8) $$, 'PGRST', NULL, 'same key, other arguments: an error');
+-- Stored as before the typed handlers: the SHA-256 of the canonical JSON
+-- arguments, under the operation's name, with the handler's response.
+SELECT is((SELECT request_hash FROM pgcloud.idempotency_keys WHERE key = 'key-A' AND operation = 'tap.call'),
+          sha256(convert_to('{"a": 7}', 'UTF8')), 'the key stores the fingerprint''s hash as before');
+SELECT is((SELECT response -> 'args' FROM pgcloud.idempotency_keys WHERE key = 'key-A' AND operation = 'tap.call'),
+          '{"a": 7}'::jsonb, 'the key stores the handler''s response');
+-- idempotent_done() only ends a call idempotent() began (with a key).
+SELECT is(pg_temp.error_of($$ SELECT pgcloud.idempotent_done('tap.other', '{}'::jsonb) $$),
+          '{"code": "invalid_argument", "status": 400}', 'idempotent_done without idempotent is refused');
+-- A replay returns the stored response without running the handler.
+SELECT is(pgcloud.idempotent('tap.call', jsonb_build_object('a', 7)) ->> 'n', '3',
+          'idempotent() answers a replay with the stored response');
 
 -- The reused error is idempotency_key_reused with status 422.
 SELECT is(pg_temp.error_of('SELECT pgcloud.tap_call(8)'), '{"code": "idempotency_key_reused", "status": 422}', 'reused → 422');

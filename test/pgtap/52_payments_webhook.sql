@@ -292,7 +292,7 @@ SELECT ok(NOT has_function_privilege('pgcloud_anon', 'api.create_checkout(bigint
 SELECT ok(NOT has_function_privilege('pgcloud_user', 'api.admin_refund(uuid, bigint, text)', 'EXECUTE'),
     'users may not refund');
 SELECT ok(NOT has_function_privilege('pgcloud_anon', 'payments.verify_signature(text, text, integer)', 'EXECUTE')
-      AND NOT has_function_privilege('pgcloud_user', 'payments.stripe_webhook_apply(jsonb)', 'EXECUTE'),
+      AND NOT has_function_privilege('pgcloud_user', 'payments.stripe_webhook_apply(text)', 'EXECUTE'),
     'internals are the service''s alone');
 
 SELECT * FROM finish();

@@ -86,8 +86,22 @@ SELECT is(pg_temp.error_of(format('SELECT api.admin_refund(%L, 5, %L)', :'pay', 
 SELECT is(pg_temp.error_of(format('SELECT api.admin_refund(%L, 5, %L)', gen_random_uuid(), 'x')), 'payment_not_found 404',
     'an unknown payment');
 SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', :u)::text, true);
-SELECT is(pg_temp.error_of(format('SELECT payments.admin_refund_apply(%L)', jsonb_build_object('payment_id', :'pay', 'amount', 5, 'reason', 'x'))),
-    'forbidden 403', 'only operators refund (authorized inside too)');
+-- Authorization is api.admin_refund()'s (once); its handler is the service
+-- role's alone: a user who calls it directly is refused by PostgreSQL.
+CREATE FUNCTION pg_temp.sqlstate_as(r text, q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('SET LOCAL ROLE %I', r);
+    BEGIN
+        EXECUTE q;
+    EXCEPTION WHEN OTHERS THEN
+        RESET ROLE;
+        RETURN SQLSTATE;
+    END;
+    RESET ROLE;
+    RETURN NULL;
+END $$;
+SELECT is(pg_temp.sqlstate_as('pgcloud_user', format('SELECT payments.admin_refund_apply(%L, 5, %L)', :'pay', 'x')),
+    '42501', 'only operators refund (the handler cannot be called around the api function)');
 SELECT set_config('request.jwt.claims', '', true);
 
 -- ---- a refund: debit, then the Stripe intent --------------------------------------------------------
