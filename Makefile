@@ -25,11 +25,17 @@ SHLIB_LINK = -lcurl -lnats -lcrypto -lpq
 CORE_SQL = $(sort $(wildcard sql/core/*.sql)) sql/generated/subscriptions.sql
 SCRIPTS = build/pgcloud_core--$(EXTVERSION).sql build/pgcloud--$(EXTVERSION).sql \
           $(foreach s,$(SERVICES),build/pgcloud_$(s)--$(EXTVERSION).sql)
-UPGRADES = $(wildcard sql/upgrades/*.sql)
+# Upgrades (docs/architecture.md, "Versions and upgrades"): the install scripts
+# of earlier releases are frozen in sql/history/<version>/ and installed as
+# they are; scripts/upgrade.py writes <ext>--<old>--$(EXTVERSION).sql for each,
+# with the hand-written table changes of sql/upgrades/<ext>/.
+OLD_VERSIONS := $(filter-out $(EXTVERSION),$(notdir $(wildcard sql/history/*)))
+FROZEN = $(foreach v,$(OLD_VERSIONS),$(wildcard sql/history/$(v)/*--$(v).sql))
+UPGRADES = $(foreach v,$(OLD_VERSIONS),$(patsubst sql/history/$(v)/%--$(v).sql,build/%--$(v)--$(EXTVERSION).sql,$(wildcard sql/history/$(v)/*--$(v).sql)))
 
 MODULEDIR = extension
-DATA = $(wildcard extension/*.control) $(UPGRADES)
-DATA_built = $(SCRIPTS)
+DATA = $(wildcard extension/*.control) $(FROZEN)
+DATA_built = $(SCRIPTS) $(UPGRADES)
 EXTRA_CLEAN = build
 
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
@@ -54,6 +60,9 @@ build/pgcloud--$(EXTVERSION).sql: Makefile scripts/build-script.sh
 build/pgcloud_%--$(EXTVERSION).sql: $$(sort $$(wildcard sql/$$*/*.sql)) Makefile scripts/build-script.sh
 	@mkdir -p build
 	scripts/build-script.sh $* $@ $(sort $(wildcard sql/$*/*.sql))
+
+$(UPGRADES) &: $(SCRIPTS) $(FROZEN) $(wildcard sql/upgrades/*/*.sql) scripts/upgrade.py scripts/sqlscan.py
+	python3 scripts/upgrade.py build $(EXTVERSION) build
 
 # pg_regress (PostgreSQL 15) reads <inputdir>/sql and <inputdir>/expected.
 build/regress:
