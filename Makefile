@@ -3,7 +3,8 @@
 #   make               build pgcloud.so and the extension install scripts
 #   make install       install the library, control files and scripts (root/sudo)
 #   make installcheck  pg_regress against a running server (see README)
-#   make generate      regenerate extension/*.control and deploy/* from registry/
+#   make generate      regenerate extension/*.control, deploy/*, docs/services/* from registry/ and sql/
+#   make freeze        copy this release's install scripts to sql/history/<version>/
 #   make demo          set up a private cluster and run demo/demo.sql
 #   make test          every test tier against private clusters (see scripts/test.sh)
 
@@ -80,7 +81,12 @@ clean: termrelay-clean
 termrelay-clean:
 	$(MAKE) -C termrelay clean
 
-.PHONY: generate check-generated demo test cluster-start cluster-stop termrelay termrelay-clean
+# Freezes this release's install scripts (docs/architecture.md, "Versions and upgrades").
+freeze: $(SCRIPTS)
+	mkdir -p sql/history/$(EXTVERSION)
+	cp $(SCRIPTS) sql/history/$(EXTVERSION)/
+
+.PHONY: freeze generate check-generated demo test cluster-start cluster-stop termrelay termrelay-clean
 generate:
 	python3 scripts/generate.py
 
