@@ -27,7 +27,11 @@ from the frozen script and the current install script build/E--<current>.sql:
     sql/upgrades/E/V--<current>.sql, run after the old code is dropped and
     before the new code is created. Without it this script refuses (and so
     do `make` and `scripts/generate.py --check`);
-  * statements with an effect (INSERT, SELECT f(...), DO) run once: at
+  * calls that act on the objects the script has just created
+    (pgcloud.service_end, pgcloud.hand_over, pg_extension_config_dump,
+    pgcloud.wake_workers: ALWAYS below) run every time; a new call of that
+    kind must be added to ALWAYS;
+  * other statements with an effect (INSERT, SELECT f(...), DO) run once: at
     install, or in the upgrade whose script first has them. A new or changed
     INSERT tolerates the rows already there: error codes and registry rows
     are updated, a policy's description is updated but an operator's value
