@@ -3,7 +3,8 @@
 #   make               build pgcloud.so and the extension install scripts
 #   make install       install the library, control files and scripts (root/sudo)
 #   make installcheck  pg_regress against a running server (see README)
-#   make generate      regenerate extension/*.control and deploy/* from registry/
+#   make generate      regenerate extension/*.control, deploy/*, docs/services/* from registry/ and sql/
+#   make freeze        copy this release's install scripts to sql/history/<version>/
 #   make demo          set up a private cluster and run demo/demo.sql
 #   make test          every test tier against private clusters (see scripts/test.sh)
 
@@ -37,11 +38,17 @@ $(UNTRUSTED_PARSERS): CFLAGS += -Wconversion -Wsign-conversion
 CORE_SQL = $(sort $(wildcard sql/core/*.sql)) sql/generated/subscriptions.sql
 SCRIPTS = build/pgcloud_core--$(EXTVERSION).sql build/pgcloud--$(EXTVERSION).sql \
           $(foreach s,$(SERVICES),build/pgcloud_$(s)--$(EXTVERSION).sql)
-UPGRADES = $(wildcard sql/upgrades/*.sql)
+# Upgrades (docs/architecture.md, "Versions and upgrades"): the install scripts
+# of earlier releases are frozen in sql/history/<version>/ and installed as
+# they are; scripts/upgrade.py writes <ext>--<old>--$(EXTVERSION).sql for each,
+# with the hand-written table changes of sql/upgrades/<ext>/.
+OLD_VERSIONS := $(filter-out $(EXTVERSION),$(notdir $(wildcard sql/history/*)))
+FROZEN = $(foreach v,$(OLD_VERSIONS),$(wildcard sql/history/$(v)/*--$(v).sql))
+UPGRADES = $(foreach v,$(OLD_VERSIONS),$(patsubst sql/history/$(v)/%--$(v).sql,build/%--$(v)--$(EXTVERSION).sql,$(wildcard sql/history/$(v)/*--$(v).sql)))
 
 MODULEDIR = extension
-DATA = $(wildcard extension/*.control) $(UPGRADES)
-DATA_built = $(SCRIPTS)
+DATA = $(wildcard extension/*.control) $(FROZEN)
+DATA_built = $(SCRIPTS) $(UPGRADES)
 EXTRA_CLEAN = build
 
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
@@ -67,6 +74,9 @@ build/pgcloud_%--$(EXTVERSION).sql: $$(sort $$(wildcard sql/$$*/*.sql)) Makefile
 	@mkdir -p build
 	scripts/build-script.sh $* $@ $(sort $(wildcard sql/$*/*.sql))
 
+$(UPGRADES) &: $(SCRIPTS) $(FROZEN) $(wildcard sql/upgrades/*/*.sql) scripts/upgrade.py scripts/sqlscan.py
+	python3 scripts/upgrade.py build $(EXTVERSION) build
+
 # pg_regress (PostgreSQL 15) reads <inputdir>/sql and <inputdir>/expected.
 build/regress:
 	@mkdir -p build/regress
@@ -83,7 +93,12 @@ clean: termrelay-clean
 termrelay-clean:
 	$(MAKE) -C termrelay clean
 
-.PHONY: generate check-generated demo test cluster-start cluster-stop termrelay termrelay-clean
+# Freezes this release's install scripts (docs/architecture.md, "Versions and upgrades").
+freeze: $(SCRIPTS)
+	mkdir -p sql/history/$(EXTVERSION)
+	cp $(SCRIPTS) sql/history/$(EXTVERSION)/
+
+.PHONY: freeze generate check-generated demo test cluster-start cluster-stop termrelay termrelay-clean
 generate:
 	python3 scripts/generate.py
 

@@ -34,6 +34,18 @@ for key in meta:
 controls = sorted(os.path.basename(c)[:-len(".control")] for c in glob.glob(os.path.join(ROOT, "extension/*.control")))
 if sorted(meta.get("provides", {})) != controls:
     errors.append("provides %s != extensions %s" % (sorted(meta.get("provides", {})), controls))
+# No stubs: every extension provided has its page, and every service its
+# schema's tables and functions in sql/<service>/.
+for name, p in meta.get("provides", {}).items():
+    doc = p.get("docfile")
+    if not doc or not os.path.isfile(os.path.join(ROOT, doc)):
+        errors.append("provides.%s has no docfile %r" % (name, doc))
+    if name.startswith("pgcloud_") and name != "pgcloud_core":
+        src = "".join(open(f, encoding="utf-8").read()
+                      for f in glob.glob(os.path.join(ROOT, "sql", name[len("pgcloud_"):], "*.sql")))
+        if not re.search(r"^CREATE TABLE", src, re.M) or not re.search(r"^CREATE FUNCTION api\.", src, re.M):
+            errors.append("provides.%s looks like a stub: sql/%s/ has no table or no api function"
+                          % (name, name[len("pgcloud_"):]))
 for e in errors:
     print("META.json: " + e, file=sys.stderr)
 sys.exit(1 if errors else 0)

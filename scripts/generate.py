@@ -14,6 +14,17 @@ service), validates it, and writes:
   deploy/nats/authorization.conf      NATS users and permissions per service
   deploy/routes.conf                  reverse-proxy routing table
   sql/generated/subscriptions.sql     rows for pgcloud.services/subscriptions
+  META.json                           PGXN metadata, one "provides" per extension
+  docs/services/<service>.md          one page per service (and core): what it
+                                      is, its api functions from their
+                                      CREATE FUNCTION / COMMENT / GRANT
+                                      statements, events, jobs, policies,
+                                      error codes, tables (scripts/servicedocs.py)
+  README.md                           the table between the services:begin/end
+                                      markers, linking those pages
+
+--check also runs scripts/upgrade.py's check: a table changed since a release
+frozen in sql/history/ without its sql/upgrades/ fragment fails it.
 
 Usage:
   python3 scripts/generate.py           write the files that changed
@@ -35,6 +46,8 @@ import re
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGISTRY = "registry/services.conf"
 HEADER = "generated from registry/services.conf — do not edit"
@@ -46,6 +59,7 @@ OWNED_DIRS = {
     "extension": ".control",
     "deploy/env": ".env",
     "deploy/postgrest": ".conf",
+    "docs/services": ".md",
 }
 
 PLATFORM_KEYS = (
@@ -576,6 +590,10 @@ def render(platform, core, meta, services):
     out["sql/generated/subscriptions.sql"] = "\n".join(lines) + "\n"
 
     out["META.json"] = meta_json(platform, core, meta, services)
+
+    # 10. docs/services/<service>.md and the README's service table.
+    import servicedocs
+    out.update(servicedocs.render(ROOT, HEADER, core, meta, services, CORE_PUBLISHES))
     return out
 
 
@@ -677,9 +695,9 @@ def meta_json(platform, core, meta, services):
         return e
 
     provides = {meta["extension"]: entry(meta["extension"], meta["comment"], "README.md"),
-                core["extension"]: entry(core["extension"], core["comment"], "docs/architecture.md")}
+                core["extension"]: entry(core["extension"], core["comment"], "docs/services/core.md")}
     for n, s in services:
-        provides["pgcloud_" + n] = entry("pgcloud_" + n, s["comment"])
+        provides["pgcloud_" + n] = entry("pgcloud_" + n, s["comment"], "docs/services/%s.md" % n)
     doc = {
         "x_comment": HEADER,
         "name": "pgcloud",
@@ -799,6 +817,12 @@ def main(argv=None):
         elif current != out[rel]:
             changed.append((rel, "differs"))
     stale = stale_files(out) + deployments.stale(ROOT, out)
+    # Upgrade scripts are built by make (scripts/upgrade.py); a table change
+    # since an earlier release needs its hand-written fragment.
+    import upgrade
+    upgrade_problems = upgrade.check(platform["version"])
+    for msg in upgrade_problems:
+        sys.stderr.write("generate.py: upgrade from an earlier release: " + msg + "\n")
 
     if args.check:
         for rel, why in changed:
@@ -809,7 +833,7 @@ def main(argv=None):
             sys.stderr.write("generate.py: generated files are out of date; "
                              "run: python3 scripts/generate.py\n")
             return 1
-        return 0
+        return 1 if upgrade_problems else 0
 
     for rel, _ in changed:
         write_atomic(os.path.join(ROOT, rel), out[rel])
@@ -817,7 +841,7 @@ def main(argv=None):
     for rel in stale:
         os.unlink(os.path.join(ROOT, rel))
         print("deleted " + rel)
-    return 0
+    return 1 if upgrade_problems else 0
 
 
 if __name__ == "__main__":
