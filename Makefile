@@ -35,7 +35,9 @@ EXTRA_CLEAN = build
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 # installcheck: against a running server with pgcloud in shared_preload_libraries
 # (PGHOST/PGPORT/PGUSER as for psql); every extension is installed in order.
-REGRESS_OPTS = --inputdir=build/regress --load-extension=pgcloud_core \
+# test/sql and test/expected sit side by side: pg_regress (PostgreSQL 15)
+# reads <inputdir>/sql and <inputdir>/expected.
+REGRESS_OPTS = --inputdir=test --load-extension=pgcloud_core \
                $(foreach s,$(SERVICES),--load-extension=pgcloud_$(s)) --load-extension=pgcloud
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -54,13 +56,6 @@ build/pgcloud--$(EXTVERSION).sql: Makefile scripts/build-script.sh
 build/pgcloud_%--$(EXTVERSION).sql: $$(sort $$(wildcard sql/$$*/*.sql)) Makefile scripts/build-script.sh
 	@mkdir -p build
 	scripts/build-script.sh $* $@ $(sort $(wildcard sql/$*/*.sql))
-
-# pg_regress (PostgreSQL 15) reads <inputdir>/sql and <inputdir>/expected.
-build/regress:
-	@mkdir -p build/regress
-	ln -sfn ../../test/sql build/regress/sql
-	ln -sfn ../../expected build/regress/expected
-installcheck: build/regress
 
 # The terminal relay and app runtime agent (termrelay/: C on libwebsockets,
 # libssh, libpq; its page serves the vendored xterm.js).

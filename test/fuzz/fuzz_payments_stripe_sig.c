@@ -1,5 +1,5 @@
 /*
- * fuzz_stripe_sig.c — libFuzzer target for the Stripe-Signature parser and
+ * fuzz_payments_stripe_sig.c — libFuzzer target for the Stripe-Signature parser and
  * verifier (src/payments/stripe_sig.c).
  *
  * The verifier uses OpenSSL's HMAC, so the sources line below also names
@@ -10,8 +10,8 @@
  *
  *   mkdir -p build
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
- *       src/payments/stripe_sig.c -lcrypto test/fuzz/fuzz_stripe_sig.c -o build/fuzz_stripe_sig
- *   build/fuzz_stripe_sig -max_total_time=60 -max_len=4096 test/fuzz/corpus/stripe_sig
+ *       src/payments/stripe_sig.c -lcrypto test/fuzz/fuzz_payments_stripe_sig.c -o build/fuzz_payments_stripe_sig
+ *   build/fuzz_payments_stripe_sig -max_total_time=60 -max_len=4096 test/fuzz/corpus/payments_stripe_sig
  *
  * The input is a header, optionally followed by a NUL byte and a body. Each
  * part is handed over in an exactly-sized heap copy so ASan catches any read

@@ -1,5 +1,5 @@
 /*
- * fuzz_sshkey.c — libFuzzer target for the SSH key parser and the
+ * fuzz_releases_sshkey.c — libFuzzer target for the SSH key parser and the
  * certificate builder (src/releases/sshkey.c, src/releases/sshcert.c).
  *
  * The parser uses OpenSSL (base64, SHA-256, key validation), so the
@@ -12,8 +12,8 @@
  *   mkdir -p build
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
  *       src/releases/sshkey.c src/releases/sshcert.c -lcrypto \
- *       test/fuzz/fuzz_sshkey.c -o build/fuzz_sshkey
- *   build/fuzz_sshkey -max_total_time=60 -max_len=4096 test/fuzz/corpus/sshkey
+ *       test/fuzz/fuzz_releases_sshkey.c -o build/fuzz_releases_sshkey
+ *   build/fuzz_releases_sshkey -max_total_time=60 -max_len=4096 test/fuzz/corpus/releases_sshkey
  *
  * Checked for every input (handed over in an exactly-sized heap copy so
  * ASan catches any read past the end):

@@ -1,4 +1,4 @@
--- The idempotency mechanism, sequentially (concurrency: test/specs/idempotency.spec).
+-- The idempotency mechanism, sequentially (concurrency: test/specs/core_idempotency.spec).
 -- services: core
 BEGIN;
 \ir helpers.psql

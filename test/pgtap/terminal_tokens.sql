@@ -130,7 +130,7 @@ SELECT pg_temp.mint(:alice, :sid, :a3) AS tok5 \gset
 SELECT pg_temp.mint(:alice, :sid, :a3) AS tok6 \gset
 SELECT pg_temp.redeem(:'tok6') ->> 'terminal_session_id' AS ts6 \gset
 -- allocation.releasing (the release requested) ends access at once; released and
--- failed do the same (test/t/110_terminal_browser.pl releases one in the browser).
+-- failed do the same (test/t/terminal_browser.pl releases one in the browser).
 SELECT pg_temp.ev('allocation.releasing', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice));
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.redeem(%L)', :'tok5')),
           '{"code": "terminal_token_revoked", "status": 401}', 'allocation.releasing: its tokens die');

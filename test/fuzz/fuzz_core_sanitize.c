@@ -1,13 +1,13 @@
 /*
- * fuzz_sanitize.c — libFuzzer target for src/core/sanitize.c.
+ * fuzz_core_sanitize.c — libFuzzer target for src/core/sanitize.c.
  * fuzz-sources: src/core/sanitize.c
  *
  * Build and run from the repository root:
  *
  *   mkdir -p build
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
- *       src/core/sanitize.c test/fuzz/fuzz_sanitize.c -o build/fuzz_sanitize
- *   build/fuzz_sanitize -max_total_time=60 -max_len=4096 test/fuzz/corpus/sanitize
+ *       src/core/sanitize.c test/fuzz/fuzz_core_sanitize.c -o build/fuzz_core_sanitize
+ *   build/fuzz_core_sanitize -max_total_time=60 -max_len=4096 test/fuzz/corpus/core_sanitize
  *
  * (or: make -C test/fuzz fuzz).  The corpus directory is also where libFuzzer
  * stores new inputs; commit only the hand-written seeds.

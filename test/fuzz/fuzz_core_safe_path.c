@@ -1,5 +1,5 @@
 /*
- * fuzz_safe_path.c — libFuzzer target for the object path checker
+ * fuzz_core_safe_path.c — libFuzzer target for the object path checker
  * (src/core/safe_path.c).
  * fuzz-sources: src/core/safe_path.c
  *
@@ -7,8 +7,8 @@
  *
  *   mkdir -p build
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
- *       src/core/safe_path.c test/fuzz/fuzz_safe_path.c -o build/fuzz_safe_path
- *   build/fuzz_safe_path -max_total_time=60 -max_len=2048 test/fuzz/corpus/safe_path
+ *       src/core/safe_path.c test/fuzz/fuzz_core_safe_path.c -o build/fuzz_core_safe_path
+ *   build/fuzz_core_safe_path -max_total_time=60 -max_len=2048 test/fuzz/corpus/core_safe_path
  *
  * The input is handed over in an exactly-sized heap copy so ASan catches any
  * read past the end. Checked for every input:

@@ -1,5 +1,5 @@
 /*
- * fuzz_termrelay_wire.c — libFuzzer target for the terminal relay's parsers
+ * fuzz_terminal_termrelay_wire.c — libFuzzer target for the terminal relay's parsers
  * of browser input (termrelay/wire.c): the Sec-WebSocket-Protocol header
  * that carries the terminal token, and resize messages.
  * fuzz-sources: termrelay/wire.c
@@ -7,8 +7,8 @@
  * Build and run from the repository root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core termrelay/wire.c \
- *       test/fuzz/fuzz_termrelay_wire.c -o build/fuzz_termrelay_wire
- *   build/fuzz_termrelay_wire -max_total_time=60 test/fuzz/corpus/termrelay_wire
+ *       test/fuzz/fuzz_terminal_termrelay_wire.c -o build/fuzz_terminal_termrelay_wire
+ *   build/fuzz_terminal_termrelay_wire -max_total_time=60 test/fuzz/corpus/terminal_termrelay_wire
  *
  * Checked for every input (an exactly-sized heap copy, so ASan sees any read
  * past the end): a token found is 1..WIRE_MAX_TOKEN characters of

@@ -10,7 +10,7 @@
 # api.mint_access() gives for allocation A logs in on A's node and is
 # refused on B's, and the other way round.
 #
-# Needs openssh-client and openssh-server (like 030_releases_sshkeygen).
+# Needs openssh-client and openssh-server (like releases_sshkeygen).
 # services: maas provisioning releases
 use strict;
 use warnings;

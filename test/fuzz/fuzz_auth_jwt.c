@@ -1,5 +1,5 @@
 /*
- * fuzz_jwt.c — libFuzzer target for src/auth/jwt_parse.c, the layer that
+ * fuzz_auth_jwt.c — libFuzzer target for src/auth/jwt_parse.c, the layer that
  * touches every untrusted byte of a JWT or JWK before OpenSSL or
  * PostgreSQL's JSON parser does.
  * fuzz-sources: src/auth/jwt_parse.c
@@ -7,8 +7,8 @@
  * Build and run from the repository root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
- *       src/auth/jwt_parse.c test/fuzz/fuzz_jwt.c -o build/fuzz_jwt
- *   build/fuzz_jwt -max_total_time=60 -max_len=4096 test/fuzz/corpus/jwt
+ *       src/auth/jwt_parse.c test/fuzz/fuzz_auth_jwt.c -o build/fuzz_auth_jwt
+ *   build/fuzz_auth_jwt -max_total_time=60 -max_len=4096 test/fuzz/corpus/auth_jwt
  *
  * The first byte picks what the rest is:
  *   0 mod 3: a compact token: split, decode every part, check header and
