@@ -134,7 +134,9 @@ if tier pgtap; then
     if scripts/cluster.sh start >"$WORK/pgtap-cluster.log" 2>&1 \
        && scripts/cluster.sh psql -c "CREATE EXTENSION IF NOT EXISTS pgtap" >>"$WORK/pgtap-cluster.log" 2>&1; then
         for f in $(select_tests test/pgtap/*.sql); do
-            if as_runner pg_prove -h "$PGCLOUD_DATA/run" -p "$port" -d pgcloud_tap "$f" >"$WORK/pgtap.out" 2>&1; then
+            # test/pgtap/psql loads the shared helpers (test/pgtap/helpers.psql) first.
+            if as_runner pg_prove --psql-bin "$REPO/test/pgtap/psql" -h "$PGCLOUD_DATA/run" -p "$port" -d pgcloud_tap "$f" \
+                   >"$WORK/pgtap.out" 2>&1; then
                 pass "pgtap: $(basename "$f" .sql)"
             else
                 cat "$WORK/pgtap.out"; fail "pgtap: $(basename "$f" .sql)"

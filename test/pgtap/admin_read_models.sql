@@ -5,7 +5,6 @@
 -- with filters and keyset pagination.
 BEGIN;
 SELECT * FROM no_plan();
-\ir helpers.psql
 
 \set ada '''ad000000-0000-4000-8000-0000000000ad'''
 \set bob '''b0000000-0000-4000-8000-0000000000b0'''
@@ -14,15 +13,6 @@ SELECT * FROM no_plan();
 \set n1 '''9e000000-0000-4000-8000-0000000000e1'''
 
 -- One delivery to admin, as the relay makes it (inbox row + handler).
-CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb, id uuid DEFAULT gen_random_uuid()) RETURNS text LANGUAGE sql AS $$
-    SELECT pgcloud.deliver('admin', id, t, split_part(t, '.', 1), agg, p, '{}')
-$$;
-CREATE FUNCTION pg_temp.as_role(role text, sub text DEFAULT NULL) RETURNS void LANGUAGE sql AS $$
-    SELECT NULL::void FROM set_config('request.jwt.claims', jsonb_strip_nulls(jsonb_build_object('role', role, 'sub', sub))::text, true)
-$$;
-CREATE FUNCTION pg_temp.operator() RETURNS void LANGUAGE sql AS $$
-    SELECT NULL::void FROM set_config('request.jwt.claims', '', true)
-$$;
 -- Every admin entry point, each as a query.
 CREATE TEMP TABLE admin_calls (q text);
 INSERT INTO admin_calls VALUES
@@ -64,41 +54,41 @@ SELECT throws_ok('SELECT * FROM api.admin_audit(now() - interval ''1 day'', now(
 SELECT throws_ok('SELECT api.admin_force_release(''a1000000-0000-4000-8000-0000000000a1'', ''x'')', '42501', NULL,
     'nor api.admin_force_release()');
 RESET ROLE;
-SELECT pg_temp.operator();
+SELECT pg_temp.as_operator();
 SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE event_type = 'admin.force_release_requested'), 0,
     'no refused call announced anything');
 
 -- ---- read models --------------------------------------------------------------------
-SELECT pg_temp.ev('user.created', :ada, jsonb_build_object('user_id', :ada, 'email', 'ada@example.test', 'posix_username', 'ada',
+SELECT pg_temp.deliver('admin', 'user.created', :ada, jsonb_build_object('user_id', :ada, 'email', 'ada@example.test', 'posix_username', 'ada',
                                                         'created_at', '2026-01-01T00:00:00Z'));
-SELECT pg_temp.ev('user.created', :bob, jsonb_build_object('user_id', :bob, 'email', 'bob@example.test', 'created_at', '2026-01-02T00:00:00Z'));
-SELECT pg_temp.ev('user.signed_in', :ada, jsonb_build_object('user_id', :ada, 'signed_in_at', '2026-02-01T10:00:00Z'));
-SELECT pg_temp.ev('user.signed_in', :ada, jsonb_build_object('user_id', :ada, 'signed_in_at', '2026-01-15T10:00:00Z'));
-SELECT pg_temp.ev('ledger.entry_posted', :ada, jsonb_build_object('user_id', :ada, 'entry_id', 7, 'balance_after', 4200, 'currency', 'usd'));
-SELECT pg_temp.ev('ledger.entry_posted', :ada, jsonb_build_object('user_id', :ada, 'entry_id', 5, 'balance_after', 5000, 'currency', 'usd'));
-SELECT pg_temp.ev('account.standing_changed', :ada, jsonb_build_object('user_id', :ada, 'standing', 'good', 'can_allocate', true,
+SELECT pg_temp.deliver('admin', 'user.created', :bob, jsonb_build_object('user_id', :bob, 'email', 'bob@example.test', 'created_at', '2026-01-02T00:00:00Z'));
+SELECT pg_temp.deliver('admin', 'user.signed_in', :ada, jsonb_build_object('user_id', :ada, 'signed_in_at', '2026-02-01T10:00:00Z'));
+SELECT pg_temp.deliver('admin', 'user.signed_in', :ada, jsonb_build_object('user_id', :ada, 'signed_in_at', '2026-01-15T10:00:00Z'));
+SELECT pg_temp.deliver('admin', 'ledger.entry_posted', :ada, jsonb_build_object('user_id', :ada, 'entry_id', 7, 'balance_after', 4200, 'currency', 'usd'));
+SELECT pg_temp.deliver('admin', 'ledger.entry_posted', :ada, jsonb_build_object('user_id', :ada, 'entry_id', 5, 'balance_after', 5000, 'currency', 'usd'));
+SELECT pg_temp.deliver('admin', 'account.standing_changed', :ada, jsonb_build_object('user_id', :ada, 'standing', 'good', 'can_allocate', true,
                                                                      'as_of', '2026-02-01T10:00:00Z'));
-SELECT pg_temp.ev('account.standing_changed', :ada, jsonb_build_object('user_id', :ada, 'standing', 'exhausted', 'can_allocate', false,
+SELECT pg_temp.deliver('admin', 'account.standing_changed', :ada, jsonb_build_object('user_id', :ada, 'standing', 'exhausted', 'can_allocate', false,
                                                                      'as_of', '2026-01-01T10:00:00Z'));
-SELECT pg_temp.ev('node.registered', :n1, jsonb_build_object('node_id', :n1, 'hostname', 'gpu-1', 'sku', 'a100', 'slot_count', 8,
+SELECT pg_temp.deliver('admin', 'node.registered', :n1, jsonb_build_object('node_id', :n1, 'hostname', 'gpu-1', 'sku', 'a100', 'slot_count', 8,
                                                            'state', 'commissioning', 'updated_at', '2026-01-01T00:00:00Z'));
-SELECT pg_temp.ev('node.state_changed', :n1, jsonb_build_object('node_id', :n1, 'hostname', 'gpu-1', 'sku', 'a100', 'slot_count', 8,
+SELECT pg_temp.deliver('admin', 'node.state_changed', :n1, jsonb_build_object('node_id', :n1, 'hostname', 'gpu-1', 'sku', 'a100', 'slot_count', 8,
                                                               'state', 'ready', 'updated_at', '2026-01-01T00:05:00Z'));
-SELECT pg_temp.ev('allocation.requested', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :ada, 'sku', 'a100', 'gpu_count', 2,
+SELECT pg_temp.deliver('admin', 'allocation.requested', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :ada, 'sku', 'a100', 'gpu_count', 2,
                                                                 'node_id', :n1, 'node_hostname', 'gpu-1', 'requested_at', '2026-02-01T11:00:00Z'));
-SELECT pg_temp.ev('allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :ada, 'started_at', '2026-02-01T11:02:00Z'));
-SELECT pg_temp.ev('allocation.provisioning', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :ada));
-SELECT pg_temp.ev('allocation.requested', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :ada, 'sku', 'a100', 'gpu_count', 1,
+SELECT pg_temp.deliver('admin', 'allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :ada, 'started_at', '2026-02-01T11:02:00Z'));
+SELECT pg_temp.deliver('admin', 'allocation.provisioning', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :ada));
+SELECT pg_temp.deliver('admin', 'allocation.requested', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :ada, 'sku', 'a100', 'gpu_count', 1,
                                                                 'node_id', :n1, 'requested_at', '2026-02-01T09:00:00Z'));
-SELECT pg_temp.ev('allocation.failed', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :ada, 'reason', 'deployment failed'));
+SELECT pg_temp.deliver('admin', 'allocation.failed', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :ada, 'reason', 'deployment failed'));
 \set pay '''9a100000-0000-4000-8000-000000000001'''
 \set ref '''9f100000-0000-4000-8000-000000000001'''
-SELECT pg_temp.ev('payment.succeeded', :pay, jsonb_build_object('payment_id', :pay, 'user_id', :ada, 'amount', 5000, 'currency', 'usd'));
-SELECT pg_temp.ev('refund.requested', :ref, jsonb_build_object('refund_id', :ref, 'payment_id', :pay, 'user_id', :ada, 'amount', 800,
+SELECT pg_temp.deliver('admin', 'payment.succeeded', :pay, jsonb_build_object('payment_id', :pay, 'user_id', :ada, 'amount', 5000, 'currency', 'usd'));
+SELECT pg_temp.deliver('admin', 'refund.requested', :ref, jsonb_build_object('refund_id', :ref, 'payment_id', :pay, 'user_id', :ada, 'amount', 800,
                                                              'currency', 'usd', 'reason', 'goodwill'));
-SELECT pg_temp.ev('payment.refunded', :pay, jsonb_build_object('refund_id', :ref, 'payment_id', :pay, 'user_id', :ada, 'amount', 800,
+SELECT pg_temp.deliver('admin', 'payment.refunded', :pay, jsonb_build_object('refund_id', :ref, 'payment_id', :pay, 'user_id', :ada, 'amount', 800,
                                                              'currency', 'usd'), 'e0000000-0000-4000-8000-00000000000e');
-SELECT is(pg_temp.ev('payment.refunded', :pay, jsonb_build_object('refund_id', :ref, 'payment_id', :pay, 'user_id', :ada, 'amount', 800,
+SELECT is(pg_temp.deliver('admin', 'payment.refunded', :pay, jsonb_build_object('refund_id', :ref, 'payment_id', :pay, 'user_id', :ada, 'amount', 800,
                                                                 'currency', 'usd'), 'e0000000-0000-4000-8000-00000000000e'),
     'duplicate', 'a redelivered event is a duplicate ...');
 
@@ -149,13 +139,13 @@ SELECT is((SELECT count(*)::int FROM pgcloud.outbox o JOIN pgcloud.audit_logs l 
               AND o.payload ->> 'correlation_id' = l.correlation_id),
     (SELECT count(*)::int FROM pgcloud.audit_logs), 'every audit row is announced as audit.recorded with its correlation id');
 -- Deliver the announcements to admin (and every other subscriber) as the relay does.
-SELECT pg_temp.operator();
+SELECT pg_temp.as_operator();
 SELECT ok(pgcloud.relay_once(10000) > 0, 'the relay delivers');
 SELECT is((SELECT count(*)::int FROM admin.audit), (SELECT count(*)::int FROM pgcloud.audit_logs), 'admin has every audit row');
-SELECT pg_temp.ev('audit.recorded', 'otherdb:1', jsonb_build_object('database', 'pgcloud_payments', 'audit_id', 1, 'at', now(),
+SELECT pg_temp.deliver('admin', 'audit.recorded', 'otherdb:1', jsonb_build_object('database', 'pgcloud_payments', 'audit_id', 1, 'at', now(),
     'actor', :ada, 'role', 'pgcloud_user', 'action', 'payment.checkout_created', 'target_type', 'payment_session', 'target_id', 'x',
     'result', 'ok', 'details', '{}', 'correlation_id', 'pay-1'));
-SELECT pg_temp.ev('audit.recorded', 'otherdb:1', jsonb_build_object('database', 'pgcloud_payments', 'audit_id', 1, 'at', now(),
+SELECT pg_temp.deliver('admin', 'audit.recorded', 'otherdb:1', jsonb_build_object('database', 'pgcloud_payments', 'audit_id', 1, 'at', now(),
     'actor', :ada, 'role', 'pgcloud_user', 'action', 'payment.checkout_created', 'result', 'ok', 'correlation_id', 'pay-1'));
 SELECT is((SELECT count(*)::int FROM admin.audit WHERE database = 'pgcloud_payments'), 1,
     'another database''s audit arrives too, once per (database, audit_id)');
@@ -198,7 +188,7 @@ SELECT ok((SELECT count(*) FROM api.admin_audit(now() - interval '1 h', now() + 
     'as the pgcloud_admin role PostgREST switches to, admin_audit works');
 SELECT ok(jsonb_array_length(api.admin_users()) = 2, '... and so does admin_users');
 RESET ROLE;
-SELECT pg_temp.operator();
+SELECT pg_temp.as_operator();
 SELECT throws_ok($$ DELETE FROM admin.audit $$, NULL, NULL, 'admin''s audit is append-only too');
 
 SELECT * FROM finish();

@@ -2,26 +2,19 @@
 -- agent's reports, the guarded lifecycle, release with the allocation.
 BEGIN;
 SELECT * FROM no_plan();
-\ir helpers.psql
 \set alice '''7a7a0000-0000-4000-8000-000000000001'''
 \set bob '''7a7a0000-0000-4000-8000-000000000002'''
 \set a1 '''7a7aa100-0000-4000-8000-000000000001'''
 \set a2 '''7a7aa100-0000-4000-8000-000000000002'''
 
-CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT appruntime.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
-$$;
-CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
-    SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
-$$;
 CREATE FUNCTION pg_temp.as_agent() RETURNS void LANGUAGE sql AS $$
     SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_service', 'sub', '7a7a5e55-0000-4000-8000-000000000001',
                                                                'scopes', 'apps:run')::text, true)
 $$;
-SELECT pg_temp.ev('user.created', :alice, jsonb_build_object('user_id', :alice, 'posix_username', 'alice'));
-SELECT pg_temp.ev('user.created', :bob, jsonb_build_object('user_id', :bob, 'posix_username', 'bob'));
-SELECT pg_temp.ev('allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice, 'node_hostname', 'n1'));
-SELECT pg_temp.ev('allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :alice, 'node_hostname', 'n2'));
+SELECT pg_temp.handle('appruntime', 'user.created', :alice, jsonb_build_object('user_id', :alice, 'posix_username', 'alice'));
+SELECT pg_temp.handle('appruntime', 'user.created', :bob, jsonb_build_object('user_id', :bob, 'posix_username', 'bob'));
+SELECT pg_temp.handle('appruntime', 'allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice, 'node_hostname', 'n1'));
+SELECT pg_temp.handle('appruntime', 'allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :alice, 'node_hostname', 'n2'));
 
 -- ---- manifests ----------------------------------------------------------------------
 SELECT is((api.publish_app_manifest('{"name": "web", "version": "1", "start": "python3 -m http.server 8080", "ports": [8080],
@@ -123,7 +116,7 @@ SELECT is((SELECT string_agg(e ->> 'kind', ',' ORDER BY (e ->> 'id')::bigint) FR
           'launched,member_added,starting,running,member_added,member_added,stop_requested,stopped', 'the history, in order');
 
 -- ---- release --------------------------------------------------------------------------
-SELECT pg_temp.ev('allocation.released', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :alice));
+SELECT pg_temp.handle('appruntime', 'allocation.released', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :alice));
 SELECT is((SELECT state FROM appruntime.instances WHERE allocation_id = :a2), 'released', 'allocation.released releases its instances');
 SELECT is((SELECT count(*) FROM pgcloud.outbox WHERE event_type = 'app.instance_released')::int, 1, '... announced');
 SELECT is(pg_temp.error_of(format('SELECT api.launch_app(%L, %L)', :a2, 'web')), '{"code": "allocation_not_active", "status": 409}',

@@ -1,18 +1,8 @@
 -- Row-level security on user-owned rows, the anonymous surface, POSIX
 -- identities, and the platform signing keys (sealed, rotated, published).
 BEGIN;
-SELECT plan(36);
+SELECT * FROM no_plan();
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'status', (d::jsonb ->> 'status')::int,
-                              'details', m::jsonb ->> 'details');
-END $$;
 
 SELECT pgcloud.set_policy('auth.dev_login_enabled', 'true');
 SELECT auth.verify_access_token(api.dev_login('carol@example.com') ->> 'access_token') AS ca \gset
@@ -41,7 +31,7 @@ SET LOCAL request.jwt.claims = :'da';
 SET LOCAL ROLE pgcloud_user;
 SELECT is(api.me() ->> 'email', 'dave@example.com', 'me() answers for the caller');
 -- ... and a user's token cannot spend another user's refresh token.
-SELECT is(pg_temp.err(format('SELECT api.refresh_token(%L)', :'carol2'::jsonb ->> 'refresh_token')) ->> 'details',
+SELECT is(pg_temp.error_full_of(format('SELECT api.refresh_token(%L)', :'carol2'::jsonb ->> 'refresh_token')) ->> 'details',
           'the refresh token is unknown', 'dave cannot use carol''s refresh token');
 RESET ROLE;
 RESET request.jwt.claims;
@@ -96,7 +86,7 @@ SELECT throws_ok($$ UPDATE auth.posix_identities SET username = 'other' WHERE us
 SELECT throws_ok($$ DELETE FROM auth.posix_identities WHERE username = 'carol' $$, NULL, NULL, 'nor deleted');
 SELECT (SELECT max(uid) FROM auth.posix_identities) AS maxuid \gset
 SELECT pgcloud.set_policy('auth.posix_uid_max', to_jsonb(:maxuid));
-SELECT is(pg_temp.err($$ SELECT api.dev_login('eve@example.com') $$) ->> 'code', 'posix_ids_exhausted',
+SELECT is(pg_temp.error_full_of($$ SELECT api.dev_login('eve@example.com') $$) ->> 'code', 'posix_ids_exhausted',
           'when the range is used up: posix_ids_exhausted');
 SELECT pgcloud.set_policy('auth.posix_uid_max', '999999');
 SELECT api.dev_login('eve@example.com') IS NOT NULL AS x4 \gset

@@ -1,25 +1,15 @@
 -- Development login, api.me(), refresh-token rotation and reuse detection,
 -- logout, and pgcloud.pre_request() refusing revoked sessions.
 BEGIN;
-SELECT plan(38);
+SELECT * FROM no_plan();
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'status', (d::jsonb ->> 'status')::int,
-                              'details', m::jsonb ->> 'details', 'hint', m::jsonb ->> 'hint');
-END $$;
 SELECT pgcloud.rate_limit_reset();
 
 -- 1. Development login is off by default and says so.
 SELECT is(pgcloud.policy('auth.dev_login_enabled', NULL::boolean), false, 'auth.dev_login_enabled is false by default');
 SET LOCAL ROLE pgcloud_anon;
 SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
-SELECT is(pg_temp.err($$ SELECT api.dev_login('bob@example.com') $$),
+SELECT is(pg_temp.error_full_of($$ SELECT api.dev_login('bob@example.com') $$) - 'headers' - 'message',
     '{"code": "dev_login_disabled", "status": 403, "details": "development login is turned off (policy auth.dev_login_enabled is false); sign in with an identity provider", "hint": "For a development system only, an administrator can run: SELECT pgcloud.set_policy(''auth.dev_login_enabled'', ''true'');"}',
     'dev_login answers dev_login_disabled (403) with a clear detail and hint');
 RESET ROLE;
@@ -27,7 +17,7 @@ RESET request.jwt.claims;
 SELECT is((pgcloud.set_policy('auth.dev_login_enabled', 'true')) ->> 'value', 'true', 'an operator turns it on');
 SET LOCAL ROLE pgcloud_anon;
 SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
-SELECT is(pg_temp.err($$ SELECT api.dev_login('not an address') $$) ->> 'code', 'invalid_argument', 'a malformed address is refused');
+SELECT is(pg_temp.error_full_of($$ SELECT api.dev_login('not an address') $$) ->> 'code', 'invalid_argument', 'a malformed address is refused');
 SELECT api.dev_login('Bob@Example.com') AS s1 \gset
 RESET ROLE;
 SELECT ok(:'s1'::jsonb ->> 'refresh_token' ~ '^pgrt_[A-Za-z0-9_-]{43}$', 'dev_login returns a refresh token');
@@ -47,7 +37,7 @@ SELECT is(:'me'::jsonb #>> '{identities,0,issuer}', 'pgcloud:dev', 'me() lists t
 SELECT ok(NOT has_function_privilege('pgcloud_anon', 'api.me()', 'EXECUTE'), 'anon cannot call me()');
 SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
 SET LOCAL ROLE pgcloud_user;
-SELECT is(pg_temp.err($$ SELECT api.me() $$) ->> 'code', 'unauthenticated', 'me() without a user in the claims is unauthenticated (401)');
+SELECT is(pg_temp.error_full_of($$ SELECT api.me() $$) ->> 'code', 'unauthenticated', 'me() without a user in the claims is unauthenticated (401)');
 RESET ROLE;
 
 -- 3. Refresh: rotated on every use; stored only as hashes.
@@ -81,7 +71,7 @@ SELECT is((SELECT revoked_reason FROM auth.sessions WHERE id = (:'c1'::jsonb ->>
 SELECT is((SELECT count(*)::int FROM auth.refresh_tokens WHERE session_id = (:'c1'::jsonb ->> 'sid')::uuid AND revoked_at IS NULL),
           0, 'every refresh token of the family is revoked');
 SET LOCAL ROLE pgcloud_anon;
-SELECT is(pg_temp.err(format('SELECT api.refresh_token(%L)', :'s3'::jsonb ->> 'refresh_token')) - 'hint',
+SELECT is(pg_temp.error_full_of(format('SELECT api.refresh_token(%L)', :'s3'::jsonb ->> 'refresh_token')) - 'hint' - 'headers' - 'message',
           '{"code": "invalid_refresh_token", "status": 401, "details": "the session of this refresh token has been revoked"}',
           'the newest token of the family no longer works');
 RESET ROLE;
@@ -93,7 +83,7 @@ SELECT ok(EXISTS (SELECT 1 FROM pgcloud.outbox WHERE event_type = 'session.revok
 
 -- 5. pre_request refuses access tokens of the revoked session (an indexed lookup).
 SET LOCAL request.jwt.claims = :'c1';
-SELECT is(pg_temp.err('SELECT pgcloud.pre_request()') - 'hint',
+SELECT is(pg_temp.error_full_of('SELECT pgcloud.pre_request()') - 'hint' - 'headers' - 'message',
           '{"code": "session_revoked", "status": 401, "details": "this access token belongs to a session that has been revoked"}',
           'pre_request answers session_revoked (401) for a revoked session');
 RESET request.jwt.claims;
@@ -113,25 +103,25 @@ SELECT lives_ok('SELECT pgcloud.pre_request()', 'pre_request lets an active sess
 SET LOCAL ROLE pgcloud_user;
 SELECT is((api.logout()) ->> 'revoked', 'true', 'logout revokes the session');
 RESET ROLE;
-SELECT is(pg_temp.err('SELECT pgcloud.pre_request()') ->> 'code', 'session_revoked', 'its access tokens are refused from now on');
+SELECT is(pg_temp.error_full_of('SELECT pgcloud.pre_request()') ->> 'code', 'session_revoked', 'its access tokens are refused from now on');
 SET LOCAL request.jwt.claims = :'c5';
 SELECT lives_ok('SELECT pgcloud.pre_request()', 'the other session of the same user is untouched');
 SET LOCAL ROLE pgcloud_anon;
 SET LOCAL request.jwt.claims = '{"role": "pgcloud_anon"}';
-SELECT is(pg_temp.err(format('SELECT api.refresh_token(%L)', :'s4'::jsonb ->> 'refresh_token')) ->> 'code',
+SELECT is(pg_temp.error_full_of(format('SELECT api.refresh_token(%L)', :'s4'::jsonb ->> 'refresh_token')) ->> 'code',
           'invalid_refresh_token', 'the refresh token of a logged-out session is refused');
 SELECT ok(NOT has_function_privilege('pgcloud_anon', 'api.logout()', 'EXECUTE'), 'anon cannot call logout()');
-SELECT is(pg_temp.err($$ SELECT api.refresh_token('pgrt_nope') $$) - 'hint',
+SELECT is(pg_temp.error_full_of($$ SELECT api.refresh_token('pgrt_nope') $$) - 'hint' - 'headers' - 'message',
           '{"code": "invalid_refresh_token", "status": 401, "details": "this is not a refresh token issued by this service"}',
           'a malformed refresh token is refused');
-SELECT is(pg_temp.err(format('SELECT api.refresh_token(%L)', 'pgrt_' || repeat('A', 43))) - 'hint',
+SELECT is(pg_temp.error_full_of(format('SELECT api.refresh_token(%L)', 'pgrt_' || repeat('A', 43))) - 'hint' - 'headers' - 'message',
           '{"code": "invalid_refresh_token", "status": 401, "details": "the refresh token is unknown"}',
           'an unknown refresh token is refused');
 RESET ROLE;
 UPDATE auth.refresh_tokens SET expires_at = now() - interval '1 second'
  WHERE token_hash = sha256(convert_to(:'s5'::jsonb ->> 'refresh_token', 'UTF8'));
 SET LOCAL ROLE pgcloud_anon;
-SELECT is(pg_temp.err(format('SELECT api.refresh_token(%L)', :'s5'::jsonb ->> 'refresh_token')) ->> 'details',
+SELECT is(pg_temp.error_full_of(format('SELECT api.refresh_token(%L)', :'s5'::jsonb ->> 'refresh_token')) ->> 'details',
           'the refresh token has expired', 'an expired refresh token is refused');
 RESET ROLE;
 

@@ -1,18 +1,8 @@
 -- api.token_exchange(): OIDC ID tokens verified in C against the stored
 -- provider (issuer, audience, JWKS, expiry, nonce), user and identity upsert.
 BEGIN;
-SELECT plan(42);
+SELECT * FROM no_plan();
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'status', (d::jsonb ->> 'status')::int,
-                              'details', m::jsonb ->> 'details', 'message', m);
-END $$;
 CREATE FUNCTION pg_temp.pub(k jsonb) RETURNS jsonb LANGUAGE sql AS
 $$ SELECT k - 'd' - 'p' - 'q' - 'dp' - 'dq' - 'qi' $$;
 CREATE FUNCTION pg_temp.b64(s text) RETURNS text LANGUAGE sql IMMUTABLE AS
@@ -80,12 +70,12 @@ CREATE FUNCTION pg_temp.exchange(tok text) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE e jsonb;
 BEGIN
     SET LOCAL ROLE pgcloud_anon;
-    e := pg_temp.err(format('SELECT api.token_exchange(%L)', tok));
+    e := pg_temp.error_full_of(format('SELECT api.token_exchange(%L)', tok));
     RESET ROLE;
     IF e IS NOT NULL AND length(tok) > 20 AND position(right(tok, 20) IN e ->> 'message') > 0 THEN
         RETURN jsonb_build_object('leaked', true);
     END IF;
-    RETURN e - 'message';
+    RETURN e - 'message' - 'hint' - 'headers';
 END $$;
 
 SELECT is(pg_temp.exchange(auth.jwt_sign(pg_temp.claims(jsonb_build_object('exp', :t - 120)), :'rsa')) - 'details',

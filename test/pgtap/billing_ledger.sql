@@ -2,7 +2,7 @@
 -- per cause), balance = sum of entries after mixed operations, standing
 -- events, the API and its grants.
 BEGIN;
-SELECT plan(58);
+SELECT * FROM no_plan();
 
 \set alice '''aaaaaaaa-0000-4000-8000-00000000000a'''
 \set bob '''bbbbbbbb-0000-4000-8000-00000000000b'''
@@ -10,25 +10,8 @@ SELECT plan(58);
 \set a1 '''a1a1a1a1-0000-4000-8000-0000000000a1'''
 \set a2 '''a2a2a2a2-0000-4000-8000-0000000000a2'''
 
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN (m::jsonb ->> 'code') || ' ' || (d::jsonb ->> 'status');
-WHEN OTHERS THEN
-    RETURN SQLSTATE;
-END $$;
-CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT billing.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
-$$;
-CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
-    SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
-$$;
 CREATE FUNCTION pg_temp.pay(u text, amount bigint, session text) RETURNS void LANGUAGE sql AS $$
-    SELECT pg_temp.ev('payment.succeeded', 'p', jsonb_build_object('payment_id', gen_random_uuid(), 'user_id', u,
+    SELECT pg_temp.handle('billing', 'payment.succeeded', 'p', jsonb_build_object('payment_id', gen_random_uuid(), 'user_id', u,
                       'amount', amount, 'currency', 'usd', 'checkout_session_id', session))
 $$;
 CREATE FUNCTION pg_temp.outbox(t text, u text) RETURNS bigint LANGUAGE sql AS $$
@@ -37,7 +20,7 @@ $$;
 UPDATE pgcloud.outbox SET published_at = now() WHERE published_at IS NULL;
 
 -- ---- accounts from user.created --------------------------------------------
-SELECT pg_temp.ev('user.created', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.com'));
+SELECT pg_temp.handle('billing', 'user.created', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.com'));
 SELECT is((SELECT currency || ' ' || balance || ' ' || coalesce(standing, 'unannounced') FROM billing.balances
             WHERE account_id = :alice), 'usd 0 unannounced', 'user.created opens an account in billing.currency');
 SELECT is(pg_temp.outbox('account.standing_changed', :alice), 0::bigint,
@@ -52,13 +35,13 @@ SELECT is((SELECT balance_after FROM billing.ledger_entries WHERE cause_id = 'ad
 SELECT isnt((SELECT id FROM billing.ledger_entries WHERE cause_id = 'adj-1'), 999999::bigint,
     'the id is drawn under the account lock, not taken from the INSERT');
 SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 700::bigint, 'the account''s balance is its newest entry''s');
-SELECT is(pg_temp.error_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
+SELECT is(pg_temp.error_text_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
                              VALUES ('aaaaaaaa-0000-4000-8000-00000000000a', 'adjustment', 5, 'eur', 0, 'adjustment', 'adj-eur')$$),
     'currency_mismatch 409', 'an entry in another currency than its account''s is refused');
-SELECT is(pg_temp.error_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
+SELECT is(pg_temp.error_text_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
                              VALUES ('aaaaaaaa-0000-4000-8000-00000000000a', 'credit', -5, 'usd', 0, 'payment', 'cs_neg')$$),
     '23514', 'a credit must be positive (kind and sign checked)');
-SELECT is(pg_temp.error_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
+SELECT is(pg_temp.error_text_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
                              VALUES ('aaaaaaaa-0000-4000-8000-00000000000a', 'adjustment', 0, 'usd', 0, 'adjustment', 'adj-0')$$),
     '23514', 'a zero amount is refused');
 SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 700::bigint,
@@ -85,7 +68,7 @@ SELECT is((SELECT count(*) FROM billing.ledger_entries WHERE kind = 'credit' AND
     'a second payment.succeeded for the same Checkout Session books nothing');
 SELECT is((SELECT duplicate FROM billing.book(:alice, 'credit', 5000, 'usd', 'payment', 'cs_test_alice_1')), true,
     'billing.book() reports the second credit for a session as a duplicate');
-SELECT is(pg_temp.error_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
+SELECT is(pg_temp.error_text_of($$INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id)
                              VALUES ('aaaaaaaa-0000-4000-8000-00000000000a', 'credit', 5000, 'usd', 0, 'payment', 'cs_test_alice_1')$$),
     '23505', 'and the ledger itself refuses a second credit for the session (unique per kind)');
 SELECT pg_temp.pay(:alice, 999, 'cs_test_alice_1');
@@ -93,7 +76,7 @@ SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'ledger.bookin
             AND details -> 'requested' ->> 'amount' = '999'), 1::bigint, 'a conflicting second credit is audited');
 SELECT is((SELECT balance FROM billing.balances WHERE account_id = :alice), 5700::bigint,
     'the balance counts the session once');
-SELECT pg_temp.ev('payment.succeeded', 'p', jsonb_build_object('payment_id', 'p-eur', 'user_id', :alice,
+SELECT pg_temp.handle('billing', 'payment.succeeded', 'p', jsonb_build_object('payment_id', 'p-eur', 'user_id', :alice,
                   'amount', 900, 'currency', 'eur', 'checkout_session_id', 'cs_test_alice_eur'));
 SELECT is((SELECT amount || ' ' || currency || ' ' || account_currency FROM billing.refused_credits
             WHERE checkout_session_id = 'cs_test_alice_eur'), '900 eur usd',
@@ -102,21 +85,21 @@ SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'ledger.credit
     'and audited for an operator');
 
 -- ---- mixed operations: balance = sum of entries = last balance_after -----------------------
-SELECT pg_temp.ev('allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
+SELECT pg_temp.handle('billing', 'allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
                   'sku', 'h100x1', 'price_per_hour', 1000, 'currency', 'usd', 'node_hostname', 'gpu-01',
                   'started_at', now() - interval '10 minutes 30 seconds'));
 SELECT is((SELECT count(*) FROM billing.usage_records WHERE allocation_id = :a1), 10::bigint,
     'activation in the past charges the complete intervals at once (10 of 60 s)');
 SELECT throws_ok($$UPDATE billing.usage_records SET amount = 1$$, '23001', NULL, 'usage records: UPDATE rejected');
 SELECT throws_ok($$TRUNCATE billing.usage_records$$, '23001', NULL, 'usage records: TRUNCATE rejected');
-SELECT pg_temp.ev('refund.requested', 'r', jsonb_build_object('refund_id', 'f0f0f0f0-0000-4000-8000-0000000000f1',
+SELECT pg_temp.handle('billing', 'refund.requested', 'r', jsonb_build_object('refund_id', 'f0f0f0f0-0000-4000-8000-0000000000f1',
                   'user_id', :alice, 'amount', 1200, 'currency', 'usd', 'reason', 'requested_by_customer'));
-SELECT pg_temp.ev('refund.failed', 'r', jsonb_build_object('refund_id', 'f0f0f0f0-0000-4000-8000-0000000000f1'));
-SELECT pg_temp.ev('refund.failed', 'r', jsonb_build_object('refund_id', 'f0f0f0f0-0000-4000-8000-0000000000f1'));
+SELECT pg_temp.handle('billing', 'refund.failed', 'r', jsonb_build_object('refund_id', 'f0f0f0f0-0000-4000-8000-0000000000f1'));
+SELECT pg_temp.handle('billing', 'refund.failed', 'r', jsonb_build_object('refund_id', 'f0f0f0f0-0000-4000-8000-0000000000f1'));
 SELECT is((SELECT array_agg(kind || ':' || amount ORDER BY id) FROM billing.ledger_entries
             WHERE cause_id = 'f0f0f0f0-0000-4000-8000-0000000000f1'),
     ARRAY['refund_debit:-1200', 'refund_reversal:1200'], 'a refund debit and, once, its reversal');
-SELECT pg_temp.ev('allocation.released', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
+SELECT pg_temp.handle('billing', 'allocation.released', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
                   'ended_at', now() - interval '4 minutes 15 seconds'));
 SELECT is((SELECT sum(amount)::bigint FROM billing.usage_records WHERE allocation_id = :a1), 104::bigint,
     'a late end gives back what was charged past it: 375 s at 1000/h is 104');
@@ -145,10 +128,10 @@ UPDATE billing.ledger_entries SET amount = amount - 1 WHERE cause_id = 'adj-1';
 SET LOCAL session_replication_role = origin;
 
 -- ---- standing: low balance once per crossing, exhausted, force release ----------------------
-SELECT pg_temp.ev('user.created', :bob, jsonb_build_object('user_id', :bob));
+SELECT pg_temp.handle('billing', 'user.created', :bob, jsonb_build_object('user_id', :bob));
 SELECT pg_temp.pay(:bob, 1000, 'cs_test_bob_1');
 SELECT is((SELECT standing FROM billing.accounts WHERE account_id = :bob), 'good', 'bob is in good standing');
-SELECT pg_temp.ev('allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :bob,
+SELECT pg_temp.handle('billing', 'allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :bob,
                   'sku', 'h100x1', 'price_per_hour', 36000, 'currency', 'usd', 'started_at', now() - interval '62 seconds'));
 SELECT is((SELECT balance || ' ' || standing FROM billing.balances WHERE account_id = :bob), '400 low',
     'one minute at 36000/h takes 600: low');
@@ -186,12 +169,12 @@ SELECT is((SELECT array_agg((e ->> 'id')::bigint ORDER BY (e ->> 'id')::bigint D
     'keyset pages (before = next_before) cover every entry once, newest first');
 SELECT is(api.ledger(:alice_first, 5),
     '{"entries": [], "next_before": null}'::jsonb, 'before the first entry: empty, no next page');
-SELECT is(pg_temp.error_of($$SELECT api.ledger(NULL, 0)$$), 'invalid_argument 400', 'limit 0 is refused');
-SELECT is(pg_temp.error_of($$SELECT api.ledger(NULL, 201)$$), 'invalid_argument 400', 'limit above billing.ledger_page_max is refused');
+SELECT is(pg_temp.error_text_of($$SELECT api.ledger(NULL, 0)$$), 'invalid_argument 400', 'limit 0 is refused');
+SELECT is(pg_temp.error_text_of($$SELECT api.ledger(NULL, 201)$$), 'invalid_argument 400', 'limit above billing.ledger_page_max is refused');
 SELECT is((api.usage(:a1) ->> 'amount')::bigint, 104::bigint, 'api.usage() of one''s allocation');
-SELECT is(pg_temp.error_of($$SELECT api.usage('a2a2a2a2-0000-4000-8000-0000000000a2')$$), 'allocation_not_found 404',
+SELECT is(pg_temp.error_text_of($$SELECT api.usage('a2a2a2a2-0000-4000-8000-0000000000a2')$$), 'allocation_not_found 404',
     'another user''s allocation is not found');
-SELECT is(pg_temp.error_of($$SELECT api.admin_adjust_balance('aaaaaaaa-0000-4000-8000-00000000000a', 1, 'x')$$), '42501',
+SELECT is(pg_temp.error_text_of($$SELECT api.admin_adjust_balance('aaaaaaaa-0000-4000-8000-00000000000a', 1, 'x')$$), '42501',
     'a user may not adjust balances (no EXECUTE)');
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '', true);
@@ -202,7 +185,7 @@ SELECT is(api.balance() ->> 'balance', '0', 'a user without an account sees 0');
 RESET ROLE;
 SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_anon')::text, true);
 SET LOCAL ROLE pgcloud_anon;
-SELECT is(pg_temp.error_of($$SELECT api.balance()$$), '42501', 'anonymous callers cannot call api.balance()');
+SELECT is(pg_temp.error_text_of($$SELECT api.balance()$$), '42501', 'anonymous callers cannot call api.balance()');
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '', true);
 

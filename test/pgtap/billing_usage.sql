@@ -4,28 +4,25 @@
 -- for an allocation that failed before activation; order of events does not
 -- matter; the pg_cron job.
 BEGIN;
-SELECT plan(26);
+SELECT * FROM no_plan();
 
 \set u '''dddddddd-0000-4000-8000-00000000000d'''
 
-CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT billing.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
-$$;
 CREATE FUNCTION pg_temp.activate(a uuid, price bigint, started timestamptz, u text DEFAULT 'dddddddd-0000-4000-8000-00000000000d')
 RETURNS void LANGUAGE sql AS $$
-    SELECT pg_temp.ev('allocation.activated', a::text, jsonb_build_object('allocation_id', a, 'user_id', u,
+    SELECT pg_temp.handle('billing', 'allocation.activated', a::text, jsonb_build_object('allocation_id', a, 'user_id', u,
                       'sku', 'h100x1', 'price_per_hour', price, 'currency', 'usd', 'started_at', started,
                       'node_hostname', 'gpu-01'))
 $$;
 CREATE FUNCTION pg_temp.finish(a uuid, t text, ended timestamptz) RETURNS void LANGUAGE sql AS $$
-    SELECT pg_temp.ev(t, a::text, jsonb_build_object('allocation_id', a, 'user_id', 'dddddddd-0000-4000-8000-00000000000d',
+    SELECT pg_temp.handle('billing', t, a::text, jsonb_build_object('allocation_id', a, 'user_id', 'dddddddd-0000-4000-8000-00000000000d',
                       'ended_at', ended, 'reason', 'test'))
 $$;
 CREATE FUNCTION pg_temp.charged(a uuid) RETURNS bigint LANGUAGE sql AS $$
     SELECT coalesce(sum(amount), 0)::bigint FROM billing.usage_records WHERE allocation_id = a
 $$;
 
-SELECT pg_temp.ev('user.created', :u, jsonb_build_object('user_id', :u));
+SELECT pg_temp.handle('billing', 'user.created', :u, jsonb_build_object('user_id', :u));
 SELECT api.admin_adjust_balance(:u, 100000000, 'test float');
 
 -- ---- one allocation by hand -----------------------------------------------------------

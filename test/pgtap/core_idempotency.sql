@@ -1,8 +1,7 @@
 -- The idempotency mechanism, sequentially (concurrency: test/specs/core_idempotency.spec).
 -- services: core
 BEGIN;
-\ir helpers.psql
-SELECT plan(11);
+SELECT * FROM no_plan();
 
 CREATE TABLE pgcloud.tap_effects (n serial, args jsonb);
 CREATE FUNCTION pgcloud.tap_effect(args jsonb) RETURNS jsonb LANGUAGE sql AS $$

@@ -1,8 +1,7 @@
 -- pgcloud.pre_request(): per-principal token bucket in shared memory.
 -- services: core
 BEGIN;
-\ir helpers.psql
-SELECT plan(9);
+SELECT * FROM no_plan();
 
 
 SELECT pgcloud.set_policy('core.rate_limit_burst', '3');

@@ -1,41 +1,28 @@
 -- Security tier (issue 10): each boundary attacked the way an attacker would;
 -- every attack must fail. Runs in one transaction, rolled back.
 BEGIN;
-SELECT no_plan();
-\ir helpers.psql
+SELECT * FROM no_plan();
 
 -- Runs a statement as another role; returns ok or the SQLSTATE and message.
-CREATE FUNCTION pg_temp.as_role(role_name name, stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE format('SET LOCAL ROLE %I', role_name);
-    BEGIN
-        EXECUTE stmt;
-        RESET ROLE;
-        RETURN 'ok';
-    EXCEPTION WHEN OTHERS THEN
-        RESET ROLE;
-        RETURN SQLSTATE || ' ' || SQLERRM;
-    END;
-END $$;
 
 -- ---- 1. event authority ----------------------------------------------------
 -- A compromised notification service tries to mint money.
-SELECT alike(pg_temp.as_role('pgcloud_svc_notification',
+SELECT alike(pg_temp.run_as_role('pgcloud_svc_notification',
     $$SELECT pgcloud.emit('payment.succeeded', 'payment', 'forged-1', '{"amount": 5000000, "currency": "usd"}')$$),
     '%event type payment.succeeded is published by service payments, not by notification%',
     'a service cannot emit another service''s event type (payment.succeeded as notification)');
-SELECT alike(pg_temp.as_role('pgcloud_svc_notification',
+SELECT alike(pg_temp.run_as_role('pgcloud_svc_notification',
     $$SELECT pgcloud.emit('operator.anything', 'thing', 'x', '{}')$$),
     '%is not among the types service notification publishes%',
     'a service cannot emit a type outside its registry entry either');
-SELECT alike(pg_temp.as_role('pgcloud_svc_notification',
+SELECT alike(pg_temp.run_as_role('pgcloud_svc_notification',
     $$INSERT INTO pgcloud.outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, source)
       VALUES (gen_random_uuid(), 'payment.succeeded', 'payment', 'forged-2', '{"amount": 5000000}', '{}', 'payments')$$),
     '42501 %', 'no service role can insert into pgcloud.outbox directly');
 SELECT ok(NOT has_table_privilege('pgcloud_svc_payments', 'pgcloud.outbox', 'INSERT')
           AND NOT has_table_privilege('pgcloud_services', 'pgcloud.outbox', 'INSERT'),
     'not even the owning service of a type has INSERT on the outbox');
-SELECT is(pg_temp.as_role('pgcloud_svc_notification',
+SELECT is(pg_temp.run_as_role('pgcloud_svc_notification',
     $$SELECT pgcloud.emit('notification.sent', 'notification', 'n-1', '{}')$$), 'ok',
     'a service still emits its own types');
 SELECT is((SELECT source FROM pgcloud.outbox WHERE aggregate_id = 'n-1'), 'notification',
@@ -83,17 +70,17 @@ SELECT lives_ok($$SELECT pgcloud.consume_failed('billing', '--------------------
     'NATS: such a poison message can still be dead-lettered');
 
 -- ---- 2. outbound authority -------------------------------------------------
-SELECT alike(pg_temp.as_role('pgcloud_svc_notification',
+SELECT alike(pg_temp.run_as_role('pgcloud_svc_notification',
     $$SELECT pgcloud.http_request('stripe', 'POST', '/v1/refunds', 'charge=ch_1&amount=5000000')$$),
     '%role pgcloud_svc_notification may not call target stripe%',
     'notification cannot spend the Stripe key (POST /v1/refunds)');
-SELECT alike(pg_temp.as_role('pgcloud_svc_billing',
+SELECT alike(pg_temp.run_as_role('pgcloud_svc_billing',
     $$SELECT pgcloud.http_request('maas', 'POST', '/MAAS/api/2.0/machines/abc/op-release')$$),
     '%may not call target maas%', 'billing cannot release MAAS machines');
-SELECT alike(pg_temp.as_role('pgcloud_svc_payments',
+SELECT alike(pg_temp.run_as_role('pgcloud_svc_payments',
     $$SELECT pgcloud.http_request('smtp', 'SEND', 'victim@example.com', 'phish', NULL, '{"mail_from": "ceo@example.com"}')$$),
     '%may not call target smtp%', 'payments cannot send mail');
-SELECT is(pg_temp.as_role('pgcloud_svc_payments',
+SELECT is(pg_temp.run_as_role('pgcloud_svc_payments',
     $$SELECT pgcloud.http_request('stripe', 'POST', '/v1/checkout/sessions', 'mode=payment')$$), 'ok',
     'payments still calls Stripe');
 SELECT is((SELECT http_targets FROM pgcloud.services WHERE name = 'notification'), ARRAY['smtp'],
@@ -284,22 +271,15 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
     'every api function a service token may call (beyond the public ones) checks a scope');
 
 -- ---- 5. release and money ----------------------------------------------------
-CREATE FUNCTION pg_temp.pev(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT provisioning.on_event(gen_random_uuid(), t, split_part(t, '.', 1),
-                                 coalesce(p ->> 'allocation_id', p ->> 'node_id', p ->> 'user_id', 'x'), p, '{}')
-$$;
-CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
-    SELECT NULL::void FROM set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
-$$;
 \set su '''5e000000-0000-4000-8000-0000000000a1'''
-SELECT pg_temp.pev('sku.upserted', '{"code": "sec-x1", "gpu_model": "SEC-GPU", "gpu_count": 1, "region": "sec-r", "price_per_hour": 360000, "currency": "usd"}');
-SELECT pg_temp.pev('image.upserted', '{"code": "sec-jammy", "distro_series": "jammy"}');
-SELECT pg_temp.pev('node.state_changed', jsonb_build_object('node_id', '5e000000-0000-4000-8000-0000000000b1', 'hostname', 'sec-a',
+SELECT pg_temp.handle('provisioning', 'sku.upserted', NULL, '{"code": "sec-x1", "gpu_model": "SEC-GPU", "gpu_count": 1, "region": "sec-r", "price_per_hour": 360000, "currency": "usd"}');
+SELECT pg_temp.handle('provisioning', 'image.upserted', NULL, '{"code": "sec-jammy", "distro_series": "jammy"}');
+SELECT pg_temp.handle('provisioning', 'node.state_changed', NULL, jsonb_build_object('node_id', '5e000000-0000-4000-8000-0000000000b1', 'hostname', 'sec-a',
     'maas_system_id', 'secaaa', 'region', 'sec-r', 'gpu_model', 'SEC-GPU', 'slot_count', 8, 'state', 'ready', 'cached_images', '[]'::jsonb));
 SELECT pgcloud.set_policy('billing.accrual_interval_seconds', '60');
 SELECT pgcloud.set_policy('billing.min_balance_to_allocate', '100');
 -- Just over the minimum plus one interval (360000/h = 6000 per minute).
-SELECT pg_temp.pev('account.standing_changed', jsonb_build_object('user_id', :su, 'standing', 'good', 'balance', 6150,
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :su, 'standing', 'good', 'balance', 6150,
     'currency', 'usd', 'min_balance_to_allocate', 100, 'as_of', now()));
 -- Shared tenancy is refused until each tenant has an account of its own.
 SELECT pgcloud.set_policy('provisioning.node_tenancy', '"shared"');
@@ -317,7 +297,7 @@ SELECT is((SELECT count(*)::int FROM provisioning.allocations WHERE user_id = :s
 
 
 -- Activation, then a release request an hour ago that MAAS confirms now.
-SELECT pg_temp.pev('maas.machine_deployed', jsonb_build_object('allocation_id', :'sa1', 'system_id', 'secaaa'));
+SELECT pg_temp.handle('provisioning', 'maas.machine_deployed', NULL, jsonb_build_object('allocation_id', :'sa1', 'system_id', 'secaaa'));
 SELECT is((SELECT state FROM provisioning.allocations WHERE id = :'sa1'), 'active', 'the allocation is active');
 SELECT pg_temp.as_user(:su);
 SELECT api.release_allocation(:'sa1') ->> 'state' AS rel_state \gset
@@ -333,7 +313,7 @@ SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :'sa1',
     'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl')) ->> 'code',
     'allocation_not_active', 'no access is minted once the release is requested');
 RESET request.jwt.claims;
-SELECT pg_temp.pev('maas.machine_released', jsonb_build_object('allocation_id', :'sa1', 'system_id', 'secaaa'));
+SELECT pg_temp.handle('provisioning', 'maas.machine_released', NULL, jsonb_build_object('allocation_id', :'sa1', 'system_id', 'secaaa'));
 SELECT ok((SELECT (payload ->> 'ended_at')::timestamptz > now() - interval '1 minute' FROM pgcloud.outbox
             WHERE aggregate_id = :'sa1' AND event_type = 'allocation.released'),
     'billing ends when MAAS confirms the release, not at the request an hour earlier (no free hour)');

@@ -5,16 +5,9 @@
 -- an unknown template and a denied write leave nothing; grants and the
 -- deployment state machine. Remote objects are dropped at the end.
 BEGIN;
-SELECT no_plan();
-\ir helpers.psql
+SELECT * FROM no_plan();
 
 \set u1 '''70000000-0000-4000-8000-000000000001'''
-CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
-    SELECT NULL::void FROM set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
-$$;
-CREATE FUNCTION pg_temp.as_operator() RETURNS void LANGUAGE sql AS $$
-    SELECT NULL::void FROM set_config('request.jwt.claims', '', true)
-$$;
 CREATE FUNCTION pg_temp.counts() RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_build_object('services', (SELECT count(*) FROM databases.services),
                               'credentials', (SELECT count(*) FROM databases.credentials),

@@ -2,23 +2,10 @@
 -- statuses onto node states, slots and marketplace, events carrying the
 -- whole node, audit, idempotency.
 BEGIN;
-SELECT plan(38);
+SELECT * FROM no_plan();
 
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'status', (d::jsonb ->> 'status')::int);
-END $$;
-CREATE FUNCTION pg_temp.as_admin() RETURNS void LANGUAGE sql AS $$
-    SELECT NULL::void FROM set_config('request.jwt.claims',
-        '{"role": "pgcloud_admin", "sub": "ad000000-0000-4000-8000-0000000000ad"}', true)
-$$;
 CREATE FUNCTION pg_temp.maas(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT inventory.on_event(gen_random_uuid(), t, 'machine', p ->> 'system_id', p, '{}')
+    SELECT NULL::void FROM pg_temp.handle('inventory', t, p ->> 'system_id', p, aggregate_type => 'machine')
 $$;
 CREATE FUNCTION pg_temp.state(host text) RETURNS text LANGUAGE sql AS $$
     SELECT state FROM inventory.nodes WHERE hostname = host AND state <> 'retired'

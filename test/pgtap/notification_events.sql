@@ -2,25 +2,8 @@
 -- smtp intent per the user's preferences, operator alerts, the outcome
 -- callback, and the preferences API (grants, idempotency, audit).
 BEGIN;
-SELECT plan(46);
+SELECT * FROM no_plan();
 
-CREATE FUNCTION pg_temp.ev(event_type text, payload jsonb, event_id uuid DEFAULT gen_random_uuid()) RETURNS uuid
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM notification.on_event(event_id, event_type, 'thing', 'x', payload, '{}');
-    RETURN event_id;
-END $$;
-CREATE FUNCTION pg_temp.as_user(uid text, stmt text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE
-    r jsonb;
-BEGIN
-    PERFORM set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', uid)::text, true);
-    EXECUTE 'SET LOCAL ROLE pgcloud_user';
-    EXECUTE stmt INTO r;
-    RESET ROLE;
-    PERFORM set_config('request.jwt.claims', '', true);
-    RETURN r;
-END $$;
 CREATE FUNCTION pg_temp.mails(uid uuid) RETURNS text[] LANGUAGE sql AS $$
     SELECT coalesce(array_agg(event_type ORDER BY created_at, event_type), '{}') FROM notification.emails WHERE user_id = uid $$;
 
@@ -49,7 +32,7 @@ SELECT ok(NOT has_function_privilege('pgcloud_user', 'notification.on_event(uuid
     'nobody else reaches the handler, the callback or the schema');
 
 -- ---- the read model and the welcome e-mail -------------------------------------------
-SELECT pg_temp.ev('user.created', '{"user_id": "11111111-1111-4111-8111-111111111111", "email": "alice@example.com",
+SELECT pg_temp.handle('notification', 'user.created', 'x', '{"user_id": "11111111-1111-4111-8111-111111111111", "email": "alice@example.com",
                                     "posix_username": "alice", "uid": 2001, "gid": 2001}') AS alice_created \gset
 SELECT is((SELECT email FROM notification.recipients WHERE user_id = '11111111-1111-4111-8111-111111111111'),
     'alice@example.com', 'user.created feeds the recipients read model');
@@ -66,81 +49,81 @@ SELECT matches((SELECT h.body FROM notification.emails e JOIN pgcloud.http_inten
                  WHERE e.event_id = :'alice_created'),
     E'^From: pgcloud <noreply@pgcloud\\.invalid>\r\nTo: alice@example\\.com\r\nSubject: Welcome to pgcloud\r\nDate: [A-Z][a-z]{2}, \\d\\d [A-Z][a-z]{2} \\d{4} \\d\\d:\\d\\d:\\d\\d \\+0000\r\nMessage-ID: <[0-9a-f-]{36}@pgcloud\\.invalid>\r\n',
     'the message carries From, To, Subject, Date and Message-ID');
-SELECT pg_temp.ev('user.created', '{"user_id": "22222222-2222-4222-8222-222222222222", "email": "bob@example.com\r\nBcc: eve@example.com"}');
+SELECT pg_temp.handle('notification', 'user.created', 'x', '{"user_id": "22222222-2222-4222-8222-222222222222", "email": "bob@example.com\r\nBcc: eve@example.com"}');
 SELECT ok((SELECT email IS NULL FROM notification.recipients WHERE user_id = '22222222-2222-4222-8222-222222222222'),
     'an unusable address is not kept');
 SELECT is(pg_temp.mails('22222222-2222-4222-8222-222222222222'), '{}'::text[], 'and nothing is sent to it');
 
 -- ---- user events -----------------------------------------------------------------------
-SELECT pg_temp.ev('allocation.activated', '{"allocation_id": "a-1", "user_id": "11111111-1111-4111-8111-111111111111",
+SELECT pg_temp.handle('notification', 'allocation.activated', 'x', '{"allocation_id": "a-1", "user_id": "11111111-1111-4111-8111-111111111111",
                   "sku": "h100x8", "hostname": "gpu-node-3"}', '33333333-3333-4333-8333-333333333333');
 SELECT matches((SELECT h.body FROM notification.emails e JOIN pgcloud.http_intents h ON h.id = e.intent_id
                  WHERE e.event_id = '33333333-3333-4333-8333-333333333333'),
     E'Subject: Your allocation is active\r\n.*\r\n\r\nAllocation a-1 \\(h100x8\\) is active on gpu-node-3\\.\r\n',
     'allocation.activated: subject and message from the template');
-SELECT pg_temp.ev('allocation.activated', '{"allocation_id": "a-1", "user_id": "11111111-1111-4111-8111-111111111111"}',
+SELECT pg_temp.handle('notification', 'allocation.activated', 'x', '{"allocation_id": "a-1", "user_id": "11111111-1111-4111-8111-111111111111"}',
                   '33333333-3333-4333-8333-333333333333');
 SELECT is((SELECT count(*)::int FROM notification.emails WHERE event_id = '33333333-3333-4333-8333-333333333333'), 1,
     'the same event twice queues one e-mail');
-SELECT pg_temp.ev('billing.low_balance', '{"account_id": "11111111-1111-4111-8111-111111111111", "balance": 120,
+SELECT pg_temp.handle('notification', 'billing.low_balance', 'x', '{"account_id": "11111111-1111-4111-8111-111111111111", "balance": 120,
                   "threshold": 500, "currency": "usd"}') AS low \gset
 SELECT is((SELECT subject FROM notification.emails WHERE event_id = :'low'), 'Your balance is low',
     'an account_id identifies the user too');
-SELECT lives_ok($$SELECT pg_temp.ev('made.up', '{"user_id": "11111111-1111-4111-8111-111111111111"}')$$,
+SELECT lives_ok($$SELECT pg_temp.handle('notification', 'made.up', 'x', '{"user_id": "11111111-1111-4111-8111-111111111111"}')$$,
     'an event type notification does not know is ignored');
-SELECT lives_ok($$SELECT pg_temp.ev('payment.succeeded', '{"amount": 500}')$$, 'an event about nobody is ignored');
-SELECT lives_ok($$SELECT pg_temp.ev('payment.succeeded', '"not an object"')$$, 'a payload that is no object is ignored');
+SELECT lives_ok($$SELECT pg_temp.handle('notification', 'payment.succeeded', 'x', '{"amount": 500}')$$, 'an event about nobody is ignored');
+SELECT lives_ok($$SELECT pg_temp.handle('notification', 'payment.succeeded', 'x', '"not an object"')$$, 'a payload that is no object is ignored');
 SELECT is(pg_temp.mails('11111111-1111-4111-8111-111111111111'),
     ARRAY['allocation.activated', 'billing.low_balance', 'user.created'], 'only the known user events made e-mails');
-SELECT pg_temp.ev('payment.succeeded', '{"user_id": "44444444-4444-4444-8444-444444444444", "amount": 500}');
+SELECT pg_temp.handle('notification', 'payment.succeeded', 'x', '{"user_id": "44444444-4444-4444-8444-444444444444", "amount": 500}');
 SELECT is(pg_temp.mails('44444444-4444-4444-8444-444444444444'), '{}'::text[],
     'no e-mail for a user whose address is unknown (the channel notification is still sent)');
 
 -- ---- preferences -----------------------------------------------------------------------
-SELECT is(pg_temp.as_user('11111111-1111-4111-8111-111111111111', 'SELECT api.notification_preferences()')
+SELECT is(pg_temp.call_as_user('11111111-1111-4111-8111-111111111111', 'SELECT api.notification_preferences()')
             - 'available_events',
     '{"email_enabled": true, "events": null, "channel": "pgcloud_user_11111111111141118111111111111111"}'::jsonb,
     'defaults: every e-mail, and the channel to LISTEN on');
-SELECT is(pg_temp.as_user('11111111-1111-4111-8111-111111111111',
+SELECT is(pg_temp.call_as_user('11111111-1111-4111-8111-111111111111',
             $$SELECT api.set_notification_preferences(true, ARRAY['payment.succeeded'])$$) -> 'events',
     '["payment.succeeded"]'::jsonb, 'a user picks the events that also send an e-mail');
-SELECT pg_temp.ev('allocation.released', '{"allocation_id": "a-1", "user_id": "11111111-1111-4111-8111-111111111111"}');
-SELECT pg_temp.ev('payment.succeeded', '{"payment_id": "p-1", "user_id": "11111111-1111-4111-8111-111111111111",
+SELECT pg_temp.handle('notification', 'allocation.released', 'x', '{"allocation_id": "a-1", "user_id": "11111111-1111-4111-8111-111111111111"}');
+SELECT pg_temp.handle('notification', 'payment.succeeded', 'x', '{"payment_id": "p-1", "user_id": "11111111-1111-4111-8111-111111111111",
                                         "amount": 2500, "currency": "usd"}') AS paid \gset
 SELECT is(pg_temp.mails('11111111-1111-4111-8111-111111111111'),
     ARRAY['allocation.activated', 'billing.low_balance', 'payment.succeeded', 'user.created'],
     'allocation.released sent no e-mail, payment.succeeded did');
-SELECT is(pg_temp.as_user('11111111-1111-4111-8111-111111111111',
+SELECT is(pg_temp.call_as_user('11111111-1111-4111-8111-111111111111',
             $$SELECT api.set_notification_preferences(false, NULL)$$) ->> 'email_enabled', 'false',
     'a user turns e-mail off');
-SELECT pg_temp.ev('payment.refunded', '{"user_id": "11111111-1111-4111-8111-111111111111", "amount": 100}');
+SELECT pg_temp.handle('notification', 'payment.refunded', 'x', '{"user_id": "11111111-1111-4111-8111-111111111111", "amount": 100}');
 SELECT ok(NOT ('payment.refunded' = ANY (pg_temp.mails('11111111-1111-4111-8111-111111111111'))), 'and gets none');
 SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs
             WHERE action = 'notification.preferences_set' AND target_id = '11111111-1111-4111-8111-111111111111'
               AND actor = '11111111-1111-4111-8111-111111111111' AND role = 'pgcloud_user'), 2,
     'each change is audited with the user as actor');
 SET LOCAL request.headers = '{"x-idempotency-key": "prefs-1"}';
-SELECT is(pg_temp.as_user('11111111-1111-4111-8111-111111111111',
+SELECT is(pg_temp.call_as_user('11111111-1111-4111-8111-111111111111',
             $$SELECT api.set_notification_preferences(true, NULL)$$) ->> 'email_enabled', 'true',
     'with an idempotency key');
-SELECT is(pg_temp.as_user('11111111-1111-4111-8111-111111111111',
+SELECT is(pg_temp.call_as_user('11111111-1111-4111-8111-111111111111',
             $$SELECT api.set_notification_preferences(true, NULL)$$) ->> 'email_enabled', 'true', 'replayed');
 SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs
             WHERE action = 'notification.preferences_set' AND target_id = '11111111-1111-4111-8111-111111111111'), 3,
     'the replay had no second effect');
-SELECT throws_like($$SELECT pg_temp.as_user('11111111-1111-4111-8111-111111111111',
+SELECT throws_like($$SELECT pg_temp.call_as_user('11111111-1111-4111-8111-111111111111',
                      'SELECT api.set_notification_preferences(false, NULL)')$$,
     '%idempotency_key_reused%', 'the same key with other arguments is refused');
 RESET request.headers;
-SELECT is(pg_temp.as_user('22222222-2222-4222-8222-222222222222', 'SELECT api.notification_preferences()') -> 'events',
+SELECT is(pg_temp.call_as_user('22222222-2222-4222-8222-222222222222', 'SELECT api.notification_preferences()') -> 'events',
     'null'::jsonb, 'preferences are per user');
 
 -- ---- operators -------------------------------------------------------------------------
-SELECT pg_temp.ev('platform.alert', '{"kind": "dead_letter", "subscriber": "billing", "error": "boom"}') AS alert1 \gset
+SELECT pg_temp.handle('notification', 'platform.alert', 'x', '{"kind": "dead_letter", "subscriber": "billing", "error": "boom"}') AS alert1 \gset
 SELECT is((SELECT count(*)::int FROM notification.emails WHERE event_id = :'alert1'), 0,
     'no operator address: alerts only go to the pgcloud_operators channel');
 SELECT pgcloud.set_policy('notification.operator_email', '"ops@example.com"');
-SELECT pg_temp.ev('platform.alert', '{"kind": "http_dead", "target": "stripe", "error": "HTTP 503"}') AS alert2 \gset
+SELECT pg_temp.handle('notification', 'platform.alert', 'x', '{"kind": "http_dead", "target": "stripe", "error": "HTTP 503"}') AS alert2 \gset
 SELECT is((SELECT row(recipient, subject, user_id)::text FROM notification.emails WHERE event_id = :'alert2'),
           row('ops@example.com', 'pgcloud alert: http_dead', NULL::uuid)::text,
     'with notification.operator_email set, alerts are mailed to it');

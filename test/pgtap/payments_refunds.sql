@@ -3,23 +3,12 @@
 -- balance); a refund Stripe refuses or fails is reversed once; webhooks
 -- reconcile; the ledger stays the sum of its entries.
 BEGIN;
-SELECT plan(47);
+SELECT * FROM no_plan();
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 SET LOCAL pgcloud.stripe_webhook_secrets = 'whsec_refund_tests';
 \set u '''99999999-0000-4000-8000-000000000009'''
 
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN (m::jsonb ->> 'code') || ' ' || (d::jsonb ->> 'status');
-WHEN OTHERS THEN
-    RETURN SQLSTATE;
-END $$;
 CREATE FUNCTION pg_temp.hook(body text) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE t bigint := floor(extract(epoch FROM clock_timestamp()));
         r jsonb;
@@ -39,16 +28,6 @@ CREATE FUNCTION pg_temp.event(id text, type text, obj jsonb) RETURNS text LANGUA
                               'data', jsonb_build_object('object', obj))::text
 $$;
 -- Delivers every pending event (the relay worker's job), as often as needed.
-CREATE FUNCTION pg_temp.relay() RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE n integer; total integer := 0;
-BEGIN
-    LOOP
-        n := pgcloud.relay_once();
-        total := total + n;
-        EXIT WHEN n = 0;
-    END LOOP;
-    RETURN total;
-END $$;
 CREATE FUNCTION pg_temp.balance() RETURNS bigint LANGUAGE sql AS $$
     SELECT balance FROM billing.balances WHERE account_id = '99999999-0000-4000-8000-000000000009'
 $$;
@@ -79,14 +58,14 @@ SELECT is((SELECT balance FROM payments.accounts WHERE user_id = :u), 10000::big
     'payments'' balance read model follows ledger.entry_posted');
 
 -- ---- refuse what cannot be refunded ---------------------------------------------------------------
-SELECT is(pg_temp.error_of(format('SELECT api.admin_refund(%L, 10001, %L)', :'pay', 'too much')), 'refund_exceeds_payment 409',
+SELECT is(pg_temp.error_text_of(format('SELECT api.admin_refund(%L, 10001, %L)', :'pay', 'too much')), 'refund_exceeds_payment 409',
     'more than was paid is refused');
-SELECT is(pg_temp.error_of(format('SELECT api.admin_refund(%L, 0, %L)', :'pay', 'zero')), 'invalid_argument 400', 'a zero refund is refused');
-SELECT is(pg_temp.error_of(format('SELECT api.admin_refund(%L, 5, %L)', :'pay', '')), 'invalid_argument 400', 'a reason is required');
-SELECT is(pg_temp.error_of(format('SELECT api.admin_refund(%L, 5, %L)', gen_random_uuid(), 'x')), 'payment_not_found 404',
+SELECT is(pg_temp.error_text_of(format('SELECT api.admin_refund(%L, 0, %L)', :'pay', 'zero')), 'invalid_argument 400', 'a zero refund is refused');
+SELECT is(pg_temp.error_text_of(format('SELECT api.admin_refund(%L, 5, %L)', :'pay', '')), 'invalid_argument 400', 'a reason is required');
+SELECT is(pg_temp.error_text_of(format('SELECT api.admin_refund(%L, 5, %L)', gen_random_uuid(), 'x')), 'payment_not_found 404',
     'an unknown payment');
 SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', :u)::text, true);
-SELECT is(pg_temp.error_of(format('SELECT payments.admin_refund_apply(%L)', jsonb_build_object('payment_id', :'pay', 'amount', 5, 'reason', 'x'))),
+SELECT is(pg_temp.error_text_of(format('SELECT payments.admin_refund_apply(%L)', jsonb_build_object('payment_id', :'pay', 'amount', 5, 'reason', 'x'))),
     'forbidden 403', 'only operators refund (authorized inside too)');
 SELECT set_config('request.jwt.claims', '', true);
 
@@ -95,7 +74,7 @@ SELECT pg_temp.refund(:'pay', 4000) AS r1 \gset
 SELECT is(pg_temp.status(:'r1'), 'requested', 'requested: waiting for billing''s debit');
 SELECT is((SELECT count(*) FROM pgcloud.http_intents WHERE idempotency_key = :'r1'), 0::bigint,
     'no Stripe intent before the ledger is debited');
-SELECT is(pg_temp.error_of(format('SELECT api.admin_refund(%L, 6001, %L)', :'pay', 'x')), 'refund_exceeds_payment 409',
+SELECT is(pg_temp.error_text_of(format('SELECT api.admin_refund(%L, 6001, %L)', :'pay', 'x')), 'refund_exceeds_payment 409',
     'paid minus already requested: at most 6000 more');
 SELECT pg_temp.relay();
 SELECT is((SELECT amount FROM billing.ledger_entries WHERE kind = 'refund_debit' AND cause_id = :'r1'), -4000::bigint,
@@ -171,7 +150,7 @@ SELECT is(pg_temp.balance(), 9000::bigint, 'balance 9000');
 -- ---- the balance limit: payments' read model at once, billing's real balance last -----------------------------
 SELECT api.admin_adjust_balance(:u, -8950, 'spent');
 SELECT pg_temp.relay();
-SELECT is(pg_temp.error_of(format('SELECT api.admin_refund(%L, 100, %L)', :'pay', 'x')), 'refund_exceeds_balance 409',
+SELECT is(pg_temp.error_text_of(format('SELECT api.admin_refund(%L, 100, %L)', :'pay', 'x')), 'refund_exceeds_balance 409',
     'more than the balance is refused at once (balance 50)');
 -- The read model lags (the entry_posted not delivered yet): billing still decides.
 SELECT api.admin_adjust_balance(:u, 50, 'back to 100');

@@ -3,24 +3,13 @@
 -- v1, rotated secrets, missing), replayed and reordered events, exactly one
 -- credit per Checkout Session.
 BEGIN;
-SELECT plan(70);
+SELECT * FROM no_plan();
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 SET LOCAL pgcloud.stripe_webhook_secrets = ' whsec_old_secret , whsec_new_secret ';
 \set u '''eeeeeeee-0000-4000-8000-00000000000e'''
 \set other '''ffffffff-0000-4000-8000-00000000000f'''
 
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN (m::jsonb ->> 'code') || ' ' || (d::jsonb ->> 'status');
-WHEN OTHERS THEN
-    RETURN SQLSTATE;
-END $$;
 CREATE FUNCTION pg_temp.now_s() RETURNS bigint LANGUAGE sql AS $$ SELECT floor(extract(epoch FROM clock_timestamp()))::bigint $$;
 CREATE FUNCTION pg_temp.v1(body text, secret text, t bigint) RETURNS text LANGUAGE sql AS $$
     SELECT encode(hmac(convert_to(t || '.' || body, 'UTF8'), convert_to(secret, 'UTF8'), 'sha256'), 'hex')
@@ -56,9 +45,6 @@ LANGUAGE sql AS $$
                               'status', 'complete', 'payment_intent', 'pi_' || md5(cs),
                               'metadata', jsonb_build_object('pgcloud_session_id', session))
 $$;
-CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
-    SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
-$$;
 CREATE FUNCTION pg_temp.balance(u uuid) RETURNS bigint LANGUAGE sql AS $$
     SELECT coalesce((SELECT balance FROM billing.balances WHERE account_id = u), 0)
 $$;
@@ -73,18 +59,18 @@ SET LOCAL ROLE pgcloud_user;
 SELECT api.create_checkout(2500, 'usd') ->> 'id' AS s1 \gset
 SELECT api.create_checkout(5000) ->> 'id' AS s2 \gset
 SELECT api.create_checkout(700) ->> 'id' AS s3 \gset
-SELECT is(pg_temp.error_of($$SELECT api.create_checkout(499, 'usd')$$), 'checkout_amount_invalid 400',
+SELECT is(pg_temp.error_text_of($$SELECT api.create_checkout(499, 'usd')$$), 'checkout_amount_invalid 400',
     'below payments.checkout_min_amount');
-SELECT is(pg_temp.error_of($$SELECT api.create_checkout(1000001, 'usd')$$), 'checkout_amount_invalid 400',
+SELECT is(pg_temp.error_text_of($$SELECT api.create_checkout(1000001, 'usd')$$), 'checkout_amount_invalid 400',
     'above payments.checkout_max_amount');
-SELECT is(pg_temp.error_of($$SELECT api.create_checkout(1000, 'eur')$$), 'currency_not_supported 400',
+SELECT is(pg_temp.error_text_of($$SELECT api.create_checkout(1000, 'eur')$$), 'currency_not_supported 400',
     'a currency outside payments.currencies');
-SELECT is(pg_temp.error_of($$SELECT api.create_checkout(NULL, 'usd')$$), 'checkout_amount_invalid 400', 'no amount');
+SELECT is(pg_temp.error_text_of($$SELECT api.create_checkout(NULL, 'usd')$$), 'checkout_amount_invalid 400', 'no amount');
 SELECT is(api.get_checkout(:'s1') ->> 'status', 'creating', 'api.get_checkout(): creating until Stripe answers');
 RESET ROLE;
 SELECT pg_temp.as_user(:other);
 SET LOCAL ROLE pgcloud_user;
-SELECT is(pg_temp.error_of(format('SELECT api.get_checkout(%L)', :'s1')), 'checkout_not_found 404',
+SELECT is(pg_temp.error_text_of(format('SELECT api.get_checkout(%L)', :'s1')), 'checkout_not_found 404',
     'another user''s checkout is not found');
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '', true);

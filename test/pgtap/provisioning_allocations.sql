@@ -3,7 +3,7 @@
 -- the slot claims' unique key as the last line against double booking,
 -- idempotent creation, releases and the force-release paths.
 BEGIN;
-SELECT plan(49);
+SELECT * FROM no_plan();
 
 \set u1 '''10000000-0000-4000-8000-000000000001'''
 \set u2 '''20000000-0000-4000-8000-000000000002'''
@@ -13,25 +13,9 @@ SELECT plan(49);
 \set nb '''9b000000-0000-4000-8000-00000000000b'''
 \set nc '''9c000000-0000-4000-8000-00000000000c'''
 
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE m text; d text;
-BEGIN
-    EXECUTE q;
-    RETURN NULL;
-EXCEPTION WHEN SQLSTATE 'PGRST' THEN
-    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
-    RETURN jsonb_build_object('code', m::jsonb ->> 'code', 'status', (d::jsonb ->> 'status')::int);
-END $$;
-CREATE FUNCTION pg_temp.ev(t text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT provisioning.on_event(gen_random_uuid(), t, split_part(t, '.', 1),
-                                 coalesce(p ->> 'allocation_id', p ->> 'node_id', p ->> 'user_id', 'x'), p, '{}')
-$$;
-CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
-    SELECT NULL::void FROM set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
-$$;
 CREATE FUNCTION pg_temp.node(id text, host text, slots int, cached text[] DEFAULT '{}', state text DEFAULT 'ready')
 RETURNS void LANGUAGE sql AS $$
-    SELECT pg_temp.ev('node.state_changed', jsonb_build_object('node_id', id, 'hostname', host, 'maas_system_id', 'm' || left(md5(host), 6),
+    SELECT pg_temp.handle('provisioning', 'node.state_changed', NULL, jsonb_build_object('node_id', id, 'hostname', host, 'maas_system_id', 'm' || left(md5(host), 6),
         'region', 'tap-r', 'gpu_model', 'TAP-GPU', 'slot_count', slots, 'state', state, 'cached_images', to_jsonb(cached)))
 $$;
 CREATE FUNCTION pg_temp.alloc(sku text, image text DEFAULT 'tap-jammy') RETURNS jsonb LANGUAGE sql AS $$
@@ -53,11 +37,11 @@ SELECT is_empty($$ SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
     'users cannot read provisioning''s tables directly');
 
 -- ---- read models ---------------------------------------------------------
-SELECT pg_temp.ev('sku.upserted', '{"code": "tap-x1", "gpu_model": "TAP-GPU", "gpu_count": 1, "region": "tap-r", "price_per_hour": 250, "currency": "usd"}');
-SELECT pg_temp.ev('sku.upserted', '{"code": "tap-x2", "gpu_model": "TAP-GPU", "gpu_count": 2, "region": "tap-r", "price_per_hour": 500, "currency": "usd"}');
-SELECT pg_temp.ev('sku.upserted', '{"code": "tap-x8", "gpu_model": "TAP-GPU", "gpu_count": 8, "region": "tap-r", "price_per_hour": 2000, "currency": "usd"}');
-SELECT pg_temp.ev('image.upserted', '{"code": "tap-jammy", "distro_series": "jammy"}');
-SELECT pg_temp.ev('image.upserted', '{"code": "tap-noble", "distro_series": "noble"}');
+SELECT pg_temp.handle('provisioning', 'sku.upserted', NULL, '{"code": "tap-x1", "gpu_model": "TAP-GPU", "gpu_count": 1, "region": "tap-r", "price_per_hour": 250, "currency": "usd"}');
+SELECT pg_temp.handle('provisioning', 'sku.upserted', NULL, '{"code": "tap-x2", "gpu_model": "TAP-GPU", "gpu_count": 2, "region": "tap-r", "price_per_hour": 500, "currency": "usd"}');
+SELECT pg_temp.handle('provisioning', 'sku.upserted', NULL, '{"code": "tap-x8", "gpu_model": "TAP-GPU", "gpu_count": 8, "region": "tap-r", "price_per_hour": 2000, "currency": "usd"}');
+SELECT pg_temp.handle('provisioning', 'image.upserted', NULL, '{"code": "tap-jammy", "distro_series": "jammy"}');
+SELECT pg_temp.handle('provisioning', 'image.upserted', NULL, '{"code": "tap-noble", "distro_series": "noble"}');
 SELECT pg_temp.node(:na, 'tap-a', 8);
 SELECT pg_temp.node(:nb, 'tap-b', 8, ARRAY['tap-jammy']);
 SELECT pg_temp.node(:nc, 'tap-c', 4);
@@ -67,20 +51,20 @@ SELECT is((SELECT free_slots FROM provisioning.nodes WHERE node_id = :nb), 8, 'a
 SELECT pg_temp.as_user(:u1);
 SELECT is(pg_temp.error_of($$ SELECT pg_temp.alloc('tap-x1') $$), '{"code": "insufficient_balance", "status": 402}',
     'no report from billing yet: refused (a new account has 0)');
-SELECT pg_temp.ev('account.standing_changed', jsonb_build_object('user_id', :u1, 'standing', 'exhausted', 'balance', -20, 'currency', 'usd'));
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u1, 'standing', 'exhausted', 'balance', -20, 'currency', 'usd'));
 SELECT is(pg_temp.error_of($$ SELECT pg_temp.alloc('tap-x1') $$), '{"code": "insufficient_balance", "status": 402}', 'exhausted: refused');
-SELECT pg_temp.ev('account.standing_changed', jsonb_build_object('user_id', :u1, 'standing', 'blocked', 'balance', 9000, 'currency', 'usd'));
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u1, 'standing', 'blocked', 'balance', 9000, 'currency', 'usd'));
 SELECT is(pg_temp.error_of($$ SELECT pg_temp.alloc('tap-x1') $$), '{"code": "account_not_in_good_standing", "status": 403}', 'blocked: refused');
-SELECT pg_temp.ev('account.standing_changed', jsonb_build_object('user_id', :u1, 'standing', 'good', 'balance', 500, 'currency', 'usd',
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u1, 'standing', 'good', 'balance', 500, 'currency', 'usd',
                                                                   'min_balance_to_allocate', 1000));
 SELECT is(pg_temp.error_of($$ SELECT pg_temp.alloc('tap-x1') $$), '{"code": "insufficient_balance", "status": 402}',
     'good but under the minimum billing reported: refused');
 SELECT is((SELECT count(*)::int FROM provisioning.allocations WHERE user_id = :u1), 0, 'refusals write nothing');
-SELECT pg_temp.ev('account.standing_changed', jsonb_build_object('user_id', :u1, 'standing', 'good', 'balance', 5000, 'currency', 'usd',
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u1, 'standing', 'good', 'balance', 5000, 'currency', 'usd',
                                                                   'min_balance_to_allocate', 1000));
-SELECT pg_temp.ev('account.standing_changed', jsonb_build_object('user_id', :u2, 'standing', 'low', 'balance', 150, 'currency', 'usd'));
-SELECT pg_temp.ev('account.standing_changed', jsonb_build_object('user_id', :u3, 'standing', 'good', 'balance', 99999, 'currency', 'usd'));
-SELECT pg_temp.ev('account.standing_changed', jsonb_build_object('user_id', :u4, 'standing', 'good', 'balance', 99999, 'currency', 'usd'));
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u2, 'standing', 'low', 'balance', 150, 'currency', 'usd'));
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u3, 'standing', 'good', 'balance', 99999, 'currency', 'usd'));
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u4, 'standing', 'good', 'balance', 99999, 'currency', 'usd'));
 
 -- ---- placement policy ------------------------------------------------------
 SELECT pg_temp.alloc('tap-x1') AS a1 \gset
@@ -134,7 +118,7 @@ SELECT is(pg_temp.error_of($$ INSERT INTO provisioning.allocations (id, user_id,
     SELECT gen_random_uuid(), user_id, sku, image, distro_series, gpu_count, region, price_per_hour, currency, node_id,
            node_hostname, maas_system_id, 'active' FROM provisioning.allocations LIMIT 1 $$),
     '{"code": "invalid_state_transition", "status": 409}', 'an allocation cannot start active');
-SELECT pg_temp.ev('maas.machine_deployed', jsonb_build_object('allocation_id', :'a1id', 'system_id', 'x', 'ip_addresses', '["192.0.2.7"]'::jsonb));
+SELECT pg_temp.handle('provisioning', 'maas.machine_deployed', NULL, jsonb_build_object('allocation_id', :'a1id', 'system_id', 'x', 'ip_addresses', '["192.0.2.7"]'::jsonb));
 SELECT is(pg_temp.state(:'a1id'), 'active', 'maas.machine_deployed: active');
 SELECT is((SELECT payload - 'started_at' - 'allocation_id' - 'node_id' - 'slots' - 'requested_at'
              FROM pgcloud.outbox WHERE aggregate_id = :'a1id' AND event_type = 'allocation.activated'),
@@ -145,7 +129,7 @@ SELECT is(pg_temp.error_of(format($$ UPDATE provisioning.allocations SET state =
     '{"code": "invalid_state_transition", "status": 409}', 'active -> provisioning is refused');
 SELECT is(pg_temp.error_of(format($$ UPDATE provisioning.allocations SET state = 'failed' WHERE id = %L $$, :'a1id')),
     '{"code": "invalid_state_transition", "status": 409}', 'active -> failed is refused');
-SELECT pg_temp.ev('maas.deploy_failed', jsonb_build_object('allocation_id', :'a1id', 'reason', 'late'));
+SELECT pg_temp.handle('provisioning', 'maas.deploy_failed', NULL, jsonb_build_object('allocation_id', :'a1id', 'reason', 'late'));
 SELECT is(pg_temp.state(:'a1id'), 'active', 'a late failure does not touch an active allocation');
 
 -- ---- release by the user ---------------------------------------------------
@@ -157,7 +141,7 @@ SELECT is(api.release_allocation(:'a1id') ->> 'state', 'releasing', 'the owner r
 SELECT is((SELECT count(*)::int FROM provisioning.slot_claims WHERE allocation_id = :'a1id'), 1, 'slots stay held while MAAS releases');
 SELECT is((SELECT payload ->> 'maas_system_id' FROM pgcloud.outbox WHERE aggregate_id = :'a1id' AND event_type = 'release.requested'),
     (SELECT maas_system_id FROM provisioning.nodes WHERE node_id = :nb), 'release.requested names the machine');
-SELECT pg_temp.ev('maas.machine_released', jsonb_build_object('allocation_id', :'a1id', 'system_id', 'x'));
+SELECT pg_temp.handle('provisioning', 'maas.machine_released', NULL, jsonb_build_object('allocation_id', :'a1id', 'system_id', 'x'));
 SELECT is(pg_temp.state(:'a1id'), 'released', 'maas.machine_released: released');
 SELECT is((SELECT count(*)::int FROM provisioning.slot_claims WHERE allocation_id = :'a1id'), 0, 'its slot is free');
 SELECT is((SELECT (payload ->> 'ended_at')::timestamptz = now() FROM pgcloud.outbox o
@@ -169,27 +153,27 @@ SELECT pg_temp.as_user(:u3);
 SELECT pg_temp.node('9d000000-0000-4000-8000-00000000000d', 'tap-d', 8);
 SELECT pg_temp.alloc('tap-x1') ->> 'id' AS b1 \gset
 SELECT pg_temp.alloc('tap-x1') ->> 'id' AS b2 \gset
-SELECT pg_temp.ev('maas.machine_deployed', jsonb_build_object('allocation_id', :'b1'));
-SELECT pg_temp.ev('billing.force_release_requested', jsonb_build_object('user_id', :u3, 'allocation_ids', jsonb_build_array(:'b1'),
+SELECT pg_temp.handle('provisioning', 'maas.machine_deployed', NULL, jsonb_build_object('allocation_id', :'b1'));
+SELECT pg_temp.handle('provisioning', 'billing.force_release_requested', NULL, jsonb_build_object('user_id', :u3, 'allocation_ids', jsonb_build_array(:'b1'),
                                                                          'reason', 'balance exhausted'));
 SELECT is(ARRAY[pg_temp.state(:'b1'), pg_temp.state(:'b2')], ARRAY['releasing', 'provisioning'],
     'billing force-releases the allocations it names');
 SELECT is((SELECT reason || ' / ' || released_by FROM provisioning.allocations WHERE id = :'b1'::uuid), 'billing: balance exhausted / billing',
     'with its reason');
-SELECT pg_temp.ev('billing.force_release_requested', jsonb_build_object('user_id', :u3, 'reason', 'account closed'));
+SELECT pg_temp.handle('provisioning', 'billing.force_release_requested', NULL, jsonb_build_object('user_id', :u3, 'reason', 'account closed'));
 SELECT is(pg_temp.state(:'b2'), 'releasing', 'without ids: every live allocation of the user');
 SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE aggregate_id IN (:'b1', :'b2') AND event_type = 'release.requested'), 2,
     'one release intent each (an allocation already releasing is not released twice)');
 SELECT pg_temp.as_user(:u4);
 SELECT pg_temp.node('9e000000-0000-4000-8000-00000000000e', 'tap-e', 8);
 SELECT pg_temp.alloc('tap-x2') ->> 'id' AS c1 \gset
-SELECT pg_temp.ev('admin.force_release_requested', jsonb_build_object('allocation_id', :'c1', 'reason', 'hardware recall'));
+SELECT pg_temp.handle('provisioning', 'admin.force_release_requested', NULL, jsonb_build_object('allocation_id', :'c1', 'reason', 'hardware recall'));
 SELECT is((SELECT state || ' / ' || reason || ' / ' || released_by FROM provisioning.allocations WHERE id = :'c1'::uuid),
     'releasing / admin: hardware recall / admin', 'admin force-release');
 SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs WHERE action = 'allocation.force_released' AND target_id IN (:'b1', :'b2', :'c1')), 3,
     'force releases are audited');
 -- The deployment of c1 fails while it is releasing: nothing to release, released.
-SELECT pg_temp.ev('maas.deploy_failed', jsonb_build_object('allocation_id', :'c1', 'reason', 'Failed deployment'));
+SELECT pg_temp.handle('provisioning', 'maas.deploy_failed', NULL, jsonb_build_object('allocation_id', :'c1', 'reason', 'Failed deployment'));
 SELECT is(pg_temp.state(:'c1'), 'released', 'a release racing a failed deployment ends released');
 SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE aggregate_id = :'c1' AND event_type = 'allocation.activated'), 0,
     'nothing billed for it');

@@ -1,7 +1,7 @@
 -- releases: per-user keys (RLS), limits, idempotency, access minting rules,
 -- the event read model, the CA and grants.
 BEGIN;
-SELECT plan(66);
+SELECT * FROM no_plan();
 
 \set k1 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMOwPp55P+3rXvN52Am9GxAqi24MMrCru+LnotcYcsbn test-ed25519'
 \set k2 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGH0adccsKaI+zwzZ0Oc3/JiKzJtNi+7cBLNC/z21t0I tap-key-2'
@@ -12,43 +12,36 @@ SELECT plan(66);
 \set bob '''bbbbbbbb-0000-4000-8000-000000000002'''
 \set carol '''cccccccc-0000-4000-8000-000000000003'''
 \set a1 '''a1a1a1a1-0000-4000-8000-000000000001'''
-\ir helpers.psql
 \set a2 '''a2a2a2a2-0000-4000-8000-000000000002'''
 \set a3 '''a3a3a3a3-0000-4000-8000-000000000003'''
 \set a4 '''a4a4a4a4-0000-4000-8000-000000000004'''
 \set a5 '''a5a5a5a5-0000-4000-8000-000000000005'''
 \set c1 '''c1c1c1c1-0000-4000-8000-000000000001'''
 
-CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT releases.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
-$$;
-CREATE FUNCTION pg_temp.claims(sub text) RETURNS void LANGUAGE sql AS $$
-    SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true)
-$$;
 
 -- ---- read model through releases.on_event ------------------------------
-SELECT pg_temp.ev('user.created', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.com',
+SELECT pg_temp.handle('releases', 'user.created', :alice, jsonb_build_object('user_id', :alice, 'email', 'alice@example.com',
                   'posix_username', 'alice', 'uid', 2001, 'gid', 2001));
-SELECT pg_temp.ev('user.created', :bob, jsonb_build_object('user_id', :bob, 'email', 'bob@example.com',
+SELECT pg_temp.handle('releases', 'user.created', :bob, jsonb_build_object('user_id', :bob, 'email', 'bob@example.com',
                   'posix_username', 'bob', 'uid', 2002, 'gid', 2002));
-SELECT pg_temp.ev('user.created', :carol, jsonb_build_object('user_id', :carol, 'email', 'carol@example.com'));
-SELECT pg_temp.ev('allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
+SELECT pg_temp.handle('releases', 'user.created', :carol, jsonb_build_object('user_id', :carol, 'email', 'carol@example.com'));
+SELECT pg_temp.handle('releases', 'allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
                   'sku', 'h100x1', 'hostname', 'gpu-01', 'started_at', now() - interval '1 hour',
                   'ssh_principal', 'pgcloud-alloc-' || :a1));
-SELECT pg_temp.ev('allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :bob,
+SELECT pg_temp.handle('releases', 'allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :bob,
                   'sku', 'h100x1', 'hostname', 'gpu-02'));
-SELECT pg_temp.ev('allocation.activated', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice, 'sku', 'a10'));
-SELECT pg_temp.ev('allocation.released', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice,
+SELECT pg_temp.handle('releases', 'allocation.activated', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice, 'sku', 'a10'));
+SELECT pg_temp.handle('releases', 'allocation.released', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice,
                   'ended_at', now()));
-SELECT pg_temp.ev('allocation.activated', :a4, jsonb_build_object('allocation_id', :a4, 'user_id', :alice,
+SELECT pg_temp.handle('releases', 'allocation.activated', :a4, jsonb_build_object('allocation_id', :a4, 'user_id', :alice,
                   'ends_at', date_trunc('second', now()) + interval '300 seconds', 'ssh_principal', 'pgcloud-alloc-' || :a4));
 -- Activated without a principal (a node deployed without pgcloud's AuthorizedPrincipalsFile).
-SELECT pg_temp.ev('allocation.activated', 'a6a6a6a6-0000-4000-8000-000000000006',
+SELECT pg_temp.handle('releases', 'allocation.activated', 'a6a6a6a6-0000-4000-8000-000000000006',
                   jsonb_build_object('allocation_id', 'a6a6a6a6-0000-4000-8000-000000000006', 'user_id', :alice));
-SELECT pg_temp.ev('allocation.activated', :a5, jsonb_build_object('allocation_id', :a5, 'user_id', :alice));
-SELECT pg_temp.ev('allocation.failed', :a5, jsonb_build_object('allocation_id', :a5));
-SELECT pg_temp.ev('allocation.activated', :c1, jsonb_build_object('allocation_id', :c1, 'user_id', :carol));
-SELECT pg_temp.ev('payment.succeeded', 'x', '{"amount": 1}');
+SELECT pg_temp.handle('releases', 'allocation.activated', :a5, jsonb_build_object('allocation_id', :a5, 'user_id', :alice));
+SELECT pg_temp.handle('releases', 'allocation.failed', :a5, jsonb_build_object('allocation_id', :a5));
+SELECT pg_temp.handle('releases', 'allocation.activated', :c1, jsonb_build_object('allocation_id', :c1, 'user_id', :carol));
+SELECT pg_temp.handle('releases', 'payment.succeeded', 'x', '{"amount": 1}');
 
 SELECT is((SELECT posix_username || '/' || uid || '/' || gid FROM releases.users WHERE user_id = :alice),
     'alice/2001/2001', 'user.created fills the users read model');
@@ -60,15 +53,15 @@ SELECT is((SELECT array_agg(state ORDER BY allocation_id) FROM releases.allocati
     'allocation.activated makes allocations active; released and failed end them');
 SELECT is((SELECT hostname || ' ' || sku FROM releases.allocations WHERE allocation_id = :a1), 'gpu-01 h100x1',
     'the allocation carries its node hostname and sku');
-SELECT pg_temp.ev('allocation.activated', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice));
+SELECT pg_temp.handle('releases', 'allocation.activated', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice));
 SELECT is((SELECT state FROM releases.allocations WHERE allocation_id = :a3), 'ended',
     'a late allocation.activated does not revive an ended allocation');
-SELECT pg_temp.ev('allocation.released', 'dddddddd-0000-4000-8000-000000000000', '{}');
+SELECT pg_temp.handle('releases', 'allocation.released', 'dddddddd-0000-4000-8000-000000000000', '{}');
 SELECT is((SELECT state FROM releases.allocations WHERE allocation_id = 'dddddddd-0000-4000-8000-000000000000'), 'ended',
     'a release of an unknown allocation is recorded (the aggregate id names it)');
-SELECT is(pg_temp.error_of($$ SELECT pg_temp.ev('user.created', 'x', '{"user_id": "not-a-uuid"}') $$),
+SELECT is(pg_temp.error_of($$ SELECT pg_temp.handle('releases', 'user.created', 'x', '{"user_id": "not-a-uuid"}') $$),
     '{"code": "invalid_event", "status": 400}', 'a malformed payload is invalid_event (retried, then dead-lettered)');
-SELECT is(pg_temp.error_of($$ SELECT pg_temp.ev('user.created', 'x',
+SELECT is(pg_temp.error_of($$ SELECT pg_temp.handle('releases', 'user.created', 'x',
         '{"user_id": "eeeeeeee-0000-4000-8000-000000000000", "posix_username": "Robert; rm"}') $$),
     '{"code": "invalid_event", "status": 400}', 'a POSIX username that is not one is refused');
 SELECT is(pg_temp.error_of($$ UPDATE releases.allocations SET state = 'active' WHERE allocation_id = 'a3a3a3a3-0000-4000-8000-000000000003' $$),
@@ -77,7 +70,7 @@ SELECT is(pg_temp.error_of($$ UPDATE releases.allocations SET state = 'active' W
 -- ---- keys ------------------------------------------------------------------
 SELECT pgcloud.set_policy('releases.max_keys_per_user', '2');
 
-SELECT pg_temp.claims(:alice);
+SELECT pg_temp.as_user(:alice);
 SET LOCAL ROLE pgcloud_user;
 SELECT is((SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(api.add_ssh_key(:'k1', 'first')) k),
     ARRAY['bits', 'created_at', 'fingerprint', 'id', 'name', 'type'], 'add_ssh_key returns id, fingerprint, type, bits, name, created_at');
@@ -93,7 +86,7 @@ SELECT is(pg_temp.error_of(format('SELECT api.add_ssh_key(%L)', :'k3')), '{"code
 SELECT is(pg_temp.error_of(format('SELECT api.add_ssh_key(%L)', :'weak')), '{"code": "ssh_key_too_weak", "status": 400}',
     'an RSA-1024 key is 400 ssh_key_too_weak');
 
-SELECT pg_temp.claims(:bob);
+SELECT pg_temp.as_user(:bob);
 SELECT is(api.add_ssh_key(:'k1') ->> 'fingerprint', 'SHA256:SObfRdTHHEyFYm2/yxczcCN6KtEYHSlSERjaCetHK0s',
     'another user may register the same key');
 SELECT is(jsonb_array_length(api.list_ssh_keys()), 1, 'a user lists only their own keys');
@@ -112,7 +105,7 @@ SELECT throws_ok(format($q$ SET LOCAL ROLE pgcloud_svc_releases; INSERT INTO rel
     '42501', NULL, 'a row for another user cannot be written under RLS');
 RESET ROLE;
 
-SELECT pg_temp.claims(:alice);
+SELECT pg_temp.as_user(:alice);
 SET LOCAL ROLE pgcloud_user;
 SELECT is(api.delete_ssh_key(:'first_id') ->> 'deleted', 'true', 'a user deletes their own key');
 SELECT is(jsonb_array_length(api.list_ssh_keys()), 1, '... which leaves the list');
@@ -128,7 +121,7 @@ SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs WHERE action IN ('ssh_ke
     'adds and deletes are audited with fingerprints and without key material');
 
 -- ---- minting ---------------------------------------------------------------
-SELECT pg_temp.claims(:alice);
+SELECT pg_temp.as_user(:alice);
 SET LOCAL ROLE pgcloud_user;
 SELECT api.mint_access(:a1, :'k1') AS m1 \gset
 SELECT ok(:'m1'::jsonb ->> 'certificate' ~ '^ssh-ed25519-cert-v01@openssh\.com AAAA[A-Za-z0-9+/]+=* alice@pgcloud-[0-9]+$',
@@ -167,13 +160,13 @@ SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :a5, :'k1'))
     'a failed allocation is 409 allocation_not_active');
 SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :a1, :'weak')), '{"code": "ssh_key_too_weak", "status": 400}',
     'minting checks the key like add_ssh_key');
-SELECT pg_temp.claims(:carol);
+SELECT pg_temp.as_user(:carol);
 SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :c1, :'k1')), '{"code": "posix_identity_missing", "status": 409}',
     'a user without a POSIX username cannot get a certificate');
 RESET ROLE;
 
-SELECT pg_temp.ev('allocation.released', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice));
-SELECT pg_temp.claims(:alice);
+SELECT pg_temp.handle('releases', 'allocation.released', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice));
+SELECT pg_temp.as_user(:alice);
 SET LOCAL ROLE pgcloud_user;
 SELECT is(pg_temp.error_of(format('SELECT api.mint_access(%L, %L)', :a1, :'k1')), '{"code": "allocation_not_active", "status": 409}',
     'after allocation.released no certificate is minted');
@@ -208,7 +201,7 @@ SELECT is((SELECT length(pgcloud.unseal(private_sealed, 'releases.ssh_ca')) FROM
 SELECT throws_ok($$ SELECT pgcloud.unseal(private_sealed, 'other') FROM releases.ssh_ca_keys $$, 'XX001', NULL,
     '... and not for another context');
 
-SELECT pg_temp.claims(:alice);
+SELECT pg_temp.as_user(:alice);
 SET LOCAL ROLE pgcloud_user;
 SELECT throws_ok('SELECT api.admin_rotate_ssh_ca()', '42501', NULL, 'users cannot rotate the CA');
 RESET ROLE;

@@ -5,7 +5,6 @@
 -- deletion, idempotency, events and audit.
 BEGIN;
 SELECT * FROM no_plan();
-\ir helpers.psql
 
 SET LOCAL pgcloud.s3_endpoint = 'http://127.0.0.1:9';
 SET LOCAL pgcloud.s3_region = 'eu-test-1';
@@ -15,9 +14,9 @@ SET LOCAL pgcloud.s3_secret_access_key = 'tap-secret';
 \set alice '''7a000000-0000-4000-8000-00000000000a'''
 \set bob '''7b000000-0000-4000-8000-00000000000b'''
 
-CREATE FUNCTION pg_temp.as_user(sub text) RETURNS void LANGUAGE sql AS $$
-    SELECT NULL::void FROM set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub)::text, true) a,
-                           set_config('request.headers', '{}', true) b
+-- A user, with no idempotency key left from an earlier call.
+CREATE FUNCTION pg_temp.as_user_without_key(sub text) RETURNS void LANGUAGE sql AS $$
+    SELECT NULL::void FROM pg_temp.as_user(sub) a, set_config('request.headers', '{}', true) b
 $$;
 CREATE FUNCTION pg_temp.with_key(k text) RETURNS void LANGUAGE sql AS $$
     SELECT NULL::void FROM set_config('request.headers', jsonb_build_object('x-idempotency-key', k)::text, true)
@@ -51,7 +50,7 @@ SELECT is_empty($$ SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
 -- ---- namespaces ----------------------------------------------------------
 SELECT is(pg_temp.error_of($$ SELECT api.create_namespace('x') $$), '{"code": "unauthenticated", "status": 401}',
     'no user, no namespace');
-SELECT pg_temp.as_user(:alice);
+SELECT pg_temp.as_user_without_key(:alice);
 SELECT is(api.create_namespace('photos') ->> 'name', 'photos', 'alice creates photos');
 SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE event_type = 'namespace.created' AND payload ->> 'name' = 'photos'), 1,
     'namespace.created announced');
@@ -65,12 +64,12 @@ UPDATE pgcloud.policy_values SET value = '2' WHERE key = 'storage.max_namespaces
 SELECT lives_ok($$ SELECT api.create_namespace('docs') $$, 'a second one');
 SELECT is(pg_temp.error_of($$ SELECT api.create_namespace('third') $$), '{"code": "namespace_limit_reached", "status": 409}',
     'the per-user limit holds');
-SELECT pg_temp.as_user(:bob);
+SELECT pg_temp.as_user_without_key(:bob);
 SELECT is(api.create_namespace('photos') ->> 'name', 'photos', 'bob may have his own photos');
 SELECT is(jsonb_array_length(api.list_namespaces()), 1, 'bob sees only his namespace');
 
 -- ---- pre-signed URLs: validation ----------------------------------------------
-SELECT pg_temp.as_user(:alice);
+SELECT pg_temp.as_user_without_key(:alice);
 SELECT is(pg_temp.error_of($$ SELECT api.presign('photos', 'a.txt', 'POST', 60) $$), '{"code": "presign_invalid", "status": 400}', 'POST: 400');
 SELECT is(pg_temp.error_of($$ SELECT api.presign('photos', 'a.txt', 'PUT', 0) $$), '{"code": "presign_invalid", "status": 400}', '0 s: 400');
 SELECT is(pg_temp.error_of($$ SELECT api.presign('photos', 'a.txt', 'PUT', 3601) $$), '{"code": "presign_invalid", "status": 400}',
@@ -98,7 +97,7 @@ SELECT ok((SELECT (r ->> 'expires_at')::timestamptz BETWEEN now() + interval '59
 SELECT is(api.presign('photos', './cats/tom.jpg', 'put', 600), (SELECT r FROM put1), 'the same key returns the same URL');
 SELECT is(pg_temp.error_of($$ SELECT api.presign('photos', 'cats/tom.jpg', 'PUT', 601) $$),
     '{"code": "idempotency_key_reused", "status": 422}', 'the same key with other arguments: 422');
-SELECT pg_temp.as_user(:alice);
+SELECT pg_temp.as_user_without_key(:alice);
 SELECT is(pg_temp.state('cats/tom.jpg'), 'pending', 'the object is pending');
 SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs WHERE action = 'storage.presigned_put'), 1, 'the PUT URL is audited once');
 SELECT is(pg_temp.error_of($$ SELECT api.presign('photos', 'cats/tom.jpg', 'GET', 60) $$), '{"code": "object_not_found", "status": 404}',
@@ -124,13 +123,13 @@ SELECT alike(api.presign('photos', 'cats/tom.jpg', 'GET', 60) ->> 'url', '%X-Amz
 SELECT alike(api.presign('photos', 'cats/tom.jpg', 'HEAD', 60) ->> 'url', '%X-Amz-Signature=%', 'and a HEAD URL');
 
 -- ---- isolation ------------------------------------------------------------------
-SELECT pg_temp.as_user(:bob);
+SELECT pg_temp.as_user_without_key(:bob);
 SELECT is(api.list_objects('photos') -> 'objects', '[]', 'bob''s photos are not alice''s');
 SELECT is(pg_temp.error_of($$ SELECT api.presign('photos', 'cats/tom.jpg', 'GET', 60) $$), '{"code": "object_not_found", "status": 404}',
     'bob cannot get a URL for alice''s object');
 SELECT is(pg_temp.error_of($$ SELECT api.delete_object('docs', 'cats/tom.jpg') $$), '{"code": "namespace_not_found", "status": 404}',
     'nor reach alice''s other namespace');
-SELECT pg_temp.as_user(:alice);
+SELECT pg_temp.as_user_without_key(:alice);
 
 -- ---- quotas ----------------------------------------------------------------------
 UPDATE pgcloud.policy_values SET value = '2' WHERE key = 'storage.max_objects_per_namespace';

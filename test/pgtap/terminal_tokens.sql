@@ -2,7 +2,6 @@
 -- allocation and the session, app members, heartbeat/end/reap, grants.
 BEGIN;
 SELECT * FROM no_plan();
-\ir helpers.psql
 \set alice '''7e7e0000-0000-4000-8000-000000000001'''
 \set bob '''7e7e0000-0000-4000-8000-000000000002'''
 \set sid '''7e7e0000-0000-4000-8000-0000000005a1'''
@@ -12,12 +11,6 @@ SELECT * FROM no_plan();
 \set a3 '''7e7ea100-0000-4000-8000-000000000003'''
 \set relay '''7e7e5e55-0000-4000-8000-000000000001'''
 
-CREATE FUNCTION pg_temp.ev(t text, agg text, p jsonb) RETURNS void LANGUAGE sql AS $$
-    SELECT terminal.on_event(gen_random_uuid(), t, split_part(t, '.', 1), agg, p, '{}'::jsonb)
-$$;
-CREATE FUNCTION pg_temp.as_user(sub text, sid text) RETURNS void LANGUAGE sql AS $$
-    SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', sub, 'sid', sid)::text, true)
-$$;
 CREATE FUNCTION pg_temp.as_relay(scopes text DEFAULT 'terminal:redeem') RETURNS void LANGUAGE sql AS $$
     SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_service', 'sub', '7e7e5e55-0000-4000-8000-000000000001',
                                                                'relay', 'relay-tap', 'scopes', scopes)::text, true)
@@ -33,12 +26,12 @@ BEGIN
     RETURN api.service_redeem_terminal_token(tok);
 END $$;
 
-SELECT pg_temp.ev('user.created', :alice, jsonb_build_object('user_id', :alice, 'posix_username', 'alice'));
-SELECT pg_temp.ev('user.created', :bob, jsonb_build_object('user_id', :bob, 'posix_username', 'bob'));
-SELECT pg_temp.ev('allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
+SELECT pg_temp.handle('terminal', 'user.created', :alice, jsonb_build_object('user_id', :alice, 'posix_username', 'alice'));
+SELECT pg_temp.handle('terminal', 'user.created', :bob, jsonb_build_object('user_id', :bob, 'posix_username', 'bob'));
+SELECT pg_temp.handle('terminal', 'allocation.activated', :a1, jsonb_build_object('allocation_id', :a1, 'user_id', :alice,
                   'node_hostname', 'gpu-01', 'ip_addresses', jsonb_build_array('10.0.0.1')));
-SELECT pg_temp.ev('allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :bob, 'node_hostname', 'gpu-02'));
-SELECT pg_temp.ev('allocation.activated', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice, 'node_hostname', 'gpu-03'));
+SELECT pg_temp.handle('terminal', 'allocation.activated', :a2, jsonb_build_object('allocation_id', :a2, 'user_id', :bob, 'node_hostname', 'gpu-02'));
+SELECT pg_temp.handle('terminal', 'allocation.activated', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice, 'node_hostname', 'gpu-03'));
 
 -- ---- mint ---------------------------------------------------------------------
 SELECT pg_temp.as_user(:alice, :sid);
@@ -105,7 +98,7 @@ SELECT is(pg_temp.error_of('SELECT api.service_terminal_refused(NULL, ''Bad Code
 SELECT pg_temp.mint(:alice, :sid2, :a1) AS tok3 \gset
 SELECT pg_temp.mint(:alice, :sid2, :a1) AS tok4 \gset
 SELECT pg_temp.redeem(:'tok4') ->> 'terminal_session_id' AS ts4 \gset
-SELECT pg_temp.ev('session.revoked', :sid2, jsonb_build_object('session_id', :sid2, 'user_id', :alice));
+SELECT pg_temp.handle('terminal', 'session.revoked', :sid2, jsonb_build_object('session_id', :sid2, 'user_id', :alice));
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.redeem(%L)', :'tok3')),
           '{"code": "terminal_token_revoked", "status": 401}', 'session.revoked: its tokens die');
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.mint(%L, %L, %L)', :alice, :sid2, :a1)),
@@ -131,7 +124,7 @@ SELECT pg_temp.mint(:alice, :sid, :a3) AS tok6 \gset
 SELECT pg_temp.redeem(:'tok6') ->> 'terminal_session_id' AS ts6 \gset
 -- allocation.releasing (the release requested) ends access at once; released and
 -- failed do the same (test/t/terminal_browser.pl releases one in the browser).
-SELECT pg_temp.ev('allocation.releasing', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice));
+SELECT pg_temp.handle('terminal', 'allocation.releasing', :a3, jsonb_build_object('allocation_id', :a3, 'user_id', :alice));
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.redeem(%L)', :'tok5')),
           '{"code": "terminal_token_revoked", "status": 401}', 'allocation.releasing: its tokens die');
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.mint(%L, %L, %L)', :alice, :sid, :a3)),
@@ -139,16 +132,16 @@ SELECT is(pg_temp.error_of(format('SELECT pg_temp.mint(%L, %L, %L)', :alice, :si
 SELECT is((SELECT close_requested FROM terminal.sessions WHERE id = :'ts6'), 'allocation_ended', '... its open terminal is to close');
 
 -- ---- app members ------------------------------------------------------------------------
-SELECT pg_temp.ev('app.member_added', '7e7e0000-0000-4000-8000-0000000001a1', jsonb_build_object('instance_id', '7e7e0000-0000-4000-8000-0000000001a1',
+SELECT pg_temp.handle('terminal', 'app.member_added', '7e7e0000-0000-4000-8000-0000000001a1', jsonb_build_object('instance_id', '7e7e0000-0000-4000-8000-0000000001a1',
                   'allocation_id', :a1, 'user_id', :bob, 'role', 'viewer'));
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.mint(%L, %L, %L)', :bob, :sid, :a1)),
           '{"code": "allocation_not_found", "status": 404}', 'an app viewer may not open a terminal');
-SELECT pg_temp.ev('app.member_added', '7e7e0000-0000-4000-8000-0000000001a1', jsonb_build_object('instance_id', '7e7e0000-0000-4000-8000-0000000001a1',
+SELECT pg_temp.handle('terminal', 'app.member_added', '7e7e0000-0000-4000-8000-0000000001a1', jsonb_build_object('instance_id', '7e7e0000-0000-4000-8000-0000000001a1',
                   'allocation_id', :a1, 'user_id', :bob, 'role', 'editor'));
 SELECT pg_temp.mint(:bob, :sid, :a1) AS tokb \gset
 SELECT is(pg_temp.redeem(:'tokb') ->> 'posix_username', 'alice', 'an app editor may: the login is the allocation owner''s');
 SELECT pg_temp.mint(:bob, :sid, :a1) AS tokb2 \gset
-SELECT pg_temp.ev('app.member_removed', '7e7e0000-0000-4000-8000-0000000001a1', jsonb_build_object('instance_id', '7e7e0000-0000-4000-8000-0000000001a1',
+SELECT pg_temp.handle('terminal', 'app.member_removed', '7e7e0000-0000-4000-8000-0000000001a1', jsonb_build_object('instance_id', '7e7e0000-0000-4000-8000-0000000001a1',
                   'user_id', :bob));
 SELECT is(pg_temp.error_of(format('SELECT pg_temp.redeem(%L)', :'tokb2')),
           '{"code": "terminal_token_revoked", "status": 401}', 'a removed member''s tokens die');
