@@ -29,8 +29,8 @@ my $maas = PgcloudFakes->start('maas', dir => "$tmp/maas",
 my $node = pgcloud_node('admin_flow', "pgcloud.maas_url = '" . $maas->url . "'\npgcloud.maas_api_key = 'fc:ft:fs'\n"
     . "pgcloud.stripe_api_url = '" . $stripe->url . "'\npgcloud.stripe_secret_key = 'sk_test_flow'\n"
     . "pgcloud.stripe_webhook_secrets = 'whsec_flow'\n");
-sub sql { return $node->safe_psql('postgres', $_[0]) }
-sub wait_for
+sql_node($node, 'postgres');
+sub wait_polling_maas
 {
     my ($query, $what) = @_;
     for (1 .. 600)
@@ -62,7 +62,7 @@ sql(q{SELECT pgcloud.set_policy('auth.dev_login_enabled', 'true');
       SELECT api.admin_upsert_image('flow-jammy', 'jammy');});
 my @machines = sort keys %{ $maas->state->{machines} };
 sql(qq{SELECT api.admin_register_node('flow-node-$_', '$machines[$_]', 'gpu.flow.1x')}) for 0 .. 1;
-wait_for(q{SELECT count(*) = 2 FROM inventory.nodes WHERE state = 'ready'}, 'both nodes commissioned and ready');
+wait_polling_maas(q{SELECT count(*) = 2 FROM inventory.nodes WHERE state = 'ready'}, 'both nodes commissioned and ready');
 
 # ---- the main flow, one correlation id per request -------------------------------------------
 my $anon = '{"role": "pgcloud_anon"}';
@@ -73,21 +73,21 @@ my $ada = decode_json($claims)->{sub};
 like($ada, qr/^[0-9a-f-]{36}$/, 'Ada signed in');
 
 my $co = decode_json(request($claims, '{"x-correlation-id": "flow-2-topup"}', q{SELECT api.create_checkout(5000, 'usd')}));
-wait_for(qq{SELECT status = 'open' FROM payments.payment_sessions WHERE id = '$co->{id}'}, 'the Checkout Session is open');
+wait_polling_maas(qq{SELECT status = 'open' FROM payments.payment_sessions WHERE id = '$co->{id}'}, 'the Checkout Session is open');
 my $cs = sql(qq{SELECT stripe_session_id FROM payments.payment_sessions WHERE id = '$co->{id}'});
 my $ev = $stripe->post_json("/v1/checkout/sessions/$cs/_complete");
 my $hdr = encode_json({ 'stripe-signature' => $ev->{stripe_signature}, 'x-correlation-id' => 'flow-3-webhook' });
 request($anon, $hdr, qq{SELECT api.stripe_webhook(\$pw\$$ev->{payload}\$pw\$)});
-wait_for(qq{SELECT coalesce(balance, 0) > 0 FROM provisioning.account_standing WHERE user_id = '$ada'},
+wait_polling_maas(qq{SELECT coalesce(balance, 0) > 0 FROM provisioning.account_standing WHERE user_id = '$ada'},
     'paid: provisioning knows Ada may allocate');
-wait_for(qq{SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL}, 'every event delivered');
+wait_polling_maas(qq{SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL}, 'every event delivered');
 
 my $alloc = decode_json(request($claims, '{"x-correlation-id": "flow-4-allocate"}',
     q{SELECT api.create_allocation('gpu.flow.1x', 'flow-jammy')}));
-wait_for(qq{SELECT state = 'active' FROM provisioning.allocations WHERE id = '$alloc->{id}'}, 'MAAS deployed it: active');
+wait_polling_maas(qq{SELECT state = 'active' FROM provisioning.allocations WHERE id = '$alloc->{id}'}, 'MAAS deployed it: active');
 request($claims, '{"x-correlation-id": "flow-5-release"}', qq{SELECT api.release_allocation('$alloc->{id}')});
-wait_for(qq{SELECT state = 'released' FROM provisioning.allocations WHERE id = '$alloc->{id}'}, 'released');
-wait_for(q{SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL}, 'every event delivered');
+wait_polling_maas(qq{SELECT state = 'released' FROM provisioning.allocations WHERE id = '$alloc->{id}'}, 'released');
+wait_polling_maas(q{SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL}, 'every event delivered');
 
 # ---- the audit, as admin sees it ---------------------------------------------------------------------
 my $admin = encode_json({ role => 'pgcloud_admin', sub => '0a000000-0000-4000-8000-00000000000a' });
@@ -142,14 +142,14 @@ is(request($admin, '{}', q{SELECT jsonb_array_length(api.admin_nodes())}), '2', 
 
 # ---- force-release -----------------------------------------------------------------------------------------
 my $a2 = decode_json(request($claims, '{}', q{SELECT api.create_allocation('gpu.flow.1x', 'flow-jammy')}));
-wait_for(qq{SELECT state = 'active' FROM provisioning.allocations WHERE id = '$a2->{id}'}, 'a second allocation is active');
-wait_for(q{SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL}, 'admin knows it');
+wait_polling_maas(qq{SELECT state = 'active' FROM provisioning.allocations WHERE id = '$a2->{id}'}, 'a second allocation is active');
+wait_polling_maas(q{SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL}, 'admin knows it');
 request($admin, '{"x-correlation-id": "flow-6-force"}', qq{SELECT api.admin_force_release('$a2->{id}', 'GPU fell off the bus')});
-wait_for(qq{SELECT state = 'released' FROM provisioning.allocations WHERE id = '$a2->{id}'},
+wait_polling_maas(qq{SELECT state = 'released' FROM provisioning.allocations WHERE id = '$a2->{id}'},
     'provisioning honoured admin.force_release_requested: released through MAAS');
 like(sql(qq{SELECT reason FROM provisioning.allocations WHERE id = '$a2->{id}'}), qr/^admin: GPU fell off the bus/,
     'with the reason');
-wait_for(q{SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL}, 'every event delivered');
+wait_polling_maas(q{SELECT count(*) = 0 FROM pgcloud.outbox WHERE published_at IS NULL}, 'every event delivered');
 is(request($admin, '{}', qq{SELECT string_agg(action || ' ' || (details ->> 'reason'), ', ' ORDER BY seq)
     FROM api.admin_audit('$since', now() + interval '1 minute', NULL, 'admin.force_release')}),
     'admin.force_release GPU fell off the bus', 'audited with the reason');

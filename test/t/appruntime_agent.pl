@@ -86,7 +86,7 @@ IPC::Run::run([ 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', "http://1
 is($o, '200', '... with HTTP 200');
 my $greeting = `cat $home/.pgcloud/apps/greeting-$port.txt`;
 is($greeting, "hi from tap\n", 'the environment reached the process');
-like(_slurp($ssh->{log}), qr/Accepted certificate ID "pgcloud appruntime user=$alice allocation=$alloc"/,
+like(slurp($ssh->{log}), qr/Accepted certificate ID "pgcloud appruntime user=$alice allocation=$alloc"/,
      'the agent logged in with a platform certificate for the allocation');
 
 # ---- members -----------------------------------------------------------------------
@@ -161,4 +161,3 @@ $ssh->{handle}->finish;
 $node->stop;
 done_testing();
 
-sub _slurp { my $f = shift; open my $fh, '<', $f or die "$f: $!"; local $/; my $s = <$fh>; close $fh; return $s; }

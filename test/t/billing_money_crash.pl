@@ -25,7 +25,7 @@ $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pgcloud'\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION pgcloud CASCADE');
-sub sql { return $node->safe_psql('postgres', $_[0]) }
+sql_node($node, 'postgres');
 
 # Runs SQL in a background psql (from a file: IPC::Run only feeds a scalar
 # to stdin while it is pumped); returns the harness.
@@ -130,6 +130,7 @@ $node->stop;
 
 # ---- 2. webhooks ---------------------------------------------------------------------------------------
 $node = pgcloud_node('money_webhook_crash', "pgcloud.stripe_webhook_secrets = '$secret'\n");
+sql_node($node, 'postgres');
 sql(q{SELECT count(billing.open_account(('c0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'usd'))
         FROM generate_series(1, 40) i});
 # 300 paid Checkout Sessions; their webhooks arrive from 4 connections at once,

@@ -35,15 +35,15 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE pgcloud');
 $node->safe_psql('pgcloud', 'CREATE EXTENSION pgcloud CASCADE');
 
-sub sql { return $node->safe_psql('pgcloud', $_[0]) }
-sub wait_for
+sql_node($node, 'pgcloud');
+sub wait_ok
 {
     my ($query, $want, $what) = @_;
     ok($node->poll_query_until('pgcloud', $query, $want), $what);
 }
 
 my $user = '0e2e0e2e-0000-4000-8000-000000000001';
-sub as_user
+sub as_user_in_tx
 {
     my ($q) = @_;
     return sql(qq{BEGIN;
@@ -70,14 +70,14 @@ sub webhook
 $node->poll_query_until('pgcloud', "SELECT count(*) = 2 FROM pgcloud.workers WHERE worker IN ('relay', 'http') AND pid IS NOT NULL")
   or die 'the workers did not start';
 sql(qq{SELECT pgcloud.emit('user.created', 'user', '$user', jsonb_build_object('user_id', '$user', 'email', 'e2e\@example.com'))});
-wait_for("SELECT count(*) FROM billing.accounts WHERE account_id = '$user'", '1', 'user.created opened the billing account');
+wait_ok("SELECT count(*) FROM billing.accounts WHERE account_id = '$user'", '1', 'user.created opened the billing account');
 
 # ---- checkout -------------------------------------------------------------------------------
-my $session = as_user(q{SELECT api.create_checkout(2500, 'usd') ->> 'id'});
+my $session = as_user_in_tx(q{SELECT api.create_checkout(2500, 'usd') ->> 'id'});
 like($session, qr/^[0-9a-f-]{36}$/, 'api.create_checkout returns our session id');
-wait_for("SELECT status FROM payments.payment_sessions WHERE id = '$session'", 'open',
+wait_ok("SELECT status FROM payments.payment_sessions WHERE id = '$session'", 'open',
     'the executor created the Checkout Session and the callback stored it');
-my $checkout = as_user(qq{SELECT api.get_checkout('$session')::text});
+my $checkout = as_user_in_tx(qq{SELECT api.get_checkout('$session')::text});
 like($checkout, qr{"url": "https://checkout\.stripe\.com/c/pay/cs_test_}, 'api.get_checkout returns the Stripe URL');
 my ($cs) = $checkout =~ /"stripe_session_id": "(cs_test_\w+)"/;
 ok($cs, "the Checkout Session id is stored ($cs)");
@@ -96,7 +96,7 @@ is($r->{form}{customer_email}, 'e2e@example.com', 'prefilled with the user\'s e-
 my $ev = $stripe->post_json("/v1/checkout/sessions/$cs/_complete");
 is($ev->{event}{type}, 'checkout.session.completed', 'the fake completes the session and signs the event');
 like(webhook($ev), qr/"outcome": "payment_recorded"/, 'api.stripe_webhook verifies and records the payment');
-wait_for("SELECT balance FROM billing.balances WHERE account_id = '$user'", '2500',
+wait_ok("SELECT balance FROM billing.balances WHERE account_id = '$user'", '2500',
     'the relay delivered payment.succeeded: the ledger is credited');
 my $again = $stripe->post_json("/v1/checkout/sessions/$cs/_complete");
 is($again->{event}{id}, $ev->{event}{id}, 'Stripe redelivers the same event');
@@ -105,14 +105,14 @@ like(webhook($ev), qr/"duplicate": true/, 'and the old delivery again too');
 sleep(1);
 is(sql("SELECT count(*) || ' ' || sum(amount) FROM billing.ledger_entries WHERE account_id = '$user' AND kind = 'credit'"),
     '1 2500', 'credited exactly once');
-is(as_user(qq{SELECT api.get_checkout('$session') ->> 'status'}), 'complete', 'the checkout is complete');
-is(as_user(q{SELECT api.balance() ->> 'balance'}), '2500', 'api.balance() shows it');
+is(as_user_in_tx(qq{SELECT api.get_checkout('$session') ->> 'status'}), 'complete', 'the checkout is complete');
+is(as_user_in_tx(q{SELECT api.balance() ->> 'balance'}), '2500', 'api.balance() shows it');
 
 # ---- refund: debit first, then Stripe; then webhooks reconcile ------------------------------------------
 my $payment = sql("SELECT id FROM payments.payments WHERE checkout_session_id = '$cs'");
 my $refund = sql(qq{SELECT api.admin_refund('$payment', 1000, 'requested_by_customer') ->> 'id'});
 like($refund, qr/^[0-9a-f-]{36}$/, 'api.admin_refund (operator)');
-wait_for("SELECT status FROM payments.refunds WHERE id = '$refund'", 'succeeded',
+wait_ok("SELECT status FROM payments.refunds WHERE id = '$refund'", 'succeeded',
     'billing debited, payments sent the refund, Stripe answered succeeded');
 is(sql("SELECT amount FROM billing.ledger_entries WHERE kind = 'refund_debit' AND cause_id = '$refund'"), '-1000',
     'the ledger debit');
@@ -131,7 +131,7 @@ is(sql("SELECT stripe_amount_refunded || ' ' || amount_refunded || ' ' || status
     '1000 1000 partially_refunded', 'Stripe\'s refunded total matches ours');
 my $failed_ev = $stripe->post_json("/v1/refunds/$re/_event?type=refund.updated&status=failed");
 like(webhook($failed_ev), qr/"outcome": "refund_failed"/, 'refund.updated: the refund failed at Stripe');
-wait_for("SELECT balance FROM billing.balances WHERE account_id = '$user'", '2500',
+wait_ok("SELECT balance FROM billing.balances WHERE account_id = '$user'", '2500',
     'refund.failed: billing reversed the debit');
 is(sql("SELECT count(*) FROM billing.ledger_entries WHERE cause_id = '$refund'"), '2', 'one debit, one reversal');
 
@@ -140,8 +140,8 @@ $stripe->control({ status => 400, path => '/v1/refunds',
                    body => { error => { type => 'invalid_request_error', code => 'charge_already_refunded',
                                         message => 'Charge has already been refunded.' } } });
 my $refused = sql(qq{SELECT api.admin_refund('$payment', 500, 'duplicate') ->> 'id'});
-wait_for("SELECT status FROM payments.refunds WHERE id = '$refused'", 'failed', 'Stripe refuses: the refund fails');
-wait_for("SELECT count(*) FROM billing.ledger_entries WHERE cause_id = '$refused'", '2', 'and its debit is reversed');
+wait_ok("SELECT status FROM payments.refunds WHERE id = '$refused'", 'failed', 'Stripe refuses: the refund fails');
+wait_ok("SELECT count(*) FROM billing.ledger_entries WHERE cause_id = '$refused'", '2', 'and its debit is reversed');
 $stripe->control(undef);
 
 # ---- the books ---------------------------------------------------------------------------------------------

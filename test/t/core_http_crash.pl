@@ -34,7 +34,7 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE pgcloud');
 $node->safe_psql('pgcloud', 'CREATE EXTENSION pgcloud CASCADE');
 
-sub sql { return $node->safe_psql('pgcloud', $_[0]) }
+sql_node($node, 'pgcloud');
 
 $node->poll_query_until('pgcloud', "SELECT pid IS NOT NULL FROM pgcloud.workers WHERE worker = 'http'")
   or die 'the HTTP executor did not start';

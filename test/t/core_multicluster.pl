@@ -99,7 +99,7 @@ sub wait_q
     return $got;
 }
 my $claims;
-sub as_user
+sub as_user_on
 {
     my ($svc, $sql) = @_;
     return dbq($svc, "SET request.jwt.claims = '$claims'; SET ROLE pgcloud_user; $sql");
@@ -141,10 +141,10 @@ is(wait_q('provisioning', q{SELECT string_agg(state, ',' ORDER BY hostname) FROM
     'ready,ready', 'inventory -> maas -> MAAS -> inventory -> provisioning: the nodes are ready');
 
 # ---- top-up: Stripe checkout and signed webhook; a NATS node dies meanwhile ------------------------
-my $session = as_user('payments', q{SELECT api.create_checkout(100000, 'usd') ->> 'id'});
+my $session = as_user_on('payments', q{SELECT api.create_checkout(100000, 'usd') ->> 'id'});
 is(wait_q('payments', "SELECT status FROM payments.payment_sessions WHERE id = '$session'", 'open'), 'open',
     'the Checkout Session is created at Stripe');
-my ($cs) = as_user('payments', "SELECT api.get_checkout('$session')::text") =~ /"stripe_session_id": "(cs_test_\w+)"/;
+my ($cs) = as_user_on('payments', "SELECT api.get_checkout('$session')::text") =~ /"stripe_session_id": "(cs_test_\w+)"/;
 my @reqs = grep { $_->{path} eq '/v1/checkout/sessions' } $stripe->requests;
 is($reqs[0]{form}{customer_email}, 'multi@example.com', "payments knew the user's e-mail (user.created across clusters)");
 
@@ -177,17 +177,17 @@ is(wait_q('provisioning', "SELECT standing FROM provisioning.account_standing WH
 
 # ---- SSH key, allocation deployed by MAAS, certificate ---------------------------------------------
 my $key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMOwPp55P+3rXvN52Am9GxAqi24MMrCru+LnotcYcsbn';
-my $key_id = as_user('releases', "SELECT api.add_ssh_key('$key', 'laptop') ->> 'id'");
+my $key_id = as_user_on('releases', "SELECT api.add_ssh_key('$key', 'laptop') ->> 'id'");
 like($key_id, qr/^[0-9a-f-]{36}$/, 'an SSH key is added in releases');
 is(wait_q('provisioning', "SELECT count(*) FROM pgcloud.inbox WHERE subscriber = 'provisioning' AND event_type = 'ssh_key.added'", '1'),
     '1', 'provisioning received ssh_key.added once');
-my $alloc = as_user('provisioning', "SELECT api.create_allocation('a100x8', 'ubuntu-22.04', ARRAY['$key_id']::uuid[]) ->> 'id'");
+my $alloc = as_user_on('provisioning', "SELECT api.create_allocation('a100x8', 'ubuntu-22.04', ARRAY['$key_id']::uuid[]) ->> 'id'");
 like($alloc, qr/^[0-9a-f-]{36}$/, 'an allocation is requested');
 is(wait_q('provisioning', "SELECT state FROM provisioning.allocations WHERE id = '$alloc'", 'active', 60), 'active',
     'provisioning -> maas -> fake MAAS -> provisioning: the allocation is active');
 is(wait_q('releases', "SELECT count(*) FROM pgcloud.inbox WHERE event_type = 'allocation.activated'", '1'), '1',
     'releases saw the allocation activated');
-like(as_user('releases', "SELECT api.mint_access('$alloc', '$key')::text"), qr/ssh-ed25519-cert-v01\@openssh\.com/,
+like(as_user_on('releases', "SELECT api.mint_access('$alloc', '$key')::text"), qr/ssh-ed25519-cert-v01\@openssh\.com/,
     'releases mints an OpenSSH certificate for the active allocation');
 ok(wait_q('billing', "SELECT count(*) >= 1 FROM billing.usage_records WHERE allocation_id = '$alloc'", 't', 30) eq 't',
     'billing meters the allocation');
@@ -195,7 +195,7 @@ ok(wait_q('billing', "SELECT count(*) >= 1 FROM billing.usage_records WHERE allo
 # ---- session revocation: auth -> every database's pre-request ------------------------------------
 my ($r0) = dbq('billing', "SET request.jwt.claims = '$claims'; SET ROLE pgcloud_user; SELECT pgcloud.pre_request()", fail_ok => 1);
 is($r0, 0, "before logout the billing database's pre-request lets the session through");
-as_user('auth', 'SELECT api.logout()');
+as_user_on('auth', 'SELECT api.logout()');
 my $t0 = time();
 my $refused = 0;
 while (time() - $t0 < 5) {
@@ -212,7 +212,7 @@ $claims = qq{{"role": "pgcloud_user", "sub": "$sub"}};    # a fresh session, as 
 ($rc, $out) = script('cluster-stop', 'money');
 is($rc, 0, 'the money cluster (billing, payments, releases, terminal) is stopped') or diag($out);
 my $stopped = time();
-as_user('provisioning', "SELECT api.release_allocation('$alloc')");
+as_user_on('provisioning', "SELECT api.release_allocation('$alloc')");
 is(wait_q('provisioning', "SELECT state FROM provisioning.allocations WHERE id = '$alloc'", 'released', 30), 'released',
     'the other clusters go on: the allocation is released through MAAS');
 sleep(30 - (time() - $stopped)) if time() - $stopped < 30;

@@ -41,13 +41,8 @@ pgcloud.maas_api_key = 'k:t:s'
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_cron; CREATE EXTENSION pgcloud CASCADE;');
-sub sql { return $node->safe_psql('postgres', $_[0]) }
-sub wait_for { my ($q, $want, $t) = @_; return wait_until($node, $q, $want, $t // 60) }
-sub as_user
-{
-    return sql(q{SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "70000000-0000-4000-8000-000000000001"}';
-                 SET ROLE pgcloud_user; } . $_[0]);
-}
+sql_node($node, 'postgres');
+my $user = '70000000-0000-4000-8000-000000000001';
 
 is(sql(q{SELECT string_agg(job, ',' ORDER BY job) FROM pgcloud.jobs}),
     'auth.prune,billing.accrue,core.prune_cron_history,core.prune_http_intents,core.prune_idempotency_keys,'
@@ -72,13 +67,13 @@ is(wait_for(q{SELECT string_agg(state, ',' ORDER BY hostname) FROM inventory.nod
 # ---- an allocation: deployed, metered, released -------------------------------
 sql(q{SELECT api.admin_adjust_balance('70000000-0000-4000-8000-000000000001', 1000000, 'test top-up')});
 wait_for(q{SELECT count(*) FROM provisioning.account_standing WHERE standing = 'good'}, '1');
-my $a = as_user(q{SELECT api.create_allocation('a100x8', 'ubuntu-22.04') ->> 'id'});
+my $a = as_user($user, q{SELECT api.create_allocation('a100x8', 'ubuntu-22.04') ->> 'id'});
 is(wait_for("SELECT state FROM provisioning.allocations WHERE id = '$a'", 'active'), 'active', 'the allocation is deployed');
 ok(wait_for("SELECT count(*) >= 2 FROM billing.usage_records WHERE allocation_id = '$a' AND kind = 'interval'", 't', 30) eq 't',
     'and metered, interval after interval, by the accrual job alone');
 ok(sql("SELECT balance < 1000000 FROM billing.balances WHERE account_id = '70000000-0000-4000-8000-000000000001'") eq 't',
     'the balance went down');
-as_user("SELECT api.release_allocation('$a')");
+as_user($user, "SELECT api.release_allocation('$a')");
 is(wait_for("SELECT state FROM provisioning.allocations WHERE id = '$a'", 'released'), 'released', 'released');
 is(wait_for("SELECT ended_at IS NOT NULL AND settled FROM billing.allocations WHERE allocation_id = '$a'", 't', 30), 't',
     'and settled by the accrual job');

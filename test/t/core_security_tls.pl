@@ -28,7 +28,7 @@ $node->append_conf('postgresql.conf', join("\n",
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE pgcloud');
 $node->safe_psql('pgcloud', 'CREATE EXTENSION pgcloud_core');
-sub sql { return $node->safe_psql('pgcloud', $_[0]) }
+sql_node($node, 'pgcloud');
 $node->poll_query_until('pgcloud', "SELECT pid IS NOT NULL FROM pgcloud.workers WHERE worker = 'http'")
   or die 'the HTTP executor did not start';
 

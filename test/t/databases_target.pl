@@ -28,7 +28,7 @@ sub pq { my ($sql) = @_; return $node->safe_psql('postgres', $sql); }
 sub tq { my ($sql) = @_; return $target->safe_psql('postgres', $sql); }
 
 # Runs $sql as user $uid (a request as PostgREST makes it); returns (rc, stdout, stderr).
-sub as_user {
+sub as_user_with_key {
     my ($uid, $sql, $key) = @_;
     my $headers = $key ? qq({"x-idempotency-key": "$key"}) : '{}';
     my ($rc, $out, $err) = $node->psql('postgres', qq{
@@ -41,8 +41,8 @@ sub as_user {
 }
 sub user_json {
     my ($uid, $sql, $key) = @_;
-    my ($rc, $out, $err) = as_user($uid, $sql, $key);
-    die "as_user failed: $err" if $rc != 0;
+    my ($rc, $out, $err) = as_user_with_key($uid, $sql, $key);
+    die "as_user_with_key failed: $err" if $rc != 0;
     return $out;
 }
 # A field of a JSON result, parsed here (so no URI travels back into a logged statement).
@@ -77,7 +77,7 @@ is(pq("SELECT major_version FROM databases.servers WHERE id = '$server'"), $targ
    'its major version recorded');
 is(pq("SELECT position('admin-secret-9' IN encode(admin_password_sealed, 'escape')) FROM databases.servers"), '0',
    'the admin password is sealed');
-($rc, $out, $err) = as_user($alice, "SELECT api.admin_register_database_server('t2', '127.0.0.1', $tport, 'tadmin', 'admin-secret-9')");
+($rc, $out, $err) = as_user_with_key($alice, "SELECT api.admin_register_database_server('t2', '127.0.0.1', $tport, 'tadmin', 'admin-secret-9')");
 like($err, qr/forbidden/, 'a user cannot register a server');
 
 # ---- alice creates a database service with deploy_now ----------------------------------
@@ -125,9 +125,9 @@ is(pq("SELECT string_agg(key || ':' || kind, ',' ORDER BY key) FROM databases.co
    'POSTGRES_DB:variable,POSTGRES_PASSWORD:secret,POSTGRES_USER:variable', 'config: user and db variables, password secret');
 
 # ---- another customer ------------------------------------------------------------------------
-($rc, $out, $err) = as_user($bob, "SELECT api.get_database_connection('$svc')");
+($rc, $out, $err) = as_user_with_key($bob, "SELECT api.get_database_connection('$svc')");
 like($err, qr/database_service_not_found/, 'another user cannot see the connection');
-($rc, $out, $err) = as_user($bob, "SELECT api.create_database_service('$env', 'sneaky', 'postgres', '$server', true)");
+($rc, $out, $err) = as_user_with_key($bob, "SELECT api.create_database_service('$env', 'sneaky', 'postgres', '$server', true)");
 like($err, qr/environment_not_found/, 'another user cannot create in the environment');
 my $benv = jget(user_json($bob, "SELECT api.create_environment('bobs')"), 'id');
 my $bob_created = user_json($bob, "SELECT api.create_database_service('$benv', 'Orders DB', 'postgres', '$server', true)");

@@ -31,7 +31,7 @@ my $maas = PgcloudFakes->start('maas', dir => "$tmp/maas",
              '--release-seconds', '0.5', '--commission-seconds', '0.5']);
 my $node = pgcloud_node('capacity', "pgcloud.maas_url = '" . $maas->url . "'\n"
     . "pgcloud.maas_api_key = 'pgck:pgtk:$secret'\n");
-sub sql { return $node->safe_psql('postgres', $_[0]) }
+sql_node($node, 'postgres');
 
 sql(q{
     SELECT pgcloud.set_policy('maas.poll_interval_ms', '200');
@@ -41,17 +41,7 @@ sql(q{
 # Nothing to start: the scheduler worker runs the poller (job maas.poll) by itself.
 is(sql("SELECT enabled FROM pgcloud.jobs WHERE job = 'maas.poll'"), 't', 'the MAAS poller is a scheduled job');
 
-sub wait_for
-{
-    my ($query, $want, $timeout) = @_;
-    return wait_until($node, $query, $want, $timeout // 60);
-}
-sub as_user
-{
-    my ($q) = @_;
-    return sql(q{SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "60000000-0000-4000-8000-000000000001"}';
-                 SET ROLE pgcloud_user; } . $q);
-}
+my $user = '60000000-0000-4000-8000-000000000001';
 sub machine { return $maas->state->{machines}{ $_[0] } }
 sub alloc_state { return sql("SELECT state FROM provisioning.allocations WHERE id = '$_[0]'") }
 
@@ -82,7 +72,7 @@ sql(qq{
 });
 wait_for(q{SELECT count(*) FROM provisioning.ssh_keys}, '1');
 wait_for(q{SELECT count(*) FROM provisioning.account_standing WHERE standing = 'good'}, '1');
-my $a1 = as_user(q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04', '{6e000000-0000-4000-8000-000000000001}') ->> 'id'});
+my $a1 = as_user($user, q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04', '{6e000000-0000-4000-8000-000000000001}') ->> 'id'});
 like($a1, qr/^[0-9a-f-]{36}$/, 'create_allocation returns at once');
 is(alloc_state($a1), 'provisioning', 'provisioning while MAAS deploys');
 is(wait_for("SELECT state FROM provisioning.allocations WHERE id = '$a1'", 'active'), 'active', 'the allocation becomes active');
@@ -100,7 +90,7 @@ is(sql("SELECT payload ->> 'price_per_hour' || ' ' || (payload ->> 'currency') |
 is(sql("SELECT available FROM inventory.marketplace WHERE sku = 'h100x8'"), '2', 'the marketplace counts the node taken');
 
 # ---- release ------------------------------------------------------------
-as_user("SELECT api.release_allocation('$a1')");
+as_user($user, "SELECT api.release_allocation('$a1')");
 is(wait_for("SELECT state FROM provisioning.allocations WHERE id = '$a1'", 'released'), 'released', 'released');
 is(machine($sid1)->{status_name}, 'Ready', 'the machine is Ready again in MAAS');
 is(machine($sid1)->{owner}, undef, 'and has no owner');
@@ -108,7 +98,7 @@ is(sql("SELECT free_slots FROM provisioning.nodes WHERE maas_system_id = '$sid1'
 
 # ---- a failed deployment ----------------------------------------------------
 $maas->control({ fail_deploy => ['abc123', 'abc124', 'abc125'] });
-my $a2 = as_user(q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'id'});
+my $a2 = as_user($user, q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'id'});
 is(wait_for("SELECT state FROM provisioning.allocations WHERE id = '$a2'", 'failed'), 'failed', 'a failed deployment fails the allocation');
 like(sql("SELECT reason FROM provisioning.allocations WHERE id = '$a2'"), qr/^deployment failed \(MAAS status: Failed deployment/,
     "with MAAS's status as the reason");
@@ -124,7 +114,7 @@ $maas->control(undef);
 # ---- a stalled deployment: the deploy timeout -------------------------------
 sql(q{SELECT pgcloud.set_policy('maas.deploy_timeout_seconds', '3')});
 $maas->control({ stall => ['abc123', 'abc124', 'abc125'] });
-my $a3 = as_user(q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'id'});
+my $a3 = as_user($user, q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'id'});
 is(wait_for("SELECT state FROM provisioning.allocations WHERE id = '$a3'", 'failed'), 'failed', 'a stalled deployment times out');
 like(sql("SELECT reason FROM provisioning.allocations WHERE id = '$a3'"),
     qr/^the deployment did not finish within 3 s \(MAAS status: Deploying\)$/, 'the reason says so');
@@ -136,7 +126,7 @@ sql(q{SELECT pgcloud.set_policy('maas.deploy_timeout_seconds', '2400')});
 
 # ---- kill -9 while MAAS deploys -------------------------------------------------
 $maas->control({ deploy_seconds => 3 });
-my $a4 = as_user(q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'id'});
+my $a4 = as_user($user, q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'id'});
 my $sid4 = sql("SELECT maas_system_id FROM provisioning.allocations WHERE id = '$a4'");
 ok($maas->wait_for(sub { (machine($sid4)->{status_name} // '') eq 'Deploying' }, timeout => 30), 'MAAS is deploying');
 $node->kill9;
@@ -152,7 +142,7 @@ is(sql("SELECT count(*) FROM provisioning.slot_claims WHERE allocation_id = '$a4
 is(machine($sid4)->{status_name}, $st4 eq 'active' ? 'Deployed' : machine($sid4)->{status_name},
     'MAAS agrees (Deployed when active)');
 $maas->control(undef);
-as_user("SELECT api.release_allocation('$a4')") if $st4 eq 'active';
+as_user($user, "SELECT api.release_allocation('$a4')") if $st4 eq 'active';
 is(wait_for(q{SELECT count(*) FROM provisioning.allocations WHERE state NOT IN ('released', 'failed')}, '0'), '0',
     'every allocation ended');
 is(wait_for(q{SELECT count(*) FROM maas.machines WHERE goal <> 'none'}, '0'), '0', 'MAAS has nothing left to do');

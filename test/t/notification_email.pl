@@ -32,7 +32,7 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE pgcloud');
 $node->safe_psql('pgcloud', 'CREATE EXTENSION pgcloud_notification CASCADE');
 
-sub sql { return $node->safe_psql('pgcloud', $_[0]) }
+sql_node($node, 'pgcloud');
 
 $node->poll_query_until('pgcloud', "SELECT count(*) = 2 FROM pgcloud.workers WHERE worker IN ('http', 'relay') AND pid IS NOT NULL")
   or die 'the workers did not start';

@@ -37,17 +37,9 @@ my $maas = PgcloudFakes->start('maas', dir => "$tmp/maas",
              '--release-seconds', '0.5', '--commission-seconds', '0.5']);
 my $node = pgcloud_node('principals', "pgcloud.maas_url = '" . $maas->url . "'\n"
     . "pgcloud.maas_api_key = 'pgck:pgtk:$secret'\n");
-sub sql { return $node->safe_psql('postgres', $_[0]) }
-sub wait_for { my ($q, $want, $t) = @_; return wait_until($node, $q, $want, $t // 60) }
-sub slurp { my $f = shift; open my $fh, '<', $f or die "$f: $!"; local $/; my $s = <$fh>; close $fh; return $s; }
-sub spew { my ($f, $s) = @_; open my $fh, '>', $f or die "$f: $!"; print $fh $s; close $fh; }
+sql_node($node, 'postgres');
 
 my $user = '60000000-0000-4000-8000-000000000001';
-sub as_user
-{
-    my ($q) = @_;
-    return sql(qq{SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "$user"}'; SET ROLE pgcloud_user; } . $q);
-}
 
 sql(q{
     SELECT pgcloud.set_policy('maas.poll_interval_ms', '200');
@@ -74,7 +66,7 @@ wait_for(q{SELECT count(*) FROM provisioning.account_standing WHERE standing = '
 # Two allocations; each fills a node, so they land on different nodes.
 my %alloc;
 for my $n (1, 2) {
-    my $id = as_user(q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'id'});
+    my $id = as_user($user, q{SELECT api.create_allocation('h100x8', 'ubuntu-22.04') ->> 'id'});
     is(wait_for("SELECT state FROM provisioning.allocations WHERE id = '$id'", 'active'), 'active', "allocation $n is active");
     is(wait_for("SELECT state FROM releases.allocations WHERE allocation_id = '$id'", 'active'), 'active',
         "releases knows allocation $n is active");
@@ -140,7 +132,7 @@ for my $n (1, 2) {
     ok($up, "node $n: sshd listens") or diag(slurp("$root/sshd.log"));
     $a->{port} = $port;
 
-    my $m = decode_json(as_user("SELECT api.mint_access('$a->{id}', \$k\$$pub\$k\$)"));
+    my $m = decode_json(as_user($user, "SELECT api.mint_access('$a->{id}', \$k\$$pub\$k\$)"));
     is_deeply($m->{principals}, ["pgcloud-alloc-$a->{id}"], "allocation $n: the certificate names its principal alone");
     is($m->{login}, $login, "allocation $n: to log in as the user's account");
     spew("$tmp/cert$n", "$m->{certificate}\n");

@@ -65,8 +65,6 @@ sub api
 		COMMIT;});
 }
 
-sub slurp { my $f = shift; open my $fh, '<', $f or die "$f: $!"; local $/; my $s = <$fh>; close $fh; return $s; }
-sub spew { my ($f, $s) = @_; open my $fh, '>', $f or die "$f: $!"; print $fh $s; close $fh; }
 
 sub keygen_fingerprint
 {

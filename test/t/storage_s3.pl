@@ -29,14 +29,9 @@ my $endpoint = $s3->url;
 my $node = pgcloud_node('storage', "pgcloud.s3_endpoint = '$endpoint'\npgcloud.s3_region = '$region'\n"
     . "pgcloud.s3_bucket = '$bucket'\npgcloud.s3_access_key_id = '$ak'\n"
     . "pgcloud.s3_secret_access_key = '$sk'\npgcloud.s3_path_style = on\n");
-sub sql { return $node->safe_psql('postgres', $_[0]) }
+sql_node($node, 'postgres');
 
 my $user = '70000000-0000-4000-8000-000000000007';
-sub as_user
-{
-    my ($q) = @_;
-    return sql(qq{SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "$user"}'; SET ROLE pgcloud_user; } . $q);
-}
 # [http status, body] of a request to URL.
 sub http
 {
@@ -53,8 +48,8 @@ sql(q{SELECT pgcloud.set_policy('core.http_backoff_base_ms', '200');
       SELECT pgcloud.set_policy('storage.confirm_interval_seconds', '1');});
 
 # ---- upload through a PUT URL --------------------------------------------------
-as_user(q{SELECT api.create_namespace('photos')});
-my $put = decode_json(as_user(q{SELECT api.presign('photos', 'holiday/beach 1+ü.jpg', 'PUT', 300)}));
+as_user($user, q{SELECT api.create_namespace('photos')});
+my $put = decode_json(as_user($user, q{SELECT api.presign('photos', 'holiday/beach 1+ü.jpg', 'PUT', 300)}));
 like($put->{url}, qr{^\Q$endpoint/$bucket/\E[0-9a-f-]{36}/holiday/beach%201%2B%C3%BC\.jpg\?X-Amz-Algorithm=AWS4-HMAC-SHA256&},
     'a path-style URL with the key encoded as SigV4 wants');
 is(sql(q{SELECT state FROM storage.objects WHERE path = 'holiday/beach 1+ü.jpg'}), 'pending', 'the object is pending');
@@ -82,7 +77,7 @@ is((http('GET', $fresh))[0], '404', 'the same URL made now passes the signature 
 is(scalar(keys %{ state()->{objects} }), 1, 'no refused request stored anything');
 
 # ---- confirmation by HEAD through the executor ---------------------------------------
-my $obj = decode_json(as_user(q{SELECT api.complete_upload('photos', 'holiday/beach 1+ü.jpg')}));
+my $obj = decode_json(as_user($user, q{SELECT api.complete_upload('photos', 'holiday/beach 1+ü.jpg')}));
 is(wait_until($node, q{SELECT state FROM storage.objects WHERE path = 'holiday/beach 1+ü.jpg'}, 'stored', 60), 'stored',
     'the HEAD confirmed the upload');
 my ($key) = grep { /holiday/ } keys %{ state()->{objects} };
@@ -94,24 +89,24 @@ is(sql(q{SELECT count(*) FROM pgcloud.http_intents WHERE target = 's3' AND metho
 is(sql(qq{SELECT payload ->> 'size' FROM pgcloud.outbox WHERE event_type = 'object.stored'}), length($content),
     'object.stored announced with the size');
 
-my $get = decode_json(as_user(q{SELECT api.presign('photos', 'holiday/beach 1+ü.jpg', 'GET', 60)}));
+my $get = decode_json(as_user($user, q{SELECT api.presign('photos', 'holiday/beach 1+ü.jpg', 'GET', 60)}));
 my ($gcode, $gbody) = http('GET', $get->{url});
 is($gcode, '200', 'the GET URL reads the object');
 ok($gbody eq $content, '... byte for byte');
-my $head = decode_json(as_user(q{SELECT api.presign('photos', 'holiday/beach 1+ü.jpg', 'HEAD', 60)}));
+my $head = decode_json(as_user($user, q{SELECT api.presign('photos', 'holiday/beach 1+ü.jpg', 'HEAD', 60)}));
 is((http('HEAD', $head->{url}))[0], '200', 'the HEAD URL works');
 
 # ---- deletion ------------------------------------------------------------------
-as_user(q{SELECT api.delete_object('photos', 'holiday/beach 1+ü.jpg')});
+as_user($user, q{SELECT api.delete_object('photos', 'holiday/beach 1+ü.jpg')});
 ok($node->poll_query_until('postgres',
     q{SELECT count(*) = 1 FROM pgcloud.http_intents WHERE target = 's3' AND method = 'DELETE' AND state = 'succeeded'}),
     'the S3 DELETE went through the executor');
 is(scalar(keys %{ state()->{objects} }), 0, 'the bytes are gone from S3');
-is(as_user(q{SELECT api.list_objects('photos') -> 'objects'}), '[]', 'and from the listing');
+is(as_user($user, q{SELECT api.list_objects('photos') -> 'objects'}), '[]', 'and from the listing');
 
 # ---- never uploaded -> missing --------------------------------------------------------
 sql(q{SELECT pgcloud.set_policy('storage.missing_grace_seconds', '0')});
-as_user(q{SELECT api.presign('photos', 'never.bin', 'PUT', 1)});
+as_user($user, q{SELECT api.presign('photos', 'never.bin', 'PUT', 1)});
 sleep(2);
 sql(q{UPDATE storage.objects SET next_check_at = now() WHERE path = 'never.bin'});
 is(sql(q{SELECT storage.check_pending()}), '1', 'the periodic check asks for one HEAD');

@@ -109,7 +109,7 @@ is(scalar @$live, 1, 'operators see one live session');
 is($live->[0]{allocation_id}, $alloc, '... on the allocation');
 is($live->[0]{posix_username}, $login, "... as $login");
 is($live->[0]{relay}, 'relay-tap', '... held by relay-tap');
-like(_slurp($ssh->{log}), qr/Accepted certificate ID "pgcloud terminal user=$alice allocation=$alloc"/,
+like(slurp($ssh->{log}), qr/Accepted certificate ID "pgcloud terminal user=$alice allocation=$alloc"/,
      'sshd let in a certificate minted for the terminal, naming the user and allocation');
 
 # ---- refused -------------------------------------------------------------------
@@ -136,8 +136,8 @@ ok(!$r->{opened}, '... even when the subprotocol carries it too');
 is(browser("goto $base/?token=$tq->{token}")->{status}, 400, 'a page request with a query string: 400');
 is($node->safe_psql('postgres', "SELECT redeemed_at IS NULL FROM terminal.tokens WHERE token_hash = sha256(convert_to('$tq->{token}', 'UTF8'))"),
    't', '... and the token was not redeemed');
-unlike(_slurp($relay->{log}), qr/\Q$tq->{token}\E/, 'the relay never logged the token');
-like(_slurp($relay->{log}), qr/query string/, '... it logged the refusal');
+unlike(slurp($relay->{log}), qr/\Q$tq->{token}\E/, 'the relay never logged the token');
+like(slurp($relay->{log}), qr/query string/, '... it logged the refusal');
 
 # An expired token.
 $node->safe_psql('postgres', q{UPDATE pgcloud.policy_values SET value = '5' WHERE key = 'terminal.token_ttl_seconds'});
@@ -225,4 +225,3 @@ $ssh->{handle}->finish;
 $node->stop;
 done_testing();
 
-sub _slurp { my $f = shift; open my $fh, '<', $f or die "$f: $!"; local $/; my $s = <$fh>; close $fh; return $s; }
