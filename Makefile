@@ -36,8 +36,9 @@ REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 # installcheck: against a running server with pgcloud in shared_preload_libraries
 # (PGHOST/PGPORT/PGUSER as for psql); every extension is installed in order.
 # test/sql and test/expected sit side by side: pg_regress (PostgreSQL 15)
-# reads <inputdir>/sql and <inputdir>/expected.
-REGRESS_OPTS = --inputdir=test --load-extension=pgcloud_core \
+# reads <inputdir>/sql and <inputdir>/expected; results and regression.diffs
+# go to build/regress.
+REGRESS_OPTS = --inputdir=test --outputdir=build/regress --load-extension=pgcloud_core \
                $(foreach s,$(SERVICES),--load-extension=pgcloud_$(s)) --load-extension=pgcloud
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
