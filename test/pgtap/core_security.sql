@@ -1,3 +1,4 @@
+-- services: core auth billing maas payments provisioning releases
 -- Security tier (issue 10): each boundary attacked the way an attacker would;
 -- every attack must fail. Runs in one transaction, rolled back.
 BEGIN;

@@ -1,3 +1,4 @@
+-- services: maas inventory provisioning
 -- The capacity pipeline through the embedded relay (pgcloud.relay_once) with
 -- MAAS's answers handed to maas.on_http_result() as the HTTP executor would:
 -- register -> commissioned -> ready; allocate -> deploy -> active; a second

@@ -1,3 +1,4 @@
+-- services: payments billing
 -- payments + billing: refunds. Debit first, Stripe intent only after it; over
 -- the payment or the balance refused (payments at once, billing with the real
 -- balance); a refund Stripe refuses or fails is reversed once; webhooks

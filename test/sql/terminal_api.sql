@@ -1,3 +1,4 @@
+-- services: terminal appruntime
 -- terminal and appruntime: input edge cases of the public functions and
 -- every error message they answer with (behaviour is in test/pgtap/terminal_tokens.sql,
 -- appruntime_apps.sql, test/t/terminal_browser.pl, appruntime_agent.pl).
