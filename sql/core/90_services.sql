@@ -94,7 +94,7 @@ BEGIN
          WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = ext AND d.deptype = 'e'
            AND p.prosecdef
            AND (p.proname = 'on_event'
-                OR p.proargtypes::oid[] = ARRAY['uuid', 'integer', 'jsonb', 'text', 'jsonb', 'boolean']::regtype[]::oid[])
+                OR pg_catalog.oidvectortypes(p.proargtypes) = 'uuid, integer, jsonb, text, jsonb, boolean')
     LOOP
         EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO pgcloud_svc_core', obj.name);
     END LOOP;
