@@ -11,6 +11,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use PgcloudTest;
 use JSON::PP;
 use MIME::Base64 qw(decode_base64);
 use Encode qw(decode);

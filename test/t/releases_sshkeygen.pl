@@ -14,6 +14,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use PgcloudTest;
 use IPC::Run;
 use IO::Socket::INET;
 use JSON::PP;
