@@ -73,6 +73,12 @@ if tier generated; then
     else fail "generated files are stale: run make generate"; fi
     if python3 scripts/check-meta.py; then pass "META.json follows the PGXN meta spec"
     else fail "META.json"; fi
+    # Every test file is named <service>_<topic> (test/README.md).
+    names="core|$(sed -n 's/^\[service\.\([a-z_]*\)\]/\1/p' registry/services.conf | paste -sd'|')"
+    misnamed=$(for f in test/sql/*.sql test/specs/*.spec test/pgtap/*.sql test/t/*.pl test/fuzz/fuzz_*.c; do
+                   [ -e "$f" ] && basename "$f"; done | sed 's/^fuzz_//' | grep -vE "^($names)_[a-z0-9_]+\.(sql|spec|pl|c)$")
+    if [ -z "$misnamed" ]; then pass "every test file is named <service>_<topic>"
+    else fail "test files not named <service>_<topic> (test/README.md): $(echo $misnamed)"; fi
 fi
 
 # --- build and install ------------------------------------------------------
