@@ -54,7 +54,10 @@ EXTRA_CLEAN = build
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 # installcheck: against a running server with pgcloud in shared_preload_libraries
 # (PGHOST/PGPORT/PGUSER as for psql); every extension is installed in order.
-REGRESS_OPTS = --inputdir=build/regress --load-extension=pgcloud_core \
+# test/sql and test/expected sit side by side: pg_regress (PostgreSQL 15)
+# reads <inputdir>/sql and <inputdir>/expected; results and regression.diffs
+# go to build/regress.
+REGRESS_OPTS = --inputdir=test --outputdir=build/regress --load-extension=pgcloud_core \
                $(foreach s,$(SERVICES),--load-extension=pgcloud_$(s)) --load-extension=pgcloud
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -76,13 +79,6 @@ build/pgcloud_%--$(EXTVERSION).sql: $$(sort $$(wildcard sql/$$*/*.sql)) Makefile
 
 $(UPGRADES) &: $(SCRIPTS) $(FROZEN) $(wildcard sql/upgrades/*/*.sql) scripts/upgrade.py scripts/sqlscan.py
 	python3 scripts/upgrade.py build $(EXTVERSION) build
-
-# pg_regress (PostgreSQL 15) reads <inputdir>/sql and <inputdir>/expected.
-build/regress:
-	@mkdir -p build/regress
-	ln -sfn ../../test/sql build/regress/sql
-	ln -sfn ../../expected build/regress/expected
-installcheck: build/regress
 
 # The terminal relay and app runtime agent (termrelay/: C on libwebsockets,
 # libssh, libpq; its page serves the vendored xterm.js).

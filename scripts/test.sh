@@ -39,14 +39,18 @@ end_tier() {
     echo "--- tier $CURRENT_TIER: ${t} s"
     CURRENT_TIER=
 }
-# The test files of a tier, filtered by SERVICE when it is set.
+# The test files of a tier, filtered by SERVICE when it is set. Every test
+# file is named <service>_<topic> (fuzz targets fuzz_<service>_<topic>; see
+# test/README.md); a cross-service test also lists the others in a
+# "services:" line among its first lines.
 SERVICE=${SERVICE:-}
 select_tests() {   # files...
-    local f
+    local f b
     for f in "$@"; do
         [ -e "$f" ] || continue
-        if [ -z "$SERVICE" ] || [[ "$(basename "$f")" == *"$SERVICE"* ]] \
-           || grep -qE "^(#|--| \*) services:.*\b$SERVICE\b" "$f"; then
+        b=$(basename "$f"); b=${b#fuzz_}
+        if [ -z "$SERVICE" ] || [[ "$b" == "${SERVICE}_"* ]] \
+           || head -n 30 "$f" | grep -qE "^(#|--| \*) services:.*\b$SERVICE\b"; then
             echo "$f"
         fi
     done
@@ -69,6 +73,12 @@ if tier generated; then
     else fail "generated files are stale: run make generate"; fi
     if python3 scripts/check-meta.py; then pass "META.json follows the PGXN meta spec"
     else fail "META.json"; fi
+    # Every test file is named <service>_<topic> (test/README.md).
+    names="core|$(sed -n 's/^\[service\.\([a-z_]*\)\]/\1/p' registry/services.conf | paste -sd'|')"
+    misnamed=$(for f in test/sql/*.sql test/specs/*.spec test/pgtap/*.sql test/t/*.pl test/fuzz/fuzz_*.c; do
+                   [ -e "$f" ] && basename "$f"; done | sed 's/^fuzz_//' | grep -vE "^($names)_[a-z0-9_]+\.(sql|spec|pl|c)$")
+    if [ -z "$misnamed" ]; then pass "every test file is named <service>_<topic>"
+    else fail "test files not named <service>_<topic> (test/README.md): $(echo $misnamed)"; fi
 fi
 
 # --- build and install ------------------------------------------------------
@@ -81,12 +91,6 @@ if tier build; then
     else cat "$WORK/install.log"; fail "make install"; fi
 fi
 
-# Inputs for pg_regress / pg_isolation_regress (PG 15 reads <inputdir>/sql,
-# <inputdir>/specs and <inputdir>/expected).
-mkdir -p "$WORK/input"
-ln -s "$REPO/test/sql" "$WORK/input/sql"
-ln -s "$REPO/test/specs" "$WORK/input/specs"
-ln -s "$REPO/expected" "$WORK/input/expected"
 cat > "$WORK/temp.conf" <<CONF
 shared_preload_libraries = 'pg_cron,pgcloud'
 cron.database_name = 'postgres'
@@ -102,7 +106,7 @@ run_regress() {
     # --bindir: the temp instance must run the PostgreSQL we installed into
     # (PGCLOUD_PG_ROOT), not the one pg_regress was compiled for.
     as_runner "$bin" --bindir="$PG_BINDIR" --temp-instance="$out/instance" --temp-config="$WORK/temp.conf" --port="$(free_port)" \
-        --inputdir="$WORK/input" --outputdir="$out" --dbname=pgcloud_regress \
+        --inputdir="$REPO/test" --outputdir="$out" --dbname=pgcloud_regress \
         "${LOAD_EXT[@]}" "$@" >"$out/run.log" 2>&1
     local rc=$?
     local line t
@@ -136,7 +140,9 @@ if tier pgtap; then
     if scripts/cluster.sh start >"$WORK/pgtap-cluster.log" 2>&1 \
        && scripts/cluster.sh psql -c "CREATE EXTENSION IF NOT EXISTS pgtap" >>"$WORK/pgtap-cluster.log" 2>&1; then
         for f in $(select_tests test/pgtap/*.sql); do
-            if as_runner pg_prove -h "$PGCLOUD_DATA/run" -p "$port" -d pgcloud_tap "$f" >"$WORK/pgtap.out" 2>&1; then
+            # test/pgtap/psql loads the shared helpers (test/pgtap/helpers.psql) first.
+            if as_runner pg_prove --psql-bin "$REPO/test/pgtap/psql" -h "$PGCLOUD_DATA/run" -p "$port" -d pgcloud_tap "$f" \
+                   >"$WORK/pgtap.out" 2>&1; then
                 pass "pgtap: $(basename "$f" .sql)"
             else
                 cat "$WORK/pgtap.out"; fail "pgtap: $(basename "$f" .sql)"
@@ -169,19 +175,17 @@ fi
 
 # --- scrubber vectors and fuzzing ---------------------------------------------
 if tier fuzz; then
-    mkdir -p build
+    # Built by test/fuzz/Makefile: one pattern rule for every test/fuzz/fuzz_*.c.
+    fuzz_make=(make -s -C test/fuzz BUILD="$REPO/build")
     if [ -n "$SERVICE" ] && [ "$SERVICE" != core ]; then :
-    elif gcc -std=gnu99 -Wall -Wextra -Werror -O2 -Isrc/core src/core/sanitize.c test/fuzz/sanitize_vectors.c \
-           -o build/sanitize_vectors 2>"$WORK/vectors.log" && build/sanitize_vectors >>"$WORK/vectors.log" 2>&1; then
+    elif "${fuzz_make[@]}" vectors >"$WORK/vectors.log" 2>&1; then
         pass "sanitize vectors"
     else cat "$WORK/vectors.log"; fail "sanitize vectors"; fi
     for target in $(select_tests test/fuzz/fuzz_*.c); do
         name=$(basename "$target" .c)
         corpus=test/fuzz/corpus/${name#fuzz_}
         cp -r "$corpus" "$WORK/corpus-$name" 2>/dev/null || mkdir -p "$WORK/corpus-$name"
-        srcs=$(sed -n 's/^ \* fuzz-sources: //p' "$target")
-        if clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc/core \
-               $srcs "$target" -o "build/$name" 2>"$WORK/$name.log" \
+        if "${fuzz_make[@]}" "$name" >"$WORK/$name.log" 2>&1 \
            && (cd "$WORK" && "$REPO/build/$name" -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
                "$WORK/corpus-$name" >>"$WORK/$name.log" 2>&1); then
             pass "fuzz: $name (${FUZZ_SECONDS}s, $(grep -o 'Done [0-9]* runs' "$WORK/$name.log" | tail -1))"

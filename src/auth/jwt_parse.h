@@ -3,7 +3,7 @@
  *
  * Plain C99, no PostgreSQL and no OpenSSL headers: compiled into pgcloud.so
  * (src/auth/jwt.c, jwk.c) and standalone into the libFuzzer target
- * test/fuzz/fuzz_jwt.c. Nothing here allocates: every output goes to a
+ * test/fuzz/fuzz_auth_jwt.c. Nothing here allocates: every output goes to a
  * caller-provided buffer of a stated capacity, every loop is bounded by its
  * input, and the JSON checker keeps its nesting on a fixed-size stack.
  *

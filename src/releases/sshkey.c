@@ -2,7 +2,7 @@
  * sshkey.c — parsing SSH public keys (see sshkey.h).
  *
  * Plain C with OpenSSL 3, no PostgreSQL headers: compiled into the extension
- * and standalone into test/fuzz/fuzz_sshkey.c. PostgreSQL style (declarations
+ * and standalone into test/fuzz/fuzz_releases_sshkey.c. PostgreSQL style (declarations
  * first) so it builds under PGXS's -Wdeclaration-after-statement -Werror.
  *
  * Wire format (RFC 4253 section 6.6, RFC 5656 section 3.1, RFC 8709 section 4):

@@ -3,7 +3,7 @@
  * OpenSSL 3, no PostgreSQL headers).
  *
  * Compiled into the pgcloud extension (src/releases/keys.c, ca.c) and
- * standalone into the libFuzzer target test/fuzz/fuzz_sshkey.c.
+ * standalone into the libFuzzer target test/fuzz/fuzz_releases_sshkey.c.
  *
  * Accepted: one OpenSSH authorized_keys line without options,
  *   <type> SP <base64 of the key blob> [SP <comment>]

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Drives Debian's chromium (headless) through chromium-driver and Debian's
-# python3-selenium for test/t/110_terminal_browser.pl: nothing from outside
+# python3-selenium for test/t/terminal_browser.pl: nothing from outside
 # Debian. Reads one command per line on stdin and answers one JSON line on
 # stdout:
 #   goto <url>                      open the relay's page; {status}

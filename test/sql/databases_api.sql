@@ -3,7 +3,7 @@
 -- without deploy_now (one transaction: row, credentials, config, audit,
 -- event), the idempotent replay without the password, and a denied or
 -- unknown request that writes nothing. Servers here are rows made by hand or
--- an unreachable port; test/t/080_databases.pl uses a real target server.
+-- an unreachable port; test/t/databases_target.pl uses a real target server.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 SELECT coalesce(max(id), 0) AS outbox_before FROM pgcloud.outbox \gset
@@ -63,7 +63,7 @@ SELECT api.admin_register_database_server('s1', 'localhost', 5432, 'admin', 'pw'
 SELECT api.admin_register_database_server('s1', '127.0.0.1', 1, 'admin', 'pw');
 SELECT api.admin_list_database_servers();
 RESET request.jwt.claims;
--- A server row made by hand (the real registration is in test/t/080_databases.pl).
+-- A server row made by hand (the real registration is in test/t/databases_target.pl).
 INSERT INTO databases.servers (id, name, host, port, private_host, admin_user, admin_password_sealed, major_version, server_version_num)
 VALUES ('5e5e5e5e-0000-4000-8000-00000000005e', 'db-1', '10.0.0.5', 6432, 'db-1.internal', 'admin',
         pgcloud.seal('not-a-real-password'::bytea, 'databases.server/5e5e5e5e-0000-4000-8000-00000000005e'), 15, 150004);
@@ -169,7 +169,7 @@ SELECT databases.config_secret(:'env', NULL, 'LOG_LEVEL') IS NULL AS variables_a
 SELECT pg_temp.try($q$SELECT pgcloud.unseal(sealed, databases.config_context(environment_id, service_id, 'OTHER_KEY'))
                         FROM databases.config WHERE key = 'POSTGRES_PASSWORD'$q$) AS moved_secret;
 
--- ---- deletion scheduling (the drop itself is in test/t/080_databases.pl) -----------------------------
+-- ---- deletion scheduling (the drop itself is in test/t/databases_target.pl) -----------------------------
 SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "d1d1d1d1-0000-4000-8000-000000000001"}';
 SELECT api.delete_service(:'svc') - 'delete_after' - 'service_id';
 SELECT pg_temp.try($q$SELECT api.delete_service('$q$ || :'svc' || $q$')$q$);

@@ -17,7 +17,7 @@ CREATE FUNCTION pg_temp.blob(k text) RETURNS bytea LANGUAGE sql IMMUTABLE
 SELECT pgcloud.deliver('releases', gen_random_uuid(), 'user.created', 'user', '7e57a11c-0000-4000-8000-000000000001',
     '{"user_id": "7e57a11c-0000-4000-8000-000000000001", "email": "regress@example.com", "posix_username": "regress", "uid": 3001, "gid": 3001}', '{}');
 -- API functions run as the service role whoever calls them: the claims
--- make the request (grants are tested in test/pgtap/30_releases.sql).
+-- make the request (grants are tested in test/pgtap/releases_access.sql).
 SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "7e57a11c-0000-4000-8000-000000000001"}';
 
 -- Empty and oversized input.

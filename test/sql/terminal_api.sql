@@ -1,6 +1,7 @@
+-- services: terminal appruntime
 -- terminal and appruntime: input edge cases of the public functions and
--- every error message they answer with (behaviour is in test/pgtap/70_terminal.sql,
--- 71_appruntime.sql, test/t/110_terminal_browser.pl, 111_appruntime.pl).
+-- every error message they answer with (behaviour is in test/pgtap/terminal_tokens.sql,
+-- appruntime_apps.sql, test/t/terminal_browser.pl, appruntime_agent.pl).
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 SELECT pgcloud.deliver('terminal', gen_random_uuid(), 'user.created', 'user', '7e57e000-0000-4000-8000-000000000001',

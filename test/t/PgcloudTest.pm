@@ -11,7 +11,8 @@ use Time::HiRes qw(usleep time);
 use JSON::PP;
 
 our @EXPORT = qw(pgcloud_node start_nats stop_nats add_test_subscriber wait_until natstool restart_after_crash
-                 nats_url nats_settings nats_ca start_ssh_node api_call emit_event start_termrelay);
+                 nats_url nats_settings nats_ca start_ssh_node api_call emit_event start_termrelay
+                 sql_node sql as_user wait_for slurp spew);
 
 my $repo = $ENV{PGCLOUD_REPO} or die 'PGCLOUD_REPO is not set';
 
@@ -124,13 +125,14 @@ sub add_test_subscriber {
     });
 }
 
-# Polls $query until it returns $want or $timeout seconds pass; returns the last value.
+# Polls $query (in database $db, default postgres) until it returns $want or
+# $timeout seconds pass; returns the last value.
 sub wait_until {
-    my ($node, $query, $want, $timeout) = @_;
+    my ($node, $query, $want, $timeout, $db) = @_;
     my $deadline = time() + ($timeout // 120);
     my $got;
     while (time() < $deadline) {
-        $got = $node->safe_psql('postgres', $query);
+        $got = $node->safe_psql($db // 'postgres', $query);
         return $got if $got eq $want;
         usleep(100_000);
     }
@@ -197,16 +199,16 @@ sub start_ssh_node {
       or die "host key: $e";
     my $ca = $node->safe_psql('postgres', 'SELECT api.ssh_ca_public_key()');
     my $port = PostgreSQL::Test::Cluster::get_free_port();
-    _spew("$dir/trusted_ca.pub", "$ca\n");
-    _spew("$dir/principals", join('', map { "$_\n" } @{ $opt{principals} // [] }));
-    _spew("$dir/sshd_config", join("\n",
+    spew("$dir/trusted_ca.pub", "$ca\n");
+    spew("$dir/principals", join('', map { "$_\n" } @{ $opt{principals} // [] }));
+    spew("$dir/sshd_config", join("\n",
         "Port $port", 'ListenAddress 127.0.0.1', "HostKey $dir/hostkey", "PidFile $dir/sshd.pid",
         "TrustedUserCAKeys $dir/trusted_ca.pub", "AuthorizedPrincipalsFile $dir/principals", 'AuthorizedKeysFile none', 'PubkeyAuthentication yes',
         'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no',
         'AllowTcpForwarding yes', 'MaxSessions 1000', 'MaxStartups 1000', 'LogLevel VERBOSE', ''));
-    my $hostpub = _slurp("$dir/hostkey.pub");
+    my $hostpub = slurp("$dir/hostkey.pub");
     my ($type, $blob) = split ' ', $hostpub;
-    _spew("$dir/known_hosts", "[127.0.0.1]:$port $type $blob\n");
+    spew("$dir/known_hosts", "[127.0.0.1]:$port $type $blob\n");
     my $h = IPC::Run::start([ @as_me, $sshd, '-D', '-e', '-f', "$dir/sshd_config" ], '>', '/dev/null', '2>', "$dir/sshd.log");
     for (1 .. 100) {
         last if system("bash -c 'echo > /dev/tcp/127.0.0.1/$port' 2>/dev/null") == 0;
@@ -256,7 +258,7 @@ sub start_termrelay {
         service_account => '7e1a7e1a-0000-4000-8000-00000000beef', relay_name => 'relay-tap',
         ssh_port => $ssh->{port}, known_hosts => $ssh->{known_hosts}, idle_timeout_seconds => 600,
         heartbeat_ms => 300, %extra);
-    _spew("$dir/termrelay.conf", join('', map { "$_ = $cfg{$_}\n" } sort keys %cfg));
+    spew("$dir/termrelay.conf", join('', map { "$_ = $cfg{$_}\n" } sort keys %cfg));
     my $log = "$dir/termrelay.log";
     my $h = IPC::Run::start([ $bin, "$dir/termrelay.conf" ], '>', '/dev/null', '2>>', $log);
     for (1 .. 100) {
@@ -266,7 +268,35 @@ sub start_termrelay {
     return { port => $port, handle => $h, log => $log, config => "$dir/termrelay.conf" };
 }
 
-sub _slurp { my $f = shift; open my $fh, '<', $f or die "$f: $!"; local $/; my $s = <$fh>; close $fh; return $s; }
-sub _spew { my ($f, $s) = @_; open my $fh, '>', $f or die "$f: $!"; print $fh $s; close $fh; }
+# The node and database sql(), as_user() and wait_for() talk to: a test sets
+# them once it has its node (and again when it makes another).
+my ($sql_node, $sql_db);
+sub sql_node {
+    ($sql_node, $sql_db) = @_;
+    $sql_db //= 'postgres';
+    return $sql_node;
+}
+
+# Runs SQL there (safe_psql: dies on an error); returns its output.
+sub sql {
+    die 'sql(): call sql_node($node, $db) first' unless $sql_node;
+    return $sql_node->safe_psql($sql_db, $_[0]);
+}
+
+# Runs SQL there as the signed-in user $sub (claims and role pgcloud_user, as
+# PostgREST sets them).
+sub as_user {
+    my ($sub, $query) = @_;
+    return sql(qq{SET request.jwt.claims = '{"role": "pgcloud_user", "sub": "$sub"}'; SET ROLE pgcloud_user; } . $query);
+}
+
+# wait_until() there; 60 s unless told.
+sub wait_for {
+    my ($query, $want, $timeout) = @_;
+    return wait_until($sql_node, $query, $want, $timeout // 60, $sql_db);
+}
+
+sub slurp { my $f = shift; open my $fh, '<', $f or die "$f: $!"; local $/; my $s = <$fh>; close $fh; return $s; }
+sub spew { my ($f, $s) = @_; open my $fh, '>', $f or die "$f: $!"; print $fh $s; close $fh; }
 
 1;

@@ -1,0 +1,264 @@
+# Shape (c) of registry/deployments.conf, brought up by scripts/multicluster.sh
+# from deploy/multi/: three PostgreSQL clusters (identity: auth admin
+# notification storage databases; money: billing payments releases terminal;
+# capacity: inventory provisioning maas appruntime), one database per service,
+# joined only by a 3-node NATS JetStream cluster (TLS, per-service users, the
+# stream with 3 replicas). The main flow crosses the clusters as events only:
+#   dev login (auth) -> user.created -> billing, payments, releases, ...
+#   Stripe checkout and signed webhook (payments) -> payment.succeeded -> billing
+#     -> account.standing_changed -> provisioning
+#   SSH key (releases) -> provisioning; SKU, image, nodes (inventory) <-> MAAS
+#   allocation (provisioning) -> deploy.requested -> maas -> fake MAAS -> active
+#   certificate (releases), metering (billing), release, settlement, ledger.
+# Faults: a NATS node killed during the flow and restarted; the money cluster
+# stopped for 30 s while the allocation is released (its events wait in
+# JetStream, the other clusters go on) and catching up. Nothing lost or
+# applied twice. A session revoked in the auth database is refused by the
+# billing database's pre-request (another cluster) within 5 s.
+# services: core auth billing payments releases inventory provisioning maas
+use strict;
+use warnings;
+use lib $ENV{PGCLOUD_REPO} . '/test/t';
+use lib $ENV{PGCLOUD_REPO} . '/test/fakes';
+use PgcloudTest;
+use PgcloudFakes;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use MIME::Base64 qw(decode_base64);
+use Time::HiRes qw(time sleep);
+
+my $repo = $ENV{PGCLOUD_REPO};
+my $tmp = PostgreSQL::Test::Utils::tempdir();
+my $dir = "$tmp/multi";
+# Ports of deploy/multi shifted by a small random amount (they stay valid).
+my $shift = (PostgreSQL::Test::Cluster::get_free_port() % 900) - 450;
+$ENV{PGCLOUD_MULTI_DIR} = $dir;
+$ENV{PGCLOUD_MULTI_PORT_SHIFT} = $shift;
+# The PostgreSQL under test is the one on PATH (scripts/lib.sh must not
+# relocate it again).
+delete $ENV{PGCLOUD_PG_ROOT};
+$ENV{PG_CONFIG} = 'pg_config';
+
+# The script's certificates, made first so that the Stripe fake uses them too.
+my $certs = PgcloudFakes::make_certs("$tmp/certs");
+mkdir $dir;
+mkdir "$dir/certs";
+system("cp $certs->{ca} $dir/certs/ca.pem && cp $certs->{cert} $dir/certs/server-cert.pem"
+    . " && cp $certs->{key} $dir/certs/server-key.pem") == 0 or die 'cannot copy certificates';
+my $stripe = PgcloudFakes->start('stripe', dir => "$tmp/stripe", tls => $certs);
+my $maas = PgcloudFakes->start('maas', dir => "$tmp/maas",
+    args => ['--machines', '3', '--api-key', 'k:t:s', '--deploy-seconds', '1',
+             '--release-seconds', '0.5', '--commission-seconds', '0.5']);
+$ENV{PGCLOUD_MULTI_SETTINGS} = join("\n",
+    "pgcloud.maas_url = '" . $maas->url . "'",
+    "pgcloud.maas_api_key = 'k:t:s'",
+    "pgcloud.stripe_api_url = '" . $stripe->url . "'",
+    "pgcloud.stripe_secret_key = 'sk_test_pgcloud'",
+    "pgcloud.stripe_webhook_secrets = 'whsec_pgcloud_test'");
+
+sub script
+{
+    my $out = `$repo/scripts/multicluster.sh @_ 2>&1`;
+    return ($? >> 8, $out);
+}
+my ($rc, $out) = script('up');
+is($rc, 0, 'scripts/multicluster.sh up brings shape (c) up') or diag($out);
+like($out, qr/stream PGCLOUD_EVENTS: replicas=3 leader=n\d current=3/, 'the stream has 3 replicas, all current');
+
+# Where each service's database is, from the generated layout.
+my (%port, %db, %cluster);
+for my $line (split /\n/, slurp_file("$repo/deploy/multi/layout.tsv")) {
+    next if $line =~ /^#/;
+    my ($c, $p, $d, $svc) = split / /, $line;
+    ($port{$svc}, $db{$svc}, $cluster{$svc}) = ($p + $shift, $d, $c);
+}
+is(scalar(keys %port), 13, 'every service has a database');
+is(scalar(keys %{ { map { $_ => 1 } values %port } }), 3, 'on three clusters');
+
+sub dbq
+{
+    my ($svc, $sql, %o) = @_;
+    my @cmd = ('psql', '-X', '-q', '-tA', '-v', 'ON_ERROR_STOP=1', '-h', "$dir/run", '-p', $port{$svc}, '-d', $db{$svc});
+    my ($stdout, $stderr) = ('', '');
+    IPC::Run::run([@cmd, '-c', $sql], '>', \$stdout, '2>', \$stderr);
+    chomp $stdout;
+    die "psql $svc: $stderr" if $? != 0 && !$o{fail_ok};
+    return $o{fail_ok} ? ($? >> 8, $stdout, $stderr) : $stdout;
+}
+sub wait_q
+{
+    my ($svc, $sql, $want, $timeout) = @_;
+    my $deadline = time() + ($timeout // 60);
+    my $got;
+    while (time() < $deadline) {
+        $got = eval { dbq($svc, $sql) } // '';
+        return $got if $got eq $want;
+        sleep(0.2);
+    }
+    return $got;
+}
+my $claims;
+sub as_user_on
+{
+    my ($svc, $sql) = @_;
+    return dbq($svc, "SET request.jwt.claims = '$claims'; SET ROLE pgcloud_user; $sql");
+}
+
+# ---- the databases ----------------------------------------------------------------
+is(dbq('billing', q{SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension WHERE extname LIKE 'pgcloud%'}),
+    'pgcloud_billing,pgcloud_core', 'pgcloud_billing holds billing only');
+is(dbq('billing', q{SELECT count(*) FROM pg_database WHERE datname IN ('pgcloud_auth', 'pgcloud_provisioning')}), '0',
+    'the auth and provisioning databases are on other clusters');
+is(dbq('billing', q{SELECT has_database_privilege('pgcloud_svc_payments', 'pgcloud_billing', 'CONNECT')}), 'f',
+    "payments' role may not connect to billing's database");
+
+# ---- dev login in auth; the user reaches the other clusters as user.created ----------------------
+dbq('auth', q{SELECT pgcloud.set_policy('auth.dev_login_enabled', 'true')});
+my $token = dbq('auth', q{SET ROLE pgcloud_anon; SELECT api.dev_login('multi@example.com') ->> 'access_token'});
+my ($payload) = (split /\./, $token)[1];
+$payload =~ tr{-_}{+/};
+$payload .= '=' x ((4 - length($payload) % 4) % 4);
+my $json = decode_base64($payload);
+my ($sub) = $json =~ /"sub"\s*:\s*"([0-9a-f-]{36})"/;
+my ($sid) = $json =~ /"sid"\s*:\s*"([0-9a-f-]{36})"/;
+ok($sub && $sid, 'dev login returns an access token with sub and sid');
+# What PostgREST would set after verifying the token with the auth service's keys.
+$claims = qq{{"role": "pgcloud_user", "sub": "$sub", "sid": "$sid"}};
+is(wait_q('billing', "SELECT count(*) FROM billing.accounts WHERE account_id = '$sub'", '1'), '1',
+    'user.created opened the billing account on the money cluster');
+
+# ---- capacity: SKU, image and nodes; MAAS commissions them ---------------------------------
+dbq('maas', q{SELECT pgcloud.set_policy('maas.poll_interval_ms', '200'); SELECT pgcloud.set_policy('core.http_backoff_base_ms', '200')});
+dbq('billing', q{SELECT pgcloud.set_policy('billing.accrual_interval_seconds', '2')});
+dbq('inventory', q{
+    SELECT api.admin_upsert_sku('a100x8', 'A100', 8, 64, 512, 4000, 'eu-west', 3600);
+    SELECT api.admin_upsert_image('ubuntu-22.04', 'jammy');
+    SELECT api.admin_register_node('node-1', 'abc123', 'a100x8');
+    SELECT api.admin_register_node('node-2', 'abc124', 'a100x8');
+});
+is(wait_q('provisioning', q{SELECT string_agg(state, ',' ORDER BY hostname) FROM provisioning.nodes}, 'ready,ready'),
+    'ready,ready', 'inventory -> maas -> MAAS -> inventory -> provisioning: the nodes are ready');
+
+# ---- top-up: Stripe checkout and signed webhook; a NATS node dies meanwhile ------------------------
+my $session = as_user_on('payments', q{SELECT api.create_checkout(100000, 'usd') ->> 'id'});
+is(wait_q('payments', "SELECT status FROM payments.payment_sessions WHERE id = '$session'", 'open'), 'open',
+    'the Checkout Session is created at Stripe');
+my ($cs) = as_user_on('payments', "SELECT api.get_checkout('$session')::text") =~ /"stripe_session_id": "(cs_test_\w+)"/;
+my @reqs = grep { $_->{path} eq '/v1/checkout/sessions' } $stripe->requests;
+is($reqs[0]{form}{customer_email}, 'multi@example.com', "payments knew the user's e-mail (user.created across clusters)");
+
+my $victim = `cat $dir/nats/n1.pid`;
+chomp $victim;
+kill 'KILL', $victim;
+my $gone = 0;
+for (1 .. 50) {
+    my $stat = `ps -o stat= -p $victim`;
+    if ($stat eq '' || $stat =~ /Z/) { $gone = 1; last }
+    sleep(0.1);
+}
+ok($gone, 'NATS node n1 is killed');
+my $t_kill = time();
+my $ev = $stripe->post_json("/v1/checkout/sessions/$cs/_complete");
+my $sig = $ev->{stripe_signature};
+like(dbq('payments', qq{SET request.jwt.claims = '{"role": "pgcloud_anon"}'; SET request.headers = '{"stripe-signature": "$sig"}';
+    SET ROLE pgcloud_anon; SELECT api.stripe_webhook(\$pw\$$ev->{payload}\$pw\$)::text}),
+    qr/payment_recorded/, 'the signed webhook is verified and recorded (n1 down)');
+is(wait_q('billing', "SELECT balance FROM billing.balances WHERE account_id = '$sub'", '100000', 150), '100000',
+    'payment.succeeded crossed to billing through the two remaining nodes');
+# Failover (new stream and consumer leaders, reconnection with backoff,
+# redelivery after the ack wait) took from seconds to over a minute under load.
+diag(sprintf('credited %.1f s after n1 was killed', time() - $t_kill));
+($rc, $out) = script('up');
+is($rc, 0, 'n1 is started again') or diag($out);
+like($out, qr/current=3/, 'and the stream has its 3 replicas current again');
+is(wait_q('provisioning', "SELECT standing FROM provisioning.account_standing WHERE user_id = '$sub'", 'good'), 'good',
+    'billing told provisioning the account is in good standing');
+
+# ---- SSH key, allocation deployed by MAAS, certificate ---------------------------------------------
+my $key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMOwPp55P+3rXvN52Am9GxAqi24MMrCru+LnotcYcsbn';
+my $key_id = as_user_on('releases', "SELECT api.add_ssh_key('$key', 'laptop') ->> 'id'");
+like($key_id, qr/^[0-9a-f-]{36}$/, 'an SSH key is added in releases');
+is(wait_q('provisioning', "SELECT count(*) FROM pgcloud.inbox WHERE subscriber = 'provisioning' AND event_type = 'ssh_key.added'", '1'),
+    '1', 'provisioning received ssh_key.added once');
+my $alloc = as_user_on('provisioning', "SELECT api.create_allocation('a100x8', 'ubuntu-22.04', ARRAY['$key_id']::uuid[]) ->> 'id'");
+like($alloc, qr/^[0-9a-f-]{36}$/, 'an allocation is requested');
+is(wait_q('provisioning', "SELECT state FROM provisioning.allocations WHERE id = '$alloc'", 'active', 60), 'active',
+    'provisioning -> maas -> fake MAAS -> provisioning: the allocation is active');
+is(wait_q('releases', "SELECT count(*) FROM pgcloud.inbox WHERE event_type = 'allocation.activated'", '1'), '1',
+    'releases saw the allocation activated');
+like(as_user_on('releases', "SELECT api.mint_access('$alloc', '$key')::text"), qr/ssh-ed25519-cert-v01\@openssh\.com/,
+    'releases mints an OpenSSH certificate for the active allocation');
+ok(wait_q('billing', "SELECT count(*) >= 1 FROM billing.usage_records WHERE allocation_id = '$alloc'", 't', 30) eq 't',
+    'billing meters the allocation');
+
+# ---- session revocation: auth -> every database's pre-request ------------------------------------
+my ($r0) = dbq('billing', "SET request.jwt.claims = '$claims'; SET ROLE pgcloud_user; SELECT pgcloud.pre_request()", fail_ok => 1);
+is($r0, 0, "before logout the billing database's pre-request lets the session through");
+as_user_on('auth', 'SELECT api.logout()');
+my $t0 = time();
+my $refused = 0;
+while (time() - $t0 < 5) {
+    my ($r, undef, $err) = dbq('billing', "SET request.jwt.claims = '$claims'; SET ROLE pgcloud_user; SELECT pgcloud.pre_request()", fail_ok => 1);
+    if ($r != 0 && $err =~ /session_revoked|revoked/) { $refused = 1; last }
+    sleep(0.1);
+}
+ok($refused, sprintf('the billing database (another cluster) refuses the revoked session after %.1f s', time() - $t0));
+my (undef, undef, $perr) = dbq('provisioning', "SET request.jwt.claims = '$claims'; SET ROLE pgcloud_user; SELECT pgcloud.pre_request()", fail_ok => 1);
+like($perr, qr/revoked/, 'so does the provisioning database (a third cluster)');
+$claims = qq{{"role": "pgcloud_user", "sub": "$sub"}};    # a fresh session, as it were
+
+# ---- the money cluster stopped for 30 s while the allocation is released ------------------------------
+($rc, $out) = script('cluster-stop', 'money');
+is($rc, 0, 'the money cluster (billing, payments, releases, terminal) is stopped') or diag($out);
+my $stopped = time();
+as_user_on('provisioning', "SELECT api.release_allocation('$alloc')");
+is(wait_q('provisioning', "SELECT state FROM provisioning.allocations WHERE id = '$alloc'", 'released', 30), 'released',
+    'the other clusters go on: the allocation is released through MAAS');
+sleep(30 - (time() - $stopped)) if time() - $stopped < 30;
+($rc, $out) = script('cluster-start', 'money');
+is($rc, 0, 'the money cluster starts again after 30 s') or diag($out);
+is(wait_q('billing', "SELECT ended_at IS NOT NULL AND settled FROM billing.allocations WHERE allocation_id = '$alloc'", 't', 60), 't',
+    'billing caught up: allocation.released applied, usage settled');
+is(wait_q('releases', "SELECT count(*) FROM pgcloud.inbox WHERE event_type = 'allocation.released'", '1'), '1',
+    'releases caught up too');
+
+# ---- nothing lost, nothing applied twice ----------------------------------------------------------
+is(dbq('billing', 'SELECT count(*) FROM billing.verify_ledger()'), '0', 'verify_ledger: consistent');
+is(dbq('billing', "SELECT balance = (SELECT sum(amount) FROM billing.ledger_entries WHERE account_id = '$sub') FROM billing.balances WHERE account_id = '$sub'"),
+    't', 'balance = sum of entries');
+is(dbq('billing', "SELECT count(*) FROM billing.ledger_entries WHERE account_id = '$sub' AND kind = 'credit'"), '1',
+    'the top-up is credited once');
+my ($published, $dead, $pending) = (0, 0, 0);
+for my $svc (sort keys %db) {
+    is(wait_q($svc, 'SELECT count(*) FROM pgcloud.outbox WHERE published_at IS NULL', '0', 60), '0', "$svc: outbox drained");
+    $published += dbq($svc, 'SELECT count(*) FROM pgcloud.outbox');
+    $dead += dbq($svc, 'SELECT count(*) FROM pgcloud.dead_letters');
+}
+is($dead, 0, 'no dead letters in any database');
+my $operator = "tls://pgcloud_operator:" . `sed -n 's/^PGCLOUD_NATS_PASSWORD_OPERATOR=//p' $dir/nats/passwords.env`;
+chomp $operator;
+my ($nport) = slurp_file("$dir/nats/n2.conf") =~ /^listen: 127\.0\.0\.1:(\d+)$/m;
+$ENV{NATSTOOL_CA} = "$dir/certs/ca.pem";
+$ENV{NATSTOOL_INBOX} = '_INBOX_pgcloud_operator';
+my $info = `$dir/bin/natstool info $operator\@127.0.0.1:$nport PGCLOUD_EVENTS`;
+like($info, qr/messages=$published\b/, "the stream holds each of the $published events exactly once ($info)");
+# Every event applied once per subscriber: each inbox row is unique by
+# construction; each subscribed event has one.
+for my $svc (qw(billing releases payments notification storage admin)) {
+    is(wait_q($svc, "SELECT count(*) FROM pgcloud.inbox WHERE subscriber = '$svc' AND event_type = 'user.created'", '1', 20), '1',
+        "$svc applied user.created once");
+}
+
+# ---- the operator's view ------------------------------------------------------------------------
+($rc, $out) = script('lag');
+is($rc, 0, 'scripts/multicluster.sh lag gathers every database');
+is(scalar(() = $out =~ /^\w+ pgcloud_\w+ outbox pending=0 /mg), 13, 'outbox lag of all 13 databases, nothing pending');
+like($out, qr/^money pgcloud_billing durable billing applied=\d+/m, 'applied events per durable');
+like($out, qr/^nats n\d durable billing pending \d+ ack_pending \d+/m, "and each durable's backlog in JetStream");
+
+($rc, $out) = script('down');
+is($rc, 0, 'scripts/multicluster.sh down') or diag($out);
+$stripe->stop;
+$maas->stop;
+done_testing();
