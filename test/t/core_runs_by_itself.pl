@@ -139,7 +139,8 @@ is(wait_for(q{SELECT count(*) FROM cron.job_run_details WHERE runid = 990001}, '
 # matter of timing on a loaded machine, so give the archive an hour, emit, and
 # wait for a complete prune_outbox run that started after the emit.
 sql(q{SELECT pgcloud.set_policy('core.outbox_retention_seconds', '3600')});
-my $emitted_at = sql(q{SELECT pgcloud.emit('probe.fresh2', 'probe', 'p2', '{}'); SELECT clock_timestamp()});
+sql(q{SELECT pgcloud.emit('probe.fresh2', 'probe', 'p2', '{}')});
+my $emitted_at = sql(q{SELECT clock_timestamp()});   # after the emit's commit
 is(wait_for(qq{SELECT count(*) FROM pgcloud.jobs WHERE job = 'core.prune_outbox' AND last_run > '$emitted_at'
                   AND last_status = 'succeeded'}, '1', 30), '1', 'the outbox was pruned again after a fresh emit');
 is(sql(q{SELECT count(*) FROM pgcloud.outbox WHERE event_type = 'probe.fresh2'}), '1', 'a fresh event stays in the archive');
