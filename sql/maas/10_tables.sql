@@ -121,11 +121,11 @@ CREATE TABLE maas.allocations (
     image           text,
     distro_series   text NOT NULL,
     ssh_public_keys text[] NOT NULL DEFAULT '{}',
-    ssh_principal   text CHECK (ssh_principal ~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'),
     state           text NOT NULL CHECK (state IN ('deploying', 'deployed', 'releasing', 'released', 'failed')),
     reason          text,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    ssh_principal   text CHECK (ssh_principal ~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')
 );
 CREATE INDEX allocations_machine_live_idx ON maas.allocations (system_id)
     WHERE state IN ('deploying', 'deployed', 'releasing');

@@ -32,12 +32,12 @@ CREATE TABLE releases.allocations (
     user_id       uuid,
     sku           text,
     hostname      text,
-    ssh_principal text CHECK (ssh_principal ~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'),
     state         text NOT NULL CHECK (state IN ('active', 'ended')),
     started_at    timestamptz,
     ends_at       timestamptz,
     ended_at      timestamptz,
     updated_at    timestamptz NOT NULL DEFAULT now(),
+    ssh_principal text CHECK (ssh_principal ~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'),
     CHECK (state = 'ended' OR user_id IS NOT NULL)
 );
 CREATE INDEX allocations_user_idx ON releases.allocations (user_id);

@@ -16,24 +16,12 @@ BEGIN
             ('pgcloud_admin',         'NOLOGIN'),
             ('pgcloud_service',       'NOLOGIN'),
             ('pgcloud_svc_core',      'NOLOGIN'),
-            ('pgcloud_services',      'NOLOGIN'),
-            -- The background workers other than the scheduler connect as
-            -- these (bgworkers/common.c): LOGIN because PostgreSQL 15 lets a
-            -- background worker connect only as a role that may log in; no
-            -- password, no superuser, and only the grants of 99_privileges.
-            ('pgcloud_worker_relay',    'LOGIN NOSUPERUSER NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION'),
-            ('pgcloud_worker_consumer', 'LOGIN NOSUPERUSER NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION'),
-            ('pgcloud_worker_http',     'LOGIN NOSUPERUSER NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION')
+            ('pgcloud_services',      'NOLOGIN')
         ) AS t(name, options)
     LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r.name) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I %s', r.name, r.options);
         END IF;
-    END LOOP;
-    -- Names resolve in pg_catalog only for the workers, whatever connects them.
-    FOR r IN SELECT unnest(ARRAY['pgcloud_worker_relay', 'pgcloud_worker_consumer', 'pgcloud_worker_http']) AS name
-    LOOP
-        EXECUTE pg_catalog.format('ALTER ROLE %I SET search_path = pg_catalog', r.name);
     END LOOP;
     -- PostgREST connects as the authenticator and switches to the JWT's role.
     FOR r IN SELECT unnest(ARRAY['pgcloud_anon', 'pgcloud_user', 'pgcloud_admin', 'pgcloud_service']) AS name
@@ -2288,36 +2276,10 @@ $$;
 COMMENT ON FUNCTION pgcloud.hand_over(name, name) IS 'Install-time: gives every member object of an extension to a role and revokes PUBLIC execute on its routines.';
 
 CREATE FUNCTION pgcloud.service_end(service text) RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pgcloud
-AS $$
-DECLARE
-    ext oid;
-    obj record;
-BEGIN
-    PERFORM pgcloud.hand_over(('pgcloud_' || service)::name, ('pgcloud_svc_' || service)::name);
-    -- The workers' entry points run as the core's owner (99_privileges.sql)
-    -- and call the service's event handler and its HTTP result callbacks
-    -- (SECURITY DEFINER functions with the callback signature of
-    -- pgcloud.http_intents.callback): those, and nothing else of the
-    -- service, are the core's to call.
-    SELECT e.oid INTO ext FROM pg_catalog.pg_extension e WHERE e.extname = 'pgcloud_' || service;
-    -- Looking a handler up (pgcloud.handler_of) needs the schema.
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgcloud_svc_core',
-                   (SELECT s.schema_name FROM pgcloud.services s WHERE s.name = service));
-    FOR obj IN
-        SELECT p.oid::regprocedure AS name
-          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
-         WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = ext AND d.deptype = 'e'
-           AND p.prosecdef
-           AND (p.proname = 'on_event'
-                OR p.proargtypes::oid[] = ARRAY['uuid', 'integer', 'jsonb', 'text', 'jsonb', 'boolean']::regtype[]::oid[])
-    LOOP
-        EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO pgcloud_svc_core', obj.name);
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION pgcloud.service_end(text) IS 'Install-time: gives every object of pgcloud_<service> to role pgcloud_svc_<service>, and lets the core (which runs the workers'' entry points) call the service''s on_event handler and its HTTP result callbacks (SECURITY DEFINER, signature (uuid, integer, jsonb, text, jsonb, boolean)). Called by each service install script.';
+AS $$ SELECT pgcloud.hand_over(('pgcloud_' || service)::name, ('pgcloud_svc_' || service)::name) $$;
+COMMENT ON FUNCTION pgcloud.service_end(text) IS 'Install-time: gives every object of pgcloud_<service> to role pgcloud_svc_<service>. Called by each service install script.';
 
 -- source: sql/core/99_privileges.sql
 -- Ownership and privileges of the core. Everything belongs to
@@ -2381,45 +2343,6 @@ GRANT SELECT ON pgcloud.outbox_lag, pgcloud.oldest_undelivered, pgcloud.workers,
     pgcloud.http_intents_status, pgcloud.http_dead_intents, pgcloud.jobs
     TO pgcloud_admin;
 
--- The workers (bgworkers/common.c) connect as their own roles, not as a
--- superuser: each may call only its entry points, which run as the core's
--- owner (SECURITY DEFINER, search_path pinned) and hand each event or HTTP
--- outcome to the service's own SECURITY DEFINER handler. No worker role may
--- read a service's tables, write the outbox other than marking it published,
--- or create anything.
-ALTER FUNCTION pgcloud.relay_once(integer) SECURITY DEFINER;
-ALTER FUNCTION pgcloud.consume_event(text, jsonb, text) SECURITY DEFINER;
-ALTER FUNCTION pgcloud.consume_failed(text, text, text, text, integer) SECURITY DEFINER;
-ALTER FUNCTION pgcloud.nats_subscribers() SECURITY DEFINER;
-ALTER FUNCTION pgcloud.http_recover() SECURITY DEFINER;
-ALTER FUNCTION pgcloud.http_claim_all(text[], integer[]) SECURITY DEFINER;
-ALTER FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer) SECURITY DEFINER;
-ALTER FUNCTION pgcloud.http_run_callback(uuid, boolean) SECURITY DEFINER;
-ALTER FUNCTION pgcloud.http_callbacks_due(integer) SECURITY DEFINER;
-ALTER FUNCTION pgcloud.http_next_due_ms(text[]) SECURITY DEFINER;
-REVOKE ALL ON ROUTINE pgcloud.consume_failed(text, text, text, text, integer), pgcloud.nats_subscribers()
-    FROM pgcloud_svc_core;
--- What the entry points call in turn, running as the core's owner.
-GRANT EXECUTE ON ROUTINE pgcloud.http_run_callback(uuid, boolean), pgcloud.http_backoff_ms(integer)
-    TO pgcloud_svc_core;
-GRANT USAGE ON SCHEMA pgcloud TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;
--- Policies are configuration, not secrets; the workers read theirs.
-GRANT SELECT ON pgcloud.policy_values TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;
--- Relay: embedded delivery, and in NATS mode the outbox batch it publishes.
-GRANT EXECUTE ON ROUTINE pgcloud.relay_once(integer) TO pgcloud_worker_relay;
-GRANT SELECT ON pgcloud.outbox, pgcloud.delivery_failures TO pgcloud_worker_relay;
-GRANT UPDATE (published_at) ON pgcloud.outbox TO pgcloud_worker_relay;
--- Consumer: NATS messages to the subscribers of this database.
-GRANT EXECUTE ON ROUTINE pgcloud.nats_subscribers(), pgcloud.consume_event(text, jsonb, text),
-    pgcloud.consume_failed(text, text, text, text, integer)
-    TO pgcloud_worker_consumer;
--- HTTP executor: claim, record, callbacks; its policies.
-GRANT EXECUTE ON ROUTINE pgcloud.http_recover(), pgcloud.http_claim_all(text[], integer[]),
-    pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
-    pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
-    pgcloud.http_next_due_ms(text[]), pgcloud.policy(text, anyelement)
-    TO pgcloud_worker_http;
-
 -- Start this database's workers as soon as the installation commits.
 SELECT pgcloud.wake_workers();
 
@@ -2447,7 +2370,7 @@ INSERT INTO pgcloud.services (name, schema_name, database_name, layer, route_pre
    '{}'::text[]),
   ('maas', 'maas', 'pgcloud_maas', 'shared', '/maas',
    ARRAY['maas.machine_commissioned', 'maas.machine_status_changed', 'maas.machine_deployed', 'maas.machine_released', 'maas.deploy_failed']::text[],
-   ARRAY['node.registered', 'deploy.requested', 'release.requested', 'user.created']::text[],
+   ARRAY['node.registered', 'deploy.requested', 'release.requested']::text[],
    ARRAY['inventory', 'provisioning']::text[],
    ARRAY['maas']::text[]),
   ('releases', 'releases', 'pgcloud_releases', 'domain', '/releases',
@@ -2466,14 +2389,14 @@ INSERT INTO pgcloud.services (name, schema_name, database_name, layer, route_pre
    ARRAY['auth', 'billing']::text[],
    ARRAY['stripe']::text[]),
   ('terminal', 'terminal', 'pgcloud_terminal', 'domain', '/terminal',
-   ARRAY['terminal.token_minted', 'terminal.token_redeemed', 'terminal.session_ended']::text[],
-   ARRAY['user.created', 'allocation.activated', 'allocation.releasing', 'allocation.released', 'allocation.failed', 'session.revoked', 'app.member_added', 'app.member_removed', 'app.instance_released']::text[],
-   ARRAY['auth', 'provisioning', 'appruntime']::text[],
+   ARRAY['terminal.token_minted', 'terminal.token_redeemed']::text[],
+   ARRAY['user.created', 'allocation.activated', 'allocation.released', 'allocation.failed']::text[],
+   ARRAY['auth', 'provisioning']::text[],
    '{}'::text[]),
   ('appruntime', 'appruntime', 'pgcloud_appruntime', 'domain', '/apps',
-   ARRAY['app.manifest_published', 'app.instance_launched', 'app.instance_running', 'app.instance_stopped', 'app.instance_failed', 'app.instance_released', 'app.member_added', 'app.member_removed']::text[],
-   ARRAY['user.created', 'allocation.activated', 'allocation.releasing', 'allocation.released', 'allocation.failed']::text[],
-   ARRAY['auth', 'provisioning']::text[],
+   ARRAY['app.instance_launched', 'app.instance_running', 'app.instance_stopped', 'app.instance_released']::text[],
+   ARRAY['allocation.activated', 'allocation.released', 'allocation.failed']::text[],
+   ARRAY['provisioning']::text[],
    '{}'::text[]),
   ('storage', 'storage', 'pgcloud_storage', 'domain', '/storage',
    ARRAY['namespace.created', 'namespace.deleted', 'object.stored', 'object.deleted']::text[],
@@ -2517,7 +2440,6 @@ INSERT INTO pgcloud.subscriptions (subscriber, event_type) VALUES
   ('maas', 'node.registered'),
   ('maas', 'deploy.requested'),
   ('maas', 'release.requested'),
-  ('maas', 'user.created'),
   ('releases', 'user.created'),
   ('releases', 'allocation.activated'),
   ('releases', 'allocation.releasing'),
@@ -2535,16 +2457,9 @@ INSERT INTO pgcloud.subscriptions (subscriber, event_type) VALUES
   ('payments', 'billing.refund_declined'),
   ('terminal', 'user.created'),
   ('terminal', 'allocation.activated'),
-  ('terminal', 'allocation.releasing'),
   ('terminal', 'allocation.released'),
   ('terminal', 'allocation.failed'),
-  ('terminal', 'session.revoked'),
-  ('terminal', 'app.member_added'),
-  ('terminal', 'app.member_removed'),
-  ('terminal', 'app.instance_released'),
-  ('appruntime', 'user.created'),
   ('appruntime', 'allocation.activated'),
-  ('appruntime', 'allocation.releasing'),
   ('appruntime', 'allocation.released'),
   ('appruntime', 'allocation.failed'),
   ('storage', 'user.created'),

@@ -41,8 +41,7 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('maas.intent_stale_seconds', '600', 'A MAAS request without a final answer after this is forgotten and the machine read again (seconds).'),
     ('maas.erase_disks_on_release', 'false', 'Whether machines are released with erase=true (disk erasing) when their last allocation ends.'),
     ('maas.agent_name', '"pgcloud"', 'agent_name sent to MAAS with allocate and deploy.'),
-    ('maas.poll_batch_size', '200', 'Machines one maas.poll() call works on at most.'),
-    ('maas.ssh_trusted_user_ca_keys', '[]', 'The SSH CA public keys deployed nodes trust for user certificates (authorized_keys lines, e.g. from api.ssh_ca_public_key(); during a CA rotation the old and the new). Written by the deploy user data into /etc/ssh/pgcloud/trusted_user_ca_keys; empty: the image provides TrustedUserCAKeys itself.');
+    ('maas.poll_batch_size', '200', 'Machines one maas.poll() call works on at most.');
 
 -- source: sql/maas/10_tables.sql
 -- MAAS statuses, machines, and the allocations deployed on them.
@@ -168,7 +167,6 @@ CREATE TABLE maas.allocations (
     image           text,
     distro_series   text NOT NULL,
     ssh_public_keys text[] NOT NULL DEFAULT '{}',
-    ssh_principal   text CHECK (ssh_principal ~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'),
     state           text NOT NULL CHECK (state IN ('deploying', 'deployed', 'releasing', 'released', 'failed')),
     reason          text,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -186,25 +184,11 @@ COMMENT ON COLUMN maas.allocations.user_id IS 'The allocation''s owner.';
 COMMENT ON COLUMN maas.allocations.image IS 'Image code.';
 COMMENT ON COLUMN maas.allocations.distro_series IS 'distro_series it needs.';
 COMMENT ON COLUMN maas.allocations.ssh_public_keys IS 'Public keys for the deploy user data.';
-COMMENT ON COLUMN maas.allocations.ssh_principal IS 'The SSH certificate principal of the allocation on its node: pgcloud-alloc-<id of the first allocation of the same user in the same deployment of the machine> (allocations of one user joining a deployment share it). The deploy writes it into the node''s AuthorizedPrincipalsFile of the user''s account; releases signs certificates for it alone, so a certificate works only on the nodes of its allocation.';
 COMMENT ON COLUMN maas.allocations.state IS 'deploying, deployed, releasing, released or failed.';
 COMMENT ON COLUMN maas.allocations.reason IS 'Why it failed or how it was released.';
 COMMENT ON COLUMN maas.allocations.created_at IS 'When the deploy request arrived.';
 COMMENT ON COLUMN maas.allocations.updated_at IS 'When it last changed.';
 
-CREATE TABLE maas.users (
-    user_id        uuid PRIMARY KEY,
-    posix_username text NOT NULL CHECK (posix_username ~ '^[a-z_][a-z0-9_-]{0,31}$'),
-    uid            integer NOT NULL CHECK (uid >= 1000),
-    updated_at     timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE maas.users IS 'Read model of users (from user.created): the POSIX account a deployment creates on the node for the allocation''s owner.';
-COMMENT ON COLUMN maas.users.user_id IS 'The user.';
-COMMENT ON COLUMN maas.users.posix_username IS 'Login name of the account on nodes (never an image''s default user name: auth reserves those).';
-COMMENT ON COLUMN maas.users.uid IS 'POSIX uid of the account.';
-COMMENT ON COLUMN maas.users.updated_at IS 'When it was last written.';
-
-SELECT pg_catalog.pg_extension_config_dump('maas.users', '');
 SELECT pg_catalog.pg_extension_config_dump('maas.machines', '');
 SELECT pg_catalog.pg_extension_config_dump('maas.allocations', '');
 
@@ -224,78 +208,16 @@ $$;
 COMMENT ON FUNCTION maas.form_encode(text) IS 'application/x-www-form-urlencoded value: every byte but A-Z a-z 0-9 - . _ ~ percent-encoded.';
 
 CREATE FUNCTION maas.user_data(system_id text) RETURNS text
-LANGUAGE plpgsql STABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud, maas
 AS $$
-DECLARE
-    ca jsonb := pgcloud.policy('maas.ssh_trusted_user_ca_keys', NULL::jsonb);
-    default_keys text;
-    accounts text := '';
-    principal_files text := '';
-    ca_lines text;
-    t record;
-    ud text := E'#cloud-config\n';
-BEGIN
-    IF jsonb_typeof(ca) IS DISTINCT FROM 'array'
-       OR EXISTS (SELECT 1 FROM jsonb_array_elements(ca) e
-                   WHERE jsonb_typeof(e) <> 'string'
-                      OR (e #>> '{}') !~ '^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,2}( [A-Za-z0-9@._-]{1,100})?$') THEN
-        PERFORM pgcloud.raise('policy_invalid',
-            'maas.ssh_trusted_user_ca_keys must be an array of SSH public keys ("<type> <base64> [comment]")');
-    END IF;
-    -- Keys of owners without a known account go to the image's default user
-    -- (single tenancy: the node is theirs alone).
-    SELECT string_agg(DISTINCT '  - "' || k || '"', E'\n' ORDER BY '  - "' || k || '"') INTO default_keys
-      FROM maas.allocations a CROSS JOIN LATERAL unnest(a.ssh_public_keys) k
+    SELECT CASE WHEN count(k) > 0 THEN
+        E'#cloud-config\nssh_authorized_keys:\n'
+        || string_agg(DISTINCT '  - "' || k || '"', E'\n' ORDER BY '  - "' || k || '"') || E'\n' END
+      FROM maas.allocations a LEFT JOIN LATERAL unnest(a.ssh_public_keys) k ON true
      WHERE a.system_id = user_data.system_id AND a.state = 'deploying'
-       AND NOT EXISTS (SELECT 1 FROM maas.users u WHERE u.user_id = a.user_id);
-    -- Each owner gets an account of its own, whose AuthorizedPrincipalsFile
-    -- names the principals of its allocations in this deployment: sshd takes
-    -- a certificate for that account only when one of them is in it.
-    FOR t IN
-        SELECT u.posix_username, u.uid,
-               array_agg(DISTINCT a.ssh_principal ORDER BY a.ssh_principal)
-                   FILTER (WHERE a.ssh_principal IS NOT NULL) AS principals,
-               (SELECT array_agg(DISTINCT k ORDER BY k)
-                  FROM maas.allocations b CROSS JOIN LATERAL unnest(b.ssh_public_keys) k
-                 WHERE b.system_id = user_data.system_id AND b.state = 'deploying' AND b.user_id = u.user_id) AS keys
-          FROM maas.allocations a JOIN maas.users u ON u.user_id = a.user_id
-         WHERE a.system_id = user_data.system_id AND a.state = 'deploying'
-         GROUP BY u.user_id, u.posix_username, u.uid
-         ORDER BY u.posix_username
-    LOOP
-        accounts := accounts || format(E'  - name: %s\n    uid: %s\n    shell: /bin/bash\n    lock_passwd: true\n',
-                                       t.posix_username, t.uid)
-            || CASE WHEN t.keys IS NOT NULL THEN E'    ssh_authorized_keys:\n'
-                    || (SELECT string_agg('      - "' || k || '"', E'\n' ORDER BY k) FROM unnest(t.keys) k) || E'\n'
-                    ELSE '' END;
-        principal_files := principal_files
-            || format(E'  - path: /etc/ssh/pgcloud/principals/%s\n    permissions: "0644"\n    content: |\n', t.posix_username)
-            || coalesce((SELECT string_agg('      ' || p, E'\n' ORDER BY p) FROM unnest(t.principals) p) || E'\n',
-                        E'      # none\n');
-    END LOOP;
-    IF default_keys IS NULL AND accounts = '' THEN
-        RETURN NULL;
-    END IF;
-    IF default_keys IS NOT NULL THEN
-        ud := ud || E'ssh_authorized_keys:\n' || default_keys || E'\n';
-    END IF;
-    IF accounts <> '' THEN
-        ca_lines := (SELECT string_agg('      ' || (e #>> '{}'), E'\n') FROM jsonb_array_elements(ca) e);
-        ud := ud || E'users:\n  - default\n' || accounts
-            || E'write_files:\n  - path: /etc/ssh/sshd_config.d/50-pgcloud.conf\n    permissions: "0644"\n    content: |\n'
-            || E'      AuthorizedPrincipalsFile /etc/ssh/pgcloud/principals/%u\n'
-            || CASE WHEN ca_lines IS NOT NULL THEN E'      TrustedUserCAKeys /etc/ssh/pgcloud/trusted_user_ca_keys\n'
-                    || E'  - path: /etc/ssh/pgcloud/trusted_user_ca_keys\n    permissions: "0644"\n    content: |\n'
-                    || ca_lines || E'\n'
-                    ELSE '' END
-            || principal_files
-            || E'runcmd:\n  - [systemctl, reload-or-restart, ssh]\n';
-    END IF;
-    RETURN ud;
-END
 $$;
-COMMENT ON FUNCTION maas.user_data(text) IS 'cloud-init user data of a deployment (#cloud-config; NULL when there is nothing to say): for each owner of the allocations deploying on the machine whose POSIX account is known (user.created) an account of its own (name, uid, locked password, its SSH keys) and /etc/ssh/pgcloud/principals/<name> listing the allocations'' principals, an sshd drop-in with AuthorizedPrincipalsFile /etc/ssh/pgcloud/principals/%u (and TrustedUserCAKeys from policy maas.ssh_trusted_user_ca_keys), then an sshd reload; keys of owners without a known account go to the image''s default user (ssh_authorized_keys). Keys were validated by releases and again on deploy.requested.';
+COMMENT ON FUNCTION maas.user_data(text) IS 'cloud-init user data of a deployment: #cloud-config with the ssh_authorized_keys of the allocations deploying on the machine (sorted, each once; NULL when none has keys). The keys were validated by releases and again on deploy.requested.';
 
 -- Writes the request of the given kind and records it as the machine's one
 -- request in flight.
@@ -370,12 +292,9 @@ AS $$
     SELECT NULL::void FROM pgcloud.emit(event_type, 'allocation', a.allocation_id::text,
         jsonb_build_object('allocation_id', a.allocation_id, 'system_id', m.system_id, 'node_id', coalesce(a.node_id, m.node_id),
                            'hostname', m.hostname, 'user_id', a.user_id, 'distro_series', a.distro_series,
-                           'image', a.image, 'at', now())
-        || jsonb_strip_nulls(jsonb_build_object('ssh_principal', a.ssh_principal,
-                             'login', (SELECT u.posix_username FROM maas.users u WHERE u.user_id = a.user_id)))
-        || extra)
+                           'image', a.image, 'at', now()) || extra)
 $$;
-COMMENT ON FUNCTION maas.allocation_event(text, maas.allocations, maas.machines, jsonb) IS 'Emits maas.machine_deployed, maas.deploy_failed or maas.machine_released for one allocation: {allocation_id, system_id, node_id, hostname, user_id, distro_series, image, ssh_principal (the certificate principal the node accepts), login (the account deployed for the owner; both absent when unknown), at} plus extra (reason, ip_addresses).';
+COMMENT ON FUNCTION maas.allocation_event(text, maas.allocations, maas.machines, jsonb) IS 'Emits maas.machine_deployed, maas.deploy_failed or maas.machine_released for one allocation: {allocation_id, system_id, node_id, hostname, user_id, distro_series, image, at} plus extra (reason, ip_addresses).';
 
 CREATE FUNCTION maas.set_goal(m maas.machines, new_goal text, series text DEFAULT NULL, image text DEFAULT NULL)
 RETURNS maas.machines
@@ -843,8 +762,7 @@ SELECT pgcloud.register_job('maas.poll', 'maas.poll()', 'maas.poller_interval_ms
     run_on_wake => true);
 
 -- source: sql/maas/50_events.sql
--- Events in: node.registered (commission), deploy.requested, release.requested,
--- user.created (the accounts deployments create on nodes).
+-- Events in: node.registered (commission), deploy.requested, release.requested.
 
 CREATE FUNCTION maas.payload_text(payload jsonb, field text, pattern text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -901,26 +819,11 @@ DECLARE
     v_user uuid;
     live_other integer;
     other_series text;
-    v_principal text;
 BEGIN
     IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
         PERFORM pgcloud.raise('invalid_event', 'the payload must be a JSON object');
     END IF;
     CASE event_type
-    WHEN 'user.created' THEN
-        IF payload ->> 'posix_username' IS NULL THEN
-            RETURN;   -- no account to create on nodes
-        END IF;
-        IF jsonb_typeof(payload -> 'uid') IS DISTINCT FROM 'number' OR (payload ->> 'uid') !~ '^[0-9]{4,10}$'
-           OR (payload ->> 'uid')::bigint NOT BETWEEN 1000 AND 2147483647 THEN
-            PERFORM pgcloud.raise('invalid_event', 'payload field uid must be a number from 1000');
-        END IF;
-        INSERT INTO maas.users AS u (user_id, posix_username, uid)
-        VALUES (maas.payload_uuid(payload, 'user_id', aggregate_id),
-                maas.payload_text(payload, 'posix_username', '^[a-z_][a-z0-9_-]{0,31}$'), (payload ->> 'uid')::integer)
-        ON CONFLICT (user_id) DO UPDATE
-            SET posix_username = excluded.posix_username, uid = excluded.uid, updated_at = now();
-
     WHEN 'node.registered' THEN
         m := maas.ensure_machine(maas.payload_text(payload, 'maas_system_id', '^[a-z0-9][a-z0-9-]{0,63}$'),
                                  maas.payload_uuid(payload, 'node_id', aggregate_id), payload ->> 'hostname');
@@ -961,16 +864,9 @@ BEGIN
             PERFORM maas.allocation_event('maas.deploy_failed', a, m, jsonb_build_object('reason', a.reason));
             RETURN;
         END IF;
-        -- The allocation's SSH principal: that of the same user's allocations
-        -- in this deployment (their account on the node lists it), else a
-        -- new one only this allocation's node will know.
-        SELECT min(x.ssh_principal) INTO v_principal FROM maas.allocations x
-         WHERE x.system_id = m.system_id AND x.state IN ('deploying', 'deployed')
-           AND x.user_id IS NOT DISTINCT FROM v_user AND x.ssh_principal IS NOT NULL;
-        INSERT INTO maas.allocations (allocation_id, system_id, node_id, user_id, image, distro_series, ssh_public_keys,
-                                      ssh_principal, state)
+        INSERT INTO maas.allocations (allocation_id, system_id, node_id, user_id, image, distro_series, ssh_public_keys, state)
         VALUES (v_alloc, m.system_id, m.node_id, v_user, payload ->> 'image', v_series, v_keys,
-                coalesce(v_principal, 'pgcloud-alloc-' || v_alloc), 'deploying')
+                'deploying')
         RETURNING * INTO a;
         IF m.goal = 'deploy' AND m.goal_series = v_series THEN
             RETURN;  -- joins the deployment in progress
@@ -1024,6 +920,6 @@ BEGIN
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION maas.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): user.created keeps the accounts read model (maas.users); node.registered commissions the machine; deploy.requested {allocation_id, maas_system_id, distro_series, ssh_public_keys, ...} deploys it (or joins its deployment of the same series) and gives the allocation its SSH principal; release.requested releases it when its last allocation goes (else that allocation is released at once). Other types are ignored.';
+COMMENT ON FUNCTION maas.on_event(uuid, text, text, text, jsonb, jsonb) IS 'Event handler (called by the relay with the inbox row in the same transaction): node.registered commissions the machine; deploy.requested {allocation_id, maas_system_id, distro_series, ssh_public_keys, ...} deploys it (or joins its deployment of the same series); release.requested releases it when its last allocation goes (else that allocation is released at once). Other types are ignored.';
 
 SELECT pgcloud.service_end('maas');

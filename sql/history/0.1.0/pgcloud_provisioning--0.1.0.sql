@@ -647,12 +647,11 @@ BEGIN
                            'price_per_hour', a.price_per_hour, 'currency', a.currency, 'started_at', a.started_at,
                            'requested_at', a.requested_at, 'node_hostname', a.node_hostname, 'node_id', a.node_id, 'region', a.region,
                            'gpu_count', a.gpu_count, 'slots', to_jsonb(a.slot_indexes), 'image', a.image,
-                           'ip_addresses', coalesce(deployed -> 'ip_addresses', '[]'::jsonb))
-        || jsonb_strip_nulls(jsonb_build_object('ssh_principal', deployed -> 'ssh_principal', 'login', deployed -> 'login')));
+                           'ip_addresses', coalesce(deployed -> 'ip_addresses', '[]'::jsonb)));
     RETURN a;
 END
 $$;
-COMMENT ON FUNCTION provisioning.activate(provisioning.allocations, jsonb) IS 'Makes a provisioning allocation active and emits allocation.activated {allocation_id, user_id, sku, price_per_hour, currency, started_at, node_hostname, ..., ssh_principal and login from maas.machine_deployed}: billing starts here.';
+COMMENT ON FUNCTION provisioning.activate(provisioning.allocations, jsonb) IS 'Makes a provisioning allocation active and emits allocation.activated {allocation_id, user_id, sku, price_per_hour, currency, started_at, node_hostname, ...}: billing starts here.';
 
 -- -> releasing: the slots stay held until MAAS has released the machine.
 CREATE FUNCTION provisioning.begin_release(a provisioning.allocations, why text, who text) RETURNS provisioning.allocations

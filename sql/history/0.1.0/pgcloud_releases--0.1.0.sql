@@ -28,8 +28,7 @@ INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('ssh_key_not_found',           404, 'The SSH key does not exist.', 'releases'),
     ('ssh_key_duplicate',           409, 'This SSH key is already registered to your account.', 'releases'),
     ('ssh_key_limit_reached',       409, 'You have registered the maximum number of SSH keys.', 'releases'),
-    ('posix_identity_missing',      409, 'Your account has no POSIX username yet.', 'releases'),
-    ('access_principal_missing',    409, 'The allocation''s node has no SSH access principal.', 'releases');
+    ('posix_identity_missing',      409, 'Your account has no POSIX username yet.', 'releases');
 INSERT INTO pgcloud.error_codes (code, http_status, message, service) VALUES
     ('allocation_not_found',        404, 'The allocation does not exist.', 'releases'),
     ('allocation_not_active',       409, 'The allocation is not active.', 'releases')
@@ -79,7 +78,6 @@ CREATE TABLE releases.allocations (
     user_id       uuid,
     sku           text,
     hostname      text,
-    ssh_principal text CHECK (ssh_principal ~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'),
     state         text NOT NULL CHECK (state IN ('active', 'ended')),
     started_at    timestamptz,
     ends_at       timestamptz,
@@ -92,7 +90,6 @@ CREATE TRIGGER allocations_state BEFORE INSERT OR UPDATE OF state ON releases.al
     FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('state', 'releases.allocation_transitions');
 COMMENT ON TABLE releases.allocations IS 'Read model of allocations (from allocation.activated / released / failed): who may get access, and until when.';
 COMMENT ON COLUMN releases.allocations.allocation_id IS 'The allocation.';
-COMMENT ON COLUMN releases.allocations.ssh_principal IS 'The certificate principal the allocation''s node accepts for its owner''s account (from allocation.activated, set by maas at deploy time); certificates are minted for it alone. NULL: no certificate can be minted.';
 COMMENT ON COLUMN releases.allocations.user_id IS 'The user who owns it; only they may mint access.';
 COMMENT ON COLUMN releases.allocations.sku IS 'The SKU allocated.';
 COMMENT ON COLUMN releases.allocations.hostname IS 'Hostname of the node it runs on.';
@@ -176,7 +173,7 @@ COMMENT ON COLUMN releases.certificates.allocation_id IS 'The allocation it give
 COMMENT ON COLUMN releases.certificates.key_fingerprint IS 'Fingerprint of the certified public key.';
 COMMENT ON COLUMN releases.certificates.ca_fingerprint IS 'Fingerprint of the CA key that signed it.';
 COMMENT ON COLUMN releases.certificates.key_id IS 'The certificate key id (user and allocation ids), logged by sshd on login.';
-COMMENT ON COLUMN releases.certificates.principals IS 'Valid principals: the allocation''s principal alone (releases.allocations.ssh_principal).';
+COMMENT ON COLUMN releases.certificates.principals IS 'Valid principals (the POSIX username).';
 COMMENT ON COLUMN releases.certificates.valid_after IS 'Start of validity.';
 COMMENT ON COLUMN releases.certificates.valid_before IS 'End of validity.';
 COMMENT ON COLUMN releases.certificates.created_at IS 'When it was minted.';
@@ -436,25 +433,6 @@ COMMENT ON FUNCTION api.admin_rotate_ssh_ca() IS 'Operators: replaces the SSH CA
 -- source: sql/releases/50_mint.sql
 -- Access: a short-lived OpenSSH user certificate for an active allocation.
 
--- The one principal a certificate for an allocation may carry: the
--- allocation's own, which only its node's AuthorizedPrincipalsFile lists
--- (maas writes it at deploy time). Every minting path asks here, so no
--- certificate works on another allocation's node.
-CREATE FUNCTION releases.access_principal(a releases.allocations) RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, releases
-AS $$
-BEGIN
-    IF a.ssh_principal IS NULL THEN
-        PERFORM pgcloud.raise('access_principal_missing',
-            format('allocation %s was activated without an SSH principal for its node', a.allocation_id),
-            'Its node was deployed without pgcloud''s AuthorizedPrincipalsFile; release it and allocate again.');
-    END IF;
-    RETURN a.ssh_principal;
-END
-$$;
-COMMENT ON FUNCTION releases.access_principal(releases.allocations) IS 'The principal every certificate for the allocation carries, alone: its ssh_principal, which only the allocation''s node accepts (for its owner''s account). Raises access_principal_missing when the activation carried none.';
-
 CREATE FUNCTION releases.mint_access_apply(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, releases
@@ -464,7 +442,6 @@ DECLARE
     alloc_id uuid;
     a releases.allocations;
     uname text;
-    principal text;
     k record;
     ca releases.ssh_ca_keys;
     ttl integer := pgcloud.policy('releases.cert_ttl_seconds', NULL::integer);
@@ -509,7 +486,6 @@ BEGIN
         PERFORM pgcloud.raise('posix_identity_missing', 'no POSIX username is known for your account yet',
                               'Try again in a moment; it is assigned when your account is created.');
     END IF;
-    principal := releases.access_principal(a);
 
     SELECT * INTO k FROM releases.parse_key(args ->> 'public_key');
     v_after := now_s - make_interval(secs => skew);
@@ -522,24 +498,23 @@ BEGIN
     serial := nextval('releases.certificate_serial_seq');
     kid := format('pgcloud user=%s allocation=%s', v_user, alloc_id);
     cert := releases.sign_certificate(k.canonical_key, ca.private_sealed, ca.public_blob, serial, kid,
-                                      ARRAY[principal], v_after, v_before, ext_names,
+                                      ARRAY[uname], v_after, v_before, ext_names,
                                       format('%s@pgcloud-%s', uname, serial));
 
     INSERT INTO releases.certificates (serial, user_id, allocation_id, key_fingerprint, ca_fingerprint, key_id,
                                        principals, valid_after, valid_before)
-    VALUES (serial, v_user, alloc_id, k.fingerprint, ca.fingerprint, kid, ARRAY[principal], v_after, v_before);
+    VALUES (serial, v_user, alloc_id, k.fingerprint, ca.fingerprint, kid, ARRAY[uname], v_after, v_before);
 
     PERFORM pgcloud.audit('access.minted', 'allocation', alloc_id::text, 'ok',
         jsonb_build_object('serial', serial, 'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
-                           'principals', jsonb_build_array(principal), 'login', uname,
-                           'valid_after', v_after, 'valid_before', v_before));
+                           'principals', jsonb_build_array(uname), 'valid_after', v_after, 'valid_before', v_before));
     PERFORM pgcloud.emit('access.minted', 'allocation', alloc_id::text,
         jsonb_build_object('allocation_id', alloc_id, 'user_id', v_user, 'serial', serial, 'key_id', kid,
                            'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
-                           'principals', jsonb_build_array(principal), 'login', uname, 'hostname', a.hostname,
+                           'principals', jsonb_build_array(uname), 'hostname', a.hostname,
                            'valid_after', v_after, 'valid_before', v_before));
     RETURN jsonb_build_object('certificate', cert, 'valid_after', v_after, 'valid_before', v_before,
-                              'serial', serial, 'principals', jsonb_build_array(principal), 'login', uname, 'key_id', kid,
+                              'serial', serial, 'principals', jsonb_build_array(uname), 'key_id', kid,
                               'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
                               'hostname', a.hostname);
 END
@@ -557,124 +532,7 @@ BEGIN
                               'releases.mint_access_apply(jsonb)');
 END
 $$;
-COMMENT ON FUNCTION api.mint_access(uuid, text) IS 'Short-lived SSH access to one of your active allocations: an OpenSSH user certificate for public_key (any accepted key type), signed by the platform CA (api.ssh_ca_public_key()), principal = the allocation''s own (pgcloud-alloc-...), which only its node accepts, for your account there (login = your POSIX username), valid for releases.cert_ttl_seconds and never past the allocation''s end. Returns {certificate, valid_after, valid_before, serial, principals, login, key_id, key_fingerprint, ca_fingerprint, hostname}; save certificate as e.g. ~/.ssh/id_ed25519-cert.pub. Unknown or another user''s allocation: 404 allocation_not_found; not active: 409 allocation_not_active. Safe to retry with X-Idempotency-Key.';
-
--- source: sql/releases/55_service_mint.sql
--- Access for platform services: the terminal relay and the app runtime agent
--- log in to a node with an ephemeral key and a certificate minted here, as
--- the allocation owner's POSIX user, valid for minutes, for that allocation
--- only (pgcloud_service with scope access:mint).
-
-INSERT INTO pgcloud.policy_values (key, value, description) VALUES
-    ('releases.service_cert_ttl_seconds', '120', 'Lifetime of a certificate minted for a platform service (terminal relay, app runtime) (seconds, 30 to 3600).');
-
-CREATE FUNCTION releases.service_mint_access_apply(args jsonb) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgcloud, releases
-AS $$
-DECLARE
-    alloc_id uuid;
-    on_behalf uuid;
-    purpose text := coalesce(args ->> 'purpose', 'service');
-    a releases.allocations;
-    uname text;
-    principal text;
-    k record;
-    ca releases.ssh_ca_keys;
-    ttl integer := pgcloud.policy('releases.service_cert_ttl_seconds', NULL::integer);
-    skew integer := pgcloud.policy('releases.cert_clock_skew_seconds', NULL::integer);
-    exts jsonb := pgcloud.policy('releases.cert_extensions', NULL::jsonb);
-    now_s timestamptz := date_trunc('second', now());
-    v_after timestamptz;
-    v_before timestamptz;
-    serial bigint;
-    kid text;
-    cert text;
-BEGIN
-    IF args ->> 'allocation_id' IS NULL THEN
-        PERFORM pgcloud.raise('invalid_argument', 'allocation_id is required');
-    END IF;
-    alloc_id := (args ->> 'allocation_id')::uuid;
-    IF args ->> 'on_behalf_of' IS NOT NULL THEN
-        on_behalf := (args ->> 'on_behalf_of')::uuid;
-    END IF;
-    IF purpose !~ '^[a-z][a-z0-9_]{0,30}$' THEN
-        PERFORM pgcloud.raise('invalid_argument', 'purpose must be a short lower-case word such as terminal');
-    END IF;
-    IF ttl IS NULL OR ttl NOT BETWEEN 30 AND 3600 THEN
-        PERFORM pgcloud.raise('policy_invalid', 'releases.service_cert_ttl_seconds must be between 30 and 3600');
-    END IF;
-    IF skew IS NULL OR skew NOT BETWEEN 0 AND 600 THEN
-        PERFORM pgcloud.raise('policy_invalid', 'releases.cert_clock_skew_seconds must be between 0 and 600');
-    END IF;
-    IF jsonb_typeof(exts) IS DISTINCT FROM 'array'
-       OR EXISTS (SELECT 1 FROM jsonb_array_elements(exts) e WHERE jsonb_typeof(e) <> 'string') THEN
-        PERFORM pgcloud.raise('policy_invalid', 'releases.cert_extensions must be an array of strings');
-    END IF;
-    SELECT * INTO a FROM releases.allocations x WHERE x.allocation_id = alloc_id FOR SHARE;
-    IF NOT FOUND THEN
-        PERFORM pgcloud.raise('allocation_not_found', format('no allocation %s', alloc_id));
-    END IF;
-    IF a.state <> 'active' OR (a.ends_at IS NOT NULL AND a.ends_at <= now_s + interval '1 second') THEN
-        PERFORM pgcloud.raise('allocation_not_active', format('allocation %s is not active', alloc_id));
-    END IF;
-    SELECT u.posix_username INTO uname FROM releases.users u WHERE u.user_id = a.user_id;
-    IF uname IS NULL THEN
-        PERFORM pgcloud.raise('posix_identity_missing', 'no POSIX username is known for the allocation''s owner');
-    END IF;
-    -- The allocation's own principal, as for api.mint_access(): only its node
-    -- accepts it (for the owner's account), so the certificate opens no other.
-    principal := releases.access_principal(a);
-    SELECT * INTO k FROM releases.parse_key(args ->> 'public_key');
-    v_after := now_s - make_interval(secs => skew);
-    v_before := now_s + make_interval(secs => ttl);
-    IF a.ends_at IS NOT NULL THEN
-        v_before := least(v_before, date_trunc('second', a.ends_at));
-    END IF;
-    ca := releases.ca_current();
-    serial := nextval('releases.certificate_serial_seq');
-    kid := format('pgcloud %s user=%s allocation=%s', purpose, coalesce(on_behalf, a.user_id), alloc_id);
-    cert := releases.sign_certificate(k.canonical_key, ca.private_sealed, ca.public_blob, serial, kid,
-                                      ARRAY[principal], v_after, v_before,
-                                      ARRAY(SELECT jsonb_array_elements_text(exts)),
-                                      format('%s@pgcloud-%s', uname, serial));
-    INSERT INTO releases.certificates (serial, user_id, allocation_id, key_fingerprint, ca_fingerprint, key_id,
-                                       principals, valid_after, valid_before)
-    VALUES (serial, coalesce(on_behalf, a.user_id), alloc_id, k.fingerprint, ca.fingerprint, kid, ARRAY[principal],
-            v_after, v_before);
-    PERFORM pgcloud.audit('access.minted', 'allocation', alloc_id::text, 'ok',
-        jsonb_build_object('serial', serial, 'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
-                           'principals', jsonb_build_array(principal), 'login', uname, 'purpose', purpose, 'on_behalf_of', on_behalf,
-                           'valid_after', v_after, 'valid_before', v_before));
-    PERFORM pgcloud.emit('access.minted', 'allocation', alloc_id::text,
-        jsonb_build_object('allocation_id', alloc_id, 'user_id', coalesce(on_behalf, a.user_id), 'serial', serial,
-                           'key_id', kid, 'key_fingerprint', k.fingerprint, 'ca_fingerprint', ca.fingerprint,
-                           'principals', jsonb_build_array(principal), 'login', uname, 'hostname', a.hostname, 'purpose', purpose,
-                           'valid_after', v_after, 'valid_before', v_before));
-    RETURN jsonb_build_object('certificate', cert, 'valid_after', v_after, 'valid_before', v_before,
-                              'serial', serial, 'principals', jsonb_build_array(principal), 'login', uname, 'key_id', kid,
-                              'hostname', a.hostname);
-END
-$$;
-COMMENT ON FUNCTION releases.service_mint_access_apply(jsonb) IS 'Internal to api.service_mint_access(): signs a short-lived certificate for {allocation_id, public_key, on_behalf_of, purpose} for the allocation''s principal (login: the owner''s POSIX user).';
-
-CREATE FUNCTION api.service_mint_access(allocation_id uuid, public_key text, on_behalf_of uuid DEFAULT NULL,
-                                        purpose text DEFAULT 'service')
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pgcloud, releases
-AS $$
-BEGIN
-    PERFORM pgcloud.authorize_service('access:mint');
-    RETURN pgcloud.idempotent('releases.service_mint_access',
-                              jsonb_build_object('allocation_id', allocation_id, 'public_key', public_key,
-                                                 'on_behalf_of', on_behalf_of, 'purpose', purpose),
-                              'releases.service_mint_access_apply(jsonb)');
-END
-$$;
-COMMENT ON FUNCTION api.service_mint_access(uuid, text, uuid, text) IS 'Platform services (pgcloud_service with scope access:mint; the terminal relay, the app runtime agent): an OpenSSH user certificate for an ephemeral public_key, principal = the allocation''s own (pgcloud-alloc-<id>, accepted only by its node for the owner''s account, login = the owner''s POSIX username), valid releases.service_cert_ttl_seconds and never past the allocation''s end; the key id names purpose, the user acted for (on_behalf_of, default the owner) and the allocation. Returns {certificate, valid_after, valid_before, serial, principals, login, key_id, hostname}. Unknown allocation: 404 allocation_not_found; not active: 409 allocation_not_active; activated without a principal: 409 access_principal_missing.';
-
-GRANT EXECUTE ON FUNCTION api.service_mint_access(uuid, text, uuid, text) TO pgcloud_service;
+COMMENT ON FUNCTION api.mint_access(uuid, text) IS 'Short-lived SSH access to one of your active allocations: an OpenSSH user certificate for public_key (any accepted key type), signed by the platform CA (api.ssh_ca_public_key()), principal = your POSIX username, valid for releases.cert_ttl_seconds and never past the allocation''s end. Returns {certificate, valid_after, valid_before, serial, principals, key_id, key_fingerprint, ca_fingerprint, hostname}; save certificate as e.g. ~/.ssh/id_ed25519-cert.pub. Unknown or another user''s allocation: 404 allocation_not_found; not active: 409 allocation_not_active. Safe to retry with X-Idempotency-Key.';
 
 -- source: sql/releases/60_events.sql
 -- The read model: user.created and allocation.activated / released / failed.
@@ -745,19 +603,12 @@ BEGIN
         v_alloc := releases.payload_uuid(payload, 'allocation_id', aggregate_id);
         v_user := releases.payload_uuid(payload, 'user_id');
         -- An ended allocation stays ended (a late or replayed activation changes nothing).
-        IF payload ->> 'ssh_principal' IS NOT NULL
-           AND (payload ->> 'ssh_principal') !~ '^pgcloud-alloc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-            PERFORM pgcloud.raise('invalid_event', 'ssh_principal must be pgcloud-alloc-<uuid>');
-        END IF;
-        INSERT INTO releases.allocations AS x (allocation_id, user_id, sku, hostname, ssh_principal, state, started_at, ends_at,
-                                               updated_at)
-        VALUES (v_alloc, v_user, payload ->> 'sku', coalesce(payload ->> 'hostname', payload ->> 'node_hostname'),
-                payload ->> 'ssh_principal', 'active',
+        INSERT INTO releases.allocations AS x (allocation_id, user_id, sku, hostname, state, started_at, ends_at, updated_at)
+        VALUES (v_alloc, v_user, payload ->> 'sku', coalesce(payload ->> 'hostname', payload ->> 'node_hostname'), 'active',
                 coalesce(releases.payload_time(payload, 'started_at'), now()),
                 coalesce(releases.payload_time(payload, 'ends_at'), releases.payload_time(payload, 'ended_at')), now())
         ON CONFLICT (allocation_id) DO UPDATE
             SET user_id = excluded.user_id, sku = excluded.sku, hostname = excluded.hostname,
-                ssh_principal = excluded.ssh_principal,
                 started_at = excluded.started_at, ends_at = excluded.ends_at, updated_at = excluded.updated_at
             WHERE x.state = 'active';
     WHEN 'allocation.released', 'allocation.failed', 'allocation.releasing' THEN
