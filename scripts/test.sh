@@ -6,7 +6,8 @@
 # Environment: FUZZ_SECONDS (default 20), TIERS (default "generated build
 # regress pgtap isolation tap fuzz"), SERVICE=<name> runs only the tests of
 # one service in every tier (by file name, or a "services:" line in the
-# file's first lines), KEEP=1 keeps the work directory.
+# file's first lines), ONLY=<text> runs only the test files whose name
+# contains it, KEEP=1 keeps the work directory.
 # Prints the wall time of each tier and of the whole run.
 set -uo pipefail
 "$(dirname "$0")/deps.sh" || exit 1
@@ -49,6 +50,7 @@ select_tests() {   # files...
     for f in "$@"; do
         [ -e "$f" ] || continue
         b=$(basename "$f"); b=${b#fuzz_}
+        [ -n "${ONLY:-}" ] && [[ "$b" != *"$ONLY"* ]] && continue
         if [ -z "$SERVICE" ] || [[ "$b" == "${SERVICE}_"* ]] \
            || head -n 30 "$f" | grep -qE "^(#|--| \*) services:.*\b$SERVICE\b"; then
             echo "$f"

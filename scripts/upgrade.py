@@ -80,11 +80,14 @@ INSERT = re.compile(r"^INSERT\s+INTO\s+" + NAME + r"(?:\s+AS\s+\w+)?\s*\(([^)]*)
 
 # Rows of these tables come from install scripts: a new or changed INSERT
 # updates them (key, columns updated; None: every column listed but the key).
+# A column a table's INSERTs may leave to its default (error_codes.service:
+# 'core' for the core's codes) is updated too: EXCLUDED carries the default.
 UPSERT = {
     "pgcloud.error_codes": ("code", None),
     "pgcloud.services": ("name", None),
     "pgcloud.policy_values": ("key", ("description",)),   # an operator's value stays
 }
+DEFAULTED = {"pgcloud.error_codes": ("service",)}
 # Rows wholly derived from the registry: replaced.
 REPLACE = ("pgcloud.subscriptions",)
 
@@ -130,6 +133,7 @@ def tolerate_existing(st):
     if table in UPSERT:
         key, only = UPSERT[table]
         upd = [c for c in cols if c != key and (only is None or c in only)]
+        upd += [c for c in DEFAULTED.get(table, ()) if c not in upd]
         if upd:
             return "%s\nON CONFLICT (%s) DO UPDATE SET %s;" % (
                 b, key, ", ".join("%s = EXCLUDED.%s" % (c, c) for c in upd))
