@@ -13,11 +13,11 @@ PACKAGES=(
     python3-cryptography                     # PyJWT's RSA and EC algorithms
     ca-certificates                          # TLS to Stripe and every verified peer
     rsync debootstrap                        # staging a private checkout; CI's pristine root
-    # storage: botocore's presigner, compared byte for byte with the C SigV4 signer (test/t/070_storage_s3.pl)
+    # storage: botocore's presigner, compared byte for byte with the C SigV4 signer (test/t/storage_s3.pl)
     python3-botocore
     # databases: libpq for the deployer job's connections to target servers; psycopg2 for its TAP test
     libpq-dev python3-psycopg2
-    # terminal relay and app runtime agent (termrelay/); the browser test (test/t/110_terminal_browser.pl)
+    # terminal relay and app runtime agent (termrelay/); the browser test (test/t/terminal_browser.pl)
     # drives Debian's chromium through chromium-driver with python3-selenium (no npm, no download)
     libwebsockets-dev libssh-dev chromium chromium-driver python3-selenium
 )
