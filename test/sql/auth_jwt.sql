@@ -123,7 +123,7 @@ SELECT auth.jwt_verify('eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA
 SELECT auth.jwk_thumbprint('{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}');
 SELECT auth.jwk_thumbprint(:'ed_pub');
 -- Deterministic signatures: HS256, RS256 (PKCS#1 v1.5) and EdDSA give the
--- same bytes every time (PyJWT gives the same ones, see test/t/020).
+-- same bytes every time (PyJWT gives the same ones, see test/t/auth_pyjwt.pl).
 SELECT auth.jwt_sign('{"sub": "1234567890", "name": "John Doe", "iat": 1516239022}', :'hs_key');
 SELECT auth.jwt_sign('{"iss": "joe", "exp": 1300819380}', :'rs_priv');
 SELECT auth.jwt_sign('{"iss": "joe", "exp": 1300819380}', :'ed_priv');
