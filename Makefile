@@ -6,6 +6,7 @@
 #   make generate      regenerate extension/*.control and deploy/* from registry/
 #   make demo          set up a private cluster and run demo/demo.sql
 #   make test          every test tier against private clusters (see scripts/test.sh)
+#   make bench         every benchmark; rewrites bench/RESULTS.md (see bench/all.sh)
 
 PG_CONFIG ?= pg_config
 
@@ -62,7 +63,7 @@ build/regress:
 	ln -sfn ../../expected build/regress/expected
 installcheck: build/regress
 
-.PHONY: generate check-generated demo test cluster-start cluster-stop
+.PHONY: generate check-generated demo test bench cluster-start cluster-stop
 generate:
 	python3 scripts/generate.py
 
@@ -74,3 +75,6 @@ demo:
 
 test:
 	scripts/test.sh
+
+bench:
+	bench/all.sh

@@ -136,5 +136,5 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
             echo "| $c | $mode | ${TPS[$mode$c]} | ${P99[$mode$c]} ms | ${BTPS[$c]} tps, p99 ${BP99[$c]} ms | $(ratio "${TPS[$mode$c]}" "${BTPS[$c]}") | 0 ($n placements, $distinct distinct slots claimed, $problems capacity problems) |"
         done
     done
-} >> bench/RESULTS.md
-echo "appended to bench/RESULTS.md"
+} >> "${BENCH_RESULTS:-bench/RESULTS.md}"
+echo "appended to ${BENCH_RESULTS:-bench/RESULTS.md}"

@@ -15,6 +15,8 @@ PACKAGES=(
     rsync debootstrap                        # staging a private checkout; CI's pristine root
     # storage: botocore's presigner, compared byte for byte with the C SigV4 signer (test/t/070_storage_s3.pl)
     python3-botocore
+    # bench (make bench): the fast local HTTP target for the executor and its wrk baseline
+    nginx-light wrk
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
