@@ -7,46 +7,40 @@
  * platform.alert event) and terminated; earlier failures are nak'ed with
  * a growing delay.
  *
- * Every durable is fetched at the same time: one fetcher thread per durable
- * (plain C and nats.c only, no PostgreSQL calls) waits in a pull request and
- * queues what arrives; the worker's own thread waits on its latch and a pipe
- * the fetchers write to, applies the queued messages in arrival order (each
- * durable's in its own order) and acks a fetched batch together after the
- * commits. No message waits for another service's fetch timeout.
+ * Every durable is pulled at the same time, on one subscription: the
+ * worker keeps one pull request outstanding per durable
+ * ($JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>, replies to
+ * <inbox>.<durable>.<request number>; the events come with their own
+ * subjects and the durable in their ack subjects) and waits on that one inbox
+ * for whatever any durable delivers, so no message waits for another
+ * service's fetch timeout. Each message is applied in its own transaction
+ * as before; the acks of what one wait returned go out together after the
+ * commits. A durable's request is renewed when it is used up, expired or
+ * refused (its status reply) or past its expiry.
  */
 #include "workers.h"
-
-#include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
-#include <unistd.h>
 
 #include "access/xact.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "utils/snapmgr.h"
 
 #include "nats_link.h"
 
-#define FETCH_BATCH 100
-#define FETCH_WAIT_MS 1000		/* a fetcher's pull request; only bounds how fast it stops */
+#define PULL_BATCH 100
+#define PULL_EXPIRES_MS 5000	/* a pull request's life on the server */
+#define WAIT_SLICE_MS 100		/* the longest wait before looking at the latch */
 #define MAX_SUBSCRIBERS 32
-
-/* A fetched batch, handed from a fetcher thread to the worker (malloc'ed). */
-typedef struct FetchedBatch
-{
-	int			subscriber;
-	natsMsgList list;
-	struct FetchedBatch *next;
-} FetchedBatch;
+#define MAX_ROUND 500			/* messages applied before the acks go out */
 
 typedef struct Subscriber
 {
 	char		name[NAMEDATALEN];
-	natsSubscription *sub;
-	pthread_t	thread;
-	bool		running;
+	bool		ensured;		/* the durable consumer exists */
+	uint64		request;		/* number of the outstanding pull request, 0 = none */
+	int			left;			/* messages it may still deliver */
+	TimestampTz expires_at;
 } Subscriber;
 
 static NatsLink nlink = {0};
@@ -54,110 +48,24 @@ static Subscriber subscribers[MAX_SUBSCRIBERS];
 static int	nsubscribers = 0;
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
+static natsSubscription *inbox_sub = NULL;
+static char inbox[128];
+static uint64 request_counter = 0;
 
-/* ---- shared with the fetcher threads (under qmu) ---------------------- */
-static pthread_mutex_t qmu = PTHREAD_MUTEX_INITIALIZER;
-static FetchedBatch *qhead = NULL;
-static FetchedBatch *qtail = NULL;
-static volatile int fetch_stop = 0;
-static natsStatus fetch_error = NATS_OK;	/* the first fetcher failure */
-static int	wake_pipe[2] = {-1, -1};
-static WaitEventSet *wait_set = NULL;
-
-static void
-wake_worker_from_thread(void)
-{
-	char		b = 1;
-	ssize_t		rc pg_attribute_unused();
-
-	rc = write(wake_pipe[1], &b, 1);	/* non-blocking: a full pipe is awake already */
-}
-
-static void *
-fetcher_main(void *arg)
-{
-	Subscriber *s = (Subscriber *) arg;
-	int			index = (int) (s - subscribers);
-
-	while (!__atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE))
-	{
-		natsMsgList list = {0};
-		natsStatus	st = natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_WAIT_MS, NULL);
-
-		if (st == NATS_TIMEOUT)
-			continue;
-		if (st != NATS_OK || __atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE))
-		{
-			/* Unfetched (stopping): JetStream redelivers them after AckWait. */
-			if (st == NATS_OK)
-				natsMsgList_Destroy(&list);
-			else
-			{
-				pthread_mutex_lock(&qmu);
-				if (fetch_error == NATS_OK && !fetch_stop)
-					fetch_error = st;
-				pthread_mutex_unlock(&qmu);
-				wake_worker_from_thread();
-			}
-			break;
-		}
-		{
-			FetchedBatch *b = malloc(sizeof(FetchedBatch));
-
-			if (b == NULL)
-			{
-				natsMsgList_Destroy(&list);
-				continue;
-			}
-			b->subscriber = index;
-			b->list = list;
-			b->next = NULL;
-			pthread_mutex_lock(&qmu);
-			if (qtail)
-				qtail->next = b;
-			else
-				qhead = b;
-			qtail = b;
-			pthread_mutex_unlock(&qmu);
-			wake_worker_from_thread();
-		}
-	}
-	return NULL;
-}
-
-/* Stops every fetcher, then drops the subscriptions and whatever is queued. */
+/* Drops the inbox subscription; every pull request is forgotten (the server lets them expire). */
 static void
 drop_subscriptions(void)
 {
-	FetchedBatch *b;
-
-	__atomic_store_n(&fetch_stop, 1, __ATOMIC_RELEASE);
-	for (int i = 0; i < nsubscribers; i++)
-		if (subscribers[i].running)
-		{
-			pthread_join(subscribers[i].thread, NULL);
-			subscribers[i].running = false;
-		}
-	for (int i = 0; i < nsubscribers; i++)
-		if (subscribers[i].sub != NULL)
-		{
-			natsSubscription_Destroy(subscribers[i].sub);
-			subscribers[i].sub = NULL;
-		}
-	pthread_mutex_lock(&qmu);
-	b = qhead;
-	qhead = qtail = NULL;
-	fetch_error = NATS_OK;
-	pthread_mutex_unlock(&qmu);
-	while (b)
+	if (inbox_sub != NULL)
 	{
-		FetchedBatch *next = b->next;
-
-		natsMsgList_Destroy(&b->list);	/* unacked: redelivered after AckWait */
-		free(b);
-		b = next;
+		natsSubscription_Destroy(inbox_sub);
+		inbox_sub = NULL;
 	}
-	__atomic_store_n(&fetch_stop, 0, __ATOMIC_RELEASE);
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		subscribers[i].ensured = false;
+		subscribers[i].request = 0;
+	}
 }
 
 static void
@@ -169,7 +77,7 @@ close_all(int code, Datum arg)
 
 /*
  * Reads the subscriber list and the retry policy (own transaction); the
- * subscriptions are kept when the list did not change.
+ * pull state is kept when the list did not change.
  */
 static void
 load_config(void)
@@ -193,27 +101,34 @@ load_config(void)
 		same = strcmp(names[i], subscribers[i].name) == 0;
 	if (same)
 		return;
-	drop_subscriptions();
-	nsubscribers = n;
-	for (int i = 0; i < nsubscribers; i++)
+	/* A durable still listed keeps its pull request (replies name the durable, not its place). */
 	{
-		strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
-		subscribers[i].sub = NULL;
-		subscribers[i].running = false;
+		Subscriber	old[MAX_SUBSCRIBERS];
+		int			nold = nsubscribers;
+
+		memcpy(old, subscribers, sizeof(Subscriber) * nold);
+		nsubscribers = n;
+		for (int i = 0; i < n; i++)
+		{
+			memset(&subscribers[i], 0, sizeof(Subscriber));
+			strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
+			for (int j = 0; j < nold; j++)
+				if (strcmp(old[j].name, names[i]) == 0)
+					subscribers[i] = old[j];
+		}
 	}
 }
 
-/* Ensures the durable consumer and a bound pull subscription of one service. */
+/* Ensures the durable (pull) consumer of one service. */
 static natsStatus
-ensure_subscription(Subscriber *s)
+ensure_durable(Subscriber *s)
 {
 	jsConsumerConfig cc;
-	jsSubOptions so;
 	jsConsumerInfo *ci = NULL;
 	jsErrCode	jerr = 0;
 	natsStatus	st;
 
-	if (s->sub != NULL)
+	if (s->ensured)
 		return NATS_OK;
 	jsConsumerConfig_Init(&cc);
 	cc.Durable = s->name;
@@ -233,44 +148,158 @@ ensure_subscription(Subscriber *s)
 	}
 	else
 		return st;
-
-	jsSubOptions_Init(&so);
-	so.Stream = PGCLOUD_STREAM;
-	so.Consumer = s->name;
-	return js_PullSubscribe(&s->sub, nlink.js, PGCLOUD_SUBJECT_PREFIX ">", s->name, NULL, &so, &jerr);
+	s->ensured = true;
+	return NATS_OK;
 }
 
-/* Subscribes every durable and starts its fetcher; false (logged) on a NATS failure. */
-static bool
-start_fetchers(void)
+/* Sends a new pull request for durable i. */
+static natsStatus
+send_pull(int i)
 {
-	sigset_t	all,
-				old;
+	Subscriber *s = &subscribers[i];
+	char		subject[256];
+	char		reply[256];
+	char		body[96];
 
-	for (int i = 0; i < nsubscribers; i++)
+	s->request = ++request_counter;
+	s->left = PULL_BATCH;
+	/* The client stops counting on it a little after the server does. */
+	s->expires_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PULL_EXPIRES_MS + 500);
+	snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", PGCLOUD_STREAM, s->name);
+	snprintf(reply, sizeof(reply), "%s.%s." UINT64_FORMAT, inbox, s->name, s->request);
+	snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":" INT64_FORMAT "}", PULL_BATCH,
+			 (int64) PULL_EXPIRES_MS * 1000000);
+	return natsConnection_PublishRequest(nlink.conn, subject, reply, body, (int) strlen(body));
+}
+
+/* The inbox subscription and a pull request for every durable that has none. */
+static bool
+ensure_pulls(void)
+{
+	natsStatus	st = NATS_OK;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (inbox_sub == NULL)
 	{
-		Subscriber *s = &subscribers[i];
-		natsStatus	st;
+		natsInbox  *ib = NULL;
+		char		wildcard[160];
 
-		if (s->running)
-			continue;
-		st = ensure_subscription(s);
+		st = natsInbox_Create(&ib);
+		if (st == NATS_OK)
+		{
+			strlcpy(inbox, (const char *) ib, sizeof(inbox));
+			natsInbox_Destroy(ib);
+			snprintf(wildcard, sizeof(wildcard), "%s.>", inbox);
+			st = natsConnection_SubscribeSync(&inbox_sub, nlink.conn, wildcard);
+		}
+		if (st == NATS_OK)
+			natsSubscription_SetPendingLimits(inbox_sub, -1, -1);
 		if (st != NATS_OK)
 		{
-			NatsLinkFailed(&nlink, "set up a durable consumer", st);
 			drop_subscriptions();
+			NatsLinkFailed(&nlink, "subscribe to the pull inbox", st);
 			return false;
 		}
-		/* The fetchers take no signal: PostgreSQL's handlers belong to this thread. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		if (pthread_create(&s->thread, NULL, fetcher_main, s) == 0)
-			s->running = true;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (!s->running)
-			elog(ERROR, "could not start a NATS fetcher thread");
+	}
+	for (int i = 0; i < nsubscribers && st == NATS_OK; i++)
+	{
+		Subscriber *s = &subscribers[i];
+
+		st = ensure_durable(s);
+		if (st == NATS_OK && (s->request == 0 || s->left <= 0 || now >= s->expires_at))
+			st = send_pull(i);
+		if (st != NATS_OK)
+		{
+			drop_subscriptions();
+			NatsLinkFailed(&nlink, "set up a durable consumer", st);
+			return false;
+		}
 	}
 	return true;
+}
+
+static int
+durable_index(const char *name, size_t len)
+{
+	for (int i = 0; i < nsubscribers; i++)
+		if (strlen(subscribers[i].name) == len && strncmp(subscribers[i].name, name, len) == 0)
+			return i;
+	return -1;
+}
+
+/*
+ * Which durable a message is for; -1 when none listed. The server's status
+ * replies come on <inbox>.<durable>.<request> (*request gets the number);
+ * a delivered event keeps its own subject and names its consumer in its ack
+ * subject ($JS.ACK.[<domain>.<hash>.]<stream>.<consumer>.<delivered>.…;
+ * *request is 0 then).
+ */
+static int
+message_durable(natsMsg *msg, uint64 *request)
+{
+	const char *subj = natsMsg_GetSubject(msg);
+	const char *r = natsMsg_GetReply(msg);
+	size_t		len = strlen(inbox);
+
+	*request = 0;
+	if (subj != NULL && strncmp(subj, inbox, len) == 0 && subj[len] == '.')
+	{
+		const char *name = subj + len + 1;
+		const char *dot = strrchr(name, '.');
+
+		if (dot == NULL)
+			return -1;
+		*request = strtoull(dot + 1, NULL, 10);
+		return durable_index(name, dot - name);
+	}
+	if (r != NULL && strncmp(r, "$JS.ACK.", 8) == 0)
+	{
+		const char *tok[16];
+		int			n = 0;
+
+		tok[n++] = r + 8;
+		for (const char *p = r + 8; *p && n < 16; p++)
+			if (*p == '.')
+				tok[n++] = p + 1;
+		/* the consumer is the 2nd token after $JS.ACK. (7 in all), or the 4th (9 or more) */
+		if (n == 7)
+			return durable_index(tok[1], tok[2] - tok[1] - 1);
+		if (n >= 9)
+			return durable_index(tok[3], tok[4] - tok[3] - 1);
+	}
+	return -1;
+}
+
+/* JetStream's delivery count of a message, from its ack subject ($JS.ACK.[<domain>.<hash>.]<stream>.<consumer>.<delivered>.…). */
+static int
+deliveries_of(natsMsg *msg)
+{
+	const char *r = natsMsg_GetReply(msg);
+	const char *tok[16];
+	int			n = 0;
+
+	if (r == NULL || strncmp(r, "$JS.ACK.", 8) != 0)
+		return 1;
+	tok[n++] = r + 8;
+	for (const char *p = r + 8; *p && n < 16; p++)
+		if (*p == '.')
+			tok[n++] = p + 1;
+	/* 7 tokens after $JS.ACK. in the old form, 9 or more with domain and account hash */
+	if (n == 7)
+		return (int) strtol(tok[2], NULL, 10);
+	if (n >= 9)
+		return (int) strtol(tok[4], NULL, 10);
+	return 1;
+}
+
+/* Acks, naks (with a delay) or terminates a message by its ack subject. */
+static void
+reply_to(natsMsg *msg, const char *body)
+{
+	const char *r = natsMsg_GetReply(msg);
+
+	if (r != NULL && *r != '\0')
+		(void) natsConnection_Publish(nlink.conn, r, body, (int) strlen(body));
 }
 
 /* Applies one message; returns true when it should be acked. */
@@ -355,98 +384,99 @@ record_failure(const char *subscriber, natsMsg *msg, const char *error, int deli
 	return dead;
 }
 
-/* Applies one fetched batch of one durable; acks its applied messages together after their commits. */
-static int
-apply_batch(FetchedBatch *b, MemoryContext loopcxt)
-{
-	Subscriber *s = &subscribers[b->subscriber];
-	int			handled = 0;
-	int			nack = 0;
-	natsMsg   **ackable = palloc(sizeof(natsMsg *) * Max(b->list.Count, 1));
-
-	for (int m = 0; m < b->list.Count; m++)
-	{
-		natsMsg    *msg = b->list.Msgs[m];
-		char	   *error = NULL;
-
-		PgcloudWorkerHandleInterrupts();
-		if (apply_message(s->name, msg, loopcxt, &error))
-		{
-			ackable[nack++] = msg;
-			handled++;
-		}
-		else
-		{
-			jsMsgMetaData *meta = NULL;
-			int			deliveries = 1;
-
-			if (natsMsg_GetMetaData(&meta, msg) == NATS_OK)
-			{
-				deliveries = (int) meta->NumDelivered;
-				jsMsgMetaData_Destroy(meta);
-			}
-			if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries, loopcxt))
-				natsMsg_Term(msg, NULL);
-			else
-				natsMsg_NakWithDelay(msg, Min(retry_base_ms << Min(deliveries, 10), 60000L), NULL);
-		}
-	}
-	/* Every one committed: the acks go out together (one flush). */
-	for (int m = 0; m < nack; m++)
-		natsMsg_Ack(ackable[m], NULL);
-	pfree(ackable);
-	return handled;
-}
-
 /*
- * Applies whatever the fetchers queued; returns messages handled, or -1 on
- * a NATS failure (the fetchers are stopped then).
+ * Waits up to timeout_ms for messages on the inbox and applies what came;
+ * returns messages handled, or -1 on a NATS failure.
  */
 static int
-consume_round(MemoryContext loopcxt)
+consume_round(MemoryContext loopcxt, long timeout_ms)
 {
 	int			handled = 0;
-	natsStatus	err;
+	int			nseen = 0;
+	natsMsg   **ackable = palloc(sizeof(natsMsg *) * MAX_ROUND);
+	int			nack = 0;
+	natsStatus	st;
 
-	if (!start_fetchers())
+	if (!ensure_pulls())
 		return -1;
 	for (;;)
 	{
-		FetchedBatch *b;
+		natsMsg    *msg = NULL;
+		uint64		request = 0;
+		int			i;
+		const char *status = NULL;
 
-		pthread_mutex_lock(&qmu);
-		err = fetch_error;
-		b = qhead;
-		if (b)
+		st = natsSubscription_NextMsg(&msg, inbox_sub, nseen == 0 ? timeout_ms : 0);
+		if (st == NATS_TIMEOUT)
 		{
-			qhead = b->next;
-			if (qhead == NULL)
-				qtail = NULL;
-		}
-		pthread_mutex_unlock(&qmu);
-		if (b == NULL)
+			st = NATS_OK;
 			break;
-		handled += apply_batch(b, loopcxt);
-		natsMsgList_Destroy(&b->list);
-		free(b);
+		}
+		if (st != NATS_OK)
+			break;
+		nseen++;
+		i = message_durable(msg, &request);
+		if (i < 0)
+		{
+			natsMsg_Destroy(msg);
+			continue;
+		}
+		if (natsMsg_GetDataLength(msg) == 0 && natsMsgHeader_Get(msg, "Status", &status) == NATS_OK
+			&& status != NULL)
+		{
+			/* The server ended a request (408 expired, 409 refused, 404 nothing): renew the current one. */
+			if (request == subscribers[i].request && strncmp(status, "100", 3) != 0)
+				subscribers[i].left = 0;
+			natsMsg_Destroy(msg);
+			continue;
+		}
+		subscribers[i].left--;	/* of its current request, as far as the worker can tell */
+		{
+			char	   *error = NULL;
+
+			PgcloudWorkerHandleInterrupts();
+			if (apply_message(subscribers[i].name, msg, loopcxt, &error))
+			{
+				ackable[nack++] = msg;
+				handled++;
+				msg = NULL;
+			}
+			else
+			{
+				int			deliveries = deliveries_of(msg);
+
+				if (deliveries >= max_attempts && record_failure(subscribers[i].name, msg, error, deliveries, loopcxt))
+					reply_to(msg, "+TERM");
+				else
+				{
+					char		nak[64];
+					long		delay = Min(retry_base_ms << Min(deliveries, 10), 60000L);
+
+					snprintf(nak, sizeof(nak), "-NAK {\"delay\":" INT64_FORMAT "}", (int64) delay * 1000000);
+					reply_to(msg, nak);
+				}
+			}
+		}
+		if (msg != NULL)
+			natsMsg_Destroy(msg);
+		if (nack == MAX_ROUND)
+			break;
+		/* A used-up request is renewed before the next wait. */
 	}
-	if (err != NATS_OK)
+	/* Every one committed: the acks go out together (one flush). */
+	for (int m = 0; m < nack; m++)
 	{
-		NatsLinkFailed(&nlink, "fetch from JetStream", err);
+		reply_to(ackable[m], "+ACK");
+		natsMsg_Destroy(ackable[m]);
+	}
+	pfree(ackable);
+	if (st != NATS_OK)
+	{
 		drop_subscriptions();
+		NatsLinkFailed(&nlink, "receive from JetStream", st);
 		return handled > 0 ? handled : -1;
 	}
 	return handled;
-}
-
-/* Empties the fetchers' wake-up pipe. */
-static void
-drain_pipe(void)
-{
-	char		buf[256];
-
-	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
-		;
 }
 
 void
@@ -458,13 +488,6 @@ pgcloud_consumer_main(Datum arg)
 	PgcloudWorkerSetup(PGCLOUD_WORKER_CONSUMER, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
 		proc_exit(0);
-	if (pipe(wake_pipe) != 0 || fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0
-		|| fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0)
-		elog(ERROR, "could not create the consumer's wake-up pipe: %m");
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, wake_pipe[0], NULL, NULL);
 	before_shmem_exit(close_all, (Datum) 0);
 	jsOptions_Init(&jsopts);
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud consumer loop", ALLOCSET_DEFAULT_SIZES);
@@ -474,43 +497,45 @@ pgcloud_consumer_main(Datum arg)
 	for (;;)
 	{
 		int			n;
+		int			rc;
 		long		timeout;
-		WaitEvent	ev;
-		bool		latch = false;
 
 		PgcloudWorkerHandleInterrupts();
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
 		if (!PgcloudNatsMode())
 			proc_exit(0);		/* the launcher stops us; don't linger */
-		drain_pipe();
+		/* NatsLinkEnsure() replaces a connection that is down: its inbox goes first. */
+		if (nlink.conn == NULL || natsConnection_Status(nlink.conn) != NATS_CONN_STATUS_CONNECTED)
+			drop_subscriptions();
 		if (!NatsLinkEnsure(&nlink, &jsopts))
 		{
 			drop_subscriptions();
 			n = -1;
 		}
+		else if (nsubscribers == 0)
+			n = 0;
 		else
-			n = consume_round(loopcxt);
-		if (n > 0)
+			n = consume_round(loopcxt, WAIT_SLICE_MS);
+		if (n >= 0 && nsubscribers > 0)
 		{
-			PgcloudWorkerNoteActivity(n, 0);
-			/* A wake-up while busy (e.g. a service installed) re-reads the subscribers too. */
+			if (n > 0)
+				PgcloudWorkerNoteActivity(n, 0);
+			/* A wake-up (e.g. a service installed) re-reads the subscribers. */
 			if (MyLatch->is_set)
 			{
 				ResetLatch(MyLatch);
 				load_config();
 			}
-			continue;
+			continue;			/* the wait was in consume_round */
 		}
-		/* Wait for the fetchers (the pipe), a wake-up (the latch) or the backoff. */
-		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : (nsubscribers == 0 ? 10000L : 60000L);
-		if (n < 0)
-			drain_pipe();		/* backing off: the fetchers are stopped */
-		(void) WaitEventSetWait(wait_set, timeout, &ev, 1, PG_WAIT_EXTENSION);
-		latch = MyLatch->is_set;
+		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : 10000L;
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to do: re-read the subscribers. */
-		if (latch || nsubscribers == 0)
+		if ((rc & WL_LATCH_SET) || nsubscribers == 0)
 			load_config();
 	}
 }

@@ -241,6 +241,47 @@ load_policy(void)
 
 /* ---- recording outcomes ----------------------------------------------------- */
 
+/* One finished transfer waiting to be recorded. */
+typedef struct Finished
+{
+	char		id[40];
+	int			attempt;
+	HttpTarget	target;
+	HttpOutcome o;
+} Finished;
+
+/* Records one outcome (and runs its callback) in the current unit of work. */
+static void
+record_in_work(const char *id, int attempt, HttpTarget target, const HttpOutcome *o)
+{
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *state;
+
+	prepare_plans();
+	values[0] = CStringGetTextDatum(id);
+	values[1] = Int32GetDatum(attempt);
+	values[2] = Int32GetDatum(o->status);
+	nulls[2] = o->has_status ? ' ' : 'n';
+	values[3] = o->headers_json ? CStringGetTextDatum(o->headers_json) : (Datum) 0;
+	nulls[3] = o->headers_json ? ' ' : 'n';
+	values[4] = o->body ? CStringGetTextDatum(o->body) : (Datum) 0;
+	nulls[4] = o->body ? ' ' : 'n';
+	values[5] = BoolGetDatum(o->truncated);
+	values[6] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+	nulls[6] = o->error ? ' ' : 'n';
+	values[7] = Int32GetDatum(o->retry_after);
+	nulls[7] = o->retry_after >= 0 ? ' ' : 'n';
+	if (SPI_execute_plan(record_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pgcloud.http_record() failed");
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (state != NULL && strcmp(state, "dead") == 0)
+		ereport(LOG,
+				errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
+					   HttpTargetNames[target], attempt,
+					   o->error ? o->error : psprintf("status %d", o->status)));
+}
+
 static void
 record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome *o, MemoryContext cxt,
 			   bool fallback)
@@ -250,33 +291,8 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 
 	PG_TRY();
 	{
-		Datum		values[8];
-		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		char	   *state;
-
 		PgcloudWorkerBeginWork("recording an HTTP outcome");
-		prepare_plans();
-		values[0] = CStringGetTextDatum(id);
-		values[1] = Int32GetDatum(attempt);
-		values[2] = Int32GetDatum(o->status);
-		nulls[2] = o->has_status ? ' ' : 'n';
-		values[3] = o->headers_json ? CStringGetTextDatum(o->headers_json) : (Datum) 0;
-		nulls[3] = o->headers_json ? ' ' : 'n';
-		values[4] = o->body ? CStringGetTextDatum(o->body) : (Datum) 0;
-		nulls[4] = o->body ? ' ' : 'n';
-		values[5] = BoolGetDatum(o->truncated);
-		values[6] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
-		nulls[6] = o->error ? ' ' : 'n';
-		values[7] = Int32GetDatum(o->retry_after);
-		nulls[7] = o->retry_after >= 0 ? ' ' : 'n';
-		if (SPI_execute_plan(record_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "pgcloud.http_record() failed");
-		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		if (state != NULL && strcmp(state, "dead") == 0)
-			ereport(LOG,
-					errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
-						   HttpTargetNames[target], attempt,
-						   o->error ? o->error : psprintf("status %d", o->status)));
+		record_in_work(id, attempt, target, o);
 		PgcloudWorkerEndWork();
 		PgcloudWorkerNoteActivity(1, 0);
 	}
@@ -297,6 +313,104 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 		f.error = psprintf("could not record the outcome: %s", failure);
 		record_outcome(id, attempt, target, &f, cxt, true);
 	}
+}
+
+/* One outcome in a subtransaction of the current unit of work; the error message (in cxt) or NULL. */
+static char *
+record_in_subxact(const Finished *f, MemoryContext cxt)
+{
+	MemoryContext subcxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile failure = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(subcxt);
+	PG_TRY();
+	{
+		record_in_work(f->id, f->attempt, f->target, &f->o);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(subcxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(subcxt);
+		CurrentResourceOwner = owner;
+		failure = MemoryContextStrdup(cxt, edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return failure;
+}
+
+/*
+ * Records the outcomes of the transfers finished since the last wake-up in
+ * one transaction (one commit), each in its own subtransaction: an outcome
+ * that cannot be recorded is undone alone and then recorded as a failed try
+ * on its own, as record_outcome() does. Should the batch's transaction fail
+ * as a whole, every outcome is recorded on its own.
+ */
+static void
+record_outcomes(Finished *f, int n, MemoryContext cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	char	  **failures;
+	volatile bool whole_failed = false;
+	volatile int recorded = 0;
+
+	if (n == 1)
+	{
+		record_outcome(f[0].id, f[0].attempt, f[0].target, &f[0].o, cxt, false);
+		return;
+	}
+	failures = palloc0(sizeof(char *) * n);
+	PG_TRY();
+	{
+		PgcloudWorkerBeginWork("recording HTTP outcomes");
+		for (int i = 0; i < n; i++)
+		{
+			failures[i] = record_in_subxact(&f[i], cxt);
+			if (failures[i] == NULL)
+				recorded++;
+		}
+		PgcloudWorkerEndWork();
+	}
+	PG_CATCH();
+	{
+		char	   *msg = PgcloudWorkerAbortWork(cxt);
+
+		ereport(LOG, errmsg("pgcloud http: could not record %d outcomes together: %s", n, msg));
+		whole_failed = true;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+
+	if (whole_failed)
+	{
+		for (int i = 0; i < n; i++)
+			record_outcome(f[i].id, f[i].attempt, f[i].target, &f[i].o, cxt, false);
+		return;
+	}
+	if (recorded > 0)
+		PgcloudWorkerNoteActivity(recorded, 0);
+	for (int i = 0; i < n; i++)
+		if (failures[i] != NULL)
+		{
+			HttpOutcome fo = {0};
+
+			PgcloudWorkerNoteError(failures[i]);
+			ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", f[i].id,
+								failures[i]));
+			fo.retry_after = -1;
+			fo.error = psprintf("could not record the outcome: %s", failures[i]);
+			record_outcome(f[i].id, f[i].attempt, f[i].target, &fo, cxt, true);
+		}
 }
 
 /* Runs failed final callbacks that are due again, one transaction each. */
@@ -535,13 +649,15 @@ drive_timer_if_due(void)
 	}
 }
 
-/* Records every finished transfer; returns how many finished. */
+/* Records every finished transfer (together, see record_outcomes); returns how many finished. */
 static int
 finish_completed(MemoryContext cxt)
 {
 	CURLMsg    *m;
 	int			left;
 	int			n = 0;
+	int			cap = 16;
+	Finished   *done = palloc(sizeof(Finished) * cap);
 
 	while ((m = curl_multi_info_read(multi, &left)) != NULL)
 	{
@@ -549,17 +665,20 @@ finish_completed(MemoryContext cxt)
 		CURLcode	result = m->data.result;
 		HttpTransfer *t = NULL;
 		HttpTransfer **pp;
-		HttpOutcome o;
-		char		id[40];
-		int			attempt;
-		HttpTarget	target;
+		Finished   *f;
 
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t);
 		curl_multi_remove_handle(multi, easy);	/* m is invalid from here */
+		if (n == cap)
+		{
+			cap *= 2;
+			done = repalloc(done, sizeof(Finished) * cap);
+		}
+		f = &done[n];
 		/* Should this raise (out of memory), t is still listed and freed at exit. */
-		HttpTransferOutcome(t, result, &o);
+		HttpTransferOutcome(t, result, &f->o);
 		for (pp = &transfers; *pp != NULL; pp = &(*pp)->next)
 			if (*pp == t)
 			{
@@ -567,13 +686,14 @@ finish_completed(MemoryContext cxt)
 				break;
 			}
 		inflight[t->target]--;
-		strlcpy(id, t->id, sizeof(id));
-		attempt = t->attempt;
-		target = t->target;
+		strlcpy(f->id, t->id, sizeof(f->id));
+		f->attempt = t->attempt;
+		f->target = t->target;
 		HttpTransferFree(t);
-		record_outcome(id, attempt, target, &o, cxt, false);
 		n++;
 	}
+	if (n > 0)
+		record_outcomes(done, n, cxt);
 	return n;
 }
 
