@@ -30,6 +30,26 @@ for b in $BENCHES; do
         { echo; echo "## bench/$b.sh FAILED in this run (no figures; see its log)"; } >> "$TMP"
     fi
 done
+# A subset run keeps the sections of the benchmarks it did not run, marked as such.
+PREVIOUS=
+ALL="events http_executor capacity money jwt"
+if [ "$BENCHES" != "$ALL" ] && [ -f "$OUT" ]; then
+    PREVIOUS=$(mktemp /tmp/pgcloud-bench-previous.XXXXXX)
+    python3 - "$OUT" "$BENCHES" > "$PREVIOUS" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+ran = sys.argv[2].split()
+sections = re.split(r'(?m)^(?=## )', text)[1:]
+for sec in sections:
+    if sec.startswith('## Earlier figures'):
+        continue
+    m = re.search(r'`bench/([a-z_]+)\.sh', sec)
+    if m and m.group(1) in ran:
+        continue
+    print(sec.rstrip('\n'))
+    print()
+PY
+fi
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 pgver=$("$PG_CONFIG" --version)
@@ -43,6 +63,13 @@ pgver=$("$PG_CONFIG" --version)
     echo "Every figure stands beside a baseline measured in the same run: the machine is shared, absolute figures move"
     echo "by a third between runs, the ratios much less. Each section names the script that produced it."
     cat "$TMP"
+    if [ -n "$PREVIOUS" ] && [ -s "$PREVIOUS" ]; then
+        echo
+        echo "## Earlier figures (benchmarks not rerun by this command; each section keeps its own date)"
+        echo
+        cat "$PREVIOUS"
+    fi
 } > "$OUT"
+[ -n "$PREVIOUS" ] && rm -f "$PREVIOUS"
 echo "wrote $OUT"
 [ ${#failed[@]} -eq 0 ] || { echo "failed: ${failed[*]}" >&2; exit 1; }
