@@ -49,7 +49,7 @@ static int	nsubscribers = 0;
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
 static natsSubscription *inbox_sub = NULL;
-static char inbox[128];
+static char inbox[160];
 static uint64 request_counter = 0;
 
 /* Drops the inbox subscription; every pull request is forgotten (the server lets them expire). */
@@ -182,12 +182,15 @@ ensure_pulls(void)
 	if (inbox_sub == NULL)
 	{
 		natsInbox  *ib = NULL;
-		char		wildcard[160];
+		char		wildcard[200];
 
+		/* <the connection's inbox prefix (the only one this user may read)>.<unique> */
 		st = natsInbox_Create(&ib);
 		if (st == NATS_OK)
 		{
-			strlcpy(inbox, (const char *) ib, sizeof(inbox));
+			const char *unique = strrchr((const char *) ib, '.');
+
+			snprintf(inbox, sizeof(inbox), "%s.%s", nlink.inbox_prefix, unique ? unique + 1 : (const char *) ib);
 			natsInbox_Destroy(ib);
 			snprintf(wildcard, sizeof(wildcard), "%s.>", inbox);
 			st = natsConnection_SubscribeSync(&inbox_sub, nlink.conn, wildcard);
