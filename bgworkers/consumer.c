@@ -6,41 +6,24 @@
  * JetStream's delivery count reaches core.max_delivery_attempts (with a
  * platform.alert event) and terminated; earlier failures are nak'ed with
  * a growing delay.
- *
- * Every durable is pulled at the same time, on one subscription: the
- * worker keeps one pull request outstanding per durable
- * ($JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>, replies to
- * <inbox>.<durable>.<request number>; the events come with their own
- * subjects and the durable in their ack subjects) and waits on that one inbox
- * for whatever any durable delivers, so no message waits for another
- * service's fetch timeout. Each message is applied in its own transaction
- * as before; the acks of what one wait returned go out together after the
- * commits. A durable's request is renewed when it is used up, expired or
- * refused (its status reply) or past its expiry.
  */
 #include "workers.h"
 
 #include "access/xact.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "storage/pmsignal.h"
 #include "utils/snapmgr.h"
 
 #include "nats_link.h"
 
-#define PULL_BATCH 100
-#define PULL_EXPIRES_MS 5000	/* a pull request's life on the server */
-#define WAIT_SLICE_MS 100		/* the longest wait before looking at the latch */
+#define FETCH_BATCH 100
+#define FETCH_TIMEOUT_MS 100
 #define MAX_SUBSCRIBERS 32
-#define MAX_ROUND 500			/* messages applied before the acks go out */
 
 typedef struct Subscriber
 {
 	char		name[NAMEDATALEN];
-	bool		ensured;		/* the durable consumer exists */
-	uint64		request;		/* number of the outstanding pull request, 0 = none */
-	int			left;			/* messages it may still deliver */
-	TimestampTz expires_at;
+	natsSubscription *sub;
 } Subscriber;
 
 static NatsLink nlink = {0};
@@ -48,24 +31,16 @@ static Subscriber subscribers[MAX_SUBSCRIBERS];
 static int	nsubscribers = 0;
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
-static natsSubscription *inbox_sub = NULL;
-static char inbox[160];
-static uint64 request_counter = 0;
 
-/* Drops the inbox subscription; every pull request is forgotten (the server lets them expire). */
 static void
 drop_subscriptions(void)
 {
-	if (inbox_sub != NULL)
-	{
-		natsSubscription_Destroy(inbox_sub);
-		inbox_sub = NULL;
-	}
 	for (int i = 0; i < nsubscribers; i++)
-	{
-		subscribers[i].ensured = false;
-		subscribers[i].request = 0;
-	}
+		if (subscribers[i].sub != NULL)
+		{
+			natsSubscription_Destroy(subscribers[i].sub);
+			subscribers[i].sub = NULL;
+		}
 }
 
 static void
@@ -75,60 +50,36 @@ close_all(int code, Datum arg)
 	NatsLinkClose(&nlink);
 }
 
-/*
- * Reads the subscriber list and the retry policy (own transaction); the
- * pull state is kept when the list did not change.
- */
+/* Reads the subscriber list and the retry policy (own transaction). */
 static void
 load_config(void)
 {
-	char		names[MAX_SUBSCRIBERS][NAMEDATALEN];
-	int			n;
-	bool		same;
-
 	PgcloudWorkerBeginWork(NULL);
 	if (SPI_execute("SELECT name FROM pgcloud.nats_subscribers() AS name", true, MAX_SUBSCRIBERS) != SPI_OK_SELECT)
 		elog(ERROR, "could not list subscribers");
-	n = (int) SPI_processed;
-	for (int i = 0; i < n; i++)
-		strlcpy(names[i], SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
+	drop_subscriptions();
+	nsubscribers = (int) SPI_processed;
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		strlcpy(subscribers[i].name, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
+		subscribers[i].sub = NULL;
+	}
 	max_attempts = (int) PgcloudPolicyNumber("core.max_delivery_attempts");
 	retry_base_ms = (long) PgcloudPolicyNumber("core.delivery_retry_base_ms");
 	PgcloudWorkerEndWork();
-
-	same = n == nsubscribers;
-	for (int i = 0; i < n && same; i++)
-		same = strcmp(names[i], subscribers[i].name) == 0;
-	if (same)
-		return;
-	/* A durable still listed keeps its pull request (replies name the durable, not its place). */
-	{
-		Subscriber	old[MAX_SUBSCRIBERS];
-		int			nold = nsubscribers;
-
-		memcpy(old, subscribers, sizeof(Subscriber) * nold);
-		nsubscribers = n;
-		for (int i = 0; i < n; i++)
-		{
-			memset(&subscribers[i], 0, sizeof(Subscriber));
-			strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
-			for (int j = 0; j < nold; j++)
-				if (strcmp(old[j].name, names[i]) == 0)
-					subscribers[i] = old[j];
-		}
-	}
 }
 
-/* Ensures the durable (pull) consumer of one service. */
+/* Ensures the durable consumer and a bound pull subscription of one service. */
 static natsStatus
-ensure_durable(Subscriber *s)
+ensure_subscription(Subscriber *s)
 {
 	jsConsumerConfig cc;
+	jsSubOptions so;
 	jsConsumerInfo *ci = NULL;
 	jsErrCode	jerr = 0;
 	natsStatus	st;
 
-	if (s->ensured)
+	if (s->sub != NULL)
 		return NATS_OK;
 	jsConsumerConfig_Init(&cc);
 	cc.Durable = s->name;
@@ -148,161 +99,11 @@ ensure_durable(Subscriber *s)
 	}
 	else
 		return st;
-	s->ensured = true;
-	return NATS_OK;
-}
 
-/* Sends a new pull request for durable i. */
-static natsStatus
-send_pull(int i)
-{
-	Subscriber *s = &subscribers[i];
-	char		subject[256];
-	char		reply[256];
-	char		body[96];
-
-	s->request = ++request_counter;
-	s->left = PULL_BATCH;
-	/* The client stops counting on it a little after the server does. */
-	s->expires_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PULL_EXPIRES_MS + 500);
-	snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", PGCLOUD_STREAM, s->name);
-	snprintf(reply, sizeof(reply), "%s.%s." UINT64_FORMAT, inbox, s->name, s->request);
-	snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":" INT64_FORMAT "}", PULL_BATCH,
-			 (int64) PULL_EXPIRES_MS * 1000000);
-	return natsConnection_PublishRequest(nlink.conn, subject, reply, body, (int) strlen(body));
-}
-
-/* The inbox subscription and a pull request for every durable that has none. */
-static bool
-ensure_pulls(void)
-{
-	natsStatus	st = NATS_OK;
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (inbox_sub == NULL)
-	{
-		natsInbox  *ib = NULL;
-		char		wildcard[200];
-
-		/* <the connection's inbox prefix (the only one this user may read)>.<unique> */
-		st = natsInbox_Create(&ib);
-		if (st == NATS_OK)
-		{
-			const char *unique = strrchr((const char *) ib, '.');
-
-			snprintf(inbox, sizeof(inbox), "%s.%s", nlink.inbox_prefix, unique ? unique + 1 : (const char *) ib);
-			natsInbox_Destroy(ib);
-			snprintf(wildcard, sizeof(wildcard), "%s.>", inbox);
-			st = natsConnection_SubscribeSync(&inbox_sub, nlink.conn, wildcard);
-		}
-		if (st == NATS_OK)
-			natsSubscription_SetPendingLimits(inbox_sub, -1, -1);
-		if (st != NATS_OK)
-		{
-			drop_subscriptions();
-			NatsLinkFailed(&nlink, "subscribe to the pull inbox", st);
-			return false;
-		}
-	}
-	for (int i = 0; i < nsubscribers && st == NATS_OK; i++)
-	{
-		Subscriber *s = &subscribers[i];
-
-		st = ensure_durable(s);
-		if (st == NATS_OK && (s->request == 0 || s->left <= 0 || now >= s->expires_at))
-			st = send_pull(i);
-		if (st != NATS_OK)
-		{
-			drop_subscriptions();
-			NatsLinkFailed(&nlink, "set up a durable consumer", st);
-			return false;
-		}
-	}
-	return true;
-}
-
-static int
-durable_index(const char *name, size_t len)
-{
-	for (int i = 0; i < nsubscribers; i++)
-		if (strlen(subscribers[i].name) == len && strncmp(subscribers[i].name, name, len) == 0)
-			return i;
-	return -1;
-}
-
-/*
- * Which durable a message is for; -1 when none listed. The server's status
- * replies come on <inbox>.<durable>.<request> (*request gets the number);
- * a delivered event keeps its own subject and names its consumer in its ack
- * subject ($JS.ACK.[<domain>.<hash>.]<stream>.<consumer>.<delivered>.…;
- * *request is 0 then).
- */
-static int
-message_durable(natsMsg *msg, uint64 *request)
-{
-	const char *subj = natsMsg_GetSubject(msg);
-	const char *r = natsMsg_GetReply(msg);
-	size_t		len = strlen(inbox);
-
-	*request = 0;
-	if (subj != NULL && strncmp(subj, inbox, len) == 0 && subj[len] == '.')
-	{
-		const char *name = subj + len + 1;
-		const char *dot = strrchr(name, '.');
-
-		if (dot == NULL)
-			return -1;
-		*request = strtoull(dot + 1, NULL, 10);
-		return durable_index(name, dot - name);
-	}
-	if (r != NULL && strncmp(r, "$JS.ACK.", 8) == 0)
-	{
-		const char *tok[16];
-		int			n = 0;
-
-		tok[n++] = r + 8;
-		for (const char *p = r + 8; *p && n < 16; p++)
-			if (*p == '.')
-				tok[n++] = p + 1;
-		/* the consumer is the 2nd token after $JS.ACK. (7 in all), or the 4th (9 or more) */
-		if (n == 7)
-			return durable_index(tok[1], tok[2] - tok[1] - 1);
-		if (n >= 9)
-			return durable_index(tok[3], tok[4] - tok[3] - 1);
-	}
-	return -1;
-}
-
-/* JetStream's delivery count of a message, from its ack subject ($JS.ACK.[<domain>.<hash>.]<stream>.<consumer>.<delivered>.…). */
-static int
-deliveries_of(natsMsg *msg)
-{
-	const char *r = natsMsg_GetReply(msg);
-	const char *tok[16];
-	int			n = 0;
-
-	if (r == NULL || strncmp(r, "$JS.ACK.", 8) != 0)
-		return 1;
-	tok[n++] = r + 8;
-	for (const char *p = r + 8; *p && n < 16; p++)
-		if (*p == '.')
-			tok[n++] = p + 1;
-	/* 7 tokens after $JS.ACK. in the old form, 9 or more with domain and account hash */
-	if (n == 7)
-		return (int) strtol(tok[2], NULL, 10);
-	if (n >= 9)
-		return (int) strtol(tok[4], NULL, 10);
-	return 1;
-}
-
-/* Acks, naks (with a delay) or terminates a message by its ack subject. */
-static void
-reply_to(natsMsg *msg, const char *body)
-{
-	const char *r = natsMsg_GetReply(msg);
-
-	if (r != NULL && *r != '\0')
-		(void) natsConnection_Publish(nlink.conn, r, body, (int) strlen(body));
+	jsSubOptions_Init(&so);
+	so.Stream = PGCLOUD_STREAM;
+	so.Consumer = s->name;
+	return js_PullSubscribe(&s->sub, nlink.js, PGCLOUD_SUBJECT_PREFIX ">", s->name, NULL, &so, &jerr);
 }
 
 /* Applies one message; returns true when it should be acked. */
@@ -387,97 +188,61 @@ record_failure(const char *subscriber, natsMsg *msg, const char *error, int deli
 	return dead;
 }
 
-/*
- * Waits up to timeout_ms for messages on the inbox and applies what came;
- * returns messages handled, or -1 on a NATS failure.
- */
+/* One round over every subscriber; returns messages handled or -1 on a NATS failure. */
 static int
-consume_round(MemoryContext loopcxt, long timeout_ms)
+consume_round(MemoryContext loopcxt)
 {
 	int			handled = 0;
-	int			nseen = 0;
-	natsMsg   **ackable = palloc(sizeof(natsMsg *) * MAX_ROUND);
-	int			nack = 0;
-	natsStatus	st;
 
-	if (!ensure_pulls())
-		return -1;
-	for (;;)
+	for (int i = 0; i < nsubscribers; i++)
 	{
-		natsMsg    *msg = NULL;
-		uint64		request = 0;
-		int			i;
-		const char *status = NULL;
+		Subscriber *s = &subscribers[i];
+		natsMsgList list = {0};
+		natsStatus	st = ensure_subscription(s);
 
-		st = natsSubscription_NextMsg(&msg, inbox_sub, nseen == 0 ? timeout_ms : 0);
-		if (st == NATS_TIMEOUT)
-		{
-			st = NATS_OK;
-			break;
-		}
 		if (st != NATS_OK)
-			break;
-		nseen++;
-		i = message_durable(msg, &request);
-		if (i < 0)
 		{
-			natsMsg_Destroy(msg);
-			continue;
+			NatsLinkFailed(&nlink, "set up a durable consumer", st);
+			drop_subscriptions();
+			return -1;
 		}
-		if (natsMsg_GetDataLength(msg) == 0 && natsMsgHeader_Get(msg, "Status", &status) == NATS_OK
-			&& status != NULL)
-		{
-			/* The server ended a request (408 expired, 409 refused, 404 nothing): renew the current one. */
-			if (request == subscribers[i].request && strncmp(status, "100", 3) != 0)
-				subscribers[i].left = 0;
-			natsMsg_Destroy(msg);
+		st = natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_TIMEOUT_MS, NULL);
+		if (st == NATS_TIMEOUT)
 			continue;
-		}
-		subscribers[i].left--;	/* of its current request, as far as the worker can tell */
+		if (st != NATS_OK)
 		{
+			NatsLinkFailed(&nlink, "fetch from JetStream", st);
+			drop_subscriptions();
+			return -1;
+		}
+		for (int m = 0; m < list.Count; m++)
+		{
+			natsMsg    *msg = list.Msgs[m];
 			char	   *error = NULL;
 
 			PgcloudWorkerHandleInterrupts();
-			if (apply_message(subscribers[i].name, msg, loopcxt, &error))
+			if (apply_message(s->name, msg, loopcxt, &error))
 			{
-				ackable[nack++] = msg;
+				natsMsg_Ack(msg, NULL);
 				handled++;
-				msg = NULL;
 			}
 			else
 			{
-				int			deliveries = deliveries_of(msg);
+				jsMsgMetaData *meta = NULL;
+				int			deliveries = 1;
 
-				if (deliveries >= max_attempts && record_failure(subscribers[i].name, msg, error, deliveries, loopcxt))
-					reply_to(msg, "+TERM");
-				else
+				if (natsMsg_GetMetaData(&meta, msg) == NATS_OK)
 				{
-					char		nak[64];
-					long		delay = Min(retry_base_ms << Min(deliveries, 10), 60000L);
-
-					snprintf(nak, sizeof(nak), "-NAK {\"delay\":" INT64_FORMAT "}", (int64) delay * 1000000);
-					reply_to(msg, nak);
+					deliveries = (int) meta->NumDelivered;
+					jsMsgMetaData_Destroy(meta);
 				}
+				if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries, loopcxt))
+					natsMsg_Term(msg, NULL);
+				else
+					natsMsg_NakWithDelay(msg, Min(retry_base_ms << Min(deliveries, 10), 60000L), NULL);
 			}
 		}
-		if (msg != NULL)
-			natsMsg_Destroy(msg);
-		if (nack == MAX_ROUND)
-			break;
-		/* A used-up request is renewed before the next wait. */
-	}
-	/* Every one committed: the acks go out together (one flush). */
-	for (int m = 0; m < nack; m++)
-	{
-		reply_to(ackable[m], "+ACK");
-		natsMsg_Destroy(ackable[m]);
-	}
-	pfree(ackable);
-	if (st != NATS_OK)
-	{
-		drop_subscriptions();
-		NatsLinkFailed(&nlink, "receive from JetStream", st);
-		return handled > 0 ? handled : -1;
+		natsMsgList_Destroy(&list);
 	}
 	return handled;
 }
@@ -504,37 +269,29 @@ pgcloud_consumer_main(Datum arg)
 		long		timeout;
 
 		PgcloudWorkerHandleInterrupts();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
 		if (!PgcloudNatsMode())
 			proc_exit(0);		/* the launcher stops us; don't linger */
-		/* NatsLinkEnsure() replaces a connection that is down: its inbox goes first. */
-		if (nlink.conn == NULL || natsConnection_Status(nlink.conn) != NATS_CONN_STATUS_CONNECTED)
-			drop_subscriptions();
 		if (!NatsLinkEnsure(&nlink, &jsopts))
 		{
 			drop_subscriptions();
 			n = -1;
 		}
-		else if (nsubscribers == 0)
-			n = 0;
 		else
-			n = consume_round(loopcxt, WAIT_SLICE_MS);
-		if (n >= 0 && nsubscribers > 0)
+			n = consume_round(loopcxt);
+		if (n > 0)
 		{
-			if (n > 0)
-				PgcloudWorkerNoteActivity(n, 0);
-			/* A wake-up (e.g. a service installed) re-reads the subscribers. */
+			PgcloudWorkerNoteActivity(n, 0);
+			/* A wake-up while busy (e.g. a service installed) re-reads the subscribers too. */
 			if (MyLatch->is_set)
 			{
 				ResetLatch(MyLatch);
 				load_config();
 			}
-			continue;			/* the wait was in consume_round */
+			continue;
 		}
-		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : 10000L;
+		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : (nsubscribers == 0 ? 10000L : 1L);
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to do: re-read the subscribers. */

@@ -15,7 +15,6 @@ typedef struct NatsLink
 	natsConnection *conn;
 	jsCtx	   *js;
 	int			failures;		/* consecutive connection failures, for backoff */
-	char		inbox_prefix[96];	/* the connection's inbox prefix (_INBOX or _INBOX_<user>) */
 } NatsLink;
 
 /* Connects (when not connected) and ensures the stream; false (and logs once per outage) on failure. */
