@@ -1,6 +1,6 @@
 #!/bin/bash
 # Every benchmark in one command:  make bench  (= bench/all.sh)
-# Runs bench/events.sh, bench/http_executor.sh, bench/capacity.sh,
+# Runs bench/events.sh, bench/http_executor.sh, bench/capacity.sh, bench/accrual.sh,
 # bench/money.sh and bench/jwt.sh one after the other (each starts and
 # removes its own private cluster; each figure is printed beside a baseline
 # measured in the same run, since the machine may be shared and noisy) and
@@ -12,7 +12,7 @@
 set -uo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 cd "$REPO"
-BENCHES=${BENCHES:-events http_executor capacity money jwt}
+BENCHES=${BENCHES:-events http_executor capacity accrual money jwt}
 OUT=${BENCH_OUT:-bench/RESULTS.md}
 TMP=$(mktemp /tmp/pgcloud-bench-results.XXXXXX)
 LOGDIR=$(mktemp -d /tmp/pgcloud-bench-logs.XXXXXX)
@@ -30,10 +30,10 @@ for b in $BENCHES; do
         { echo; echo "## bench/$b.sh FAILED in this run (no figures; see its log)"; } >> "$TMP"
     fi
 done
-# A subset run keeps the sections of the benchmarks it did not run, marked as such.
+# The sections of the benchmarks this run did not run (a subset, or the ones
+# make bench does not run: terminal.sh, multicluster.sh) are kept, marked as such.
 PREVIOUS=
-ALL="events http_executor capacity money jwt"
-if [ "$BENCHES" != "$ALL" ] && [ -f "$OUT" ]; then
+if [ -f "$OUT" ]; then
     PREVIOUS=$(mktemp /tmp/pgcloud-bench-previous.XXXXXX)
     python3 - "$OUT" "$BENCHES" > "$PREVIOUS" <<'PY'
 import re, sys
