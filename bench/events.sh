@@ -54,10 +54,12 @@ CREATE SCHEMA benchsvc;
 CREATE TABLE benchsvc.effects (event_id uuid, applied_at timestamptz DEFAULT clock_timestamp(), latency_ms float8);
 -- Records commit-to-handler latency: the emitting transaction's commit time
 -- (track_commit_timestamp) to the moment the handler runs.
-CREATE FUNCTION benchsvc.on_bench_tick(event pgcloud.event_envelope) RETURNS void LANGUAGE sql AS
+-- Handlers are called by the core (pgcloud_svc_core) and run as their owner (SECURITY DEFINER).
+CREATE FUNCTION benchsvc.on_bench_tick(event pgcloud.event_envelope) RETURNS void LANGUAGE sql SECURITY DEFINER AS
 \$\$ INSERT INTO benchsvc.effects (event_id, latency_ms)
     SELECT o.event_id, extract(epoch FROM clock_timestamp() - pg_xact_commit_timestamp(o.xmin)) * 1000
       FROM pgcloud.outbox o WHERE o.event_id = (event).event_id \$\$;
+GRANT USAGE ON SCHEMA benchsvc TO pgcloud_svc_core;
 CREATE TABLE bench_plain (id bigserial, v text);
 CREATE INDEX bench_outbox_event_id ON pgcloud.outbox (event_id);  -- for the latency handler only
 SELECT pgcloud.wake_workers();" >/dev/null

@@ -80,7 +80,9 @@ CREATE TABLE benchh.results (intent_id uuid, status integer);
 CREATE FUNCTION benchh.cb(intent_id uuid, status integer, response_headers jsonb, response_body text,
                           context jsonb, final boolean) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
-AS \$\$ INSERT INTO benchh.results VALUES (intent_id, status) \$\$;" >/dev/null
+AS \$\$ INSERT INTO benchh.results VALUES (intent_id, status) \$\$;
+-- Callbacks are called by the core (pgcloud_svc_core) and run as their owner.
+GRANT USAGE ON SCHEMA benchh TO pgcloud_svc_core;" >/dev/null
 until [ "$(psql_b -c "SELECT pid IS NOT NULL FROM pgcloud.workers WHERE worker = 'http'")" = t ]; do sleep 0.1; done
 
 now_ms() { date +%s%3N; }
