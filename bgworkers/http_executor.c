@@ -15,8 +15,10 @@
  *     sent (then run the failed final callbacks that are due again);
  *  2. start their transfers (credentials added at send time, http_transfer.c);
  *  3. wait; let libcurl act on ready sockets and its timer;
- *  4. record each finished transfer with pgcloud.http_record() in its own
- *     transaction, which also runs the callback of a final outcome.
+ *  4. record the transfers finished since the last wake-up with
+ *     pgcloud.http_record() in one transaction, each in a subtransaction of
+ *     its own (one that fails is undone alone and recorded as a failed try);
+ *     the record also runs the callback of a final outcome.
  *
  * Crash safety: an intent is committed in_flight before it is sent; at start
  * the worker puts every in_flight intent back to pending (the new try sends
@@ -230,26 +232,26 @@ load_policy(void)
 
 /* ---- recording outcomes ----------------------------------------------------- */
 
-typedef struct OutcomeUnit
+/* One finished transfer waiting to be recorded. */
+typedef struct Finished
 {
-	const char *id;
+	char		id[40];
 	int			attempt;
 	HttpTarget	target;
-	const HttpOutcome *o;
-} OutcomeUnit;
+	HttpOutcome o;
+} Finished;
 
+/* Records one outcome (and runs its callback) in the current unit of work. */
 static void
-record_outcome_unit(void *arg)
+record_in_work(const char *id, int attempt, HttpTarget target, const HttpOutcome *o)
 {
-	OutcomeUnit *u = (OutcomeUnit *) arg;
-	const HttpOutcome *o = u->o;
 	Datum		values[8];
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	char	   *state;
 
 	prepare_plans();
-	values[0] = CStringGetTextDatum(u->id);
-	values[1] = Int32GetDatum(u->attempt);
+	values[0] = CStringGetTextDatum(id);
+	values[1] = Int32GetDatum(attempt);
 	values[2] = Int32GetDatum(o->status);
 	nulls[2] = o->has_status ? ' ' : 'n';
 	values[3] = o->headers_json ? CStringGetTextDatum(o->headers_json) : (Datum) 0;
@@ -266,9 +268,25 @@ record_outcome_unit(void *arg)
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (state != NULL && strcmp(state, "dead") == 0)
 		ereport(LOG,
-				errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", u->id,
-					   HttpTargetNames[u->target], u->attempt,
+				errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
+					   HttpTargetNames[target], attempt,
 					   o->error ? o->error : psprintf("status %d", o->status)));
+}
+
+typedef struct OutcomeUnit
+{
+	const char *id;
+	int			attempt;
+	HttpTarget	target;
+	const HttpOutcome *o;
+} OutcomeUnit;
+
+static void
+record_outcome_unit(void *arg)
+{
+	OutcomeUnit *u = (OutcomeUnit *) arg;
+
+	record_in_work(u->id, u->attempt, u->target, u->o);
 }
 
 static void
@@ -294,6 +312,106 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 		f.error = psprintf("could not record the outcome: %s", failure);
 		record_outcome(id, attempt, target, &f, true);
 	}
+}
+
+/* One outcome in a subtransaction of the current unit of work; the error message (in cxt) or NULL. */
+static char *
+record_in_subxact(const Finished *f, MemoryContext cxt)
+{
+	MemoryContext subcxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile failure = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(subcxt);
+	PG_TRY();
+	{
+		record_in_work(f->id, f->attempt, f->target, &f->o);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(subcxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(subcxt);
+		CurrentResourceOwner = owner;
+		failure = MemoryContextStrdup(cxt, edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return failure;
+}
+
+typedef struct OutcomeBatch
+{
+	Finished   *f;
+	int			n;
+	char	  **failures;		/* per outcome: why its subtransaction rolled back, or NULL */
+	int			recorded;
+	MemoryContext cxt;			/* the caller's, for the failure messages */
+} OutcomeBatch;
+
+static void
+record_outcomes_unit(void *arg)
+{
+	OutcomeBatch *b = (OutcomeBatch *) arg;
+
+	b->recorded = 0;
+	for (int i = 0; i < b->n; i++)
+	{
+		b->failures[i] = record_in_subxact(&b->f[i], b->cxt);
+		if (b->failures[i] == NULL)
+			b->recorded++;
+	}
+}
+
+/*
+ * Records the outcomes of the transfers finished since the last wake-up in
+ * one unit of work (one commit), each in its own subtransaction: an outcome
+ * that cannot be recorded is undone alone and then recorded as a failed try
+ * on its own, as record_outcome() does. Should the unit fail as a whole,
+ * every outcome is recorded on its own.
+ */
+static void
+record_outcomes(Finished *f, int n)
+{
+	OutcomeBatch b = {.f = f, .n = n, .recorded = 0, .cxt = CurrentMemoryContext};
+	char	   *msg;
+
+	if (n == 1)
+	{
+		record_outcome(f[0].id, f[0].attempt, f[0].target, &f[0].o, false);
+		return;
+	}
+	b.failures = palloc0(sizeof(char *) * n);
+	msg = PgcloudRunUnit("recording HTTP outcomes", record_outcomes_unit, &b);
+	if (msg != NULL)
+	{
+		ereport(LOG, errmsg("pgcloud http: could not record %d outcomes together: %s", n, msg));
+		for (int i = 0; i < n; i++)
+			record_outcome(f[i].id, f[i].attempt, f[i].target, &f[i].o, false);
+		return;
+	}
+	if (b.recorded > 0)
+		PgcloudWorkerNoteActivity(b.recorded, 0);
+	for (int i = 0; i < n; i++)
+		if (b.failures[i] != NULL)
+		{
+			HttpOutcome fo = {0};
+
+			PgcloudWorkerNoteError(b.failures[i]);
+			ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", f[i].id,
+								b.failures[i]));
+			fo.retry_after = -1;
+			fo.error = psprintf("could not record the outcome: %s", b.failures[i]);
+			record_outcome(f[i].id, f[i].attempt, f[i].target, &fo, true);
+		}
 }
 
 static void
@@ -562,13 +680,15 @@ drive_timer_if_due(void)
 	}
 }
 
-/* Records every finished transfer; returns how many finished. */
+/* Records every finished transfer (together, see record_outcomes); returns how many finished. */
 static int
 finish_completed(void)
 {
 	CURLMsg    *m;
 	int			left;
 	int			n = 0;
+	int			cap = 16;
+	Finished   *done = palloc(sizeof(Finished) * cap);
 
 	while ((m = curl_multi_info_read(multi, &left)) != NULL)
 	{
@@ -576,17 +696,20 @@ finish_completed(void)
 		CURLcode	result = m->data.result;
 		HttpTransfer *t = NULL;
 		HttpTransfer **pp;
-		HttpOutcome o;
-		char		id[40];
-		int			attempt;
-		HttpTarget	target;
+		Finished   *f;
 
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t);
 		curl_multi_remove_handle(multi, easy);	/* m is invalid from here */
+		if (n == cap)
+		{
+			cap *= 2;
+			done = repalloc(done, sizeof(Finished) * cap);
+		}
+		f = &done[n];
 		/* Should this raise (out of memory), t is still listed and freed at exit. */
-		HttpTransferOutcome(t, result, &o);
+		HttpTransferOutcome(t, result, &f->o);
 		for (pp = &transfers; *pp != NULL; pp = &(*pp)->next)
 			if (*pp == t)
 			{
@@ -594,13 +717,15 @@ finish_completed(void)
 				break;
 			}
 		inflight[t->target]--;
-		strlcpy(id, t->id, sizeof(id));
-		attempt = t->attempt;
-		target = t->target;
+		strlcpy(f->id, t->id, sizeof(f->id));
+		f->attempt = t->attempt;
+		f->target = t->target;
 		HttpTransferFree(t);
-		record_outcome(id, attempt, target, &o, false);
 		n++;
 	}
+	if (n > 0)
+		record_outcomes(done, n);
+	pfree(done);
 	return n;
 }
 
