@@ -449,11 +449,19 @@ CREATE FUNCTION pgcloud.nats_subscribers() RETURNS SETOF text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
+    -- A database whose services subscribe to nothing (e.g. databases alone
+    -- in its own database) still needs the platform effects every database
+    -- applies (session.revoked, pgcloud.consume_event): it gets a durable of
+    -- its own, unless it publishes session.revoked itself (auth).
     SELECT s.name FROM pgcloud.services s
-     WHERE s.subscribes <> '{}' AND pgcloud.installed_here(s.name)
+     WHERE pgcloud.installed_here(s.name)
+       AND (s.subscribes <> '{}'
+            OR (NOT 'session.revoked' = ANY (s.publishes)
+                AND NOT EXISTS (SELECT 1 FROM pgcloud.services o
+                                 WHERE o.subscribes <> '{}' AND pgcloud.installed_here(o.name))))
      ORDER BY s.name
 $$;
-COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the subscribing services installed in this database; each has a durable JetStream consumer named after it.';
+COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the services installed in this database that have a durable JetStream consumer named after them: the subscribing ones; in a database where none subscribes, the services installed there unless they publish session.revoked themselves (so that every database learns of revoked sessions).';
 
 -- Operator alerts from any service: platform.alert is the core's type, so a
 -- service raises one through this function (it runs as the core).
