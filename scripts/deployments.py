@@ -279,12 +279,16 @@ def render_deployments(root, platform, core, meta, services, base_out):
                 'db-pre-request = "pgcloud.pre_request"',
                 "db-max-rows = 1000",
                 "",
-                "# The auth service's published keys: the output of SELECT api.jwks();",
-                "# in %s on cluster %s (port %d). Refresh it (and reload PostgREST)" % (
-                    database_of("auth"), auth_cluster["name"], auth_cluster["port"]),
-                "# when api.admin_rotate_signing_key() announces a key: a new key is",
-                "# published before it signs.",
-                'jwt-secret = "@/etc/pgcloud/jwks.json"',
+                "# The auth service's published keys: SELECT api.jwks(); in %s on" % database_of("auth"),
+                "# cluster %s (port %d)%s" % (
+                    auth_cluster["name"], auth_cluster["port"],
+                    "." if single or n == "auth" else
+                    ", as this service's own database learnt them:\n"
+                    "# SELECT pgcloud.published_jwks(); in %s." % database_of(n)),
+                "# api.admin_rotate_signing_key() announces a new key (signing_key.published)",
+                "# before it signs: rewrite this file then and",
+                "# reload PostgREST (scripts/multicluster.sh keys does both files).",
+                'jwt-secret = "@/etc/pgcloud/jwks%s.json"' % ("" if single else "-" + n),
                 'jwt-role-claim-key = ".role"',
                 "",
                 "server-port = %d" % rest_port[n],

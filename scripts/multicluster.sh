@@ -11,6 +11,9 @@
 #   scripts/multicluster.sh status [SHAPE]  what runs, and the event health
 #   scripts/multicluster.sh lag    [SHAPE]  the operator query of every database
 #                                           and each durable's pending messages
+#   scripts/multicluster.sh keys   [SHAPE]  each service's PostgREST config and
+#                                           jwt-secret from its own database (after
+#                                           a signing-key rotation, before it signs)
 #   scripts/multicluster.sh psql SERVICE [psql args]  psql in a service's database
 #   scripts/multicluster.sh cluster-stop|cluster-start CLUSTER   one cluster (drills)
 #
@@ -81,7 +84,37 @@ secrets() {
     [ -x "$NATSTOOL" ] || gcc -O2 -o "$NATSTOOL" "$REPO/test/tools/natstool.c" -lnats
 }
 
-nats_up() {
+nats_keys() {
+    # Each service's PostgREST configuration and jwt-secret, from its own
+    # database: the key set auth announced (signing_key.published, learnt by
+    # every database) or, in auth's database, api.jwks(). A database that has
+    # learnt nothing yet (no rotation since the deployment came up) gets
+    # auth's current set. Run after api.admin_rotate_signing_key() (and
+    # reload PostgREST: SIGUSR2) within its activate_after_seconds.
+    mkdir -p "$DIR/postgrest"
+    local auth_line; auth_line=$(grep -v '^#' "$GEN/layout.tsv" | awk '$4 ~ /(^|,)auth(,|$)/' | head -n 1)
+    grep -v '^#' "$GEN/layout.tsv" | while read -r c port db svcs; do
+        port=$(( port + SHIFT ))
+        for svc in ${svcs//,/ }; do
+            local out=$DIR/postgrest/$svc.jwks.json set from
+            if [ "$db" = "$(echo "$auth_line" | awk '{print $3}')" ]; then
+                set=$(psql_at "$port" -d "$db" -tAc 'SELECT api.jwks()'); from=auth
+            else
+                set=$(psql_at "$port" -d "$db" -tAc 'SELECT pgcloud.published_jwks()'); from=learnt
+                if [ -z "$set" ]; then
+                    set=$(psql_at $(( $(echo "$auth_line" | awk '{print $2}') + SHIFT )) -d "$(echo "$auth_line" | awk '{print $3}')" -tAc 'SELECT api.jwks()')
+                    from=initial
+                fi
+            fi
+            (umask 022; printf '%s\n' "$set" > "$out.tmp" && mv "$out.tmp" "$out")
+            perl -pe "s{(\@[\w.-]+:)(\d+)/}{\$1.(\$2+$SHIFT).'/'}e; s{^jwt-secret = .*}{jwt-secret = \"\@$out\"}" \
+                "$GEN/postgrest/$svc.conf" > "$DIR/postgrest/$svc.conf"
+            echo "keys $svc $from $(printf '%s' "$set" | python3 -c 'import json,sys; print(",".join(k["kid"] for k in json.load(sys.stdin)["keys"]))')"
+        done
+    done
+}
+
+up() {
     [ -d "$GEN/nats" ] || return 0
     localize "$GEN/nats/authorization.conf" > "$DIR/nats/authorization.conf"
     for n in $(nats_nodes); do
@@ -175,6 +208,7 @@ up() {
     nats_up
     clusters | while read -r c port; do pg_up "$c" "$port"; done
     jwks
+    keys >/dev/null
 }
 
 down() {
@@ -239,6 +273,7 @@ case "$CMD" in
     destroy) down; rm -rf "$DIR" ;;
     status) status ;;
     lag) lag ;;
+    keys) keys ;;
     cluster-stop|cluster-start)
         # One cluster of the shape (fault drills): scripts/multicluster.sh cluster-stop money
         c=${2:?usage: $0 $CMD CLUSTER}; data=$(pgdata "$c")
@@ -253,5 +288,5 @@ case "$CMD" in
         set -- $line "$@"
         db=$3; port=$(( $2 + SHIFT )); shift 4
         psql_at "$port" -d "$db" "$@" ;;
-    *) echo "usage: $0 up|down|destroy|status|lag [SHAPE] | psql SERVICE [args] | cluster-stop|cluster-start CLUSTER" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|destroy|status|lag|keys [SHAPE] | psql SERVICE [args] | cluster-stop|cluster-start CLUSTER" >&2; exit 2 ;;
 esac

@@ -336,6 +336,14 @@ BEGIN
         PERFORM pgcloud.revoke_session((envelope -> 'payload' ->> 'session_id')::uuid,
             coalesce(pgcloud.revocation_until(envelope -> 'payload' ->> 'tokens_valid_until'), now() + interval '1 day'));
     END IF;
+    -- A signing key announced by auth (rotation): every database learns the
+    -- published key set before the new key signs, for its PostgREST.
+    IF envelope ->> 'event_type' = 'signing_key.published' AND subject = 'pgcloud.signing_key.published'
+       AND pgcloud.event_authentic('signing_key.published', envelope ->> 'source')
+       AND jsonb_typeof(envelope -> 'payload' -> 'jwks' -> 'keys') = 'array' THEN
+        PERFORM pgcloud.learn_jwks(envelope -> 'payload' -> 'jwks',
+            coalesce(pgcloud.revocation_until(envelope -> 'payload' ->> 'published_at'), now()));
+    END IF;
     IF NOT pgcloud.is_subscribed(subscriber, envelope ->> 'event_type') THEN
         RETURN 'ignored';
     END IF;
@@ -359,7 +367,7 @@ BEGIN
                            coalesce(envelope -> 'payload', '{}'::jsonb), coalesce(envelope -> 'headers', '{}'::jsonb));
 END
 $$;
-COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb, text) IS 'NATS mode: applies one message (the event envelope, received on subject) to one subscriber; returns applied, duplicate, ignored or not_installed. A session.revoked from auth also marks the session revoked in this database (pgcloud.revoked_sessions), for every database''s pgcloud.pre_request(). Refuses (event_not_permitted) a message whose subject is not its event type''s or whose source is not the type''s registered publisher.';
+COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb, text) IS 'NATS mode: applies one message (the event envelope, received on subject) to one subscriber; returns applied, duplicate, ignored or not_installed. A session.revoked from auth also marks the session revoked in this database (pgcloud.revoked_sessions), for every database''s pgcloud.pre_request(); a signing_key.published from auth stores the published key set (pgcloud.learn_jwks) for this database''s PostgREST. Refuses (event_not_permitted) a message whose subject is not its event type''s or whose source is not the type''s registered publisher.';
 
 -- Operator views.
 CREATE FUNCTION pgcloud.worker_status(OUT database text, OUT worker text, OUT pid integer, OUT state text,
