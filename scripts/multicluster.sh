@@ -84,7 +84,7 @@ secrets() {
     [ -x "$NATSTOOL" ] || gcc -O2 -o "$NATSTOOL" "$REPO/test/tools/natstool.c" -lnats
 }
 
-nats_keys() {
+keys() {
     # Each service's PostgREST configuration and jwt-secret, from its own
     # database: the key set auth announced (signing_key.published, learnt by
     # every database) or, in auth's database, api.jwks(). A database that has
@@ -114,7 +114,7 @@ nats_keys() {
     done
 }
 
-up() {
+nats_up() {
     [ -d "$GEN/nats" ] || return 0
     localize "$GEN/nats/authorization.conf" > "$DIR/nats/authorization.conf"
     for n in $(nats_nodes); do
