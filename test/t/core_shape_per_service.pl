@@ -1,0 +1,11 @@
+# The main flow of core_multicluster.pl, unchanged, in shape per-service of
+# registry/deployments.conf: (b) one cluster, one database per service, joined only by the 3-node NATS JetStream cluster,
+# brought up by scripts/multicluster.sh from deploy/per-service/. The checks that
+# need NATS or several clusters run where the shape has them (see there).
+# services: core auth billing payments releases inventory provisioning maas admin notification terminal appruntime databases storage
+use strict;
+use warnings;
+$ENV{PGCLOUD_TEST_SHAPE} = 'per-service';
+my $flow = "$ENV{PGCLOUD_REPO}/test/t/core_multicluster.pl";
+do $flow;
+die "$flow: $@" if $@;
