@@ -5,6 +5,9 @@
 # services: core auth billing payments releases inventory provisioning maas admin notification terminal appruntime databases storage
 use strict;
 use warnings;
+# Loaded here, at compile time: their INIT blocks set the test up (too late under do).
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
 $ENV{PGCLOUD_TEST_SHAPE} = 'single';
 my $flow = "$ENV{PGCLOUD_REPO}/test/t/core_multicluster.pl";
 do $flow;
