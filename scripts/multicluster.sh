@@ -76,7 +76,7 @@ secrets() {
     if [ ! -f "$DIR/pg-passwords.env" ]; then
         # Each service's PostgREST login role (pgcloud_authenticator_<service>).
         (umask 077
-         grep -v '^#' "$GEN/layout.tsv" | awk '{print $4}' | grep -v , | sort -u | while read -r svc; do
+         grep -v '^#' "$GEN/layout.tsv" | awk '{print $4}' | { grep -v , || true; } | sort -u | while read -r svc; do
              echo "PGCLOUD_PG_PASSWORD_$(echo "$svc" | tr a-z A-Z)=pg$(openssl rand -hex 16)"
          done > "$DIR/pg-passwords.env")
     fi

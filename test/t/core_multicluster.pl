@@ -71,7 +71,10 @@ $ENV{PGCLOUD_MULTI_SETTINGS} = join("\n",
     "pgcloud.maas_api_key = 'k:t:s'",
     "pgcloud.stripe_api_url = '" . $stripe->url . "'",
     "pgcloud.stripe_secret_key = 'sk_test_pgcloud'",
-    "pgcloud.stripe_webhook_secrets = 'whsec_pgcloud_test'");
+    "pgcloud.stripe_webhook_secrets = 'whsec_pgcloud_test'",
+    # The per-service shapes name pgcloud-secrets/ca.crt (the NATS CA, which
+    # signed the Stripe fake's certificate too); the single one names none.
+    $nats ? () : "pgcloud.ca_bundle = '$dir/certs/ca.pem'");
 
 sub script
 {
