@@ -330,7 +330,7 @@ my $alloc = as_user_on('provisioning', "SELECT api.create_allocation('a100x8', '
 like($alloc, qr/^[0-9a-f-]{36}$/, 'an allocation is requested');
 is(wait_q('provisioning', "SELECT state FROM provisioning.allocations WHERE id = '$alloc'", 'active', 60), 'active',
     'provisioning -> maas -> fake MAAS -> provisioning: the allocation is active');
-is(wait_q('releases', "SELECT count(*) FROM pgcloud.inbox WHERE event_type = 'allocation.activated'", '1'), '1',
+is(wait_q('releases', "SELECT count(*) FROM pgcloud.inbox WHERE subscriber = 'releases' AND event_type = 'allocation.activated'", '1'), '1',
     'releases saw the allocation activated');
 like(as_user_on('releases', "SELECT api.mint_access('$alloc', '$key')::text"), qr/ssh-ed25519-cert-v01\@openssh\.com/,
     'releases mints an OpenSSH certificate for the active allocation');
@@ -419,7 +419,7 @@ is($rc, 0, 'the money cluster starts again after 30 s') or diag($out);
 }
 is(wait_q('billing', "SELECT ended_at IS NOT NULL AND settled FROM billing.allocations WHERE allocation_id = '$alloc'", 't', 60), 't',
     'billing caught up: allocation.released applied, usage settled');
-is(wait_q('releases', "SELECT count(*) FROM pgcloud.inbox WHERE event_type = 'allocation.released'", '1'), '1',
+is(wait_q('releases', "SELECT count(*) FROM pgcloud.inbox WHERE subscriber = 'releases' AND event_type = 'allocation.released'", '1'), '1',
     'releases caught up too');
 
 # ---- nothing lost, nothing applied twice ----------------------------------------------------------
