@@ -75,10 +75,10 @@ burst_sql() {
             FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $BURST)) s;"
 }
 # p50/p99 in ms of the inbox-minus-outbox delay of the tagged events: the
-# outbox times come in as "event_id created_at" lines on stdin.
+# outbox times come in as "event_id|created_at" lines on stdin.
 latency_sql() {
     echo "CREATE TEMP TABLE sent (event_id uuid, created_at timestamptz);
-          COPY sent FROM STDIN WITH (FORMAT text, DELIMITER ' ');"
+          COPY sent FROM STDIN WITH (FORMAT text, DELIMITER '|');"
 }
 
 run_shape() {
@@ -98,9 +98,9 @@ run_shape() {
                    FROM (SELECT extract(epoch FROM i.processed_at - s.created_at) * 1000 AS ms
                            FROM sent s JOIN pgcloud.inbox i ON i.event_id = s.event_id AND i.subscriber = 'billing') x"
     if [ "$shape" = a ]; then
-        single -c "$out" -F ' ' | single -c "$(latency_sql)" -c "$stats"
+        single -c "$out" -F '|' | single -c "$(latency_sql)" -c "$stats"
     else
-        multi auth -c "$out" -F ' ' | multi billing -c "$(latency_sql)" -c "$stats"
+        multi auth -c "$out" -F '|' | multi billing -c "$(latency_sql)" -c "$stats"
     fi
 }
 run_burst() {

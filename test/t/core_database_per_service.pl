@@ -50,8 +50,12 @@ is($node->safe_psql('pgcloud_billing', q{SELECT string_agg(job, ',' ORDER BY job
 is($node->safe_psql('pgcloud_inventory', q{SELECT count(*) FROM pgcloud.jobs WHERE service = 'core'}), '6',
     'every database prunes its own core tables');
 
+is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_authenticator_auth', 'pgcloud_auth', 'CONNECT')"),
+    't', "the auth service's PostgREST role may connect to its database");
+is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_authenticator_billing', 'pgcloud_auth', 'CONNECT')"),
+    'f', "billing's may not");
 is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_authenticator', 'pgcloud_auth', 'CONNECT')"),
-    't', 'the authenticator may connect to a service database');
+    'f', 'nor may the shared authenticator');
 is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_anon', 'pgcloud_auth', 'CONNECT')"),
     'f', 'PUBLIC may not');
 
