@@ -6,20 +6,6 @@
 BEGIN;
 SELECT * FROM no_plan();
 
--- The SQLSTATE q raises when run as role r (NULL when it succeeds).
-CREATE FUNCTION pg_temp.sqlstate_as(r text, q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE format('SET LOCAL ROLE %I', r);
-    BEGIN
-        EXECUTE q;
-    EXCEPTION WHEN OTHERS THEN
-        RESET ROLE;
-        RETURN SQLSTATE;
-    END;
-    RESET ROLE;
-    RETURN NULL;
-END $$;
-
 SELECT cmp_ok((SELECT count(*)::int FROM pgcloud.api_surface), '>=', 90, 'the api schema holds the services'' functions');
 SELECT is_empty($$ SELECT function, exposures FROM pgcloud.api_surface WHERE exposures <> 1 OR roles IS NULL $$,
     'every function in schema api has exactly one exposure');

@@ -68,18 +68,6 @@ SELECT is(pg_temp.error_text_of(format('SELECT api.admin_refund(%L, 5, %L)', gen
 SELECT set_config('request.jwt.claims', jsonb_build_object('role', 'pgcloud_user', 'sub', :u)::text, true);
 -- Authorization is api.admin_refund()'s (once); its handler is the service
 -- role's alone: a user who calls it directly is refused by PostgreSQL.
-CREATE FUNCTION pg_temp.sqlstate_as(r text, q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE format('SET LOCAL ROLE %I', r);
-    BEGIN
-        EXECUTE q;
-    EXCEPTION WHEN OTHERS THEN
-        RESET ROLE;
-        RETURN SQLSTATE;
-    END;
-    RESET ROLE;
-    RETURN NULL;
-END $$;
 SELECT is(pg_temp.sqlstate_as('pgcloud_user', format('SELECT payments.admin_refund_apply(%L, 5, %L)', :'pay', 'x')),
     '42501', 'only operators refund (the handler cannot be called around the api function)');
 SELECT set_config('request.jwt.claims', '', true);
