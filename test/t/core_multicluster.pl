@@ -26,6 +26,7 @@
 # Jobs run, policy changes and read models (admin, notification) are where
 # each service lives.
 # services: core auth billing payments releases inventory provisioning maas admin notification terminal appruntime databases storage
+# tap-lock: deploy (brings up a whole deployment on the port plan of registry/deployments.conf)
 use strict;
 use warnings;
 use lib $ENV{PGCLOUD_REPO} . '/test/t';

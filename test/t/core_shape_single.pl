@@ -3,6 +3,7 @@
 # brought up by scripts/multicluster.sh from deploy/single/. The checks that
 # need NATS or several clusters run where the shape has them (see there).
 # services: core auth billing payments releases inventory provisioning maas admin notification terminal appruntime databases storage
+# tap-lock: deploy (brings up a whole deployment on the port plan of registry/deployments.conf)
 use strict;
 use warnings;
 # Loaded here, at compile time: their INIT blocks set the test up (too late under do).
