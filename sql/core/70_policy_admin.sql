@@ -47,7 +47,7 @@ BEGIN
                     pgcloud.idempotent_done('policy.set', pgcloud.set_policy_apply(key, value)));
 END
 $$;
-COMMENT ON FUNCTION pgcloud.set_policy(text, jsonb) IS 'Sets a policy value (<service>.<name>) — admin only, audited as policy.set, safe to retry with X-Idempotency-Key. Returns {key, value, previous}.';
+COMMENT ON FUNCTION pgcloud.set_policy(text, jsonb) IS 'Sets a policy value (<service>.<name>) — admin only, audited as policy.set, safe to retry with X-Idempotency-Key; a service''s key only where the service is installed (core keys everywhere). Returns {key, value, previous}.';
 
 CREATE FUNCTION pgcloud.pre_request() RETURNS void
 LANGUAGE C VOLATILE SECURITY DEFINER
