@@ -6,18 +6,42 @@
  * JetStream's delivery count reaches core.max_delivery_attempts (with a
  * platform.alert event) and terminated; earlier failures are nak'ed with
  * a growing delay.
+ *
+ * Every durable is pulled at the same time, so that no message waits for
+ * another service's fetch timeout: one fetcher thread per durable waits in
+ * a pull request (natsSubscription_Fetch) and queues the batch it gets; the
+ * worker's own thread waits on its latch and on a pipe the fetchers write
+ * to, applies the queued batches in arrival order (each durable's in its
+ * own order) and acks each batch's applied messages together after their
+ * commits.
+ *
+ * The fetcher threads call nats.c and libc only: no PostgreSQL function, no
+ * palloc, no elog; they take no signal (created with every signal blocked);
+ * they are stopped and joined before any subscription, message list or the
+ * connection is destroyed, and at exit. A message is never used after its
+ * list or its subscription is destroyed: what is still queued when the
+ * subscriptions are dropped is destroyed unacknowledged (JetStream delivers
+ * it again: ensure_subscription takes the durable over from its ack floor,
+ * and the inbox drops what was applied already).
  */
 #include "workers.h"
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "storage/latch.h"
 #include "utils/snapmgr.h"
 
 #include "nats_link.h"
 
-#define FETCH_BATCH 100
-#define FETCH_TIMEOUT_MS 100
+#define FETCH_BATCH 256
+#define FETCH_WAIT_MS 500		/* a fetcher's pull request; bounds only how fast it stops */
 #define MAX_SUBSCRIBERS 32
 
 typedef struct Subscriber
@@ -25,7 +49,17 @@ typedef struct Subscriber
 	char		name[NAMEDATALEN];
 	natsSubscription *sub;
 	bool		resumed;		/* this process has taken the durable over */
+	bool		running;		/* its fetcher thread runs */
+	pthread_t	thread;
 } Subscriber;
+
+/* A fetched batch, handed from a fetcher thread to the worker (malloc'ed). */
+typedef struct FetchedBatch
+{
+	int			subscriber;
+	natsMsgList list;
+	struct FetchedBatch *next;
+} FetchedBatch;
 
 static NatsLink nlink = {0};
 static Subscriber subscribers[MAX_SUBSCRIBERS];
@@ -33,16 +67,136 @@ static int	nsubscribers = 0;
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
 
+/* Shared with the fetcher threads: the queue and the first failure, under qmu. */
+static pthread_mutex_t qmu = PTHREAD_MUTEX_INITIALIZER;
+static FetchedBatch *qhead = NULL;
+static FetchedBatch *qtail = NULL;
+static natsStatus fetch_error = NATS_OK;
+static int	fetch_stop = 0;		/* __atomic */
+static int	wake_pipe[2] = {-1, -1};
+
+/* From a fetcher thread: wakes the worker (write() only; a full pipe is awake already). */
+static void
+wake_worker(void)
+{
+	char		b = 1;
+	ssize_t		rc pg_attribute_unused();
+
+	rc = write(wake_pipe[1], &b, 1);
+}
+
+static void *
+fetcher_main(void *arg)
+{
+	Subscriber *s = (Subscriber *) arg;
+	int			index = (int) (s - subscribers);
+
+	while (!__atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE))
+	{
+		natsMsgList list = {0};
+		natsStatus	st = natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_WAIT_MS, NULL);
+		FetchedBatch *b;
+
+		if (st == NATS_TIMEOUT)
+			continue;
+		if (st != NATS_OK)
+		{
+			pthread_mutex_lock(&qmu);
+			if (fetch_error == NATS_OK)
+				fetch_error = st;
+			pthread_mutex_unlock(&qmu);
+			wake_worker();
+			break;
+		}
+		if (__atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE) || (b = malloc(sizeof(FetchedBatch))) == NULL)
+		{
+			/* Not applied: JetStream delivers them again. */
+			natsMsgList_Destroy(&list);
+			continue;
+		}
+		b->subscriber = index;
+		b->list = list;
+		b->next = NULL;
+		pthread_mutex_lock(&qmu);
+		if (qtail)
+			qtail->next = b;
+		else
+			qhead = b;
+		qtail = b;
+		pthread_mutex_unlock(&qmu);
+		wake_worker();
+	}
+	return NULL;
+}
+
+/* Takes the oldest queued batch, or NULL; *error gets the first fetcher failure. */
+static FetchedBatch *
+dequeue(natsStatus *error)
+{
+	FetchedBatch *b;
+
+	pthread_mutex_lock(&qmu);
+	b = qhead;
+	if (b)
+	{
+		qhead = b->next;
+		if (qhead == NULL)
+			qtail = NULL;
+	}
+	*error = fetch_error;
+	pthread_mutex_unlock(&qmu);
+	return b;
+}
+
+static void
+free_batch(FetchedBatch *b)
+{
+	natsMsgList_Destroy(&b->list);
+	free(b);
+}
+
+/*
+ * Stops and joins every fetcher, destroys what is still queued (not acked:
+ * delivered again) and then the subscriptions. Before the connection is
+ * closed, on every path.
+ */
 static void
 drop_subscriptions(void)
 {
+	FetchedBatch *b;
+	natsStatus	ignored;
+
+	__atomic_store_n(&fetch_stop, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < nsubscribers; i++)
-		if (subscribers[i].sub != NULL)
+		if (subscribers[i].running)
 		{
-			natsSubscription_Destroy(subscribers[i].sub);
-			subscribers[i].sub = NULL;
-		subscribers[i].resumed = false;
+			pthread_join(subscribers[i].thread, NULL);
+			subscribers[i].running = false;
 		}
+	while ((b = dequeue(&ignored)) != NULL)
+		free_batch(b);
+	/* The acks sent so far reach the server before the durables are looked at again. */
+	if (NatsLinkConnected(&nlink))
+		natsConnection_FlushTimeout(nlink.conn, 1000);
+	pthread_mutex_lock(&qmu);
+	fetch_error = NATS_OK;
+	pthread_mutex_unlock(&qmu);
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		if (subscribers[i].sub != NULL)
+			natsSubscription_Destroy(subscribers[i].sub);
+		subscribers[i].sub = NULL;
+		subscribers[i].resumed = false;
+	}
+	__atomic_store_n(&fetch_stop, 0, __ATOMIC_RELEASE);
+}
+
+/* A NATS failure: everything of the connection dropped, then the connection (backoff follows). */
+static void
+link_failed(const char *what, natsStatus st)
+{
+	drop_subscriptions();
+	NatsLinkFailed(&nlink, what, st);
 }
 
 static void
@@ -55,24 +209,43 @@ close_all(int code, Datum arg)
 	NatsLinkClose(&nlink);
 }
 
-/* Reads the subscriber list and the retry policy (own transaction). */
+/*
+ * Reads the subscriber list and the retry policy (own transaction). The
+ * subscriptions and fetchers are kept when the list did not change (a
+ * wake-up comes with every service installed, and with
+ * pgcloud.wake_workers()).
+ */
 static void
 load_config(void)
 {
+	char		names[MAX_SUBSCRIBERS][NAMEDATALEN];
+	int			n;
+	bool		same;
+
 	PgcloudWorkerBeginWork(NULL);
 	if (SPI_execute("SELECT name FROM pgcloud.nats_subscribers() AS name", true, MAX_SUBSCRIBERS) != SPI_OK_SELECT)
 		elog(ERROR, "could not list subscribers");
-	drop_subscriptions();
-	nsubscribers = (int) SPI_processed;
-	for (int i = 0; i < nsubscribers; i++)
-	{
-		strlcpy(subscribers[i].name, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
-		subscribers[i].sub = NULL;
-		subscribers[i].resumed = false;
-	}
+	n = (int) SPI_processed;
+	for (int i = 0; i < n; i++)
+		strlcpy(names[i], SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
 	max_attempts = (int) PgcloudPolicyNumber("core.max_delivery_attempts");
 	retry_base_ms = (long) PgcloudPolicyNumber("core.delivery_retry_base_ms");
 	PgcloudWorkerEndWork();
+
+	same = n == nsubscribers;
+	for (int i = 0; i < n && same; i++)
+		same = strcmp(names[i], subscribers[i].name) == 0;
+	if (same)
+		return;
+	drop_subscriptions();
+	nsubscribers = n;
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
+		subscribers[i].sub = NULL;
+		subscribers[i].resumed = false;
+		subscribers[i].running = false;
+	}
 }
 
 /* Ensures the durable consumer and a bound pull subscription of one service. */
@@ -140,6 +313,38 @@ ensure_subscription(Subscriber *s)
 	if (st == NATS_OK)
 		s->resumed = true;
 	return st;
+}
+
+/* Subscribes every durable and starts its fetcher; false (after link_failed) on a NATS failure. */
+static bool
+start_fetchers(void)
+{
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		Subscriber *s = &subscribers[i];
+		natsStatus	st;
+		sigset_t	saved;
+		int			rc;
+
+		if (s->running)
+			continue;
+		NatsLinkBlockSignals(&saved);
+		st = ensure_subscription(s);
+		NatsLinkRestoreSignals(&saved);
+		if (st != NATS_OK)
+		{
+			link_failed("set up a durable consumer", st);
+			return false;
+		}
+		/* The fetcher takes no signal: PostgreSQL's handlers run on this thread. */
+		NatsLinkBlockSignals(&saved);
+		rc = pthread_create(&s->thread, NULL, fetcher_main, s);
+		NatsLinkRestoreSignals(&saved);
+		if (rc != 0)
+			elog(ERROR, "could not start a NATS fetcher thread: %s", strerror(rc));
+		s->running = true;
+	}
+	return true;
 }
 
 /* A message and its subscriber, for the units of work below. */
@@ -222,63 +427,81 @@ record_failure(const char *subscriber, natsMsg *msg, const char *error, int deli
 	return deliveries >= max_attempts;
 }
 
-/* One round over every subscriber; returns messages handled or -1 on a NATS failure. */
+/* Applies one fetched batch of one durable; acks its applied messages together after their commits. */
 static int
-consume_round(void)
+apply_batch(FetchedBatch *b)
+{
+	Subscriber *s = &subscribers[b->subscriber];
+	int			nack = 0;
+	natsMsg   **ackable = palloc(sizeof(natsMsg *) * Max(b->list.Count, 1));
+
+	for (int m = 0; m < b->list.Count; m++)
+	{
+		natsMsg    *msg = b->list.Msgs[m];
+		char	   *error = NULL;
+
+		if (apply_message(s->name, msg, &error))
+			ackable[nack++] = msg;
+		else
+		{
+			jsMsgMetaData *meta = NULL;
+			int			deliveries = 1;
+
+			if (natsMsg_GetMetaData(&meta, msg) == NATS_OK)
+			{
+				deliveries = (int) meta->NumDelivered;
+				jsMsgMetaData_Destroy(meta);
+			}
+			if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries))
+				natsMsg_Term(msg, NULL);
+			else
+				natsMsg_NakWithDelay(msg, PgcloudBackoffMs(deliveries, retry_base_ms, 10, 60000L), NULL);
+		}
+	}
+	/* Every one committed: the acks go out together. */
+	for (int m = 0; m < nack; m++)
+		natsMsg_Ack(ackable[m], NULL);
+	pfree(ackable);
+	return nack;
+}
+
+/*
+ * Applies every queued batch; returns the messages applied, or -1 after a
+ * NATS failure (a fetcher's, or the connection's).
+ */
+static int
+drain_queue(void)
 {
 	int			handled = 0;
 
-	for (int i = 0; i < nsubscribers; i++)
+	for (;;)
 	{
-		Subscriber *s = &subscribers[i];
-		natsMsgList list = {0};
-		natsStatus	st = ensure_subscription(s);
+		natsStatus	error;
+		FetchedBatch *b = dequeue(&error);
 
-		if (st != NATS_OK)
+		if (b == NULL)
 		{
-			NatsLinkFailed(&nlink, "set up a durable consumer", st);
-			drop_subscriptions();
-			return -1;
-		}
-		st = natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_TIMEOUT_MS, NULL);
-		if (st == NATS_TIMEOUT)
-			continue;
-		if (st != NATS_OK)
-		{
-			NatsLinkFailed(&nlink, "fetch from JetStream", st);
-			drop_subscriptions();
-			return -1;
-		}
-		for (int m = 0; m < list.Count; m++)
-		{
-			natsMsg    *msg = list.Msgs[m];
-			char	   *error = NULL;
-
-			PgcloudWorkerHandleInterrupts();
-			if (apply_message(s->name, msg, &error))
+			if (error != NATS_OK)
 			{
-				natsMsg_Ack(msg, NULL);
-				handled++;
+				link_failed("fetch from JetStream", error);
+				return -1;
 			}
-			else
-			{
-				jsMsgMetaData *meta = NULL;
-				int			deliveries = 1;
-
-				if (natsMsg_GetMetaData(&meta, msg) == NATS_OK)
-				{
-					deliveries = (int) meta->NumDelivered;
-					jsMsgMetaData_Destroy(meta);
-				}
-				if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries))
-					natsMsg_Term(msg, NULL);
-				else
-					natsMsg_NakWithDelay(msg, PgcloudBackoffMs(deliveries, retry_base_ms, 10, 60000L), NULL);
-			}
+			return handled;
 		}
-		natsMsgList_Destroy(&list);
+		handled += apply_batch(b);
+		free_batch(b);
+		/* Between batches (a batch is acked whole): SIGTERM, the postmaster's death, SIGHUP. */
+		PgcloudWorkerHandleInterrupts();
 	}
-	return handled;
+}
+
+static void
+drain_pipe(void)
+{
+	char		buf[256];
+
+	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
+		;
 }
 
 void
@@ -286,10 +509,18 @@ pgcloud_consumer_main(Datum arg)
 {
 	MemoryContext loopcxt;
 	jsOptions	jsopts;
+	WaitEventSet *wait_set;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_CONSUMER, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
 		proc_exit(0);
+	if (pipe(wake_pipe) != 0 || fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0
+		|| fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0)
+		elog(ERROR, "could not create the consumer's wake-up pipe: %m");
+	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, wake_pipe[0], NULL, NULL);
 	before_shmem_exit(close_all, (Datum) 0);
 	jsOptions_Init(&jsopts);
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud consumer loop", ALLOCSET_DEFAULT_SIZES);
@@ -299,37 +530,47 @@ pgcloud_consumer_main(Datum arg)
 	for (;;)
 	{
 		int			n;
-		int			rc;
 		long		timeout;
+		WaitEvent	ev[3];
+		int			nev;
+		bool		latch = false;
 
 		PgcloudWorkerHandleInterrupts();
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
 		if (!PgcloudNatsMode())
 			proc_exit(0);		/* the launcher stops us; don't linger */
-		if (!NatsLinkEnsure(&nlink, &jsopts))
-		{
-			drop_subscriptions();
+		/* A connection nats.c closed (it does not reconnect): nothing of it may outlive it. */
+		if (nlink.conn != NULL && !NatsLinkConnected(&nlink))
+			link_failed("keep the connection to NATS", NATS_CONNECTION_CLOSED);
+		if (nsubscribers == 0)
+			n = 0;
+		else if (!NatsLinkEnsure(&nlink, &jsopts))
 			n = -1;
-		}
+		else if (!start_fetchers())
+			n = -1;
 		else
-			n = consume_round();
+			n = drain_queue();
 		if (n > 0)
-		{
 			PgcloudWorkerNoteActivity(n, 0);
-			/* A wake-up while busy (e.g. a service installed) re-reads the subscribers too. */
-			if (MyLatch->is_set)
-			{
-				ResetLatch(MyLatch);
-				load_config();
-			}
-			continue;
+		if (n < 0)
+			timeout = NatsLinkBackoffMs(&nlink);
+		else if (n > 0)
+			timeout = 0;		/* look at the queue again, after the wake-ups below */
+		else
+			timeout = 10000L;	/* idle: the fetchers and wake-ups end the wait */
+		nev = WaitEventSetWait(wait_set, timeout, ev, lengthof(ev), PG_WAIT_EXTENSION);
+		for (int i = 0; i < nev; i++)
+		{
+			if (ev[i].events & WL_LATCH_SET)
+				latch = true;
+			if (ev[i].events & WL_SOCKET_READABLE)
+				drain_pipe();
 		}
-		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : (nsubscribers == 0 ? 10000L : 1L);
-		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to do: re-read the subscribers. */
-		if ((rc & WL_LATCH_SET) || nsubscribers == 0)
+		if (latch)
+			ResetLatch(MyLatch);
+		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to subscribe: re-read the subscribers. */
+		if (latch || nsubscribers == 0)
 			load_config();
 	}
 }
