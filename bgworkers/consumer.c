@@ -9,7 +9,8 @@
  *
  * Every durable is pulled at the same time, so that no message waits for
  * another service's fetch timeout: one fetcher thread per durable waits in
- * a pull request (natsSubscription_Fetch) and queues the batch it gets; the
+ * a pull request for the next message (natsSubscription_Fetch), then takes
+ * what else is there in one batch, and queues what it gets; the
  * worker's own thread waits on its latch and on a pipe the fetchers write
  * to, applies the queued batches in arrival order (each durable's in its
  * own order) and acks each batch's applied messages together after their
@@ -41,7 +42,8 @@
 #include "nats_link.h"
 
 #define FETCH_BATCH 256
-#define FETCH_WAIT_MS 500		/* a fetcher's pull request; bounds only how fast it stops */
+#define FETCH_WAIT_MS 500		/* a fetcher's pull request for the next message; bounds how fast it stops */
+#define FETCH_DRAIN_MS 5		/* then the rest of what is there, in one batch */
 #define MAX_SUBSCRIBERS 32
 
 typedef struct Subscriber
@@ -85,20 +87,32 @@ wake_worker(void)
 	rc = write(wake_pipe[1], &b, 1);
 }
 
+/*
+ * A fetcher: waits in a pull request for one message (a pull request for
+ * more would be answered only when full or expired: a lone message would
+ * wait for the expiry), then takes whatever else is there in one batch
+ * without waiting more than FETCH_DRAIN_MS, until nothing is left.
+ */
 static void *
 fetcher_main(void *arg)
 {
 	Subscriber *s = (Subscriber *) arg;
 	int			index = (int) (s - subscribers);
+	bool		draining = false;
 
 	while (!__atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE))
 	{
 		natsMsgList list = {0};
-		natsStatus	st = natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_WAIT_MS, NULL);
+		natsStatus	st = draining
+			? natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_DRAIN_MS, NULL)
+			: natsSubscription_Fetch(&list, s->sub, 1, FETCH_WAIT_MS, NULL);
 		FetchedBatch *b;
 
-		if (st == NATS_TIMEOUT)
+		if (st == NATS_TIMEOUT || (draining && st == NATS_NOT_FOUND))
+		{
+			draining = false;
 			continue;
+		}
 		if (st != NATS_OK)
 		{
 			pthread_mutex_lock(&qmu);
@@ -108,6 +122,7 @@ fetcher_main(void *arg)
 			wake_worker();
 			break;
 		}
+		draining = true;
 		if (__atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE) || (b = malloc(sizeof(FetchedBatch))) == NULL)
 		{
 			/* Not applied: JetStream delivers them again. */
