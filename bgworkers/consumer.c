@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -43,7 +44,6 @@
 
 #define FETCH_BATCH 256
 #define FETCH_WAIT_MS 500		/* a fetcher's pull request for the next message; bounds how fast it stops */
-#define FETCH_DRAIN_MS 5		/* then the rest of what is there, in one batch */
 #define MAX_SUBSCRIBERS 32
 
 typedef struct Subscriber
@@ -90,8 +90,8 @@ wake_worker(void)
 /*
  * A fetcher: waits in a pull request for one message (a pull request for
  * more would be answered only when full or expired: a lone message would
- * wait for the expiry), then takes whatever else is there in one batch
- * without waiting more than FETCH_DRAIN_MS, until nothing is left.
+ * wait for the expiry), then takes whatever else is there in batches of
+ * no-wait pull requests (answered at once), until nothing is left.
  */
 static void *
 fetcher_main(void *arg)
@@ -103,11 +103,21 @@ fetcher_main(void *arg)
 	while (!__atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE))
 	{
 		natsMsgList list = {0};
-		natsStatus	st = draining
-			? natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_DRAIN_MS, NULL)
-			: natsSubscription_Fetch(&list, s->sub, 1, FETCH_WAIT_MS, NULL);
 		FetchedBatch *b;
+		natsStatus	st;
 
+		if (draining)
+		{
+			jsFetchRequest req;
+
+			jsFetchRequest_Init(&req);
+			req.Batch = FETCH_BATCH;
+			req.NoWait = true;
+			req.Expires = (int64_t) FETCH_WAIT_MS * 1000 * 1000;
+			st = natsSubscription_FetchRequest(&list, s->sub, &req);
+		}
+		else
+			st = natsSubscription_Fetch(&list, s->sub, 1, FETCH_WAIT_MS, NULL);
 		if (st == NATS_TIMEOUT || (draining && st == NATS_NOT_FOUND))
 		{
 			draining = false;
@@ -362,6 +372,8 @@ start_fetchers(void)
 	return true;
 }
 
+static void consume_one(const char *subscriber, natsMsg *msg);
+
 /* A message and its subscriber, for the units of work below. */
 typedef struct MessageUnit
 {
@@ -376,18 +388,8 @@ static void
 apply_message_unit(void *arg)
 {
 	MessageUnit *u = (MessageUnit *) arg;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3];
-	const char *data = natsMsg_GetData(u->msg);
-	int			len = natsMsg_GetDataLength(u->msg);
-	const char *subject = natsMsg_GetSubject(u->msg);
 
-	values[0] = CStringGetTextDatum(u->subscriber);
-	values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
-	values[2] = CStringGetTextDatum(subject ? subject : "");
-	if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes, values, NULL,
-							  false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pgcloud.consume_event() failed");
+	consume_one(u->subscriber, u->msg);
 }
 
 /* Applies one message; returns true when it should be acked, else sets *error. */
@@ -442,20 +444,103 @@ record_failure(const char *subscriber, natsMsg *msg, const char *error, int deli
 	return deliveries >= max_attempts;
 }
 
-/* Applies one fetched batch of one durable; acks its applied messages together after their commits. */
+/* A fetched batch applied in one transaction, a subtransaction per message. */
+typedef struct BatchUnit
+{
+	const char *subscriber;
+	natsMsg   **msgs;
+	int			count;
+	bool	   *applied;		/* out */
+	char	  **errors;			/* out, allocated in keep */
+	MemoryContext keep;
+} BatchUnit;
+
+static void
+consume_one(const char *subscriber, natsMsg *msg)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	const char *data = natsMsg_GetData(msg);
+	int			len = natsMsg_GetDataLength(msg);
+	const char *subject = natsMsg_GetSubject(msg);
+
+	values[0] = CStringGetTextDatum(subscriber);
+	values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
+	values[2] = CStringGetTextDatum(subject ? subject : "");
+	if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes, values, NULL,
+							  false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pgcloud.consume_event() failed");
+}
+
+static void
+apply_batch_unit(void *arg)
+{
+	BatchUnit  *u = (BatchUnit *) arg;
+
+	for (volatile int m = 0; m < u->count; m++)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			consume_one(u->subscriber, u->msgs[m]);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			u->applied[m] = true;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			u->errors[m] = MemoryContextStrdup(u->keep, edata->message ? edata->message : "unknown error");
+			FreeErrorData(edata);
+			PgcloudWorkerNoteError(u->errors[m]);
+		}
+		PG_END_TRY();
+	}
+}
+
+/*
+ * Applies one fetched batch of one durable in one transaction (a
+ * subtransaction per message: a failing message rolls back alone) and acks
+ * its applied messages together after the commit; the failed ones are
+ * nak'ed with a growing delay, or dead-lettered and terminated at the
+ * attempts limit. When the batch's transaction itself fails (its commit),
+ * each message is applied again in a transaction of its own.
+ */
 static int
 apply_batch(FetchedBatch *b)
 {
 	Subscriber *s = &subscribers[b->subscriber];
+	int			count = b->list.Count;
 	int			nack = 0;
-	natsMsg   **ackable = palloc(sizeof(natsMsg *) * Max(b->list.Count, 1));
+	natsMsg   **ackable = palloc(sizeof(natsMsg *) * Max(count, 1));
+	BatchUnit	u = {.subscriber = s->name, .msgs = b->list.Msgs, .count = count,
+		.applied = palloc0(sizeof(bool) * Max(count, 1)), .errors = palloc0(sizeof(char *) * Max(count, 1)),
+	.keep = CurrentMemoryContext};
 
-	for (int m = 0; m < b->list.Count; m++)
+	if (PgcloudRunUnit("applying NATS events", apply_batch_unit, &u) != NULL)
+		for (int m = 0; m < count; m++)
+		{
+			u.applied[m] = apply_message(s->name, b->list.Msgs[m], &u.errors[m]);
+			PgcloudWorkerHandleInterrupts();
+		}
+
+	for (int m = 0; m < count; m++)
 	{
 		natsMsg    *msg = b->list.Msgs[m];
-		char	   *error = NULL;
 
-		if (apply_message(s->name, msg, &error))
+		if (u.applied[m])
 			ackable[nack++] = msg;
 		else
 		{
@@ -467,7 +552,7 @@ apply_batch(FetchedBatch *b)
 				deliveries = (int) meta->NumDelivered;
 				jsMsgMetaData_Destroy(meta);
 			}
-			if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries))
+			if (deliveries >= max_attempts && record_failure(s->name, msg, u.errors[m], deliveries))
 				natsMsg_Term(msg, NULL);
 			else
 				natsMsg_NakWithDelay(msg, PgcloudBackoffMs(deliveries, retry_base_ms, 10, 60000L), NULL);
