@@ -1,49 +1,42 @@
 /*
  * consumer.c — NATS mode: pulls events from the durable JetStream consumer
- * of each subscribing service installed in this database, applies each in
- * one transaction (inbox row + handler, pgcloud.consume_event) and acks
- * after commit. A message that keeps failing is dead-lettered once
+ * of each subscribing service installed in this database, applies each
+ * (inbox row + handler, pgcloud.consume_event) and acks after commit. A message that keeps failing is dead-lettered once
  * JetStream's delivery count reaches core.max_delivery_attempts (with a
  * platform.alert event) and terminated; earlier failures are nak'ed with
  * a growing delay.
  *
- * Every durable is pulled at the same time, so that no message waits for
- * another service's fetch timeout: one fetcher thread per durable waits in
- * a pull request for the next message (natsSubscription_Fetch), then takes
- * what else is there in one batch, and queues what it gets; the
- * worker's own thread waits on its latch and on a pipe the fetchers write
- * to, applies the queued batches in arrival order (each durable's in its
- * own order) and acks each batch's applied messages together after their
- * commits.
+ * No message waits for another service's long fetch timeout: every round
+ * asks each durable for what it has with a no-wait pull request (the
+ * server answers at once, with up to FETCH_BATCH messages or "no
+ * messages"; an empty durable costs at most FETCH_TIMEOUT_MS),
+ * applies a durable's batch in one transaction (a subtransaction per
+ * message) and acks the batch's applied messages together after the
+ * commit. A round that found nothing waits on the latch, 1 ms after a busy
+ * round, doubling to IDLE_MAX_MS while idle.
  *
- * The fetcher threads call nats.c and libc only: no PostgreSQL function, no
- * palloc, no elog; they take no signal (created with every signal blocked);
- * they are stopped and joined before any subscription, message list or the
- * connection is destroyed, and at exit. A message is never used after its
- * list or its subscription is destroyed: what is still queued when the
- * subscriptions are dropped is destroyed unacknowledged (JetStream delivers
- * it again: ensure_subscription takes the durable over from its ack floor,
- * and the inbox drops what was applied already).
+ * Single-threaded on purpose: a first version pulled each durable on a
+ * thread of its own (blocking pull requests, nats.c only on the threads);
+ * with nats.c 3.4.1 (Debian 12) it corrupted the heap within seconds of a
+ * durable takeover in test/t/core_consumer_flood.pl ("malloc(): corrupted
+ * top size", "corrupted size vs. prev_size" in natsMsgList_Destroy and
+ * in _fetch's calloc), which this structure did not in the same test.
  */
 #include "workers.h"
 
-#include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
-#include <unistd.h>
-
 #include "access/xact.h"
-#include "utils/resowner.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "nats_link.h"
 
 #define FETCH_BATCH 256
-#define FETCH_WAIT_MS 500		/* a fetcher's pull request for the next message; bounds how fast it stops */
+#define FETCH_TIMEOUT_MS 2		/* what an empty durable costs a round, at most */
+#define IDLE_MAX_MS 50
 #define MAX_SUBSCRIBERS 32
 
 typedef struct Subscriber
@@ -51,17 +44,7 @@ typedef struct Subscriber
 	char		name[NAMEDATALEN];
 	natsSubscription *sub;
 	bool		resumed;		/* this process has taken the durable over */
-	bool		running;		/* its fetcher thread runs */
-	pthread_t	thread;
 } Subscriber;
-
-/* A fetched batch, handed from a fetcher thread to the worker (malloc'ed). */
-typedef struct FetchedBatch
-{
-	int			subscriber;
-	natsMsgList list;
-	struct FetchedBatch *next;
-} FetchedBatch;
 
 static NatsLink nlink = {0};
 static Subscriber subscribers[MAX_SUBSCRIBERS];
@@ -69,143 +52,10 @@ static int	nsubscribers = 0;
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
 
-/* Shared with the fetcher threads: the queue and the first failure, under qmu. */
-static pthread_mutex_t qmu = PTHREAD_MUTEX_INITIALIZER;
-static FetchedBatch *qhead = NULL;
-static FetchedBatch *qtail = NULL;
-static natsStatus fetch_error = NATS_OK;
-static int	fetch_stop = 0;		/* __atomic */
-static int	wake_pipe[2] = {-1, -1};
-
-/* From a fetcher thread: wakes the worker (write() only; a full pipe is awake already). */
-static void
-wake_worker(void)
-{
-	char		b = 1;
-	ssize_t		rc pg_attribute_unused();
-
-	rc = write(wake_pipe[1], &b, 1);
-}
-
-/*
- * A fetcher: waits in a pull request for one message (a pull request for
- * more would be answered only when full or expired: a lone message would
- * wait for the expiry), then takes whatever else is there in batches of
- * no-wait pull requests (answered at once), until nothing is left.
- */
-static void *
-fetcher_main(void *arg)
-{
-	Subscriber *s = (Subscriber *) arg;
-	int			index = (int) (s - subscribers);
-	bool		draining = false;
-
-	while (!__atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE))
-	{
-		natsMsgList list = {0};
-		FetchedBatch *b;
-		natsStatus	st;
-
-		if (draining)
-		{
-			jsFetchRequest req;
-
-			jsFetchRequest_Init(&req);
-			req.Batch = FETCH_BATCH;
-			req.NoWait = true;
-			req.Expires = (int64_t) FETCH_WAIT_MS * 1000 * 1000;
-			st = natsSubscription_FetchRequest(&list, s->sub, &req);
-		}
-		else
-			st = natsSubscription_Fetch(&list, s->sub, 1, FETCH_WAIT_MS, NULL);
-		if (st == NATS_TIMEOUT || (draining && st == NATS_NOT_FOUND))
-		{
-			draining = false;
-			continue;
-		}
-		if (st != NATS_OK)
-		{
-			pthread_mutex_lock(&qmu);
-			if (fetch_error == NATS_OK)
-				fetch_error = st;
-			pthread_mutex_unlock(&qmu);
-			wake_worker();
-			break;
-		}
-		draining = true;
-		if (__atomic_load_n(&fetch_stop, __ATOMIC_ACQUIRE) || (b = malloc(sizeof(FetchedBatch))) == NULL)
-		{
-			/* Not applied: JetStream delivers them again. */
-			natsMsgList_Destroy(&list);
-			continue;
-		}
-		b->subscriber = index;
-		b->list = list;
-		b->next = NULL;
-		pthread_mutex_lock(&qmu);
-		if (qtail)
-			qtail->next = b;
-		else
-			qhead = b;
-		qtail = b;
-		pthread_mutex_unlock(&qmu);
-		wake_worker();
-	}
-	return NULL;
-}
-
-/* Takes the oldest queued batch, or NULL; *error gets the first fetcher failure. */
-static FetchedBatch *
-dequeue(natsStatus *error)
-{
-	FetchedBatch *b;
-
-	pthread_mutex_lock(&qmu);
-	b = qhead;
-	if (b)
-	{
-		qhead = b->next;
-		if (qhead == NULL)
-			qtail = NULL;
-	}
-	*error = fetch_error;
-	pthread_mutex_unlock(&qmu);
-	return b;
-}
-
-static void
-free_batch(FetchedBatch *b)
-{
-	natsMsgList_Destroy(&b->list);
-	free(b);
-}
-
-/*
- * Stops and joins every fetcher, destroys what is still queued (not acked:
- * delivered again) and then the subscriptions. Before the connection is
- * closed, on every path.
- */
+/* Destroys the subscriptions (before the connection is closed, on every path). */
 static void
 drop_subscriptions(void)
 {
-	FetchedBatch *b;
-	natsStatus	ignored;
-
-	__atomic_store_n(&fetch_stop, 1, __ATOMIC_RELEASE);
-	for (int i = 0; i < nsubscribers; i++)
-		if (subscribers[i].running)
-		{
-			pthread_join(subscribers[i].thread, NULL);
-			subscribers[i].running = false;
-		}
-	while ((b = dequeue(&ignored)) != NULL)
-		free_batch(b);
-	/* The acks sent so far reach the server before the durables are looked at again. */
-	if (NatsLinkConnected(&nlink))
-		natsConnection_FlushTimeout(nlink.conn, 1000);
-	pthread_mutex_lock(&qmu);
-	fetch_error = NATS_OK;
-	pthread_mutex_unlock(&qmu);
 	for (int i = 0; i < nsubscribers; i++)
 	{
 		if (subscribers[i].sub != NULL)
@@ -213,7 +63,6 @@ drop_subscriptions(void)
 		subscribers[i].sub = NULL;
 		subscribers[i].resumed = false;
 	}
-	__atomic_store_n(&fetch_stop, 0, __ATOMIC_RELEASE);
 }
 
 /* A NATS failure: everything of the connection dropped, then the connection (backoff follows). */
@@ -236,7 +85,7 @@ close_all(int code, Datum arg)
 
 /*
  * Reads the subscriber list and the retry policy (own transaction). The
- * subscriptions and fetchers are kept when the list did not change (a
+ * subscriptions are kept when the list did not change (a
  * wake-up comes with every service installed, and with
  * pgcloud.wake_workers()).
  */
@@ -269,7 +118,6 @@ load_config(void)
 		strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
 		subscribers[i].sub = NULL;
 		subscribers[i].resumed = false;
-		subscribers[i].running = false;
 	}
 }
 
@@ -340,34 +188,25 @@ ensure_subscription(Subscriber *s)
 	return st;
 }
 
-/* Subscribes every durable and starts its fetcher; false (after link_failed) on a NATS failure. */
+/* Subscribes every durable; false (after link_failed) on a NATS failure. */
 static bool
-start_fetchers(void)
+ensure_all(void)
 {
 	for (int i = 0; i < nsubscribers; i++)
 	{
-		Subscriber *s = &subscribers[i];
-		natsStatus	st;
 		sigset_t	saved;
-		int			rc;
+		natsStatus	st;
 
-		if (s->running)
+		if (subscribers[i].sub != NULL)
 			continue;
 		NatsLinkBlockSignals(&saved);
-		st = ensure_subscription(s);
+		st = ensure_subscription(&subscribers[i]);
 		NatsLinkRestoreSignals(&saved);
 		if (st != NATS_OK)
 		{
 			link_failed("set up a durable consumer", st);
 			return false;
 		}
-		/* The fetcher takes no signal: PostgreSQL's handlers run on this thread. */
-		NatsLinkBlockSignals(&saved);
-		rc = pthread_create(&s->thread, NULL, fetcher_main, s);
-		NatsLinkRestoreSignals(&saved);
-		if (rc != 0)
-			elog(ERROR, "could not start a NATS fetcher thread: %s", strerror(rc));
-		s->running = true;
 	}
 	return true;
 }
@@ -519,26 +358,25 @@ apply_batch_unit(void *arg)
  * each message is applied again in a transaction of its own.
  */
 static int
-apply_batch(FetchedBatch *b)
+apply_batch(Subscriber *s, natsMsgList *list)
 {
-	Subscriber *s = &subscribers[b->subscriber];
-	int			count = b->list.Count;
+	int			count = list->Count;
 	int			nack = 0;
 	natsMsg   **ackable = palloc(sizeof(natsMsg *) * Max(count, 1));
-	BatchUnit	u = {.subscriber = s->name, .msgs = b->list.Msgs, .count = count,
+	BatchUnit	u = {.subscriber = s->name, .msgs = list->Msgs, .count = count,
 		.applied = palloc0(sizeof(bool) * Max(count, 1)), .errors = palloc0(sizeof(char *) * Max(count, 1)),
 	.keep = CurrentMemoryContext};
 
 	if (PgcloudRunUnit("applying NATS events", apply_batch_unit, &u) != NULL)
 		for (int m = 0; m < count; m++)
 		{
-			u.applied[m] = apply_message(s->name, b->list.Msgs[m], &u.errors[m]);
+			u.applied[m] = apply_message(s->name, list->Msgs[m], &u.errors[m]);
 			PgcloudWorkerHandleInterrupts();
 		}
 
 	for (int m = 0; m < count; m++)
 	{
-		natsMsg    *msg = b->list.Msgs[m];
+		natsMsg    *msg = list->Msgs[m];
 
 		if (u.applied[m])
 			ackable[nack++] = msg;
@@ -566,42 +404,42 @@ apply_batch(FetchedBatch *b)
 }
 
 /*
- * Applies every queued batch; returns the messages applied, or -1 after a
- * NATS failure (a fetcher's, or the connection's).
+ * One round: a no-wait pull from every durable, each batch applied and
+ * acked. Returns the messages applied, or -1 after a NATS failure.
  */
 static int
-drain_queue(void)
+consume_round(void)
 {
 	int			handled = 0;
+	bool		got = false;
 
-	for (;;)
+	for (int i = 0; i < nsubscribers; i++)
 	{
-		natsStatus	error;
-		FetchedBatch *b = dequeue(&error);
+		Subscriber *s = &subscribers[i];
+		natsMsgList list = {0};
+		natsStatus	st;
 
-		if (b == NULL)
+		/*
+		 * nats.c sends a no-wait pull request first and returns as soon as
+		 * the server answered it with messages; only an empty durable waits
+		 * (at most FETCH_TIMEOUT_MS). An answer that comes later stays in
+		 * the subscription for the next round.
+		 */
+		st = natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_TIMEOUT_MS, NULL);
+		if (st == NATS_NOT_FOUND || st == NATS_TIMEOUT)
+			continue;			/* nothing there */
+		if (st != NATS_OK)
 		{
-			if (error != NATS_OK)
-			{
-				link_failed("fetch from JetStream", error);
-				return -1;
-			}
-			return handled;
+			link_failed("fetch from JetStream", st);
+			return -1;
 		}
-		handled += apply_batch(b);
-		free_batch(b);
+		got = true;
+		handled += apply_batch(s, &list);
+		natsMsgList_Destroy(&list);
 		/* Between batches (a batch is acked whole): SIGTERM, the postmaster's death, SIGHUP. */
 		PgcloudWorkerHandleInterrupts();
 	}
-}
-
-static void
-drain_pipe(void)
-{
-	char		buf[256];
-
-	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
-		;
+	return got ? Max(handled, 1) : 0;
 }
 
 void
@@ -609,18 +447,11 @@ pgcloud_consumer_main(Datum arg)
 {
 	MemoryContext loopcxt;
 	jsOptions	jsopts;
-	WaitEventSet *wait_set;
+	long		idle_ms = 1;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_CONSUMER, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
 		proc_exit(0);
-	if (pipe(wake_pipe) != 0 || fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0
-		|| fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0)
-		elog(ERROR, "could not create the consumer's wake-up pipe: %m");
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, wake_pipe[0], NULL, NULL);
 	before_shmem_exit(close_all, (Datum) 0);
 	jsOptions_Init(&jsopts);
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud consumer loop", ALLOCSET_DEFAULT_SIZES);
@@ -630,10 +461,8 @@ pgcloud_consumer_main(Datum arg)
 	for (;;)
 	{
 		int			n;
+		int			rc;
 		long		timeout;
-		WaitEvent	ev[3];
-		int			nev;
-		bool		latch = false;
 
 		PgcloudWorkerHandleInterrupts();
 		MemoryContextReset(loopcxt);
@@ -647,30 +476,35 @@ pgcloud_consumer_main(Datum arg)
 			n = 0;
 		else if (!NatsLinkEnsure(&nlink, &jsopts))
 			n = -1;
-		else if (!start_fetchers())
+		else if (!ensure_all())
 			n = -1;
 		else
-			n = drain_queue();
+			n = consume_round();
 		if (n > 0)
+		{
 			PgcloudWorkerNoteActivity(n, 0);
+			idle_ms = 1;
+			/* A wake-up while busy (e.g. a service installed) re-reads the subscribers too. */
+			if (MyLatch->is_set)
+			{
+				ResetLatch(MyLatch);
+				load_config();
+			}
+			continue;
+		}
 		if (n < 0)
 			timeout = NatsLinkBackoffMs(&nlink);
-		else if (n > 0)
-			timeout = 0;		/* look at the queue again, after the wake-ups below */
+		else if (nsubscribers == 0)
+			timeout = 10000L;
 		else
-			timeout = 10000L;	/* idle: the fetchers and wake-ups end the wait */
-		nev = WaitEventSetWait(wait_set, timeout, ev, lengthof(ev), PG_WAIT_EXTENSION);
-		for (int i = 0; i < nev; i++)
 		{
-			if (ev[i].events & WL_LATCH_SET)
-				latch = true;
-			if (ev[i].events & WL_SOCKET_READABLE)
-				drain_pipe();
+			timeout = idle_ms;
+			idle_ms = Min(idle_ms * 2, IDLE_MAX_MS);
 		}
-		if (latch)
-			ResetLatch(MyLatch);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
 		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to subscribe: re-read the subscribers. */
-		if (latch || nsubscribers == 0)
+		if ((rc & WL_LATCH_SET) || nsubscribers == 0)
 			load_config();
 	}
 }
