@@ -209,7 +209,14 @@ publish_batch(void)
 		if (s == NATS_OK)
 			s = natsMsgHeader_Set(msg, "Pgcloud-Relay-Ack", ackbuf);
 		if (s == NATS_OK)
+		{
+			sigset_t	saved;
+
+			/* The first one starts nats.c's reply thread, which must take no signal. */
+			NatsLinkBlockSignals(&saved);
 			s = js_PublishMsgAsync(nlink.js, &msg, NULL);
+			NatsLinkRestoreSignals(&saved);
+		}
 		if (msg != NULL)
 			natsMsg_Destroy(msg);	/* not handed over */
 		if (s != NATS_OK)

@@ -625,6 +625,9 @@ def nats_authorization(platform, services):
             "%s.CONSUMER.DURABLE.CREATE.%s.%s" % (api, stream, durable),
             "%s.CONSUMER.CREATE.%s.%s" % (api, stream, durable),
             "%s.CONSUMER.MSG.NEXT.%s.%s" % (api, stream, durable),
+            # The consumer takes its durable over from the ack floor after a
+            # crash (bgworkers/consumer.c, ensure_subscription): delete, create.
+            "%s.CONSUMER.DELETE.%s.%s" % (api, stream, durable),
             "$JS.ACK.%s.%s.>" % (stream, durable),
         ]
 
