@@ -9,7 +9,9 @@
 # in the same run. Latency = the inbox row's processed_at (the handler's
 # transaction) - the outbox row's created_at (the emitting transaction);
 # throughput = events / (last published_at - first created_at).
-# Appends its figures to bench/RESULTS.md. Not part of the test suite.
+# Appends its section to $BENCH_RESULTS (default bench/RESULTS.md): the
+# command, the machine's load, the figures. Not part of the test suite, nor
+# of make bench (bench/all.sh keeps its section).
 # Needs pgcloud installed (make install; PGCLOUD_PG_ROOT honoured).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
@@ -46,6 +48,8 @@ shared_preload_libraries = 'pgcloud'
 pgcloud.databases = 'pgcloud'
 max_worker_processes = 16
 CONF
+# The settings shape (a) generates for its cluster (the workers' slots).
+grep -E '^max_(worker_processes|parallel_workers|connections) ' "$REPO/deploy/single/dev/postgresql.conf" >> "$single_data/db/postgresql.conf"
 as_runner pg_ctl -D "$single_data/db" -l "$single_data/server.log" -w start >/dev/null
 single -d postgres -c 'CREATE DATABASE pgcloud' >/dev/null
 single -c 'CREATE EXTENSION pgcloud CASCADE' >/dev/null
@@ -116,19 +120,31 @@ run_burst() {
     echo "timeout"
 }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+T0=$(date +%s)
 read -r a50 a99 an <<<"$(run_shape a)"
 read -r c50 c99 cn <<<"$(run_shape c)"
 a_tp=$(run_burst a)
 c_tp=$(run_burst c)
 
+# A consumer that crashed meanwhile (the cluster restarts: the figures include the recovery).
+crashes=$(cat "$PGCLOUD_MULTI_DIR"/pg-*/server.log "$single_data/server.log" 2>/dev/null | grep -c 'terminated by signal' || true)
 {
     echo
-    echo "## Multi-cluster events (bench/multicluster.sh, $(date -u +%Y-%m-%d))"
+    echo "## Multi-cluster events: commit-to-handler latency and relay throughput, shapes (a) and (c) ($(date -u +%Y-%m-%d), $(nproc) cores)"
     echo
-    echo "user.created auth -> billing handler at $RATE events/s for $SECONDS_ s; burst of $BURST events."
+    echo "Command: \`bench/multicluster.sh\` (BENCH_RATE=$RATE, BENCH_SECONDS=$SECONDS_, BENCH_BURST=$BURST), $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - T0 )) s."
+    echo "Load average at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)."
+    echo "Workers crashed during the run (server logs, 'terminated by signal'): $crashes."
+    echo
+    echo "user.created emitted in auth's database, latency to billing's handler (inbox processed_at - outbox created_at;"
+    echo "user.created has 6 subscribers, on all three clusters in shape (c)), paced at $RATE events/s in 10 ms ticks"
+    echo "for $SECONDS_ s; then a burst of $BURST events in one transaction: relay throughput = events / (last published_at -"
+    echo "first created_at), in (c) to the R3 stream, in (a) to the handlers (embedded relay). Shape (c): three PostgreSQL"
+    echo "clusters and a 3-node JetStream cluster (TLS) on this one machine, as scripts/multicluster.sh brings them up."
     echo
     echo "| shape | p50 ms | p99 ms | events | relay throughput (events/s) |"
     echo "|---|---|---|---|---|"
     echo "| (a) one database, embedded relay | $a50 | $a99 | $an | $a_tp (to the handler) |"
     echo "| (c) 3 clusters, 3-node JetStream R3 | $c50 | $c99 | $cn | $c_tp (to the R3 stream) |"
-} | tee -a "$REPO/bench/RESULTS.md"
+} | tee -a "${BENCH_RESULTS:-$REPO/bench/RESULTS.md}"
