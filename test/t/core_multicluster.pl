@@ -466,7 +466,24 @@ my ($nport) = slurp_file("$dir/nats/n2.conf") =~ /^listen: 127\.0\.0\.1:(\d+)$/m
 $ENV{NATSTOOL_CA} = "$dir/certs/ca.pem";
 $ENV{NATSTOOL_INBOX} = '_INBOX_pgcloud_operator';
 my $info = `$dir/bin/natstool info $operator\@127.0.0.1:$nport PGCLOUD_EVENTS`;
-like($info, qr/messages=$published\b/, "the stream holds each of the $published events exactly once ($info)");
+like($info, qr/messages=$published\b/, "the stream holds each of the $published events exactly once ($info)") or do {
+    # Which messages: those no outbox holds, and those stored twice (their
+    # Nats-Msg-Id, the event id, and the relay's published time).
+    my %ids;
+    for my $svc (sort keys %db) {
+        $ids{$_} = $svc for split /\n/, dbq($svc, q{SELECT event_id || ' ' || event_type || ' published ' || published_at FROM pgcloud.outbox});
+    }
+    my %outbox = map { (split / /)[0] => $_ } keys %ids;
+    my %seen;
+    for my $m (split /\n/, `$dir/bin/natstool read $operator\@127.0.0.1:$nport PGCLOUD_EVENTS 'pgcloud.>' 100000`) {
+        my ($id) = $m =~ /"Nats-Msg-Id": "([^"]+)"/;
+        my ($subject) = $m =~ /"subject": "([^"]+)"/;
+        $id //= '(no Nats-Msg-Id)';
+        diag("in the stream twice: $subject $id (outbox: " . ($outbox{$id} // '-') . ')') if $seen{$id}++;
+        diag("in the stream, in no outbox: $subject $id") unless $outbox{$id};
+    }
+    why_stalled();
+};
 }
 # Every event applied once per subscriber: each inbox row is unique by
 # construction; each subscribed event has one.
