@@ -88,12 +88,12 @@ latency_sql() {
 run_shape() {
     local shape=$1 n=$(( RATE * SECONDS_ ))
     local emit_sql; emit_sql=$(paced_sql "lat-$shape")
-    if [ "$shape" = a ]; then single -c "$emit_sql" >/dev/null; else multi auth -c "$emit_sql" >/dev/null; fi
+    if [ "$shape" = a ]; then single -c "$emit_sql" >/dev/null || return 1; else multi auth -c "$emit_sql" >/dev/null || return 1; fi
     # Wait until billing applied them all.
     local q="SELECT count(*) FROM pgcloud.inbox WHERE subscriber = 'billing' AND event_type = 'user.created'"
     for _ in $(seq 1 600); do
-        local got; if [ "$shape" = a ]; then got=$(single -c "$q"); else got=$(multi billing -c "$q"); fi
-        [ "$got" -ge "$n" ] && break
+        local got; if [ "$shape" = a ]; then got=$(single -c "$q" || echo 0); else got=$(multi billing -c "$q" || echo 0); fi
+        [ "${got:-0}" -ge "$n" ] && break
         sleep 0.5
     done
     local out="SELECT event_id, created_at FROM pgcloud.outbox WHERE event_type = 'user.created' AND payload ->> 'email' LIKE 'lat-$shape-%'"
@@ -111,9 +111,10 @@ run_burst() {
     local shape=$1
     local q="SELECT round($BURST / extract(epoch FROM max(published_at) - min(created_at))::numeric)
                FROM pgcloud.outbox WHERE payload ->> 'email' LIKE 'burst-$shape-%' HAVING count(*) FILTER (WHERE published_at IS NULL) = 0"
-    if [ "$shape" = a ]; then single -c "$(burst_sql "burst-$shape")" >/dev/null; else multi auth -c "$(burst_sql "burst-$shape")" >/dev/null; fi
+    if [ "$shape" = a ]; then single -c "$(burst_sql "burst-$shape")" >/dev/null || { echo failed; return; }
+    else multi auth -c "$(burst_sql "burst-$shape")" >/dev/null || { echo failed; return; }; fi
     for _ in $(seq 1 600); do
-        local got; if [ "$shape" = a ]; then got=$(single -c "$q"); else got=$(multi auth -c "$q"); fi
+        local got; if [ "$shape" = a ]; then got=$(single -c "$q" || true); else got=$(multi auth -c "$q" || true); fi
         [ -n "$got" ] && { echo "$got"; return; }
         sleep 0.5
     done
@@ -122,13 +123,18 @@ run_burst() {
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$(date +%s)
-read -r a50 a99 an <<<"$(run_shape a)"
-read -r c50 c99 cn <<<"$(run_shape c)"
-a_tp=$(run_burst a)
-c_tp=$(run_burst c)
+# A phase that fails (a cluster crash-restarting under it) leaves "failed" in
+# its cells; the section still records what was measured, and the crashes.
+measure() { local r; if r=$(run_shape "$1") && [ -n "$r" ]; then echo "$r"; else echo "failed failed 0"; fi; }
+read -r a50 a99 an <<<"$(measure a)"; echo "shape (a): p50 $a50 ms, p99 $a99 ms, $an events" >&2
+read -r c50 c99 cn <<<"$(measure c)"; echo "shape (c): p50 $c50 ms, p99 $c99 ms, $cn events" >&2
+a_tp=$(run_burst a); echo "shape (a): relay $a_tp events/s" >&2
+c_tp=$(run_burst c); echo "shape (c): relay $c_tp events/s" >&2
 
 # A consumer that crashed meanwhile (the cluster restarts: the figures include the recovery).
 crashes=$(cat "$PGCLOUD_MULTI_DIR"/pg-*/server.log "$single_data/server.log" 2>/dev/null | grep -c 'terminated by signal' || true)
+crash_lines=$(grep -H 'terminated by signal' "$PGCLOUD_MULTI_DIR"/pg-*/server.log "$single_data/server.log" 2>/dev/null \
+    | sed "s|^$PGCLOUD_MULTI_DIR/||; s|^$single_data/|single/|; s|/server.log:| |" | head -n 5 || true)
 {
     echo
     echo "## Multi-cluster events: commit-to-handler latency and relay throughput, shapes (a) and (c) ($(date -u +%Y-%m-%d), $(nproc) cores)"
@@ -136,6 +142,8 @@ crashes=$(cat "$PGCLOUD_MULTI_DIR"/pg-*/server.log "$single_data/server.log" 2>/
     echo "Command: \`bench/multicluster.sh\` (BENCH_RATE=$RATE, BENCH_SECONDS=$SECONDS_, BENCH_BURST=$BURST), $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - T0 )) s."
     echo "Load average at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)."
     echo "Workers crashed during the run (server logs, 'terminated by signal'): $crashes."
+    [ -n "$crash_lines" ] && printf '%s\n' "$crash_lines" | sed 's/^/    /'
+    echo
     echo
     echo "user.created emitted in auth's database, latency to billing's handler (inbox processed_at - outbox created_at;"
     echo "user.created has 6 subscribers, on all three clusters in shape (c)), paced at $RATE events/s in 10 ms ticks"
