@@ -8,6 +8,7 @@
 # fault drills (NATS node killed, quorum lost, a cluster stopped) are shape
 # (c)'s and run in core_multicluster.pl only.
 # services: core auth billing payments releases inventory provisioning maas admin notification terminal appruntime databases storage
+# tap-lock: deploy (brings up a whole deployment on the port plan of registry/deployments.conf)
 use strict;
 use warnings;
 # Loaded here, at compile time: their INIT blocks set the test up (too late under do).
