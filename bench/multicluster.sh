@@ -29,7 +29,7 @@ multi() { local svc=$1; shift; "$MC" psql "$svc" -X -q -tA -v ON_ERROR_STOP=1 "$
 
 cleanup() {
     "$MC" down >/dev/null 2>&1 || true
-    as_runner pg_ctl -D "$single_data" -m fast -w stop >/dev/null 2>&1 || true
+    as_runner pg_ctl -D "$single_data/db" -m fast -w stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
