@@ -35,6 +35,26 @@ NATS_STORE_DIR = "/var/lib/nats"
 # Relative to the data directory of each cluster (the workers' cwd).
 SECRETS_DIR = "pgcloud-secrets"
 WORKERS_PER_DATABASE = 4      # relay, consumer, http, scheduler
+# Background worker slots besides pgcloud's per-database workers: the pgcloud
+# launcher, PostgreSQL's logical replication launcher, the parallel query
+# workers (max_parallel_workers, taken from the same pool) and headroom.
+PARALLEL_WORKERS = 4
+OTHER_WORKER_SLOTS = 1 + 1 + PARALLEL_WORKERS + 4
+# Client connections: each service's PostgREST pool and its operators, per database.
+CONNECTIONS_PER_DATABASE = 20
+
+
+def cluster_sizing(ndatabases):
+    """The settings sized from the number of databases a cluster holds: every
+    database's workers must find a slot (a worker that does not is missing
+    until an operator restarts the cluster with more), after a crash-restart
+    too."""
+    return ["# Sized for %d database(s): %d pgcloud workers each, the launcher, PostgreSQL's own"
+            % (ndatabases, WORKERS_PER_DATABASE),
+            "# and %d parallel query workers (the same pool), and headroom." % PARALLEL_WORKERS,
+            "max_worker_processes = %d" % (WORKERS_PER_DATABASE * ndatabases + OTHER_WORKER_SLOTS),
+            "max_parallel_workers = %d" % PARALLEL_WORKERS,
+            "max_connections = %d" % max(100, CONNECTIONS_PER_DATABASE * ndatabases)]
 
 
 def authenticator_of(service):
@@ -215,8 +235,7 @@ def render_deployments(root, platform, core, meta, services, base_out):
                          c["name"], shape["name"]),
                      "port = %d" % c["port"],
                      "shared_preload_libraries = 'pgcloud'",
-                     "pgcloud.databases = '%s'" % ",".join(dbs),
-                     "max_worker_processes = %d" % (8 + WORKERS_PER_DATABASE * len(dbs))]
+                     "pgcloud.databases = '%s'" % ",".join(dbs)] + cluster_sizing(len(dbs))
             if not single:
                 lines += [
                     "# Events leave and enter each database only through the NATS cluster.",

@@ -230,7 +230,7 @@ down() {
 lag() {
     # One query per database (scripts/ops/event-lag.sql), then each durable's
     # backlog as JetStream counts it (asked of every node; each durable is
-    # reported by the node that leads it).
+    # reported by the node that leads it, nodes named n1..n3 as server_name).
     clusters | while read -r c port; do
         databases_of "$c" | while read -r db svcs; do
             if as_runner pg_ctl -D "$(pgdata "$c")" status >/dev/null 2>&1; then
@@ -248,6 +248,9 @@ d = json.load(sys.stdin)
 for a in d.get("account_details", []):
     for s in a.get("stream_detail", []):
         for c in s.get("consumer_detail") or []:
+            # Each durable as its leader counts it (a follower'"'"'s figures lag).
+            if (c.get("cluster") or {}).get("leader", sys.argv[1]) != sys.argv[1]:
+                continue
             print("nats %s durable %s pending %d ack_pending %d redelivered %d" % (sys.argv[1], c["name"],
                   c.get("num_pending", 0), c.get("num_ack_pending", 0), c.get("num_redelivered", 0)))
 ' "$n" || true
