@@ -86,6 +86,10 @@ sub script
     my $out = `$repo/scripts/multicluster.sh @_ 2>&1`;
     return ($? >> 8, $out);
 }
+# Whatever ends the test (a died check, a signal), the deployment's servers
+# do not outlive it: a NATS node left running would hold its store and ports.
+my $down_done = 0;
+END { system("$repo/scripts/multicluster.sh down $shape >/dev/null 2>&1") if defined $repo && !$down_done; }
 my ($rc, $out) = script('up', $shape);
 is($rc, 0, "scripts/multicluster.sh up brings shape $shape up") or diag($out);
 like($out, qr/stream PGCLOUD_EVENTS: replicas=3 leader=n\d current=3/, 'the stream has 3 replicas, all current') if $nats;
@@ -585,6 +589,7 @@ like($out, qr/^nats n\d durable billing pending \d+ ack_pending \d+/m, "and each
 
 why_stalled() unless Test::More->builder->is_passing;
 ($rc, $out) = script('down', $shape);
+$down_done = 1;
 is($rc, 0, 'scripts/multicluster.sh down') or diag($out);
 $stripe->stop;
 $maas->stop;
