@@ -14,6 +14,9 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM pgcloud.services s WHERE s.name = split_part(k, '.', 1)) THEN
         PERFORM pgcloud.raise('invalid_argument', format('"%s" is not a pgcloud service', split_part(k, '.', 1)));
     END IF;
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        PERFORM pgcloud.raise('invalid_argument', 'policy value must not be null');
+    END IF;
     -- One database per service: a service's policies live where it runs (its
     -- jobs and functions read them there); set elsewhere, they would do nothing.
     IF split_part(k, '.', 1) <> 'core' AND NOT pgcloud.installed_here(split_part(k, '.', 1)) THEN
@@ -21,9 +24,6 @@ BEGIN
             (SELECT format('service "%s" is not installed in this database; set its policies in database %s, where it runs',
                            s.name, s.database_name)
                FROM pgcloud.services s WHERE s.name = split_part(k, '.', 1)));
-    END IF;
-    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
-        PERFORM pgcloud.raise('invalid_argument', 'policy value must not be null');
     END IF;
     SELECT p.value INTO old FROM pgcloud.policy_values p WHERE p.key = k FOR UPDATE;
     INSERT INTO pgcloud.policy_values AS p (key, value, updated_at, updated_by)
