@@ -162,6 +162,9 @@ setup_http(HttpTransfer *t, const HttpClaimed *c, char **error)
 	char	   *auth = NULL;
 
 	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+	/* HTTP/2 where the target offers it over TLS (ALPN); a request waits to share its connection. */
+	SETOPT(CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+	SETOPT(CURLOPT_PIPEWAIT, 1L);
 	if (!add_header(t, "User-Agent: pgcloud/" EXTVERSION) || !add_header(t, "Expect:"))
 		goto oom;
 	if (c->content_type != NULL && !add_header(t, psprintf("Content-Type: %s", c->content_type)))
