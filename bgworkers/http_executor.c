@@ -81,7 +81,6 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr callback_plan = NULL;
 static SPIPlanPtr due_callbacks_plan = NULL;
-static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr async_commit_plan = NULL;
 
 /*
@@ -184,7 +183,6 @@ prepare_plans(void)
 	Oid			claim_types[2] = {TEXTARRAYOID, INT4ARRAYOID};
 	Oid			record_types[8] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT4OID};
 	Oid			callback_types[1] = {TEXTOID};
-	Oid			next_due_types[1] = {TEXTARRAYOID};
 
 	PgcloudPlan(&claim_plan, "SELECT id::text, method, path, body, content_type, header_lines, mail_from, "
 				"idempotency_key, attempt, target FROM pgcloud.http_claim_all($1, $2)", 2, claim_types);
@@ -193,7 +191,6 @@ prepare_plans(void)
 	PgcloudPlan(&callback_plan, "SELECT pgcloud.http_run_callback($1::uuid, true)", 1, callback_types);
 	PgcloudPlan(&due_callbacks_plan, "SELECT id::text FROM pgcloud.http_callbacks_due("
 				CppAsString2(CALLBACK_BATCH) ") AS id", 0, NULL);
-	PgcloudPlan(&next_due_plan, "SELECT pgcloud.http_next_due_ms($1)", 1, next_due_types);
 	PgcloudPlan(&async_commit_plan, "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)", 0, NULL);
 }
 
@@ -500,7 +497,6 @@ copy_claimed(HeapTuple tup, TupleDesc desc, HttpClaimed *c)
 typedef struct ClaimRound
 {
 	MemoryContext cxt;			/* where claimed and callbacks are kept */
-	OutcomeBatch *batch;		/* outcomes recorded first in the same unit, or NULL */
 	List	   *claimed;		/* ClaimedItem */
 	List	   *callbacks;		/* ids (text) of final callbacks due again */
 	Datum		spare[HTTP_TARGETS];	/* names of targets with capacity left */
@@ -570,7 +566,7 @@ claim_intents(ClaimRound *r)
 static void
 collect_due_callbacks(ClaimRound *r)
 {
-	if (SPI_execute_plan(due_callbacks_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(due_callbacks_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pgcloud.http_callbacks_due() failed");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -586,6 +582,7 @@ collect_due_callbacks(ClaimRound *r)
 static void
 set_next_due(ClaimRound *r)
 {
+	Oid			argtype = TEXTARRAYOID;
 	Datum		arr;
 	Datum		ms;
 	bool		isnull;
@@ -593,7 +590,8 @@ set_next_due(ClaimRound *r)
 	if (r->nspare == 0)
 		return;
 	arr = PointerGetDatum(construct_array(r->spare, r->nspare, TEXTOID, -1, false, TYPALIGN_INT));
-	if (SPI_execute_plan(next_due_plan, &arr, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute_with_args("SELECT pgcloud.http_next_due_ms($1)", 1, &argtype, &arr, NULL, true, 1)
+		!= SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "pgcloud.http_next_due_ms() failed");
 	ms = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!isnull)
@@ -607,15 +605,12 @@ claim_unit(void *arg)
 	ClaimRound *r = (ClaimRound *) arg;
 
 	prepare_plans();
-	if (r->batch != NULL)
-		record_outcomes_unit(r->batch);
 	/*
-	 * A claim alone need not wait for its WAL flush: lost in a crash, the
+	 * The claim need not wait for its WAL flush: lost in a crash, the
 	 * intent is simply pending again, which is what recovery makes of an
-	 * intent in flight anyway (it is sent again with the same key). A unit
-	 * that recorded outcomes commits as a record always did.
+	 * intent in flight anyway (it is sent again with the same key).
 	 */
-	else if (SPI_execute_plan(async_commit_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(async_commit_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not set synchronous_commit");
 	if (policy_loaded_at == 0 ||
 		TimestampDifferenceExceeds(policy_loaded_at, GetCurrentTimestamp(), POLICY_TTL_MS))
@@ -624,7 +619,6 @@ claim_unit(void *arg)
 		policy_loaded_at = GetCurrentTimestamp();
 	}
 	claim_intents(r);
-	/* Not read-only: these must see the outcomes this unit recorded above. */
 	collect_due_callbacks(r);
 	set_next_due(r);
 }
@@ -664,42 +658,21 @@ start_transfers(List *claimed)
 }
 
 /*
- * One round, one transaction: records the outcomes of the transfers finished
- * since the last wake-up (each in a subtransaction, see record_outcomes) and
- * claims due intents within each target's free capacity, committed before
- * anything is sent; then starts them. Sets next_due_at. Should the round fail
- * as a whole, the outcomes are recorded on their own (record_outcomes) and
- * the claim runs again alone.
+ * One round: records the outcomes of the transfers finished since the last
+ * wake-up (one transaction, each in a subtransaction, see record_outcomes),
+ * then claims due intents within each target's free capacity (one
+ * statement for every target, committed before anything is sent) and
+ * starts them. Sets next_due_at.
  */
 static void
 record_claim_and_start(Finished *done, int ndone)
 {
 	ClaimRound	r = {.cxt = CurrentMemoryContext};
-	OutcomeBatch b = {.f = done, .n = ndone, .recorded = 0, .cxt = CurrentMemoryContext};
 	char	   *msg;
 
+	record_outcomes(done, ndone);
 	next_due_at = 0;
-	if (ndone > 0)
-	{
-		b.failures = palloc0(sizeof(char *) * ndone);
-		r.batch = &b;
-		msg = PgcloudRunUnit("recording HTTP outcomes and claiming intents", claim_unit, &r);
-		if (msg == NULL)
-			record_batch_followups(&b);
-		else
-		{
-			ereport(LOG, errmsg("pgcloud http: could not record %d outcomes and claim in one round: %s",
-								ndone, msg));
-			record_outcomes(done, ndone);
-			r.batch = NULL;
-			r.claimed = r.callbacks = NIL;
-			r.nspare = 0;
-			next_due_at = 0;
-			msg = PgcloudRunUnit("claiming HTTP intents", claim_unit, &r);
-		}
-	}
-	else
-		msg = PgcloudRunUnit("claiming HTTP intents", claim_unit, &r);
+	msg = PgcloudRunUnit("claiming HTTP intents", claim_unit, &r);
 	if (msg != NULL)
 	{
 		/* Nothing was committed in flight. */

@@ -506,7 +506,6 @@ COMMENT ON FUNCTION pgcloud.http_callbacks_due(integer) IS 'HTTP executor: final
 CREATE FUNCTION pgcloud.http_next_due_ms(targets text[]) RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgcloud
-SET plan_cache_mode = force_generic_plan   -- run every round: planned once, not per call
 AS $$
 DECLARE
     due timestamptz;
