@@ -9,15 +9,15 @@
  * latch, shmem.c). No busy polling.
  *
  * One loop turn:
- *  1. when woken, or when transfers finished or a retry fell due, one round
- *     in one transaction: record the transfers finished since the last
- *     wake-up with pgcloud.http_record(), each in a subtransaction of its
- *     own (one that fails is undone alone and recorded as a failed try; the
- *     record also runs the callback of a final outcome), then claim due
- *     intents per target up to the target's free concurrency
- *     (core.http_concurrency, one statement for every target), committed
- *     in_flight before anything is sent (then run the failed final
- *     callbacks that are due again);
+ *  1. when woken, or when transfers finished or a retry fell due, one
+ *     round: record the transfers finished since the last wake-up with
+ *     pgcloud.http_record() in one transaction, each in a subtransaction of
+ *     its own (one that fails is undone alone and recorded as a failed try;
+ *     the record also runs the callback of a final outcome); then, in a
+ *     second transaction, claim due intents per target up to the target's
+ *     free concurrency (core.http_concurrency, one statement for every
+ *     target), committed in_flight before anything is sent (then run the
+ *     failed final callbacks that are due again);
  *  2. start their transfers (credentials added at send time, http_transfer.c)
  *     on the one multi handle, which keeps its connections open across
  *     rounds: HTTP/1.1 keep-alive, HTTP/2 multiplexing where the target
