@@ -9,16 +9,20 @@
  * latch, shmem.c). No busy polling.
  *
  * One loop turn:
- *  1. when woken, or when a transfer finished or a retry fell due: claim
- *     due intents per target up to the target's free concurrency
- *     (core.http_concurrency) and commit them in_flight before anything is
- *     sent (then run the failed final callbacks that are due again);
- *  2. start their transfers (credentials added at send time, http_transfer.c);
- *  3. wait; let libcurl act on ready sockets and its timer;
- *  4. record the transfers finished since the last wake-up with
+ *  1. when woken, or when transfers finished or a retry fell due, one
+ *     round: record the transfers finished since the last wake-up with
  *     pgcloud.http_record() in one transaction, each in a subtransaction of
- *     its own (one that fails is undone alone and recorded as a failed try);
- *     the record also runs the callback of a final outcome.
+ *     its own (one that fails is undone alone and recorded as a failed try;
+ *     the record also runs the callback of a final outcome); then, in a
+ *     second transaction, claim due intents per target up to the target's
+ *     free concurrency (core.http_concurrency, one statement for every
+ *     target), committed in_flight before anything is sent (then run the
+ *     failed final callbacks that are due again);
+ *  2. start their transfers (credentials added at send time, http_transfer.c)
+ *     on the one multi handle, which keeps its connections open across
+ *     rounds: HTTP/1.1 keep-alive, HTTP/2 multiplexing where the target
+ *     offers it over TLS;
+ *  3. wait; let libcurl act on ready sockets and its timer.
  *
  * Crash safety: an intent is committed in_flight before it is sent; at start
  * the worker puts every in_flight intent back to pending (the new try sends
@@ -77,6 +81,7 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr callback_plan = NULL;
 static SPIPlanPtr due_callbacks_plan = NULL;
+static SPIPlanPtr async_commit_plan = NULL;
 
 /*
  * pgcloud.http_wake() RETURNS boolean — wakes this database's executor when
@@ -186,6 +191,7 @@ prepare_plans(void)
 	PgcloudPlan(&callback_plan, "SELECT pgcloud.http_run_callback($1::uuid, true)", 1, callback_types);
 	PgcloudPlan(&due_callbacks_plan, "SELECT id::text FROM pgcloud.http_callbacks_due("
 				CppAsString2(CALLBACK_BATCH) ") AS id", 0, NULL);
+	PgcloudPlan(&async_commit_plan, "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)", 0, NULL);
 }
 
 static long
@@ -372,6 +378,29 @@ record_outcomes_unit(void *arg)
 }
 
 /*
+ * After a batch committed: the outcomes whose subtransaction rolled back are
+ * recorded on their own as failed tries, as record_outcome() does.
+ */
+static void
+record_batch_followups(OutcomeBatch *b)
+{
+	if (b->recorded > 0)
+		PgcloudWorkerNoteActivity(b->recorded, 0);
+	for (int i = 0; i < b->n; i++)
+		if (b->failures[i] != NULL)
+		{
+			HttpOutcome fo = {0};
+
+			PgcloudWorkerNoteError(b->failures[i]);
+			ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", b->f[i].id,
+								b->failures[i]));
+			fo.retry_after = -1;
+			fo.error = psprintf("could not record the outcome: %s", b->failures[i]);
+			record_outcome(b->f[i].id, b->f[i].attempt, b->f[i].target, &fo, true);
+		}
+}
+
+/*
  * Records the outcomes of the transfers finished since the last wake-up in
  * one unit of work (one commit), each in its own subtransaction: an outcome
  * that cannot be recorded is undone alone and then recorded as a failed try
@@ -384,6 +413,8 @@ record_outcomes(Finished *f, int n)
 	OutcomeBatch b = {.f = f, .n = n, .recorded = 0, .cxt = CurrentMemoryContext};
 	char	   *msg;
 
+	if (n == 0)
+		return;
 	if (n == 1)
 	{
 		record_outcome(f[0].id, f[0].attempt, f[0].target, &f[0].o, false);
@@ -398,20 +429,7 @@ record_outcomes(Finished *f, int n)
 			record_outcome(f[i].id, f[i].attempt, f[i].target, &f[i].o, false);
 		return;
 	}
-	if (b.recorded > 0)
-		PgcloudWorkerNoteActivity(b.recorded, 0);
-	for (int i = 0; i < n; i++)
-		if (b.failures[i] != NULL)
-		{
-			HttpOutcome fo = {0};
-
-			PgcloudWorkerNoteError(b.failures[i]);
-			ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", f[i].id,
-								b.failures[i]));
-			fo.retry_after = -1;
-			fo.error = psprintf("could not record the outcome: %s", b.failures[i]);
-			record_outcome(f[i].id, f[i].attempt, f[i].target, &fo, true);
-		}
+	record_batch_followups(&b);
 }
 
 static void
@@ -592,7 +610,7 @@ claim_unit(void *arg)
 	 * intent is simply pending again, which is what recovery makes of an
 	 * intent in flight anyway (it is sent again with the same key).
 	 */
-	if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
+	if (SPI_execute_plan(async_commit_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not set synchronous_commit");
 	if (policy_loaded_at == 0 ||
 		TimestampDifferenceExceeds(policy_loaded_at, GetCurrentTimestamp(), POLICY_TTL_MS))
@@ -640,15 +658,19 @@ start_transfers(List *claimed)
 }
 
 /*
- * Claims due intents within each target's free capacity (one transaction,
- * committed before anything is sent) and starts them. Sets next_due_at.
+ * One round: records the outcomes of the transfers finished since the last
+ * wake-up (one transaction, each in a subtransaction, see record_outcomes),
+ * then claims due intents within each target's free capacity (one
+ * statement for every target, committed before anything is sent) and
+ * starts them. Sets next_due_at.
  */
 static void
-claim_and_start(void)
+record_claim_and_start(Finished *done, int ndone)
 {
 	ClaimRound	r = {.cxt = CurrentMemoryContext};
 	char	   *msg;
 
+	record_outcomes(done, ndone);
 	next_due_at = 0;
 	msg = PgcloudRunUnit("claiming HTTP intents", claim_unit, &r);
 	if (msg != NULL)
@@ -680,9 +702,12 @@ drive_timer_if_due(void)
 	}
 }
 
-/* Records every finished transfer (together, see record_outcomes); returns how many finished. */
-static int
-finish_completed(void)
+/*
+ * Takes every finished transfer off the multi handle (its capacity is free
+ * again) and returns their outcomes, to be recorded by the next round.
+ */
+static Finished *
+collect_finished(int *ndone)
 {
 	CURLMsg    *m;
 	int			left;
@@ -723,10 +748,8 @@ finish_completed(void)
 		HttpTransferFree(t);
 		n++;
 	}
-	if (n > 0)
-		record_outcomes(done, n);
-	pfree(done);
-	return n;
+	*ndone = n;
+	return done;
 }
 
 /*
@@ -834,6 +857,14 @@ pgcloud_http_main(Datum arg)
 	before_shmem_exit(shutdown_transfers, (Datum) 0);
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	/*
+	 * Connections live in the multi handle's cache, across rounds: a target
+	 * is reached over the connections already open to it (HTTP/1.1
+	 * keep-alive; HTTP/2 streams on one connection where the target offers
+	 * h2 over TLS). Enough room for every target's concurrency.
+	 */
+	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) MAX_CONCURRENCY);
 
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud http loop", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(loopcxt);
@@ -844,6 +875,8 @@ pgcloud_http_main(Datum arg)
 	{
 		TimestampTz now;
 		long		timeout;
+		Finished   *done;
+		int			ndone;
 
 		if (PgcloudGotSighup)
 		{
@@ -854,15 +887,13 @@ pgcloud_http_main(Datum arg)
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
 
-		if (need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
-		{
-			need_claim = false;
-			claim_and_start();
-		}
 		drive_timer_if_due();
-		if (finish_completed() > 0)
+		done = collect_finished(&ndone);
+		if (ndone > 0 || need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
 		{
-			need_claim = true;	/* capacity came free */
+			/* Finished transfers freed capacity: record them and claim again, in one round. */
+			need_claim = false;
+			record_claim_and_start(done, ndone);
 			continue;
 		}
 
@@ -877,7 +908,5 @@ pgcloud_http_main(Datum arg)
 			need_claim = true;
 			policy_loaded_at = 0;	/* woken by a commit: read the policies afresh */
 		}
-		if (finish_completed() > 0)
-			need_claim = true;
 	}
 }
