@@ -48,6 +48,13 @@ PG_FUNCTION_INFO_V1(pgcloud_http_wake);
 
 #define CALLBACK_BATCH 20
 #define IDLE_WAIT_MS 60000L
+/*
+ * However it is woken, the worker claims again and lets libcurl look at
+ * every transfer at least this often: a wake-up that went missing (a due
+ * retry at a target that looked full, a socket event not delivered) costs
+ * seconds, not IDLE_WAIT_MS. One claim statement per interval when idle.
+ */
+#define SAFETY_ROUND_MS 2000L
 #define MAX_CONCURRENCY 256
 
 typedef struct SockEntry
@@ -844,6 +851,7 @@ pgcloud_http_main(Datum arg)
 {
 	MemoryContext loopcxt;
 	bool		need_claim = true;
+	TimestampTz last_round_at = 0;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_HTTP, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
@@ -894,11 +902,21 @@ pgcloud_http_main(Datum arg)
 			/* Finished transfers freed capacity: record them and claim again, in one round. */
 			need_claim = false;
 			record_claim_and_start(done, ndone);
+			last_round_at = GetCurrentTimestamp();
 			continue;
 		}
 
 		now = GetCurrentTimestamp();
-		timeout = IDLE_WAIT_MS;
+		if (TimestampDifferenceExceeds(last_round_at, now, SAFETY_ROUND_MS))
+		{
+			int			running;
+
+			if (transfers != NULL)
+				curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			need_claim = true;
+			continue;
+		}
+		timeout = Min(IDLE_WAIT_MS, SAFETY_ROUND_MS);
 		if (curl_timer_set)
 			timeout = Min(timeout, ms_until(curl_deadline, now));
 		if (next_due_at != 0)
