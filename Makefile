@@ -7,6 +7,7 @@
 #   make freeze        copy this release's install scripts to sql/history/<version>/
 #   make demo          set up a private cluster and run demo/demo.sql
 #   make test          every test tier against private clusters (see scripts/test.sh)
+#   make bench         every benchmark; rewrites bench/RESULTS.md (see bench/all.sh)
 
 PG_CONFIG ?= pg_config
 
@@ -94,7 +95,7 @@ freeze: $(SCRIPTS)
 	mkdir -p sql/history/$(EXTVERSION)
 	cp $(SCRIPTS) sql/history/$(EXTVERSION)/
 
-.PHONY: freeze generate check-generated demo test cluster-start cluster-stop termrelay termrelay-clean
+.PHONY: freeze generate check-generated demo test bench cluster-start cluster-stop termrelay termrelay-clean
 generate:
 	python3 scripts/generate.py
 
@@ -106,3 +107,6 @@ demo:
 
 test:
 	scripts/test.sh
+
+bench:
+	bench/all.sh

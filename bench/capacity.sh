@@ -1,8 +1,9 @@
 #!/bin/bash
-# Placement benchmark (issue 6). One command:  bench/capacity.sh
+# Placement benchmark (issue 6). One command:  bench/capacity.sh (all: make bench)
 # Starts a private cluster (workers off: the request path alone; its events
 # are written to the outbox, not delivered), feeds provisioning's read model
-# directly with 1,000 ready nodes x 8 GPU slots and USERS users in good
+# directly with NODES_LIST ready nodes x 8 GPU slots (default 1,000, then
+# 10,000: the nodes are added between the rounds) and USERS users in good
 # standing, then runs pgbench with a PostgREST-style request (role, JWT
 # claims and headers set per transaction, pgcloud.pre_request(), then
 # api.create_allocation of a 1-GPU SKU) with 1, 8 and 32 clients and
@@ -19,6 +20,8 @@ set -euo pipefail
 cd "$REPO"
 PLACEMENTS=${PLACEMENTS:-4000}
 USERS=${USERS:-500}
+NODES_LIST=${NODES_LIST:-1000 10000}
+CLIENTS=${CLIENTS:-1 8 32}
 WORK=$(mktemp -d /tmp/pgcloud-bench.XXXXXX)
 chmod 755 "$WORK"
 [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$WORK"
@@ -48,10 +51,6 @@ SELECT pgcloud.deliver('provisioning', gen_random_uuid(), 'sku.upserted', 'sku',
     '{"code": "bench-x1", "gpu_model": "H100-SXM", "gpu_count": 1, "region": "bench", "price_per_hour": 300, "currency": "usd"}', '{}');
 SELECT pgcloud.deliver('provisioning', gen_random_uuid(), 'image.upserted', 'image', 'bench-img',
     '{"code": "bench-img", "distro_series": "jammy"}', '{}');
-SELECT count(pgcloud.deliver('provisioning', gen_random_uuid(), 'node.registered', 'node', n::text,
-    jsonb_build_object('node_id', n, 'hostname', 'bench-' || i, 'maas_system_id', 'b' || lpad(i::text, 5, '0'),
-                       'region', 'bench', 'gpu_model', 'H100-SXM', 'slot_count', 8, 'state', 'ready'), '{}'))
-  FROM (SELECT i, ('b0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS n FROM generate_series(1, 1000) i) x;
 SELECT count(pgcloud.deliver('provisioning', gen_random_uuid(), 'account.standing_changed', 'account', u::text,
     jsonb_build_object('user_id', u, 'standing', 'good', 'balance', 100000000, 'currency', 'usd'), '{}'))
   FROM (SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS u FROM generate_series(1, $USERS) i) x;
@@ -98,24 +97,44 @@ check() {   # -> "placements claims distinct problems"
                              (SELECT count(*) FROM provisioning.capacity_problems)"
 }
 
+# add_nodes FROM TO: registers ready nodes FROM..TO (8 slots each) through provisioning's handler.
+add_nodes() {
+    psql_b <<SQL >/dev/null
+SELECT count(pgcloud.deliver('provisioning', gen_random_uuid(), 'node.registered', 'node', n::text,
+    jsonb_build_object('node_id', n, 'hostname', 'bench-' || i, 'maas_system_id', 'b' || lpad(i::text, 6, '0'),
+                       'region', 'bench', 'gpu_model', 'H100-SXM', 'slot_count', 8, 'state', 'ready'), '{}'))
+  FROM (SELECT i, ('b0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS n FROM generate_series($1, $2) i) x;
+VACUUM ANALYZE provisioning.nodes;
+SQL
+}
+
 declare -A TPS P99 BTPS BP99 CHK
-for mode in single shared; do
-    psql_b -c "SELECT pgcloud.set_policy('provisioning.node_tenancy', '\"$mode\"')" >/dev/null
-    for c in 1 8 32; do
-        [ "$mode" = shared ] && [ "$c" = 1 ] && continue
-        reset_claims
-        read -r TPS[$mode$c] P99[$mode$c] <<<"$(run "$WORK/place.sql" "$c")"
-        CHK[$mode$c]=$(check)
-        read -r n claims distinct problems <<<"${CHK[$mode$c]}"
-        echo "$mode tenancy, $c clients: ${TPS[$mode$c]} placements/s, p99 ${P99[$mode$c]} ms; placements $n, claims $claims, distinct slots $distinct, problems $problems"
-        if [ "$n" != "$claims" ] || [ "$claims" != "$distinct" ] || [ "$problems" != 0 ] || [ "$n" != $(( PLACEMENTS / c * c )) ]; then
-            echo "double booking or inconsistency detected" >&2; exit 1
-        fi
+# Shared tenancy is refused by provisioning since the security review (every
+# placement would fail): measured only when asked for, MODES="single shared".
+MODES=${MODES:-single}
+have=0
+for nodes in $NODES_LIST; do
+    [ "$nodes" -gt "$have" ] && add_nodes $(( have + 1 )) "$nodes" && have=$nodes
+    for mode in $MODES; do
+        psql_b -c "SELECT pgcloud.set_policy('provisioning.node_tenancy', '\"$mode\"')" >/dev/null
+        for c in $CLIENTS; do
+            [ "$mode" = shared ] && [ "$c" = 1 ] && continue
+            k=$nodes.$mode.$c
+            reset_claims
+            read -r TPS[$k] P99[$k] <<<"$(run "$WORK/place.sql" "$c")"
+            CHK[$k]=$(check)
+            read -r n claims distinct problems <<<"${CHK[$k]}"
+            echo "$nodes nodes, $mode tenancy, $c clients: ${TPS[$k]} placements/s, p99 ${P99[$k]} ms; placements $n, claims $claims, distinct slots $distinct, problems $problems"
+            if [ "$n" != "$claims" ] || [ "$claims" != "$distinct" ] || [ "$problems" != 0 ] || [ "$n" != $(( PLACEMENTS / c * c )) ]; then
+                echo "double booking or inconsistency detected" >&2; exit 1
+            fi
+        done
     done
-done
-for c in 1 8 32; do
-    read -r BTPS[$c] BP99[$c] <<<"$(run "$WORK/plain.sql" "$c")"
-    echo "baseline (same request, one-row INSERT), $c clients: ${BTPS[$c]} tps, p99 ${BP99[$c]} ms"
+    # The baseline right after each fleet size's placements (the machine's load drifts).
+    for c in $CLIENTS; do
+        read -r BTPS[$nodes.$c] BP99[$nodes.$c] <<<"$(run "$WORK/plain.sql" "$c")"
+        echo "baseline (same request, one-row INSERT), $c clients: ${BTPS[$nodes.$c]} tps, p99 ${BP99[$nodes.$c]} ms"
+    done
 done
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
@@ -123,18 +142,21 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
     echo
     echo "## Capacity: placements ($(date -u +%Y-%m-%d), $(nproc) cores)"
     echo
-    echo "Command: \`bench/capacity.sh\` (1,000 nodes × 8 GPU slots, 1-GPU SKU, $USERS users, $PLACEMENTS placements per run, PostgREST-style request per transaction, workers off)"
+    echo "Command: \`bench/capacity.sh\` (NODES_LIST=\"$NODES_LIST\" ready nodes × 8 GPU slots, 1-GPU SKU, $USERS users, $PLACEMENTS placements per run, PostgREST-style request per transaction, workers off)"
     echo
-    echo "Request = PostgREST's transaction (SET LOCAL role and request.* settings, pgcloud.pre_request(), the call, COMMIT); p99 over every request of the run. Compare within a run: on a shared machine the absolute figures move by a third between runs."
+    echo "Request = PostgREST's transaction (SET LOCAL role and request.* settings, pgcloud.pre_request(), the call, COMMIT); p99 over every request of the run. The baseline runs right after each fleet size's placements. Compare within a run: on a shared machine the absolute figures move by a third between runs."
     echo
-    echo "| clients | tenancy | placements/s | p99 latency | baseline: same request, one-row INSERT | ratio | double bookings |"
-    echo "|---|---|---|---|---|---|---|"
-    for mode in single shared; do
-        for c in 1 8 32; do
-            [ -n "${TPS[$mode$c]:-}" ] || continue
-            read -r n claims distinct problems <<<"${CHK[$mode$c]}"
-            echo "| $c | $mode | ${TPS[$mode$c]} | ${P99[$mode$c]} ms | ${BTPS[$c]} tps, p99 ${BP99[$c]} ms | $(ratio "${TPS[$mode$c]}" "${BTPS[$c]}") | 0 ($n placements, $distinct distinct slots claimed, $problems capacity problems) |"
+    echo "| nodes | clients | tenancy | placements/s | p99 latency | baseline: same request, one-row INSERT | ratio | double bookings |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for nodes in $NODES_LIST; do
+        for mode in $MODES; do
+            for c in $CLIENTS; do
+                k=$nodes.$mode.$c
+                [ -n "${TPS[$k]:-}" ] || continue
+                read -r n claims distinct problems <<<"${CHK[$k]}"
+                echo "| $nodes | $c | $mode | ${TPS[$k]} | ${P99[$k]} ms | ${BTPS[$nodes.$c]} tps, p99 ${BP99[$nodes.$c]} ms | $(ratio "${TPS[$k]}" "${BTPS[$nodes.$c]}") | 0 ($n placements, $distinct distinct slots claimed, $problems capacity problems) |"
+            done
         done
     done
-} >> bench/RESULTS.md
-echo "appended to bench/RESULTS.md"
+} >> "${BENCH_RESULTS:-bench/RESULTS.md}"
+echo "appended to ${BENCH_RESULTS:-bench/RESULTS.md}"

@@ -1,29 +1,35 @@
 #!/bin/bash
-# HTTP intent executor benchmark (issue 3). One command:  bench/http_executor.sh
-# Starts a private cluster and the MAAS fake (test/fakes/fake_maas.py; its
-# unauthenticated GET /MAAS/api/2.0/version/ is the target "test"), then
-# measures, in the same run:
-#   1. throughput, commit -> every intent answered, recorded and its callback
-#      committed, at core.http_concurrency test = 8, against a baseline: a
-#      plain Python client with 8 keep-alive connections fetching the same
-#      URL as fast as it can (what the fake itself can serve);
-#   2. a target that answers after 50 ms: concurrency 16 against concurrency 1
-#      (the speed-up the multi interface buys on a slow target);
-# and appends the figures to bench/RESULTS.md. Settings: N (intents, 2000),
-# N_SLOW (intents at 50 ms, 160).
+# HTTP intent executor benchmark (issues 3, 16). One command:  bench/http_executor.sh
+# (or all benchmarks at once: make bench). Starts a private cluster, a private
+# nginx (Debian's nginx-light: the fast loopback target, GET
+# /MAAS/api/2.0/version/ answered from its configuration) and the MAAS fake
+# (test/fakes/fake_maas.py, for the slow target), then measures, in the same run:
+#   1. throughput against nginx, commit -> every intent answered, recorded and
+#      its callback committed, at core.http_concurrency test = 8, against a
+#      baseline: wrk with 8 keep-alive connections on the same URL (what nginx
+#      can serve on this machine while nothing else runs);
+#   2. the same throughput against the MAAS fake (Python) beside a plain
+#      Python client with 8 keep-alive connections;
+#   3. a target that answers after 50 ms (the fake): concurrency 16 against
+#      concurrency 1 (the speed-up the multi interface buys on a slow target);
+# and appends the figures to $BENCH_RESULTS (default bench/RESULTS.md).
+# Settings: N (intents, 5000), N_FAKE (2000), N_SLOW (intents at 50 ms, 160).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 cd "$REPO"
-N=${N:-2000}
+N=${N:-5000}
+N_FAKE=${N_FAKE:-2000}
 N_SLOW=${N_SLOW:-160}
 WORK=$(mktemp -d /tmp/pgcloud-bench-http.XXXXXX)
 chmod 755 "$WORK"
 [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$WORK"
 export PGCLOUD_DATA=$WORK/cluster PGCLOUD_PORT=$(free_port) PGCLOUD_DB=bench
 FAKE_PID=
+NGINX_PID=
 cleanup() {
     scripts/cluster.sh stop >/dev/null 2>&1 || true
     [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null
+    [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -34,16 +40,49 @@ python3 test/fakes/fake_maas.py --port 0 --state-dir "$WORK/fake" >"$WORK/fake.l
 FAKE_PID=$!
 for _ in $(seq 100); do [ -s "$WORK/fake/port" ] && break; sleep 0.05; done
 FAKE_PORT=$(cat "$WORK/fake/port")
+command -v nginx >/dev/null || { echo "bench/http_executor.sh needs nginx (Debian: apt-get install nginx-light)" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "bench/http_executor.sh needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location = /MAAS/api/2.0/version/ {
+            default_type application/json;
+            return 200 '{"capabilities": ["networks-management"], "version": "3.4.0", "subversion": "nginx"}';
+        }
+    }
+}
+NGINX
+nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
+NGINX_PID=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/MAAS/api/2.0/version/" >/dev/null && break; sleep 0.05; done
 scripts/cluster.sh start >/dev/null 2>&1
 psql_b() { scripts/cluster.sh psql -X -q -At "$@"; }
-psql_b -c "ALTER SYSTEM SET pgcloud.test_http_url = 'http://127.0.0.1:$FAKE_PORT'" -c "SELECT pg_reload_conf()" >/dev/null
+set_target() { psql_b -c "ALTER SYSTEM SET pgcloud.test_http_url = 'http://127.0.0.1:$1'" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.5; }
+set_target "$NGINX_PORT"
 psql_b -c "
 CREATE SCHEMA benchh;
 CREATE TABLE benchh.results (intent_id uuid, status integer);
 CREATE FUNCTION benchh.cb(intent_id uuid, status integer, response_headers jsonb, response_body text,
                           context jsonb, final boolean) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
-AS \$\$ INSERT INTO benchh.results VALUES (intent_id, status) \$\$;" >/dev/null
+AS \$\$ INSERT INTO benchh.results VALUES (intent_id, status) \$\$;
+-- Callbacks are called by the core (pgcloud_svc_core) and run as their owner.
+GRANT USAGE ON SCHEMA benchh TO pgcloud_svc_core;" >/dev/null
 until [ "$(psql_b -c "SELECT pid IS NOT NULL FROM pgcloud.workers WHERE worker = 'http'")" = t ]; do sleep 0.1; done
 
 now_ms() { date +%s%3N; }
@@ -64,12 +103,20 @@ run_intents() {
 }
 fake_control() { printf '%s' "$1" > "$WORK/fake/control.tmp"; mv "$WORK/fake/control.tmp" "$WORK/fake/control.json"; }
 
-# 1. Throughput against the fake's own capacity.
+# 1. Throughput against nginx, beside wrk's.
 set_concurrency 8
 run_intents 200 >/dev/null      # warm-up
 MS=$(run_intents "$N")
 RATE=$(( N * 1000 / MS ))
-RAW=$(python3 - "$FAKE_PORT" "$N" <<'PY'
+WRK=$(wrk -t 2 -c 8 -d 5s "http://127.0.0.1:$NGINX_PORT/MAAS/api/2.0/version/" | sed -n 's/^Requests\/sec: *\([0-9]*\).*/\1/p')
+echo "nginx: $N intents in $MS ms after commit: $RATE intents/s; wrk, 8 connections: $WRK requests/s"
+
+# 2. Throughput against the fake's own capacity.
+set_target "$FAKE_PORT"
+run_intents 200 >/dev/null      # warm-up
+MSF=$(run_intents "$N_FAKE")
+RATEF=$(( N_FAKE * 1000 / MSF ))
+RAW=$(python3 - "$FAKE_PORT" "$N_FAKE" <<'PY'
 import http.client, sys, threading, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
 left = [n]; lock = threading.Lock()
@@ -87,9 +134,9 @@ ts = [threading.Thread(target=worker) for _ in range(8)]
 print(int(n / (time.time() - t0)))
 PY
 )
-echo "throughput: $N intents in $MS ms after commit: $RATE intents/s; plain client, 8 connections: $RAW requests/s"
+echo "MAAS fake: $N_FAKE intents in $MSF ms after commit: $RATEF intents/s; plain client, 8 connections: $RAW requests/s"
 
-# 2. A slow target: concurrency 16 against 1.
+# 3. A slow target: concurrency 16 against 1.
 fake_control '{"delay_seconds": 0.05}'
 set_concurrency 1
 MS1=$(run_intents "$N_SLOW")
@@ -98,17 +145,19 @@ MS16=$(run_intents "$N_SLOW")
 fake_control ''
 echo "50 ms target: $N_SLOW intents in $MS1 ms at concurrency 1, $MS16 ms at concurrency 16"
 
-RATIO=$(python3 -c "print('%.2f' % ($RATE / $RAW))")
+RATIO=$(python3 -c "print('%.3f' % ($RATE / $WRK))")
+RATIOF=$(python3 -c "print('%.2f' % ($RATEF / $RAW))")
 SPEEDUP=$(python3 -c "print('%.1f' % ($MS1 / $MS16))")
 {
     echo
-    echo "## HTTP intent executor (issue 3, $(date -u +%Y-%m-%d), $(nproc) cores)"
+    echo "## HTTP intent executor ($(date -u +%Y-%m-%d), $(nproc) cores)"
     echo
-    echo "Command: \`bench/http_executor.sh\` (N=$N, N_SLOW=$N_SLOW; target: the MAAS fake's GET version/, plain HTTP on loopback)"
+    echo "Command: \`bench/http_executor.sh\` (N=$N, N_FAKE=$N_FAKE, N_SLOW=$N_SLOW; targets: nginx (Debian nginx-light) and the MAAS fake, GET version/, plain HTTP on loopback)"
     echo
     echo "| measure | result | baseline (same run) | ratio |"
     echo "|---|---|---|---|"
-    echo "| throughput, commit → answered, recorded, callback committed (concurrency 8) | $RATE intents/s | Python client, 8 keep-alive connections: $RAW requests/s | $RATIO |"
+    echo "| throughput against nginx, commit → answered, recorded, callback committed (concurrency 8) | $RATE intents/s | wrk, 2 threads, 8 keep-alive connections: $WRK requests/s | $RATIO (goal ≥ 0.1 and ≥ 5,000/s) |"
+    echo "| throughput against the MAAS fake (Python), same path | $RATEF intents/s | Python client, 8 keep-alive connections: $RAW requests/s | $RATIOF |"
     echo "| $N_SLOW requests to a target answering in 50 ms | concurrency 16: $MS16 ms | concurrency 1: $MS1 ms | ${SPEEDUP}x faster |"
-} >> bench/RESULTS.md
-echo "appended to bench/RESULTS.md"
+} >> "${BENCH_RESULTS:-bench/RESULTS.md}"
+echo "appended to ${BENCH_RESULTS:-bench/RESULTS.md}"

@@ -157,4 +157,4 @@ CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "| 2 clients | $ME2 |"
     echo
     echo "Rate-limiter refusals during the run: $FAILS."
-} | tee -a bench/RESULTS.md
+} | tee -a "${BENCH_RESULTS:-bench/RESULTS.md}"

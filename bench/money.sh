@@ -287,5 +287,5 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
     echo "| api.balance() latency (pgbench, 1 client, two runs each) | $BIG entries: $LAT_BIG_1 / $LAT_BIG_2 ms | 1,000 entries: $LAT_SMALL_1 / $LAT_SMALL_2 ms | $(ratio "($LAT_BIG_1 + $LAT_BIG_2)" "($LAT_SMALL_1 + $LAT_SMALL_2)") (goal: same within noise) |"
     echo "| generating the $BIG entries (one INSERT … generate_series per account, trigger off, + ANALYZE) | ${GEN_S}s | — | verify_ledger() of that account afterwards: $BIG_OK in ${VERIFY_S}s |"
     echo "| webhook verifications/s ($BODY_BYTES B body, 2 secrets) | C payments.verify_signature(): $V_C/s | PL/pgSQL + pgcrypto hmac(): $V_P/s | $(ratio "$V_C" "$V_P")× |"
-} >> bench/RESULTS.md
-echo "appended to bench/RESULTS.md"
+} >> "${BENCH_RESULTS:-bench/RESULTS.md}"
+echo "appended to ${BENCH_RESULTS:-bench/RESULTS.md}"

@@ -1,23 +1,42 @@
 /*
  * consumer.c — NATS mode: pulls events from the durable JetStream consumer
- * of each subscribing service installed in this database, applies each in
- * one transaction (inbox row + handler, pgcloud.consume_event) and acks
- * after commit. A message that keeps failing is dead-lettered once
+ * of each subscribing service installed in this database, applies each
+ * (inbox row + handler, pgcloud.consume_event) and acks after commit. A message that keeps failing is dead-lettered once
  * JetStream's delivery count reaches core.max_delivery_attempts (with a
  * platform.alert event) and terminated; earlier failures are nak'ed with
  * a growing delay.
+ *
+ * No message waits for another service's long fetch timeout: every round
+ * asks each durable for what it has with a no-wait pull request (the
+ * server answers at once, with up to FETCH_BATCH messages or "no
+ * messages"; an empty durable costs at most FETCH_TIMEOUT_MS),
+ * applies a durable's batch in one transaction (a subtransaction per
+ * message) and acks the batch's applied messages together after the
+ * commit. A round that found nothing waits on the latch, 1 ms after a busy
+ * round, doubling to IDLE_MAX_MS while idle.
+ *
+ * Single-threaded on purpose: a first version pulled each durable on a
+ * thread of its own (blocking pull requests, nats.c only on the threads);
+ * with nats.c 3.4.1 (Debian 12) it corrupted the heap within seconds of a
+ * durable takeover in test/t/core_consumer_flood.pl ("malloc(): corrupted
+ * top size", "corrupted size vs. prev_size" in natsMsgList_Destroy and
+ * in _fetch's calloc), which this structure did not in the same test.
  */
 #include "workers.h"
 
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "storage/latch.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "nats_link.h"
 
-#define FETCH_BATCH 100
-#define FETCH_TIMEOUT_MS 100
+#define FETCH_BATCH 256
+#define FETCH_TIMEOUT_MS 2		/* what an empty durable costs a round, at most */
+#define IDLE_MAX_MS 50
 #define MAX_SUBSCRIBERS 32
 
 typedef struct Subscriber
@@ -33,16 +52,25 @@ static int	nsubscribers = 0;
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
 
+/* Destroys the subscriptions (before the connection is closed, on every path). */
 static void
 drop_subscriptions(void)
 {
 	for (int i = 0; i < nsubscribers; i++)
+	{
 		if (subscribers[i].sub != NULL)
-		{
 			natsSubscription_Destroy(subscribers[i].sub);
-			subscribers[i].sub = NULL;
+		subscribers[i].sub = NULL;
 		subscribers[i].resumed = false;
-		}
+	}
+}
+
+/* A NATS failure: everything of the connection dropped, then the connection (backoff follows). */
+static void
+link_failed(const char *what, natsStatus st)
+{
+	drop_subscriptions();
+	NatsLinkFailed(&nlink, what, st);
 }
 
 static void
@@ -55,24 +83,42 @@ close_all(int code, Datum arg)
 	NatsLinkClose(&nlink);
 }
 
-/* Reads the subscriber list and the retry policy (own transaction). */
+/*
+ * Reads the subscriber list and the retry policy (own transaction). The
+ * subscriptions are kept when the list did not change (a
+ * wake-up comes with every service installed, and with
+ * pgcloud.wake_workers()).
+ */
 static void
 load_config(void)
 {
+	char		names[MAX_SUBSCRIBERS][NAMEDATALEN];
+	int			n;
+	bool		same;
+
 	PgcloudWorkerBeginWork(NULL);
 	if (SPI_execute("SELECT name FROM pgcloud.nats_subscribers() AS name", true, MAX_SUBSCRIBERS) != SPI_OK_SELECT)
 		elog(ERROR, "could not list subscribers");
-	drop_subscriptions();
-	nsubscribers = (int) SPI_processed;
-	for (int i = 0; i < nsubscribers; i++)
-	{
-		strlcpy(subscribers[i].name, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
-		subscribers[i].sub = NULL;
-		subscribers[i].resumed = false;
-	}
+	n = (int) SPI_processed;
+	for (int i = 0; i < n; i++)
+		strlcpy(names[i], SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
 	max_attempts = (int) PgcloudPolicyNumber("core.max_delivery_attempts");
 	retry_base_ms = (long) PgcloudPolicyNumber("core.delivery_retry_base_ms");
 	PgcloudWorkerEndWork();
+
+	same = n == nsubscribers;
+	for (int i = 0; i < n && same; i++)
+		same = strcmp(names[i], subscribers[i].name) == 0;
+	if (same)
+		return;
+	drop_subscriptions();
+	nsubscribers = n;
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
+		subscribers[i].sub = NULL;
+		subscribers[i].resumed = false;
+	}
 }
 
 /* Ensures the durable consumer and a bound pull subscription of one service. */
@@ -142,6 +188,31 @@ ensure_subscription(Subscriber *s)
 	return st;
 }
 
+/* Subscribes every durable; false (after link_failed) on a NATS failure. */
+static bool
+ensure_all(void)
+{
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		sigset_t	saved;
+		natsStatus	st;
+
+		if (subscribers[i].sub != NULL)
+			continue;
+		NatsLinkBlockSignals(&saved);
+		st = ensure_subscription(&subscribers[i]);
+		NatsLinkRestoreSignals(&saved);
+		if (st != NATS_OK)
+		{
+			link_failed("set up a durable consumer", st);
+			return false;
+		}
+	}
+	return true;
+}
+
+static void consume_one(const char *subscriber, natsMsg *msg);
+
 /* A message and its subscriber, for the units of work below. */
 typedef struct MessageUnit
 {
@@ -156,18 +227,8 @@ static void
 apply_message_unit(void *arg)
 {
 	MessageUnit *u = (MessageUnit *) arg;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3];
-	const char *data = natsMsg_GetData(u->msg);
-	int			len = natsMsg_GetDataLength(u->msg);
-	const char *subject = natsMsg_GetSubject(u->msg);
 
-	values[0] = CStringGetTextDatum(u->subscriber);
-	values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
-	values[2] = CStringGetTextDatum(subject ? subject : "");
-	if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes, values, NULL,
-							  false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pgcloud.consume_event() failed");
+	consume_one(u->subscriber, u->msg);
 }
 
 /* Applies one message; returns true when it should be acked, else sets *error. */
@@ -222,63 +283,163 @@ record_failure(const char *subscriber, natsMsg *msg, const char *error, int deli
 	return deliveries >= max_attempts;
 }
 
-/* One round over every subscriber; returns messages handled or -1 on a NATS failure. */
+/* A fetched batch applied in one transaction, a subtransaction per message. */
+typedef struct BatchUnit
+{
+	const char *subscriber;
+	natsMsg   **msgs;
+	int			count;
+	bool	   *applied;		/* out */
+	char	  **errors;			/* out, allocated in keep */
+	MemoryContext keep;
+} BatchUnit;
+
+static void
+consume_one(const char *subscriber, natsMsg *msg)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	const char *data = natsMsg_GetData(msg);
+	int			len = natsMsg_GetDataLength(msg);
+	const char *subject = natsMsg_GetSubject(msg);
+
+	values[0] = CStringGetTextDatum(subscriber);
+	values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
+	values[2] = CStringGetTextDatum(subject ? subject : "");
+	if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes, values, NULL,
+							  false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pgcloud.consume_event() failed");
+}
+
+static void
+apply_batch_unit(void *arg)
+{
+	BatchUnit  *u = (BatchUnit *) arg;
+
+	for (volatile int m = 0; m < u->count; m++)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			consume_one(u->subscriber, u->msgs[m]);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			u->applied[m] = true;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			u->errors[m] = MemoryContextStrdup(u->keep, edata->message ? edata->message : "unknown error");
+			FreeErrorData(edata);
+			PgcloudWorkerNoteError(u->errors[m]);
+		}
+		PG_END_TRY();
+	}
+}
+
+/*
+ * Applies one fetched batch of one durable in one transaction (a
+ * subtransaction per message: a failing message rolls back alone) and acks
+ * its applied messages together after the commit; the failed ones are
+ * nak'ed with a growing delay, or dead-lettered and terminated at the
+ * attempts limit. When the batch's transaction itself fails (its commit),
+ * each message is applied again in a transaction of its own.
+ */
+static int
+apply_batch(Subscriber *s, natsMsgList *list)
+{
+	int			count = list->Count;
+	int			nack = 0;
+	natsMsg   **ackable = palloc(sizeof(natsMsg *) * Max(count, 1));
+	BatchUnit	u = {.subscriber = s->name, .msgs = list->Msgs, .count = count,
+		.applied = palloc0(sizeof(bool) * Max(count, 1)), .errors = palloc0(sizeof(char *) * Max(count, 1)),
+	.keep = CurrentMemoryContext};
+
+	if (PgcloudRunUnit("applying NATS events", apply_batch_unit, &u) != NULL)
+		for (int m = 0; m < count; m++)
+		{
+			u.applied[m] = apply_message(s->name, list->Msgs[m], &u.errors[m]);
+			PgcloudWorkerHandleInterrupts();
+		}
+
+	for (int m = 0; m < count; m++)
+	{
+		natsMsg    *msg = list->Msgs[m];
+
+		if (u.applied[m])
+			ackable[nack++] = msg;
+		else
+		{
+			jsMsgMetaData *meta = NULL;
+			int			deliveries = 1;
+
+			if (natsMsg_GetMetaData(&meta, msg) == NATS_OK)
+			{
+				deliveries = (int) meta->NumDelivered;
+				jsMsgMetaData_Destroy(meta);
+			}
+			if (deliveries >= max_attempts && record_failure(s->name, msg, u.errors[m], deliveries))
+				natsMsg_Term(msg, NULL);
+			else
+				natsMsg_NakWithDelay(msg, PgcloudBackoffMs(deliveries, retry_base_ms, 10, 60000L), NULL);
+		}
+	}
+	/* Every one committed: the acks go out together. */
+	for (int m = 0; m < nack; m++)
+		natsMsg_Ack(ackable[m], NULL);
+	pfree(ackable);
+	return nack;
+}
+
+/*
+ * One round: a no-wait pull from every durable, each batch applied and
+ * acked. Returns the messages applied, or -1 after a NATS failure.
+ */
 static int
 consume_round(void)
 {
 	int			handled = 0;
+	bool		got = false;
 
 	for (int i = 0; i < nsubscribers; i++)
 	{
 		Subscriber *s = &subscribers[i];
 		natsMsgList list = {0};
-		natsStatus	st = ensure_subscription(s);
+		natsStatus	st;
 
-		if (st != NATS_OK)
-		{
-			NatsLinkFailed(&nlink, "set up a durable consumer", st);
-			drop_subscriptions();
-			return -1;
-		}
+		/*
+		 * nats.c sends a no-wait pull request first and returns as soon as
+		 * the server answered it with messages; only an empty durable waits
+		 * (at most FETCH_TIMEOUT_MS). An answer that comes later stays in
+		 * the subscription for the next round.
+		 */
 		st = natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_TIMEOUT_MS, NULL);
-		if (st == NATS_TIMEOUT)
-			continue;
+		if (st == NATS_NOT_FOUND || st == NATS_TIMEOUT)
+			continue;			/* nothing there */
 		if (st != NATS_OK)
 		{
-			NatsLinkFailed(&nlink, "fetch from JetStream", st);
-			drop_subscriptions();
+			link_failed("fetch from JetStream", st);
 			return -1;
 		}
-		for (int m = 0; m < list.Count; m++)
-		{
-			natsMsg    *msg = list.Msgs[m];
-			char	   *error = NULL;
-
-			PgcloudWorkerHandleInterrupts();
-			if (apply_message(s->name, msg, &error))
-			{
-				natsMsg_Ack(msg, NULL);
-				handled++;
-			}
-			else
-			{
-				jsMsgMetaData *meta = NULL;
-				int			deliveries = 1;
-
-				if (natsMsg_GetMetaData(&meta, msg) == NATS_OK)
-				{
-					deliveries = (int) meta->NumDelivered;
-					jsMsgMetaData_Destroy(meta);
-				}
-				if (deliveries >= max_attempts && record_failure(s->name, msg, error, deliveries))
-					natsMsg_Term(msg, NULL);
-				else
-					natsMsg_NakWithDelay(msg, PgcloudBackoffMs(deliveries, retry_base_ms, 10, 60000L), NULL);
-			}
-		}
+		got = true;
+		handled += apply_batch(s, &list);
 		natsMsgList_Destroy(&list);
+		/* Between batches (a batch is acked whole): SIGTERM, the postmaster's death, SIGHUP. */
+		PgcloudWorkerHandleInterrupts();
 	}
-	return handled;
+	return got ? Max(handled, 1) : 0;
 }
 
 void
@@ -286,6 +447,7 @@ pgcloud_consumer_main(Datum arg)
 {
 	MemoryContext loopcxt;
 	jsOptions	jsopts;
+	long		idle_ms = 1;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_CONSUMER, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
@@ -307,16 +469,21 @@ pgcloud_consumer_main(Datum arg)
 		MemoryContextSwitchTo(loopcxt);
 		if (!PgcloudNatsMode())
 			proc_exit(0);		/* the launcher stops us; don't linger */
-		if (!NatsLinkEnsure(&nlink, &jsopts))
-		{
-			drop_subscriptions();
+		/* A connection nats.c closed (it does not reconnect): nothing of it may outlive it. */
+		if (nlink.conn != NULL && !NatsLinkConnected(&nlink))
+			link_failed("keep the connection to NATS", NATS_CONNECTION_CLOSED);
+		if (nsubscribers == 0)
+			n = 0;
+		else if (!NatsLinkEnsure(&nlink, &jsopts))
 			n = -1;
-		}
+		else if (!ensure_all())
+			n = -1;
 		else
 			n = consume_round();
 		if (n > 0)
 		{
 			PgcloudWorkerNoteActivity(n, 0);
+			idle_ms = 1;
 			/* A wake-up while busy (e.g. a service installed) re-reads the subscribers too. */
 			if (MyLatch->is_set)
 			{
@@ -325,10 +492,18 @@ pgcloud_consumer_main(Datum arg)
 			}
 			continue;
 		}
-		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : (nsubscribers == 0 ? 10000L : 1L);
+		if (n < 0)
+			timeout = NatsLinkBackoffMs(&nlink);
+		else if (nsubscribers == 0)
+			timeout = 10000L;
+		else
+		{
+			timeout = idle_ms;
+			idle_ms = Min(idle_ms * 2, IDLE_MAX_MS);
+		}
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to do: re-read the subscribers. */
+		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to subscribe: re-read the subscribers. */
 		if ((rc & WL_LATCH_SET) || nsubscribers == 0)
 			load_config();
 	}

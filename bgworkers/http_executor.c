@@ -9,14 +9,20 @@
  * latch, shmem.c). No busy polling.
  *
  * One loop turn:
- *  1. when woken, or when a transfer finished or a retry fell due: claim
- *     due intents per target up to the target's free concurrency
- *     (core.http_concurrency) and commit them in_flight before anything is
- *     sent (then run the failed final callbacks that are due again);
- *  2. start their transfers (credentials added at send time, http_transfer.c);
- *  3. wait; let libcurl act on ready sockets and its timer;
- *  4. record each finished transfer with pgcloud.http_record() in its own
- *     transaction, which also runs the callback of a final outcome.
+ *  1. when woken, or when transfers finished or a retry fell due, one
+ *     round: record the transfers finished since the last wake-up with
+ *     pgcloud.http_record() in one transaction, each in a subtransaction of
+ *     its own (one that fails is undone alone and recorded as a failed try;
+ *     the record also runs the callback of a final outcome); then, in a
+ *     second transaction, claim due intents per target up to the target's
+ *     free concurrency (core.http_concurrency, one statement for every
+ *     target), committed in_flight before anything is sent (then run the
+ *     failed final callbacks that are due again);
+ *  2. start their transfers (credentials added at send time, http_transfer.c)
+ *     on the one multi handle, which keeps its connections open across
+ *     rounds: HTTP/1.1 keep-alive, HTTP/2 multiplexing where the target
+ *     offers it over TLS;
+ *  3. wait; let libcurl act on ready sockets and its timer.
  *
  * Crash safety: an intent is committed in_flight before it is sent; at start
  * the worker puts every in_flight intent back to pending (the new try sends
@@ -42,6 +48,13 @@ PG_FUNCTION_INFO_V1(pgcloud_http_wake);
 
 #define CALLBACK_BATCH 20
 #define IDLE_WAIT_MS 60000L
+/*
+ * However it is woken, the worker claims again and lets libcurl look at
+ * every transfer at least this often: a wake-up that went missing (a due
+ * retry at a target that looked full, a socket event not delivered) costs
+ * seconds, not IDLE_WAIT_MS. One claim statement per interval when idle.
+ */
+#define SAFETY_ROUND_MS 2000L
 #define MAX_CONCURRENCY 256
 
 typedef struct SockEntry
@@ -75,6 +88,7 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr callback_plan = NULL;
 static SPIPlanPtr due_callbacks_plan = NULL;
+static SPIPlanPtr async_commit_plan = NULL;
 
 /*
  * pgcloud.http_wake() RETURNS boolean — wakes this database's executor when
@@ -184,6 +198,7 @@ prepare_plans(void)
 	PgcloudPlan(&callback_plan, "SELECT pgcloud.http_run_callback($1::uuid, true)", 1, callback_types);
 	PgcloudPlan(&due_callbacks_plan, "SELECT id::text FROM pgcloud.http_callbacks_due("
 				CppAsString2(CALLBACK_BATCH) ") AS id", 0, NULL);
+	PgcloudPlan(&async_commit_plan, "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)", 0, NULL);
 }
 
 static long
@@ -230,26 +245,26 @@ load_policy(void)
 
 /* ---- recording outcomes ----------------------------------------------------- */
 
-typedef struct OutcomeUnit
+/* One finished transfer waiting to be recorded. */
+typedef struct Finished
 {
-	const char *id;
+	char		id[40];
 	int			attempt;
 	HttpTarget	target;
-	const HttpOutcome *o;
-} OutcomeUnit;
+	HttpOutcome o;
+} Finished;
 
+/* Records one outcome (and runs its callback) in the current unit of work. */
 static void
-record_outcome_unit(void *arg)
+record_in_work(const char *id, int attempt, HttpTarget target, const HttpOutcome *o)
 {
-	OutcomeUnit *u = (OutcomeUnit *) arg;
-	const HttpOutcome *o = u->o;
 	Datum		values[8];
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	char	   *state;
 
 	prepare_plans();
-	values[0] = CStringGetTextDatum(u->id);
-	values[1] = Int32GetDatum(u->attempt);
+	values[0] = CStringGetTextDatum(id);
+	values[1] = Int32GetDatum(attempt);
 	values[2] = Int32GetDatum(o->status);
 	nulls[2] = o->has_status ? ' ' : 'n';
 	values[3] = o->headers_json ? CStringGetTextDatum(o->headers_json) : (Datum) 0;
@@ -266,9 +281,25 @@ record_outcome_unit(void *arg)
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (state != NULL && strcmp(state, "dead") == 0)
 		ereport(LOG,
-				errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", u->id,
-					   HttpTargetNames[u->target], u->attempt,
+				errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
+					   HttpTargetNames[target], attempt,
 					   o->error ? o->error : psprintf("status %d", o->status)));
+}
+
+typedef struct OutcomeUnit
+{
+	const char *id;
+	int			attempt;
+	HttpTarget	target;
+	const HttpOutcome *o;
+} OutcomeUnit;
+
+static void
+record_outcome_unit(void *arg)
+{
+	OutcomeUnit *u = (OutcomeUnit *) arg;
+
+	record_in_work(u->id, u->attempt, u->target, u->o);
 }
 
 static void
@@ -294,6 +325,118 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 		f.error = psprintf("could not record the outcome: %s", failure);
 		record_outcome(id, attempt, target, &f, true);
 	}
+}
+
+/* One outcome in a subtransaction of the current unit of work; the error message (in cxt) or NULL. */
+static char *
+record_in_subxact(const Finished *f, MemoryContext cxt)
+{
+	MemoryContext subcxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile failure = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(subcxt);
+	PG_TRY();
+	{
+		record_in_work(f->id, f->attempt, f->target, &f->o);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(subcxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(subcxt);
+		CurrentResourceOwner = owner;
+		failure = MemoryContextStrdup(cxt, edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return failure;
+}
+
+typedef struct OutcomeBatch
+{
+	Finished   *f;
+	int			n;
+	char	  **failures;		/* per outcome: why its subtransaction rolled back, or NULL */
+	int			recorded;
+	MemoryContext cxt;			/* the caller's, for the failure messages */
+} OutcomeBatch;
+
+static void
+record_outcomes_unit(void *arg)
+{
+	OutcomeBatch *b = (OutcomeBatch *) arg;
+
+	b->recorded = 0;
+	for (int i = 0; i < b->n; i++)
+	{
+		b->failures[i] = record_in_subxact(&b->f[i], b->cxt);
+		if (b->failures[i] == NULL)
+			b->recorded++;
+	}
+}
+
+/*
+ * After a batch committed: the outcomes whose subtransaction rolled back are
+ * recorded on their own as failed tries, as record_outcome() does.
+ */
+static void
+record_batch_followups(OutcomeBatch *b)
+{
+	if (b->recorded > 0)
+		PgcloudWorkerNoteActivity(b->recorded, 0);
+	for (int i = 0; i < b->n; i++)
+		if (b->failures[i] != NULL)
+		{
+			HttpOutcome fo = {0};
+
+			PgcloudWorkerNoteError(b->failures[i]);
+			ereport(LOG, errmsg("pgcloud http: could not record the outcome of intent %s: %s", b->f[i].id,
+								b->failures[i]));
+			fo.retry_after = -1;
+			fo.error = psprintf("could not record the outcome: %s", b->failures[i]);
+			record_outcome(b->f[i].id, b->f[i].attempt, b->f[i].target, &fo, true);
+		}
+}
+
+/*
+ * Records the outcomes of the transfers finished since the last wake-up in
+ * one unit of work (one commit), each in its own subtransaction: an outcome
+ * that cannot be recorded is undone alone and then recorded as a failed try
+ * on its own, as record_outcome() does. Should the unit fail as a whole,
+ * every outcome is recorded on its own.
+ */
+static void
+record_outcomes(Finished *f, int n)
+{
+	OutcomeBatch b = {.f = f, .n = n, .recorded = 0, .cxt = CurrentMemoryContext};
+	char	   *msg;
+
+	if (n == 0)
+		return;
+	if (n == 1)
+	{
+		record_outcome(f[0].id, f[0].attempt, f[0].target, &f[0].o, false);
+		return;
+	}
+	b.failures = palloc0(sizeof(char *) * n);
+	msg = PgcloudRunUnit("recording HTTP outcomes", record_outcomes_unit, &b);
+	if (msg != NULL)
+	{
+		ereport(LOG, errmsg("pgcloud http: could not record %d outcomes together: %s", n, msg));
+		for (int i = 0; i < n; i++)
+			record_outcome(f[i].id, f[i].attempt, f[i].target, &f[i].o, false);
+		return;
+	}
+	record_batch_followups(&b);
 }
 
 static void
@@ -474,7 +617,7 @@ claim_unit(void *arg)
 	 * intent is simply pending again, which is what recovery makes of an
 	 * intent in flight anyway (it is sent again with the same key).
 	 */
-	if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
+	if (SPI_execute_plan(async_commit_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not set synchronous_commit");
 	if (policy_loaded_at == 0 ||
 		TimestampDifferenceExceeds(policy_loaded_at, GetCurrentTimestamp(), POLICY_TTL_MS))
@@ -522,15 +665,19 @@ start_transfers(List *claimed)
 }
 
 /*
- * Claims due intents within each target's free capacity (one transaction,
- * committed before anything is sent) and starts them. Sets next_due_at.
+ * One round: records the outcomes of the transfers finished since the last
+ * wake-up (one transaction, each in a subtransaction, see record_outcomes),
+ * then claims due intents within each target's free capacity (one
+ * statement for every target, committed before anything is sent) and
+ * starts them. Sets next_due_at.
  */
 static void
-claim_and_start(void)
+record_claim_and_start(Finished *done, int ndone)
 {
 	ClaimRound	r = {.cxt = CurrentMemoryContext};
 	char	   *msg;
 
+	record_outcomes(done, ndone);
 	next_due_at = 0;
 	msg = PgcloudRunUnit("claiming HTTP intents", claim_unit, &r);
 	if (msg != NULL)
@@ -562,13 +709,18 @@ drive_timer_if_due(void)
 	}
 }
 
-/* Records every finished transfer; returns how many finished. */
-static int
-finish_completed(void)
+/*
+ * Takes every finished transfer off the multi handle (its capacity is free
+ * again) and returns their outcomes, to be recorded by the next round.
+ */
+static Finished *
+collect_finished(int *ndone)
 {
 	CURLMsg    *m;
 	int			left;
 	int			n = 0;
+	int			cap = 16;
+	Finished   *done = palloc(sizeof(Finished) * cap);
 
 	while ((m = curl_multi_info_read(multi, &left)) != NULL)
 	{
@@ -576,17 +728,20 @@ finish_completed(void)
 		CURLcode	result = m->data.result;
 		HttpTransfer *t = NULL;
 		HttpTransfer **pp;
-		HttpOutcome o;
-		char		id[40];
-		int			attempt;
-		HttpTarget	target;
+		Finished   *f;
 
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t);
 		curl_multi_remove_handle(multi, easy);	/* m is invalid from here */
+		if (n == cap)
+		{
+			cap *= 2;
+			done = repalloc(done, sizeof(Finished) * cap);
+		}
+		f = &done[n];
 		/* Should this raise (out of memory), t is still listed and freed at exit. */
-		HttpTransferOutcome(t, result, &o);
+		HttpTransferOutcome(t, result, &f->o);
 		for (pp = &transfers; *pp != NULL; pp = &(*pp)->next)
 			if (*pp == t)
 			{
@@ -594,14 +749,14 @@ finish_completed(void)
 				break;
 			}
 		inflight[t->target]--;
-		strlcpy(id, t->id, sizeof(id));
-		attempt = t->attempt;
-		target = t->target;
+		strlcpy(f->id, t->id, sizeof(f->id));
+		f->attempt = t->attempt;
+		f->target = t->target;
 		HttpTransferFree(t);
-		record_outcome(id, attempt, target, &o, false);
 		n++;
 	}
-	return n;
+	*ndone = n;
+	return done;
 }
 
 /*
@@ -696,6 +851,7 @@ pgcloud_http_main(Datum arg)
 {
 	MemoryContext loopcxt;
 	bool		need_claim = true;
+	TimestampTz last_round_at = 0;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_HTTP, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
@@ -709,6 +865,14 @@ pgcloud_http_main(Datum arg)
 	before_shmem_exit(shutdown_transfers, (Datum) 0);
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	/*
+	 * Connections live in the multi handle's cache, across rounds: a target
+	 * is reached over the connections already open to it (HTTP/1.1
+	 * keep-alive; HTTP/2 streams on one connection where the target offers
+	 * h2 over TLS). Enough room for every target's concurrency.
+	 */
+	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) MAX_CONCURRENCY);
 
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud http loop", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(loopcxt);
@@ -719,6 +883,8 @@ pgcloud_http_main(Datum arg)
 	{
 		TimestampTz now;
 		long		timeout;
+		Finished   *done;
+		int			ndone;
 
 		if (PgcloudGotSighup)
 		{
@@ -729,20 +895,28 @@ pgcloud_http_main(Datum arg)
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
 
-		if (need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
-		{
-			need_claim = false;
-			claim_and_start();
-		}
 		drive_timer_if_due();
-		if (finish_completed() > 0)
+		done = collect_finished(&ndone);
+		if (ndone > 0 || need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
 		{
-			need_claim = true;	/* capacity came free */
+			/* Finished transfers freed capacity: record them and claim again, in one round. */
+			need_claim = false;
+			record_claim_and_start(done, ndone);
+			last_round_at = GetCurrentTimestamp();
 			continue;
 		}
 
 		now = GetCurrentTimestamp();
-		timeout = IDLE_WAIT_MS;
+		if (TimestampDifferenceExceeds(last_round_at, now, SAFETY_ROUND_MS))
+		{
+			int			running;
+
+			if (transfers != NULL)
+				curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			need_claim = true;
+			continue;
+		}
+		timeout = Min(IDLE_WAIT_MS, SAFETY_ROUND_MS);
 		if (curl_timer_set)
 			timeout = Min(timeout, ms_until(curl_deadline, now));
 		if (next_due_at != 0)
@@ -752,7 +926,5 @@ pgcloud_http_main(Datum arg)
 			need_claim = true;
 			policy_loaded_at = 0;	/* woken by a commit: read the policies afresh */
 		}
-		if (finish_completed() > 0)
-			need_claim = true;
 	}
 }

@@ -162,6 +162,14 @@ setup_http(HttpTransfer *t, const HttpClaimed *c, char **error)
 	char	   *auth = NULL;
 
 	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+	/*
+	 * HTTP/2 where the target offers it over TLS (ALPN), its streams
+	 * multiplexed on the connections already open. No CURLOPT_PIPEWAIT: with
+	 * it a request waits until the first answer on a new HTTP/1.1
+	 * connection says it cannot be shared, which serialises the first
+	 * requests to a slow target (core_http_crash saw that).
+	 */
+	SETOPT(CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 	if (!add_header(t, "User-Agent: pgcloud/" EXTVERSION) || !add_header(t, "Expect:"))
 		goto oom;
 	if (c->content_type != NULL && !add_header(t, psprintf("Content-Type: %s", c->content_type)))

@@ -85,7 +85,15 @@ start_worker(int slot, PgcloudWorkerKind kind)
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
+
+	/*
+	 * The launcher restarts its workers itself (tend_workers). Restarted by
+	 * the postmaster instead, they would survive a crash-restart of the
+	 * cluster as registrations the new launcher knows nothing of: they came
+	 * back beside the workers it starts, held max_worker_processes slots
+	 * (its own workers then could not start) and ran twice per database.
+	 */
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pgcloud");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", kind_functions[kind]);
 	snprintf(worker.bgw_name, BGW_MAXLEN, "pgcloud %s %s", PgcloudWorkerKindName(kind),

@@ -8,6 +8,7 @@
 #include "common/pg_prng.h"
 #include "storage/fd.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include "nats_link.h"
@@ -183,15 +184,59 @@ url_user(const char *url)
 	return len > 0 ? pnstrdup(start, len) : NULL;
 }
 
+/*
+ * nats.c starts threads of its own (at its first use: timers, asynchronous
+ * callbacks, garbage collection; per connection: reader and flusher). A
+ * thread inherits the signal mask of its creator, and this process's signals
+ * belong to PostgreSQL's handlers, which must run on this thread only (they
+ * touch the latch, InterruptPending, timeout.c's state). So every nats.c call
+ * that may start a thread runs with all signals blocked; those that arrive
+ * meanwhile are delivered to this thread when the mask is restored.
+ */
+void
+NatsLinkBlockSignals(sigset_t *saved)
+{
+	sigset_t	all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, saved);
+}
+
+void
+NatsLinkRestoreSignals(const sigset_t *saved)
+{
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+bool
+NatsLinkConnected(NatsLink *link)
+{
+	return link->conn != NULL && natsConnection_Status(link->conn) == NATS_CONN_STATUS_CONNECTED;
+}
+
+static bool link_connect(NatsLink *link, jsOptions *jsopts);
+
 bool
 NatsLinkEnsure(NatsLink *link, jsOptions *jsopts)
+{
+	sigset_t	saved;
+	bool		ok;
+
+	if (NatsLinkConnected(link))
+		return true;
+	NatsLinkBlockSignals(&saved);
+	ok = link_connect(link, jsopts);
+	NatsLinkRestoreSignals(&saved);
+	return ok;
+}
+
+static bool
+link_connect(NatsLink *link, jsOptions *jsopts)
 {
 	natsOptions *opts = NULL;
 	natsStatus	s;
 	char	   *user = NULL;
 
-	if (link->conn != NULL && natsConnection_Status(link->conn) == NATS_CONN_STATUS_CONNECTED)
-		return true;
 	NatsLinkClose(link);
 
 	s = natsOptions_Create(&opts);

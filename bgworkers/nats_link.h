@@ -5,6 +5,7 @@
 #ifndef PGCLOUD_NATS_LINK_H
 #define PGCLOUD_NATS_LINK_H
 
+#include <signal.h>
 #include <nats/nats.h>
 
 #define PGCLOUD_STREAM "PGCLOUD_EVENTS"
@@ -20,6 +21,11 @@ typedef struct NatsLink
 /* Connects (when not connected) and ensures the stream; false (and logs once per outage) on failure. */
 extern bool NatsLinkEnsure(NatsLink *link, jsOptions *jsopts);
 extern void NatsLinkClose(NatsLink *link);
+/* True when connected (a closed connection is not reopened by nats.c: NatsLinkEnsure does it). */
+extern bool NatsLinkConnected(NatsLink *link);
+/* Around every nats.c call that may start a thread: the thread takes no signal. */
+extern void NatsLinkBlockSignals(sigset_t *saved);
+extern void NatsLinkRestoreSignals(const sigset_t *saved);
 /* Milliseconds to wait before the next connection attempt (exponential, jittered, capped). */
 extern long NatsLinkBackoffMs(NatsLink *link);
 /* Records a failure; logs the first of an outage at WARNING with the reason. */

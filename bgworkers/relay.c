@@ -10,14 +10,15 @@
  *    a bounded number in flight, and marked published only once JetStream
  *    acknowledged it. An event whose aggregate had an earlier failure in the
  *    batch stays pending too, so one aggregate's events reach the stream in
- *    order (redelivery is deduplicated by Nats-Msg-Id).
+ *    order (redelivery is deduplicated by Nats-Msg-Id). One claim statement
+ *    and one mark statement per batch; the acknowledgements are booked
+ *    without locks (see ack_slots); a full batch sizes the next one to what
+ *    the stream took in NATS_BATCH_TARGET_MS.
  * Errors are caught per batch: the worker notes them and backs off.
  * In NATS mode the relay holds a session advisory lock so that it is the
  * only publisher of its database, which lets it claim rows without row locks.
  */
 #include "workers.h"
-
-#include <pthread.h>
 
 #include "access/xact.h"
 #include "pgstat.h"
@@ -26,61 +27,59 @@
 
 #include "nats_link.h"
 
-#define NATS_BATCH 2000
+#define NATS_BATCH_MIN 100
+#define NATS_BATCH_START 1000
+#define NATS_BATCH_MAX 10000
+#define NATS_BATCH_TARGET_MS 200	/* a full batch takes about this long at the stream's pace */
 #define NATS_MAX_INFLIGHT 4000
 #define ACK_WAIT_MS 10000
 
 /* ---- acknowledgements (written by nats.c threads: plain C only) ------- */
 
-typedef struct AckBook
-{
-	pthread_mutex_t mu;
-	int			n;
-	int64	   *ids;			/* outbox ids of the batch, ascending */
-	bool	   *failed;
-	bool	   *acked;			/* JetStream stored it (a positive ack) */
-} AckBook;
-
 /*
- * The book is complete (every id of the batch written, under the mutex)
- * before the first message is published, so a callback never searches a
- * half-written array; and an event counts as published only on a positive
- * ack, so an ack that is lost or never matched leaves it in the outbox.
+ * The book of the batch being published, written without locks: slot i
+ * holds (batch generation << 2) | ACKED | FAILED for the batch's i-th
+ * event. The relay stamps the slots of a batch with its new generation
+ * before the first message goes out; each message carries "<generation>.
+ * <slot>" (header Pgcloud-Relay-Ack), and the ack callback ORs its bit into
+ * the slot with a compare-and-swap only while the slot holds that same
+ * generation (a newer one wins; a late ack of an earlier batch is dropped).
+ * An event counts as published only when its slot holds the batch's
+ * generation with ACKED and without FAILED: an ack that is lost, late,
+ * negative or never matched leaves the event in the outbox. The slots are
+ * static, so a late callback never touches freed memory.
  */
-static AckBook acks = {PTHREAD_MUTEX_INITIALIZER, 0, NULL, NULL, NULL};
+#define ACK_ACKED 1
+#define ACK_FAILED 2
+
+static uint64 ack_slots[NATS_BATCH_MAX];
+static uint64 ack_generation = 0;	/* written by the relay's own thread only */
 
 static void
 ack_mark_msg(natsMsg *msg, bool ok)
 {
 	const char *val = NULL;
+	char	   *end;
+	uint64		gen;
+	long		slot;
+	uint64		old;
 
-	if (natsMsgHeader_Get(msg, "Pgcloud-Outbox-Id", &val) != NATS_OK || val == NULL)
+	if (natsMsgHeader_Get(msg, "Pgcloud-Relay-Ack", &val) != NATS_OK || val == NULL)
 		return;
+	gen = strtoull(val, &end, 10);
+	if (*end != '.')
+		return;
+	slot = strtol(end + 1, NULL, 10);
+	if (slot < 0 || slot >= NATS_BATCH_MAX)
+		return;
+	old = __atomic_load_n(&ack_slots[slot], __ATOMIC_ACQUIRE);
+	for (;;)
 	{
-		long long	id = strtoll(val, NULL, 10);
-		int			lo = 0,
-					hi;
-
-		pthread_mutex_lock(&acks.mu);
-		hi = acks.n - 1;
-		while (lo <= hi)
-		{
-			int			mid = (lo + hi) / 2;
-
-			if (acks.ids[mid] == id)
-			{
-				if (ok)
-					acks.acked[mid] = true;
-				else
-					acks.failed[mid] = true;
-				break;
-			}
-			if (acks.ids[mid] < id)
-				lo = mid + 1;
-			else
-				hi = mid - 1;
-		}
-		pthread_mutex_unlock(&acks.mu);
+		if ((old >> 2) != gen)
+			return;				/* not this slot's batch */
+		if (__atomic_compare_exchange_n(&ack_slots[slot], &old, old | (ok ? ACK_ACKED : ACK_FAILED), false,
+										__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			return;
 	}
 }
 
@@ -93,6 +92,24 @@ on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closur
 	ack_mark_msg(msg, pae == NULL && pa != NULL);
 	natsMsg_Destroy(msg);
 }
+
+/* The relay's own thread: did slot i of the current batch get a positive ack and no failure? */
+static bool
+ack_published(int i)
+{
+	uint64		v = __atomic_load_n(&ack_slots[i], __ATOMIC_ACQUIRE);
+
+	return (v >> 2) == ack_generation && (v & ACK_ACKED) && !(v & ACK_FAILED);
+}
+
+static void
+ack_fail(int i)
+{
+	__atomic_or_fetch(&ack_slots[i], ACK_FAILED, __ATOMIC_ACQ_REL);
+}
+
+/* Events per batch: sized from the stream's measured pace (adaptive). */
+static int	nats_batch = NATS_BATCH_START;
 
 /* ---- NATS mode ---------------------------------------------------------- */
 
@@ -125,15 +142,19 @@ prepare_plans(void)
 static int
 publish_batch(void)
 {
-	Datum		arg = Int32GetDatum(NATS_BATCH);
+	Datum		arg = Int32GetDatum(nats_batch);
 	int			n;
 	int			published = 0;
 	bool		broken = false;
 	natsStatus	s = NATS_OK;
 	char	  **aggregates;
+	int64	   *ids;
 	Datum	   *done;
 	int			ndone = 0;
+	int		   *bad;
+	int			nbad = 0;
 	jsPubOptions popts;
+	TimestampTz started = GetCurrentTimestamp();
 
 	prepare_plans();
 	if (SPI_execute_plan(claim_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)
@@ -141,46 +162,43 @@ publish_batch(void)
 	n = (int) SPI_processed;
 	if (n == 0)
 		return 0;
+	Assert(n <= NATS_BATCH_MAX);
 
 	aggregates = palloc(sizeof(char *) * n);
+	ids = palloc(sizeof(int64) * n);
 	done = palloc(sizeof(Datum) * n);
-	pthread_mutex_lock(&acks.mu);
-	acks.ids = palloc(sizeof(int64) * n);
-	acks.failed = palloc0(sizeof(bool) * n);
-	acks.acked = palloc0(sizeof(bool) * n);
+	bad = palloc(sizeof(int) * n);
+	/* A new generation: every slot of the batch is stamped before the first publish. */
+	ack_generation++;
 	for (int i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		acks.ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	acks.n = n;
-	pthread_mutex_unlock(&acks.mu);
+		__atomic_store_n(&ack_slots[i], ack_generation << 2, __ATOMIC_RELEASE);
 
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		char	   *event_id = SPI_getvalue(tup, desc, 2);
-		char	   *event_type = SPI_getvalue(tup, desc, 3);
-		char	   *correlation = SPI_getvalue(tup, desc, 5);
-		char	   *body = SPI_getvalue(tup, desc, 6);
-		char	   *subject = psprintf(PGCLOUD_SUBJECT_PREFIX "%s", event_type);
-		char		idbuf[32];
+		char	   *event_id;
+		char	   *event_type;
+		char	   *correlation;
+		char	   *body;
+		char		subject[256];
+		char		ackbuf[48];
 		natsMsg    *msg = NULL;
 
-		Assert(acks.ids[i] == id);
+		ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		aggregates[i] = SPI_getvalue(tup, desc, 4);
 		if (broken)
 		{
-			pthread_mutex_lock(&acks.mu);
-			acks.failed[i] = true;
-			pthread_mutex_unlock(&acks.mu);
+			ack_fail(i);
 			continue;
 		}
-		snprintf(idbuf, sizeof(idbuf), INT64_FORMAT, id);
+		event_id = SPI_getvalue(tup, desc, 2);
+		event_type = SPI_getvalue(tup, desc, 3);
+		correlation = SPI_getvalue(tup, desc, 5);
+		body = SPI_getvalue(tup, desc, 6);
+		snprintf(subject, sizeof(subject), PGCLOUD_SUBJECT_PREFIX "%s", event_type);
+		snprintf(ackbuf, sizeof(ackbuf), UINT64_FORMAT ".%d", ack_generation, i);
 		s = natsMsg_Create(&msg, subject, NULL, body, (int) strlen(body));
 		if (s == NATS_OK)
 			s = natsMsgHeader_Set(msg, "Nats-Msg-Id", event_id);
@@ -189,16 +207,21 @@ publish_batch(void)
 		if (s == NATS_OK)
 			s = natsMsgHeader_Set(msg, "Pgcloud-Event-Type", event_type);
 		if (s == NATS_OK)
-			s = natsMsgHeader_Set(msg, "Pgcloud-Outbox-Id", idbuf);
+			s = natsMsgHeader_Set(msg, "Pgcloud-Relay-Ack", ackbuf);
 		if (s == NATS_OK)
+		{
+			sigset_t	saved;
+
+			/* The first one starts nats.c's reply thread, which must take no signal. */
+			NatsLinkBlockSignals(&saved);
 			s = js_PublishMsgAsync(nlink.js, &msg, NULL);
+			NatsLinkRestoreSignals(&saved);
+		}
 		if (msg != NULL)
 			natsMsg_Destroy(msg);	/* not handed over */
 		if (s != NATS_OK)
 		{
-			pthread_mutex_lock(&acks.mu);
-			acks.failed[i] = true;
-			pthread_mutex_unlock(&acks.mu);
+			ack_fail(i);
 			broken = true;
 		}
 	}
@@ -220,20 +243,25 @@ publish_batch(void)
 		}
 	}
 
-	/* Published: acknowledged, and no earlier failure of the same aggregate. */
-	pthread_mutex_lock(&acks.mu);
+	/*
+	 * Published: acknowledged, and no earlier event of the same aggregate in
+	 * the batch unpublished (so one aggregate's events reach the stream in
+	 * order). The book is read once; a late ack changes nothing below.
+	 */
 	for (int i = 0; i < n; i++)
 	{
-		bool		blocked = acks.failed[i] || !acks.acked[i];
+		bool		blocked = !ack_published(i);
 
-		for (int j = 0; j < i && !blocked; j++)
-			if ((acks.failed[j] || !acks.acked[j]) && strcmp(aggregates[j], aggregates[i]) == 0)
+		for (int j = 0; j < nbad && !blocked; j++)
+			if (strcmp(aggregates[bad[j]], aggregates[i]) == 0)
 				blocked = true;
-		if (!blocked)
-			done[ndone++] = Int64GetDatum(acks.ids[i]);
+		if (blocked)
+			bad[nbad++] = i;
+		else
+			done[ndone++] = Int64GetDatum(ids[i]);
 	}
-	acks.n = 0;
-	pthread_mutex_unlock(&acks.mu);
+	/* The book of this batch is closed: any later ack of it finds another generation. */
+	ack_generation++;
 
 	if (ndone > 0)
 	{
@@ -245,8 +273,22 @@ publish_batch(void)
 	}
 	if (broken)
 	{
+		nats_batch = NATS_BATCH_MIN > nats_batch / 2 ? NATS_BATCH_MIN : nats_batch / 2;
 		NatsLinkFailed(&nlink, "publish to JetStream", s != NATS_OK ? s : NATS_CONNECTION_CLOSED);
 		return published > 0 ? published : -1;
+	}
+	/* A full batch: size the next one to what the stream took in NATS_BATCH_TARGET_MS. */
+	if (n == DatumGetInt32(arg))
+	{
+		long		secs;
+		int			usecs;
+		double		ms;
+		double		want;
+
+		TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
+		ms = secs * 1000.0 + usecs / 1000.0;
+		want = ms > 0 ? n * NATS_BATCH_TARGET_MS / ms : NATS_BATCH_MAX;
+		nats_batch = (int) Max(NATS_BATCH_MIN, Min(NATS_BATCH_MAX, Min(want, nats_batch * 2.0)));
 	}
 	return published;
 }

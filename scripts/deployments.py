@@ -10,6 +10,8 @@ Per shape (deploy/<shape>/):
   layout.tsv                   one line per database: cluster port database services
   <cluster>/init.sql           CREATE DATABASE + CREATE EXTENSION + grants of that cluster
   <cluster>/postgresql.conf    settings to append: port, preload, pgcloud.databases, NATS
+  <cluster>/pg_hba.conf        (per-service layouts) each service's PostgREST role logs in
+                               to its own database only; worker and service roles never
   env/<service>.env            the service's DATABASE_URL (seed 004's format)
   postgrest/<service>.conf     one PostgREST per service, pointed at its database
   nats/<node>.conf             (per-service layouts) the 3 JetStream nodes, routed
@@ -33,6 +35,32 @@ NATS_STORE_DIR = "/var/lib/nats"
 # Relative to the data directory of each cluster (the workers' cwd).
 SECRETS_DIR = "pgcloud-secrets"
 WORKERS_PER_DATABASE = 4      # relay, consumer, http, scheduler
+# Background worker slots besides pgcloud's per-database workers: the pgcloud
+# launcher, PostgreSQL's logical replication launcher, the parallel query
+# workers (max_parallel_workers, taken from the same pool) and headroom.
+PARALLEL_WORKERS = 4
+OTHER_WORKER_SLOTS = 1 + 1 + PARALLEL_WORKERS + 4
+# Client connections: each service's PostgREST pool and its operators, per database.
+CONNECTIONS_PER_DATABASE = 20
+
+
+def cluster_sizing(ndatabases):
+    """The settings sized from the number of databases a cluster holds: every
+    database's workers must find a slot (a worker that does not is missing
+    until an operator restarts the cluster with more), after a crash-restart
+    too."""
+    return ["# Sized for %d database(s): %d pgcloud workers each, the launcher, PostgreSQL's own"
+            % (ndatabases, WORKERS_PER_DATABASE),
+            "# and %d parallel query workers (the same pool), and headroom." % PARALLEL_WORKERS,
+            "max_worker_processes = %d" % (WORKERS_PER_DATABASE * ndatabases + OTHER_WORKER_SLOTS),
+            "max_parallel_workers = %d" % PARALLEL_WORKERS,
+            "max_connections = %d" % max(100, CONNECTIONS_PER_DATABASE * ndatabases)]
+
+
+def authenticator_of(service):
+    """The login role of a service's PostgREST in the per-service layouts:
+    LOGIN NOINHERIT, the API roles, CONNECT on the service's database only."""
+    return "pgcloud_authenticator_" + service
 
 
 class DeploymentError(Exception):
@@ -178,15 +206,26 @@ def render_deployments(root, platform, core, meta, services, base_out):
                           "REVOKE CONNECT ON DATABASE pgcloud FROM PUBLIC;",
                           "GRANT CONNECT ON DATABASE pgcloud TO pgcloud_authenticator;"]
             else:
+                lines += ["",
+                          "-- Nobody but a superuser connects to the maintenance databases.",
+                          "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;",
+                          "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC;"]
                 for n in c["services"]:
                     db = svc[n]["database"]
+                    role = authenticator_of(n)
                     lines += ["",
-                              "-- service %s: database %s" % (n, db),
+                              "-- service %s: database %s, its PostgREST connects as %s" % (n, db, role),
                               "CREATE DATABASE %s;" % db,
                               "\\connect %s" % db,
                               "CREATE EXTENSION pgcloud_%s CASCADE;" % n,
-                              "REVOKE CONNECT ON DATABASE %s FROM PUBLIC;" % db,
-                              "GRANT CONNECT ON DATABASE %s TO pgcloud_authenticator;" % db]
+                              "REVOKE CONNECT, TEMPORARY ON DATABASE %s FROM PUBLIC;" % db,
+                              "-- The shared authenticator of the single-database shape may not connect:",
+                              "-- each service's PostgREST has a login role of its own, for this database only.",
+                              "REVOKE CONNECT ON DATABASE %s FROM pgcloud_authenticator;" % db,
+                              "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '%s') THEN "
+                              "CREATE ROLE %s LOGIN NOINHERIT; END IF; END $$;" % (role, role),
+                              "GRANT pgcloud_anon, pgcloud_user, pgcloud_admin, pgcloud_service TO %s;" % role,
+                              "GRANT CONNECT ON DATABASE %s TO %s;" % (db, role)]
             out[d + c["name"] + "/init.sql"] = "\n".join(lines) + "\n"
 
             # postgresql.conf settings
@@ -196,8 +235,7 @@ def render_deployments(root, platform, core, meta, services, base_out):
                          c["name"], shape["name"]),
                      "port = %d" % c["port"],
                      "shared_preload_libraries = 'pgcloud'",
-                     "pgcloud.databases = '%s'" % ",".join(dbs),
-                     "max_worker_processes = %d" % (8 + WORKERS_PER_DATABASE * len(dbs))]
+                     "pgcloud.databases = '%s'" % ",".join(dbs)] + cluster_sizing(len(dbs))
             if not single:
                 lines += [
                     "# Events leave and enter each database only through the NATS cluster.",
@@ -208,10 +246,36 @@ def render_deployments(root, platform, core, meta, services, base_out):
                     "# The CA of the NATS servers' certificates (and of the HTTP targets').",
                     "pgcloud.ca_bundle = '%s/ca.crt'" % SECRETS_DIR]
             out[d + c["name"] + "/postgresql.conf"] = "\n".join(lines) + "\n"
+            if not single:
+                # pg_hba.conf: who may log in where. The first matching line wins.
+                workers = "pgcloud_worker_relay,pgcloud_worker_consumer,pgcloud_worker_http"
+                api_roles = "pgcloud_svc_core,pgcloud_anon,pgcloud_user,pgcloud_admin,pgcloud_service"
+                lines = ["# " + HEADER,
+                         "# pg_hba.conf of cluster %s of shape %s: replaces the cluster's own." % (
+                             c["name"], shape["name"]),
+                         "# TYPE  DATABASE  USER  ADDRESS  METHOD",
+                         "# The background workers start inside the server and never authenticate:",
+                         "# nobody logs in as them. The shared authenticator of the single-database",
+                         "# shape has no place here (and no CONNECT on any service database).",
+                         "local all %s,pgcloud_authenticator reject" % workers,
+                         "host all %s,pgcloud_authenticator all reject" % workers,
+                         "# Service roles own the objects, the API roles are what PostgREST switches",
+                         "# to: they never log in (NOLOGIN, and here).",
+                         "local all +pgcloud_services,%s reject" % api_roles,
+                         "host all +pgcloud_services,%s all reject" % api_roles,
+                         "# Each service's PostgREST: its own database, with its password (use",
+                         "# hostssl where PostgREST is on another machine)."]
+                for n in c["services"]:
+                    lines.append("host %s %s all scram-sha-256" % (svc[n]["database"], authenticator_of(n)))
+                lines += ["# Operators: the local superuser through the socket; nothing else.",
+                          "local all all peer",
+                          "host all all all reject"]
+                out[d + c["name"] + "/pg_hba.conf"] = "\n".join(lines) + "\n"
 
         for n in names:
             c = cluster_of[n]
-            uri = "postgresql://pgcloud_authenticator@%s:%d/%s" % (host, c["port"], database_of(n))
+            login = "pgcloud_authenticator" if single else authenticator_of(n)
+            uri = "postgresql://%s@%s:%d/%s" % (login, host, c["port"], database_of(n))
             out[d + "env/%s.env" % n] = "\n".join([
                 "# " + HEADER,
                 "# No password here: supply it through ~/.pgpass or PGPASSWORD.",
@@ -234,12 +298,16 @@ def render_deployments(root, platform, core, meta, services, base_out):
                 'db-pre-request = "pgcloud.pre_request"',
                 "db-max-rows = 1000",
                 "",
-                "# The auth service's published keys: the output of SELECT api.jwks();",
-                "# in %s on cluster %s (port %d). Refresh it (and reload PostgREST)" % (
-                    database_of("auth"), auth_cluster["name"], auth_cluster["port"]),
-                "# when api.admin_rotate_signing_key() announces a key: a new key is",
-                "# published before it signs.",
-                'jwt-secret = "@/etc/pgcloud/jwks.json"',
+                "# The auth service's published keys: SELECT api.jwks(); in %s on" % database_of("auth"),
+                "# cluster %s (port %d)%s" % (
+                    auth_cluster["name"], auth_cluster["port"],
+                    "." if single or n == "auth" else
+                    ", as this service's own database learnt them:\n"
+                    "# SELECT pgcloud.published_jwks(); in %s." % database_of(n)),
+                "# api.admin_rotate_signing_key() announces a new key (signing_key.published)",
+                "# before it signs: rewrite this file then and",
+                "# reload PostgREST (scripts/multicluster.sh keys does both files).",
+                'jwt-secret = "@/etc/pgcloud/jwks%s.json"' % ("" if single else "-" + n),
                 'jwt-role-claim-key = ".role"',
                 "",
                 "server-port = %d" % rest_port[n],
@@ -284,10 +352,14 @@ def render_deployments(root, platform, core, meta, services, base_out):
                 "cluster {",
                 "  name: %s" % nats["cluster_name"],
                 "  listen: %s:%d" % (nats["host"], nats["route_base_port"] + i),
+                "  # Routes are authenticated both ways by TLS client certificates: a",
+                "  # node accepts a route only from a certificate of ca.pem (the CA of",
+                "  # the NATS nodes alone: it must sign no other certificate).",
                 "  tls {",
                 "    cert_file: %s/server-cert.pem" % NATS_CERT_DIR,
                 "    key_file: %s/server-key.pem" % NATS_CERT_DIR,
                 "    ca_file: %s/ca.pem" % NATS_CERT_DIR,
+                "    verify: true",
                 "    timeout: 2",
                 "  }",
                 "  routes = [",

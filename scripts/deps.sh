@@ -20,6 +20,8 @@ PACKAGES=(
     # terminal relay and app runtime agent (termrelay/); the browser test (test/t/terminal_browser.pl)
     # drives Debian's chromium through chromium-driver with python3-selenium (no npm, no download)
     libwebsockets-dev libssh-dev chromium chromium-driver python3-selenium
+    # bench (make bench): the fast local HTTP target for the executor and its wrk baseline
+    nginx-light wrk
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -396,8 +396,10 @@ def render(platform, core, meta, services):
     stream = platform["nats_stream"]
     ports = {n: base_port + i for i, (n, _) in enumerate(services)}
 
-    def db_uri(db):
-        return "postgresql://%s@%s:%s/%s" % (AUTHENTICATOR, host, pg_port, db)
+    def db_uri(n):
+        # Each service's PostgREST logs in as a role of its own, which may
+        # connect to the service's database only (init-databases.sql).
+        return "postgresql://%s_%s@%s:%s/%s" % (AUTHENTICATOR, n, host, pg_port, dict(services)[n]["database"])
 
     # 1-3. Control files.
     out["extension/%s.control" % core["extension"]] = control_file(
@@ -433,8 +435,13 @@ def render(platform, core, meta, services):
             "CREATE DATABASE %s;" % db,
             "\\connect %s" % db,
             "CREATE EXTENSION pgcloud_%s CASCADE;" % n,
-            "REVOKE CONNECT ON DATABASE %s FROM PUBLIC;" % db,
-            "GRANT CONNECT ON DATABASE %s TO %s;" % (db, AUTHENTICATOR),
+            "REVOKE CONNECT, TEMPORARY ON DATABASE %s FROM PUBLIC;" % db,
+            "-- Its PostgREST's login role, for this database only (not the shared %s)." % AUTHENTICATOR,
+            "REVOKE CONNECT ON DATABASE %s FROM %s;" % (db, AUTHENTICATOR),
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '%s_%s') THEN "
+            "CREATE ROLE %s_%s LOGIN NOINHERIT; END IF; END $$;" % (AUTHENTICATOR, n, AUTHENTICATOR, n),
+            "GRANT pgcloud_anon, pgcloud_user, pgcloud_admin, pgcloud_service TO %s_%s;" % (AUTHENTICATOR, n),
+            "GRANT CONNECT ON DATABASE %s TO %s_%s;" % (db, AUTHENTICATOR, n),
         ]
     out["deploy/init-databases.sql"] = "\n".join(lines) + "\n"
 
@@ -443,7 +450,7 @@ def render(platform, core, meta, services):
         out["deploy/env/%s.env" % n] = "\n".join([
             "# " + HEADER,
             "# No password here: supply it through ~/.pgpass or PGPASSWORD.",
-            "DATABASE_URL=" + db_uri(s["database"]),
+            "DATABASE_URL=" + db_uri(n),
             "PGCLOUD_SERVICE=" + n,
             "PGCLOUD_SCHEMA=" + s["schema"],
             "PGRST_SERVER_PORT=%d" % ports[n],
@@ -457,7 +464,7 @@ def render(platform, core, meta, services):
             "",
             "# No password here. In production set PGRST_DB_URI (it overrides",
             "# this value) or give the PostgREST user a ~/.pgpass entry.",
-            'db-uri = "%s"' % db_uri(s["database"]),
+            'db-uri = "%s"' % db_uri(n),
             'db-schemas = "api"',
             'db-anon-role = "%s"' % ANON_ROLE,
             'db-pre-request = "pgcloud.pre_request"',
@@ -475,7 +482,9 @@ def render(platform, core, meta, services):
     # 7. deploy/nats/streams.json
     consumers = []
     for n, s in services:
-        if not s["subscribes"]:
+        # As pgcloud.nats_subscribers(): also a service that subscribes to
+        # nothing but must learn of revoked sessions in a database of its own.
+        if not s["subscribes"] and "session.revoked" in s["publishes"]:
             continue
         # One filter for the whole stream: nats-server 2.9 (Debian 12) has no
         # filter_subjects. The consumer worker acks events the service does not
@@ -616,6 +625,9 @@ def nats_authorization(platform, services):
             "%s.CONSUMER.DURABLE.CREATE.%s.%s" % (api, stream, durable),
             "%s.CONSUMER.CREATE.%s.%s" % (api, stream, durable),
             "%s.CONSUMER.MSG.NEXT.%s.%s" % (api, stream, durable),
+            # The consumer takes its durable over from the ack floor after a
+            # crash (bgworkers/consumer.c, ensure_subscription): delete, create.
+            "%s.CONSUMER.DELETE.%s.%s" % (api, stream, durable),
             "$JS.ACK.%s.%s.>" % (stream, durable),
         ]
 
@@ -641,14 +653,16 @@ def nats_authorization(platform, services):
     users = []
     for n, s in services:
         pub = ["%s.%s" % (prefix, e) for e in s["publishes"]] + core_subjects + common
-        if s["subscribes"]:
+        # pgcloud.nats_subscribers(): a service that subscribes to nothing has a
+        # durable anyway (to learn of revoked sessions) unless it revokes them.
+        if s["subscribes"] or "session.revoked" not in s["publishes"]:
             pub += consumer_rights(n)
         users.append(user("pgcloud_" + n, "PGCLOUD_NATS_PASSWORD_" + n.upper(),
                           pub, "_INBOX_pgcloud_" + n))
     allpub = ["%s.%s" % (prefix, e) for n, s in services for e in s["publishes"]]
     allpub += ["%s.platform.>" % prefix, "%s.audit.recorded" % prefix] + common
     for n, s in services:
-        if s["subscribes"]:
+        if s["subscribes"] or "session.revoked" not in s["publishes"]:
             allpub += consumer_rights(n)
     users.append(user("pgcloud_platform", "PGCLOUD_NATS_PASSWORD_PLATFORM",
                       allpub, "_INBOX_pgcloud_platform"))

@@ -11,9 +11,15 @@
 #   scripts/multicluster.sh status [SHAPE]  what runs, and the event health
 #   scripts/multicluster.sh lag    [SHAPE]  the operator query of every database
 #                                           and each durable's pending messages
+#   scripts/multicluster.sh keys   [SHAPE]  each service's PostgREST config and
+#                                           jwt-secret from its own database (after
+#                                           a signing-key rotation, before it signs)
 #   scripts/multicluster.sh psql SERVICE [psql args]  psql in a service's database
 #   scripts/multicluster.sh cluster-stop|cluster-start CLUSTER   one cluster (drills)
 #
+# Each service's PostgREST logs in as pgcloud_authenticator_<service> (its
+# password in $PGCLOUD_MULTI_DIR/pg-passwords.env and pgpass); the clusters'
+# pg_hba.conf is the generated one (deploy/<shape>/<cluster>/pg_hba.conf).
 # Environment: PGCLOUD_MULTI_DIR (default /var/tmp/multi-pgcloud-<shape>),
 # PGCLOUD_MULTI_PORT_SHIFT (added to every generated port; default 0),
 # PGCLOUD_MULTI_SETTINGS (extra postgresql.conf lines for every cluster, e.g.
@@ -47,6 +53,7 @@ psql_at() { local port=$1; shift; as_runner psql -X -q -v ON_ERROR_STOP=1 -h "$D
 wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 operator_url() { echo "tls://pgcloud_operator:$(password OPERATOR)@127.0.0.1:$(node_port "$(nats_nodes | head -n 1)")"; }
 password() { sed -n "s/^PGCLOUD_NATS_PASSWORD_$1=//p" "$DIR/nats/passwords.env"; }
+pg_password() { sed -n "s/^PGCLOUD_PG_PASSWORD_$1=//p" "$DIR/pg-passwords.env"; }
 # A live process (a killed node may linger as a zombie where nobody reaps it).
 alive() { [ -f "$1" ] && [ -n "$(ps -o stat= -p "$(cat "$1")" 2>/dev/null | grep -v Z)" ]; }
 natstool() { NATSTOOL_CA=$DIR/certs/ca.pem NATSTOOL_INBOX=_INBOX_pgcloud_operator "$NATSTOOL" "$@"; }
@@ -66,8 +73,45 @@ secrets() {
              echo "$v=pw$(openssl rand -hex 16)"   # a letter first: nats-server parses the value
          done > "$DIR/nats/passwords.env")
     fi
+    if [ ! -f "$DIR/pg-passwords.env" ]; then
+        # Each service's PostgREST login role (pgcloud_authenticator_<service>).
+        (umask 077
+         grep -v '^#' "$GEN/layout.tsv" | awk '{print $4}' | { grep -v , || true; } | sort -u | while read -r svc; do
+             echo "PGCLOUD_PG_PASSWORD_$(echo "$svc" | tr a-z A-Z)=pg$(openssl rand -hex 16)"
+         done > "$DIR/pg-passwords.env")
+    fi
     [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$DIR/run"
     [ -x "$NATSTOOL" ] || gcc -O2 -o "$NATSTOOL" "$REPO/test/tools/natstool.c" -lnats
+}
+
+keys() {
+    # Each service's PostgREST configuration and jwt-secret, from its own
+    # database: the key set auth announced (signing_key.published, learnt by
+    # every database) or, in auth's database, api.jwks(). A database that has
+    # learnt nothing yet (no rotation since the deployment came up) gets
+    # auth's current set. Run after api.admin_rotate_signing_key() (and
+    # reload PostgREST: SIGUSR2) within its activate_after_seconds.
+    mkdir -p "$DIR/postgrest"
+    local auth_line; auth_line=$(grep -v '^#' "$GEN/layout.tsv" | awk '$4 ~ /(^|,)auth(,|$)/' | head -n 1)
+    grep -v '^#' "$GEN/layout.tsv" | while read -r c port db svcs; do
+        port=$(( port + SHIFT ))
+        for svc in ${svcs//,/ }; do
+            local out=$DIR/postgrest/$svc.jwks.json set from
+            if [ "$db" = "$(echo "$auth_line" | awk '{print $3}')" ]; then
+                set=$(psql_at "$port" -d "$db" -tAc 'SELECT api.jwks()'); from=auth
+            else
+                set=$(psql_at "$port" -d "$db" -tAc 'SELECT pgcloud.published_jwks()'); from=learnt
+                if [ -z "$set" ]; then
+                    set=$(psql_at $(( $(echo "$auth_line" | awk '{print $2}') + SHIFT )) -d "$(echo "$auth_line" | awk '{print $3}')" -tAc 'SELECT api.jwks()')
+                    from=initial
+                fi
+            fi
+            (umask 022; printf '%s\n' "$set" > "$out.tmp" && mv "$out.tmp" "$out")
+            perl -pe "s{(\@[\w.-]+:)(\d+)/}{\$1.(\$2+$SHIFT).'/'}e; s{^jwt-secret = .*}{jwt-secret = \"\@$out\"}" \
+                "$GEN/postgrest/$svc.conf" > "$DIR/postgrest/$svc.conf"
+            echo "keys $svc $from $(printf '%s' "$set" | python3 -c 'import json,sys; print(",".join(k["kid"] for k in json.load(sys.stdin)["keys"]))')"
+        done
+    done
 }
 
 nats_up() {
@@ -125,7 +169,10 @@ pg_up() {
             up=$(echo "$user" | tr a-z A-Z)
             (umask 077; echo "pgcloud_$user:$(password "$up")" > "$data/pgcloud-secrets/$db.creds")
         done
-        [ "$(id -u)" = 0 ] && chown -R "$RUN_USER" "$data/pgcloud-secrets"
+        # Who may log in where (per-service layouts): each service's PostgREST
+        # role to its own database only, never the workers' or services' roles.
+        [ -f "$GEN/$c/pg_hba.conf" ] && cp "$GEN/$c/pg_hba.conf" "$data/pg_hba.conf"
+        [ "$(id -u)" = 0 ] && chown -R "$RUN_USER" "$data/pgcloud-secrets" "$data/pg_hba.conf"
         chmod 700 "$data/pgcloud-secrets"
     fi
     if ! as_runner pg_ctl -D "$data" status >/dev/null 2>&1; then
@@ -134,6 +181,14 @@ pg_up() {
     if [ "$(psql_at "$port" -d postgres -tAc "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgcloud%'")" = 0 ]; then
         psql_at "$port" -d postgres -f "$GEN/$c/init.sql" >/dev/null
     fi
+    # The PostgREST roles' passwords, and a pgpass file for them.
+    databases_of "$c" | while read -r db svcs; do
+        [ "${svcs#*,}" = "$svcs" ] || continue
+        local pw; pw=$(pg_password "$(echo "$svcs" | tr a-z A-Z)")
+        echo "ALTER ROLE pgcloud_authenticator_$svcs PASSWORD :'pw';" | psql_at "$port" -d postgres -v pw="$pw" >/dev/null
+        (umask 077; touch "$DIR/pgpass")
+        grep -q "^127.0.0.1:$port:$db:" "$DIR/pgpass" || echo "127.0.0.1:$port:$db:pgcloud_authenticator_$svcs:$pw" >> "$DIR/pgpass"
+    done
     echo "cluster $c: port $port, databases $(databases_of "$c" | awk '{print $1}' | paste -sd' ')"
 }
 
@@ -153,6 +208,7 @@ up() {
     nats_up
     clusters | while read -r c port; do pg_up "$c" "$port"; done
     jwks
+    keys >/dev/null
 }
 
 down() {
@@ -174,7 +230,7 @@ down() {
 lag() {
     # One query per database (scripts/ops/event-lag.sql), then each durable's
     # backlog as JetStream counts it (asked of every node; each durable is
-    # reported by the node that leads it).
+    # reported by the node that leads it, nodes named n1..n3 as server_name).
     clusters | while read -r c port; do
         databases_of "$c" | while read -r db svcs; do
             if as_runner pg_ctl -D "$(pgdata "$c")" status >/dev/null 2>&1; then
@@ -192,6 +248,9 @@ d = json.load(sys.stdin)
 for a in d.get("account_details", []):
     for s in a.get("stream_detail", []):
         for c in s.get("consumer_detail") or []:
+            # Each durable as its leader counts it (a follower'"'"'s figures lag).
+            if (c.get("cluster") or {}).get("leader", sys.argv[1]) != sys.argv[1]:
+                continue
             print("nats %s durable %s pending %d ack_pending %d redelivered %d" % (sys.argv[1], c["name"],
                   c.get("num_pending", 0), c.get("num_ack_pending", 0), c.get("num_redelivered", 0)))
 ' "$n" || true
@@ -217,6 +276,7 @@ case "$CMD" in
     destroy) down; rm -rf "$DIR" ;;
     status) status ;;
     lag) lag ;;
+    keys) keys ;;
     cluster-stop|cluster-start)
         # One cluster of the shape (fault drills): scripts/multicluster.sh cluster-stop money
         c=${2:?usage: $0 $CMD CLUSTER}; data=$(pgdata "$c")
@@ -231,5 +291,5 @@ case "$CMD" in
         set -- $line "$@"
         db=$3; port=$(( $2 + SHIFT )); shift 4
         psql_at "$port" -d "$db" "$@" ;;
-    *) echo "usage: $0 up|down|destroy|status|lag [SHAPE] | psql SERVICE [args] | cluster-stop|cluster-start CLUSTER" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|destroy|status|lag|keys [SHAPE] | psql SERVICE [args] | cluster-stop|cluster-start CLUSTER" >&2; exit 2 ;;
 esac

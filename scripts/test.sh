@@ -158,19 +158,57 @@ if tier pgtap; then
 fi
 
 # --- TAP (PostgreSQL::Test::Cluster) -----------------------------------------
+# TAP_JOBS lanes run files at once (default 2). They share one TESTDIR, so
+# PostgreSQL::Test::Cluster's port locks keep their clusters apart. Files
+# whose first lines say "tap-lock: <name>" (whole deployments on the port
+# plan of registry/deployments.conf) run one after another in the first
+# lane; every other file goes to whichever lane is free. Results are printed
+# in file order, each with its wall time.
+TAP_JOBS=${TAP_JOBS:-2}
+run_tap_file() {   # file: writes $WORK/tap/<name>.out and <name>.rc
+    local f=$1 name start rc
+    name=$(basename "$f" .pl)
+    start=$(date +%s)
+    as_runner env TESTDIR="$WORK/tap" PG_REGRESS="$PG_REGRESS_BIN" \
+        PGCLOUD_REPO="$REPO" prove -I "$PG_PERL_LIB" -I "$REPO/test/t" "$f" >"$WORK/tap/$name.out" 2>&1
+    rc=$?
+    echo "$rc $(( $(date +%s) - start ))" >"$WORK/tap/$name.rc"
+}
+next_tap_file() {  # pops the shared queue ($WORK/tap/queue, one file a line)
+    (
+        flock 9
+        local n; n=$(cat "$WORK/tap/queue.next")
+        sed -n "$((n + 1))p" "$WORK/tap/queue"
+        echo $((n + 1)) >"$WORK/tap/queue.next"
+    ) 9>"$WORK/tap/queue.lock"
+}
+tap_lane() {       # locked files...: runs them, then drains the queue
+    local f
+    for f in "$@"; do run_tap_file "$f"; done
+    while f=$(next_tap_file) && [ -n "$f" ]; do run_tap_file "$f"; done
+}
 if tier tap; then
     mkdir -p "$WORK/tap"; [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$WORK/tap"
-    for f in $(select_tests test/t/*.pl); do
-        [ -e "$f" ] || continue
-        if as_runner env TESTDIR="$WORK/tap" PG_REGRESS="$PG_REGRESS_BIN" PGCLOUD_REPO="$REPO" \
-            prove -I "$PG_PERL_LIB" -I "$REPO/test/t" "$f" >"$WORK/tap.out" 2>&1; then
-            pass "tap: $(basename "$f" .pl)"
+    tap_files=($(select_tests test/t/*.pl))
+    rm -f "$WORK"/tap/*.rc
+    locked=(); : >"$WORK/tap/queue"; echo 0 >"$WORK/tap/queue.next"
+    for f in "${tap_files[@]}"; do
+        if head -n 30 "$f" | grep -q '^# tap-lock:'; then locked+=("$f"); else echo "$f" >>"$WORK/tap/queue"; fi
+    done
+    tap_lane "${locked[@]}" &
+    for _ in $(seq 2 "$TAP_JOBS"); do tap_lane & done
+    wait
+    for f in "${tap_files[@]}"; do
+        name=$(basename "$f" .pl)
+        read -r rc secs <"$WORK/tap/$name.rc" 2>/dev/null || { rc=1; secs=0; }
+        if [ "$rc" = 0 ]; then
+            pass "tap: $name (${secs} s)"
         else
-            cat "$WORK/tap.out"
-            for log in "$WORK"/tap/tmp_check/log/*"$(basename "$f" .pl)"*; do
+            cat "$WORK/tap/$name.out"
+            for log in "$WORK"/tap/tmp_check/log/*"$name"*; do
                 [ -f "$log" ] && { echo "--- $log"; tail -n 40 "$log"; }
             done
-            fail "tap: $(basename "$f" .pl)"
+            fail "tap: $name (${secs} s)"
         fi
     done
 fi
@@ -183,13 +221,23 @@ if tier fuzz; then
     elif "${fuzz_make[@]}" vectors >"$WORK/vectors.log" 2>&1; then
         pass "sanitize vectors"
     else cat "$WORK/vectors.log"; fail "sanitize vectors"; fi
-    for target in $(select_tests test/fuzz/fuzz_*.c); do
+    # Each target is built, then fuzzed for FUZZ_SECONDS; FUZZ_JOBS (default 2)
+    # targets are fuzzed at once (one core each). Results in file order.
+    fuzz_targets=($(select_tests test/fuzz/fuzz_*.c))
+    for target in "${fuzz_targets[@]}"; do
         name=$(basename "$target" .c)
+        rm -f "$WORK/$name.rc"
+        "${fuzz_make[@]}" "$name" >"$WORK/$name.log" 2>&1 || { echo 1 >"$WORK/$name.rc"; continue; }
+        while [ "$(jobs -rp | wc -l)" -ge "${FUZZ_JOBS:-2}" ]; do wait -n 2>/dev/null || true; done
         corpus=test/fuzz/corpus/${name#fuzz_}
         cp -r "$corpus" "$WORK/corpus-$name" 2>/dev/null || mkdir -p "$WORK/corpus-$name"
-        if "${fuzz_make[@]}" "$name" >"$WORK/$name.log" 2>&1 \
-           && (cd "$WORK" && "$REPO/build/$name" -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
-               "$WORK/corpus-$name" >>"$WORK/$name.log" 2>&1); then
+        ( cd "$WORK" && "$REPO/build/$name" -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
+              "$WORK/corpus-$name" >>"$WORK/$name.log" 2>&1; echo $? >"$WORK/$name.rc" ) &
+    done
+    wait
+    for target in "${fuzz_targets[@]}"; do
+        name=$(basename "$target" .c)
+        if [ "$(cat "$WORK/$name.rc" 2>/dev/null)" = 0 ]; then
             pass "fuzz: $name (${FUZZ_SECONDS}s, $(grep -o 'Done [0-9]* runs' "$WORK/$name.log" | tail -1))"
         else tail -n 40 "$WORK/$name.log"; fail "fuzz: $name"; fi
     done

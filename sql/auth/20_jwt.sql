@@ -99,7 +99,9 @@ BEGIN
     IF FOUND THEN
         RETURN k;
     END IF;
-    RETURN auth.create_signing_key(0);
+    k := auth.create_signing_key(0);
+    PERFORM auth.announce_keys(k);
+    RETURN k;
 END
 $$;
 COMMENT ON FUNCTION auth.active_signing_key() IS 'The key that signs now: the newest key whose activation time has come (one is created if there is none).';
@@ -127,6 +129,16 @@ AS $$
               AND n.activates_at <= now() - make_interval(secs => auth.max_token_lifetime()))
 $$;
 COMMENT ON FUNCTION auth.published_jwks() IS 'The public keys verifiers need: every key not yet active, the active one, and older ones until every token they signed has expired.';
+
+CREATE FUNCTION auth.announce_keys(k auth.signing_keys) RETURNS uuid
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pgcloud, auth
+AS $$
+    SELECT pgcloud.emit('signing_key.published', 'signing_key', k.kid, jsonb_build_object(
+        'kid', k.kid, 'alg', k.alg, 'activates_at', k.activates_at,
+        'published_at', clock_timestamp(), 'jwks', auth.published_jwks()))
+$$;
+COMMENT ON FUNCTION auth.announce_keys(auth.signing_keys) IS 'Announces a new signing key to every database (database per service): emits signing_key.published with the key, when it signs, and the whole published key set (public keys only, as api.jwks()). Returns the event id.';
 
 CREATE FUNCTION auth.issue_access_token(sub uuid, role text, sid uuid, scopes text[], ttl integer) RETURNS text
 LANGUAGE plpgsql VOLATILE

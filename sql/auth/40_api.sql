@@ -515,10 +515,11 @@ BEGIN
     k := auth.create_signing_key(lead_seconds);
     PERFORM pgcloud.audit('signing_key.rotate', 'signing_key', k.kid, 'ok',
                           jsonb_build_object('alg', k.alg, 'activates_at', k.activates_at));
+    PERFORM auth.announce_keys(k);
     RETURN jsonb_build_object('kid', k.kid, 'alg', k.alg, 'activates_at', k.activates_at, 'jwks', auth.published_jwks());
 END
 $$;
-COMMENT ON FUNCTION auth.rotate_signing_key_apply(integer) IS 'Internal to api.admin_rotate_signing_key() (which authorizes): creates a signing key that signs after the given lead (default auth.signing_key_lead_seconds); audited as signing_key.rotate.';
+COMMENT ON FUNCTION auth.rotate_signing_key_apply(integer) IS 'Internal to api.admin_rotate_signing_key() (which authorizes): creates a signing key that signs after the given lead (default auth.signing_key_lead_seconds); audited as signing_key.rotate; announced to every database as signing_key.published.';
 
 CREATE FUNCTION api.admin_rotate_signing_key(activate_after_seconds integer DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER

@@ -108,6 +108,93 @@ END
 $$;
 COMMENT ON FUNCTION billing.accrue_allocation(uuid, timestamptz) IS 'Charges one allocation up to as_of (default and at most now()): every complete interval not yet charged, and once it has ended everything up to ended_at (the last interval prorated to the second, or a correction when more was charged). One usage record and one usage_debit entry per interval, under the allocation''s row lock. Returns the number of usage records written.';
 
+-- Posting many usage records at once: one INSERT for all their ledger
+-- entries (the billing.ledger_post trigger still computes each running
+-- balance under its account's lock, this statement's earlier rows counted),
+-- in account order, and their ledger.entry_posted events.
+CREATE FUNCTION billing.post_usage(record_ids bigint[]) RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pgcloud, billing
+AS $$
+    WITH e AS (
+        INSERT INTO billing.ledger_entries (account_id, kind, amount, currency, balance_after, cause_type, cause_id, memo)
+        SELECT r.account_id, 'usage_debit', -r.amount, r.currency, 0, 'usage_record', r.id::text, NULL
+          FROM billing.usage_records r
+         WHERE r.id = ANY (record_ids) AND r.kind = 'interval' AND r.amount > 0
+         ORDER BY r.account_id, r.id
+        RETURNING *)
+    SELECT count(pgcloud.emit('ledger.entry_posted', 'account', e.account_id::text,
+        jsonb_build_object('entry_id', e.id, 'user_id', e.account_id, 'kind', e.kind, 'amount', e.amount,
+                           'balance_after', e.balance_after, 'currency', e.currency,
+                           'cause_type', e.cause_type, 'cause_id', e.cause_id, 'created_at', e.created_at))
+                 ORDER BY e.id)::integer
+      FROM e
+$$;
+COMMENT ON FUNCTION billing.post_usage(bigint[]) IS 'Posts the usage_debit ledger entries of many interval usage records (those with an amount) in one statement, in account order, each running balance computed under its account''s lock by billing.ledger_post as for a single posting, and emits their ledger.entry_posted events. Returns the number of entries posted. A record posted already raises unique_violation (ledger_entries_one_booking).';
+
+-- The accrual's batch: every due allocation that has not ended, charged in
+-- one statement (its intervals' usage records and cursors), then posted in
+-- one (billing.post_usage), then each account's standing evaluated once.
+-- The amounts are those billing.accrue_allocation() computes for such an
+-- allocation. Raises on any failure: billing.accrue() then undoes the batch
+-- and charges each allocation on its own.
+CREATE FUNCTION billing.accrue_batch(t timestamptz, OUT allocations integer, OUT usage_records integer)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud, billing
+AS $$
+DECLARE
+    ids bigint[];
+    acct uuid;
+BEGIN
+    WITH due AS (
+        SELECT a.allocation_id, a.account_id, a.started_at, a.price_per_hour, a.currency, a.interval_seconds,
+               a.next_interval,
+               floor(extract(epoch FROM t - a.started_at) / a.interval_seconds)::integer AS n_end
+          FROM billing.allocations a
+         WHERE a.started_at IS NOT NULL AND NOT a.settled
+           AND NOT (a.ended_at IS NOT NULL AND a.ended_at <= t)
+           AND a.started_at + make_interval(secs => (a.next_interval + 1)::bigint * a.interval_seconds) <= t
+         ORDER BY a.account_id, a.allocation_id
+         FOR NO KEY UPDATE SKIP LOCKED
+    ), recs AS (
+        INSERT INTO billing.usage_records (allocation_id, account_id, kind, interval_no, period_start,
+                                           period_end, seconds, price_per_hour, amount, currency)
+        SELECT d.allocation_id, d.account_id, 'interval', k,
+               d.started_at + make_interval(secs => k::bigint * d.interval_seconds),
+               d.started_at + make_interval(secs => (k + 1)::bigint * d.interval_seconds),
+               d.interval_seconds, d.price_per_hour,
+               billing.prorate(d.price_per_hour, (k + 1)::bigint * d.interval_seconds)
+                 - billing.prorate(d.price_per_hour, k::bigint * d.interval_seconds), d.currency
+          FROM due d, generate_series(d.next_interval, d.n_end - 1) AS k
+         ORDER BY d.account_id, d.allocation_id, k
+        RETURNING id, allocation_id, seconds, amount
+    ), sums AS (
+        SELECT r.allocation_id, sum(r.seconds)::bigint AS seconds, sum(r.amount)::bigint AS amount,
+               array_agg(r.id) AS ids
+          FROM recs r GROUP BY r.allocation_id
+    ), upd AS (
+        UPDATE billing.allocations x
+           SET next_interval = greatest(x.next_interval, d.n_end), charged_seconds = x.charged_seconds + s.seconds,
+               charged_amount = x.charged_amount + s.amount, last_error = NULL, updated_at = now()
+          FROM due d JOIN sums s USING (allocation_id)
+         WHERE x.allocation_id = d.allocation_id
+        RETURNING x.allocation_id
+    )
+    SELECT (SELECT count(*) FROM upd), coalesce((SELECT array_agg(i) FROM sums, unnest(sums.ids) i), '{}')
+      INTO allocations, ids;
+    usage_records := cardinality(ids);
+    IF usage_records = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM billing.post_usage(ids);
+    FOR acct IN SELECT DISTINCT r.account_id FROM billing.usage_records r WHERE r.id = ANY (ids) ORDER BY 1 LOOP
+        PERFORM billing.evaluate_standing(acct);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION billing.accrue_batch(timestamptz) IS 'Internal to billing.accrue(): charges every due allocation that has not ended up to t in one statement (usage records and cursors; rows held by another run are skipped), posts their ledger entries in one (billing.post_usage()), evaluates each account''s standing once. Returns the allocations charged and the usage records written; raises on any failure.';
+
 CREATE FUNCTION billing.accrue(as_of timestamptz DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, billing
@@ -123,7 +210,19 @@ DECLARE
     err text;
     repeat_after integer := pgcloud.policy('billing.force_release_repeat_seconds', NULL::integer);
 BEGIN
-    -- In account order, so concurrent runs take account locks in one order.
+    -- The allocations that have not ended: in one batch. Should it fail, it
+    -- is undone and the loop below charges each allocation on its own.
+    BEGIN
+        SELECT b.allocations, b.usage_records INTO n_allocations, records FROM billing.accrue_batch(t) b;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+        RAISE LOG 'billing.accrue: the batch was undone (%); charging allocation by allocation',
+            left(pgcloud.sanitize(err), 500);
+        n_allocations := 0;
+        records := 0;
+    END;
+    -- The rest (ended allocations, or all when the batch failed), one by one,
+    -- in account order, so concurrent runs take account locks in one order.
     FOR x IN
         SELECT a.allocation_id FROM billing.allocations a
          WHERE a.started_at IS NOT NULL AND NOT a.settled

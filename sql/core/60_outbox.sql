@@ -126,6 +126,16 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.publisher_of(text) IS 'The service that owns an event type (registry publishes; core for platform.* and audit.recorded), or NULL for a type no service owns (an operator''s own).';
 
+-- pgcloud.emit() keeps each backend's answers of publisher_of(); any change
+-- to the registry makes every backend forget them (relcache invalidation).
+CREATE FUNCTION pgcloud.services_changed() RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'pgcloud_services_changed';
+COMMENT ON FUNCTION pgcloud.services_changed() IS 'Statement trigger on pgcloud.services: every backend forgets the event publishers pgcloud.emit() cached.';
+REVOKE ALL ON FUNCTION pgcloud.services_changed() FROM PUBLIC;
+CREATE TRIGGER services_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgcloud.services
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcloud.services_changed();
+
 CREATE FUNCTION pgcloud.event_authentic(event_type text, source text) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud

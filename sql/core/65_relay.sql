@@ -336,6 +336,14 @@ BEGIN
         PERFORM pgcloud.revoke_session((envelope -> 'payload' ->> 'session_id')::uuid,
             coalesce(pgcloud.revocation_until(envelope -> 'payload' ->> 'tokens_valid_until'), now() + interval '1 day'));
     END IF;
+    -- A signing key announced by auth (rotation): every database learns the
+    -- published key set before the new key signs, for its PostgREST.
+    IF envelope ->> 'event_type' = 'signing_key.published' AND subject = 'pgcloud.signing_key.published'
+       AND pgcloud.event_authentic('signing_key.published', envelope ->> 'source')
+       AND jsonb_typeof(envelope -> 'payload' -> 'jwks' -> 'keys') = 'array' THEN
+        PERFORM pgcloud.learn_jwks(envelope -> 'payload' -> 'jwks',
+            coalesce(pgcloud.revocation_until(envelope -> 'payload' ->> 'published_at'), now()));
+    END IF;
     IF NOT pgcloud.is_subscribed(subscriber, envelope ->> 'event_type') THEN
         RETURN 'ignored';
     END IF;
@@ -359,7 +367,7 @@ BEGIN
                            coalesce(envelope -> 'payload', '{}'::jsonb), coalesce(envelope -> 'headers', '{}'::jsonb));
 END
 $$;
-COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb, text) IS 'NATS mode: applies one message (the event envelope, received on subject) to one subscriber; returns applied, duplicate, ignored or not_installed. A session.revoked from auth also marks the session revoked in this database (pgcloud.revoked_sessions), for every database''s pgcloud.pre_request(). Refuses (event_not_permitted) a message whose subject is not its event type''s or whose source is not the type''s registered publisher.';
+COMMENT ON FUNCTION pgcloud.consume_event(text, jsonb, text) IS 'NATS mode: applies one message (the event envelope, received on subject) to one subscriber; returns applied, duplicate, ignored or not_installed. A session.revoked from auth also marks the session revoked in this database (pgcloud.revoked_sessions), for every database''s pgcloud.pre_request(); a signing_key.published from auth stores the published key set (pgcloud.learn_jwks) for this database''s PostgREST. Refuses (event_not_permitted) a message whose subject is not its event type''s or whose source is not the type''s registered publisher.';
 
 -- Operator views.
 CREATE FUNCTION pgcloud.worker_status(OUT database text, OUT worker text, OUT pid integer, OUT state text,
@@ -449,11 +457,19 @@ CREATE FUNCTION pgcloud.nats_subscribers() RETURNS SETOF text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
+    -- A database whose services subscribe to nothing (e.g. databases alone
+    -- in its own database) still needs the platform effects every database
+    -- applies (session.revoked, pgcloud.consume_event): it gets a durable of
+    -- its own, unless it publishes session.revoked itself (auth).
     SELECT s.name FROM pgcloud.services s
-     WHERE s.subscribes <> '{}' AND pgcloud.installed_here(s.name)
+     WHERE pgcloud.installed_here(s.name)
+       AND (s.subscribes <> '{}'
+            OR (NOT 'session.revoked' = ANY (s.publishes)
+                AND NOT EXISTS (SELECT 1 FROM pgcloud.services o
+                                 WHERE o.subscribes <> '{}' AND pgcloud.installed_here(o.name))))
      ORDER BY s.name
 $$;
-COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the subscribing services installed in this database; each has a durable JetStream consumer named after it.';
+COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the services installed in this database that have a durable JetStream consumer named after them: the subscribing ones; in a database where none subscribes, the services installed there unless they publish session.revoked themselves (so that every database learns of revoked sessions).';
 
 -- Operator alerts from any service: platform.alert is the core's type, so a
 -- service raises one through this function (it runs as the core).

@@ -295,22 +295,27 @@ RETURNS TABLE (target text, id uuid, method text, path text, body text, content_
                mail_from text, idempotency_key text, attempt integer)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
+SET plan_cache_mode = force_generic_plan   -- run every round: planned once, not per call
 AS $$
 BEGIN
-    -- One statement for every target; plpgsql so that the plan is kept.
+    -- One statement for every target; plpgsql so that the plan is kept. The
+    -- ids are collected first (each target's partial index, oldest due first,
+    -- LIMIT) and the rows updated by primary key: the claim reads what it
+    -- takes, not the whole backlog (a join here was planned as a hash join
+    -- over every intent).
     RETURN QUERY
     UPDATE pgcloud.http_intents i
        SET state = 'in_flight', attempts = i.attempts + 1, last_attempt_at = clock_timestamp()
-      FROM (SELECT c.id
-              FROM unnest(targets, slots) AS t (target, n)
-             CROSS JOIN LATERAL (
-                   SELECT c.id FROM pgcloud.http_intents c
-                    WHERE c.target = t.target AND c.state IN ('pending', 'failed')
-                      AND c.next_attempt_at <= clock_timestamp()
-                    ORDER BY c.next_attempt_at, c.created_at
-                    LIMIT greatest(t.n, 0)
-                    FOR UPDATE SKIP LOCKED) c) due
-     WHERE i.id = due.id
+     WHERE i.id = ANY (ARRAY(
+           SELECT c.id
+             FROM unnest(targets, slots) AS t (target, n)
+            CROSS JOIN LATERAL (
+                  SELECT c.id FROM pgcloud.http_intents c
+                   WHERE c.target = t.target AND c.state IN ('pending', 'failed')
+                     AND c.next_attempt_at <= clock_timestamp()
+                   ORDER BY c.next_attempt_at
+                   LIMIT greatest(t.n, 0)
+                   FOR UPDATE SKIP LOCKED) c))
     RETURNING i.target, i.id, i.method, i.path, i.body, i.content_type,
               CASE WHEN i.target = 'smtp' THEN '{}'::text[]
                    ELSE ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(i.headers) h ORDER BY h.key) END,
@@ -485,6 +490,7 @@ COMMENT ON FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boo
 CREATE FUNCTION pgcloud.http_callbacks_due(max_intents integer) RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgcloud
+SET plan_cache_mode = force_generic_plan   -- run every round: planned once, not per call
 AS $$
 BEGIN
     RETURN QUERY

@@ -17,6 +17,14 @@ BEGIN
     IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
         PERFORM pgcloud.raise('invalid_argument', 'policy value must not be null');
     END IF;
+    -- One database per service: a service's policies live where it runs (its
+    -- jobs and functions read them there); set elsewhere, they would do nothing.
+    IF split_part(k, '.', 1) <> 'core' AND NOT pgcloud.installed_here(split_part(k, '.', 1)) THEN
+        PERFORM pgcloud.raise('invalid_argument',
+            (SELECT format('service "%s" is not installed in this database; set its policies in database %s, where it runs',
+                           s.name, s.database_name)
+               FROM pgcloud.services s WHERE s.name = split_part(k, '.', 1)));
+    END IF;
     SELECT p.value INTO old FROM pgcloud.policy_values p WHERE p.key = k FOR UPDATE;
     INSERT INTO pgcloud.policy_values AS p (key, value, updated_at, updated_by)
     VALUES (k, v, now(), pgcloud.request_role())
@@ -39,7 +47,7 @@ BEGIN
                     pgcloud.idempotent_done('policy.set', pgcloud.set_policy_apply(key, value)));
 END
 $$;
-COMMENT ON FUNCTION pgcloud.set_policy(text, jsonb) IS 'Sets a policy value (<service>.<name>) — admin only, audited as policy.set, safe to retry with X-Idempotency-Key. Returns {key, value, previous}.';
+COMMENT ON FUNCTION pgcloud.set_policy(text, jsonb) IS 'Sets a policy value (<service>.<name>) — admin only, audited as policy.set, safe to retry with X-Idempotency-Key; a service''s key only where the service is installed (core keys everywhere). Returns {key, value, previous}.';
 
 CREATE FUNCTION pgcloud.pre_request() RETURNS void
 LANGUAGE C VOLATILE SECURITY DEFINER

@@ -5,7 +5,7 @@
 
 INSERT INTO pgcloud.services (name, schema_name, database_name, layer, route_prefix, publishes, subscribes, depends_on, http_targets) VALUES
   ('auth', 'auth', 'pgcloud_auth', 'platform', '/auth',
-   ARRAY['user.created', 'user.signed_in', 'session.revoked', 'service_account.created']::text[],
+   ARRAY['user.created', 'user.signed_in', 'session.revoked', 'service_account.created', 'signing_key.published']::text[],
    '{}'::text[],
    '{}'::text[],
    '{}'::text[]),

@@ -181,6 +181,8 @@ DECLARE
     n provisioning.nodes;
     a provisioning.allocations;
     v_slots integer[];
+    v_id uuid;
+    v_node uuid;
 BEGIN
     IF v_sku IS NULL OR v_image IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'sku and image are required');
@@ -228,32 +230,102 @@ BEGIN
         PERFORM provisioning.check_reservation(v_user, k.price_per_hour);
     END IF;
 
-    n := provisioning.claim_node(k, v_image, v_user);
-    INSERT INTO provisioning.allocations (id, user_id, sku, image, distro_series, gpu_count, region, price_per_hour,
-                                          currency, node_id, node_hostname, maas_system_id, ssh_key_ids,
-                                          ssh_public_keys, state)
-    VALUES (gen_random_uuid(), v_user, k.code, img.code, img.distro_series, k.gpu_count, k.region, k.price_per_hour,
-            k.currency, n.node_id, n.hostname, n.maas_system_id, key_ids, keys, 'requested')
-    RETURNING * INTO a;
-    -- The lowest free slots. The primary key is the last line: a slot taken
-    -- by a transaction we did not wait for is skipped here, and then the
-    -- count is short and the request refused, never double booked.
-    WITH c AS (
-        INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id)
-        SELECT n.node_id, i, a.id FROM generate_series(0, n.slot_count - 1) i
-         WHERE NOT EXISTS (SELECT 1 FROM provisioning.slot_claims x WHERE x.node_id = n.node_id AND x.slot_index = i)
-         ORDER BY i LIMIT k.gpu_count
-        ON CONFLICT DO NOTHING
-        RETURNING slot_index)
-    SELECT array_agg(c.slot_index ORDER BY c.slot_index) INTO v_slots FROM c;
+    -- Find and claim in one statement: the node (a node of the user's
+    -- already running the image, else an idle one with the image cached,
+    -- else the fullest idle one that fits; each preference read in index
+    -- order, nodes held by concurrent placements skipped, and a preference
+    -- read only when the ones before it found nothing), locked, with the
+    -- allocation and its lowest free slots. The primary key of the claims is
+    -- the last line: a slot taken by a transaction that committed after this
+    -- statement's snapshot is skipped (ON CONFLICT), never double booked.
+    IF pgcloud.policy('provisioning.node_tenancy', NULL::text) = 'shared' THEN
+        -- A deployment has one default user: co-tenants would share it and
+        -- each other's keys. Refused until each tenant gets its own account.
+        PERFORM pgcloud.raise('policy_invalid',
+            'provisioning.node_tenancy = shared is refused: the nodes would give every co-tenant the same account and keys',
+            'Set provisioning.node_tenancy to single.');
+    END IF;
+    v_id := gen_random_uuid();
+    FOR attempt IN 1 .. 2 LOOP
+        WITH node AS (
+            SELECT u.node_id, u.slot_count, u.hostname, u.maas_system_id FROM (
+                -- (the node claim_node() locked, on the second attempt)
+                (SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id
+                   FROM provisioning.nodes x WHERE x.node_id = v_node)
+                UNION ALL
+                (SELECT y.* FROM (
+                    SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id FROM provisioning.nodes x
+                     WHERE v_node IS NULL AND x.state = 'ready' AND x.current_user_id = v_user
+                       AND x.current_image = v_image AND x.gpu_model = k.gpu_model AND x.region = k.region
+                       AND x.free_slots >= k.gpu_count
+                     ORDER BY x.free_slots, x.node_id LIMIT 1
+                       FOR UPDATE SKIP LOCKED) y)
+                UNION ALL
+                (SELECT y.* FROM (
+                    SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id FROM provisioning.nodes x
+                     WHERE v_node IS NULL AND x.state = 'ready' AND x.current_image IS NULL
+                       AND x.gpu_model = k.gpu_model AND x.region = k.region AND x.free_slots >= k.gpu_count
+                       AND v_image = ANY (x.cached_images)
+                     ORDER BY x.free_slots, x.node_id LIMIT 1
+                       FOR UPDATE SKIP LOCKED) y)
+                UNION ALL
+                (SELECT y.* FROM (
+                    SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id FROM provisioning.nodes x
+                     WHERE v_node IS NULL AND x.state = 'ready' AND x.current_image IS NULL
+                       AND x.gpu_model = k.gpu_model AND x.region = k.region AND x.free_slots >= k.gpu_count
+                     ORDER BY x.free_slots, x.node_id LIMIT 1
+                       FOR UPDATE SKIP LOCKED) y)
+            ) u LIMIT 1
+        ), claim AS (
+            INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id)
+            SELECT node.node_id, i, v_id FROM node, generate_series(0, node.slot_count - 1) i
+             WHERE NOT EXISTS (SELECT 1 FROM provisioning.slot_claims c WHERE c.node_id = node.node_id AND c.slot_index = i)
+             ORDER BY i LIMIT k.gpu_count
+            ON CONFLICT DO NOTHING
+            RETURNING slot_index
+        )
+        INSERT INTO provisioning.allocations (id, user_id, sku, image, distro_series, gpu_count, region, price_per_hour,
+                                              currency, node_id, node_hostname, maas_system_id, ssh_key_ids,
+                                              ssh_public_keys, slot_indexes, state)
+        SELECT v_id, v_user, k.code, img.code, img.distro_series, k.gpu_count, k.region, k.price_per_hour,
+               k.currency, node.node_id, node.hostname, node.maas_system_id, key_ids, keys,
+               coalesce((SELECT array_agg(c.slot_index ORDER BY c.slot_index) FROM claim c), '{}'), 'requested'
+          FROM node
+        RETURNING * INTO a;
+        EXIT WHEN FOUND;
+        -- Every fitting node is held by a concurrent placement, or none fits:
+        -- claim_node() waits for the best one (or raises capacity_unavailable).
+        n := provisioning.claim_node(k, v_image, v_user);
+        v_node := n.node_id;
+    END LOOP;
+    IF a.id IS NULL THEN
+        PERFORM pgcloud.raise('capacity_unavailable',
+            format('no ready %s node in %s has %s free slots for image %s', k.gpu_model, k.region, k.gpu_count, v_image),
+            'See api.marketplace() for free capacity, or try again later.');
+    END IF;
+    v_slots := a.slot_indexes;
+    IF cardinality(v_slots) < k.gpu_count THEN
+        -- A placement that committed after this statement's snapshot took
+        -- some of the slots. The node's lock is ours now, so a fresh look
+        -- sees every claim: take the rest.
+        WITH c AS (
+            INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id)
+            SELECT a.node_id, i, a.id FROM provisioning.nodes x, generate_series(0, x.slot_count - 1) i
+             WHERE x.node_id = a.node_id
+               AND NOT EXISTS (SELECT 1 FROM provisioning.slot_claims y WHERE y.node_id = a.node_id AND y.slot_index = i)
+             ORDER BY i LIMIT k.gpu_count - cardinality(v_slots)
+            ON CONFLICT DO NOTHING
+            RETURNING slot_index)
+        SELECT array_agg(s ORDER BY s) INTO v_slots FROM (SELECT unnest(v_slots) UNION ALL SELECT c.slot_index FROM c) z (s);
+    END IF;
     IF coalesce(cardinality(v_slots), 0) <> k.gpu_count THEN
         PERFORM pgcloud.raise('capacity_conflict',
-            format('node %s had %s of %s slots free', n.hostname, coalesce(cardinality(v_slots), 0), k.gpu_count));
+            format('node %s had %s of %s slots free', a.node_hostname, coalesce(cardinality(v_slots), 0), k.gpu_count));
     END IF;
     UPDATE provisioning.nodes x
        SET free_slots = x.free_slots - k.gpu_count, live_allocations = x.live_allocations + 1, current_image = img.code,
            current_user_id = coalesce(x.current_user_id, v_user)
-     WHERE x.node_id = n.node_id;
+     WHERE x.node_id = a.node_id;
 
     -- requested -> provisioning: placed, and the deploy intent is written
     -- below. maas deploys the node (or joins the deployment it already has)

@@ -10,13 +10,18 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_outbox_emit);
+PG_FUNCTION_INFO_V1(pgcloud_services_changed);
 
 /* key1 of the two-int advisory locks pgcloud takes on aggregates: 'pgcd' */
 #define PGCLOUD_AGGREGATE_LOCK_SPACE 0x70676364
@@ -103,6 +108,113 @@ emitting_source(void)
 }
 
 /*
+ * The publisher of each event type this backend emitted, as
+ * pgcloud.publisher_of() answered it: emit() asks the database only the
+ * first time. Any change to pgcloud.services (its statement trigger
+ * pgcloud.services_changed() invalidates the table's relcache entry, in
+ * this backend at once and in every other one at commit) empties it; an
+ * answer computed while an invalidation arrived is not kept.
+ */
+typedef struct PublisherEntry
+{
+	char		event_type[MAX_EVENT_TYPE_LEN + 1];	/* hash key */
+	bool		has_owner;
+	char		owner[NAMEDATALEN];
+} PublisherEntry;
+
+static HTAB *publisher_cache = NULL;
+static uint64 publisher_cache_generation = 0;
+static bool publisher_callback_registered = false;
+static Oid	services_relid = InvalidOid;	/* of the cache's pgcloud.services */
+
+static void
+publisher_cache_invalidate(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (OidIsValid(relid) && relid != services_relid)
+		return;
+	publisher_cache_generation++;
+	if (publisher_cache != NULL)
+	{
+		hash_destroy(publisher_cache);
+		publisher_cache = NULL;
+	}
+}
+
+/*
+ * pgcloud.services_changed() — statement trigger on pgcloud.services: the
+ * registry changed, so every backend forgets its cached event publishers.
+ */
+Datum
+pgcloud_services_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "pgcloud.services_changed() is a trigger function");
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
+}
+
+/* The owner of an event type (pgcloud.publisher_of()), NULL when none; inside SPI. */
+static char *
+publisher_of(text *event_type)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	char	   *type = text_to_cstring(event_type);
+	PublisherEntry *e;
+	bool		found;
+	uint64		generation;
+	Datum		values[1];
+	int			ret;
+	char	   *owner;
+
+	if (!publisher_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(publisher_cache_invalidate, (Datum) 0);
+		publisher_callback_registered = true;
+	}
+	if (strlen(type) <= MAX_EVENT_TYPE_LEN && publisher_cache != NULL)
+	{
+		e = hash_search(publisher_cache, type, HASH_FIND, NULL);
+		if (e != NULL)
+			return e->has_owner ? pstrdup(e->owner) : NULL;
+	}
+
+	generation = publisher_cache_generation;
+	values[0] = PointerGetDatum(event_type);
+	ret = SPI_execute_plan(PgcloudPlan(&plan, "SELECT pgcloud.publisher_of($1)", 1, argtypes),
+						   values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event publisher lookup failed: %s", SPI_result_code_string(ret));
+	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+	/* Kept only when no invalidation arrived meanwhile (it could be older than the change). */
+	if (generation == publisher_cache_generation && strlen(type) <= MAX_EVENT_TYPE_LEN
+		&& (owner == NULL || strlen(owner) < NAMEDATALEN))
+	{
+		if (publisher_cache == NULL)
+		{
+			HASHCTL		ctl;
+
+			services_relid = get_relname_relid("services", get_namespace_oid("pgcloud", false));
+
+			ctl.keysize = MAX_EVENT_TYPE_LEN + 1;
+			ctl.entrysize = sizeof(PublisherEntry);
+			ctl.hcxt = CacheMemoryContext;
+			publisher_cache = hash_create("pgcloud event publishers", 64, &ctl,
+										  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		}
+		e = hash_search(publisher_cache, type, HASH_ENTER, &found);
+		e->has_owner = owner != NULL;
+		if (owner != NULL)
+			strlcpy(e->owner, owner, NAMEDATALEN);
+	}
+	return owner;
+}
+
+/*
  * Event authority (registry): a service role emits only the event types its
  * registry entry publishes; pgcloud_svc_core only the core's own types
  * (platform.*, see pgcloud.publisher_of()); any other member of pgcloud_services nothing. Roles outside
@@ -115,24 +227,12 @@ emitting_source(void)
 static void
 check_event_authority(const char *source, text *event_type)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
-	bool		isnull;
-	int			ret;
 	char	   *owner;
 	char	   *type = text_to_cstring(event_type);
 	bool		is_service_role = is_member_of_role(GetUserId(), get_role_oid("pgcloud_services", false))
 		|| strncmp(GetUserNameFromId(GetUserId(), false), "pgcloud_svc_", 12) == 0;
 
-	values[0] = CStringGetTextDatum(source);
-	values[1] = PointerGetDatum(event_type);
-	ret = SPI_execute_plan(PgcloudPlan(&plan, "SELECT pgcloud.publisher_of($2)", 2, argtypes),
-						   values, NULL, true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "event publisher lookup failed: %s", SPI_result_code_string(ret));
-	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	(void) isnull;
+	owner = publisher_of(event_type);
 
 	if (superuser())
 		return;					/* the operator: outside every boundary */

@@ -15,6 +15,50 @@
 
 PG_FUNCTION_INFO_V1(pgcloud_trigger_transition);
 
+/*
+ * The lookup's plan, prepared once per backend and transitions table (a few
+ * tables have transitions; the plan is kept by its SQL, which names the
+ * table, so a renamed or recreated table gets a plan of its own).
+ */
+#define TRANSITION_PLANS 32
+
+static struct
+{
+	char	   *sql;
+	SPIPlanPtr	plan;
+}			transition_plans[TRANSITION_PLANS];
+static int	ntransition_plans = 0;
+
+static SPIPlanPtr
+transition_plan(const char *sql, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+	int			slot;
+
+	for (int i = 0; i < ntransition_plans; i++)
+		if (strcmp(transition_plans[i].sql, sql) == 0)
+			return transition_plans[i].plan;
+	slot = ntransition_plans < TRANSITION_PLANS ? ntransition_plans : TRANSITION_PLANS - 1;
+	if (slot < ntransition_plans)
+	{
+		/* Full (not expected): the last slot is reused. */
+		SPI_freeplan(transition_plans[slot].plan);
+		pfree(transition_plans[slot].sql);
+		transition_plans[slot].plan = NULL;
+		transition_plans[slot].sql = NULL;
+		ntransition_plans--;
+	}
+	plan = SPI_prepare(sql, 2, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed for \"%s\"", sql);
+	transition_plans[slot].sql = MemoryContextStrdup(TopMemoryContext, sql);
+	transition_plans[slot].plan = plan;
+	ntransition_plans++;
+	return plan;
+}
+
 static bool
 transition_allowed(Oid table, const char *from, const char *to)
 {
@@ -34,7 +78,7 @@ transition_allowed(Oid table, const char *from, const char *to)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_with_args(sql, 2, argtypes, values, nulls, true, 1);
+	ret = SPI_execute_plan(transition_plan(sql, argtypes), values, nulls, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "transition lookup failed: %s", SPI_result_code_string(ret));
 	allowed = SPI_processed > 0;

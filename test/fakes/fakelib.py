@@ -464,6 +464,9 @@ class FakeHandler(BaseHTTPRequestHandler):
             "headers": req.headers,
             "body": body_for_log(body),
             "injected": None,
+            # the client's end of the TCP connection: requests that share one
+            # came over one kept-alive connection
+            "peer": "%s:%s" % tuple(self.client_address[:2]),
         }
         rule, key = fake.control.match(fake.match_context(req))
         phase = str(rule.get("phase", "before")).lower()

@@ -123,6 +123,51 @@ SELECT is((SELECT count(*) - count(DISTINCT (u.allocation_id, u.interval_no)) FR
     'no interval charged twice');
 SELECT is_empty($$SELECT * FROM billing.verify_ledger()$$, 'the ledger is consistent after all of it');
 
+-- ---- the batch: the running allocations of a run in one statement; a bad one falls back alone ----
+-- Five allocations of one account, 6000/h, three complete 60 s intervals each (100 each).
+INSERT INTO billing.allocations (allocation_id, account_id, sku, node_hostname, price_per_hour, currency,
+                                 interval_seconds, started_at)
+SELECT ('b0000000-0000-4000-8000-00000000000' || i)::uuid, :u::uuid, 'h100x1', 'gpu-b', 6000, 'usd', 60,
+       now() - interval '185 seconds'
+  FROM generate_series(1, 5) i;
+CREATE TEMP TABLE before_batch AS
+SELECT (SELECT balance FROM billing.balances WHERE account_id = :u::uuid) AS balance,
+       (SELECT count(*) FROM pgcloud.outbox WHERE event_type = 'ledger.entry_posted') AS events;
+SELECT is((SELECT b::text FROM billing.accrue_batch(now()) b), '(5,15)',
+    'the batch charges the five running allocations: 15 usage records');
+SELECT is((SELECT balance FROM billing.balances WHERE account_id = :u::uuid), (SELECT balance - 1500 FROM before_batch),
+    'the balance fell by exactly their 15 x 100');
+SELECT is((SELECT count(*) FROM billing.ledger_entries e JOIN billing.usage_records r ON e.cause_id = r.id::text
+            WHERE e.kind = 'usage_debit' AND r.allocation_id::text LIKE 'b0000000-%'), 15::bigint,
+    'one usage_debit entry per record');
+SELECT is((SELECT count(*) FROM pgcloud.outbox WHERE event_type = 'ledger.entry_posted') - (SELECT events FROM before_batch),
+    15::bigint, 'and one ledger.entry_posted event per entry');
+SELECT is((SELECT array_agg(next_interval || '/' || charged_seconds || '/' || charged_amount ORDER BY allocation_id)
+             FROM billing.allocations WHERE allocation_id::text LIKE 'b0000000-%'),
+    array_fill('3/180/300'::text, ARRAY[5]), 'each cursor moved past the three intervals, with their seconds and amounts');
+SELECT is(billing.accrue() ->> 'usage_records', '0', 'a run after it charges nothing more');
+-- Three more; the second's first interval was charged behind the run's back,
+-- so the batch fails (unique interval) and is undone: the others are charged
+-- one by one, that one fails alone, noted and audited.
+INSERT INTO billing.allocations (allocation_id, account_id, sku, node_hostname, price_per_hour, currency,
+                                 interval_seconds, started_at)
+SELECT ('c0000000-0000-4000-8000-00000000000' || i)::uuid, :u::uuid, 'h100x1', 'gpu-c', 6000, 'usd', 60,
+       now() - interval '185 seconds'
+  FROM generate_series(1, 3) i;
+INSERT INTO billing.usage_records (allocation_id, account_id, kind, interval_no, period_start, period_end, seconds,
+                                   price_per_hour, amount, currency)
+VALUES ('c0000000-0000-4000-8000-000000000002', :u::uuid, 'interval', 0, now() - interval '185 seconds',
+        now() - interval '125 seconds', 60, 6000, 100, 'usd');
+SELECT is(billing.accrue() - 'as_of', '{"failed": 1, "allocations": 2, "usage_records": 6, "force_release_requests": 0}'::jsonb,
+    'a failing allocation undoes the batch: the two others are still charged, one by one');
+SELECT is((SELECT count(*) FROM billing.usage_records WHERE allocation_id = 'c0000000-0000-4000-8000-000000000002'), 1::bigint,
+    'the failing one gets nothing more');
+SELECT matches((SELECT last_error FROM billing.allocations WHERE allocation_id = 'c0000000-0000-4000-8000-000000000002'),
+    'usage_records_interval_once', 'its last_error names the cause');
+SELECT is((SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'billing.accrual_failed'
+            AND target_id = 'c0000000-0000-4000-8000-000000000002'), 1::bigint, 'and the failure is audited');
+SELECT is_empty($$SELECT * FROM billing.verify_ledger()$$, 'the ledger is consistent after the batches');
+
 -- ---- the scheduler ------------------------------------------------------------------------------------
 SELECT is((SELECT function FROM pgcloud.jobs WHERE job = 'billing.accrue'), 'billing.accrue(timestamp with time zone)',
     'the accrual is a job installed with billing');

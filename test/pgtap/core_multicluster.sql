@@ -31,5 +31,43 @@ SELECT ok((SELECT expires_at <= now() + interval '7 days' + interval '1 minute' 
 SELECT throws_ok($$
     SET LOCAL request.jwt.claims = '{"role": "pgcloud_user", "sub": "8c000000-0000-4000-8000-000000000001", "sid": "8b000000-0000-4000-8000-000000000003"}';
     SELECT pgcloud.pre_request()$$, 'PGRST', NULL, 'pgcloud.pre_request() in this database refuses the revoked session');
+
+-- Signing-key rotation: auth announces the published key set
+-- (signing_key.published) before the new key signs; every database's core
+-- stores the latest set for its own PostgREST (pgcloud.published_jwks()).
+-- Attacks: a key set forged by another service, one on another subject, one
+-- carrying private key material, and a replayed older set.
+SELECT is(pgcloud.published_jwks(), NULL, 'before any announcement a database has learnt no key set');
+SELECT api.admin_rotate_signing_key(120) AS rotated \gset
+SELECT is((SELECT payload -> 'jwks' FROM pgcloud.outbox WHERE event_type = 'signing_key.published'
+            AND aggregate_id = :'rotated'::jsonb ->> 'kid'), api.jwks(),
+    'a rotation announces signing_key.published with the whole published key set');
+SELECT ok((SELECT (payload ->> 'activates_at')::timestamptz > now() + interval '100 seconds' FROM pgcloud.outbox
+            WHERE event_type = 'signing_key.published' AND aggregate_id = :'rotated'::jsonb ->> 'kid'),
+    '... before the new key signs');
+SELECT is(pgcloud.consume_event('billing', jsonb_build_object('event_id', '8a000000-0000-4000-8000-000000000011',
+    'event_type', 'signing_key.published', 'source', 'billing', 'aggregate_type', 'signing_key', 'aggregate_id', 'x',
+    'payload', jsonb_build_object('published_at', now(), 'jwks', '{"keys": [{"kid": "forged", "kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}'::jsonb)),
+    'pgcloud.signing_key.published'), 'ignored', 'a key set forged by billing is not applied');
+SELECT is(pgcloud.published_jwks(), NULL, '... and is not learnt');
+SELECT is(pgcloud.consume_event('billing', jsonb_build_object('event_id', '8a000000-0000-4000-8000-000000000012',
+    'event_type', 'signing_key.published', 'source', 'auth', 'aggregate_type', 'signing_key', 'aggregate_id', 'x',
+    'payload', jsonb_build_object('published_at', now(), 'jwks', '{"keys": [{"kid": "forged", "kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}'::jsonb)),
+    'pgcloud.user.created'), 'ignored', 'a key set on another subject is not applied');
+SELECT is(pgcloud.published_jwks(), NULL, '... and is not learnt');
+SELECT is(pg_temp.error_text_of($$SELECT pgcloud.consume_event('billing', jsonb_build_object('event_id', '8a000000-0000-4000-8000-000000000013',
+    'event_type', 'signing_key.published', 'source', 'auth', 'aggregate_type', 'signing_key', 'aggregate_id', 'x',
+    'payload', jsonb_build_object('published_at', now(), 'jwks', '{"keys": [{"kid": "k", "kty": "EC", "d": "secret"}]}'::jsonb)),
+    'pgcloud.signing_key.published')$$), 'invalid_argument 400', 'a key set carrying a private key is refused');
+SELECT is(pgcloud.consume_event('billing', e, 'pgcloud.signing_key.published'), 'ignored',
+          'billing does not subscribe to signing_key.published ...')
+  FROM (SELECT jsonb_build_object('event_id', event_id, 'event_type', event_type, 'source', source,
+               'aggregate_type', aggregate_type, 'aggregate_id', aggregate_id, 'payload', payload) AS e
+          FROM pgcloud.outbox WHERE event_type = 'signing_key.published' AND aggregate_id = :'rotated'::jsonb ->> 'kid') o;
+SELECT is(pgcloud.published_jwks(), api.jwks(), '... but its database''s core learns the announced key set');
+SELECT ok(pgcloud.published_jwks() -> 'keys' @> jsonb_build_array(jsonb_build_object('kid', :'rotated'::jsonb ->> 'kid')),
+    '... which holds the new key');
+SELECT is(pgcloud.learn_jwks('{"keys": []}', now() - interval '1 hour'), false, 'an older key set does not replace it');
+SELECT is(pgcloud.published_jwks(), api.jwks(), '... the stored set is unchanged');
 SELECT * FROM finish();
 ROLLBACK;

@@ -28,6 +28,17 @@ SELECT is(pg_temp.run_as_role('pgcloud_svc_notification',
     'a service still emits its own types');
 SELECT is((SELECT source FROM pgcloud.outbox WHERE aggregate_id = 'n-1'), 'notification',
     'the outbox row names the emitting service');
+-- emit() remembers each type's publisher per backend; a registry change must
+-- reach it at once (pgcloud.services_changed() invalidates), in both directions.
+UPDATE pgcloud.services SET publishes = array_remove(publishes, 'notification.sent') WHERE name = 'notification';
+SELECT alike(pg_temp.run_as_role('pgcloud_svc_notification',
+    $$SELECT pgcloud.emit('notification.sent', 'notification', 'n-2', '{}')$$),
+    '%not among the types service notification publishes%',
+    'a type taken out of a service''s registry entry is refused at once (no stale cached publisher)');
+UPDATE pgcloud.services SET publishes = publishes || '{notification.sent}' WHERE name = 'notification';
+SELECT is(pg_temp.run_as_role('pgcloud_svc_notification',
+    $$SELECT pgcloud.emit('notification.sent', 'notification', 'n-3', '{}')$$), 'ok',
+    'and allowed again once it is put back');
 
 -- A row that reached the outbox anyway (written by a superuser, say) claiming
 -- to come from notification: billing must not apply it.

@@ -36,7 +36,8 @@ sub pgcloud_node {
 my $nats_certs;
 sub nats_ca {
     if (!$nats_certs) {
-        $nats_certs = "$PostgreSQL::Test::Utils::tmp_check/nats-certs";
+        # One set per test file: the tier runs several files at once in one TESTDIR.
+        $nats_certs = "$PostgreSQL::Test::Utils::tmp_check/nats-certs-$$";
         system('bash', "$repo/test/fakes/make_certs.sh", $nats_certs) == 0 or die 'cannot make NATS certificates';
         chmod 0755, $nats_certs;
     }
@@ -156,7 +157,9 @@ sub natstool {
     my @args = @_;
     my $bin = "$ENV{TESTDIR}/natstool";
     if (!-x $bin) {
-        system('gcc', '-O2', '-o', $bin, "$repo/test/tools/natstool.c", '-lnats') == 0 or die 'cannot build natstool';
+        # Built aside and renamed: another test file of the tier may build it at the same time.
+        system('gcc', '-O2', '-o', "$bin.$$", "$repo/test/tools/natstool.c", '-lnats') == 0 or die 'cannot build natstool';
+        rename("$bin.$$", $bin) or die "cannot install natstool: $!";
     }
     local $ENV{NATSTOOL_CA} = nats_ca();
     local $ENV{NATSTOOL_INBOX} = ($args[1] =~ m{://(pgcloud_[a-z_]+):}) ? "_INBOX_$1" : '';

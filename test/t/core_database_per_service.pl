@@ -50,10 +50,26 @@ is($node->safe_psql('pgcloud_billing', q{SELECT string_agg(job, ',' ORDER BY job
 is($node->safe_psql('pgcloud_inventory', q{SELECT count(*) FROM pgcloud.jobs WHERE service = 'core'}), '6',
     'every database prunes its own core tables');
 
+is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_authenticator_auth', 'pgcloud_auth', 'CONNECT')"),
+    't', "the auth service's PostgREST role may connect to its database");
+is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_authenticator_billing', 'pgcloud_auth', 'CONNECT')"),
+    'f', "billing's may not");
 is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_authenticator', 'pgcloud_auth', 'CONNECT')"),
-    't', 'the authenticator may connect to a service database');
+    'f', 'nor may the shared authenticator');
 is($node->safe_psql('postgres', "SELECT has_database_privilege('pgcloud_anon', 'pgcloud_auth', 'CONNECT')"),
     'f', 'PUBLIC may not');
+
+# A service's policies are set where it runs: elsewhere they would do nothing.
+my ($prc, $pout, $perr) = $node->psql('pgcloud_billing', q{SELECT pgcloud.set_policy('provisioning.max_live_allocations_per_user', '3')});
+isnt($prc, 0, "a policy of provisioning is refused in billing's database");
+like($perr, qr/service \\?"provisioning\\?" is not installed in this database; set its policies in database pgcloud_provisioning/,
+    '... naming the database where provisioning runs');
+is($node->safe_psql('pgcloud_billing', q{SELECT count(*) FROM pgcloud.policy_values WHERE key LIKE 'provisioning.%'}), '0',
+    '... and nothing is stored');
+is($node->safe_psql('pgcloud_provisioning', q{SELECT pgcloud.set_policy('provisioning.max_live_allocations_per_user', '3') ->> 'value'}), '3',
+    'in its own database it is set');
+is($node->safe_psql('pgcloud_billing', q{SELECT pgcloud.set_policy('core.max_delivery_attempts', '6') ->> 'value'}), '6',
+    'core policies are set in every database');
 
 # Drop leaves nothing of ours behind.
 $node->safe_psql('one', 'DROP EXTENSION pgcloud_core CASCADE');

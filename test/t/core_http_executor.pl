@@ -245,6 +245,28 @@ wait_done($id);
 ok(!exists $t[0]{headers}{authorization}, 'the test target gets no credentials');
 is(intent($id, "response_headers ->> 'content-type'"), 'application/json', 'response headers are recorded, lower-case');
 
+# --- connection reuse: many requests, few TCP connections ---------------------------------------------
+# The executor keeps its connections across rounds (HTTP/1.1 keep-alive): 40
+# requests at concurrency 4 come over at most 4 connections, which the fake
+# tells apart by the client's port.
+my @kept = split /\n/, sql(q{SELECT pgcloud.http_request('test', 'GET', '/MAAS/api/2.0/version/',
+                                       callback => 'tap.cb(uuid, integer, jsonb, text, jsonb, boolean)')
+                               FROM generate_series(1, 40)});
+wait_done($_) for @kept;
+my %peers;
+my $sent = 0;
+for my $k (@kept)
+{
+    for my $try (tries($maas, $k))
+    {
+        $sent++;
+        $peers{ $try->{peer} // 'none' }++;
+    }
+}
+is($sent, 40, '40 requests sent, once each');
+ok(!exists $peers{none}, 'the fake saw the client port of every request');
+cmp_ok(scalar(keys %peers), '<=', 4, '40 requests came over at most 4 TCP connections (' . scalar(keys %peers) . ')');
+
 # --- credentials never in the log or in a row ------------------------------------------------------------
 my $log = slurp_file($node->logfile);
 unlike($log, qr/sk_test_pgcloud/, 'the Stripe key is not in the server log');
