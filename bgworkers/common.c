@@ -258,3 +258,40 @@ PgcloudBackoffMs(int failures, long base_ms, int max_shift, long cap_ms)
 {
 	return Min(base_ms << Min(Max(failures, 0), max_shift), cap_ms);
 }
+
+/*
+ * Inside a unit of work: runs fn in an internal subtransaction. Returns NULL
+ * when it committed, else rolls it back alone and returns the error message,
+ * allocated in keep. The caller's memory context and resource owner are
+ * current again on return.
+ */
+char *
+PgcloudRunSubUnit(PgcloudUnitFn fn, void *arg, MemoryContext keep)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		error = MemoryContextStrdup(keep, edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return error;
+}

@@ -316,36 +316,15 @@ apply_batch_unit(void *arg)
 {
 	BatchUnit  *u = (BatchUnit *) arg;
 
-	for (volatile int m = 0; m < u->count; m++)
+	for (int m = 0; m < u->count; m++)
 	{
-		MemoryContext cxt = CurrentMemoryContext;
-		ResourceOwner owner = CurrentResourceOwner;
+		MessageUnit mu = {.subscriber = u->subscriber, .msg = u->msgs[m]};
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(cxt);
-		PG_TRY();
-		{
-			consume_one(u->subscriber, u->msgs[m]);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
+		u->errors[m] = PgcloudRunSubUnit(apply_message_unit, &mu, u->keep);
+		if (u->errors[m] == NULL)
 			u->applied[m] = true;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-			u->errors[m] = MemoryContextStrdup(u->keep, edata->message ? edata->message : "unknown error");
-			FreeErrorData(edata);
+		else
 			PgcloudWorkerNoteError(u->errors[m]);
-		}
-		PG_END_TRY();
 	}
 }
 

@@ -327,40 +327,6 @@ record_outcome(const char *id, int attempt, HttpTarget target, const HttpOutcome
 	}
 }
 
-/* One outcome in a subtransaction of the current unit of work; the error message (in cxt) or NULL. */
-static char *
-record_in_subxact(const Finished *f, MemoryContext cxt)
-{
-	MemoryContext subcxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile failure = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(subcxt);
-	PG_TRY();
-	{
-		record_in_work(f->id, f->attempt, f->target, &f->o);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(subcxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(subcxt);
-		CurrentResourceOwner = owner;
-		failure = MemoryContextStrdup(cxt, edata->message ? edata->message : "unknown error");
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return failure;
-}
-
 typedef struct OutcomeBatch
 {
 	Finished   *f;
@@ -378,7 +344,9 @@ record_outcomes_unit(void *arg)
 	b->recorded = 0;
 	for (int i = 0; i < b->n; i++)
 	{
-		b->failures[i] = record_in_subxact(&b->f[i], b->cxt);
+		OutcomeUnit u = {.id = b->f[i].id, .attempt = b->f[i].attempt, .target = b->f[i].target, .o = &b->f[i].o};
+
+		b->failures[i] = PgcloudRunSubUnit(record_outcome_unit, &u, b->cxt);
 		if (b->failures[i] == NULL)
 			b->recorded++;
 	}

@@ -84,6 +84,12 @@ extern void PgcloudWorkerEndWork(void);
 typedef void (*PgcloudUnitFn) (void *arg);
 extern char *PgcloudRunUnit(const char *activity, PgcloudUnitFn fn, void *arg);
 
+/*
+ * Inside a unit of work: fn in a subtransaction of its own; NULL, or the
+ * error message (allocated in keep) after rolling back that subtransaction.
+ */
+extern char *PgcloudRunSubUnit(PgcloudUnitFn fn, void *arg, MemoryContext keep);
+
 /* Exponential back-off: Min(base_ms << Min(failures, max_shift), cap_ms). */
 extern long PgcloudBackoffMs(int failures, long base_ms, int max_shift, long cap_ms);
 extern int	PgcloudMySlot;
