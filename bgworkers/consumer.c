@@ -1,26 +1,32 @@
 /*
- * consumer.c — NATS mode: pulls events from the durable JetStream consumer
+ * consumer.c — NATS mode: receives events from the durable JetStream consumer
  * of each subscribing service installed in this database, applies each
- * (inbox row + handler, pgcloud.consume_event) and acks after commit. A message that keeps failing is dead-lettered once
- * JetStream's delivery count reaches core.max_delivery_attempts (with a
- * platform.alert event) and terminated; earlier failures are nak'ed with
- * a growing delay.
+ * (inbox row + handler, pgcloud.consume_event) and acks after commit. A
+ * message that keeps failing is dead-lettered once JetStream's delivery
+ * count reaches core.max_delivery_attempts (with a platform.alert event) and
+ * terminated; earlier failures are nak'ed with a growing delay.
  *
- * No message waits for another service's long fetch timeout: every round
- * asks each durable for what it has with a no-wait pull request (the
- * server answers at once, with up to FETCH_BATCH messages or "no
- * messages"; an empty durable costs at most FETCH_TIMEOUT_MS),
- * applies a durable's batch in one transaction (a subtransaction per
- * message) and acks the batch's applied messages together after the
- * commit. A round that found nothing waits on the latch, 1 ms after a busy
- * round, doubling to IDLE_MAX_MS while idle.
+ * One inbox for every durable: the process subscribes once to
+ * <inbox prefix>.<token>.* and keeps one pull request open per durable
+ * (JetStream's $JS.API.CONSUMER.MSG.NEXT, up to PULL_BATCH messages, expiring
+ * after PULL_EXPIRES_MS), whose replies come on <...>.<durable's index>. The
+ * server pushes each message as soon as it is stored, so no message waits for
+ * another service's fetch or for a polling interval; a request that was
+ * answered in full, or ended with a status (408 expired, 409), is renewed
+ * before the batch is applied, and one that stayed silent past its expiry is
+ * renewed too. A round takes what arrived (up to ROUND_MAX messages), applies
+ * each durable's share in one transaction (a subtransaction per message) and
+ * acks the applied ones together after the commit.
  *
- * Single-threaded on purpose: a first version pulled each durable on a
- * thread of its own (blocking pull requests, nats.c only on the threads);
- * with nats.c 3.4.1 (Debian 12) it corrupted the heap within seconds of a
- * durable takeover in test/t/core_consumer_flood.pl ("malloc(): corrupted
- * top size", "corrupted size vs. prev_size" in natsMsgList_Destroy and
- * in _fetch's calloc), which this structure did not in the same test.
+ * The pull protocol is spoken here rather than through nats.c's
+ * natsSubscription_Fetch: in nats.c 3.4.1 (Debian 12), a Fetch that starts
+ * with more than half of its batch already pending (answers to an earlier
+ * request that came after its timeout) keeps collecting past the batch and
+ * writes beyond its message array (seen in a core: Count = 548 in an array of
+ * 256, then "double free or corruption" in natsMsgList_Destroy).
+ *
+ * Single-threaded on purpose: nats.c's own threads read the socket and queue
+ * the messages; nothing of PostgreSQL runs on them.
  */
 #include "workers.h"
 
@@ -34,34 +40,50 @@
 
 #include "nats_link.h"
 
-#define FETCH_BATCH 256
-#define FETCH_TIMEOUT_MS 2		/* what an empty durable costs a round, at most */
-#define IDLE_MAX_MS 50
+#define PULL_BATCH 256			/* messages one pull request asks for */
+#define PULL_EXPIRES_MS 5000	/* how long a pull request waits on the server */
+#define PULL_GRACE_MS 2000		/* a request silent this long after its expiry is renewed */
+#define ROUND_MAX 1024			/* messages taken from the inbox per round */
+#define WAIT_MS 50				/* longest wait for a message before interrupts are checked */
 #define MAX_SUBSCRIBERS 32
 
 typedef struct Subscriber
 {
 	char		name[NAMEDATALEN];
-	natsSubscription *sub;
+	bool		ready;			/* its durable exists on this connection */
 	bool		resumed;		/* this process has taken the durable over */
+	bool		open;			/* a pull request of ours is outstanding */
+	int			owed;			/* messages that request may still deliver */
+	TimestampTz asked_at;
+	natsMsg   **got;			/* this round's messages, in arrival order */
+	int			ngot;
+	char	  **ignored;		/* event types it receives but does not apply, sorted */
+	int			nignored;
 } Subscriber;
 
 static NatsLink nlink = {0};
+static natsSubscription *inbox = NULL;	/* <inbox_base>.*: every durable's replies */
+static char inbox_base[NAMEDATALEN + 48];
 static Subscriber subscribers[MAX_SUBSCRIBERS];
 static int	nsubscribers = 0;
+static natsMsg *round_msgs[MAX_SUBSCRIBERS][ROUND_MAX];	/* a round takes at most ROUND_MAX in all */
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
+static MemoryContext config_cxt = NULL;	/* the subscribers' ignored types */
+static SPIPlanPtr consume_plan = NULL;
 
-/* Destroys the subscriptions (before the connection is closed, on every path). */
+/* Forgets everything of the connection (before it is closed, on every path). */
 static void
 drop_subscriptions(void)
 {
+	if (inbox != NULL)
+		natsSubscription_Destroy(inbox);
+	inbox = NULL;
 	for (int i = 0; i < nsubscribers; i++)
 	{
-		if (subscribers[i].sub != NULL)
-			natsSubscription_Destroy(subscribers[i].sub);
-		subscribers[i].sub = NULL;
+		subscribers[i].ready = false;
 		subscribers[i].resumed = false;
+		subscribers[i].open = false;
 	}
 }
 
@@ -89,6 +111,26 @@ close_all(int code, Datum arg)
  * wake-up comes with every service installed, and with
  * pgcloud.wake_workers()).
  */
+static int
+compare_strings(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* True when the message's event type (its subject, pgcloud.<type>) is one the subscriber does not apply. */
+static bool
+is_ignored(Subscriber *s, natsMsg *msg)
+{
+	const char *subject = natsMsg_GetSubject(msg);
+	const char *type;
+
+	if (subject == NULL || strncmp(subject, PGCLOUD_SUBJECT_PREFIX, strlen(PGCLOUD_SUBJECT_PREFIX)) != 0
+		|| s->nignored == 0)
+		return false;
+	type = subject + strlen(PGCLOUD_SUBJECT_PREFIX);
+	return bsearch(&type, s->ignored, s->nignored, sizeof(char *), compare_strings) != NULL;
+}
+
 static void
 load_config(void)
 {
@@ -96,6 +138,9 @@ load_config(void)
 	int			n;
 	bool		same;
 
+	if (config_cxt == NULL)
+		config_cxt = AllocSetContextCreate(TopMemoryContext, "pgcloud consumer config", ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(config_cxt);
 	PgcloudWorkerBeginWork(NULL);
 	if (SPI_execute("SELECT name FROM pgcloud.nats_subscribers() AS name", true, MAX_SUBSCRIBERS) != SPI_OK_SELECT)
 		elog(ERROR, "could not list subscribers");
@@ -104,35 +149,50 @@ load_config(void)
 		strlcpy(names[i], SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
 	max_attempts = (int) PgcloudPolicyNumber("core.max_delivery_attempts");
 	retry_base_ms = (long) PgcloudPolicyNumber("core.delivery_retry_base_ms");
-	PgcloudWorkerEndWork();
 
 	same = n == nsubscribers;
 	for (int i = 0; i < n && same; i++)
 		same = strcmp(names[i], subscribers[i].name) == 0;
-	if (same)
-		return;
-	drop_subscriptions();
-	nsubscribers = n;
+	if (!same)
+	{
+		drop_subscriptions();
+		nsubscribers = n;
+		for (int i = 0; i < nsubscribers; i++)
+		{
+			memset(&subscribers[i], 0, sizeof(Subscriber));
+			strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
+			subscribers[i].got = round_msgs[i];
+		}
+	}
+	/* Which event types each one only acknowledges (re-read at every wake-up: an upgrade may change them). */
 	for (int i = 0; i < nsubscribers; i++)
 	{
-		strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
-		subscribers[i].sub = NULL;
-		subscribers[i].resumed = false;
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(subscribers[i].name)};
+		Subscriber *s = &subscribers[i];
+
+		if (SPI_execute_with_args("SELECT pgcloud.nats_ignored_types($1)", 1, argtypes, values, NULL, true, 0)
+			!= SPI_OK_SELECT)
+			elog(ERROR, "could not list the ignored event types");
+		s->nignored = (int) SPI_processed;
+		s->ignored = MemoryContextAlloc(config_cxt, sizeof(char *) * Max(s->nignored, 1));
+		for (uint64 r = 0; r < SPI_processed; r++)
+			s->ignored[r] = MemoryContextStrdup(config_cxt,
+												SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1));
+		qsort(s->ignored, s->nignored, sizeof(char *), compare_strings);
 	}
+	PgcloudWorkerEndWork();
 }
 
-/* Ensures the durable consumer and a bound pull subscription of one service. */
+/* Ensures the durable consumer of one service (taken over from its ack floor when a predecessor left it mid-batch). */
 static natsStatus
-ensure_subscription(Subscriber *s)
+ensure_durable(Subscriber *s)
 {
 	jsConsumerConfig cc;
-	jsSubOptions so;
 	jsConsumerInfo *ci = NULL;
 	jsErrCode	jerr = 0;
 	natsStatus	st;
 
-	if (s->sub != NULL)
-		return NATS_OK;
 	jsConsumerConfig_Init(&cc);
 	cc.Durable = s->name;
 	cc.AckPolicy = js_AckExplicit;
@@ -178,36 +238,179 @@ ensure_subscription(Subscriber *s)
 	}
 	else
 		return st;
-
-	jsSubOptions_Init(&so);
-	so.Stream = PGCLOUD_STREAM;
-	so.Consumer = s->name;
-	st = js_PullSubscribe(&s->sub, nlink.js, PGCLOUD_SUBJECT_PREFIX ">", s->name, NULL, &so, &jerr);
-	if (st == NATS_OK)
-		s->resumed = true;
-	return st;
+	s->resumed = true;
+	return NATS_OK;
 }
 
-/* Subscribes every durable; false (after link_failed) on a NATS failure. */
+/*
+ * The inbox (once per connection) and every durable; false (after
+ * link_failed) on a NATS failure.
+ */
 static bool
 ensure_all(void)
 {
+	sigset_t	saved;
+	natsStatus	st = NATS_OK;
+
+	if (inbox == NULL)
+	{
+		uint8		token[8];
+
+		if (!pg_strong_random(token, sizeof(token)))
+			elog(ERROR, "could not generate a random inbox token");
+		snprintf(inbox_base, sizeof(inbox_base), "%s.%02x%02x%02x%02x%02x%02x%02x%02x", nlink.inbox_prefix,
+				 token[0], token[1], token[2], token[3], token[4], token[5], token[6], token[7]);
+		NatsLinkBlockSignals(&saved);
+		st = natsConnection_SubscribeSync(&inbox, nlink.conn, psprintf("%s.*", inbox_base));
+		/* every durable's unacknowledged messages fit (MaxAckPending each) */
+		if (st == NATS_OK)
+			st = natsSubscription_SetPendingLimits(inbox, MAX_SUBSCRIBERS * 2000, 256 * 1024 * 1024);
+		NatsLinkRestoreSignals(&saved);
+		if (st != NATS_OK)
+		{
+			link_failed("subscribe to the pull inbox", st);
+			return false;
+		}
+	}
 	for (int i = 0; i < nsubscribers; i++)
 	{
-		sigset_t	saved;
-		natsStatus	st;
-
-		if (subscribers[i].sub != NULL)
+		if (subscribers[i].ready)
 			continue;
 		NatsLinkBlockSignals(&saved);
-		st = ensure_subscription(&subscribers[i]);
+		st = ensure_durable(&subscribers[i]);
 		NatsLinkRestoreSignals(&saved);
 		if (st != NATS_OK)
 		{
 			link_failed("set up a durable consumer", st);
 			return false;
 		}
+		subscribers[i].ready = true;
+		subscribers[i].open = false;
 	}
+	return true;
+}
+
+/*
+ * Renews the pull request of every durable that has none outstanding (or
+ * whose request stayed silent past its expiry): JetStream pushes up to
+ * PULL_BATCH messages to <inbox_base>.<i> as they come, for PULL_EXPIRES_MS.
+ */
+static bool
+renew_pulls(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		Subscriber *s = &subscribers[i];
+		char		subject[NAMEDATALEN + 64];
+		char		reply[sizeof(inbox_base) + 16];
+		char		body[96];
+		natsStatus	st;
+
+		if (!s->ready || (s->open && !TimestampDifferenceExceeds(s->asked_at, now, PULL_EXPIRES_MS + PULL_GRACE_MS)))
+			continue;
+		snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", PGCLOUD_STREAM, s->name);
+		snprintf(reply, sizeof(reply), "%s.%d", inbox_base, i);
+		snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":%lld}", PULL_BATCH,
+				 (long long) PULL_EXPIRES_MS * 1000000LL);
+		st = natsConnection_PublishRequestString(nlink.conn, subject, reply, body);
+		if (st != NATS_OK)
+		{
+			link_failed("ask JetStream for messages", st);
+			return false;
+		}
+		s->open = true;
+		s->owed = PULL_BATCH;
+		s->asked_at = now;
+	}
+	return true;
+}
+
+/* Publishes an acknowledgement ("+ACK", "+TERM", "-NAK {...}") to a delivered message's reply subject. */
+static void
+ack_with(natsMsg *msg, const char *what)
+{
+	natsConnection_PublishString(nlink.conn, natsMsg_GetReply(msg), what);
+}
+
+/* The subscriber whose durable is named so, or NULL. */
+static Subscriber *
+subscriber_named(const char *name)
+{
+	for (int i = 0; i < nsubscribers; i++)
+		if (strcmp(subscribers[i].name, name) == 0)
+			return &subscribers[i];
+	return NULL;
+}
+
+/*
+ * Files one message of the inbox under its durable, or takes note of a
+ * status. A delivery keeps its stream subject and names its durable in its
+ * ack subject ($JS.ACK.<stream>.<durable>...); a status comes on the reply
+ * subject of the request it ends (<inbox_base>.<i>): 408 (the request
+ * expired), 409 (the durable was deleted, too many waiting requests...) and
+ * 404 end it, a 409 "Consumer Deleted" also makes the durable be ensured
+ * again. Returns true when the message was kept (the caller destroys the rest).
+ */
+static bool
+file_message(natsMsg *msg)
+{
+	const char *reply = natsMsg_GetReply(msg);
+	const char *status = NULL;
+	Subscriber *s = NULL;
+
+	if (natsMsg_GetDataLength(msg) == 0 && natsMsgHeader_Get(msg, "Status", &status) == NATS_OK && status != NULL)
+	{
+		const char *subject = natsMsg_GetSubject(msg);
+		const char *dot = subject ? strrchr(subject, '.') : NULL;
+		char	   *end;
+		long		i;
+
+		if (strncmp(status, "100", 3) == 0 || dot == NULL || strncmp(subject, inbox_base, strlen(inbox_base)) != 0)
+			return false;		/* an idle heartbeat, or not ours */
+		errno = 0;
+		i = strtol(dot + 1, &end, 10);
+		if (errno != 0 || *end != '\0' || end == dot + 1 || i < 0 || i >= nsubscribers)
+			return false;
+		s = &subscribers[i];
+		s->open = false;
+		if (strncmp(status, "409", 3) == 0)
+		{
+			const char *why = NULL;
+
+			if (natsMsgHeader_Get(msg, "Description", &why) == NATS_OK && why != NULL
+				&& pg_strcasecmp(why, "Consumer Deleted") == 0)
+				s->ready = false;
+		}
+		return false;
+	}
+	if (reply != NULL && strncmp(reply, "$JS.ACK.", 8) == 0)
+	{
+		jsMsgMetaData *meta = NULL;
+
+		if (natsMsg_GetMetaData(&meta, msg) == NATS_OK)
+		{
+			if (meta->Stream != NULL && strcmp(meta->Stream, PGCLOUD_STREAM) == 0 && meta->Consumer != NULL)
+				s = subscriber_named(meta->Consumer);
+			jsMsgMetaData_Destroy(meta);
+		}
+	}
+	if (s == NULL)
+		return false;			/* not a delivery of one of our durables: nothing to apply or ack */
+	if (--s->owed <= 0)
+		s->open = false;
+	/*
+	 * An event it would only answer 'ignored' for is acknowledged at once,
+	 * without a transaction (acking it before earlier ones are applied moves
+	 * no ack floor past them).
+	 */
+	if (is_ignored(s, msg))
+	{
+		ack_with(msg, "+ACK");
+		return false;
+	}
+	s->got[s->ngot++] = msg;
 	return true;
 }
 
@@ -306,8 +509,9 @@ consume_one(const char *subscriber, natsMsg *msg)
 	values[0] = CStringGetTextDatum(subscriber);
 	values[1] = PointerGetDatum(cstring_to_text_with_len(data ? data : "", len));
 	values[2] = CStringGetTextDatum(subject ? subject : "");
-	if (SPI_execute_with_args("SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes, values, NULL,
-							  false, 1) != SPI_OK_SELECT)
+	/* planned once per process */
+	if (SPI_execute_plan(PgcloudPlan(&consume_plan, "SELECT pgcloud.consume_event($1, $2::jsonb, $3)", 3, argtypes),
+						 values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pgcloud.consume_event() failed");
 }
 
@@ -329,7 +533,7 @@ apply_batch_unit(void *arg)
 }
 
 /*
- * Applies one fetched batch of one durable in one transaction (a
+ * Applies one durable's messages of a round in one transaction (a
  * subtransaction per message: a failing message rolls back alone) and acks
  * its applied messages together after the commit; the failed ones are
  * nak'ed with a growing delay, or dead-lettered and terminated at the
@@ -337,25 +541,25 @@ apply_batch_unit(void *arg)
  * each message is applied again in a transaction of its own.
  */
 static int
-apply_batch(Subscriber *s, natsMsgList *list)
+apply_batch(Subscriber *s)
 {
-	int			count = list->Count;
+	int			count = s->ngot;
 	int			nack = 0;
 	natsMsg   **ackable = palloc(sizeof(natsMsg *) * Max(count, 1));
-	BatchUnit	u = {.subscriber = s->name, .msgs = list->Msgs, .count = count,
+	BatchUnit	u = {.subscriber = s->name, .msgs = s->got, .count = count,
 		.applied = palloc0(sizeof(bool) * Max(count, 1)), .errors = palloc0(sizeof(char *) * Max(count, 1)),
 	.keep = CurrentMemoryContext};
 
 	if (PgcloudRunUnit("applying NATS events", apply_batch_unit, &u) != NULL)
 		for (int m = 0; m < count; m++)
 		{
-			u.applied[m] = apply_message(s->name, list->Msgs[m], &u.errors[m]);
+			u.applied[m] = apply_message(s->name, s->got[m], &u.errors[m]);
 			PgcloudWorkerHandleInterrupts();
 		}
 
 	for (int m = 0; m < count; m++)
 	{
-		natsMsg    *msg = list->Msgs[m];
+		natsMsg    *msg = s->got[m];
 
 		if (u.applied[m])
 			ackable[nack++] = msg;
@@ -370,55 +574,90 @@ apply_batch(Subscriber *s, natsMsgList *list)
 				jsMsgMetaData_Destroy(meta);
 			}
 			if (deliveries >= max_attempts && record_failure(s->name, msg, u.errors[m], deliveries))
-				natsMsg_Term(msg, NULL);
+				ack_with(msg, "+TERM");
 			else
-				natsMsg_NakWithDelay(msg, PgcloudBackoffMs(deliveries, retry_base_ms, 10, 60000L), NULL);
+				ack_with(msg, psprintf("-NAK {\"delay\":%lld}",
+									   (long long) PgcloudBackoffMs(deliveries, retry_base_ms, 10, 60000L) * 1000000LL));
 		}
 	}
 	/* Every one committed: the acks go out together. */
 	for (int m = 0; m < nack; m++)
-		natsMsg_Ack(ackable[m], NULL);
+		ack_with(ackable[m], "+ACK");
 	pfree(ackable);
 	return nack;
 }
 
-/*
- * One round: a no-wait pull from every durable, each batch applied and
- * acked. Returns the messages applied, or -1 after a NATS failure.
- */
-static int
-consume_round(void)
+/* Destroys this round's messages (applied, or left to JetStream's redelivery). */
+static void
+release_round(void)
 {
-	int			handled = 0;
-	bool		got = false;
-
 	for (int i = 0; i < nsubscribers; i++)
 	{
-		Subscriber *s = &subscribers[i];
-		natsMsgList list = {0};
-		natsStatus	st;
+		for (int m = 0; m < subscribers[i].ngot; m++)
+			natsMsg_Destroy(subscribers[i].got[m]);
+		subscribers[i].ngot = 0;
+	}
+}
 
-		/*
-		 * nats.c sends a no-wait pull request first and returns as soon as
-		 * the server answered it with messages; only an empty durable waits
-		 * (at most FETCH_TIMEOUT_MS). An answer that comes later stays in
-		 * the subscription for the next round.
-		 */
-		st = natsSubscription_Fetch(&list, s->sub, FETCH_BATCH, FETCH_TIMEOUT_MS, NULL);
-		if (st == NATS_NOT_FOUND || st == NATS_TIMEOUT)
-			continue;			/* nothing there */
-		if (st != NATS_OK)
-		{
-			link_failed("fetch from JetStream", st);
-			return -1;
-		}
-		got = true;
-		handled += apply_batch(s, &list);
-		natsMsgList_Destroy(&list);
+/*
+ * One round: waits up to wait_ms for the inbox, takes what arrived (up to
+ * ROUND_MAX messages), renews the pull requests that ended, then applies and
+ * acks each durable's share. Returns the messages applied (at least 1 when
+ * any arrived), 0 when none came, or -1 after a NATS failure.
+ */
+static int
+consume_round(long wait_ms)
+{
+	natsMsg    *msg = NULL;
+	natsStatus	st;
+	int			taken = 0;
+	int			handled = 0;
+	bool		lost = false;
+
+	if (!renew_pulls())
+		return -1;
+	st = natsSubscription_NextMsg(&msg, inbox, wait_ms);
+	if (st == NATS_TIMEOUT)
+		return 0;
+	while (st == NATS_OK)
+	{
+		int			pending = 0;
+
+		if (!file_message(msg))
+			natsMsg_Destroy(msg);
+		msg = NULL;
+		if (++taken >= ROUND_MAX
+			|| natsSubscription_GetPending(inbox, &pending, NULL) != NATS_OK || pending == 0)
+			break;
+		st = natsSubscription_NextMsg(&msg, inbox, 0);
+	}
+	/*
+	 * A slow-consumer report means nats.c dropped messages of the inbox: they
+	 * stay unacknowledged; the connection is dropped after this round so the
+	 * durables are taken over from their ack floors, in order.
+	 */
+	if (st != NATS_OK && st != NATS_TIMEOUT)
+		lost = true;
+	if (!lost && !renew_pulls())
+	{
+		release_round();
+		return -1;
+	}
+	for (int i = 0; i < nsubscribers; i++)
+	{
+		if (subscribers[i].ngot == 0)
+			continue;
+		handled += apply_batch(&subscribers[i]);
 		/* Between batches (a batch is acked whole): SIGTERM, the postmaster's death, SIGHUP. */
 		PgcloudWorkerHandleInterrupts();
 	}
-	return got ? Max(handled, 1) : 0;
+	release_round();
+	if (lost)
+	{
+		link_failed("receive from JetStream", st);
+		return -1;
+	}
+	return Max(handled, 1);
 }
 
 void
@@ -426,7 +665,6 @@ pgcloud_consumer_main(Datum arg)
 {
 	MemoryContext loopcxt;
 	jsOptions	jsopts;
-	long		idle_ms = 1;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_CONSUMER, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
@@ -458,12 +696,16 @@ pgcloud_consumer_main(Datum arg)
 		else if (!ensure_all())
 			n = -1;
 		else
-			n = consume_round();
+			n = consume_round(WAIT_MS);
 		if (n > 0)
-		{
 			PgcloudWorkerNoteActivity(n, 0);
-			idle_ms = 1;
-			/* A wake-up while busy (e.g. a service installed) re-reads the subscribers too. */
+		if (n >= 0 && nsubscribers > 0)
+		{
+			/*
+			 * The round waited on the inbox (up to WAIT_MS); a wake-up
+			 * meanwhile (pgcloud.wake_workers(), e.g. a service installed)
+			 * re-reads the subscribers.
+			 */
 			if (MyLatch->is_set)
 			{
 				ResetLatch(MyLatch);
@@ -471,15 +713,7 @@ pgcloud_consumer_main(Datum arg)
 			}
 			continue;
 		}
-		if (n < 0)
-			timeout = NatsLinkBackoffMs(&nlink);
-		else if (nsubscribers == 0)
-			timeout = 10000L;
-		else
-		{
-			timeout = idle_ms;
-			idle_ms = Min(idle_ms * 2, IDLE_MAX_MS);
-		}
+		timeout = n < 0 ? NatsLinkBackoffMs(&nlink) : 10000L;
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to subscribe: re-read the subscribers. */

@@ -266,8 +266,13 @@ link_connect(NatsLink *link, jsOptions *jsopts)
 	if (user == NULL)
 		user = url_user(pgcloud_nats_url);
 	/* Replies (acks, pulled messages) on an inbox only this user may read. */
-	if (s == NATS_OK && user != NULL && strspn(user, "abcdefghijklmnopqrstuvwxyz0123456789_-") == strlen(user))
-		s = natsOptions_SetCustomInboxPrefix(opts, psprintf("_INBOX_%s", user));
+	strlcpy(link->inbox_prefix, "_INBOX", sizeof(link->inbox_prefix));
+	if (s == NATS_OK && user != NULL && strlen(user) < NAMEDATALEN
+		&& strspn(user, "abcdefghijklmnopqrstuvwxyz0123456789_-") == strlen(user))
+	{
+		snprintf(link->inbox_prefix, sizeof(link->inbox_prefix), "_INBOX_%s", user);
+		s = natsOptions_SetCustomInboxPrefix(opts, link->inbox_prefix);
+	}
 	if (s == NATS_OK && pgcloud_ca_bundle != NULL && pgcloud_ca_bundle[0] != '\0')
 		s = natsOptions_LoadCATrustedCertificates(opts, pgcloud_ca_bundle);
 	if (s == NATS_OK)

@@ -16,6 +16,7 @@ typedef struct NatsLink
 	natsConnection *conn;
 	jsCtx	   *js;
 	int			failures;		/* consecutive connection failures, for backoff */
+	char		inbox_prefix[NAMEDATALEN + 8];	/* replies come on <prefix>.>: "_INBOX_<user>" or "_INBOX" */
 } NatsLink;
 
 /* Connects (when not connected) and ensures the stream; false (and logs once per outage) on failure. */

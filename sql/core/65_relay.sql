@@ -471,6 +471,21 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the services installed in this database that have a durable JetStream consumer named after them: the subscribing ones; in a database where none subscribes, the services installed there unless they publish session.revoked themselves (so that every database learns of revoked sessions).';
 
+CREATE FUNCTION pgcloud.nats_ignored_types(subscriber text) RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgcloud
+AS $$
+    -- The registry's event types for which pgcloud.consume_event would only
+    -- answer 'ignored' for this subscriber: it does not subscribe to them,
+    -- and they are not session.revoked (which every durable applies).
+    SELECT DISTINCT t.event_type
+      FROM pgcloud.services s, unnest(s.publishes) AS t(event_type)
+     WHERE t.event_type <> 'session.revoked'
+       AND NOT pgcloud.is_subscribed(nats_ignored_types.subscriber, t.event_type)
+     ORDER BY 1
+$$;
+COMMENT ON FUNCTION pgcloud.nats_ignored_types(text) IS 'NATS mode: the event types a subscriber''s durable receives (it filters on pgcloud.>) but does not apply; the consumer acknowledges them without a transaction. Types missing from the registry are not listed, so they still go through pgcloud.consume_event.';
+
 -- Operator alerts from any service: platform.alert is the core's type, so a
 -- service raises one through this function (it runs as the core).
 CREATE FUNCTION pgcloud.alert(kind text, subject text, details jsonb DEFAULT '{}') RETURNS uuid
