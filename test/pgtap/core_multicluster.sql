@@ -69,5 +69,25 @@ SELECT ok(pgcloud.published_jwks() -> 'keys' @> jsonb_build_array(jsonb_build_ob
     '... which holds the new key');
 SELECT is(pgcloud.learn_jwks('{"keys": []}', now() - interval '1 hour'), false, 'an older key set does not replace it');
 SELECT is(pgcloud.published_jwks(), api.jwks(), '... the stored set is unchanged');
+-- The event types a durable acks without a transaction (the consumer skips
+-- pgcloud.consume_event for them) are exactly those consume_event would
+-- answer 'ignored' for: never one its service subscribes to, never
+-- session.revoked (every database applies it).
+SELECT is((SELECT count(*)::int FROM pgcloud.services s, pgcloud.nats_ignored_types(s.name) AS t
+            WHERE pgcloud.is_subscribed(s.name, t) OR t = 'session.revoked'), 0,
+    'no durable skips an event type its service subscribes to, nor session.revoked');
+SELECT ok(NOT 'user.created' = ANY (ARRAY(SELECT pgcloud.nats_ignored_types('billing'))),
+    'billing applies user.created (it subscribes)');
+SELECT is(ARRAY(SELECT pgcloud.nats_ignored_types('billing')),
+    ARRAY(SELECT DISTINCT t FROM pgcloud.services s, unnest(s.publishes) AS t
+           WHERE t <> 'session.revoked' AND NOT pgcloud.is_subscribed('billing', t) ORDER BY 1),
+    'billing skips every other published event type');
+SELECT ok(cardinality(ARRAY(SELECT pgcloud.nats_ignored_types('billing'))) > 0, '... of which there are some');
+SELECT ok('ssh_key.added' = ANY (ARRAY(SELECT pgcloud.nats_ignored_types('billing'))),
+    'billing skips ssh_key.added (it does not subscribe) ...');
+SELECT is(pgcloud.consume_event('billing',
+    '{"event_id": "8a000000-0000-4000-8000-0000000000f1", "event_type": "ssh_key.added", "source": "releases",
+      "aggregate_type": "ssh_key", "aggregate_id": "x", "payload": {}}', 'pgcloud.ssh_key.added'),
+    'ignored', '... which consume_event would only have ignored');
 SELECT * FROM finish();
 ROLLBACK;
