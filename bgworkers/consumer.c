@@ -43,6 +43,7 @@
 #define PULL_BATCH 256			/* messages one pull request asks for */
 #define PULL_EXPIRES_MS 5000	/* how long a pull request waits on the server */
 #define PULL_GRACE_MS 2000		/* a request silent this long after its expiry is renewed */
+#define PULL_HOLD_MS 250		/* a refused request is renewed after this long */
 #define ROUND_MAX 1024			/* messages taken from the inbox per round */
 #define WAIT_MS 50				/* longest wait for a message before interrupts are checked */
 #define MAX_SUBSCRIBERS 32
@@ -55,6 +56,7 @@ typedef struct Subscriber
 	bool		open;			/* a pull request of ours is outstanding */
 	int			owed;			/* messages that request may still deliver */
 	TimestampTz asked_at;
+	TimestampTz hold_until;		/* after a refusal (503, 409...): no new request before */
 	natsMsg   **got;			/* this round's messages, in arrival order */
 	int			ngot;
 	char	  **ignored;		/* event types it receives but does not apply, sorted */
@@ -308,7 +310,8 @@ renew_pulls(void)
 		char		body[96];
 		natsStatus	st;
 
-		if (!s->ready || (s->open && !TimestampDifferenceExceeds(s->asked_at, now, PULL_EXPIRES_MS + PULL_GRACE_MS)))
+		if (!s->ready || now < s->hold_until
+			|| (s->open && !TimestampDifferenceExceeds(s->asked_at, now, PULL_EXPIRES_MS + PULL_GRACE_MS)))
 			continue;
 		snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", PGCLOUD_STREAM, s->name);
 		snprintf(reply, sizeof(reply), "%s.%d", inbox_base, i);
@@ -375,6 +378,13 @@ file_message(natsMsg *msg)
 			return false;
 		s = &subscribers[i];
 		s->open = false;
+		/*
+		 * 408: the request expired, ask again at once. Anything else (503:
+		 * no JetStream responder, as while the stream has no leader; 409)
+		 * refused it: ask again after PULL_HOLD_MS, not in a tight loop.
+		 */
+		if (strncmp(status, "408", 3) != 0)
+			s->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PULL_HOLD_MS);
 		if (strncmp(status, "409", 3) == 0)
 		{
 			const char *why = NULL;

@@ -316,6 +316,14 @@ END
 $$;
 COMMENT ON FUNCTION pgcloud.revocation_until(text) IS 'NATS mode: how long a session revoked in another database stays refused here: its tokens_valid_until (at most 7 days ahead), or NULL when that is not a time.';
 
+CREATE FUNCTION pgcloud.platform_event_types() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog
+AS $$
+    SELECT ARRAY['session.revoked', 'signing_key.published']
+$$;
+COMMENT ON FUNCTION pgcloud.platform_event_types() IS 'The event types whose platform effect pgcloud.consume_event applies in every database, subscribed or not (a revoked session, a published signing key). pgTAP core_multicluster checks that consume_event handles no other type so.';
+
 CREATE FUNCTION pgcloud.consume_event(subscriber text, envelope jsonb, subject text) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
@@ -477,14 +485,14 @@ SET search_path = pg_catalog, pgcloud
 AS $$
     -- The registry's event types for which pgcloud.consume_event would only
     -- answer 'ignored' for this subscriber: it does not subscribe to them,
-    -- and they are not session.revoked (which every durable applies).
+    -- and they are not platform events (which every durable applies).
     SELECT DISTINCT t.event_type
       FROM pgcloud.services s, unnest(s.publishes) AS t(event_type)
-     WHERE t.event_type <> 'session.revoked'
+     WHERE NOT t.event_type = ANY (pgcloud.platform_event_types())
        AND NOT pgcloud.is_subscribed(nats_ignored_types.subscriber, t.event_type)
      ORDER BY 1
 $$;
-COMMENT ON FUNCTION pgcloud.nats_ignored_types(text) IS 'NATS mode: the event types a subscriber''s durable receives (it filters on pgcloud.>) but does not apply; the consumer acknowledges them without a transaction. Types missing from the registry are not listed, so they still go through pgcloud.consume_event.';
+COMMENT ON FUNCTION pgcloud.nats_ignored_types(text) IS 'NATS mode: the event types a subscriber''s durable receives (it filters on pgcloud.>) but does not apply (not subscribed, not a platform event); the consumer acknowledges them without a transaction. Types missing from the registry are not listed, so they still go through pgcloud.consume_event.';
 
 -- Operator alerts from any service: platform.alert is the core's type, so a
 -- service raises one through this function (it runs as the core).

@@ -74,13 +74,20 @@ SELECT is(pgcloud.published_jwks(), api.jwks(), '... the stored set is unchanged
 -- answer 'ignored' for: never one its service subscribes to, never
 -- session.revoked (every database applies it).
 SELECT is((SELECT count(*)::int FROM pgcloud.services s, pgcloud.nats_ignored_types(s.name) AS t
-            WHERE pgcloud.is_subscribed(s.name, t) OR t = 'session.revoked'), 0,
-    'no durable skips an event type its service subscribes to, nor session.revoked');
+            WHERE pgcloud.is_subscribed(s.name, t) OR t = ANY (pgcloud.platform_event_types())), 0,
+    'no durable skips an event type its service subscribes to, nor a platform event');
+SELECT is(ARRAY(SELECT DISTINCT m[1] FROM regexp_matches(
+              (SELECT prosrc FROM pg_proc WHERE oid = 'pgcloud.consume_event(text, jsonb, text)'::regprocedure),
+              $re$envelope ->> 'event_type' = '([a-z_.]+)'$re$, 'g') AS m ORDER BY 1),
+    ARRAY(SELECT unnest(pgcloud.platform_event_types()) ORDER BY 1),
+    'the event types consume_event applies whatever the subscriber are exactly pgcloud.platform_event_types()');
+SELECT ok(NOT 'signing_key.published' = ANY (ARRAY(SELECT pgcloud.nats_ignored_types(s.name) FROM pgcloud.services s)),
+    'no durable skips signing_key.published');
 SELECT ok(NOT 'user.created' = ANY (ARRAY(SELECT pgcloud.nats_ignored_types('billing'))),
     'billing applies user.created (it subscribes)');
 SELECT is(ARRAY(SELECT pgcloud.nats_ignored_types('billing')),
     ARRAY(SELECT DISTINCT t FROM pgcloud.services s, unnest(s.publishes) AS t
-           WHERE t <> 'session.revoked' AND NOT pgcloud.is_subscribed('billing', t) ORDER BY 1),
+           WHERE NOT t = ANY (pgcloud.platform_event_types()) AND NOT pgcloud.is_subscribed('billing', t) ORDER BY 1),
     'billing skips every other published event type');
 SELECT ok(cardinality(ARRAY(SELECT pgcloud.nats_ignored_types('billing'))) > 0, '... of which there are some');
 SELECT ok('ssh_key.added' = ANY (ARRAY(SELECT pgcloud.nats_ignored_types('billing'))),
