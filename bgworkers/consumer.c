@@ -6,10 +6,13 @@
  * count reaches core.max_delivery_attempts (with a platform.alert event) and
  * terminated; earlier failures are nak'ed with a growing delay.
  *
- * One inbox for every durable: the process subscribes once to
- * <inbox prefix>.<token>.* and keeps one pull request open per durable
+ * One inbox for every durable: the process subscribes once per connection
+ * to <inbox prefix>.<token>.> and keeps one pull request open per durable
  * (JetStream's $JS.API.CONSUMER.MSG.NEXT, up to PULL_BATCH messages, expiring
- * after PULL_EXPIRES_MS), whose replies come on <...>.<durable's index>. The
+ * after PULL_EXPIRES_MS), whose replies come on <...>.<list generation>.<the
+ * durable's index>. The inbox is destroyed only after its connection is
+ * closed (nats.c 3.4's reader thread may crash delivering to a subscription
+ * destroyed on a live connection: nats-io/nats.c#637). The
  * server pushes each message as soon as it is stored, so no message waits for
  * another service's fetch or for a polling interval; a request that was
  * answered in full, or ended with a status (408 expired, 409), is renewed
@@ -64,20 +67,28 @@ typedef struct Subscriber
 } Subscriber;
 
 static NatsLink nlink = {0};
-static natsSubscription *inbox = NULL;	/* <inbox_base>.*: every durable's replies */
+static natsSubscription *inbox = NULL;	/* <inbox_base>.>: every durable's replies */
 static char inbox_base[NAMEDATALEN + 48];
 static Subscriber subscribers[MAX_SUBSCRIBERS];
 static int	nsubscribers = 0;
+static uint32 list_generation = 0;	/* requests reply on <inbox_base>.<generation>.<index> */
 static natsMsg *round_msgs[MAX_SUBSCRIBERS][ROUND_MAX];	/* a round takes at most ROUND_MAX in all */
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
 static MemoryContext config_cxt = NULL;	/* the subscribers' ignored types */
 static SPIPlanPtr consume_plan = NULL;
 
-/* Forgets everything of the connection (before it is closed, on every path). */
+/*
+ * Forgets the inbox and what the durables had on the connection. Called only
+ * once the connection is closed: nats.c 3.4's reader thread may still be
+ * delivering to a subscription destroyed under it on a live connection
+ * (nats-io/nats.c#637, fixed after 3.5.0), and this inbox receives
+ * continuously.
+ */
 static void
-drop_subscriptions(void)
+drop_inbox(void)
 {
+	Assert(nlink.conn == NULL);
 	if (inbox != NULL)
 		natsSubscription_Destroy(inbox);
 	inbox = NULL;
@@ -89,12 +100,12 @@ drop_subscriptions(void)
 	}
 }
 
-/* A NATS failure: everything of the connection dropped, then the connection (backoff follows). */
+/* A NATS failure: the connection closed (the failure logged, backoff follows), then the inbox dropped. */
 static void
 link_failed(const char *what, natsStatus st)
 {
-	drop_subscriptions();
 	NatsLinkFailed(&nlink, what, st);
+	drop_inbox();
 }
 
 static void
@@ -103,8 +114,8 @@ close_all(int code, Datum arg)
 	(void) code;
 	(void) arg;
 
-	drop_subscriptions();
 	NatsLinkClose(&nlink);
+	drop_inbox();
 }
 
 /*
@@ -157,13 +168,29 @@ load_config(void)
 		same = strcmp(names[i], subscribers[i].name) == 0;
 	if (!same)
 	{
-		drop_subscriptions();
+		/*
+		 * The inbox stays (see drop_inbox); requests of the new list reply on
+		 * a new generation's subjects, so a status for an old request finds
+		 * no subscriber by index. Deliveries of an old request are filed by
+		 * their durable's name. A durable kept keeps its state.
+		 */
+		Subscriber old[MAX_SUBSCRIBERS];
+		int			nold = nsubscribers;
+
+		memcpy(old, subscribers, sizeof(Subscriber) * nold);
 		nsubscribers = n;
+		list_generation++;
 		for (int i = 0; i < nsubscribers; i++)
 		{
 			memset(&subscribers[i], 0, sizeof(Subscriber));
 			strlcpy(subscribers[i].name, names[i], NAMEDATALEN);
 			subscribers[i].got = round_msgs[i];
+			for (int j = 0; j < nold; j++)
+				if (strcmp(old[j].name, names[i]) == 0)
+				{
+					subscribers[i].ready = old[j].ready;
+					subscribers[i].resumed = old[j].resumed;
+				}
 		}
 	}
 	/* Which event types each one only acknowledges (re-read at every wake-up: an upgrade may change them). */
@@ -263,7 +290,7 @@ ensure_all(void)
 		snprintf(inbox_base, sizeof(inbox_base), "%s.%02x%02x%02x%02x%02x%02x%02x%02x", nlink.inbox_prefix,
 				 token[0], token[1], token[2], token[3], token[4], token[5], token[6], token[7]);
 		NatsLinkBlockSignals(&saved);
-		st = natsConnection_SubscribeSync(&inbox, nlink.conn, psprintf("%s.*", inbox_base));
+		st = natsConnection_SubscribeSync(&inbox, nlink.conn, psprintf("%s.>", inbox_base));
 		/* every durable's unacknowledged messages fit (MaxAckPending each) */
 		if (st == NATS_OK)
 			st = natsSubscription_SetPendingLimits(inbox, MAX_SUBSCRIBERS * 2000, 256 * 1024 * 1024);
@@ -295,7 +322,8 @@ ensure_all(void)
 /*
  * Renews the pull request of every durable that has none outstanding (or
  * whose request stayed silent past its expiry): JetStream pushes up to
- * PULL_BATCH messages to <inbox_base>.<i> as they come, for PULL_EXPIRES_MS.
+ * PULL_BATCH messages to <inbox_base>.<generation>.<i> as they come, for
+ * PULL_EXPIRES_MS.
  */
 static bool
 renew_pulls(void)
@@ -306,7 +334,7 @@ renew_pulls(void)
 	{
 		Subscriber *s = &subscribers[i];
 		char		subject[NAMEDATALEN + 64];
-		char		reply[sizeof(inbox_base) + 16];
+		char		reply[sizeof(inbox_base) + 32];
 		char		body[96];
 		natsStatus	st;
 
@@ -314,7 +342,7 @@ renew_pulls(void)
 			|| (s->open && !TimestampDifferenceExceeds(s->asked_at, now, PULL_EXPIRES_MS + PULL_GRACE_MS)))
 			continue;
 		snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", PGCLOUD_STREAM, s->name);
-		snprintf(reply, sizeof(reply), "%s.%d", inbox_base, i);
+		snprintf(reply, sizeof(reply), "%s.%u.%d", inbox_base, list_generation, i);
 		snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":%lld}", PULL_BATCH,
 				 (long long) PULL_EXPIRES_MS * 1000000LL);
 		st = natsConnection_PublishRequestString(nlink.conn, subject, reply, body);
@@ -351,7 +379,7 @@ subscriber_named(const char *name)
  * Files one message of the inbox under its durable, or takes note of a
  * status. A delivery keeps its stream subject and names its durable in its
  * ack subject ($JS.ACK.<stream>.<durable>...); a status comes on the reply
- * subject of the request it ends (<inbox_base>.<i>): 408 (the request
+ * subject of the request it ends (<inbox_base>.<generation>.<i>): 408 (the request
  * expired), 409 (the durable was deleted, too many waiting requests...) and
  * 404 end it, a 409 "Consumer Deleted" also makes the durable be ensured
  * again. Returns true when the message was kept (the caller destroys the rest).
@@ -366,15 +394,21 @@ file_message(natsMsg *msg)
 	if (natsMsg_GetDataLength(msg) == 0 && natsMsgHeader_Get(msg, "Status", &status) == NATS_OK && status != NULL)
 	{
 		const char *subject = natsMsg_GetSubject(msg);
-		const char *dot = subject ? strrchr(subject, '.') : NULL;
+		size_t		baselen = strlen(inbox_base);
 		char	   *end;
+		unsigned long gen;
 		long		i;
 
-		if (strncmp(status, "100", 3) == 0 || dot == NULL || strncmp(subject, inbox_base, strlen(inbox_base)) != 0)
-			return false;		/* an idle heartbeat, or not ours */
+		/* <inbox_base>.<generation>.<index> of a request of the current list, or not ours */
+		if (strncmp(status, "100", 3) == 0 || subject == NULL || strncmp(subject, inbox_base, baselen) != 0
+			|| subject[baselen] != '.' || !isdigit((unsigned char) subject[baselen + 1]))
+			return false;
 		errno = 0;
-		i = strtol(dot + 1, &end, 10);
-		if (errno != 0 || *end != '\0' || end == dot + 1 || i < 0 || i >= nsubscribers)
+		gen = strtoul(subject + baselen + 1, &end, 10);
+		if (errno != 0 || *end != '.' || gen != list_generation || !isdigit((unsigned char) end[1]))
+			return false;
+		i = strtol(end + 1, &end, 10);
+		if (errno != 0 || *end != '\0' || i < 0 || i >= nsubscribers)
 			return false;
 		s = &subscribers[i];
 		s->open = false;

@@ -1,9 +1,11 @@
 # The NATS consumer under an event flood with several subscribing services in
 # one database (one durable each): nats-server is killed -9 and restarted
 # twice while thousands of events flow, the consumer is sent SIGHUP and latch
-# wake-ups (pgcloud.wake_workers()) throughout. Every event is applied exactly
-# once by every subscriber, in order per aggregate, and no worker crashes
-# (a consumer once aborted with "double free or corruption" in such a flood).
+# wake-ups (pgcloud.wake_workers()) throughout, and two services are installed
+# mid-flow (the subscriber list changes while pull requests are open). Every
+# event is applied exactly once by every subscriber, in order per aggregate,
+# and no worker crashes (a consumer once aborted with "double free or
+# corruption" in such a flood, and once crashed on a list change mid-flow).
 # services: core
 use strict;
 use warnings;
@@ -25,7 +27,8 @@ my $node = pgcloud_node('flood', nats_settings($port));
 # Several subscribing services in database postgres, each with its own
 # durable, each recording what it applies (database_name is only the
 # database a service would have of its own; all are installed here).
-for my $svc (@subscribers) {
+sub add_service {
+    my ($svc) = @_;
     $node->safe_psql('postgres', qq{
         INSERT INTO pgcloud.services (name, schema_name, database_name, layer, route_prefix, publishes, subscribes, depends_on)
         VALUES ('$svc', '$svc', '$svc', 'domain', '/$svc', '{}', '{load.*}', '{}');
@@ -39,9 +42,10 @@ for my $svc (@subscribers) {
             VALUES (event.event_id, event.aggregate_id, (event.payload ->> 'seq')::int);
         END \$\$;
         GRANT USAGE ON SCHEMA $svc TO pgcloud_svc_core;
+        SELECT pgcloud.wake_workers();
     });
 }
-$node->safe_psql('postgres', 'SELECT pgcloud.wake_workers()');
+add_service($_) for @subscribers;
 
 # The flood: $batches transactions of $per_batch events over 20 aggregates,
 # a little pause between them so that it lasts through the NATS restarts.
@@ -64,9 +68,13 @@ my $first = $subscribers[0];
 is(wait_until($node, "SELECT count(*) > 0 FROM $first.effects", 't', 120), 't', 'events flow through NATS');
 
 # Wake-ups and reloads while events flow, NATS killed -9 twice in between.
+# The subscriber list changes twice mid-flow too (a service installed while
+# the consumer's pull requests are open): each late durable starts from the
+# stream's first event and applies all of them once.
 for my $round (1 .. 2) {
-    for (1 .. 8) {
+    for my $i (1 .. 8) {
         $node->safe_psql('postgres', 'SELECT pgcloud.wake_workers()');
+        add_service("floodsvc_late$round") if $i == 4;
         $node->reload;
         sleep(0.25);
     }
@@ -88,6 +96,7 @@ for (1 .. 8) {
 $load->query_until(qr/done/, '');
 $load->quit;
 
+push @subscribers, 'floodsvc_late1', 'floodsvc_late2';
 for my $svc (@subscribers) {
     is(wait_until($node, "SELECT count(DISTINCT event_id) FROM $svc.effects", "$total", 240), "$total",
         "$svc applied all $total events");
