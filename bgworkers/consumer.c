@@ -118,12 +118,6 @@ close_all(int code, Datum arg)
 	drop_inbox();
 }
 
-/*
- * Reads the subscriber list and the retry policy (own transaction). The
- * subscriptions are kept when the list did not change (a
- * wake-up comes with every service installed, and with
- * pgcloud.wake_workers()).
- */
 static int
 compare_strings(const void *a, const void *b)
 {
@@ -135,15 +129,21 @@ static bool
 is_ignored(Subscriber *s, natsMsg *msg)
 {
 	const char *subject = natsMsg_GetSubject(msg);
+	const size_t prefix_len = sizeof(PGCLOUD_SUBJECT_PREFIX) - 1;
 	const char *type;
 
-	if (subject == NULL || strncmp(subject, PGCLOUD_SUBJECT_PREFIX, strlen(PGCLOUD_SUBJECT_PREFIX)) != 0
-		|| s->nignored == 0)
+	if (s->nignored == 0 || subject == NULL || strncmp(subject, PGCLOUD_SUBJECT_PREFIX, prefix_len) != 0)
 		return false;
-	type = subject + strlen(PGCLOUD_SUBJECT_PREFIX);
+	type = subject + prefix_len;
 	return bsearch(&type, s->ignored, s->nignored, sizeof(char *), compare_strings) != NULL;
 }
 
+/*
+ * Reads the subscriber list and the retry policy (own transaction). The
+ * subscriptions are kept when the list did not change (a
+ * wake-up comes with every service installed, and with
+ * pgcloud.wake_workers()).
+ */
 static void
 load_config(void)
 {
@@ -358,7 +358,12 @@ renew_pulls(void)
 	return true;
 }
 
-/* Publishes an acknowledgement ("+ACK", "+TERM", "-NAK {...}") to a delivered message's reply subject. */
+/*
+ * Publishes an acknowledgement ("+ACK", "+TERM", "-NAK {...}") to a delivered
+ * message's reply subject: JetStream's ack protocol. nats.c's natsMsg_Ack and
+ * its siblings cannot serve here: they read the message's JetStream
+ * subscription (sub->jsi), which a plain inbox subscription has not.
+ */
 static void
 ack_with(natsMsg *msg, const char *what)
 {

@@ -71,8 +71,9 @@ SELECT is(pgcloud.learn_jwks('{"keys": []}', now() - interval '1 hour'), false, 
 SELECT is(pgcloud.published_jwks(), api.jwks(), '... the stored set is unchanged');
 -- The event types a durable acks without a transaction (the consumer skips
 -- pgcloud.consume_event for them) are exactly those consume_event would
--- answer 'ignored' for: never one its service subscribes to, never
--- session.revoked (every database applies it).
+-- answer 'ignored' for: never one its service subscribes to, never a
+-- platform event (session.revoked, signing_key.published: every database
+-- applies them).
 SELECT is((SELECT count(*)::int FROM pgcloud.services s, pgcloud.nats_ignored_types(s.name) AS t
             WHERE pgcloud.is_subscribed(s.name, t) OR t = ANY (pgcloud.platform_event_types())), 0,
     'no durable skips an event type its service subscribes to, nor a platform event');
