@@ -14,12 +14,22 @@
 #     placements, provisioning.capacity_problems empty),
 #   - with shared tenancy too (every request wants the fullest node).
 # Each run places PLACEMENTS allocations (default 4000, half the slots),
-# then the claims are cleared. Results are appended to bench/RESULTS.md.
+# then the claims and live allocations are cleared. Results are appended
+# to bench/RESULTS.md.
+# The deployment has a past, as a running one does: HISTORY (default 20,000)
+# released allocations are in provisioning.allocations before the first run
+# (PostgreSQL plans each session's statements against the tables as they
+# are: against an empty table, the checks that read a user's allocations
+# and the foreign keys' lookups are planned as sequential scans, which then
+# grow with every placement of the run), and every second node has the
+# image in its cache (so placement's second preference, an idle node with
+# the image cached, is taken as often as the third).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 cd "$REPO"
 PLACEMENTS=${PLACEMENTS:-4000}
 USERS=${USERS:-500}
+HISTORY=${HISTORY:-20000}
 NODES_LIST=${NODES_LIST:-1000 10000}
 CLIENTS=${CLIENTS:-1 8 32}
 WORK=$(mktemp -d /tmp/pgcloud-bench.XXXXXX)
@@ -72,7 +82,7 @@ chmod a+r "$WORK"/*.sql
 reset_claims() {
     psql_b <<SQL >/dev/null
 DELETE FROM provisioning.slot_claims;
-DELETE FROM provisioning.allocations;
+DELETE FROM provisioning.allocations WHERE state <> 'released';
 UPDATE provisioning.nodes SET free_slots = slot_count, live_allocations = 0, current_image = NULL, current_user_id = NULL;
 DELETE FROM pgcloud.outbox;
 VACUUM ANALYZE provisioning.nodes, provisioning.slot_claims, provisioning.allocations, pgcloud.outbox;
@@ -92,7 +102,7 @@ run() {
     echo "$tps $p99"
 }
 check() {   # -> "placements claims distinct problems"
-    psql_b -F ' ' -c "SELECT (SELECT count(*) FROM provisioning.allocations), (SELECT count(*) FROM provisioning.slot_claims),
+    psql_b -F ' ' -c "SELECT (SELECT count(*) FROM provisioning.allocations WHERE state <> 'released'), (SELECT count(*) FROM provisioning.slot_claims),
                              (SELECT count(DISTINCT (node_id, slot_index)) FROM provisioning.slot_claims),
                              (SELECT count(*) FROM provisioning.capacity_problems)"
 }
@@ -102,9 +112,29 @@ add_nodes() {
     psql_b <<SQL >/dev/null
 SELECT count(pgcloud.deliver('provisioning', gen_random_uuid(), 'node.registered', 'node', n::text,
     jsonb_build_object('node_id', n, 'hostname', 'bench-' || i, 'maas_system_id', 'b' || lpad(i::text, 6, '0'),
-                       'region', 'bench', 'gpu_model', 'H100-SXM', 'slot_count', 8, 'state', 'ready'), '{}'))
+                       'region', 'bench', 'gpu_model', 'H100-SXM', 'slot_count', 8, 'state', 'ready',
+                       'cached_images', CASE WHEN i % 2 = 0 THEN '["bench-img"]'::jsonb ELSE '[]' END), '{}'))
   FROM (SELECT i, ('b0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS n FROM generate_series($1, $2) i) x;
 VACUUM ANALYZE provisioning.nodes;
+SQL
+}
+
+# The past: HISTORY released allocations of the users on the first nodes
+# (written directly, as the read model's owner; they hold no slots).
+seed_history() {
+    psql_b <<SQL >/dev/null
+SET session_replication_role = replica;
+INSERT INTO provisioning.allocations (id, user_id, sku, image, distro_series, gpu_count, region, price_per_hour, currency,
+                                      node_id, node_hostname, maas_system_id, slot_indexes, state, released_by,
+                                      requested_at, provisioning_at, started_at, releasing_at, ended_at)
+SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((1 + i % $USERS)::text, 12, '0'))::uuid,
+       'bench-x1', 'bench-img', 'jammy', 1, 'bench', 300, 'usd', n.node_id, n.hostname, n.maas_system_id,
+       ARRAY[i % 8], 'released', 'user', t, t, t + interval '1 minute', t + interval '1 hour', t + interval '61 minutes'
+  FROM generate_series(1, $HISTORY) i
+  JOIN provisioning.nodes n ON n.hostname = 'bench-' || (1 + i % 1000),
+       LATERAL (SELECT now() - interval '30 days' + i * interval '1 minute') x (t);
+RESET session_replication_role;
+VACUUM ANALYZE provisioning.allocations;
 SQL
 }
 
@@ -114,7 +144,7 @@ declare -A TPS P99 BTPS BP99 CHK
 MODES=${MODES:-single}
 have=0
 for nodes in $NODES_LIST; do
-    [ "$nodes" -gt "$have" ] && add_nodes $(( have + 1 )) "$nodes" && have=$nodes
+    [ "$nodes" -gt "$have" ] && add_nodes $(( have + 1 )) "$nodes" && { [ "$have" != 0 ] || seed_history; } && have=$nodes
     for mode in $MODES; do
         psql_b -c "SELECT pgcloud.set_policy('provisioning.node_tenancy', '\"$mode\"')" >/dev/null
         for c in $CLIENTS; do
@@ -142,7 +172,7 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
     echo
     echo "## Capacity: placements ($(date -u +%Y-%m-%d), $(nproc) cores)"
     echo
-    echo "Command: \`bench/capacity.sh\` (NODES_LIST=\"$NODES_LIST\" ready nodes × 8 GPU slots, 1-GPU SKU, $USERS users, $PLACEMENTS placements per run, PostgREST-style request per transaction, workers off)"
+    echo "Command: \`bench/capacity.sh\` (NODES_LIST=\"$NODES_LIST\" ready nodes × 8 GPU slots, every second one with the image cached, 1-GPU SKU, $USERS users, $HISTORY released allocations of history, $PLACEMENTS placements per run, PostgREST-style request per transaction, workers off)"
     echo
     echo "Request = PostgREST's transaction (SET LOCAL role and request.* settings, pgcloud.pre_request(), the call, COMMIT); p99 over every request of the run. The baseline runs right after each fleet size's placements. Compare within a run: on a shared machine the absolute figures move by a third between runs."
     echo

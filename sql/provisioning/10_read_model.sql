@@ -54,10 +54,13 @@ CREATE TABLE provisioning.nodes (
     CHECK ((live_allocations = 0) = (current_image IS NULL)),
     CHECK ((live_allocations = 0) = (current_user_id IS NULL))
 );
--- Placement's three preferences, each in the order wanted (see claim_node).
-CREATE INDEX nodes_running_idx ON provisioning.nodes (gpu_model, region, current_image, free_slots, node_id)
-    WHERE state = 'ready' AND current_image IS NOT NULL;
-CREATE INDEX nodes_user_idx ON provisioning.nodes (current_user_id, current_image, free_slots, node_id)
+-- Placement's three preferences, each in the order wanted (see
+-- create_allocation_apply): the user's own nodes running the image, idle
+-- nodes with the image cached (provisioning.idle_node_images below), idle
+-- nodes. Each preference has exactly one index that serves it, so a plan
+-- made against tables nearly empty (a new deployment, or early in a session)
+-- cannot pick one that reads every running node.
+CREATE INDEX nodes_user_idx ON provisioning.nodes (current_user_id, current_image, gpu_model, region, free_slots, node_id)
     WHERE state = 'ready' AND current_user_id IS NOT NULL;
 CREATE INDEX nodes_idle_idx ON provisioning.nodes (gpu_model, region, free_slots, node_id)
     WHERE state = 'ready' AND current_image IS NULL;
@@ -76,6 +79,64 @@ COMMENT ON COLUMN provisioning.nodes.live_allocations IS 'Allocations holding sl
 COMMENT ON COLUMN provisioning.nodes.current_image IS 'The image those allocations run (one MAAS deployment per node); NULL when none.';
 COMMENT ON COLUMN provisioning.nodes.current_user_id IS 'The user of the first live allocation on the node (with single tenancy: the only user placed onto it); NULL when none.';
 COMMENT ON COLUMN provisioning.nodes.updated_at IS 'When the last node event was applied.';
+
+-- Placement's second preference (an idle node with the image in its cache)
+-- by index: one row per (idle ready node, cached image), kept by the trigger
+-- below in the transaction that changes the node, so a placement reads a few
+-- index entries instead of testing every idle node's cache.
+CREATE TABLE provisioning.idle_node_images (
+    node_id    uuid NOT NULL,
+    image      text NOT NULL,
+    gpu_model  text NOT NULL,
+    region     text NOT NULL,
+    free_slots integer NOT NULL,
+    PRIMARY KEY (node_id, image)
+);
+CREATE INDEX idle_node_images_place_idx ON provisioning.idle_node_images (image, gpu_model, region, free_slots, node_id);
+COMMENT ON TABLE provisioning.idle_node_images IS 'Index of the ready nodes that run nothing, by image in their cache (kept from provisioning.nodes by a trigger; provisioning.capacity_problems checks it): placement''s second preference.';
+COMMENT ON COLUMN provisioning.idle_node_images.node_id IS 'The idle ready node.';
+COMMENT ON COLUMN provisioning.idle_node_images.image IS 'An image in its cache.';
+COMMENT ON COLUMN provisioning.idle_node_images.gpu_model IS 'The node''s GPU model.';
+COMMENT ON COLUMN provisioning.idle_node_images.region IS 'The node''s region.';
+COMMENT ON COLUMN provisioning.idle_node_images.free_slots IS 'The node''s free slots.';
+
+-- A node contributes rows while it is ready, runs nothing and has a cache.
+CREATE FUNCTION provisioning.nodes_idle_images() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, provisioning
+AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        DELETE FROM provisioning.idle_node_images c WHERE c.node_id = OLD.node_id;
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.state = 'ready' AND NEW.current_image IS NULL THEN
+        INSERT INTO provisioning.idle_node_images (node_id, image, gpu_model, region, free_slots)
+        SELECT DISTINCT NEW.node_id, i, NEW.gpu_model, NEW.region, NEW.free_slots
+          FROM unnest(NEW.cached_images) i WHERE i IS NOT NULL;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION provisioning.nodes_idle_images() IS 'Trigger: keeps provisioning.idle_node_images in step with a node row (its rows are replaced whenever the node was or becomes an idle ready node with cached images).';
+CREATE TRIGGER nodes_idle_images_ins AFTER INSERT ON provisioning.nodes FOR EACH ROW
+    WHEN (NEW.state = 'ready' AND NEW.current_image IS NULL AND NEW.cached_images <> '{}')
+    EXECUTE FUNCTION provisioning.nodes_idle_images();
+CREATE TRIGGER nodes_idle_images_upd AFTER UPDATE ON provisioning.nodes FOR EACH ROW
+    WHEN ((OLD.state = 'ready' AND OLD.current_image IS NULL AND OLD.cached_images <> '{}')
+       OR (NEW.state = 'ready' AND NEW.current_image IS NULL AND NEW.cached_images <> '{}'))
+    EXECUTE FUNCTION provisioning.nodes_idle_images();
+CREATE TRIGGER nodes_idle_images_del AFTER DELETE ON provisioning.nodes FOR EACH ROW
+    WHEN (OLD.state = 'ready' AND OLD.current_image IS NULL AND OLD.cached_images <> '{}')
+    EXECUTE FUNCTION provisioning.nodes_idle_images();
+COMMENT ON TRIGGER nodes_idle_images_ins ON provisioning.nodes IS 'Keeps provisioning.idle_node_images.';
+COMMENT ON TRIGGER nodes_idle_images_upd ON provisioning.nodes IS 'Keeps provisioning.idle_node_images.';
+COMMENT ON TRIGGER nodes_idle_images_del ON provisioning.nodes IS 'Keeps provisioning.idle_node_images.';
+-- (an upgrade from a version without the table fills it once)
+INSERT INTO provisioning.idle_node_images (node_id, image, gpu_model, region, free_slots)
+SELECT DISTINCT n.node_id, i, n.gpu_model, n.region, n.free_slots
+  FROM provisioning.nodes n, unnest(n.cached_images) i
+ WHERE n.state = 'ready' AND n.current_image IS NULL AND i IS NOT NULL
+ON CONFLICT DO NOTHING;
 
 CREATE TABLE provisioning.account_standing (
     user_id                 uuid PRIMARY KEY,

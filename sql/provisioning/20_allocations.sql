@@ -44,8 +44,10 @@ CREATE TABLE provisioning.allocations (
 CREATE INDEX allocations_user_idx ON provisioning.allocations (user_id, requested_at DESC);
 CREATE INDEX allocations_live_idx ON provisioning.allocations (user_id)
     WHERE state IN ('requested', 'provisioning', 'active', 'releasing');
+-- (node_id IS NOT NULL: a lookup by user cannot pick this index, which it
+-- would scan whole, when the statistics cannot tell the two apart)
 CREATE INDEX allocations_node_idx ON provisioning.allocations (node_id)
-    WHERE state IN ('requested', 'provisioning', 'active', 'releasing');
+    WHERE state IN ('requested', 'provisioning', 'active', 'releasing') AND node_id IS NOT NULL;
 CREATE TRIGGER allocations_state BEFORE INSERT OR UPDATE OF state ON provisioning.allocations
     FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('state', 'provisioning.allocation_transitions');
 COMMENT ON TABLE provisioning.allocations IS 'Allocations and their placement: requested -> provisioning -> active -> releasing -> released, and failed (guarded by pgcloud.transition()). The node and slots are the placement; slots are held (provisioning.slot_claims) until released or failed.';
@@ -118,8 +120,16 @@ CREATE VIEW provisioning.capacity_problems AS
     UNION ALL
     SELECT 'slot ' || c.slot_index || ' of node ' || c.node_id || ' is beyond its ' || n.slot_count || ' slots'
       FROM provisioning.slot_claims c JOIN provisioning.nodes n USING (node_id)
-     WHERE c.slot_index >= n.slot_count;
-COMMENT ON VIEW provisioning.capacity_problems IS 'Operators and tests: disagreements between the nodes'' placement counters, the allocations and the slot claims (free slots, live allocations, image, slots held by live and ended allocations, slots beyond a node''s count). Empty when consistent.';
+     WHERE c.slot_index >= n.slot_count
+    UNION ALL
+    SELECT 'node ' || coalesce(n.node_id, x.node_id) || ': placement''s index of idle nodes by cached image '
+           || CASE WHEN x.node_id IS NULL THEN 'lacks ' ELSE 'wrongly has ' END || coalesce(n.image, x.image)
+      FROM (SELECT DISTINCT n.node_id, i AS image, n.gpu_model, n.region, n.free_slots
+              FROM provisioning.nodes n, unnest(n.cached_images) i
+             WHERE n.state = 'ready' AND n.current_image IS NULL AND i IS NOT NULL) n
+      FULL JOIN provisioning.idle_node_images x USING (node_id, image, gpu_model, region, free_slots)
+     WHERE n.node_id IS NULL OR x.node_id IS NULL;
+COMMENT ON VIEW provisioning.capacity_problems IS 'Operators and tests: disagreements between the nodes'' placement counters, the allocations and the slot claims (free slots, live allocations, image, slots held by live and ended allocations, slots beyond a node''s count, the index of idle nodes by cached image). Empty when consistent.';
 COMMENT ON COLUMN provisioning.capacity_problems.problem IS 'What disagrees.';
 
 SELECT pg_catalog.pg_extension_config_dump('provisioning.skus', '');
@@ -129,3 +139,4 @@ SELECT pg_catalog.pg_extension_config_dump('provisioning.account_standing', '');
 SELECT pg_catalog.pg_extension_config_dump('provisioning.ssh_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('provisioning.allocations', '');
 SELECT pg_catalog.pg_extension_config_dump('provisioning.slot_claims', '');
+SELECT pg_catalog.pg_extension_config_dump('provisioning.idle_node_images', '');

@@ -163,9 +163,17 @@ END
 $$;
 COMMENT ON FUNCTION provisioning.claim_node(provisioning.skus, text, uuid) IS 'Placement: the ready node the SKU and image of the user go on, locked (FOR UPDATE), within the node tenancy policy: a node already running the image, else an idle one with the image cached, else the fullest idle one that fits (ties: node id). Skips nodes other placements hold; waits only when all fitting nodes are held. Raises capacity_unavailable.';
 
+-- Its statements are planned once per session (generic plans: every
+-- placement would otherwise plan the find-and-claim statement afresh, which
+-- cost as much as running it), and by index (a plan made while a table is
+-- nearly empty, in a new deployment or after a quiet night, would otherwise
+-- read it whole on every placement as it fills: the slot claims, the user's
+-- live allocations).
 CREATE FUNCTION provisioning.create_allocation_apply(p_sku text, p_image text, p_ssh_key_ids uuid[]) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud, provisioning
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_user uuid := pgcloud.require_user();
@@ -262,12 +270,13 @@ BEGIN
                        FOR UPDATE SKIP LOCKED) y)
                 UNION ALL
                 (SELECT y.* FROM (
-                    SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id FROM provisioning.nodes x
-                     WHERE v_node IS NULL AND x.state = 'ready' AND x.current_image IS NULL
-                       AND x.gpu_model = k.gpu_model AND x.region = k.region AND x.free_slots >= k.gpu_count
-                       AND v_image = ANY (x.cached_images)
-                     ORDER BY x.free_slots, x.node_id LIMIT 1
-                       FOR UPDATE SKIP LOCKED) y)
+                    SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id
+                      FROM provisioning.idle_node_images c JOIN provisioning.nodes x ON x.node_id = c.node_id
+                     WHERE v_node IS NULL AND c.image = v_image AND c.gpu_model = k.gpu_model
+                       AND c.region = k.region AND c.free_slots >= k.gpu_count
+                       AND x.state = 'ready' AND x.current_image IS NULL AND x.free_slots >= k.gpu_count
+                     ORDER BY c.free_slots, c.node_id LIMIT 1
+                       FOR UPDATE OF x SKIP LOCKED) y)
                 UNION ALL
                 (SELECT y.* FROM (
                     SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id FROM provisioning.nodes x
@@ -278,8 +287,14 @@ BEGIN
             ) u LIMIT 1
         ), claim AS (
             INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id)
-            SELECT node.node_id, i, v_id FROM node, generate_series(0, node.slot_count - 1) i
-             WHERE NOT EXISTS (SELECT 1 FROM provisioning.slot_claims c WHERE c.node_id = node.node_id AND c.slot_index = i)
+            -- The node's claimed slots are read once, by its index (an
+            -- anti-join would hash every claim of the fleet per request).
+            SELECT node.node_id, i, v_id
+              FROM node
+             CROSS JOIN LATERAL (SELECT ARRAY(SELECT c.slot_index FROM provisioning.slot_claims c
+                                               WHERE c.node_id = node.node_id) OFFSET 0) t (taken)
+             CROSS JOIN LATERAL generate_series(0, node.slot_count - 1) i
+             WHERE i <> ALL (t.taken)
              ORDER BY i LIMIT k.gpu_count
             ON CONFLICT DO NOTHING
             RETURNING slot_index
@@ -312,7 +327,7 @@ BEGIN
             INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id)
             SELECT a.node_id, i, a.id FROM provisioning.nodes x, generate_series(0, x.slot_count - 1) i
              WHERE x.node_id = a.node_id
-               AND NOT EXISTS (SELECT 1 FROM provisioning.slot_claims y WHERE y.node_id = a.node_id AND y.slot_index = i)
+               AND i <> ALL (ARRAY(SELECT y.slot_index FROM provisioning.slot_claims y WHERE y.node_id = a.node_id))
              ORDER BY i LIMIT k.gpu_count - cardinality(v_slots)
             ON CONFLICT DO NOTHING
             RETURNING slot_index)

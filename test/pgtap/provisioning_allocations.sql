@@ -46,6 +46,9 @@ SELECT pg_temp.node(:na, 'tap-a', 8);
 SELECT pg_temp.node(:nb, 'tap-b', 8, ARRAY['tap-jammy']);
 SELECT pg_temp.node(:nc, 'tap-c', 4);
 SELECT is((SELECT free_slots FROM provisioning.nodes WHERE node_id = :nb), 8, 'a new node''s slots are free');
+SELECT is((SELECT array_agg(node_id::text || ' ' || image || ' ' || free_slots) FROM provisioning.idle_node_images
+            WHERE node_id IN (:na, :nb, :nc)), ARRAY[:nb || ' tap-jammy 8'],
+    'placement''s index of idle nodes by cached image lists the idle node with a cache');
 
 -- ---- standing ----------------------------------------------------------
 SELECT pg_temp.as_user(:u1);
@@ -70,6 +73,8 @@ SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_bu
 SELECT pg_temp.alloc('tap-x1') AS a1 \gset
 SELECT is(:'a1'::jsonb ->> 'node_hostname', 'tap-b', 'a node with the image cached comes before a fuller one');
 SELECT is(:'a1'::jsonb ->> 'state', 'provisioning', 'placed and deploying: provisioning');
+SELECT is((SELECT count(*)::int FROM provisioning.idle_node_images WHERE node_id = :nb), 0,
+    'a node placed onto leaves the index of idle nodes');
 SELECT is(pg_temp.alloc('tap-x2') ->> 'node_hostname', 'tap-b', 'then the node already running the image');
 SELECT is(pg_temp.alloc('tap-x1', 'tap-noble') ->> 'node_hostname', 'tap-c', 'another image: the fullest node that fits (4 slots)');
 SELECT is(pg_temp.alloc('tap-x8', 'tap-noble') ->> 'node_hostname', 'tap-a', 'a whole node: the only one free');
@@ -178,6 +183,23 @@ SELECT is(pg_temp.state(:'c1'), 'released', 'a release racing a failed deploymen
 SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE aggregate_id = :'c1' AND event_type = 'allocation.activated'), 0,
     'nothing billed for it');
 SELECT is_empty('SELECT * FROM provisioning.capacity_problems', 'claims, counters and allocations still agree');
+-- The index of idle nodes by cached image follows the nodes: a cache
+-- reported for an idle node, a node leaving ready, the index out of step.
+SELECT pg_temp.as_operator();
+SELECT pg_temp.node('9f000000-0000-4000-8000-00000000000f', 'tap-f', 8, ARRAY['tap-noble', 'tap-jammy', 'tap-noble']);
+SELECT is((SELECT array_agg(image ORDER BY image) FROM provisioning.idle_node_images WHERE node_id = '9f000000-0000-4000-8000-00000000000f'),
+    ARRAY['tap-jammy', 'tap-noble'], 'an idle node''s cache is indexed once per image');
+SELECT is((SELECT count(*)::int FROM provisioning.idle_node_images WHERE node_id = :na), 0, 'a busy node''s cache is not');
+SELECT pg_temp.node('9f000000-0000-4000-8000-00000000000f', 'tap-f', 8, ARRAY['tap-noble'], 'broken');
+SELECT is((SELECT count(*)::int FROM provisioning.idle_node_images WHERE node_id = '9f000000-0000-4000-8000-00000000000f'), 0,
+    'a node that is not ready leaves the index');
+SELECT is_empty('SELECT * FROM provisioning.capacity_problems', 'the index agrees with the nodes');
+SET LOCAL session_replication_role = replica;
+INSERT INTO provisioning.idle_node_images VALUES ('9f000000-0000-4000-8000-00000000000f', 'tap-jammy', 'TAP-GPU', 'tap-r', 8);
+RESET session_replication_role;
+SELECT is((SELECT count(*)::int FROM provisioning.capacity_problems WHERE problem LIKE '%index of idle nodes%'), 1,
+    'capacity_problems reports an index out of step with the nodes');
+DELETE FROM provisioning.idle_node_images WHERE node_id = '9f000000-0000-4000-8000-00000000000f';
 
 SELECT * FROM finish();
 ROLLBACK;
