@@ -62,6 +62,7 @@ extern bool pgcloud_s3_path_style;
 extern void PgcloudGucInit(void);
 
 /* context.c: the request context. */
+extern Jsonb *PgcloudRequestJson(const char *setting);
 extern char *PgcloudRequestField(const char *setting, const char *field);
 extern char *PgcloudRequestRole(void);
 extern char *PgcloudRequestUserId(void);

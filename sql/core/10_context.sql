@@ -2,57 +2,18 @@
 -- request.headers per transaction) and from psql (where they are set by hand).
 
 CREATE FUNCTION pgcloud.claims() RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pgcloud
-AS $$
-DECLARE
-    raw text := current_setting('request.jwt.claims', true);
-    j jsonb;
-BEGIN
-    IF raw IS NULL OR raw = '' THEN
-        RETURN '{}'::jsonb;
-    END IF;
-    BEGIN
-        j := raw::jsonb;
-    EXCEPTION WHEN invalid_text_representation THEN
-        PERFORM pgcloud.raise('invalid_request_context', 'request.jwt.claims is not valid JSON');
-    END;
-    IF jsonb_typeof(j) <> 'object' THEN
-        PERFORM pgcloud.raise('invalid_request_context', 'request.jwt.claims must be a JSON object');
-    END IF;
-    RETURN j;
-END
-$$;
-COMMENT ON FUNCTION pgcloud.claims() IS 'The JWT claims of the current request (request.jwt.claims), or {} when none.';
+LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgcloud_context_claims';
+COMMENT ON FUNCTION pgcloud.claims() IS 'The JWT claims of the current request (request.jwt.claims), or {} when none; raises invalid_request_context when the setting is not a JSON object.';
 
 CREATE FUNCTION pgcloud.headers() RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pgcloud
-AS $$
-DECLARE
-    raw text := current_setting('request.headers', true);
-    j jsonb;
-BEGIN
-    IF raw IS NULL OR raw = '' THEN
-        RETURN '{}'::jsonb;
-    END IF;
-    BEGIN
-        j := raw::jsonb;
-    EXCEPTION WHEN invalid_text_representation THEN
-        PERFORM pgcloud.raise('invalid_request_context', 'request.headers is not valid JSON');
-    END;
-    IF jsonb_typeof(j) <> 'object' THEN
-        PERFORM pgcloud.raise('invalid_request_context', 'request.headers must be a JSON object');
-    END IF;
-    RETURN j;
-END
-$$;
-COMMENT ON FUNCTION pgcloud.headers() IS 'The HTTP headers of the current request (request.headers, lower-case names), or {} when none.';
+LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgcloud_context_headers';
+COMMENT ON FUNCTION pgcloud.headers() IS 'The HTTP headers of the current request (request.headers, lower-case names), or {} when none; raises invalid_request_context when the setting is not a JSON object.';
 
 CREATE FUNCTION pgcloud.header(name text) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pgcloud
-AS $$ SELECT pgcloud.headers() ->> lower(name) $$;
+LANGUAGE C STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgcloud_context_header';
 COMMENT ON FUNCTION pgcloud.header(text) IS 'One request header by name (case-insensitive), or NULL.';
 
 CREATE FUNCTION pgcloud.request_role() RETURNS text

@@ -37,8 +37,19 @@ INSERT INTO pgcloud.policy_values (key, value, description) VALUES
     ('core.rate_limit_webhook_per_second', '50', 'Sustained stripe_webhook requests per second per sending address.'),
     ('core.rate_limit_webhook_burst',     '200', 'stripe_webhook requests a sending address may make in a burst.');
 
+-- Not SECURITY DEFINER (a SET clause costs every call, and a request reads
+-- a dozen policies): the C function reads the table as its owner, with
+-- every name qualified, and keeps what it read until the table changes.
 CREATE FUNCTION pgcloud.policy(key text, as_type anyelement) RETURNS anyelement
-LANGUAGE C STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pgcloud
+LANGUAGE C STABLE
 AS 'MODULE_PATHNAME', 'pgcloud_policy_get';
 COMMENT ON FUNCTION pgcloud.policy(text, anyelement) IS 'Reads a policy value as the type of its second argument, e.g. pgcloud.policy(''core.rate_limit_burst'', NULL::int). A missing key raises policy_missing; a value of the wrong type raises policy_invalid.';
+
+CREATE FUNCTION pgcloud.policy_changed() RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'pgcloud_policy_changed';
+COMMENT ON FUNCTION pgcloud.policy_changed() IS 'Statement trigger on pgcloud.policy_values: every backend forgets the policies pgcloud.policy() kept.';
+REVOKE ALL ON FUNCTION pgcloud.policy_changed() FROM PUBLIC;
+CREATE TRIGGER policy_values_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgcloud.policy_values
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcloud.policy_changed();
+COMMENT ON TRIGGER policy_values_changed ON pgcloud.policy_values IS 'Empties every backend''s cache of policies.';

@@ -1,14 +1,8 @@
 -- Authorization, decided in one place. Every api function asks here.
 
 CREATE FUNCTION pgcloud.is_operator() RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgcloud
-AS $$
-    -- A superuser at psql, with no JWT and no SET ROLE, acts as an operator.
-    SELECT pgcloud.claims() = '{}'::jsonb
-       AND current_setting('role') = 'none'
-       AND coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)
-$$;
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'pgcloud_context_is_operator';
 COMMENT ON FUNCTION pgcloud.is_operator() IS 'True for a superuser session at psql with no JWT claims and no SET ROLE: such a session acts as pgcloud_admin.';
 
 -- A service account is only as strong as its scopes: a service call that

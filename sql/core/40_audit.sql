@@ -49,6 +49,11 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pgcloud_sanitize';
 COMMENT ON FUNCTION pgcloud.sanitize(text) IS 'Scrubs secrets from text: e-mail addresses, JWTs and bearer tokens, Authorization headers and password-like fields, Stripe keys, card numbers (Luhn), passwords in URIs, private keys. The server log passes through the same scrubber.';
 
+CREATE FUNCTION pgcloud.sanitize_json(jsonb) RETURNS jsonb
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgcloud_sanitize_json';
+COMMENT ON FUNCTION pgcloud.sanitize_json(jsonb) IS 'pgcloud.sanitize() for a JSON value: the value with secrets scrubbed from its text form, or {"redacted": true} when scrubbing left text that is not JSON.';
+
 CREATE FUNCTION pgcloud.audit(action text, target_type text, target_id text,
                               result text DEFAULT 'ok', details jsonb DEFAULT '{}'::jsonb)
 RETURNS bigint
@@ -65,11 +70,7 @@ BEGIN
     IF result IS NULL OR result NOT IN ('ok', 'denied', 'rejected', 'failed') THEN
         PERFORM pgcloud.raise('invalid_argument', 'audit result must be ok, denied, rejected or failed');
     END IF;
-    BEGIN
-        clean := pgcloud.sanitize(coalesce(details, '{}'::jsonb)::text)::jsonb;
-    EXCEPTION WHEN invalid_text_representation THEN
-        clean := jsonb_build_object('redacted', true);
-    END;
+    clean := pgcloud.sanitize_json(coalesce(details, '{}'::jsonb));
     INSERT INTO pgcloud.audit_logs (actor, role, action, target_type, target_id, result, details, correlation_id)
     VALUES (pgcloud.user_id(), pgcloud.request_role(), action, target_type, target_id, result, clean,
             pgcloud.correlation_id())

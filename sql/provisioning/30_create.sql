@@ -1,13 +1,14 @@
 -- Creating an allocation: standing, SSH keys, placement, claims, deploy intent.
 
+-- (no SET clause and every name qualified: the planner inlines it into the
+-- calling statement instead of planning it on every call)
 CREATE FUNCTION provisioning.allocation_json(a provisioning.allocations) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
-    SELECT jsonb_build_object('id', a.id, 'state', a.state, 'sku', a.sku, 'image', a.image,
+    SELECT pg_catalog.jsonb_build_object('id', a.id, 'state', a.state, 'sku', a.sku, 'image', a.image,
                               'gpu_count', a.gpu_count, 'region', a.region, 'node_hostname', a.node_hostname,
-                              'slots', to_jsonb(a.slot_indexes), 'price_per_hour', a.price_per_hour,
-                              'currency', a.currency, 'ssh_key_ids', to_jsonb(a.ssh_key_ids), 'reason', a.reason,
+                              'slots', pg_catalog.to_jsonb(a.slot_indexes), 'price_per_hour', a.price_per_hour,
+                              'currency', a.currency, 'ssh_key_ids', pg_catalog.to_jsonb(a.ssh_key_ids), 'reason', a.reason,
                               'released_by', a.released_by, 'requested_at', a.requested_at,
                               'started_at', a.started_at, 'releasing_at', a.releasing_at, 'ended_at', a.ended_at)
 $$;

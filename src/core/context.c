@@ -7,37 +7,98 @@
  */
 #include "pgcloud.h"
 
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "catalog/pg_collation.h"
+#include "utils/formatting.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_context_role);
 PG_FUNCTION_INFO_V1(pgcloud_context_user_id);
 PG_FUNCTION_INFO_V1(pgcloud_context_correlation_id);
+PG_FUNCTION_INFO_V1(pgcloud_context_claims);
+PG_FUNCTION_INFO_V1(pgcloud_context_headers);
+PG_FUNCTION_INFO_V1(pgcloud_context_is_operator);
+PG_FUNCTION_INFO_V1(pgcloud_context_header);
+
+/*
+ * The parsed value of a JSON request setting, kept while the setting holds
+ * the same text: an api call reads the claims and headers several times
+ * (authorization, user id, idempotency key, correlation id, audit), and
+ * PostgREST sets them once per transaction.
+ */
+typedef struct RequestJsonCache
+{
+	char	   *raw;			/* the setting's text when parsed (TopMemoryContext) */
+	Jsonb	   *jb;				/* its value (TopMemoryContext) */
+} RequestJsonCache;
+
+static RequestJsonCache claims_cache;
+static RequestJsonCache headers_cache;
+static RequestJsonCache other_cache;
+
+/*
+ * The JSON object a request setting holds, or NULL when it is unset or
+ * empty. Text that is not JSON, or JSON that is not an object, raises
+ * invalid_request_context. The text is checked with the JSON lexer, which
+ * reports errors instead of raising them (with the escapes processed, so it
+ * refuses what jsonb_in would, such as \u0000): jsonb_in then cannot fail,
+ * and no error is caught (catching one without a subtransaction would not
+ * be safe; with one, every request would pay for it).
+ * The result is shared: callers must not modify it.
+ */
+Jsonb *
+PgcloudRequestJson(const char *setting)
+{
+	const char *raw = GetConfigOption(setting, true, false);
+	RequestJsonCache *cache;
+	JsonLexContext *lex;
+	Jsonb	   *jb;
+	MemoryContext oldcxt;
+
+	if (raw == NULL || raw[0] == '\0')
+		return NULL;
+	if (strcmp(setting, "request.jwt.claims") == 0)
+		cache = &claims_cache;
+	else if (strcmp(setting, "request.headers") == 0)
+		cache = &headers_cache;
+	else
+		cache = &other_cache;
+	if (cache->raw != NULL && strcmp(cache->raw, raw) == 0)
+		return cache->jb;
+
+	lex = makeJsonLexContextCstringLen(pstrdup(raw), strlen(raw), GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		PgcloudRaise("invalid_request_context", psprintf("%s is not valid JSON", setting), NULL, NULL);
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(raw)));
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		PgcloudRaise("invalid_request_context", psprintf("%s must be a JSON object", setting), NULL, NULL);
+
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	if (cache->raw != NULL)
+	{
+		pfree(cache->raw);
+		pfree(cache->jb);
+		cache->raw = NULL;
+	}
+	cache->jb = palloc(VARSIZE(jb));
+	memcpy(cache->jb, jb, VARSIZE(jb));
+	cache->raw = pstrdup(raw);
+	MemoryContextSwitchTo(oldcxt);
+	return cache->jb;
+}
 
 /* A string field of a JSON request setting, or NULL. Bad JSON is a catalogued error. */
 char *
 PgcloudRequestField(const char *setting, const char *field)
 {
-	const char *raw = GetConfigOption(setting, true, false);
-	Jsonb	   *jb;
+	Jsonb	   *jb = PgcloudRequestJson(setting);
 	JsonbValue	key;
 	JsonbValue *val;
-	MemoryContext oldcxt = CurrentMemoryContext;
 
-	if (raw == NULL || raw[0] == '\0')
+	if (jb == NULL)
 		return NULL;
-	PG_TRY();
-	{
-		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(raw)));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		FlushErrorState();
-		PgcloudRaise("invalid_request_context", psprintf("%s is not valid JSON", setting), NULL, NULL);
-	}
-	PG_END_TRY();
-	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
-		PgcloudRaise("invalid_request_context", psprintf("%s must be a JSON object", setting), NULL, NULL);
 	key.type = jbvString;
 	key.val.string.val = (char *) field;
 	key.val.string.len = strlen(field);
@@ -154,4 +215,79 @@ Datum
 pgcloud_context_correlation_id(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(PgcloudCorrelationId()));
+}
+
+/* A request setting's object for SQL: a copy, or {} when unset. */
+static Datum
+request_json_datum(const char *setting)
+{
+	Jsonb	   *jb = PgcloudRequestJson(setting);
+	Jsonb	   *copy;
+
+	if (jb == NULL)
+		return DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	copy = palloc(VARSIZE(jb));
+	memcpy(copy, jb, VARSIZE(jb));
+	return JsonbPGetDatum(copy);
+}
+
+Datum
+pgcloud_context_claims(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(request_json_datum("request.jwt.claims"));
+}
+
+Datum
+pgcloud_context_headers(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(request_json_datum("request.headers"));
+}
+
+/*
+ * A superuser's own session (psql, a job) with no JWT claims and no SET
+ * ROLE acts as an operator.
+ */
+Datum
+pgcloud_context_is_operator(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *claims = PgcloudRequestJson("request.jwt.claims");
+	const char *role = GetConfigOption("role", false, false);
+
+	if (claims != NULL && JB_ROOT_COUNT(claims) > 0)
+		PG_RETURN_BOOL(false);
+	if (role == NULL || strcmp(role, "none") != 0)
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(superuser_arg(GetSessionUserId()));
+}
+
+/* pgcloud.header(name): one request header, by its name in any case, or NULL. */
+Datum
+pgcloud_context_header(PG_FUNCTION_ARGS)
+{
+	text	   *name = PG_GETARG_TEXT_PP(0);
+	Jsonb	   *jb = PgcloudRequestJson("request.headers");
+	char	   *lname;
+	JsonbValue	key;
+	JsonbValue *val;
+
+	if (jb == NULL)
+		PG_RETURN_NULL();
+	lname = str_tolower(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), DEFAULT_COLLATION_OID);
+	key.type = jbvString;
+	key.val.string.val = lname;
+	key.val.string.len = strlen(lname);
+	val = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
+	if (val == NULL || val->type == jbvNull)
+		PG_RETURN_NULL();
+	if (val->type == jbvString)
+		PG_RETURN_TEXT_P(cstring_to_text_with_len(val->val.string.val, val->val.string.len));
+	/* an array or object, a number or boolean: its JSON text, as ->> gives it */
+	if (val->type == jbvBinary)
+		PG_RETURN_TEXT_P(cstring_to_text(JsonbToCString(NULL, val->val.binary.data, val->val.binary.len)));
+	else
+	{
+		Jsonb	   *scalar = JsonbValueToJsonb(val);
+
+		PG_RETURN_TEXT_P(cstring_to_text(JsonbToCString(NULL, &scalar->root, VARSIZE(scalar))));
+	}
 }

@@ -5,11 +5,14 @@
  */
 #include "pgcloud.h"
 
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "tcop/tcopprot.h"
 
 #include "sanitize.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_sanitize);
+PG_FUNCTION_INFO_V1(pgcloud_sanitize_json);
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
@@ -126,4 +129,29 @@ pgcloud_sanitize(PG_FUNCTION_ARGS)
 	if (clean == NULL)
 		PG_RETURN_TEXT_P(in);
 	PG_RETURN_TEXT_P(cstring_to_text(clean));
+}
+
+/*
+ * pgcloud.sanitize_json(jsonb) RETURNS jsonb: the value with secrets
+ * scrubbed from its text form. Should scrubbing leave text that is not JSON
+ * (a redaction cutting through syntax), the result is {"redacted": true}:
+ * checked with the JSON lexer, which reports instead of raising, so the
+ * audit path needs no subtransaction to survive it.
+ */
+Datum
+pgcloud_sanitize_json(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *in = PG_GETARG_JSONB_P(0);
+	char	   *txt = JsonbToCString(NULL, &in->root, VARSIZE(in));
+	char	   *clean;
+	int			n;
+	JsonLexContext *lex;
+
+	clean = PgcloudSanitizeCString(txt, strlen(txt), &n);
+	if (clean == NULL)
+		PG_RETURN_JSONB_P(in);
+	lex = makeJsonLexContextCstringLen(pstrdup(clean), strlen(clean), GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"redacted\": true}")));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(clean)));
 }

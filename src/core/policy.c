@@ -10,7 +10,17 @@
  */
 #include "pgcloud.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "utils/catcache.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
+
 PG_FUNCTION_INFO_V1(pgcloud_policy_get);
+PG_FUNCTION_INFO_V1(pgcloud_policy_changed);
+
+/* keys are checked as <service>.<name> words; longer ones are read, not cached */
+#define POLICY_KEY_MAX 127
 
 typedef struct PolicyRow
 {
@@ -20,22 +30,90 @@ typedef struct PolicyRow
 	char	   *jtype;			/* jsonb_typeof(value) */
 } PolicyRow;
 
+/*
+ * The policies this backend read, by key: a request reads a dozen of them,
+ * and they change rarely. Any change to pgcloud.policy_values (its statement
+ * trigger pgcloud.policy_changed() invalidates the table's relcache entry:
+ * in this backend at the next command, in every other one at commit, and
+ * in this one again if the change rolls back) empties it; an answer read
+ * while an invalidation arrived is not kept. Keys that are missing are not
+ * kept (they raise).
+ */
+typedef struct PolicyCacheEntry
+{
+	char		key[POLICY_KEY_MAX + 1];	/* hash key */
+	Jsonb	   *value;
+	char	   *scalar;
+	char	   *jtype;
+} PolicyCacheEntry;
+
+static HTAB *policy_cache = NULL;
+static MemoryContext policy_cache_cxt = NULL;
+static uint64 policy_cache_generation = 0;
+static bool policy_callback_registered = false;
+static Oid	policy_relid = InvalidOid;
+
+static void
+policy_cache_invalidate(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (OidIsValid(relid) && relid != policy_relid)
+		return;
+	policy_cache_generation++;
+	if (policy_cache != NULL)
+	{
+		hash_destroy(policy_cache);
+		policy_cache = NULL;
+	}
+	if (policy_cache_cxt != NULL)
+	{
+		MemoryContextDelete(policy_cache_cxt);
+		policy_cache_cxt = NULL;
+	}
+}
+
+/* The row of key, read as the table's owner (callers need no privilege on it). */
 static PolicyRow
-policy_fetch(const char *key)
+policy_read(const char *key)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[1] = {TEXTOID};
 	MemoryContext caller = CurrentMemoryContext;
 	PolicyRow	row = {0};
 	Datum		arg;
-	int			ret;
+	volatile int ret = 0;
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			nsp = get_namespace_oid("pgcloud", false);
+	HeapTuple	reltup;
+	Oid			owner;
+
+	policy_relid = get_relname_relid("policy_values", nsp);
+	if (!OidIsValid(policy_relid))
+		elog(ERROR, "pgcloud.policy_values does not exist");
+	reltup = SearchSysCache1(RELOID, ObjectIdGetDatum(policy_relid));
+	if (!HeapTupleIsValid(reltup))
+		elog(ERROR, "cache lookup failed for relation %u", policy_relid);
+	owner = ((Form_pg_class) GETSTRUCT(reltup))->relowner;
+	ReleaseSysCache(reltup);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	arg = CStringGetTextDatum(key);
-	ret = SPI_execute_plan(PgcloudPlan(&plan, "SELECT value, value #>> '{}', jsonb_typeof(value) "
-									   "FROM pgcloud.policy_values WHERE key = $1", 1, argtypes),
-						   &arg, NULL, true, 1);
+	/* every name qualified: the caller's search_path is not trusted */
+	PgcloudPlan(&plan, "SELECT value, value OPERATOR(pg_catalog.#>>) '{}'::text[], pg_catalog.jsonb_typeof(value) "
+				"FROM pgcloud.policy_values WHERE key OPERATOR(pg_catalog.=) $1", 1, argtypes);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(plan, &arg, NULL, true, 1);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "policy lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
@@ -55,12 +133,82 @@ policy_fetch(const char *key)
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
+	return row;
+}
 
+static PolicyRow
+policy_fetch(const char *key)
+{
+	PolicyRow	row = {0};
+	PolicyCacheEntry *entry;
+	bool		found;
+	uint64		generation;
+
+	if (strlen(key) <= POLICY_KEY_MAX && policy_cache != NULL)
+	{
+		entry = hash_search(policy_cache, key, HASH_FIND, NULL);
+		if (entry != NULL)
+		{
+			row.found = true;
+			row.value = palloc(VARSIZE(entry->value));
+			memcpy(row.value, entry->value, VARSIZE(entry->value));
+			row.scalar = entry->scalar ? pstrdup(entry->scalar) : NULL;
+			row.jtype = pstrdup(entry->jtype);
+			return row;
+		}
+	}
+
+	if (!policy_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(policy_cache_invalidate, (Datum) 0);
+		policy_callback_registered = true;
+	}
+	generation = policy_cache_generation;
+	row = policy_read(key);
 	if (!row.found)
 		PgcloudRaise("policy_missing",
 					 psprintf("policy \"%s\" is not set in pgcloud.policy_values", key),
 					 "An operator sets it with pgcloud.set_policy(key, value).", NULL);
+
+	if (strlen(key) <= POLICY_KEY_MAX && generation == policy_cache_generation)
+	{
+		MemoryContext old;
+
+		if (policy_cache == NULL)
+		{
+			HASHCTL		ctl = {0};
+
+			policy_cache_cxt = AllocSetContextCreate(CacheMemoryContext, "pgcloud policy cache",
+													 ALLOCSET_SMALL_SIZES);
+			ctl.keysize = POLICY_KEY_MAX + 1;
+			ctl.entrysize = sizeof(PolicyCacheEntry);
+			ctl.hcxt = policy_cache_cxt;
+			policy_cache = hash_create("pgcloud policies", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		}
+		entry = hash_search(policy_cache, key, HASH_ENTER, &found);
+		old = MemoryContextSwitchTo(policy_cache_cxt);
+		entry->value = palloc(VARSIZE(row.value));
+		memcpy(entry->value, row.value, VARSIZE(row.value));
+		entry->scalar = row.scalar ? pstrdup(row.scalar) : NULL;
+		entry->jtype = pstrdup(row.jtype);
+		MemoryContextSwitchTo(old);
+	}
 	return row;
+}
+
+/*
+ * pgcloud.policy_changed() — statement trigger on pgcloud.policy_values:
+ * every backend forgets the policies it read.
+ */
+Datum
+pgcloud_policy_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "pgcloud.policy_changed() is a trigger function");
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
 }
 
 Jsonb *

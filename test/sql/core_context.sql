@@ -36,6 +36,23 @@ BEGIN;
 SET LOCAL request.jwt.claims = '{"sub": "not-a-uuid"}';
 SELECT pgcloud.user_id();
 ROLLBACK;
+-- JSON that jsonb refuses (a NUL escape) is the same clear error.
+BEGIN;
+SET LOCAL request.headers = '{"x-a": "\u0000"}';
+SELECT pgcloud.headers();
+ROLLBACK;
+-- The parsed claims follow the setting within a transaction; an empty
+-- object is no claims (an operator at psql).
+BEGIN;
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_user", "sub": "11111111-1111-4111-8111-111111111111"}';
+SELECT pgcloud.claims() ->> 'sub' AS sub, pgcloud.is_operator();
+SET LOCAL request.jwt.claims = '{"role": "pgcloud_user", "sub": "11111111-1111-4111-8111-111111111113"}';
+SELECT pgcloud.claims() ->> 'sub' AS sub, pgcloud.user_id();
+SET LOCAL request.jwt.claims = '{}';
+SELECT pgcloud.claims(), pgcloud.is_operator();
+SET LOCAL ROLE pgcloud_user;
+SELECT pgcloud.is_operator();
+ROLLBACK;
 -- Authorization in one place.
 BEGIN;
 SET LOCAL request.jwt.claims = '{"role": "pgcloud_user", "sub": "11111111-1111-4111-8111-111111111111"}';
