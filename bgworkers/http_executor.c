@@ -60,6 +60,8 @@ PG_FUNCTION_INFO_V1(pgcloud_http_wake);
  */
 #define SAFETY_ROUND_MS 2000L
 #define MAX_CONCURRENCY 256
+/* How long a round waits for the transfers still in flight (gather_finished). */
+#define GATHER_MS 1L
 
 typedef struct SockEntry
 {
@@ -903,6 +905,42 @@ ms_until(TimestampTz when, TimestampTz now)
 	return (long) Min((when - now + 999) / 1000, (TimestampTz) IDLE_WAIT_MS);
 }
 
+/*
+ * Transfers finished while others are still in flight: waits up to
+ * GATHER_MS for those to finish too, so that one round (one commit, one
+ * record and one claim statement) takes them all. A fast target answers a
+ * whole window within that time and a round's fixed cost is shared by the
+ * whole window, not paid per half of it; a slow one costs at most GATHER_MS
+ * per round. Returns done with the further outcomes appended.
+ */
+static Finished *
+gather_finished(Finished *done, int *ndone, bool *need_claim)
+{
+	TimestampTz until = GetCurrentTimestamp() + GATHER_MS * 1000;
+	TimestampTz now;
+
+	while (transfers != NULL && (now = GetCurrentTimestamp()) < until)
+	{
+		Finished   *more;
+		int			nmore;
+
+		if (wait_for_work(ms_until(until, now)))
+		{
+			*need_claim = true;
+			policy_loaded_at = 0;	/* woken by a commit: read the policies afresh */
+		}
+		more = collect_finished(&nmore);
+		if (nmore > 0)
+		{
+			done = repalloc(done, sizeof(Finished) * (*ndone + nmore));
+			memcpy(done + *ndone, more, sizeof(Finished) * nmore);
+			*ndone += nmore;
+		}
+		pfree(more);
+	}
+	return done;
+}
+
 static void
 recover_unit(void *arg)
 {
@@ -978,6 +1016,8 @@ pgcloud_http_main(Datum arg)
 
 		drive_timer_if_due();
 		done = collect_finished(&ndone);
+		if (ndone > 0 && transfers != NULL)
+			done = gather_finished(done, &ndone, &need_claim);
 		if (ndone > 0 || need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
 		{
 			/* Finished transfers freed capacity: record them and claim again, in one round. */

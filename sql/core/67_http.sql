@@ -367,7 +367,7 @@ BEGIN
     END IF;
     max_tries := pgcloud.policy('core.http_callback_max_attempts', NULL::integer);
     UPDATE pgcloud.http_intents h
-       SET callback_attempts = h.callback_attempts + 1, callback_error = err,
+       SET callback_done_at = NULL, callback_attempts = h.callback_attempts + 1, callback_error = err,
            callback_next_at = clock_timestamp()
                + make_interval(secs => pgcloud.http_backoff_ms(h.callback_attempts + 1) / 1000.0),
            callback_given_up_at = CASE WHEN h.callback_attempts + 1 >= max_tries THEN clock_timestamp() END
@@ -381,7 +381,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION pgcloud.http_callback_failed(uuid, boolean, text) IS 'HTTP executor: notes that an intent''s callback failed (error scrubbed); a final one is tried again with backoff, or given up with a platform.alert after core.http_callback_max_attempts.';
+COMMENT ON FUNCTION pgcloud.http_callback_failed(uuid, boolean, text) IS 'HTTP executor: notes that an intent''s callback failed (error scrubbed); a final one is not done (callback_done_at cleared), and is tried again with backoff, or given up with a platform.alert after core.http_callback_max_attempts.';
 
 -- Runs the callback of an intent in a subtransaction of the current
 -- transaction. For the final outcome the run is recorded in the same
@@ -509,11 +509,11 @@ COMMENT ON FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boo
 -- The batched form of pgcloud.http_record() (the executor records every
 -- transfer finished since its last wake-up with one call): one UPDATE for all
 -- the outcomes, the same decisions, then each callback in a subtransaction
--- of its own (an exception block). A failing callback rolls back only its own
--- effects and is noted by pgcloud.http_callback_failed(), as
--- pgcloud.http_run_callback() does; the final callbacks that ran are marked
--- done by one UPDATE in the same transaction as their effects and the
--- recorded outcome, so they commit together, exactly once. A try that was
+-- of its own (an exception block). A final callback is marked done by the
+-- UPDATE that records its outcome, in the same transaction as its effects,
+-- so they commit together, exactly once. A failing callback rolls back only
+-- its own effects and is noted by pgcloud.http_callback_failed() (which
+-- takes the mark back), as pgcloud.http_run_callback() does. A try that was
 -- superseded is not in the UPDATE and not returned (stale).
 CREATE FUNCTION pgcloud.http_record_all(intent_ids uuid[], attempts integer[], statuses integer[],
                                         response_headers jsonb[], response_bodies text[], truncated boolean[],
@@ -530,7 +530,6 @@ DECLARE
     r record;
     final boolean;
     err text;
-    done uuid[] := '{}';
 BEGIN
     FOR r IN
         WITH o AS (
@@ -573,8 +572,15 @@ BEGIN
                                       THEN clock_timestamp() + make_interval(secs => d.delay_ms / 1000.0)
                                       ELSE h.next_attempt_at END,
                completed_at = CASE WHEN d.next_state IN ('succeeded', 'dead') THEN clock_timestamp() END,
-               callback_next_at = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
-                                       THEN clock_timestamp() END
+               -- A final callback is marked done here, before it runs, in
+               -- the same transaction as its effects (one write of the row,
+               -- not two); should it fail, pgcloud.http_callback_failed()
+               -- takes the mark back and schedules it again.
+               callback_done_at = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
+                                       THEN clock_timestamp() END,
+               callback_error = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
+                                     THEN NULL ELSE h.callback_error END,
+               callback_next_at = NULL
           FROM d
          WHERE h.id = d.id AND h.state = 'in_flight' AND h.attempts = d.attempt
         RETURNING h.id, h.state, h.target, h.method, h.path, h.requested_by, h.attempts, h.callback,
@@ -603,20 +609,14 @@ BEGIN
             EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', r.callback::oid::regproc)
               USING r.id, r.response_status, r.response_headers, r.response_body, r.context, final;
             PERFORM set_config('pgcloud.correlation_id', '', true);
-            IF final THEN
-                done := done || r.id;
-            END IF;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
             PERFORM pgcloud.http_callback_failed(r.id, final, err);
         END;
     END LOOP;
-    -- Committed with the callbacks' effects: none runs twice.
-    UPDATE pgcloud.http_intents h SET callback_done_at = clock_timestamp(), callback_error = NULL, callback_next_at = NULL
-     WHERE h.id = ANY (done);
 END
 $$;
-COMMENT ON FUNCTION pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]) IS 'HTTP executor: pgcloud.http_record() for many outcomes at once (element i of each array is one outcome): one UPDATE, then each callback in its own subtransaction, the final ones marked done in the same transaction. Returns the new state of each intent recorded; superseded tries are left out.';
+COMMENT ON FUNCTION pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]) IS 'HTTP executor: pgcloud.http_record() for many outcomes at once (element i of each array is one outcome): one UPDATE (which marks final callbacks done), then each callback in its own subtransaction (a failing one undone alone and its mark taken back), all in the caller''s transaction. Returns the new state of each intent recorded; superseded tries are left out.';
 
 CREATE FUNCTION pgcloud.http_callbacks_due(max_intents integer) RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE
