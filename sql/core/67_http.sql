@@ -348,6 +348,13 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.http_backoff_ms(integer) IS 'Delay before the next try after failed try number attempt: core.http_backoff_base_ms * 2^(attempt-1), capped at core.http_backoff_max_ms, times a jitter factor in [0.5, 1.5).';
 
+CREATE FUNCTION pgcloud.http_call_callback(callback regprocedure, intent_id uuid, status integer,
+                                           response_headers jsonb, response_body text, context jsonb,
+                                           final boolean, correlation_id text) RETURNS void
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pgcloud_http_call_callback';
+COMMENT ON FUNCTION pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text) IS 'HTTP executor: calls callback(intent_id, status, response_headers, response_body, context, final) under the given correlation id, if it still exists, is SECURITY DEFINER and the caller may execute it; settings it changes are undone when it returns.';
+
 -- What a callback's failure leaves behind (its own effects were rolled back
 -- with its subtransaction): a final callback is tried again with backoff and
 -- given up, with a platform.alert, after core.http_callback_max_attempts; a
@@ -409,14 +416,8 @@ BEGIN
         RETURN false;
     END IF;
     BEGIN
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.oid = i.callback AND p.prosecdef) THEN
-            RAISE EXCEPTION 'callback function % of intent % no longer exists or is not SECURITY DEFINER',
-                i.callback::oid, i.id;
-        END IF;
-        PERFORM set_config('pgcloud.correlation_id', i.correlation_id, true);
-        EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', i.callback::oid::regproc)
-          USING i.id, i.response_status, i.response_headers, i.response_body, i.context, final;
-        PERFORM set_config('pgcloud.correlation_id', '', true);
+        PERFORM pgcloud.http_call_callback(i.callback, i.id, i.response_status, i.response_headers,
+                                           i.response_body, i.context, final, i.correlation_id);
         IF final THEN
             UPDATE pgcloud.http_intents h SET callback_done_at = clock_timestamp(), callback_error = NULL,
                    callback_next_at = NULL
@@ -601,14 +602,8 @@ BEGIN
         -- The final outcome's callback, or the best-effort one of a try that will be retried.
         final := r.state <> 'failed';
         BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.oid = r.callback AND p.prosecdef) THEN
-                RAISE EXCEPTION 'callback function % of intent % no longer exists or is not SECURITY DEFINER',
-                    r.callback::oid, r.id;
-            END IF;
-            PERFORM set_config('pgcloud.correlation_id', r.correlation_id, true);
-            EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', r.callback::oid::regproc)
-              USING r.id, r.response_status, r.response_headers, r.response_body, r.context, final;
-            PERFORM set_config('pgcloud.correlation_id', '', true);
+            PERFORM pgcloud.http_call_callback(r.callback, r.id, r.response_status, r.response_headers,
+                                               r.response_body, r.context, final, r.correlation_id);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
             PERFORM pgcloud.http_callback_failed(r.id, final, err);

@@ -11,6 +11,7 @@ REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pg
     pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
     pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]),
     pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callback_failed(uuid, boolean, text),
+    pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text),
     pgcloud.http_callbacks_due(integer),
     pgcloud.http_next_due_ms(text[]), pgcloud.http_backoff_ms(integer),
     pgcloud.register_job(text, regprocedure, text, text, text, boolean, boolean),
@@ -91,7 +92,8 @@ REVOKE ALL ON ROUTINE pgcloud.consume_failed(text, text, text, text, integer), p
     FROM pgcloud_svc_core;
 -- What the entry points call in turn, running as the core's owner.
 GRANT EXECUTE ON ROUTINE pgcloud.http_run_callback(uuid, boolean), pgcloud.http_backoff_ms(integer),
-    pgcloud.http_callback_failed(uuid, boolean, text)
+    pgcloud.http_callback_failed(uuid, boolean, text),
+    pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text)
     TO pgcloud_svc_core;
 GRANT USAGE ON SCHEMA pgcloud TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;
 -- Policies are configuration, not secrets; the workers read theirs.

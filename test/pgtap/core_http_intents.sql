@@ -304,8 +304,41 @@ SELECT ok(NOT has_function_privilege('pgcloud_svc_payments',
           'pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[])', 'EXECUTE')
       AND has_function_privilege('pgcloud_worker_http',
           'pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[])', 'EXECUTE')
-      AND NOT has_function_privilege('pgcloud_worker_http', 'pgcloud.http_callback_failed(uuid, boolean, text)', 'EXECUTE'),
-    'only the executor may record outcomes');
+      AND NOT has_function_privilege('pgcloud_worker_http', 'pgcloud.http_callback_failed(uuid, boolean, text)', 'EXECUTE')
+      AND NOT has_function_privilege('pgcloud_worker_http',
+          'pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text)', 'EXECUTE')
+      AND NOT has_function_privilege('pgcloud_svc_payments',
+          'pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text)', 'EXECUTE'),
+    'only the executor may record outcomes, and nobody may call callbacks but the core');
+
+-- A callback that is no longer SECURITY DEFINER would run as the core: it is not called.
+SELECT taphttp.intent_boom('inv') AS inv, taphttp.intent_boom('gucs') AS gucs \gset
+SELECT is((SELECT count(*)::int FROM pgcloud.http_claim('test', 10)), 2, 'two more in flight');
+ALTER FUNCTION taphttp.cb_boom(uuid, integer, jsonb, text, jsonb, boolean) SECURITY INVOKER;
+SELECT is((SELECT r.state FROM pgcloud.http_record_all(ARRAY[:'inv']::uuid[], ARRAY[1], ARRAY[200], ARRAY['{}']::jsonb[],
+                                                       ARRAY['x'], ARRAY[false], ARRAY[NULL]::text[], ARRAY[NULL]::integer[]) r),
+    'succeeded', 'the outcome is recorded');
+SELECT is((SELECT count(*)::int FROM taphttp.seen WHERE intent_id = :'inv'), 0, 'a SECURITY INVOKER callback is not run');
+SELECT ok((SELECT callback_done_at IS NULL AND callback_error LIKE '%is not SECURITY DEFINER%'
+             FROM pgcloud.http_intents WHERE id = :'inv'), 'and its failure is noted');
+ALTER FUNCTION taphttp.cb_boom(uuid, integer, jsonb, text, jsonb, boolean) SECURITY DEFINER;
+-- Settings a callback changes do not outlive it (the next callback runs under the executor's own).
+CREATE OR REPLACE FUNCTION taphttp.cb_boom(intent_id uuid, status integer, response_headers jsonb, response_body text,
+                                           context jsonb, final boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    INSERT INTO taphttp.seen (intent_id, status, body, context, final, correlation_id, run_as)
+    VALUES (intent_id, status, response_body, context, final, current_setting('pgcloud.correlation_id', true),
+            current_user);
+    PERFORM set_config('statement_timeout', '4242', true);
+    PERFORM set_config('work_mem', '4242kB', false);
+END $$;
+SELECT is((SELECT r.state FROM pgcloud.http_record_all(ARRAY[:'gucs']::uuid[], ARRAY[1], ARRAY[200], ARRAY['{}']::jsonb[],
+                                                       ARRAY['x'], ARRAY[false], ARRAY[NULL]::text[], ARRAY[NULL]::integer[]) r),
+    'succeeded', 'a callback that changes settings');
+SELECT is((SELECT correlation_id FROM taphttp.seen WHERE intent_id = :'gucs'), 'tap-corr-1', 'ran under its correlation id');
+SELECT ok(current_setting('statement_timeout') <> '4242ms' AND current_setting('work_mem') <> '4242kB',
+    'and its settings were undone when it returned');
 
 SELECT * FROM finish();
 ROLLBACK;
