@@ -10,14 +10,15 @@
  *
  * One loop turn:
  *  1. when woken, or when transfers finished or a retry fell due, one
- *     round: record the transfers finished since the last wake-up with
- *     pgcloud.http_record() in one transaction, each in a subtransaction of
- *     its own (one that fails is undone alone and recorded as a failed try;
- *     the record also runs the callback of a final outcome); then, in a
- *     second transaction, claim due intents per target up to the target's
- *     free concurrency (core.http_concurrency, one statement for every
- *     target), committed in_flight before anything is sent (then run the
- *     failed final callbacks that are due again);
+ *     round, one transaction, one commit: record the transfers finished
+ *     since the last wake-up with one pgcloud.http_record_all() statement
+ *     (which runs their callbacks, each in a subtransaction of its own: one
+ *     that fails is undone alone and tried again later or given up; should
+ *     the statement fail, each outcome is recorded on its own, see
+ *     record_outcomes_in_work); then claim due intents per target up to the
+ *     target's free concurrency (core.http_concurrency, one statement for
+ *     every target), committed in_flight before anything is sent (then run
+ *     the failed final callbacks that are due again);
  *  2. start their transfers (credentials added at send time, http_transfer.c)
  *     on the one multi handle, which keeps its connections open across
  *     rounds: HTTP/1.1 keep-alive, HTTP/2 multiplexing where the target
@@ -27,7 +28,9 @@
  * Crash safety: an intent is committed in_flight before it is sent; at start
  * the worker puts every in_flight intent back to pending (the new try sends
  * the same Idempotency-Key, so the remote side deduplicates), and a final
- * callback commits together with the record that it ran.
+ * callback commits together with the record that it ran. A round that
+ * records outcomes commits synchronously (callback effects must not be seen,
+ * and acted on, then lost); a round that only claims does not.
  *
  * Errors are caught per intent and per round (each a unit of work,
  * PgcloudRunUnit in common.c): one bad row does not
@@ -42,6 +45,7 @@
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "utils/array.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_http_wake);
@@ -56,6 +60,8 @@ PG_FUNCTION_INFO_V1(pgcloud_http_wake);
  */
 #define SAFETY_ROUND_MS 2000L
 #define MAX_CONCURRENCY 256
+/* How long a round waits for the transfers still in flight (gather_finished). */
+#define GATHER_MS 1L
 
 typedef struct SockEntry
 {
@@ -86,6 +92,8 @@ static TimestampTz policy_loaded_at = 0;	/* 0: read them at the next claim */
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr record_all_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr callback_plan = NULL;
 static SPIPlanPtr due_callbacks_plan = NULL;
 static SPIPlanPtr async_commit_plan = NULL;
@@ -190,11 +198,17 @@ prepare_plans(void)
 	Oid			claim_types[2] = {TEXTARRAYOID, INT4ARRAYOID};
 	Oid			record_types[8] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT4OID};
 	Oid			callback_types[1] = {TEXTOID};
+	Oid			record_all_types[8] = {TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	BOOLARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
+	Oid			next_due_types[1] = {TEXTARRAYOID};
 
 	PgcloudPlan(&claim_plan, "SELECT id::text, method, path, body, content_type, header_lines, mail_from, "
 				"idempotency_key, attempt, target FROM pgcloud.http_claim_all($1, $2)", 2, claim_types);
 	PgcloudPlan(&record_plan, "SELECT pgcloud.http_record($1::uuid, $2, $3, $4::jsonb, $5, $6, $7, $8)",
 				8, record_types);
+	PgcloudPlan(&record_all_plan, "SELECT intent_id::text, state FROM pgcloud.http_record_all($1::uuid[], $2, $3, "
+				"$4::jsonb[], $5, $6, $7, $8)", 8, record_all_types);
+	PgcloudPlan(&next_due_plan, "SELECT pgcloud.http_next_due_ms($1)", 1, next_due_types);
 	PgcloudPlan(&callback_plan, "SELECT pgcloud.http_run_callback($1::uuid, true)", 1, callback_types);
 	PgcloudPlan(&due_callbacks_plan, "SELECT id::text FROM pgcloud.http_callbacks_due("
 				CppAsString2(CALLBACK_BATCH) ") AS id", 0, NULL);
@@ -336,11 +350,10 @@ typedef struct OutcomeBatch
 	MemoryContext cxt;			/* the caller's, for the failure messages */
 } OutcomeBatch;
 
+/* Fallback: each outcome in a subtransaction of its own, with pgcloud.http_record(). */
 static void
-record_outcomes_unit(void *arg)
+record_each_in_work(OutcomeBatch *b)
 {
-	OutcomeBatch *b = (OutcomeBatch *) arg;
-
 	b->recorded = 0;
 	for (int i = 0; i < b->n; i++)
 	{
@@ -352,9 +365,115 @@ record_outcomes_unit(void *arg)
 	}
 }
 
+/* A one-dimensional array of n elements of type elemtype (nulls[i]: element i is NULL). */
+static Datum
+make_array(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, elemtype, typlen, typbyval, typalign));
+}
+
 /*
- * After a batch committed: the outcomes whose subtransaction rolled back are
- * recorded on their own as failed tries, as record_outcome() does.
+ * Records every outcome of the batch with one pgcloud.http_record_all()
+ * statement (which runs the callbacks, each in a subtransaction of its own).
+ */
+static void
+record_all_unit(void *arg)
+{
+	OutcomeBatch *b = (OutcomeBatch *) arg;
+	int			n = b->n;
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *attempts = palloc(sizeof(Datum) * n);
+	Datum	   *statuses = palloc(sizeof(Datum) * n);
+	Datum	   *headers = palloc(sizeof(Datum) * n);
+	Datum	   *bodies = palloc(sizeof(Datum) * n);
+	Datum	   *truncated = palloc(sizeof(Datum) * n);
+	Datum	   *errors = palloc(sizeof(Datum) * n);
+	Datum	   *retry_after = palloc(sizeof(Datum) * n);
+	bool	   *no_status = palloc0(sizeof(bool) * n);
+	bool	   *no_headers = palloc0(sizeof(bool) * n);
+	bool	   *no_body = palloc0(sizeof(bool) * n);
+	bool	   *no_error = palloc0(sizeof(bool) * n);
+	bool	   *no_retry_after = palloc0(sizeof(bool) * n);
+	Datum		args[8];
+
+	for (int i = 0; i < n; i++)
+	{
+		const HttpOutcome *o = &b->f[i].o;
+
+		ids[i] = CStringGetTextDatum(b->f[i].id);
+		attempts[i] = Int32GetDatum(b->f[i].attempt);
+		statuses[i] = Int32GetDatum(o->status);
+		no_status[i] = !o->has_status;
+		headers[i] = o->headers_json ? CStringGetTextDatum(o->headers_json) : (Datum) 0;
+		no_headers[i] = o->headers_json == NULL;
+		bodies[i] = o->body ? CStringGetTextDatum(o->body) : (Datum) 0;
+		no_body[i] = o->body == NULL;
+		truncated[i] = BoolGetDatum(o->truncated);
+		errors[i] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+		no_error[i] = o->error == NULL;
+		retry_after[i] = Int32GetDatum(o->retry_after);
+		no_retry_after[i] = o->retry_after < 0;
+	}
+	args[0] = make_array(ids, NULL, n, TEXTOID);
+	args[1] = make_array(attempts, NULL, n, INT4OID);
+	args[2] = make_array(statuses, no_status, n, INT4OID);
+	args[3] = make_array(headers, no_headers, n, TEXTOID);
+	args[4] = make_array(bodies, no_body, n, TEXTOID);
+	args[5] = make_array(truncated, NULL, n, BOOLOID);
+	args[6] = make_array(errors, no_error, n, TEXTOID);
+	args[7] = make_array(retry_after, no_retry_after, n, INT4OID);
+	if (SPI_execute_plan(record_all_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pgcloud.http_record_all() failed");
+	b->recorded = (int) SPI_processed;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		char	   *state = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
+		char	   *id;
+
+		if (state == NULL || strcmp(state, "dead") != 0)
+			continue;
+		id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+		for (int i = 0; i < n; i++)
+			if (strcmp(b->f[i].id, id) == 0)
+				ereport(LOG,
+						errmsg("pgcloud http: intent %s to %s is dead after %d tries: %s", id,
+							   HttpTargetNames[b->f[i].target], b->f[i].attempt,
+							   b->f[i].o.error ? b->f[i].o.error : psprintf("status %d", b->f[i].o.status)));
+	}
+}
+
+/*
+ * Inside the round's unit of work: records the outcomes of the transfers
+ * finished since the last wake-up with one statement. Should that fail, it
+ * is undone alone and every outcome is recorded in a subtransaction of its
+ * own (b->failures: those that could not be, recorded as failed tries by
+ * record_batch_followups() after the commit).
+ */
+static void
+record_outcomes_in_work(OutcomeBatch *b)
+{
+	char	   *msg;
+
+	if (b->n == 0)
+		return;
+	msg = PgcloudRunSubUnit(record_all_unit, b, b->cxt);
+	if (msg == NULL)
+		return;
+	ereport(LOG, errmsg("pgcloud http: could not record %d outcomes together: %s", b->n, msg));
+	PgcloudWorkerNoteError(msg);
+	record_each_in_work(b);
+}
+
+/*
+ * After the round committed: the outcomes whose subtransaction rolled back
+ * are recorded on their own as failed tries, as record_outcome() does.
  */
 static void
 record_batch_followups(OutcomeBatch *b)
@@ -373,38 +492,6 @@ record_batch_followups(OutcomeBatch *b)
 			fo.error = psprintf("could not record the outcome: %s", b->failures[i]);
 			record_outcome(b->f[i].id, b->f[i].attempt, b->f[i].target, &fo, true);
 		}
-}
-
-/*
- * Records the outcomes of the transfers finished since the last wake-up in
- * one unit of work (one commit), each in its own subtransaction: an outcome
- * that cannot be recorded is undone alone and then recorded as a failed try
- * on its own, as record_outcome() does. Should the unit fail as a whole,
- * every outcome is recorded on its own.
- */
-static void
-record_outcomes(Finished *f, int n)
-{
-	OutcomeBatch b = {.f = f, .n = n, .recorded = 0, .cxt = CurrentMemoryContext};
-	char	   *msg;
-
-	if (n == 0)
-		return;
-	if (n == 1)
-	{
-		record_outcome(f[0].id, f[0].attempt, f[0].target, &f[0].o, false);
-		return;
-	}
-	b.failures = palloc0(sizeof(char *) * n);
-	msg = PgcloudRunUnit("recording HTTP outcomes", record_outcomes_unit, &b);
-	if (msg != NULL)
-	{
-		ereport(LOG, errmsg("pgcloud http: could not record %d outcomes together: %s", n, msg));
-		for (int i = 0; i < n; i++)
-			record_outcome(f[i].id, f[i].attempt, f[i].target, &f[i].o, false);
-		return;
-	}
-	record_batch_followups(&b);
 }
 
 static void
@@ -468,7 +555,7 @@ copy_claimed(HeapTuple tup, TupleDesc desc, HttpClaimed *c)
 	c->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 }
 
-/* What one claim transaction hands to the code that starts the transfers. */
+/* What one round's transaction hands to the code that starts the transfers. */
 typedef struct ClaimRound
 {
 	MemoryContext cxt;			/* where claimed and callbacks are kept */
@@ -476,6 +563,7 @@ typedef struct ClaimRound
 	List	   *callbacks;		/* ids (text) of final callbacks due again */
 	Datum		spare[HTTP_TARGETS];	/* names of targets with capacity left */
 	int			nspare;
+	OutcomeBatch outcomes;		/* recorded first, in the same transaction */
 } ClaimRound;
 
 /* The target named so (the test target when none is). */
@@ -541,7 +629,8 @@ claim_intents(ClaimRound *r)
 static void
 collect_due_callbacks(ClaimRound *r)
 {
-	if (SPI_execute_plan(due_callbacks_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+	/* Not read-only: it must see what this round recorded (a fresh snapshot). */
+	if (SPI_execute_plan(due_callbacks_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pgcloud.http_callbacks_due() failed");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -557,7 +646,6 @@ collect_due_callbacks(ClaimRound *r)
 static void
 set_next_due(ClaimRound *r)
 {
-	Oid			argtype = TEXTARRAYOID;
 	Datum		arr;
 	Datum		ms;
 	bool		isnull;
@@ -565,28 +653,39 @@ set_next_due(ClaimRound *r)
 	if (r->nspare == 0)
 		return;
 	arr = PointerGetDatum(construct_array(r->spare, r->nspare, TEXTOID, -1, false, TYPALIGN_INT));
-	if (SPI_execute_with_args("SELECT pgcloud.http_next_due_ms($1)", 1, &argtype, &arr, NULL, true, 1)
-		!= SPI_OK_SELECT || SPI_processed != 1)
+	/* Not read-only: a retry this round scheduled must be seen (a fresh snapshot). */
+	if (SPI_execute_plan(next_due_plan, &arr, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "pgcloud.http_next_due_ms() failed");
 	ms = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!isnull)
 		next_due_at = GetCurrentTimestamp() + Max(DatumGetInt64(ms), 1) * 1000;
 }
 
-/* The claim transaction. */
+/*
+ * The round's transaction: records the finished transfers, then claims.
+ * One commit for both: the claim reuses the capacity the outcomes freed.
+ */
 static void
-claim_unit(void *arg)
+round_unit(void *arg)
 {
 	ClaimRound *r = (ClaimRound *) arg;
 
 	prepare_plans();
-	/*
-	 * The claim need not wait for its WAL flush: lost in a crash, the
-	 * intent is simply pending again, which is what recovery makes of an
-	 * intent in flight anyway (it is sent again with the same key).
-	 */
-	if (SPI_execute_plan(async_commit_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not set synchronous_commit");
+	if (r->outcomes.n == 0)
+	{
+		/*
+		 * A claim alone need not wait for its WAL flush: lost in a crash,
+		 * the intent is simply pending again, which is what recovery makes
+		 * of an intent in flight anyway (it is sent again with the same
+		 * key). A round that records outcomes commits synchronously: the
+		 * callbacks' effects are committed with it, and must not be seen
+		 * (and acted on: an intent a callback wrote is sent at once) and
+		 * then lost.
+		 */
+		if (SPI_execute_plan(async_commit_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not set synchronous_commit");
+	}
+	record_outcomes_in_work(&r->outcomes);
 	if (policy_loaded_at == 0 ||
 		TimestampDifferenceExceeds(policy_loaded_at, GetCurrentTimestamp(), POLICY_TTL_MS))
 	{
@@ -633,11 +732,13 @@ start_transfers(List *claimed)
 }
 
 /*
- * One round: records the outcomes of the transfers finished since the last
- * wake-up (one transaction, each in a subtransaction, see record_outcomes),
- * then claims due intents within each target's free capacity (one
- * statement for every target, committed before anything is sent) and
- * starts them. Sets next_due_at.
+ * One round, one transaction: records the outcomes of the transfers
+ * finished since the last wake-up (one statement, the callbacks each in a
+ * subtransaction of their own), then claims due intents within each
+ * target's free capacity (one statement for every target), commits, and
+ * starts the claimed transfers. Sets next_due_at. Should the round fail as a
+ * whole, nothing of it was committed: every outcome is recorded on its own
+ * and the claim is tried again alone.
  */
 static void
 record_claim_and_start(Finished *done, int ndone)
@@ -645,9 +746,23 @@ record_claim_and_start(Finished *done, int ndone)
 	ClaimRound	r = {.cxt = CurrentMemoryContext};
 	char	   *msg;
 
-	record_outcomes(done, ndone);
+	r.outcomes = (OutcomeBatch) {.f = done, .n = ndone, .cxt = CurrentMemoryContext};
+	r.outcomes.failures = palloc0(sizeof(char *) * Max(ndone, 1));
 	next_due_at = 0;
-	msg = PgcloudRunUnit("claiming HTTP intents", claim_unit, &r);
+	msg = PgcloudRunUnit(ndone > 0 ? "recording HTTP outcomes and claiming intents" : "claiming HTTP intents",
+						 round_unit, &r);
+	if (msg != NULL && ndone > 0)
+	{
+		ereport(LOG, errmsg("pgcloud http: could not record %d outcomes and claim: %s", ndone, msg));
+		for (int i = 0; i < ndone; i++)
+			record_outcome(done[i].id, done[i].attempt, done[i].target, &done[i].o, false);
+		r = (ClaimRound) {.cxt = CurrentMemoryContext};
+		r.outcomes = (OutcomeBatch) {.n = 0, .cxt = CurrentMemoryContext};
+		next_due_at = 0;
+		msg = PgcloudRunUnit("claiming HTTP intents", round_unit, &r);
+	}
+	else if (msg == NULL)
+		record_batch_followups(&r.outcomes);
 	if (msg != NULL)
 	{
 		/* Nothing was committed in flight. */
@@ -790,6 +905,42 @@ ms_until(TimestampTz when, TimestampTz now)
 	return (long) Min((when - now + 999) / 1000, (TimestampTz) IDLE_WAIT_MS);
 }
 
+/*
+ * Transfers finished while others are still in flight: waits up to
+ * GATHER_MS for those to finish too, so that one round (one commit, one
+ * record and one claim statement) takes them all. A fast target answers a
+ * whole window within that time and a round's fixed cost is shared by the
+ * whole window, not paid per half of it; a slow one costs at most GATHER_MS
+ * per round. Returns done with the further outcomes appended.
+ */
+static Finished *
+gather_finished(Finished *done, int *ndone, bool *need_claim)
+{
+	TimestampTz until = GetCurrentTimestamp() + GATHER_MS * 1000;
+	TimestampTz now;
+
+	while (transfers != NULL && (now = GetCurrentTimestamp()) < until)
+	{
+		Finished   *more;
+		int			nmore;
+
+		if (wait_for_work(ms_until(until, now)))
+		{
+			*need_claim = true;
+			policy_loaded_at = 0;	/* woken by a commit: read the policies afresh */
+		}
+		more = collect_finished(&nmore);
+		if (nmore > 0)
+		{
+			done = repalloc(done, sizeof(Finished) * (*ndone + nmore));
+			memcpy(done + *ndone, more, sizeof(Finished) * nmore);
+			*ndone += nmore;
+		}
+		pfree(more);
+	}
+	return done;
+}
+
 static void
 recover_unit(void *arg)
 {
@@ -865,6 +1016,8 @@ pgcloud_http_main(Datum arg)
 
 		drive_timer_if_due();
 		done = collect_finished(&ndone);
+		if (ndone > 0 && transfers != NULL)
+			done = gather_finished(done, &ndone, &need_claim);
 		if (ndone > 0 || need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
 		{
 			/* Finished transfers freed capacity: record them and claim again, in one round. */

@@ -296,6 +296,9 @@ RETURNS TABLE (target text, id uuid, method text, path text, body text, content_
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
 SET plan_cache_mode = force_generic_plan   -- run every round: planned once, not per call
+-- The generic plan is made once per session, perhaps while the table is
+-- small: by index even so, or every claim scans the whole backlog later.
+SET enable_seqscan = off
 AS $$
 BEGIN
     -- One statement for every target; plpgsql so that the plan is kept. The
@@ -345,6 +348,48 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.http_backoff_ms(integer) IS 'Delay before the next try after failed try number attempt: core.http_backoff_base_ms * 2^(attempt-1), capped at core.http_backoff_max_ms, times a jitter factor in [0.5, 1.5).';
 
+CREATE FUNCTION pgcloud.http_call_callback(callback regprocedure, intent_id uuid, status integer,
+                                           response_headers jsonb, response_body text, context jsonb,
+                                           final boolean, correlation_id text) RETURNS void
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pgcloud_http_call_callback';
+COMMENT ON FUNCTION pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text) IS 'HTTP executor: calls callback(intent_id, status, response_headers, response_body, context, final) under the given correlation id, if it still exists, is SECURITY DEFINER and the caller may execute it; settings it changes are undone when it returns.';
+
+-- What a callback's failure leaves behind (its own effects were rolled back
+-- with its subtransaction): a final callback is tried again with backoff and
+-- given up, with a platform.alert, after core.http_callback_max_attempts; a
+-- non-final one (best effort) only notes the error.
+CREATE FUNCTION pgcloud.http_callback_failed(intent_id uuid, final boolean, err text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+AS $$
+DECLARE
+    i pgcloud.http_intents;
+    max_tries integer;
+BEGIN
+    err := left(pgcloud.sanitize(coalesce(err, 'unknown error')), 2000);
+    IF NOT final THEN
+        UPDATE pgcloud.http_intents h SET callback_error = err WHERE h.id = intent_id;
+        RETURN;
+    END IF;
+    max_tries := pgcloud.policy('core.http_callback_max_attempts', NULL::integer);
+    UPDATE pgcloud.http_intents h
+       SET callback_done_at = NULL, callback_attempts = h.callback_attempts + 1, callback_error = err,
+           callback_next_at = clock_timestamp()
+               + make_interval(secs => pgcloud.http_backoff_ms(h.callback_attempts + 1) / 1000.0),
+           callback_given_up_at = CASE WHEN h.callback_attempts + 1 >= max_tries THEN clock_timestamp() END
+     WHERE h.id = intent_id
+    RETURNING * INTO i;
+    IF i.callback_given_up_at IS NOT NULL THEN
+        PERFORM pgcloud.emit('platform.alert', 'http_intent', i.id::text,
+            jsonb_build_object('kind', 'http_callback_failed', 'intent_id', i.id, 'target', i.target,
+                               'service', i.requested_by, 'callback', i.callback::text,
+                               'attempts', i.callback_attempts, 'error', err));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.http_callback_failed(uuid, boolean, text) IS 'HTTP executor: notes that an intent''s callback failed (error scrubbed); a final one is not done (callback_done_at cleared), and is tried again with backoff, or given up with a platform.alert after core.http_callback_max_attempts.';
+
 -- Runs the callback of an intent in a subtransaction of the current
 -- transaction. For the final outcome the run is recorded in the same
 -- subtransaction as the callback's effect (callback_done_at), so it happens
@@ -358,7 +403,6 @@ AS $$
 DECLARE
     i pgcloud.http_intents;
     err text;
-    max_tries integer;
 BEGIN
     SELECT * INTO i FROM pgcloud.http_intents h WHERE h.id = intent_id FOR UPDATE;
     IF NOT FOUND OR i.callback IS NULL THEN
@@ -372,14 +416,8 @@ BEGIN
         RETURN false;
     END IF;
     BEGIN
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.oid = i.callback AND p.prosecdef) THEN
-            RAISE EXCEPTION 'callback function % of intent % no longer exists or is not SECURITY DEFINER',
-                i.callback::oid, i.id;
-        END IF;
-        PERFORM set_config('pgcloud.correlation_id', i.correlation_id, true);
-        EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', i.callback::oid::regproc)
-          USING i.id, i.response_status, i.response_headers, i.response_body, i.context, final;
-        PERFORM set_config('pgcloud.correlation_id', '', true);
+        PERFORM pgcloud.http_call_callback(i.callback, i.id, i.response_status, i.response_headers,
+                                           i.response_body, i.context, final, i.correlation_id);
         IF final THEN
             UPDATE pgcloud.http_intents h SET callback_done_at = clock_timestamp(), callback_error = NULL,
                    callback_next_at = NULL
@@ -388,25 +426,7 @@ BEGIN
         RETURN true;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
-        err := left(pgcloud.sanitize(coalesce(err, 'unknown error')), 2000);
-        IF NOT final THEN
-            UPDATE pgcloud.http_intents h SET callback_error = err WHERE h.id = i.id;
-            RETURN false;
-        END IF;
-        max_tries := pgcloud.policy('core.http_callback_max_attempts', NULL::integer);
-        UPDATE pgcloud.http_intents h
-           SET callback_attempts = h.callback_attempts + 1, callback_error = err,
-               callback_next_at = clock_timestamp()
-                   + make_interval(secs => pgcloud.http_backoff_ms(h.callback_attempts + 1) / 1000.0),
-               callback_given_up_at = CASE WHEN h.callback_attempts + 1 >= max_tries THEN clock_timestamp() END
-         WHERE h.id = i.id
-        RETURNING * INTO i;
-        IF i.callback_given_up_at IS NOT NULL THEN
-            PERFORM pgcloud.emit('platform.alert', 'http_intent', i.id::text,
-                jsonb_build_object('kind', 'http_callback_failed', 'intent_id', i.id, 'target', i.target,
-                                   'service', i.requested_by, 'callback', i.callback::text,
-                                   'attempts', i.callback_attempts, 'error', err));
-        END IF;
+        PERFORM pgcloud.http_callback_failed(i.id, final, err);
         RETURN false;
     END;
 END
@@ -487,6 +507,112 @@ END
 $$;
 COMMENT ON FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer) IS 'HTTP executor: records the outcome of try number attempt (status NULL = no answer; error scrubbed before it is stored), decides succeeded, failed (retry after Retry-After or backoff with jitter) or dead, and runs the callback in the same transaction. Returns the new state, or stale for a superseded try.';
 
+-- The batched form of pgcloud.http_record() (the executor records every
+-- transfer finished since its last wake-up with one call): one UPDATE for all
+-- the outcomes, the same decisions, then each callback in a subtransaction
+-- of its own (an exception block). A final callback is marked done by the
+-- UPDATE that records its outcome, in the same transaction as its effects,
+-- so they commit together, exactly once. A failing callback rolls back only
+-- its own effects and is noted by pgcloud.http_callback_failed() (which
+-- takes the mark back), as pgcloud.http_run_callback() does. A try that was
+-- superseded is not in the UPDATE and not returned (stale).
+CREATE FUNCTION pgcloud.http_record_all(intent_ids uuid[], attempts integer[], statuses integer[],
+                                        response_headers jsonb[], response_bodies text[], truncated boolean[],
+                                        errors text[], retry_after_seconds integer[])
+RETURNS TABLE (intent_id uuid, state text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgcloud
+SET plan_cache_mode = force_generic_plan   -- run every round: planned once, not per call
+SET enable_seqscan = off                   -- by primary key, however small the table was at planning
+AS $$
+DECLARE
+    max_attempts integer := pgcloud.policy('core.http_max_attempts', NULL::integer);
+    retry_after_max integer := pgcloud.policy('core.http_retry_after_max_seconds', NULL::integer);
+    r record;
+    final boolean;
+    err text;
+BEGIN
+    FOR r IN
+        WITH o AS (
+            SELECT u.id, u.attempt, u.status, u.headers, u.body, u.truncated, u.retry_after, i.target,
+                   CASE WHEN u.error IS NOT NULL THEN left(pgcloud.sanitize(u.error), 2000) END AS clean,
+                   CASE WHEN i.target = 'smtp' THEN coalesce(u.error IS NULL AND u.status BETWEEN 200 AND 399, false)
+                        ELSE coalesce(u.error IS NULL AND u.status BETWEEN 200 AND 299, false) END AS ok,
+                   CASE WHEN i.target = 'smtp' THEN u.status IS NULL OR u.status < 500           -- 4xx: transient; 5xx: permanent
+                        ELSE u.status IS NULL OR u.status = 429 OR u.status >= 500 END AS retryable
+              FROM unnest(intent_ids, attempts, statuses, response_headers, response_bodies, truncated, errors,
+                          retry_after_seconds) AS u (id, attempt, status, headers, body, truncated, error, retry_after)
+              JOIN pgcloud.http_intents i ON i.id = u.id
+             WHERE i.state = 'in_flight' AND i.attempts = u.attempt
+        ), s AS (
+            SELECT o.*, CASE WHEN o.ok THEN 'succeeded'
+                             WHEN o.retryable AND o.attempt < max_attempts THEN 'failed'
+                             ELSE 'dead' END AS next_state
+              FROM o
+        ), d AS (
+            SELECT s.id, s.attempt, s.status, s.headers, s.body, s.truncated, s.target, s.retryable, s.next_state,
+                   CASE WHEN s.clean IS NULL AND NOT s.ok
+                        THEN CASE WHEN s.target = 'smtp' THEN format('SMTP reply %s', s.status)
+                                  ELSE format('HTTP %s', s.status) END
+                             || CASE WHEN s.next_state = 'dead' AND NOT s.retryable THEN ' (not retried)' ELSE '' END
+                        ELSE s.clean END AS clean,
+                   CASE WHEN s.next_state <> 'failed' THEN NULL
+                        WHEN s.retry_after IS NOT NULL AND s.retry_after >= 0
+                        THEN least(s.retry_after, retry_after_max) * 1000::bigint
+                        ELSE pgcloud.http_backoff_ms(s.attempt) END AS delay_ms
+              FROM s
+        )
+        UPDATE pgcloud.http_intents h
+           SET state = d.next_state,
+               response_status = d.status,
+               response_headers = d.headers,
+               response_body = d.body,
+               response_truncated = coalesce(d.truncated, false),
+               last_error = coalesce(d.clean, h.last_error),
+               next_attempt_at = CASE WHEN d.next_state = 'failed'
+                                      THEN clock_timestamp() + make_interval(secs => d.delay_ms / 1000.0)
+                                      ELSE h.next_attempt_at END,
+               completed_at = CASE WHEN d.next_state IN ('succeeded', 'dead') THEN clock_timestamp() END,
+               -- A final callback is marked done here, before it runs, in
+               -- the same transaction as its effects (one write of the row,
+               -- not two); should it fail, pgcloud.http_callback_failed()
+               -- takes the mark back and schedules it again.
+               callback_done_at = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
+                                       THEN clock_timestamp() END,
+               callback_error = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
+                                     THEN NULL ELSE h.callback_error END,
+               callback_next_at = NULL
+          FROM d
+         WHERE h.id = d.id AND h.state = 'in_flight' AND h.attempts = d.attempt
+        RETURNING h.id, h.state, h.target, h.method, h.path, h.requested_by, h.attempts, h.callback,
+                  h.response_status, h.response_headers, h.response_body, h.context, h.correlation_id,
+                  d.retryable, d.clean
+    LOOP
+        intent_id := r.id;
+        state := r.state;
+        RETURN NEXT;
+        IF r.state = 'dead' AND r.retryable AND r.target <> 'smtp' THEN
+            -- Retries exhausted: tell the operators (not for e-mail: alerts go out by e-mail).
+            PERFORM pgcloud.emit('platform.alert', 'http_intent', r.id::text,
+                jsonb_build_object('kind', 'http_dead', 'intent_id', r.id, 'target', r.target, 'method', r.method,
+                                   'path', pgcloud.sanitize(r.path), 'service', r.requested_by,
+                                   'attempts', r.attempts, 'status', r.response_status, 'error', r.clean));
+        END IF;
+        CONTINUE WHEN r.callback IS NULL;
+        -- The final outcome's callback, or the best-effort one of a try that will be retried.
+        final := r.state <> 'failed';
+        BEGIN
+            PERFORM pgcloud.http_call_callback(r.callback, r.id, r.response_status, r.response_headers,
+                                               r.response_body, r.context, final, r.correlation_id);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+            PERFORM pgcloud.http_callback_failed(r.id, final, err);
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]) IS 'HTTP executor: pgcloud.http_record() for many outcomes at once (element i of each array is one outcome): one UPDATE (which marks final callbacks done), then each callback in its own subtransaction (a failing one undone alone and its mark taken back), all in the caller''s transaction. Returns the new state of each intent recorded; superseded tries are left out.';
+
 CREATE FUNCTION pgcloud.http_callbacks_due(max_intents integer) RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgcloud
@@ -506,6 +632,7 @@ COMMENT ON FUNCTION pgcloud.http_callbacks_due(integer) IS 'HTTP executor: final
 CREATE FUNCTION pgcloud.http_next_due_ms(targets text[]) RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgcloud
+SET plan_cache_mode = force_generic_plan   -- run most rounds: planned once, not per call
 AS $$
 DECLARE
     due timestamptz;

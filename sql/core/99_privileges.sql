@@ -9,7 +9,10 @@ REVOKE ALL ON ROUTINE pgcloud.service_begin(text), pgcloud.service_end(text), pg
     pgcloud.relay_once(integer), pgcloud.consume_event(text, jsonb, text), pgcloud.wake_workers(),
     pgcloud.http_recover(), pgcloud.http_claim(text, integer), pgcloud.http_claim_all(text[], integer[]),
     pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
-    pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
+    pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]),
+    pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callback_failed(uuid, boolean, text),
+    pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text),
+    pgcloud.http_callbacks_due(integer),
     pgcloud.http_next_due_ms(text[]), pgcloud.http_backoff_ms(integer),
     pgcloud.register_job(text, regprocedure, text, text, text, boolean, boolean),
     pgcloud.due_jobs(boolean), pgcloud.job_finished(text, boolean, text, text, timestamptz),
@@ -79,6 +82,8 @@ ALTER FUNCTION pgcloud.nats_ignored_types(text) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_recover() SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_claim_all(text[], integer[]) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[])
+    SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_run_callback(uuid, boolean) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_callbacks_due(integer) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_next_due_ms(text[]) SECURITY DEFINER;
@@ -86,7 +91,9 @@ REVOKE ALL ON ROUTINE pgcloud.consume_failed(text, text, text, text, integer), p
     pgcloud.nats_ignored_types(text)
     FROM pgcloud_svc_core;
 -- What the entry points call in turn, running as the core's owner.
-GRANT EXECUTE ON ROUTINE pgcloud.http_run_callback(uuid, boolean), pgcloud.http_backoff_ms(integer)
+GRANT EXECUTE ON ROUTINE pgcloud.http_run_callback(uuid, boolean), pgcloud.http_backoff_ms(integer),
+    pgcloud.http_callback_failed(uuid, boolean, text),
+    pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text)
     TO pgcloud_svc_core;
 GRANT USAGE ON SCHEMA pgcloud TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;
 -- Policies are configuration, not secrets; the workers read theirs.
@@ -102,6 +109,7 @@ GRANT EXECUTE ON ROUTINE pgcloud.nats_subscribers(), pgcloud.nats_ignored_types(
 -- HTTP executor: claim, record, callbacks; its policies.
 GRANT EXECUTE ON ROUTINE pgcloud.http_recover(), pgcloud.http_claim_all(text[], integer[]),
     pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer),
+    pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]),
     pgcloud.http_run_callback(uuid, boolean), pgcloud.http_callbacks_due(integer),
     pgcloud.http_next_due_ms(text[]), pgcloud.policy(text, anyelement)
     TO pgcloud_worker_http;

@@ -238,5 +238,107 @@ SELECT is((SELECT row(succeeded, dead, retrying, in_flight)::text FROM pgcloud.h
 SELECT is((SELECT array_agg(path ORDER BY path) FROM pgcloud.http_dead_intents WHERE target = 'test'),
     ARRAY['/v1/b', '/v1/nf'], 'pgcloud.http_dead_intents lists them');
 
+-- ---- many outcomes at once (pgcloud.http_record_all, what the executor calls) ---------------
+DELETE FROM pgcloud.http_intents;
+TRUNCATE taphttp.seen;
+CREATE FUNCTION taphttp.cb_boom(intent_id uuid, status integer, response_headers jsonb, response_body text,
+                                context jsonb, final boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    INSERT INTO taphttp.seen (intent_id, status, body, context, final, correlation_id, run_as)
+    VALUES (intent_id, status, response_body, context, final, current_setting('pgcloud.correlation_id', true),
+            current_user);
+    IF context ->> 'tag' = 'boom' THEN
+        RAISE EXCEPTION 'boom while mailing bob@example.com';
+    END IF;
+END $$;
+CREATE FUNCTION taphttp.intent_boom(tag text) RETURNS uuid LANGUAGE sql AS $$
+    SELECT pgcloud.http_request('test', 'POST', '/v1/' || tag, callback => 'taphttp.cb_boom(uuid, integer, jsonb, text, jsonb, boolean)',
+                                context => jsonb_build_object('tag', tag)) $$;
+SELECT taphttp.intent_boom('m1') AS m1, taphttp.intent_boom('m2') AS m2, taphttp.intent_boom('m3') AS m3,
+       taphttp.intent_boom('boom') AS mb, taphttp.intent_boom('m5') AS m5, taphttp.intent_boom('m6') AS m6 \gset
+SELECT is((SELECT count(*)::int FROM pgcloud.http_claim('test', 10)), 6, 'six intents in flight');
+UPDATE pgcloud.http_intents SET attempts = 3 WHERE id = :'m6';   -- its last try
+SELECT is((SELECT array_agg(r.intent_id::text || ' ' || r.state ORDER BY r.intent_id::text)
+             FROM pgcloud.http_record_all(
+                  ARRAY[:'m1', :'m2', :'m3', :'mb', :'m5', :'m6']::uuid[], ARRAY[1, 1, 1, 1, 2, 3],
+                  ARRAY[200, 503, 404, 201, 200, 503], ARRAY['{"a": "1"}', '{}', '{}', '{}', '{}', '{}']::jsonb[],
+                  ARRAY['one', 'busy', 'nope', 'made', 'late', 'still busy'], ARRAY[false, false, false, false, false, false],
+                  ARRAY[NULL, NULL, NULL, NULL, NULL, 'Authorization: Bearer sk_live_4eC39HqLyjWDarjtT1zdp7dc'],
+                  ARRAY[NULL, NULL, NULL, NULL, NULL, NULL]::integer[]) r),
+          (SELECT array_agg(x ORDER BY x) FROM unnest(ARRAY[:'m1' || ' succeeded', :'m2' || ' failed', :'m3' || ' dead',
+                                                             :'mb' || ' succeeded', :'m6' || ' dead']) x),
+    'one call records many outcomes: succeeded, retried, refused, dead after the last try; a superseded try (m5, try 2 of 1) is left out');
+SELECT is(taphttp.state(:'m5'), 'in_flight', 'the superseded try changed nothing');
+SELECT is((SELECT array_agg(row(s.status, s.body, s.final, s.correlation_id)::text ORDER BY s.status, s.body)
+             FROM taphttp.seen s WHERE s.intent_id IN (:'m1', :'m2', :'m3', :'m6')),
+          ARRAY[row(200, 'one', true, 'tap-corr-1')::text, row(404, 'nope', true, 'tap-corr-1')::text,
+                row(503, 'busy', false, 'tap-corr-1')::text, row(503, 'still busy', true, 'tap-corr-1')::text],
+    'each callback ran once, with its own outcome, final or not, under the correlation id of its request');
+SELECT is((SELECT count(*)::int FROM taphttp.seen WHERE intent_id = :'mb'), 0,
+    'the failing callback''s effect rolled back alone');
+SELECT ok((SELECT callback_done_at IS NULL AND callback_attempts = 1 AND callback_next_at > clock_timestamp()
+                  AND callback_error LIKE '%boom%' AND callback_error NOT LIKE '%bob@example.com%'
+             FROM pgcloud.http_intents WHERE id = :'mb'),
+    'and it is counted, scrubbed, and scheduled again');
+SELECT is((SELECT array_agg(id::text ORDER BY id::text) FROM pgcloud.http_intents
+            WHERE callback_done_at IS NOT NULL),
+          (SELECT array_agg(x ORDER BY x) FROM unnest(ARRAY[:'m1', :'m3', :'m6']) x),
+    'the final callbacks that ran are marked done (not the non-final one, not the failed one)');
+SELECT is((SELECT row(response_status, response_headers, response_body, completed_at IS NOT NULL)::text
+             FROM pgcloud.http_intents WHERE id = :'m1'),
+          row(200, '{"a": "1"}'::jsonb, 'one', true)::text, 'the answer is recorded');
+SELECT ok(taphttp.delay_s(:'m2') BETWEEN 0.45 AND 1.55, 'a retried try waits for its backoff');
+SELECT is((SELECT last_error FROM pgcloud.http_intents WHERE id = :'m3'), 'HTTP 404 (not retried)', 'a refusal says why');
+SELECT ok((SELECT last_error NOT LIKE '%sk_live%' FROM pgcloud.http_intents WHERE id = :'m6'), 'errors are scrubbed');
+SELECT is((SELECT payload ->> 'kind' FROM pgcloud.outbox WHERE event_type = 'platform.alert' AND aggregate_id = :'m6'),
+    'http_dead', 'retries exhausted: a platform.alert');
+SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE event_type = 'platform.alert' AND aggregate_id = :'m3'), 0,
+    'a refusal: none');
+SELECT is((SELECT count(*)::int FROM pgcloud.http_record_all(ARRAY[:'m1']::uuid[], ARRAY[1], ARRAY[200], ARRAY['{}']::jsonb[],
+                                                             ARRAY['again'], ARRAY[false], ARRAY[NULL]::text[], ARRAY[NULL]::integer[])),
+    0, 'a late second outcome is stale');
+SELECT is((SELECT count(*)::int FROM taphttp.seen WHERE intent_id = :'m1'), 1, 'and its callback does not run again');
+SELECT is(pgcloud.http_run_callback(:'mb'), false, 'the failed callback is run again by the executor later (it fails again)');
+SELECT ok(NOT has_function_privilege('pgcloud_svc_payments',
+          'pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[])', 'EXECUTE')
+      AND has_function_privilege('pgcloud_worker_http',
+          'pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[])', 'EXECUTE')
+      AND NOT has_function_privilege('pgcloud_worker_http', 'pgcloud.http_callback_failed(uuid, boolean, text)', 'EXECUTE')
+      AND NOT has_function_privilege('pgcloud_worker_http',
+          'pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text)', 'EXECUTE')
+      AND NOT has_function_privilege('pgcloud_svc_payments',
+          'pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text)', 'EXECUTE'),
+    'only the executor may record outcomes, and nobody may call callbacks but the core');
+
+-- A callback that is no longer SECURITY DEFINER would run as the core: it is not called.
+SELECT taphttp.intent_boom('inv') AS inv, taphttp.intent_boom('gucs') AS gucs \gset
+SELECT is((SELECT count(*)::int FROM pgcloud.http_claim('test', 10)), 2, 'two more in flight');
+ALTER FUNCTION taphttp.cb_boom(uuid, integer, jsonb, text, jsonb, boolean) SECURITY INVOKER;
+SELECT is((SELECT r.state FROM pgcloud.http_record_all(ARRAY[:'inv']::uuid[], ARRAY[1], ARRAY[200], ARRAY['{}']::jsonb[],
+                                                       ARRAY['x'], ARRAY[false], ARRAY[NULL]::text[], ARRAY[NULL]::integer[]) r),
+    'succeeded', 'the outcome is recorded');
+SELECT is((SELECT count(*)::int FROM taphttp.seen WHERE intent_id = :'inv'), 0, 'a SECURITY INVOKER callback is not run');
+SELECT ok((SELECT callback_done_at IS NULL AND callback_error LIKE '%is not SECURITY DEFINER%'
+             FROM pgcloud.http_intents WHERE id = :'inv'), 'and its failure is noted');
+ALTER FUNCTION taphttp.cb_boom(uuid, integer, jsonb, text, jsonb, boolean) SECURITY DEFINER;
+-- Settings a callback changes do not outlive it (the next callback runs under the executor's own).
+CREATE OR REPLACE FUNCTION taphttp.cb_boom(intent_id uuid, status integer, response_headers jsonb, response_body text,
+                                           context jsonb, final boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    INSERT INTO taphttp.seen (intent_id, status, body, context, final, correlation_id, run_as)
+    VALUES (intent_id, status, response_body, context, final, current_setting('pgcloud.correlation_id', true),
+            current_user);
+    PERFORM set_config('statement_timeout', '4242', true);
+    PERFORM set_config('work_mem', '4242kB', false);
+END $$;
+SELECT is((SELECT r.state FROM pgcloud.http_record_all(ARRAY[:'gucs']::uuid[], ARRAY[1], ARRAY[200], ARRAY['{}']::jsonb[],
+                                                       ARRAY['x'], ARRAY[false], ARRAY[NULL]::text[], ARRAY[NULL]::integer[]) r),
+    'succeeded', 'a callback that changes settings');
+SELECT is((SELECT correlation_id FROM taphttp.seen WHERE intent_id = :'gucs'), 'tap-corr-1', 'ran under its correlation id');
+SELECT ok(current_setting('statement_timeout') <> '4242ms' AND current_setting('work_mem') <> '4242kB',
+    'and its settings were undone when it returned');
+
 SELECT * FROM finish();
 ROLLBACK;
