@@ -47,7 +47,7 @@ COMMENT ON FUNCTION pgcloud.policy(text, anyelement) IS 'Reads a policy value as
 
 CREATE FUNCTION pgcloud.policy_changed() RETURNS trigger
 LANGUAGE C
-AS 'MODULE_PATHNAME', 'pgcloud_policy_changed';
+AS 'MODULE_PATHNAME', 'pgcloud_relation_changed';
 COMMENT ON FUNCTION pgcloud.policy_changed() IS 'Statement trigger on pgcloud.policy_values: every backend forgets the policies pgcloud.policy() kept.';
 REVOKE ALL ON FUNCTION pgcloud.policy_changed() FROM PUBLIC;
 CREATE TRIGGER policy_values_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgcloud.policy_values

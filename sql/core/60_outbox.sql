@@ -130,7 +130,7 @@ COMMENT ON FUNCTION pgcloud.publisher_of(text) IS 'The service that owns an even
 -- to the registry makes every backend forget them (relcache invalidation).
 CREATE FUNCTION pgcloud.services_changed() RETURNS trigger
 LANGUAGE C
-AS 'MODULE_PATHNAME', 'pgcloud_services_changed';
+AS 'MODULE_PATHNAME', 'pgcloud_relation_changed';
 COMMENT ON FUNCTION pgcloud.services_changed() IS 'Statement trigger on pgcloud.services: every backend forgets the event publishers pgcloud.emit() cached.';
 REVOKE ALL ON FUNCTION pgcloud.services_changed() FROM PUBLIC;
 CREATE TRIGGER services_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgcloud.services

@@ -9,7 +9,6 @@
 
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
-#include "miscadmin.h"
 #include "catalog/pg_collation.h"
 #include "utils/formatting.h"
 #include "utils/uuid.h"

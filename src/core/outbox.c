@@ -21,7 +21,6 @@
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_outbox_emit);
-PG_FUNCTION_INFO_V1(pgcloud_services_changed);
 
 /* key1 of the two-int advisory locks pgcloud takes on aggregates: 'pgcd' */
 #define PGCLOUD_AGGREGATE_LOCK_SPACE 0x70676364
@@ -76,26 +75,6 @@ valid_identifier(const char *s, size_t len, size_t max)
 	return true;
 }
 
-/* The owner of pgcloud.outbox (pgcloud_svc_core after installation). */
-static Oid
-outbox_owner(void)
-{
-	Oid			rel;
-	Oid			nsp = get_namespace_oid("pgcloud", false);
-	HeapTuple	tup;
-	Oid			owner;
-
-	rel = get_relname_relid("outbox", nsp);
-	if (!OidIsValid(rel))
-		elog(ERROR, "pgcloud.outbox does not exist");
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", rel);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /* The service that emits: pgcloud_svc_<name> → <name>; otherwise the role. */
 static char *
 emitting_source(void)
@@ -139,21 +118,6 @@ publisher_cache_invalidate(Datum arg, Oid relid)
 		hash_destroy(publisher_cache);
 		publisher_cache = NULL;
 	}
-}
-
-/*
- * pgcloud.services_changed() — statement trigger on pgcloud.services: the
- * registry changed, so every backend forgets its cached event publishers.
- */
-Datum
-pgcloud_services_changed(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "pgcloud.services_changed() is a trigger function");
-	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
-	return PointerGetDatum(NULL);
 }
 
 /* The owner of an event type (pgcloud.publisher_of()), NULL when none; inside SPI. */
@@ -359,7 +323,7 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	 * owner, after the authority check above.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(outbox_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(PgcloudCoreRelOwner("outbox", NULL), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
 		ret = SPI_execute_plan(plan, values, nulls, false, 0);

@@ -1,5 +1,8 @@
 /*
- * plan.c — prepared SPI plans kept for the life of the backend.
+ * plan.c — prepared SPI plans kept for the life of the backend, and what
+ * C code needs around them to read core tables for callers without
+ * privileges on them (their owner) or to cache what it read (an
+ * invalidating statement trigger).
  *
  *     static SPIPlanPtr plan = NULL;
  *     Oid         types[1] = {TEXTOID};
@@ -12,6 +15,12 @@
  * again.
  */
 #include "pgcloud.h"
+
+#include "catalog/namespace.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
+
+PG_FUNCTION_INFO_V1(pgcloud_relation_changed);
 
 SPIPlanPtr
 PgcloudPlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
@@ -27,4 +36,46 @@ PgcloudPlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 		elog(ERROR, "SPI_keepplan failed for \"%s\"", sql);
 	*cache = plan;
 	return plan;
+}
+
+/*
+ * The oid and owner of pgcloud.<relname> (the core's service role after
+ * installation): C code that reads or writes a core table on behalf of a
+ * caller without privileges on it switches to this owner around the SPI call.
+ */
+Oid
+PgcloudCoreRelOwner(const char *relname, Oid *relid)
+{
+	Oid			rel = get_relname_relid(relname, get_namespace_oid("pgcloud", false));
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(rel))
+		elog(ERROR, "pgcloud.%s does not exist", relname);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", rel);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	if (relid != NULL)
+		*relid = rel;
+	return owner;
+}
+
+/*
+ * A statement trigger on a core table that C code caches (pgcloud.services:
+ * emit()'s publishers; pgcloud.policy_values: policy()'s values): the
+ * table's relcache entry is invalidated, in this backend at the next
+ * command and in every other one at commit, and each cache's relcache
+ * callback empties it.
+ */
+Datum
+pgcloud_relation_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "this is a trigger function");
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
 }

@@ -10,14 +10,9 @@
  */
 #include "pgcloud.h"
 
-#include "catalog/namespace.h"
-#include "catalog/pg_class.h"
-#include "utils/catcache.h"
 #include "utils/inval.h"
-#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_policy_get);
-PG_FUNCTION_INFO_V1(pgcloud_policy_changed);
 
 /* keys are checked as <service>.<name> words; longer ones are read, not cached */
 #define POLICY_KEY_MAX 127
@@ -42,9 +37,7 @@ typedef struct PolicyRow
 typedef struct PolicyCacheEntry
 {
 	char		key[POLICY_KEY_MAX + 1];	/* hash key */
-	Jsonb	   *value;
-	char	   *scalar;
-	char	   *jtype;
+	PolicyRow	row;			/* in policy_cache_cxt */
 } PolicyCacheEntry;
 
 static HTAB *policy_cache = NULL;
@@ -84,18 +77,7 @@ policy_read(const char *key)
 	volatile int ret = 0;
 	Oid			save_userid;
 	int			save_sec_context;
-	Oid			nsp = get_namespace_oid("pgcloud", false);
-	HeapTuple	reltup;
-	Oid			owner;
-
-	policy_relid = get_relname_relid("policy_values", nsp);
-	if (!OidIsValid(policy_relid))
-		elog(ERROR, "pgcloud.policy_values does not exist");
-	reltup = SearchSysCache1(RELOID, ObjectIdGetDatum(policy_relid));
-	if (!HeapTupleIsValid(reltup))
-		elog(ERROR, "cache lookup failed for relation %u", policy_relid);
-	owner = ((Form_pg_class) GETSTRUCT(reltup))->relowner;
-	ReleaseSysCache(reltup);
+	Oid			owner = PgcloudCoreRelOwner("policy_values", &policy_relid);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -136,6 +118,19 @@ policy_read(const char *key)
 	return row;
 }
 
+/* A copy of row in the current memory context. */
+static PolicyRow
+policy_row_copy(const PolicyRow *row)
+{
+	PolicyRow	copy = *row;
+
+	copy.value = palloc(VARSIZE(row->value));
+	memcpy(copy.value, row->value, VARSIZE(row->value));
+	copy.scalar = row->scalar ? pstrdup(row->scalar) : NULL;
+	copy.jtype = pstrdup(row->jtype);
+	return copy;
+}
+
 static PolicyRow
 policy_fetch(const char *key)
 {
@@ -148,14 +143,7 @@ policy_fetch(const char *key)
 	{
 		entry = hash_search(policy_cache, key, HASH_FIND, NULL);
 		if (entry != NULL)
-		{
-			row.found = true;
-			row.value = palloc(VARSIZE(entry->value));
-			memcpy(row.value, entry->value, VARSIZE(entry->value));
-			row.scalar = entry->scalar ? pstrdup(entry->scalar) : NULL;
-			row.jtype = pstrdup(entry->jtype);
-			return row;
-		}
+			return policy_row_copy(&entry->row);
 	}
 
 	if (!policy_callback_registered)
@@ -187,28 +175,10 @@ policy_fetch(const char *key)
 		}
 		entry = hash_search(policy_cache, key, HASH_ENTER, &found);
 		old = MemoryContextSwitchTo(policy_cache_cxt);
-		entry->value = palloc(VARSIZE(row.value));
-		memcpy(entry->value, row.value, VARSIZE(row.value));
-		entry->scalar = row.scalar ? pstrdup(row.scalar) : NULL;
-		entry->jtype = pstrdup(row.jtype);
+		entry->row = policy_row_copy(&row);
 		MemoryContextSwitchTo(old);
 	}
 	return row;
-}
-
-/*
- * pgcloud.policy_changed() — statement trigger on pgcloud.policy_values:
- * every backend forgets the policies it read.
- */
-Datum
-pgcloud_policy_changed(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "pgcloud.policy_changed() is a trigger function");
-	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
-	return PointerGetDatum(NULL);
 }
 
 Jsonb *
