@@ -62,8 +62,9 @@ typedef struct Subscriber
 	TimestampTz hold_until;		/* after a refusal (503, 409...): no new request before */
 	natsMsg   **got;			/* this round's messages, in arrival order */
 	int			ngot;
-	char	  **ignored;		/* event types it receives but does not apply, sorted */
-	int			nignored;
+	char	  **applied;		/* the event types and patterns it applies (nats_applied_patterns) */
+	int			napplied;
+	bool		applied_known;	/* read since the last wake-up */
 } Subscriber;
 
 static NatsLink nlink = {0};
@@ -75,7 +76,7 @@ static uint32 list_generation = 0;	/* requests reply on <inbox_base>.<generation
 static natsMsg *round_msgs[MAX_SUBSCRIBERS][ROUND_MAX];	/* a round takes at most ROUND_MAX in all */
 static int	max_attempts = 5;
 static long retry_base_ms = 200;
-static MemoryContext config_cxt = NULL;	/* the subscribers' ignored types */
+static MemoryContext config_cxt = NULL;	/* the subscribers' applied patterns */
 static SPIPlanPtr consume_plan = NULL;
 
 /*
@@ -118,24 +119,27 @@ close_all(int code, Datum arg)
 	drop_inbox();
 }
 
-static int
-compare_strings(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *) a, *(const char *const *) b);
-}
-
-/* True when the message's event type (its subject, pgcloud.<type>) is one the subscriber does not apply. */
+/*
+ * True when the message's event type (its subject, pgcloud.<type>) is one
+ * the subscriber does not apply: pgcloud.consume_event would answer
+ * 'ignored' (matched as pgcloud.event_matches() matches).
+ */
 static bool
 is_ignored(Subscriber *s, natsMsg *msg)
 {
 	const char *subject = natsMsg_GetSubject(msg);
 	const size_t prefix_len = sizeof(PGCLOUD_SUBJECT_PREFIX) - 1;
 	const char *type;
+	size_t		tlen;
 
-	if (s->nignored == 0 || subject == NULL || strncmp(subject, PGCLOUD_SUBJECT_PREFIX, prefix_len) != 0)
+	if (!s->applied_known || subject == NULL || strncmp(subject, PGCLOUD_SUBJECT_PREFIX, prefix_len) != 0)
 		return false;
 	type = subject + prefix_len;
-	return bsearch(&type, s->ignored, s->nignored, sizeof(char *), compare_strings) != NULL;
+	tlen = strlen(type);
+	for (int i = 0; i < s->napplied; i++)
+		if (PgcloudEventMatches(s->applied[i], strlen(s->applied[i]), type, tlen))
+			return false;
+	return true;
 }
 
 /*
@@ -154,6 +158,8 @@ load_config(void)
 	if (config_cxt == NULL)
 		config_cxt = AllocSetContextCreate(TopMemoryContext, "pgcloud consumer config", ALLOCSET_SMALL_SIZES);
 	MemoryContextReset(config_cxt);
+	for (int i = 0; i < nsubscribers; i++)
+		subscribers[i].applied_known = false;	/* until read again below (an error may come first) */
 	PgcloudWorkerBeginWork(NULL);
 	if (SPI_execute("SELECT name FROM pgcloud.nats_subscribers() AS name", true, MAX_SUBSCRIBERS) != SPI_OK_SELECT)
 		elog(ERROR, "could not list subscribers");
@@ -193,22 +199,22 @@ load_config(void)
 				}
 		}
 	}
-	/* Which event types each one only acknowledges (re-read at every wake-up: an upgrade may change them). */
+	/* What each one applies (re-read at every wake-up: installing a service or an upgrade changes it). */
 	for (int i = 0; i < nsubscribers; i++)
 	{
 		Oid			argtypes[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(subscribers[i].name)};
 		Subscriber *s = &subscribers[i];
 
-		if (SPI_execute_with_args("SELECT pgcloud.nats_ignored_types($1)", 1, argtypes, values, NULL, true, 0)
+		if (SPI_execute_with_args("SELECT pgcloud.nats_applied_patterns($1)", 1, argtypes, values, NULL, true, 0)
 			!= SPI_OK_SELECT)
-			elog(ERROR, "could not list the ignored event types");
-		s->nignored = (int) SPI_processed;
-		s->ignored = MemoryContextAlloc(config_cxt, sizeof(char *) * Max(s->nignored, 1));
+			elog(ERROR, "could not list the applied event types");
+		s->napplied = (int) SPI_processed;
+		s->applied = MemoryContextAlloc(config_cxt, sizeof(char *) * Max(s->napplied, 1));
 		for (uint64 r = 0; r < SPI_processed; r++)
-			s->ignored[r] = MemoryContextStrdup(config_cxt,
+			s->applied[r] = MemoryContextStrdup(config_cxt,
 												SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1));
-		qsort(s->ignored, s->nignored, sizeof(char *), compare_strings);
+		s->applied_known = true;
 	}
 	PgcloudWorkerEndWork();
 }

@@ -82,6 +82,7 @@ extern double PgcloudPolicyNumber(const char *key);
 
 /* outbox.c: dotted lower-case event type, at most 128 bytes. */
 extern bool PgcloudValidEventType(const char *s, size_t len);
+extern bool PgcloudEventMatches(const char *pattern, size_t plen, const char *type, size_t tlen);
 
 /* log_scrub.c */
 extern void PgcloudLogScrubInit(void);

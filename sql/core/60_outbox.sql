@@ -76,16 +76,8 @@ AS 'MODULE_PATHNAME', 'pgcloud_outbox_emit';
 COMMENT ON FUNCTION pgcloud.emit(text, text, text, jsonb) IS 'Writes an event to the outbox in the current transaction and returns its id. event_type is dotted lower-case (e.g. allocation.activated); payload is a JSON object. Events of one aggregate are ordered by commit.';
 
 CREATE FUNCTION pgcloud.event_matches(pattern text, event_type text) RETURNS boolean
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pgcloud
-AS $$
-    SELECT CASE
-        WHEN pattern LIKE '%.>' THEN starts_with(event_type, left(pattern, -1))
-        WHEN pattern LIKE '%.*' THEN starts_with(event_type, left(pattern, -1))
-                                  AND strpos(substr(event_type, length(pattern)), '.') = 0
-        ELSE pattern = event_type
-    END
-$$;
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgcloud_event_matches';
 COMMENT ON FUNCTION pgcloud.event_matches(text, text) IS 'Whether an event type matches a subscription pattern (exact, or ending in .* for one token or .> for any tokens).';
 
 CREATE FUNCTION pgcloud.subscribers(event_type text) RETURNS SETOF text

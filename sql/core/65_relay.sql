@@ -479,20 +479,19 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgcloud.nats_subscribers() IS 'NATS mode: the services installed in this database that have a durable JetStream consumer named after them: the subscribing ones; in a database where none subscribes, the services installed there unless they publish session.revoked themselves (so that every database learns of revoked sessions).';
 
-CREATE FUNCTION pgcloud.nats_ignored_types(subscriber text) RETURNS SETOF text
+CREATE FUNCTION pgcloud.nats_applied_patterns(subscriber text) RETURNS SETOF text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgcloud
 AS $$
-    -- The registry's event types for which pgcloud.consume_event would only
-    -- answer 'ignored' for this subscriber: it does not subscribe to them,
-    -- and they are not platform events (which every durable applies).
-    SELECT DISTINCT t.event_type
-      FROM pgcloud.services s, unnest(s.publishes) AS t(event_type)
-     WHERE NOT t.event_type = ANY (pgcloud.platform_event_types())
-       AND NOT pgcloud.is_subscribed(nats_ignored_types.subscriber, t.event_type)
-     ORDER BY 1
+    -- pgcloud.consume_event answers 'ignored' for any event this subscriber
+    -- does not subscribe to, unless it is a platform event (which every
+    -- durable applies): these patterns are everything else.
+    SELECT s.event_type FROM pgcloud.subscriptions s WHERE s.subscriber = nats_applied_patterns.subscriber
+    UNION
+    SELECT unnest(pgcloud.platform_event_types())
+    ORDER BY 1
 $$;
-COMMENT ON FUNCTION pgcloud.nats_ignored_types(text) IS 'NATS mode: the event types a subscriber''s durable receives (it filters on pgcloud.>) but does not apply (not subscribed, not a platform event); the consumer acknowledges them without a transaction. Types missing from the registry are not listed, so they still go through pgcloud.consume_event.';
+COMMENT ON FUNCTION pgcloud.nats_applied_patterns(text) IS 'NATS mode: the event types and patterns (as pgcloud.event_matches() reads them) a subscriber''s durable hands to pgcloud.consume_event: its subscriptions and the platform event types. Its durable receives every event (it filters on pgcloud.>); the consumer acknowledges the others at once, without a transaction, registry types or not.';
 
 -- Operator alerts from any service: platform.alert is the core's type, so a
 -- service raises one through this function (it runs as the core).

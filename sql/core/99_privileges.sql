@@ -78,7 +78,7 @@ ALTER FUNCTION pgcloud.relay_once(integer) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.consume_event(text, jsonb, text) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.consume_failed(text, text, text, text, integer) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.nats_subscribers() SECURITY DEFINER;
-ALTER FUNCTION pgcloud.nats_ignored_types(text) SECURITY DEFINER;
+ALTER FUNCTION pgcloud.nats_applied_patterns(text) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_recover() SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_claim_all(text[], integer[]) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer) SECURITY DEFINER;
@@ -88,7 +88,7 @@ ALTER FUNCTION pgcloud.http_run_callback(uuid, boolean) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_callbacks_due(integer) SECURITY DEFINER;
 ALTER FUNCTION pgcloud.http_next_due_ms(text[]) SECURITY DEFINER;
 REVOKE ALL ON ROUTINE pgcloud.consume_failed(text, text, text, text, integer), pgcloud.nats_subscribers(),
-    pgcloud.nats_ignored_types(text)
+    pgcloud.nats_applied_patterns(text)
     FROM pgcloud_svc_core;
 -- What the entry points call in turn, running as the core's owner.
 GRANT EXECUTE ON ROUTINE pgcloud.http_run_callback(uuid, boolean), pgcloud.http_backoff_ms(integer),
@@ -103,7 +103,7 @@ GRANT EXECUTE ON ROUTINE pgcloud.relay_once(integer) TO pgcloud_worker_relay;
 GRANT SELECT ON pgcloud.outbox, pgcloud.delivery_failures TO pgcloud_worker_relay;
 GRANT UPDATE (published_at) ON pgcloud.outbox TO pgcloud_worker_relay;
 -- Consumer: NATS messages to the subscribers of this database.
-GRANT EXECUTE ON ROUTINE pgcloud.nats_subscribers(), pgcloud.nats_ignored_types(text), pgcloud.consume_event(text, jsonb, text),
+GRANT EXECUTE ON ROUTINE pgcloud.nats_subscribers(), pgcloud.nats_applied_patterns(text), pgcloud.consume_event(text, jsonb, text),
     pgcloud.consume_failed(text, text, text, text, integer)
     TO pgcloud_worker_consumer;
 -- HTTP executor: claim, record, callbacks; its policies.

@@ -60,6 +60,38 @@ PgcloudValidEventType(const char *s, size_t len)
 	return !token_start && dots > 0;
 }
 
+/*
+ * Whether an event type matches a subscription pattern: the pattern itself,
+ * or a pattern ending in ".*" (one more token) or ".>" (one or more tokens).
+ * Used by pgcloud.event_matches() and by the NATS consumer, which must agree.
+ */
+bool
+PgcloudEventMatches(const char *pattern, size_t plen, const char *type, size_t tlen)
+{
+	if (plen >= 2 && pattern[plen - 2] == '.' && (pattern[plen - 1] == '>' || pattern[plen - 1] == '*'))
+	{
+		size_t		prefix = plen - 1;	/* up to and with the dot */
+
+		if (tlen < prefix || memcmp(pattern, type, prefix) != 0)
+			return false;
+		return pattern[plen - 1] == '>' || memchr(type + prefix, '.', tlen - prefix) == NULL;
+	}
+	return plen == tlen && memcmp(pattern, type, plen) == 0;
+}
+
+PG_FUNCTION_INFO_V1(pgcloud_event_matches);
+
+/* pgcloud.event_matches(pattern text, event_type text) RETURNS boolean, STRICT */
+Datum
+pgcloud_event_matches(PG_FUNCTION_ARGS)
+{
+	text	   *pattern = PG_GETARG_TEXT_PP(0);
+	text	   *type = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BOOL(PgcloudEventMatches(VARDATA_ANY(pattern), VARSIZE_ANY_EXHDR(pattern),
+									   VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type)));
+}
+
 static bool
 valid_identifier(const char *s, size_t len, size_t max)
 {

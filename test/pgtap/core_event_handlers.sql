@@ -6,6 +6,34 @@
 BEGIN;
 SELECT * FROM no_plan();
 
+-- pgcloud.event_matches (C, shared with the NATS consumer's skipping of
+-- events a durable does not apply) answers as the SQL definition it
+-- replaced, over patterns and types cut from the registry's event types and
+-- their edge cases.
+CREATE FUNCTION pg_temp.event_matches_sql(pattern text, event_type text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT CASE
+        WHEN pattern LIKE '%.>' THEN starts_with(event_type, left(pattern, -1))
+        WHEN pattern LIKE '%.*' THEN starts_with(event_type, left(pattern, -1))
+                                  AND strpos(substr(event_type, length(pattern)), '.') = 0
+        ELSE pattern = event_type
+    END $$;
+CREATE TEMP TABLE em_types AS
+    SELECT DISTINCT t FROM pgcloud.services s, unnest(s.publishes) AS t
+    UNION SELECT unnest(ARRAY['', '.', 'a', 'a.', 'a.b', 'a.b.c', 'a.bc', 'ab.c', '.x', 'x.y.z.w', 'allocation', '%.x']);
+CREATE TEMP TABLE em_patterns AS
+    SELECT t AS p FROM em_types
+    UNION SELECT split_part(t, '.', 1) || '.*' FROM em_types
+    UNION SELECT split_part(t, '.', 1) || '.>' FROM em_types
+    UNION SELECT event_type FROM pgcloud.subscriptions
+    UNION SELECT unnest(ARRAY['.>', '.*', '>', '*', 'a.*.c', 'a.b.>', '%.>', '_.*', 'a.>x', 'a*']);
+SELECT ok((SELECT count(*) FROM em_patterns) > 50 AND (SELECT count(*) FROM em_types) > 20, 'a sample of patterns and types');
+SELECT is((SELECT count(*)::int FROM em_patterns, em_types
+            WHERE pgcloud.event_matches(p, t) IS DISTINCT FROM pg_temp.event_matches_sql(p, t)), 0,
+    'pgcloud.event_matches agrees with its SQL definition on every pattern and type of the sample');
+SELECT ok((SELECT count(*) FILTER (WHERE pgcloud.event_matches(p, t)) FROM em_patterns, em_types) > 100,
+    '... many of which match');
+
 -- The event types a subscription can receive: the concrete types published
 -- (by a service, or by the core: platform.*, audit.recorded) matching it.
 CREATE TEMP VIEW published AS

@@ -35,4 +35,12 @@ SELECT pgcloud.event_matches('allocation.>', 'allocation.activated'),
        pgcloud.event_matches('allocation.*', 'allocation.x.y'),
        pgcloud.event_matches('allocation.*', 'allocationx.y'),
        pgcloud.event_matches('allocation.activated', 'allocation.activated');
+SELECT pgcloud.event_matches('allocation.>', 'allocation') AS no_token,
+       pgcloud.event_matches('allocation.*', 'allocation') AS no_token_either,
+       pgcloud.event_matches('allocation.activated', 'allocation.activatedx') AS longer,
+       pgcloud.event_matches('allocation.activatedx', 'allocation.activated') AS shorter,
+       pgcloud.event_matches('a.*.c', 'a.b.c') AS inner_star_is_literal,
+       pgcloud.event_matches('a.*.c', 'a.*.c') AS literal,
+       pgcloud.event_matches('%.>', 'x.y') AS like_chars_literal,
+       pgcloud.event_matches('', '') AS empty;
 SELECT count(*) AS services FROM pgcloud.services;
