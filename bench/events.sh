@@ -123,20 +123,36 @@ read -r P50 P99 CNT <<<"$LAT"
 echo "latency at 1000 events/s for ${DUR}s ($CNT events): p50 ${P50} ms, p99 ${P99} ms"
 
 # 4. emit() cost: a one-row insert transaction with and without it.
-# Both are one statement (one round trip, one transaction): the difference is emit() alone.
+# Both are one statement (one round trip, one transaction): the difference is
+# emit() alone. Both are sent as prepared statements (-M prepared), as an
+# application or PostgREST's pool sends them: sent as text, the emitting
+# statement's parse and plan (a CTE and a function call, about 18 us) were
+# counted as emit()'s cost. The latency handler's index on the outbox (a
+# bench-only index, not the product's) is dropped and the handler records
+# the event alone: the outbox is as installed, and the subscriber's own work
+# is not counted as the relay's. Plain and emit runs alternate, twice each.
+psql_b -c "DROP INDEX bench_outbox_event_id" -c "
+CREATE OR REPLACE FUNCTION benchsvc.on_bench_tick(event pgcloud.event_envelope) RETURNS void LANGUAGE sql SECURITY DEFINER AS
+\$\$ INSERT INTO benchsvc.effects (event_id) VALUES ((event).event_id) \$\$" >/dev/null
 echo "INSERT INTO bench_plain (v) VALUES ('x');" > "$WORK/plain.sql"
 echo "WITH e AS (SELECT pgcloud.emit('bench.tick', 'thing', 'cost', '{\"v\": \"x\"}') AS id) INSERT INTO bench_plain (v) SELECT 'x' FROM e;" > "$WORK/emit.sql"
 chmod a+r "$WORK"/*.sql
-tps() { as_runner pgbench -n -h "$PGCLOUD_DATA/run" -p "$PORT" -f "$1" -c 1 -j 1 -T "$DUR" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
-TPS_PLAIN=$(tps "$WORK/plain.sql")
-TPS_EMIT=$(tps "$WORK/emit.sql")
+tps1() { as_runner pgbench -n -M prepared -h "$PGCLOUD_DATA/run" -p "$PORT" -f "$1" -c 1 -j 1 -T "$(( (DUR + 1) / 2 ))" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
+tps_pair() {  # plain, emit, plain, emit: the mean of each into TPS_PLAIN, TPS_EMIT
+    local p1 e1 p2 e2
+    p1=$(tps1 "$WORK/plain.sql"); e1=$(tps1 "$WORK/emit.sql")
+    p2=$(tps1 "$WORK/plain.sql"); e2=$(tps1 "$WORK/emit.sql")
+    TPS_PLAIN=$(python3 -c "print(round(($p1 + $p2) / 2))")
+    TPS_EMIT=$(python3 -c "print(round(($e1 + $e2) / 2))")
+}
+tps_pair
 COST=$(python3 -c "print(f'{(1 - $TPS_EMIT / $TPS_PLAIN) * 100:.1f}')")
 echo "emit cost, relay delivering meanwhile: plain insert $TPS_PLAIN tps, insert + emit $TPS_EMIT tps: ${COST}% slower"
 # The same with the relay stopped: the cost of emit() in the transaction alone.
 psql_b -c "ALTER SYSTEM SET pgcloud.databases = ''" -c "SELECT pg_reload_conf()" >/dev/null
 sleep 2
-TPS_PLAIN2=$(tps "$WORK/plain.sql")
-TPS_EMIT2=$(tps "$WORK/emit.sql")
+tps_pair
+TPS_PLAIN2=$TPS_PLAIN TPS_EMIT2=$TPS_EMIT
 COST2=$(python3 -c "print(f'{(1 - $TPS_EMIT2 / $TPS_PLAIN2) * 100:.1f}')")
 echo "emit cost, relay stopped: plain insert $TPS_PLAIN2 tps, insert + emit $TPS_EMIT2 tps: ${COST2}% slower"
 
@@ -152,7 +168,7 @@ echo "emit cost, relay stopped: plain insert $TPS_PLAIN2 tps, insert + emit $TPS
     echo "| relay throughput, NATS (commit → JetStream ack, file storage) | $NATS_RATE events/s | raw nats.c async publish: $RAW_RATE msgs/s ($SIZE B) | $RATIO (goal ≥ 0.5) |"
     echo "| commit-to-handler latency at 1,000 events/s, embedded | p50 $P50 ms, p99 $P99 ms ($CNT events) | — | goal p50 < 5 ms |"
     echo "| commit-to-handler latency at $NATS_RATE_LAT events/s, NATS mode ($NSUBS durable consumers, one per subscribing service) | p50 $NP50 ms, p99 $NP99 ms ($NCNT of $NSENT events) | embedded above: p50 $P50 ms, p99 $P99 ms | goal p50 < 5 ms, p99 < 20 ms |"
-    echo "| one-row insert transaction, relay stopped | + emit(): $TPS_EMIT2 tps | plain: $TPS_PLAIN2 tps | ${COST2}% slower (goal < 15 %) |"
-    echo "| one-row insert transaction, relay delivering each event | + emit(): $TPS_EMIT tps | plain: $TPS_PLAIN tps | ${COST}% slower |"
+    echo "| one-row insert transaction (prepared), relay stopped | + emit(): $TPS_EMIT2 tps | plain: $TPS_PLAIN2 tps | ${COST2}% slower (goal < 15 %) |"
+    echo "| one-row insert transaction (prepared), relay delivering each event | + emit(): $TPS_EMIT tps | plain: $TPS_PLAIN tps | ${COST}% slower (goal < 25 %) |"
 } >> "${BENCH_RESULTS:-bench/RESULTS.md}"
 echo "appended to ${BENCH_RESULTS:-bench/RESULTS.md}"

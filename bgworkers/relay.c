@@ -14,6 +14,16 @@
  *    and one mark statement per batch; the acknowledgements are booked
  *    without locks (see ack_slots); a full batch sizes the next one to what
  *    the stream took in NATS_BATCH_TARGET_MS.
+ * Commits: the relay's transactions commit without waiting for their WAL
+ * flush, unless they wrote an HTTP intent. Lost in a crash, such a
+ * transaction is simply undone as a whole: the events it delivered or
+ * marked are pending again and delivered again (the inbox, and in NATS mode
+ * Nats-Msg-Id and the subscribers' inboxes, keep that to one effect), and
+ * anything it wrote that another transaction read is in the same WAL, before
+ * it. What leaves the database is fenced: a transaction that wrote an HTTP
+ * intent (pgcloud.http_intent_guard wakes the executor) commits
+ * synchronously, and the NATS relay flushes the WAL up to its claim before
+ * it publishes what it claimed.
  * Errors are caught per batch: the worker notes them and backs off.
  * In NATS mode the relay holds a session advisory lock so that it is the
  * only publisher of its database, which lets it claim rows without row locks.
@@ -21,6 +31,7 @@
 #include "workers.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "utils/snapmgr.h"
@@ -111,6 +122,14 @@ ack_fail(int i)
 /* Events per batch: sized from the stream's measured pace (adaptive). */
 static int	nats_batch = NATS_BATCH_START;
 
+/* The current transaction commits without waiting for its WAL flush (see the header). */
+static void
+commit_without_flush(void)
+{
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
+}
+
 /* ---- NATS mode ---------------------------------------------------------- */
 
 static NatsLink nlink = {0};
@@ -163,6 +182,14 @@ publish_batch(void)
 	if (n == 0)
 		return 0;
 	Assert(n <= NATS_BATCH_MAX);
+	/*
+	 * Nothing leaves for the stream before the transactions that wrote it
+	 * are durable: every commit the claim saw lies before the current insert
+	 * position (an embedded-mode delivery may have committed asynchronously
+	 * just before a switch to NATS mode). Usually flushed already: no cost.
+	 */
+	XLogFlush(GetXLogInsertRecPtr());
+	commit_without_flush();
 
 	aggregates = palloc(sizeof(char *) * n);
 	ids = palloc(sizeof(int64) * n);
@@ -345,6 +372,9 @@ relay_batch_unit(void *arg)
 					"FROM pgcloud.delivery_failures f)", false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pgcloud.relay_once() failed");
 	b->n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	/* A handler that wrote an HTTP intent: it may be sent at once, so this commit must be durable first. */
+	if (!PgcloudWakePending(PGCLOUD_WORKER_HTTP))
+		commit_without_flush();
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (!isnull)
 		b->retry_ms = Max(DatumGetInt64(d), 10);

@@ -169,6 +169,14 @@ PgcloudWakeAtCommit(PgcloudWorkerKind kind)
 	wake_pending[kind] = true;
 }
 
+/* Whether the current transaction will wake this database's worker of a kind at commit. */
+bool
+PgcloudWakePending(PgcloudWorkerKind kind)
+{
+	Assert(kind >= 0 && kind < PGCLOUD_WORKER_KINDS);
+	return wake_pending[kind];
+}
+
 void
 PgcloudRelayWakeAtCommit(void)
 {

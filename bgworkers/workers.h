@@ -60,6 +60,7 @@ extern const char *PgcloudWorkerKindName(PgcloudWorkerKind kind);
 
 /* Wakes this database's worker of a kind when the current transaction commits. */
 extern void PgcloudWakeAtCommit(PgcloudWorkerKind kind);
+extern bool PgcloudWakePending(PgcloudWorkerKind kind);
 extern void PgcloudRelayWakeAtCommit(void);
 
 /* Worker plumbing shared by the per-database workers (common.c). */

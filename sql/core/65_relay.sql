@@ -198,6 +198,7 @@ DECLARE
     any_dead boolean := EXISTS (SELECT 1 FROM pgcloud.dead_letters);
     authentic jsonb := '{}';    -- type/source -> whether the source may publish the type
     ok jsonb;
+    marked bigint[] := '{}';
 BEGIN
     -- Fast path: the whole batch in one subtransaction. When nothing is being
     -- retried and no handler fails, this is all there is to it.
@@ -235,9 +236,11 @@ BEGIN
                                     e.headers)::pgcloud.event_envelope;
                     END IF;
                 END LOOP;
-                UPDATE pgcloud.outbox SET published_at = clock_timestamp() WHERE id = e.id;
+                marked := marked || e.id;
                 done := done + 1;
             END LOOP;
+            -- One mark for the batch (the rows are locked: FOR UPDATE above).
+            UPDATE pgcloud.outbox SET published_at = clock_timestamp() WHERE id = ANY (marked);
             PERFORM set_config('pgcloud.correlation_id', '', true);
             RETURN done;
         EXCEPTION WHEN OTHERS THEN

@@ -236,6 +236,10 @@ BEGIN
     NEW.callback_next_at := NULL;
     NEW.callback_error := NULL;
     NEW.callback_given_up_at := NULL;
+    -- However the intent is written, the executor learns of it at commit
+    -- (and the relay, delivering an event whose handler wrote it, commits
+    -- synchronously: bgworkers/relay.c).
+    PERFORM pgcloud.http_wake();
     RETURN NEW;
 END
 $$;
@@ -249,7 +253,7 @@ CREATE TRIGGER http_intents_20_state BEFORE INSERT OR UPDATE OF state ON pgcloud
 CREATE FUNCTION pgcloud.http_wake() RETURNS boolean
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'pgcloud_http_wake';
-COMMENT ON FUNCTION pgcloud.http_wake() IS 'Wakes this database''s HTTP executor when the current transaction commits (pgcloud.http_request() calls it). False when pgcloud is not preloaded.';
+COMMENT ON FUNCTION pgcloud.http_wake() IS 'Wakes this database''s HTTP executor when the current transaction commits (the guard trigger of pgcloud.http_intents calls it for every new intent). False when pgcloud is not preloaded.';
 
 CREATE FUNCTION pgcloud.http_request(target text, method text, path text, body text DEFAULT NULL,
                                      content_type text DEFAULT NULL, headers jsonb DEFAULT '{}',
@@ -266,7 +270,6 @@ BEGIN
                                       callback, context, requested_by, correlation_id, state, next_attempt_at)
     VALUES (intent, target, method, path, body, content_type, headers, idempotency_key, callback, context,
             current_user, '', 'pending', now());
-    PERFORM pgcloud.http_wake();
     RETURN intent;
 END
 $$;
