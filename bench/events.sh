@@ -131,7 +131,7 @@ echo "latency at 1000 events/s for ${DUR}s ($CNT events): p50 ${P50} ms, p99 ${P
 # bench-only index, not the product's) is dropped and the handler records
 # the event alone: the outbox is as installed, and the subscriber's own work
 # is not counted as the relay's. Plain and emit runs alternate, twice each.
-psql_b -c "DROP INDEX bench_outbox_event_id" -c "
+psql_b -c "DROP INDEX pgcloud.bench_outbox_event_id" -c "
 CREATE OR REPLACE FUNCTION benchsvc.on_bench_tick(event pgcloud.event_envelope) RETURNS void LANGUAGE sql SECURITY DEFINER AS
 \$\$ INSERT INTO benchsvc.effects (event_id) VALUES ((event).event_id) \$\$" >/dev/null
 echo "INSERT INTO bench_plain (v) VALUES ('x');" > "$WORK/plain.sql"

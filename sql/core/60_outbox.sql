@@ -31,10 +31,15 @@ COMMENT ON TABLE pgcloud.subscriptions IS 'Which service consumes which event ty
 COMMENT ON COLUMN pgcloud.subscriptions.subscriber IS 'The consuming service.';
 COMMENT ON COLUMN pgcloud.subscriptions.event_type IS 'An event type or a NATS-style pattern.';
 
+CREATE FUNCTION pgcloud.is_event_type(event_type text) RETURNS boolean
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgcloud_is_event_type';
+COMMENT ON FUNCTION pgcloud.is_event_type(text) IS 'Whether a text is an event type: dotted lower-case words (^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$), e.g. allocation.activated. The outbox''s check.';
+
 CREATE TABLE pgcloud.outbox (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id       uuid NOT NULL,
-    event_type     text NOT NULL CHECK (event_type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'),
+    event_type     text NOT NULL CONSTRAINT outbox_event_type_check CHECK (pgcloud.is_event_type(event_type)),
     aggregate_type text NOT NULL,
     aggregate_id   text NOT NULL,
     payload        jsonb NOT NULL,

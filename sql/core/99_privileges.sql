@@ -42,7 +42,8 @@ GRANT EXECUTE ON ROUTINE
     TO pgcloud_services;
 GRANT EXECUTE ON ROUTINE
     pgcloud.emit(text, text, text, jsonb), pgcloud.audit(text, text, text, text, jsonb),
-    pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.subscribers(text),
+    pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.is_event_type(text),
+    pgcloud.subscribers(text),
     pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info(),
     pgcloud.seal(bytea, text), pgcloud.unseal(bytea, text), pgcloud.revoke_session(uuid, timestamptz),
     pgcloud.sanitize(text), pgcloud.wake_scheduler(), pgcloud.safe_path(text)
@@ -102,6 +103,7 @@ GRANT SELECT ON pgcloud.policy_values TO pgcloud_worker_relay, pgcloud_worker_co
 GRANT EXECUTE ON ROUTINE pgcloud.relay_once(integer) TO pgcloud_worker_relay;
 GRANT SELECT ON pgcloud.outbox, pgcloud.delivery_failures TO pgcloud_worker_relay;
 GRANT UPDATE (published_at) ON pgcloud.outbox TO pgcloud_worker_relay;
+GRANT EXECUTE ON ROUTINE pgcloud.is_event_type(text) TO pgcloud_worker_relay;  -- the outbox's check, on its mark
 -- Consumer: NATS messages to the subscribers of this database.
 GRANT EXECUTE ON ROUTINE pgcloud.nats_subscribers(), pgcloud.nats_applied_patterns(text), pgcloud.consume_event(text, jsonb, text),
     pgcloud.consume_failed(text, text, text, text, integer)

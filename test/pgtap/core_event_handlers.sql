@@ -33,6 +33,16 @@ SELECT is((SELECT count(*)::int FROM em_patterns, em_types
     'pgcloud.event_matches agrees with its SQL definition on every pattern and type of the sample');
 SELECT ok((SELECT count(*) FILTER (WHERE pgcloud.event_matches(p, t)) FROM em_patterns, em_types) > 100,
     '... many of which match');
+-- The outbox's check of event_type (pgcloud.is_event_type, C) accepts
+-- exactly what the regular expression it replaced accepted.
+SELECT is((SELECT count(*)::int FROM (SELECT t FROM em_types UNION SELECT p FROM em_patterns
+                                       UNION SELECT unnest(ARRAY['A.b', 'a.B', 'a..b', 'a.b.', '1a.b', 'a.1b', 'a_.b_1',
+                                                                 'a.b' || chr(10), 'a b.c', 'é.b', repeat('a', 300) || '.b'])) x
+            WHERE pgcloud.is_event_type(t) IS DISTINCT FROM (t ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$')), 0,
+    'pgcloud.is_event_type agrees with the regular expression it replaced');
+SELECT ok((SELECT count(*) FILTER (WHERE pgcloud.is_event_type(t)) FROM em_types) > 10, '... which accepts the registry''s types');
+SELECT is((SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'outbox_event_type_check'),
+    'CHECK (pgcloud.is_event_type(event_type))', 'the outbox checks its event types with it');
 
 -- The event types a subscription can receive: the concrete types published
 -- (by a service, or by the core: platform.*, audit.recorded) matching it.
