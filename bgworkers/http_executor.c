@@ -10,27 +10,30 @@
  *
  * One loop turn:
  *  1. when woken, or when transfers finished or a retry fell due, one
- *     round, one transaction, one commit: record the transfers finished
- *     since the last wake-up with one pgcloud.http_record_all() statement
- *     (which runs their callbacks, each in a subtransaction of its own: one
- *     that fails is undone alone and tried again later or given up; should
- *     the statement fail, each outcome is recorded on its own, see
- *     record_outcomes_in_work); then claim due intents per target up to the
- *     target's free concurrency (core.http_concurrency, one statement for
- *     every target), committed in_flight before anything is sent (then run
- *     the failed final callbacks that are due again);
- *  2. start their transfers (credentials added at send time, http_transfer.c)
- *     on the one multi handle, which keeps its connections open across
- *     rounds: HTTP/1.1 keep-alive, HTTP/2 multiplexing where the target
- *     offers it over TLS;
+ *     round: claim due intents per target up to the target's free
+ *     concurrency (core.http_concurrency, one statement for every target),
+ *     committed in_flight (asynchronously) before anything is sent, and
+ *     start their transfers (credentials added at send time,
+ *     http_transfer.c) on the one multi handle, which keeps its connections
+ *     open across rounds: HTTP/1.1 keep-alive, HTTP/2 multiplexing where the
+ *     target offers it over TLS;
+ *  2. while those are on the wire, in a second transaction, record the
+ *     transfers finished since the last wake-up with one
+ *     pgcloud.http_record_all() statement (which runs their callbacks, each
+ *     in a subtransaction of its own: one that fails is undone alone and
+ *     tried again later or given up; should the statement fail, each outcome
+ *     is recorded on its own, see record_outcomes_in_work), committed
+ *     synchronously (then run the failed final callbacks that are due
+ *     again). A round with nothing to record claims in one transaction;
  *  3. wait; let libcurl act on ready sockets and its timer.
  *
  * Crash safety: an intent is committed in_flight before it is sent; at start
  * the worker puts every in_flight intent back to pending (the new try sends
  * the same Idempotency-Key, so the remote side deduplicates), and a final
- * callback commits together with the record that it ran. A round that
- * records outcomes commits synchronously (callback effects must not be seen,
- * and acted on, then lost); a round that only claims does not.
+ * callback commits together with the record that it ran. The transaction
+ * that records outcomes commits synchronously (callback effects must not be
+ * seen, and acted on, then lost); a claim does not (lost in a crash, the
+ * intent is pending, as recovery would make it).
  *
  * Errors are caught per intent and per round (each a unit of work,
  * PgcloudRunUnit in common.c): one bad row does not
@@ -561,7 +564,7 @@ typedef struct ClaimRound
 	MemoryContext cxt;			/* where claimed and callbacks are kept */
 	List	   *claimed;		/* ClaimedItem */
 	List	   *callbacks;		/* ids (text) of final callbacks due again */
-	Datum		spare[HTTP_TARGETS];	/* names of targets with capacity left */
+	HttpTarget	spare[HTTP_TARGETS];	/* targets with capacity left */
 	int			nspare;
 	OutcomeBatch outcomes;		/* recorded first, in the same transaction */
 } ClaimRound;
@@ -622,7 +625,7 @@ claim_intents(ClaimRound *r)
 	/* Targets with capacity left: nothing more is due there now. */
 	for (int t = 0; t < HTTP_TARGETS; t++)
 		if (claimed_per[t] < DatumGetInt32(slots[t]))
-			r->spare[r->nspare++] = names[t];
+			r->spare[r->nspare++] = (HttpTarget) t;
 }
 
 /* Failed final callbacks that are due again (run after the commit). */
@@ -646,13 +649,17 @@ collect_due_callbacks(ClaimRound *r)
 static void
 set_next_due(ClaimRound *r)
 {
+	Datum		names[HTTP_TARGETS];
 	Datum		arr;
 	Datum		ms;
 	bool		isnull;
 
 	if (r->nspare == 0)
 		return;
-	arr = PointerGetDatum(construct_array(r->spare, r->nspare, TEXTOID, -1, false, TYPALIGN_INT));
+	/* Built here: the claim may have run in a transaction of its own, whose memory is gone. */
+	for (int i = 0; i < r->nspare; i++)
+		names[i] = CStringGetTextDatum(HttpTargetNames[r->spare[i]]);
+	arr = PointerGetDatum(construct_array(names, r->nspare, TEXTOID, -1, false, TYPALIGN_INT));
 	/* Not read-only: a retry this round scheduled must be seen (a fresh snapshot). */
 	if (SPI_execute_plan(next_due_plan, &arr, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "pgcloud.http_next_due_ms() failed");
@@ -661,31 +668,18 @@ set_next_due(ClaimRound *r)
 		next_due_at = GetCurrentTimestamp() + Max(DatumGetInt64(ms), 1) * 1000;
 }
 
-/*
- * The round's transaction: records the finished transfers, then claims.
- * One commit for both: the claim reuses the capacity the outcomes freed.
- */
+/* Inside a round's transaction: the commit need not wait for its WAL flush. */
 static void
-round_unit(void *arg)
+commit_asynchronously(void)
 {
-	ClaimRound *r = (ClaimRound *) arg;
+	if (SPI_execute_plan(async_commit_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not set synchronous_commit");
+}
 
-	prepare_plans();
-	if (r->outcomes.n == 0)
-	{
-		/*
-		 * A claim alone need not wait for its WAL flush: lost in a crash,
-		 * the intent is simply pending again, which is what recovery makes
-		 * of an intent in flight anyway (it is sent again with the same
-		 * key). A round that records outcomes commits synchronously: the
-		 * callbacks' effects are committed with it, and must not be seen
-		 * (and acted on: an intent a callback wrote is sent at once) and
-		 * then lost.
-		 */
-		if (SPI_execute_plan(async_commit_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not set synchronous_commit");
-	}
-	record_outcomes_in_work(&r->outcomes);
+/* Claims due intents within each target's free capacity (policies read again when stale). */
+static void
+claim_in_work(ClaimRound *r)
+{
 	if (policy_loaded_at == 0 ||
 		TimestampDifferenceExceeds(policy_loaded_at, GetCurrentTimestamp(), POLICY_TTL_MS))
 	{
@@ -693,9 +687,58 @@ round_unit(void *arg)
 		policy_loaded_at = GetCurrentTimestamp();
 	}
 	claim_intents(r);
+}
+
+/*
+ * A claim alone need not wait for its WAL flush: lost in a crash, the
+ * intent is simply pending again, which is what recovery makes of an intent
+ * in flight anyway (it is sent again with the same key). A transaction that
+ * records outcomes commits synchronously: the callbacks' effects are
+ * committed with it, and must not be seen (and acted on: an intent a
+ * callback wrote is sent at once) and then lost.
+ */
+
+/* The claim of a round that has outcomes to record too (committed before they are). */
+static void
+claim_unit(void *arg)
+{
+	ClaimRound *r = (ClaimRound *) arg;
+
+	prepare_plans();
+	commit_asynchronously();
+	claim_in_work(r);
+}
+
+/*
+ * The record of a round's outcomes, while the transfers its claim started
+ * are on the wire; then the failed final callbacks due again and the next
+ * due time (both read after the record: they must see its retries).
+ */
+static void
+record_unit(void *arg)
+{
+	ClaimRound *r = (ClaimRound *) arg;
+
+	prepare_plans();
+	record_outcomes_in_work(&r->outcomes);
 	collect_due_callbacks(r);
 	set_next_due(r);
 }
+
+/* A round with nothing to record: claim, due callbacks and next due time, one transaction. */
+static void
+claim_only_unit(void *arg)
+{
+	ClaimRound *r = (ClaimRound *) arg;
+
+	prepare_plans();
+	commit_asynchronously();
+	claim_in_work(r);
+	collect_due_callbacks(r);
+	set_next_due(r);
+}
+
+static void drive_timer_if_due(void);
 
 /* Starts the transfer of each claimed intent; one that cannot start is recorded as a failed try. */
 static void
@@ -729,53 +772,85 @@ start_transfers(List *claimed)
 		transfers = t;
 		inflight[item->target]++;
 	}
+	/* Send now (libcurl's timer is due at once after an add), not at the next wait. */
+	if (claimed != NIL)
+		drive_timer_if_due();
+}
+
+/* The claim failed: nothing was committed in flight; claim again after a backoff. */
+static void
+claim_failed(const char *msg)
+{
+	ereport(LOG, errmsg("pgcloud http: claiming intents failed: %s", msg));
+	round_errors++;
+	next_due_at = GetCurrentTimestamp() + (TimestampTz) PgcloudBackoffMs(round_errors, 100L, 9, 30000L) * 1000;
+	if (!PgcloudWorkerCheckInstalled())
+		proc_exit(0);			/* pgcloud was dropped; the launcher checks again later */
 }
 
 /*
- * One round, one transaction: records the outcomes of the transfers
- * finished since the last wake-up (one statement, the callbacks each in a
- * subtransaction of their own), then claims due intents within each
- * target's free capacity (one statement for every target), commits, and
- * starts the claimed transfers. Sets next_due_at. Should the round fail as a
- * whole, nothing of it was committed: every outcome is recorded on its own
- * and the claim is tried again alone.
+ * One round. With outcomes to record (the transfers finished since the last
+ * wake-up), two transactions: first the claim of due intents within each
+ * target's free capacity (one statement for every target; committed in
+ * flight, asynchronously, before anything is sent) and the start of their
+ * transfers; then, while those are on the wire, the record of the outcomes
+ * (one statement, the callbacks each in a subtransaction of their own),
+ * committed synchronously. The target answers during the record and its
+ * commit: the HTTP round trip is not added to the database work. Without
+ * outcomes, one transaction claims. Sets next_due_at. Should the record fail
+ * as a whole, nothing of it was committed and every outcome is recorded on
+ * its own; should the claim fail, the outcomes are recorded all the same and
+ * the claim is tried again after a backoff.
  */
 static void
 record_claim_and_start(Finished *done, int ndone)
 {
 	ClaimRound	r = {.cxt = CurrentMemoryContext};
+	char	   *claim_msg;
 	char	   *msg;
 
 	r.outcomes = (OutcomeBatch) {.f = done, .n = ndone, .cxt = CurrentMemoryContext};
 	r.outcomes.failures = palloc0(sizeof(char *) * Max(ndone, 1));
 	next_due_at = 0;
-	msg = PgcloudRunUnit(ndone > 0 ? "recording HTTP outcomes and claiming intents" : "claiming HTTP intents",
-						 round_unit, &r);
-	if (msg != NULL && ndone > 0)
+	if (ndone == 0)
 	{
-		ereport(LOG, errmsg("pgcloud http: could not record %d outcomes and claim: %s", ndone, msg));
-		for (int i = 0; i < ndone; i++)
-			record_outcome(done[i].id, done[i].attempt, done[i].target, &done[i].o, false);
-		r = (ClaimRound) {.cxt = CurrentMemoryContext};
-		r.outcomes = (OutcomeBatch) {.n = 0, .cxt = CurrentMemoryContext};
-		next_due_at = 0;
-		msg = PgcloudRunUnit("claiming HTTP intents", round_unit, &r);
-	}
-	else if (msg == NULL)
-		record_batch_followups(&r.outcomes);
-	if (msg != NULL)
-	{
-		/* Nothing was committed in flight. */
-		ereport(LOG, errmsg("pgcloud http: claiming intents failed: %s", msg));
-		round_errors++;
-		next_due_at = GetCurrentTimestamp() + (TimestampTz) PgcloudBackoffMs(round_errors, 100L, 9, 30000L) * 1000;
-		if (!PgcloudWorkerCheckInstalled())
-			proc_exit(0);		/* pgcloud was dropped; the launcher checks again later */
+		msg = PgcloudRunUnit("claiming HTTP intents", claim_only_unit, &r);
+		if (msg != NULL)
+		{
+			claim_failed(msg);	/* nothing was committed in flight */
+			return;
+		}
+		round_errors = 0;
+		start_transfers(r.claimed);
+		run_due_callbacks(r.callbacks);
 		return;
 	}
-	round_errors = 0;
-	start_transfers(r.claimed);
-	run_due_callbacks(r.callbacks);
+
+	claim_msg = PgcloudRunUnit("claiming HTTP intents", claim_unit, &r);
+	if (claim_msg == NULL)
+	{
+		round_errors = 0;
+		start_transfers(r.claimed);
+	}
+	else
+		r.nspare = 0;			/* no claim: the next due time comes from the backoff */
+
+	msg = PgcloudRunUnit("recording HTTP outcomes", record_unit, &r);
+	if (msg != NULL)
+	{
+		ereport(LOG, errmsg("pgcloud http: could not record %d outcomes: %s", ndone, msg));
+		for (int i = 0; i < ndone; i++)
+			record_outcome(done[i].id, done[i].attempt, done[i].target, &done[i].o, false);
+		/* The next due time was not read: a claim round at once reads it (and claims what is due). */
+		next_due_at = GetCurrentTimestamp();
+	}
+	else
+	{
+		record_batch_followups(&r.outcomes);
+		run_due_callbacks(r.callbacks);
+	}
+	if (claim_msg != NULL)
+		claim_failed(claim_msg);
 }
 
 /* ---- driving libcurl -------------------------------------------------------- */

@@ -10,7 +10,9 @@
  */
 #include "pgcloud.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
+#include "storage/proc.h"
 #include "utils/regproc.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_trigger_transition);
@@ -57,6 +59,76 @@ transition_plan(const char *sql, Oid *argtypes)
 	transition_plans[slot].plan = plan;
 	ntransition_plans++;
 	return plan;
+}
+
+/*
+ * Transitions found allowed within the current command. A statement that
+ * changes many rows (the HTTP executor's claim and record of a round, a
+ * service's batch update) asks the same question once per row; the answer
+ * cannot change within one command of one transaction (the lookup reads with
+ * the command's snapshot, and a change of the transitions table by this
+ * transaction is seen only after the command counter moves on), so it is
+ * asked once. Only allowed transitions are kept: a refused one raises.
+ */
+#define TRANSITION_MEMO 8
+#define TRANSITION_MEMO_STATE 64
+
+typedef struct TransitionMemo
+{
+	Oid			trigger;		/* the trigger names the table and column */
+	bool		from_null;
+	char		from[TRANSITION_MEMO_STATE];
+	char		to[TRANSITION_MEMO_STATE];
+} TransitionMemo;
+
+static TransitionMemo transition_memo[TRANSITION_MEMO];
+static int	ntransition_memo = 0;
+static LocalTransactionId transition_memo_lxid = InvalidLocalTransactionId;
+static CommandId transition_memo_cid = InvalidCommandId;
+
+/* The memo of the current command (emptied when the command or transaction changed). */
+static void
+transition_memo_scope(void)
+{
+	CommandId	cid = GetCurrentCommandId(false);
+
+	if (transition_memo_lxid != MyProc->lxid || transition_memo_cid != cid)
+	{
+		ntransition_memo = 0;
+		transition_memo_lxid = MyProc->lxid;
+		transition_memo_cid = cid;
+	}
+}
+
+static bool
+transition_memo_has(Oid trigger, const char *from, const char *to)
+{
+	transition_memo_scope();
+	for (int i = 0; i < ntransition_memo; i++)
+	{
+		TransitionMemo *m = &transition_memo[i];
+
+		if (m->trigger == trigger && m->from_null == (from == NULL) &&
+			(from == NULL || strcmp(m->from, from) == 0) && strcmp(m->to, to) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void
+transition_memo_add(Oid trigger, const char *from, const char *to)
+{
+	TransitionMemo *m;
+
+	transition_memo_scope();
+	if (ntransition_memo == TRANSITION_MEMO || strlen(to) >= TRANSITION_MEMO_STATE ||
+		(from != NULL && strlen(from) >= TRANSITION_MEMO_STATE))
+		return;
+	m = &transition_memo[ntransition_memo++];
+	m->trigger = trigger;
+	m->from_null = from == NULL;
+	strlcpy(m->from, from ? from : "", sizeof(m->from));
+	strlcpy(m->to, to, sizeof(m->to));
 }
 
 static bool
@@ -114,8 +186,6 @@ pgcloud_trigger_transition(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				errcode(ERRCODE_UNDEFINED_COLUMN),
 				errmsg("column \"%s\" of the transition trigger does not exist", trigger->tgargs[0]));
-	table = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(trigger->tgargs[1])));
-
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		result = trigdata->tg_trigtuple;
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
@@ -134,7 +204,10 @@ pgcloud_trigger_transition(PG_FUNCTION_ARGS)
 					 NULL, NULL);
 	if (from != NULL && strcmp(from, to) == 0)
 		return PointerGetDatum(result);
+	if (transition_memo_has(trigger->tgoid, from, to))
+		return PointerGetDatum(result);
 
+	table = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(trigger->tgargs[1])));
 	if (!transition_allowed(table, from, to))
 		PgcloudRaise("invalid_state_transition",
 					 from ? psprintf("%s cannot go from \"%s\" to \"%s\"",
@@ -142,5 +215,6 @@ pgcloud_trigger_transition(PG_FUNCTION_ARGS)
 					 : psprintf("%s cannot start in \"%s\"",
 								RelationGetRelationName(trigdata->tg_relation), to),
 					 NULL, NULL);
+	transition_memo_add(trigger->tgoid, from, to);
 	return PointerGetDatum(result);
 }

@@ -38,6 +38,20 @@ UPDATE machine SET state = 'requested' WHERE id = 1;
 UPDATE machine SET state = 'released' WHERE id = 1;
 UPDATE machine SET state = 'active' WHERE id = 1;
 SELECT * FROM machine;
+-- Several rows in one statement: each row's change is checked (an allowed
+-- change is remembered for the rest of the statement only).
+INSERT INTO machine VALUES (4, 'requested'), (5, 'requested'), (6, 'requested');
+UPDATE machine SET state = 'active' WHERE id IN (4, 5);
+UPDATE machine SET state = 'released' WHERE id IN (4, 5, 6);
+UPDATE machine SET state = 'active' WHERE id IN (4, 5, 6);
+SELECT id, state FROM machine WHERE id >= 4 ORDER BY id;
+-- A change of the transitions table is seen by the next statement of the same transaction.
+BEGIN;
+INSERT INTO machine VALUES (7, 'requested'), (8, 'requested');
+UPDATE machine SET state = 'active' WHERE id = 7;
+DELETE FROM machine_transitions WHERE from_state = 'requested' AND to_state = 'active';
+UPDATE machine SET state = 'active' WHERE id = 8;
+ROLLBACK;
 -- Misuse is a clear error.
 CREATE TABLE wrong (state text);
 CREATE TRIGGER wrong_state BEFORE UPDATE ON wrong FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('state');

@@ -267,6 +267,53 @@ is($sent, 40, '40 requests sent, once each');
 ok(!exists $peers{none}, 'the fake saw the client port of every request');
 cmp_ok(scalar(keys %peers), '<=', 4, '40 requests came over at most 4 TCP connections (' . scalar(keys %peers) . ')');
 
+# --- the next intents go out while a round records the last outcomes ---------------------------------
+# A round claims (committed in flight) and sends first, then records the
+# outcomes of the transfers that finished and runs their callbacks: the target
+# works while the callbacks run. At test concurrency 1, with answers after
+# 1 s: the first intent's callback takes 3 s; the second intent is claimed
+# in the round that records the first, and reaches the target before that
+# callback is over (it used to wait for it: record, then claim).
+sql(q{
+    SELECT pgcloud.set_policy('core.http_concurrency', '{"stripe": 2, "maas": 4, "smtp": 2, "test": 1}');
+    SELECT pgcloud.set_policy('core.http_total_timeout_ms', '20000');
+    CREATE TABLE tap.slow_effects (intent_id uuid, started_at timestamptz);
+    CREATE FUNCTION tap.slow_cb(intent_id uuid, status integer, response_headers jsonb, response_body text,
+                                context jsonb, final boolean) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+    AS $$ INSERT INTO tap.slow_effects VALUES (intent_id, clock_timestamp());
+          SELECT pg_sleep(CASE WHEN (context ->> 'slow')::boolean THEN 3 ELSE 0 END) $$;
+});
+$maas->control({ delay_seconds => 1 });
+my ($slow, $next) = split /\n/, sql(q{
+    BEGIN;
+    CREATE TEMP TABLE two AS
+        SELECT i, pgcloud.http_request('test', 'GET', '/MAAS/api/2.0/version/',
+                   callback => 'tap.slow_cb(uuid, integer, jsonb, text, jsonb, boolean)',
+                   context => jsonb_build_object('slow', i = 1)) AS id
+          FROM generate_series(1, 2) i;
+    -- The slow one is due first (both were written at the same now()).
+    UPDATE pgcloud.http_intents h SET next_attempt_at = h.next_attempt_at - interval '1 second'
+      FROM two WHERE two.i = 1 AND h.id = two.id;
+    COMMIT;
+    SELECT id FROM two ORDER BY i});
+wait_done($_) for ($slow, $next);
+$maas->control(undef);
+my @sent_next = tries($maas, $next);
+my @sent_slow = tries($maas, $slow);
+my $slow_cb_at = sql("SELECT extract(epoch FROM started_at) FROM tap.slow_effects WHERE intent_id = '$slow'");
+is(scalar(@sent_slow) . ' ' . scalar(@sent_next), '1 1', 'each was sent once');
+cmp_ok($sent_next[0]{ts} - $sent_slow[0]{ts}, '>=', 0.9, 'the second after the first was answered (concurrency 1)');
+cmp_ok($sent_next[0]{ts}, '<', $slow_cb_at + 1,
+    'and before the first one\'s 3-second callback was over: sent while that outcome was recorded');
+is(sql("SELECT string_agg(state || ' ' || attempts, ', ') FROM pgcloud.http_intents WHERE id IN ('$slow', '$next')"),
+    'succeeded 1, succeeded 1', 'both succeeded at the first try');
+is(sql("SELECT count(*) FROM tap.slow_effects"), 2, 'both callbacks ran once');
+sql(q{
+    SELECT pgcloud.set_policy('core.http_concurrency', '{"stripe": 2, "maas": 4, "smtp": 2, "test": 4}');
+    SELECT pgcloud.set_policy('core.http_total_timeout_ms', '1500');
+});
+
 # --- credentials never in the log or in a row ------------------------------------------------------------
 my $log = slurp_file($node->logfile);
 unlike($log, qr/sk_test_pgcloud/, 'the Stripe key is not in the server log');
