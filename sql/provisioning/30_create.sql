@@ -1,9 +1,11 @@
 -- Creating an allocation: standing, SSH keys, placement, claims, deploy intent.
 
--- (no SET clause and every name qualified: the planner inlines it into the
--- calling statement instead of planning it on every call)
+-- (no SET clause, every name qualified, and STABLE like what it calls
+-- (to_jsonb, jsonb_build_object): the planner inlines it into the calling
+-- statement instead of parsing and planning its body on every call, which
+-- it refuses for a function declared IMMUTABLE around stable calls)
 CREATE FUNCTION provisioning.allocation_json(a provisioning.allocations) RETURNS jsonb
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 AS $$
     SELECT pg_catalog.jsonb_build_object('id', a.id, 'state', a.state, 'sku', a.sku, 'image', a.image,
                               'gpu_count', a.gpu_count, 'region', a.region, 'node_hostname', a.node_hostname,
@@ -300,12 +302,19 @@ BEGIN
             ON CONFLICT DO NOTHING
             RETURNING slot_index
         )
+        -- Written once, as it leaves this transaction: placed, and the
+        -- deploy intent is written below (requested -> provisioning happens
+        -- within this transaction, which no other one sees; the row starts
+        -- in provisioning, an initial state allocation_transitions allows).
+        -- maas deploys the node (or joins the deployment it already has) and
+        -- answers with maas.machine_deployed or maas.deploy_failed.
         INSERT INTO provisioning.allocations (id, user_id, sku, image, distro_series, gpu_count, region, price_per_hour,
                                               currency, node_id, node_hostname, maas_system_id, ssh_key_ids,
-                                              ssh_public_keys, slot_indexes, state)
+                                              ssh_public_keys, slot_indexes, state, provisioning_at)
         SELECT v_id, v_user, k.code, img.code, img.distro_series, k.gpu_count, k.region, k.price_per_hour,
                k.currency, node.node_id, node.hostname, node.maas_system_id, key_ids, keys,
-               coalesce((SELECT array_agg(c.slot_index ORDER BY c.slot_index) FROM claim c), '{}'), 'requested'
+               coalesce((SELECT array_agg(c.slot_index ORDER BY c.slot_index) FROM claim c), '{}'), 'provisioning',
+               now()
           FROM node
         RETURNING * INTO a;
         EXIT WHEN FOUND;
@@ -319,11 +328,12 @@ BEGIN
             format('no ready %s node in %s has %s free slots for image %s', k.gpu_model, k.region, k.gpu_count, v_image),
             'See api.marketplace() for free capacity, or try again later.');
     END IF;
-    v_slots := a.slot_indexes;
-    IF cardinality(v_slots) < k.gpu_count THEN
+    IF cardinality(a.slot_indexes) < k.gpu_count THEN
         -- A placement that committed after this statement's snapshot took
         -- some of the slots. The node's lock is ours now, so a fresh look
-        -- sees every claim: take the rest.
+        -- sees every claim: take the rest (and write the allocation's slots
+        -- again; this path alone updates the row).
+        v_slots := a.slot_indexes;
         WITH c AS (
             INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id)
             SELECT a.node_id, i, a.id FROM provisioning.nodes x, generate_series(0, x.slot_count - 1) i
@@ -333,22 +343,17 @@ BEGIN
             ON CONFLICT DO NOTHING
             RETURNING slot_index)
         SELECT array_agg(s ORDER BY s) INTO v_slots FROM (SELECT unnest(v_slots) UNION ALL SELECT c.slot_index FROM c) z (s);
-    END IF;
-    IF coalesce(cardinality(v_slots), 0) <> k.gpu_count THEN
-        PERFORM pgcloud.raise('capacity_conflict',
-            format('node %s had %s of %s slots free', a.node_hostname, coalesce(cardinality(v_slots), 0), k.gpu_count));
+        IF coalesce(cardinality(v_slots), 0) <> k.gpu_count THEN
+            PERFORM pgcloud.raise('capacity_conflict',
+                format('node %s had %s of %s slots free', a.node_hostname, coalesce(cardinality(v_slots), 0), k.gpu_count));
+        END IF;
+        UPDATE provisioning.allocations x SET slot_indexes = v_slots WHERE x.id = a.id RETURNING * INTO a;
     END IF;
     UPDATE provisioning.nodes x
        SET free_slots = x.free_slots - k.gpu_count, live_allocations = x.live_allocations + 1, current_image = img.code,
            current_user_id = coalesce(x.current_user_id, v_user)
      WHERE x.node_id = a.node_id;
 
-    -- requested -> provisioning: placed, and the deploy intent is written
-    -- below. maas deploys the node (or joins the deployment it already has)
-    -- and answers with maas.machine_deployed or maas.deploy_failed.
-    UPDATE provisioning.allocations x
-       SET slot_indexes = v_slots, state = 'provisioning', provisioning_at = now(), updated_at = now()
-     WHERE x.id = a.id RETURNING * INTO a;
     PERFORM pgcloud.emit('allocation.requested', 'allocation', a.id::text,
         jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'image', a.image,
                            'gpu_count', a.gpu_count, 'region', a.region, 'node_id', a.node_id,

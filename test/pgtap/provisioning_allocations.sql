@@ -35,6 +35,8 @@ SELECT ok(has_function_privilege('pgcloud_user', 'api.create_allocation(text, te
 SELECT is_empty($$ SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE n.nspname = 'provisioning' AND has_table_privilege('pgcloud_user', c.oid, 'SELECT') $$,
     'users cannot read provisioning''s tables directly');
+SELECT is((SELECT provolatile::text FROM pg_proc WHERE oid = 'provisioning.allocation_json(provisioning.allocations)'::regprocedure), 's',
+    'the API form of an allocation is STABLE like the calls in its body, so the planner inlines it');
 
 -- ---- read models ---------------------------------------------------------
 SELECT pg_temp.handle('provisioning', 'sku.upserted', NULL, '{"code": "tap-x1", "gpu_model": "TAP-GPU", "gpu_count": 1, "region": "tap-r", "price_per_hour": 250, "currency": "usd"}');
@@ -70,9 +72,20 @@ SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_bu
 SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u4, 'standing', 'good', 'balance', 99999, 'currency', 'usd'));
 
 -- ---- placement policy ------------------------------------------------------
+SELECT n_tup_upd AS alloc_updates FROM pg_stat_xact_user_tables WHERE schemaname = 'provisioning' AND relname = 'allocations' \gset
 SELECT pg_temp.alloc('tap-x1') AS a1 \gset
 SELECT is(:'a1'::jsonb ->> 'node_hostname', 'tap-b', 'a node with the image cached comes before a fuller one');
 SELECT is(:'a1'::jsonb ->> 'state', 'provisioning', 'placed and deploying: provisioning');
+SELECT is((SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE schemaname = 'provisioning' AND relname = 'allocations'),
+    :alloc_updates::bigint, 'the allocation is written once, as it leaves the transaction (inserted, never updated)');
+SELECT is((SELECT state || ' ' || (provisioning_at = requested_at) || ' ' || (updated_at = requested_at)
+             FROM provisioning.allocations WHERE id = (:'a1'::jsonb ->> 'id')::uuid),
+    'provisioning true true', 'in provisioning since its request (the same transaction)');
+SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE aggregate_id = :'a1'::jsonb ->> 'id'
+            AND event_type IN ('allocation.requested', 'deploy.requested', 'allocation.provisioning')), 3,
+    'with its three events: allocation.requested, deploy.requested, allocation.provisioning');
+SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs WHERE action = 'allocation.created' AND target_id = :'a1'::jsonb ->> 'id'), 1,
+    'and its audit entry');
 SELECT is((SELECT count(*)::int FROM provisioning.idle_node_images WHERE node_id = :nb), 0,
     'a node placed onto leaves the index of idle nodes');
 SELECT is(pg_temp.alloc('tap-x2') ->> 'node_hostname', 'tap-b', 'then the node already running the image');
