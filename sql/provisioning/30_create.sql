@@ -16,72 +16,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION provisioning.allocation_json(provisioning.allocations) IS 'The API form of an allocation: id, state, sku, image, gpu_count, region, node_hostname, slots, price_per_hour, currency, ssh_key_ids, reason, released_by, requested_at, started_at, releasing_at, ended_at.';
 
--- Whether the account may allocate, from billing's last report.
-CREATE FUNCTION provisioning.check_standing(v_user uuid) RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, provisioning
-AS $$
-DECLARE
-    s provisioning.account_standing;
-    need bigint;
-BEGIN
-    SELECT * INTO s FROM provisioning.account_standing x WHERE x.user_id = v_user;
-    IF NOT FOUND THEN
-        PERFORM pgcloud.raise('insufficient_balance',
-            'billing has not reported a balance for this account yet; a new account has a balance of 0',
-            'Top up your balance; allocations can be created once it covers the minimum.');
-    END IF;
-    IF s.standing IN ('insufficient', 'exhausted') THEN
-        PERFORM pgcloud.raise('insufficient_balance',
-            format('billing reports the account as %s (balance %s %s)', s.standing, s.balance, s.currency),
-            'Top up your balance.');
-    END IF;
-    IF s.standing NOT IN ('good', 'low') THEN
-        PERFORM pgcloud.raise('account_not_in_good_standing', format('billing reports the account as %s', s.standing),
-            'Contact support.');
-    END IF;
-    need := coalesce(s.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint));
-    IF s.balance IS NULL OR s.balance < need THEN
-        PERFORM pgcloud.raise('insufficient_balance',
-            format('the balance is %s %s; creating an allocation needs at least %s', coalesce(s.balance::text, 'unknown'),
-                   s.currency, need),
-            'Top up your balance.');
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION provisioning.check_standing(uuid) IS 'Refuses allocation unless billing''s last report says the account is in good standing (good or low) with a balance of at least min_balance_to_allocate: insufficient_balance (402) for no report, standing insufficient or exhausted, or a low balance; account_not_in_good_standing (403) for any other standing.';
-
--- The reservation: balance >= minimum + the first interval of every live
--- allocation of the user and of the new one.
-CREATE FUNCTION provisioning.check_reservation(v_user uuid, price_per_hour bigint) RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, provisioning
-AS $$
-DECLARE
-    s provisioning.account_standing;
-    secs bigint := pgcloud.policy('billing.accrual_interval_seconds', NULL::bigint);
-    reserved numeric;
-    need numeric;
-BEGIN
-    SELECT * INTO s FROM provisioning.account_standing x WHERE x.user_id = v_user;
-    SELECT coalesce(sum(ceil(a.price_per_hour::numeric * secs / 3600)), 0) INTO reserved
-      FROM provisioning.allocations a
-     WHERE a.user_id = v_user AND a.state IN ('requested', 'provisioning', 'active', 'releasing');
-    need := coalesce(s.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint))
-            + reserved + ceil(price_per_hour::numeric * secs / 3600);
-    IF s.balance IS NULL OR s.balance < need THEN
-        PERFORM pgcloud.raise('insufficient_balance',
-            format('the balance is %s %s; with the first interval of your %s live allocation(s) reserved (%s), another needs at least %s',
-                   coalesce(s.balance::text, 'unknown'), s.currency,
-                   (SELECT count(*) FROM provisioning.allocations a
-                     WHERE a.user_id = v_user AND a.state IN ('requested', 'provisioning', 'active', 'releasing')),
-                   reserved, need),
-            'Top up your balance, or release an allocation.');
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION provisioning.check_reservation(uuid, bigint) IS 'Refuses an allocation (insufficient_balance, 402) unless billing''s last reported balance covers the minimum plus the first accrual interval of every live allocation of the user and of the new one (policy provisioning.reserve_first_interval).';
-
 -- The node to claim slots on, locked. See the placement policy at the top
 -- of 00_catalogue.sql. Each preference is its own query on an index in
 -- the order wanted (fewest free slots, then node id), so a placement reads a
@@ -189,6 +123,13 @@ DECLARE
     missing text;
     max_keys integer := pgcloud.policy('provisioning.max_ssh_keys_per_allocation', NULL::integer);
     max_live integer := pgcloud.policy('provisioning.max_live_allocations_per_user', NULL::integer);
+    std provisioning.account_standing;
+    need numeric;
+    reserve boolean;
+    secs bigint;
+    n_live bigint;
+    reserved numeric;
+    bal bigint;
     n provisioning.nodes;
     a provisioning.allocations;
     v_slots integer[];
@@ -206,39 +147,87 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM pgcloud.raise('image_not_found', format('no image %s', left(v_image, 64)), 'See api.list_images().');
     END IF;
-    PERFORM provisioning.check_standing(v_user);
-
-    -- SSH keys: the caller's own, in the order given, each once.
-    key_ids := ARRAY(SELECT u.id FROM (SELECT x.e AS id, min(x.o) AS o
-                                         FROM unnest(coalesce(p_ssh_key_ids, '{}'::uuid[])) WITH ORDINALITY x (e, o)
-                                        GROUP BY 1) u
-                      WHERE u.id IS NOT NULL ORDER BY u.o);
-    IF cardinality(key_ids) > max_keys THEN
-        PERFORM pgcloud.raise('invalid_argument', format('at most %s SSH keys per allocation', max_keys));
+    -- Standing, from billing's last report: refused unless good or low with
+    -- a balance of at least min_balance_to_allocate (insufficient_balance,
+    -- 402, for no report, standing insufficient or exhausted, or a low
+    -- balance; account_not_in_good_standing, 403, for any other standing).
+    SELECT * INTO std FROM provisioning.account_standing x WHERE x.user_id = v_user;
+    IF NOT FOUND THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            'billing has not reported a balance for this account yet; a new account has a balance of 0',
+            'Top up your balance; allocations can be created once it covers the minimum.');
     END IF;
-    keys := ARRAY(SELECT s.public_key FROM unnest(key_ids) WITH ORDINALITY u (id, o)
-                    JOIN provisioning.ssh_keys s ON s.key_id = u.id AND s.user_id = v_user ORDER BY u.o);
-    IF cardinality(keys) <> cardinality(key_ids) THEN
-        SELECT string_agg(u.id::text, ', ') INTO missing FROM unnest(key_ids) u (id)
-         WHERE NOT EXISTS (SELECT 1 FROM provisioning.ssh_keys s WHERE s.key_id = u.id AND s.user_id = v_user);
-        PERFORM pgcloud.raise('allocation_ssh_key_not_found', format('not your SSH key: %s', missing),
-            'See api.list_ssh_keys(); a key added a moment ago may take a second to be known here.');
+    IF std.standing IN ('insufficient', 'exhausted') THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            format('billing reports the account as %s (balance %s %s)', std.standing, std.balance, std.currency),
+            'Top up your balance.');
+    END IF;
+    IF std.standing NOT IN ('good', 'low') THEN
+        PERFORM pgcloud.raise('account_not_in_good_standing', format('billing reports the account as %s', std.standing),
+            'Contact support.');
+    END IF;
+    need := coalesce(std.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint));
+    IF std.balance IS NULL OR std.balance < need THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            format('the balance is %s %s; creating an allocation needs at least %s', coalesce(std.balance::text, 'unknown'),
+                   std.currency, need),
+            'Top up your balance.');
     END IF;
 
-    -- One user's creations are serialised so the limit holds.
+    -- SSH keys: the caller's own, in the order given, each once (none asked
+    -- for: nothing to read).
+    IF coalesce(cardinality(p_ssh_key_ids), 0) = 0 THEN
+        key_ids := '{}';
+        keys := '{}';
+    ELSE
+        key_ids := ARRAY(SELECT u.id FROM (SELECT x.e AS id, min(x.o) AS o
+                                             FROM unnest(p_ssh_key_ids) WITH ORDINALITY x (e, o)
+                                            GROUP BY 1) u
+                          WHERE u.id IS NOT NULL ORDER BY u.o);
+        IF cardinality(key_ids) > max_keys THEN
+            PERFORM pgcloud.raise('invalid_argument', format('at most %s SSH keys per allocation', max_keys));
+        END IF;
+        keys := ARRAY(SELECT s.public_key FROM unnest(key_ids) WITH ORDINALITY u (id, o)
+                        JOIN provisioning.ssh_keys s ON s.key_id = u.id AND s.user_id = v_user ORDER BY u.o);
+        IF cardinality(keys) <> cardinality(key_ids) THEN
+            SELECT string_agg(u.id::text, ', ') INTO missing FROM unnest(key_ids) u (id)
+             WHERE NOT EXISTS (SELECT 1 FROM provisioning.ssh_keys s WHERE s.key_id = u.id AND s.user_id = v_user);
+            PERFORM pgcloud.raise('allocation_ssh_key_not_found', format('not your SSH key: %s', missing),
+                'See api.list_ssh_keys(); a key added a moment ago may take a second to be known here.');
+        END IF;
+    END IF;
+
+    -- One user's creations are serialised so the limit holds, and so does
+    -- the balance check, which is a reservation: every live allocation of
+    -- the user, and this one, holds its first accrual interval against the
+    -- balance (policy provisioning.reserve_first_interval), so concurrent
+    -- creations cannot overdraw it. Under the lock, one statement reads the
+    -- user's live allocations (how many, what they reserve) and billing's
+    -- report as it is now.
     PERFORM pg_advisory_xact_lock(hashtextextended('provisioning.allocations/' || v_user::text, 0));
-    IF (SELECT count(*) FROM provisioning.allocations x
-         WHERE x.user_id = v_user AND x.state IN ('requested', 'provisioning', 'active', 'releasing')) >= max_live THEN
+    reserve := pgcloud.policy('provisioning.reserve_first_interval', NULL::boolean);
+    IF reserve THEN
+        secs := pgcloud.policy('billing.accrual_interval_seconds', NULL::bigint);
+    END IF;
+    SELECT l.n, l.reserved, x.balance, x.currency, x.min_balance_to_allocate
+      INTO n_live, reserved, bal, std.currency, std.min_balance_to_allocate
+      FROM (SELECT count(*) AS n, coalesce(sum(ceil(y.price_per_hour::numeric * secs / 3600)), 0) AS reserved
+              FROM provisioning.allocations y
+             WHERE y.user_id = v_user AND y.state IN ('requested', 'provisioning', 'active', 'releasing')) l
+      LEFT JOIN provisioning.account_standing x ON x.user_id = v_user;
+    IF n_live >= max_live THEN
         PERFORM pgcloud.raise('allocation_limit_reached', format('at most %s live allocations per user', max_live),
             'Release an allocation you no longer use.');
     END IF;
-
-    -- The balance check is a reservation: every live allocation of the user,
-    -- and this one, holds its first accrual interval against the balance
-    -- (under the per-user lock above, so concurrent creations cannot
-    -- overdraw it).
-    IF pgcloud.policy('provisioning.reserve_first_interval', NULL::boolean) THEN
-        PERFORM provisioning.check_reservation(v_user, k.price_per_hour);
+    IF reserve THEN
+        need := coalesce(std.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint))
+                + reserved + ceil(k.price_per_hour::numeric * secs / 3600);
+        IF bal IS NULL OR bal < need THEN
+            PERFORM pgcloud.raise('insufficient_balance',
+                format('the balance is %s %s; with the first interval of your %s live allocation(s) reserved (%s), another needs at least %s',
+                       coalesce(bal::text, 'unknown'), std.currency, n_live, reserved, need),
+                'Top up your balance, or release an allocation.');
+        END IF;
     END IF;
 
     -- Find and claim in one statement: the node (a node of the user's
@@ -354,26 +343,29 @@ BEGIN
            current_user_id = coalesce(x.current_user_id, v_user)
      WHERE x.node_id = a.node_id;
 
+    -- The three events in one statement (its target list is evaluated in
+    -- order, so the outbox has them in this order, as before).
     PERFORM pgcloud.emit('allocation.requested', 'allocation', a.id::text,
-        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'image', a.image,
-                           'gpu_count', a.gpu_count, 'region', a.region, 'node_id', a.node_id,
-                           'node_hostname', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
-                           'price_per_hour', a.price_per_hour, 'currency', a.currency, 'requested_at', a.requested_at));
-    PERFORM pgcloud.emit('deploy.requested', 'allocation', a.id::text,
-        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'node_id', a.node_id,
-                           'maas_system_id', a.maas_system_id, 'node_hostname', a.node_hostname,
-                           'image', a.image, 'distro_series', a.distro_series,
-                           'ssh_public_keys', to_jsonb(a.ssh_public_keys)));
-    PERFORM pgcloud.emit('allocation.provisioning', 'allocation', a.id::text,
-        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'node_id', a.node_id,
-                           'node_hostname', a.node_hostname, 'provisioning_at', a.provisioning_at));
+                jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'image', a.image,
+                                   'gpu_count', a.gpu_count, 'region', a.region, 'node_id', a.node_id,
+                                   'node_hostname', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
+                                   'price_per_hour', a.price_per_hour, 'currency', a.currency,
+                                   'requested_at', a.requested_at)),
+            pgcloud.emit('deploy.requested', 'allocation', a.id::text,
+                jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'node_id', a.node_id,
+                                   'maas_system_id', a.maas_system_id, 'node_hostname', a.node_hostname,
+                                   'image', a.image, 'distro_series', a.distro_series,
+                                   'ssh_public_keys', to_jsonb(a.ssh_public_keys))),
+            pgcloud.emit('allocation.provisioning', 'allocation', a.id::text,
+                jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'node_id', a.node_id,
+                                   'node_hostname', a.node_hostname, 'provisioning_at', a.provisioning_at));
     PERFORM pgcloud.audit('allocation.created', 'allocation', a.id::text, 'ok',
         jsonb_build_object('sku', a.sku, 'image', a.image, 'node', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
                            'price_per_hour', a.price_per_hour, 'currency', a.currency));
     RETURN provisioning.allocation_json(a);
 END
 $$;
-COMMENT ON FUNCTION provisioning.create_allocation_apply(text, text, uuid[]) IS 'Internal to api.create_allocation() (which authorizes): checks standing and keys, places the SKU and image with the SSH keys onto free slots and claims them, and writes the deploy intent (deploy.requested), all in the caller''s transaction. Audited as allocation.created.';
+COMMENT ON FUNCTION provisioning.create_allocation_apply(text, text, uuid[]) IS 'Internal to api.create_allocation() (which authorizes): checks standing (billing''s last report: good or low, with at least min_balance_to_allocate; insufficient_balance 402, account_not_in_good_standing 403), keys, the live allocation limit and the reservation of every live allocation''s first accrual interval (policy provisioning.reserve_first_interval), places the SKU and image with the SSH keys onto free slots and claims them, and writes the deploy intent (deploy.requested), all in the caller''s transaction. Audited as allocation.created.';
 
 CREATE FUNCTION api.create_allocation(sku text, image text, ssh_key_ids uuid[] DEFAULT '{}') RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER

@@ -214,5 +214,41 @@ SELECT is((SELECT count(*)::int FROM provisioning.capacity_problems WHERE proble
     'capacity_problems reports an index out of step with the nodes');
 DELETE FROM provisioning.idle_node_images WHERE node_id = '9f000000-0000-4000-8000-00000000000f';
 
+-- ---- the live limit and the reservation of first intervals -------------------
+-- tap-x1 costs 250 an hour: its first interval (billing.accrual_interval_seconds,
+-- 60) reserves ceil(250 * 60 / 3600) = 5 of the balance while it is live.
+\set u5 '''50000000-0000-4000-8000-000000000005'''
+CREATE FUNCTION pg_temp.refusal_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE m text;
+BEGIN
+    EXECUTE q;
+    RETURN NULL;
+EXCEPTION WHEN SQLSTATE 'PGRST' THEN
+    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT;
+    RETURN (m::jsonb ->> 'code') || ': ' || (m::jsonb ->> 'details');
+END $$;
+SELECT pg_temp.node('9a100000-0000-4000-8000-00000000001a', 'tap-g', 8);
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u5, 'standing', 'good', 'balance', 1009,
+                                                                  'currency', 'usd', 'min_balance_to_allocate', 1000));
+SELECT pg_temp.as_user(:u5);
+SELECT is(pg_temp.alloc('tap-x1') ->> 'node_hostname', 'tap-g', 'the minimum and the first interval (1000 + 5) fit a balance of 1009');
+SELECT is(pg_temp.refusal_of($$ SELECT pg_temp.alloc('tap-x1') $$),
+    'insufficient_balance: the balance is 1009 usd; with the first interval of your 1 live allocation(s) reserved (5), another needs at least 1010',
+    'a second one: the live allocation''s first interval is held against the balance too');
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u5, 'standing', 'low', 'balance', 1010,
+                                                                  'currency', 'usd', 'min_balance_to_allocate', 1000));
+SELECT is(pg_temp.alloc('tap-x1') ->> 'node_hostname', 'tap-g', 'billing''s new report is read under the user''s lock: 1010 fits');
+SELECT pg_temp.as_operator();
+SELECT pgcloud.set_policy('provisioning.reserve_first_interval', 'false');
+SELECT pg_temp.as_user(:u5);
+SELECT is(pg_temp.alloc('tap-x1') ->> 'node_hostname', 'tap-g', 'without the reservation policy: the minimum alone');
+SELECT pg_temp.as_operator();
+SELECT pgcloud.set_policy('provisioning.max_live_allocations_per_user', '3');
+SELECT pg_temp.as_user(:u5);
+SELECT is(pg_temp.refusal_of($$ SELECT pg_temp.alloc('tap-x1') $$), 'allocation_limit_reached: at most 3 live allocations per user',
+    'the live limit counts the user''s live allocations');
+SELECT is((SELECT count(*)::int FROM provisioning.allocations WHERE user_id = :u5), 3, 'the refusals wrote nothing');
+SELECT is_empty('SELECT * FROM provisioning.capacity_problems', 'claims, counters and allocations agree at the end');
+
 SELECT * FROM finish();
 ROLLBACK;
