@@ -135,6 +135,8 @@ DECLARE
     v_slots integer[];
     v_id uuid;
     v_node uuid;
+    ev uuid;
+    audit_id bigint;
 BEGIN
     IF v_sku IS NULL OR v_image IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'sku and image are required');
@@ -343,23 +345,23 @@ BEGIN
            current_user_id = coalesce(x.current_user_id, v_user)
      WHERE x.node_id = a.node_id;
 
-    -- The three events in one statement (its target list is evaluated in
-    -- order, so the outbox has them in this order, as before).
-    PERFORM pgcloud.emit('allocation.requested', 'allocation', a.id::text,
-                jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'image', a.image,
-                                   'gpu_count', a.gpu_count, 'region', a.region, 'node_id', a.node_id,
-                                   'node_hostname', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
-                                   'price_per_hour', a.price_per_hour, 'currency', a.currency,
-                                   'requested_at', a.requested_at)),
-            pgcloud.emit('deploy.requested', 'allocation', a.id::text,
-                jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'node_id', a.node_id,
-                                   'maas_system_id', a.maas_system_id, 'node_hostname', a.node_hostname,
-                                   'image', a.image, 'distro_series', a.distro_series,
-                                   'ssh_public_keys', to_jsonb(a.ssh_public_keys))),
-            pgcloud.emit('allocation.provisioning', 'allocation', a.id::text,
-                jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'node_id', a.node_id,
-                                   'node_hostname', a.node_hostname, 'provisioning_at', a.provisioning_at));
-    PERFORM pgcloud.audit('allocation.created', 'allocation', a.id::text, 'ok',
+    -- The events and the audit entry are assignments, not PERFORM: PL/pgSQL
+    -- evaluates a lone function call assigned to a variable as a simple
+    -- expression, where PERFORM starts a query (an executor) for each.
+    ev := pgcloud.emit('allocation.requested', 'allocation', a.id::text,
+        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'image', a.image,
+                           'gpu_count', a.gpu_count, 'region', a.region, 'node_id', a.node_id,
+                           'node_hostname', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
+                           'price_per_hour', a.price_per_hour, 'currency', a.currency, 'requested_at', a.requested_at));
+    ev := pgcloud.emit('deploy.requested', 'allocation', a.id::text,
+        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'node_id', a.node_id,
+                           'maas_system_id', a.maas_system_id, 'node_hostname', a.node_hostname,
+                           'image', a.image, 'distro_series', a.distro_series,
+                           'ssh_public_keys', to_jsonb(a.ssh_public_keys)));
+    ev := pgcloud.emit('allocation.provisioning', 'allocation', a.id::text,
+        jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'node_id', a.node_id,
+                           'node_hostname', a.node_hostname, 'provisioning_at', a.provisioning_at));
+    audit_id := pgcloud.audit('allocation.created', 'allocation', a.id::text, 'ok',
         jsonb_build_object('sku', a.sku, 'image', a.image, 'node', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
                            'price_per_hour', a.price_per_hour, 'currency', a.currency));
     RETURN provisioning.allocation_json(a);
@@ -371,8 +373,10 @@ CREATE FUNCTION api.create_allocation(sku text, image text, ssh_key_ids uuid[] D
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
+DECLARE
+    caller text;
 BEGIN
-    PERFORM pgcloud.authorize('user');
+    caller := pgcloud.authorize('user');   -- (a simple expression: no query started)
     RETURN coalesce(
         pgcloud.idempotent('provisioning.create_allocation',
                            jsonb_build_object('sku', sku, 'image', image, 'ssh_key_ids', to_jsonb(ssh_key_ids))),
