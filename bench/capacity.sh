@@ -24,6 +24,12 @@
 # grow with every placement of the run), and every second node has the
 # image in its cache (so placement's second preference, an idle node with
 # the image cached, is taken as often as the third).
+# Profiling (not used by the figures above): KEEP_CLUSTER=1 leaves the
+# cluster running when the script ends and prints its directory and port
+# (the pgbench scripts place.sql and plain.sql are in that directory; stop it
+# with pg_ctl -D <dir>/cluster stop); PG_STAT_STATEMENTS=1 preloads
+# pg_stat_statements with track = all (nested statements too), which adds
+# its own cost to every statement.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 cd "$REPO"
@@ -38,6 +44,7 @@ chmod 755 "$WORK"
 PORT=$(free_port)
 export PGCLOUD_DATA=$WORK/cluster PGCLOUD_PORT=$PORT PGCLOUD_DB=bench
 cleanup() {
+    if [ "${KEEP_CLUSTER:-0}" = 1 ]; then echo "cluster kept: $WORK, port $PORT"; return; fi
     scripts/cluster.sh stop >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -50,8 +57,16 @@ cat >> "$PGCLOUD_DATA/postgresql.conf" <<CONF
 pgcloud.databases = ''
 max_connections = 100
 CONF
+if [ "${PG_STAT_STATEMENTS:-0}" = 1 ]; then
+    cat >> "$PGCLOUD_DATA/postgresql.conf" <<CONF
+shared_preload_libraries = 'pg_cron,pgcloud,pg_stat_statements'
+pg_stat_statements.track = all
+pg_stat_statements.track_utility = off
+CONF
+fi
 scripts/cluster.sh stop >/dev/null; scripts/cluster.sh start >/dev/null 2>&1
 psql_b() { scripts/cluster.sh psql -X -q -At "$@"; }
+[ "${PG_STAT_STATEMENTS:-0}" = 1 ] && psql_b -c 'CREATE EXTENSION pg_stat_statements' >/dev/null
 
 psql_b <<SQL >/dev/null
 SELECT pgcloud.set_policy('provisioning.max_live_allocations_per_user', '100000');

@@ -63,6 +63,7 @@ AS $$
 DECLARE
     clean jsonb;
     r pgcloud.audit_logs;
+    event_id uuid;
 BEGIN
     IF action IS NULL OR action !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$' THEN
         PERFORM pgcloud.raise('invalid_argument', 'audit action must be dotted lower-case words, e.g. policy.set');
@@ -75,8 +76,10 @@ BEGIN
     VALUES (pgcloud.user_id(), pgcloud.request_role(), action, target_type, target_id, result, clean,
             pgcloud.correlation_id())
     RETURNING * INTO r;
-    -- Every database's audit reaches the admin service as events (one query sees all services).
-    PERFORM pgcloud.emit('audit.recorded', 'audit', current_database() || ':' || r.id,
+    -- Every database's audit reaches the admin service as events (one query
+    -- sees all services). An assignment, not PERFORM: PL/pgSQL evaluates it
+    -- as a simple expression instead of starting a query.
+    event_id := pgcloud.emit('audit.recorded', 'audit', current_database() || ':' || r.id,
         jsonb_build_object('database', current_database(), 'audit_id', r.id, 'at', r.at, 'actor', r.actor,
                            'role', r.role, 'action', r.action, 'target_type', r.target_type,
                            'target_id', r.target_id, 'result', r.result, 'details', r.details,

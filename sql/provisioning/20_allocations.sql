@@ -14,6 +14,10 @@ INSERT INTO provisioning.allocation_transitions (from_state, to_state) VALUES
     ('provisioning', 'active'), ('provisioning', 'failed'), ('provisioning', 'releasing'),
     ('active', 'releasing'),
     ('releasing', 'released');
+-- api.create_allocation() writes an allocation once, placed and with its
+-- deploy intent: requested -> provisioning within its own transaction, which
+-- no other transaction sees.
+INSERT INTO provisioning.allocation_transitions (from_state, to_state) VALUES (NULL, 'provisioning');
 
 CREATE TABLE provisioning.allocations (
     id              uuid PRIMARY KEY,

@@ -1,9 +1,11 @@
 -- Creating an allocation: standing, SSH keys, placement, claims, deploy intent.
 
--- (no SET clause and every name qualified: the planner inlines it into the
--- calling statement instead of planning it on every call)
+-- (no SET clause, every name qualified, and STABLE like what it calls
+-- (to_jsonb, jsonb_build_object): the planner inlines it into the calling
+-- statement instead of parsing and planning its body on every call, which
+-- it refuses for a function declared IMMUTABLE around stable calls)
 CREATE FUNCTION provisioning.allocation_json(a provisioning.allocations) RETURNS jsonb
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 AS $$
     SELECT pg_catalog.jsonb_build_object('id', a.id, 'state', a.state, 'sku', a.sku, 'image', a.image,
                               'gpu_count', a.gpu_count, 'region', a.region, 'node_hostname', a.node_hostname,
@@ -13,72 +15,6 @@ AS $$
                               'started_at', a.started_at, 'releasing_at', a.releasing_at, 'ended_at', a.ended_at)
 $$;
 COMMENT ON FUNCTION provisioning.allocation_json(provisioning.allocations) IS 'The API form of an allocation: id, state, sku, image, gpu_count, region, node_hostname, slots, price_per_hour, currency, ssh_key_ids, reason, released_by, requested_at, started_at, releasing_at, ended_at.';
-
--- Whether the account may allocate, from billing's last report.
-CREATE FUNCTION provisioning.check_standing(v_user uuid) RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, provisioning
-AS $$
-DECLARE
-    s provisioning.account_standing;
-    need bigint;
-BEGIN
-    SELECT * INTO s FROM provisioning.account_standing x WHERE x.user_id = v_user;
-    IF NOT FOUND THEN
-        PERFORM pgcloud.raise('insufficient_balance',
-            'billing has not reported a balance for this account yet; a new account has a balance of 0',
-            'Top up your balance; allocations can be created once it covers the minimum.');
-    END IF;
-    IF s.standing IN ('insufficient', 'exhausted') THEN
-        PERFORM pgcloud.raise('insufficient_balance',
-            format('billing reports the account as %s (balance %s %s)', s.standing, s.balance, s.currency),
-            'Top up your balance.');
-    END IF;
-    IF s.standing NOT IN ('good', 'low') THEN
-        PERFORM pgcloud.raise('account_not_in_good_standing', format('billing reports the account as %s', s.standing),
-            'Contact support.');
-    END IF;
-    need := coalesce(s.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint));
-    IF s.balance IS NULL OR s.balance < need THEN
-        PERFORM pgcloud.raise('insufficient_balance',
-            format('the balance is %s %s; creating an allocation needs at least %s', coalesce(s.balance::text, 'unknown'),
-                   s.currency, need),
-            'Top up your balance.');
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION provisioning.check_standing(uuid) IS 'Refuses allocation unless billing''s last report says the account is in good standing (good or low) with a balance of at least min_balance_to_allocate: insufficient_balance (402) for no report, standing insufficient or exhausted, or a low balance; account_not_in_good_standing (403) for any other standing.';
-
--- The reservation: balance >= minimum + the first interval of every live
--- allocation of the user and of the new one.
-CREATE FUNCTION provisioning.check_reservation(v_user uuid, price_per_hour bigint) RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgcloud, provisioning
-AS $$
-DECLARE
-    s provisioning.account_standing;
-    secs bigint := pgcloud.policy('billing.accrual_interval_seconds', NULL::bigint);
-    reserved numeric;
-    need numeric;
-BEGIN
-    SELECT * INTO s FROM provisioning.account_standing x WHERE x.user_id = v_user;
-    SELECT coalesce(sum(ceil(a.price_per_hour::numeric * secs / 3600)), 0) INTO reserved
-      FROM provisioning.allocations a
-     WHERE a.user_id = v_user AND a.state IN ('requested', 'provisioning', 'active', 'releasing');
-    need := coalesce(s.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint))
-            + reserved + ceil(price_per_hour::numeric * secs / 3600);
-    IF s.balance IS NULL OR s.balance < need THEN
-        PERFORM pgcloud.raise('insufficient_balance',
-            format('the balance is %s %s; with the first interval of your %s live allocation(s) reserved (%s), another needs at least %s',
-                   coalesce(s.balance::text, 'unknown'), s.currency,
-                   (SELECT count(*) FROM provisioning.allocations a
-                     WHERE a.user_id = v_user AND a.state IN ('requested', 'provisioning', 'active', 'releasing')),
-                   reserved, need),
-            'Top up your balance, or release an allocation.');
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION provisioning.check_reservation(uuid, bigint) IS 'Refuses an allocation (insufficient_balance, 402) unless billing''s last reported balance covers the minimum plus the first accrual interval of every live allocation of the user and of the new one (policy provisioning.reserve_first_interval).';
 
 -- The node to claim slots on, locked. See the placement policy at the top
 -- of 00_catalogue.sql. Each preference is its own query on an index in
@@ -187,11 +123,20 @@ DECLARE
     missing text;
     max_keys integer := pgcloud.policy('provisioning.max_ssh_keys_per_allocation', NULL::integer);
     max_live integer := pgcloud.policy('provisioning.max_live_allocations_per_user', NULL::integer);
+    std provisioning.account_standing;
+    need numeric;
+    reserve boolean;
+    secs bigint;
+    n_live bigint;
+    reserved numeric;
+    bal bigint;
     n provisioning.nodes;
     a provisioning.allocations;
     v_slots integer[];
     v_id uuid;
     v_node uuid;
+    ev uuid;
+    audit_id bigint;
 BEGIN
     IF v_sku IS NULL OR v_image IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'sku and image are required');
@@ -204,39 +149,87 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM pgcloud.raise('image_not_found', format('no image %s', left(v_image, 64)), 'See api.list_images().');
     END IF;
-    PERFORM provisioning.check_standing(v_user);
-
-    -- SSH keys: the caller's own, in the order given, each once.
-    key_ids := ARRAY(SELECT u.id FROM (SELECT x.e AS id, min(x.o) AS o
-                                         FROM unnest(coalesce(p_ssh_key_ids, '{}'::uuid[])) WITH ORDINALITY x (e, o)
-                                        GROUP BY 1) u
-                      WHERE u.id IS NOT NULL ORDER BY u.o);
-    IF cardinality(key_ids) > max_keys THEN
-        PERFORM pgcloud.raise('invalid_argument', format('at most %s SSH keys per allocation', max_keys));
+    -- Standing, from billing's last report: refused unless good or low with
+    -- a balance of at least min_balance_to_allocate (insufficient_balance,
+    -- 402, for no report, standing insufficient or exhausted, or a low
+    -- balance; account_not_in_good_standing, 403, for any other standing).
+    SELECT * INTO std FROM provisioning.account_standing x WHERE x.user_id = v_user;
+    IF NOT FOUND THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            'billing has not reported a balance for this account yet; a new account has a balance of 0',
+            'Top up your balance; allocations can be created once it covers the minimum.');
     END IF;
-    keys := ARRAY(SELECT s.public_key FROM unnest(key_ids) WITH ORDINALITY u (id, o)
-                    JOIN provisioning.ssh_keys s ON s.key_id = u.id AND s.user_id = v_user ORDER BY u.o);
-    IF cardinality(keys) <> cardinality(key_ids) THEN
-        SELECT string_agg(u.id::text, ', ') INTO missing FROM unnest(key_ids) u (id)
-         WHERE NOT EXISTS (SELECT 1 FROM provisioning.ssh_keys s WHERE s.key_id = u.id AND s.user_id = v_user);
-        PERFORM pgcloud.raise('allocation_ssh_key_not_found', format('not your SSH key: %s', missing),
-            'See api.list_ssh_keys(); a key added a moment ago may take a second to be known here.');
+    IF std.standing IN ('insufficient', 'exhausted') THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            format('billing reports the account as %s (balance %s %s)', std.standing, std.balance, std.currency),
+            'Top up your balance.');
+    END IF;
+    IF std.standing NOT IN ('good', 'low') THEN
+        PERFORM pgcloud.raise('account_not_in_good_standing', format('billing reports the account as %s', std.standing),
+            'Contact support.');
+    END IF;
+    need := coalesce(std.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint));
+    IF std.balance IS NULL OR std.balance < need THEN
+        PERFORM pgcloud.raise('insufficient_balance',
+            format('the balance is %s %s; creating an allocation needs at least %s', coalesce(std.balance::text, 'unknown'),
+                   std.currency, need),
+            'Top up your balance.');
     END IF;
 
-    -- One user's creations are serialised so the limit holds.
+    -- SSH keys: the caller's own, in the order given, each once (none asked
+    -- for: nothing to read).
+    IF coalesce(cardinality(p_ssh_key_ids), 0) = 0 THEN
+        key_ids := '{}';
+        keys := '{}';
+    ELSE
+        key_ids := ARRAY(SELECT u.id FROM (SELECT x.e AS id, min(x.o) AS o
+                                             FROM unnest(p_ssh_key_ids) WITH ORDINALITY x (e, o)
+                                            GROUP BY 1) u
+                          WHERE u.id IS NOT NULL ORDER BY u.o);
+        IF cardinality(key_ids) > max_keys THEN
+            PERFORM pgcloud.raise('invalid_argument', format('at most %s SSH keys per allocation', max_keys));
+        END IF;
+        keys := ARRAY(SELECT s.public_key FROM unnest(key_ids) WITH ORDINALITY u (id, o)
+                        JOIN provisioning.ssh_keys s ON s.key_id = u.id AND s.user_id = v_user ORDER BY u.o);
+        IF cardinality(keys) <> cardinality(key_ids) THEN
+            SELECT string_agg(u.id::text, ', ') INTO missing FROM unnest(key_ids) u (id)
+             WHERE NOT EXISTS (SELECT 1 FROM provisioning.ssh_keys s WHERE s.key_id = u.id AND s.user_id = v_user);
+            PERFORM pgcloud.raise('allocation_ssh_key_not_found', format('not your SSH key: %s', missing),
+                'See api.list_ssh_keys(); a key added a moment ago may take a second to be known here.');
+        END IF;
+    END IF;
+
+    -- One user's creations are serialised so the limit holds, and so does
+    -- the balance check, which is a reservation: every live allocation of
+    -- the user, and this one, holds its first accrual interval against the
+    -- balance (policy provisioning.reserve_first_interval), so concurrent
+    -- creations cannot overdraw it. Under the lock, one statement reads the
+    -- user's live allocations (how many, what they reserve) and billing's
+    -- report as it is now.
     PERFORM pg_advisory_xact_lock(hashtextextended('provisioning.allocations/' || v_user::text, 0));
-    IF (SELECT count(*) FROM provisioning.allocations x
-         WHERE x.user_id = v_user AND x.state IN ('requested', 'provisioning', 'active', 'releasing')) >= max_live THEN
+    reserve := pgcloud.policy('provisioning.reserve_first_interval', NULL::boolean);
+    IF reserve THEN
+        secs := pgcloud.policy('billing.accrual_interval_seconds', NULL::bigint);
+    END IF;
+    SELECT l.n, l.reserved, x.balance, x.currency, x.min_balance_to_allocate
+      INTO n_live, reserved, bal, std.currency, std.min_balance_to_allocate
+      FROM (SELECT count(*) AS n, coalesce(sum(ceil(y.price_per_hour::numeric * secs / 3600)), 0) AS reserved
+              FROM provisioning.allocations y
+             WHERE y.user_id = v_user AND y.state IN ('requested', 'provisioning', 'active', 'releasing')) l
+      LEFT JOIN provisioning.account_standing x ON x.user_id = v_user;
+    IF n_live >= max_live THEN
         PERFORM pgcloud.raise('allocation_limit_reached', format('at most %s live allocations per user', max_live),
             'Release an allocation you no longer use.');
     END IF;
-
-    -- The balance check is a reservation: every live allocation of the user,
-    -- and this one, holds its first accrual interval against the balance
-    -- (under the per-user lock above, so concurrent creations cannot
-    -- overdraw it).
-    IF pgcloud.policy('provisioning.reserve_first_interval', NULL::boolean) THEN
-        PERFORM provisioning.check_reservation(v_user, k.price_per_hour);
+    IF reserve THEN
+        need := coalesce(std.min_balance_to_allocate, pgcloud.policy('billing.min_balance_to_allocate', NULL::bigint))
+                + reserved + ceil(k.price_per_hour::numeric * secs / 3600);
+        IF bal IS NULL OR bal < need THEN
+            PERFORM pgcloud.raise('insufficient_balance',
+                format('the balance is %s %s; with the first interval of your %s live allocation(s) reserved (%s), another needs at least %s',
+                       coalesce(bal::text, 'unknown'), std.currency, n_live, reserved, need),
+                'Top up your balance, or release an allocation.');
+        END IF;
     END IF;
 
     -- Find and claim in one statement: the node (a node of the user's
@@ -300,12 +293,19 @@ BEGIN
             ON CONFLICT DO NOTHING
             RETURNING slot_index
         )
+        -- Written once, as it leaves this transaction: placed, and the
+        -- deploy intent is written below (requested -> provisioning happens
+        -- within this transaction, which no other one sees; the row starts
+        -- in provisioning, an initial state allocation_transitions allows).
+        -- maas deploys the node (or joins the deployment it already has) and
+        -- answers with maas.machine_deployed or maas.deploy_failed.
         INSERT INTO provisioning.allocations (id, user_id, sku, image, distro_series, gpu_count, region, price_per_hour,
                                               currency, node_id, node_hostname, maas_system_id, ssh_key_ids,
-                                              ssh_public_keys, slot_indexes, state)
+                                              ssh_public_keys, slot_indexes, state, provisioning_at)
         SELECT v_id, v_user, k.code, img.code, img.distro_series, k.gpu_count, k.region, k.price_per_hour,
                k.currency, node.node_id, node.hostname, node.maas_system_id, key_ids, keys,
-               coalesce((SELECT array_agg(c.slot_index ORDER BY c.slot_index) FROM claim c), '{}'), 'requested'
+               coalesce((SELECT array_agg(c.slot_index ORDER BY c.slot_index) FROM claim c), '{}'), 'provisioning',
+               now()
           FROM node
         RETURNING * INTO a;
         EXIT WHEN FOUND;
@@ -319,11 +319,12 @@ BEGIN
             format('no ready %s node in %s has %s free slots for image %s', k.gpu_model, k.region, k.gpu_count, v_image),
             'See api.marketplace() for free capacity, or try again later.');
     END IF;
-    v_slots := a.slot_indexes;
-    IF cardinality(v_slots) < k.gpu_count THEN
+    IF cardinality(a.slot_indexes) < k.gpu_count THEN
         -- A placement that committed after this statement's snapshot took
         -- some of the slots. The node's lock is ours now, so a fresh look
-        -- sees every claim: take the rest.
+        -- sees every claim: take the rest (and write the allocation's slots
+        -- again; this path alone updates the row).
+        v_slots := a.slot_indexes;
         WITH c AS (
             INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id)
             SELECT a.node_id, i, a.id FROM provisioning.nodes x, generate_series(0, x.slot_count - 1) i
@@ -333,49 +334,49 @@ BEGIN
             ON CONFLICT DO NOTHING
             RETURNING slot_index)
         SELECT array_agg(s ORDER BY s) INTO v_slots FROM (SELECT unnest(v_slots) UNION ALL SELECT c.slot_index FROM c) z (s);
-    END IF;
-    IF coalesce(cardinality(v_slots), 0) <> k.gpu_count THEN
-        PERFORM pgcloud.raise('capacity_conflict',
-            format('node %s had %s of %s slots free', a.node_hostname, coalesce(cardinality(v_slots), 0), k.gpu_count));
+        IF coalesce(cardinality(v_slots), 0) <> k.gpu_count THEN
+            PERFORM pgcloud.raise('capacity_conflict',
+                format('node %s had %s of %s slots free', a.node_hostname, coalesce(cardinality(v_slots), 0), k.gpu_count));
+        END IF;
+        UPDATE provisioning.allocations x SET slot_indexes = v_slots WHERE x.id = a.id RETURNING * INTO a;
     END IF;
     UPDATE provisioning.nodes x
        SET free_slots = x.free_slots - k.gpu_count, live_allocations = x.live_allocations + 1, current_image = img.code,
            current_user_id = coalesce(x.current_user_id, v_user)
      WHERE x.node_id = a.node_id;
 
-    -- requested -> provisioning: placed, and the deploy intent is written
-    -- below. maas deploys the node (or joins the deployment it already has)
-    -- and answers with maas.machine_deployed or maas.deploy_failed.
-    UPDATE provisioning.allocations x
-       SET slot_indexes = v_slots, state = 'provisioning', provisioning_at = now(), updated_at = now()
-     WHERE x.id = a.id RETURNING * INTO a;
-    PERFORM pgcloud.emit('allocation.requested', 'allocation', a.id::text,
+    -- The events and the audit entry are assignments, not PERFORM: PL/pgSQL
+    -- evaluates a lone function call assigned to a variable as a simple
+    -- expression, where PERFORM starts a query (an executor) for each.
+    ev := pgcloud.emit('allocation.requested', 'allocation', a.id::text,
         jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'image', a.image,
                            'gpu_count', a.gpu_count, 'region', a.region, 'node_id', a.node_id,
                            'node_hostname', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
                            'price_per_hour', a.price_per_hour, 'currency', a.currency, 'requested_at', a.requested_at));
-    PERFORM pgcloud.emit('deploy.requested', 'allocation', a.id::text,
+    ev := pgcloud.emit('deploy.requested', 'allocation', a.id::text,
         jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'node_id', a.node_id,
                            'maas_system_id', a.maas_system_id, 'node_hostname', a.node_hostname,
                            'image', a.image, 'distro_series', a.distro_series,
                            'ssh_public_keys', to_jsonb(a.ssh_public_keys)));
-    PERFORM pgcloud.emit('allocation.provisioning', 'allocation', a.id::text,
+    ev := pgcloud.emit('allocation.provisioning', 'allocation', a.id::text,
         jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'node_id', a.node_id,
                            'node_hostname', a.node_hostname, 'provisioning_at', a.provisioning_at));
-    PERFORM pgcloud.audit('allocation.created', 'allocation', a.id::text, 'ok',
+    audit_id := pgcloud.audit('allocation.created', 'allocation', a.id::text, 'ok',
         jsonb_build_object('sku', a.sku, 'image', a.image, 'node', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
                            'price_per_hour', a.price_per_hour, 'currency', a.currency));
     RETURN provisioning.allocation_json(a);
 END
 $$;
-COMMENT ON FUNCTION provisioning.create_allocation_apply(text, text, uuid[]) IS 'Internal to api.create_allocation() (which authorizes): checks standing and keys, places the SKU and image with the SSH keys onto free slots and claims them, and writes the deploy intent (deploy.requested), all in the caller''s transaction. Audited as allocation.created.';
+COMMENT ON FUNCTION provisioning.create_allocation_apply(text, text, uuid[]) IS 'Internal to api.create_allocation() (which authorizes): checks standing (billing''s last report: good or low, with at least min_balance_to_allocate; insufficient_balance 402, account_not_in_good_standing 403), keys, the live allocation limit and the reservation of every live allocation''s first accrual interval (policy provisioning.reserve_first_interval), places the SKU and image with the SSH keys onto free slots and claims them, and writes the deploy intent (deploy.requested), all in the caller''s transaction. Audited as allocation.created.';
 
 CREATE FUNCTION api.create_allocation(sku text, image text, ssh_key_ids uuid[] DEFAULT '{}') RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pgcloud, provisioning
 AS $$
+DECLARE
+    caller text;
 BEGIN
-    PERFORM pgcloud.authorize('user');
+    caller := pgcloud.authorize('user');   -- (a simple expression: no query started)
     RETURN coalesce(
         pgcloud.idempotent('provisioning.create_allocation',
                            jsonb_build_object('sku', sku, 'image', image, 'ssh_key_ids', to_jsonb(ssh_key_ids))),

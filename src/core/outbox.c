@@ -201,8 +201,8 @@ publisher_of(text *event_type)
 
 	generation = publisher_cache_generation;
 	values[0] = PointerGetDatum(event_type);
-	ret = SPI_execute_plan(PgcloudPlan(&plan, "SELECT pgcloud.publisher_of($1)", 1, argtypes),
-						   values, NULL, true, 1);
+	ret = PgcloudExecPlan(PgcloudPlan(&plan, "SELECT pgcloud.publisher_of($1)", 1, argtypes),
+						  values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event publisher lookup failed: %s", SPI_result_code_string(ret));
 	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -379,7 +379,7 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	SetUserIdAndSecContext(PgcloudCoreRelOwner("outbox", NULL), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(plan, values, nulls, false, 0);
+		ret = PgcloudExecPlan(plan, values, nulls, false, 0);
 	}
 	PG_FINALLY();
 	{

@@ -13,6 +13,13 @@
  * and stores it in *cache; later calls return *cache. A plan that cannot be
  * prepared or kept is an ERROR, and *cache stays NULL so the next call tries
  * again.
+ *
+ * A kept plan remembers the search_path it was planned under, and is
+ * analysed and planned afresh whenever it runs under another one. C code
+ * called from SQL functions with different SET search_path clauses (emit()
+ * from a service's function and from pgcloud.audit()) would plan its
+ * statement again at every switch: PgcloudExecPlan() runs a plan whose
+ * names are all qualified under pg_catalog alone, whoever calls it.
  */
 #include "pgcloud.h"
 
@@ -36,6 +43,48 @@ PgcloudPlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 		elog(ERROR, "SPI_keepplan failed for \"%s\"", sql);
 	*cache = plan;
 	return plan;
+}
+
+/* The search path of PgcloudExecPlan(): pg_catalog alone. */
+static OverrideSearchPath *
+fixed_search_path(void)
+{
+	static OverrideSearchPath *path = NULL;
+
+	if (path == NULL)
+	{
+		OverrideSearchPath *p = MemoryContextAllocZero(TopMemoryContext, sizeof(OverrideSearchPath));
+
+		p->schemas = NIL;
+		p->addCatalog = true;
+		p->addTemp = false;
+		path = p;
+	}
+	return path;
+}
+
+/*
+ * SPI_execute_plan() under the search path pg_catalog alone (every name in
+ * the plan's text must be qualified): the plan is made again only when what
+ * it reads changes, not whenever the caller's search_path differs from the
+ * last caller's.
+ */
+int
+PgcloudExecPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count)
+{
+	volatile int ret = 0;
+
+	PushOverrideSearchPath(fixed_search_path());
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(plan, values, nulls, read_only, count);
+	}
+	PG_FINALLY();
+	{
+		PopOverrideSearchPath();
+	}
+	PG_END_TRY();
+	return ret;
 }
 
 /*

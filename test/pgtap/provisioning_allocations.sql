@@ -35,6 +35,8 @@ SELECT ok(has_function_privilege('pgcloud_user', 'api.create_allocation(text, te
 SELECT is_empty($$ SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE n.nspname = 'provisioning' AND has_table_privilege('pgcloud_user', c.oid, 'SELECT') $$,
     'users cannot read provisioning''s tables directly');
+SELECT is((SELECT provolatile::text FROM pg_proc WHERE oid = 'provisioning.allocation_json(provisioning.allocations)'::regprocedure), 's',
+    'the API form of an allocation is STABLE like the calls in its body, so the planner inlines it');
 
 -- ---- read models ---------------------------------------------------------
 SELECT pg_temp.handle('provisioning', 'sku.upserted', NULL, '{"code": "tap-x1", "gpu_model": "TAP-GPU", "gpu_count": 1, "region": "tap-r", "price_per_hour": 250, "currency": "usd"}');
@@ -70,9 +72,20 @@ SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_bu
 SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u4, 'standing', 'good', 'balance', 99999, 'currency', 'usd'));
 
 -- ---- placement policy ------------------------------------------------------
+SELECT n_tup_upd AS alloc_updates FROM pg_stat_xact_user_tables WHERE schemaname = 'provisioning' AND relname = 'allocations' \gset
 SELECT pg_temp.alloc('tap-x1') AS a1 \gset
 SELECT is(:'a1'::jsonb ->> 'node_hostname', 'tap-b', 'a node with the image cached comes before a fuller one');
 SELECT is(:'a1'::jsonb ->> 'state', 'provisioning', 'placed and deploying: provisioning');
+SELECT is((SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE schemaname = 'provisioning' AND relname = 'allocations'),
+    :alloc_updates::bigint, 'the allocation is written once, as it leaves the transaction (inserted, never updated)');
+SELECT is((SELECT state || ' ' || (provisioning_at = requested_at) || ' ' || (updated_at = requested_at)
+             FROM provisioning.allocations WHERE id = (:'a1'::jsonb ->> 'id')::uuid),
+    'provisioning true true', 'in provisioning since its request (the same transaction)');
+SELECT is((SELECT count(*)::int FROM pgcloud.outbox WHERE aggregate_id = :'a1'::jsonb ->> 'id'
+            AND event_type IN ('allocation.requested', 'deploy.requested', 'allocation.provisioning')), 3,
+    'with its three events: allocation.requested, deploy.requested, allocation.provisioning');
+SELECT is((SELECT count(*)::int FROM pgcloud.audit_logs WHERE action = 'allocation.created' AND target_id = :'a1'::jsonb ->> 'id'), 1,
+    'and its audit entry');
 SELECT is((SELECT count(*)::int FROM provisioning.idle_node_images WHERE node_id = :nb), 0,
     'a node placed onto leaves the index of idle nodes');
 SELECT is(pg_temp.alloc('tap-x2') ->> 'node_hostname', 'tap-b', 'then the node already running the image');
@@ -200,6 +213,42 @@ RESET session_replication_role;
 SELECT is((SELECT count(*)::int FROM provisioning.capacity_problems WHERE problem LIKE '%index of idle nodes%'), 1,
     'capacity_problems reports an index out of step with the nodes');
 DELETE FROM provisioning.idle_node_images WHERE node_id = '9f000000-0000-4000-8000-00000000000f';
+
+-- ---- the live limit and the reservation of first intervals -------------------
+-- tap-x1 costs 250 an hour: its first interval (billing.accrual_interval_seconds,
+-- 60) reserves ceil(250 * 60 / 3600) = 5 of the balance while it is live.
+\set u5 '''50000000-0000-4000-8000-000000000005'''
+CREATE FUNCTION pg_temp.refusal_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE m text;
+BEGIN
+    EXECUTE q;
+    RETURN NULL;
+EXCEPTION WHEN SQLSTATE 'PGRST' THEN
+    GET STACKED DIAGNOSTICS m = MESSAGE_TEXT;
+    RETURN (m::jsonb ->> 'code') || ': ' || (m::jsonb ->> 'details');
+END $$;
+SELECT pg_temp.node('9a100000-0000-4000-8000-00000000001a', 'tap-g', 8);
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u5, 'standing', 'good', 'balance', 1009,
+                                                                  'currency', 'usd', 'min_balance_to_allocate', 1000));
+SELECT pg_temp.as_user(:u5);
+SELECT is(pg_temp.alloc('tap-x1') ->> 'node_hostname', 'tap-g', 'the minimum and the first interval (1000 + 5) fit a balance of 1009');
+SELECT is(pg_temp.refusal_of($$ SELECT pg_temp.alloc('tap-x1') $$),
+    'insufficient_balance: the balance is 1009 usd; with the first interval of your 1 live allocation(s) reserved (5), another needs at least 1010',
+    'a second one: the live allocation''s first interval is held against the balance too');
+SELECT pg_temp.handle('provisioning', 'account.standing_changed', NULL, jsonb_build_object('user_id', :u5, 'standing', 'low', 'balance', 1010,
+                                                                  'currency', 'usd', 'min_balance_to_allocate', 1000));
+SELECT is(pg_temp.alloc('tap-x1') ->> 'node_hostname', 'tap-g', 'billing''s new report is read under the user''s lock: 1010 fits');
+SELECT pg_temp.as_operator();
+SELECT pgcloud.set_policy('provisioning.reserve_first_interval', 'false');
+SELECT pg_temp.as_user(:u5);
+SELECT is(pg_temp.alloc('tap-x1') ->> 'node_hostname', 'tap-g', 'without the reservation policy: the minimum alone');
+SELECT pg_temp.as_operator();
+SELECT pgcloud.set_policy('provisioning.max_live_allocations_per_user', '3');
+SELECT pg_temp.as_user(:u5);
+SELECT is(pg_temp.refusal_of($$ SELECT pg_temp.alloc('tap-x1') $$), 'allocation_limit_reached: at most 3 live allocations per user',
+    'the live limit counts the user''s live allocations');
+SELECT is((SELECT count(*)::int FROM provisioning.allocations WHERE user_id = :u5), 3, 'the refusals wrote nothing');
+SELECT is_empty('SELECT * FROM provisioning.capacity_problems', 'claims, counters and allocations agree at the end');
 
 SELECT * FROM finish();
 ROLLBACK;
