@@ -4,13 +4,20 @@
  * The event row commits with the caller's domain change or not at all.
  * Events of one aggregate are serialised with a transaction-scoped advisory
  * lock taken before the row gets its id, so the outbox id order of one
- * aggregate's events is their commit order.
+ * aggregate's events is their commit order. The row is written by the
+ * executor's single-row insert, not by a planned statement (outbox_insert).
  */
 #include "pgcloud.h"
 
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -271,6 +278,200 @@ check_event_authority(const char *source, text *event_type)
 				 NULL);
 }
 
+/* One outbox row as emit() writes it; id and created_at are the table's. */
+typedef struct OutboxRow
+{
+	pg_uuid_t  *event_id;
+	text	   *event_type;
+	text	   *aggregate_type;
+	text	   *aggregate_id;
+	Jsonb	   *payload;
+	Jsonb	   *headers;
+	text	   *source;
+} OutboxRow;
+
+static Jsonb *
+empty_object(void)
+{
+	JsonbParseState *st = NULL;
+
+	(void) pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+}
+
+static void
+push_string_pair(JsonbParseState **st, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	(void) pushJsonbValue(st, WJB_KEY, &v);
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	(void) pushJsonbValue(st, WJB_VALUE, &v);
+}
+
+/* The event's headers: {correlation_id, actor (when there is one), actor_role, source}. */
+static Jsonb *
+event_headers(const char *correlation_id, const char *actor, const char *actor_role, const char *source)
+{
+	JsonbParseState *st = NULL;
+
+	(void) pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	push_string_pair(&st, "correlation_id", correlation_id);
+	if (actor != NULL)
+		push_string_pair(&st, "actor", actor);
+	push_string_pair(&st, "actor_role", actor_role);
+	push_string_pair(&st, "source", source);
+	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * The identity sequence of pgcloud.outbox's id, looked up in pg_depend once
+ * per backend (a lookup cost more than the heap insert): forgotten when the
+ * table's relcache entry is invalidated (any ALTER TABLE of it).
+ */
+static Oid	identity_rel = InvalidOid;
+static Oid	identity_seq = InvalidOid;
+static uint64 identity_generation = 0;
+static bool identity_callback_registered = false;
+
+static void
+identity_invalidate(Datum arg, Oid relid)
+{
+	(void) arg;
+	identity_generation++;
+	if (!OidIsValid(relid) || relid == identity_rel)
+		identity_rel = identity_seq = InvalidOid;
+}
+
+static Oid
+identity_sequence(Oid relid, AttrNumber attnum)
+{
+	Oid			seq;
+	uint64		generation;
+
+	if (!identity_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(identity_invalidate, (Datum) 0);
+		identity_callback_registered = true;
+	}
+	if (relid == identity_rel && OidIsValid(identity_seq))
+		return identity_seq;
+	generation = identity_generation;
+	seq = getIdentitySequence(relid, attnum, false);
+	if (generation == identity_generation)	/* kept only when no invalidation came meanwhile */
+	{
+		identity_rel = relid;
+		identity_seq = seq;
+	}
+	return seq;
+}
+
+/*
+ * Inserts the row as an INSERT statement would (the identity and the
+ * defaults of pgcloud.outbox, its constraints, its indexes, any row
+ * triggers), without planning or starting a statement: the executor's
+ * single-row insert, as logical replication applies a row. Every column is
+ * named here; a column this code does not know is an error, not a default.
+ */
+static void
+outbox_insert(Oid relid, OutboxRow *row)
+{
+	Relation	rel = table_open(relid, RowExclusiveLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	EState	   *estate = CreateExecutorState();
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	TupleTableSlot *slot;
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(estate, list_make1(rte));
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	/* Listed as opened, so that an AFTER trigger finds it (ExecGetTriggerResultRel). */
+	estate->es_opened_result_relations = lappend(estate->es_opened_result_relations, rri);
+	estate->es_output_cid = GetCurrentCommandId(true);
+	ExecOpenIndices(rri, false);
+	slot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const char *name = NameStr(att->attname);
+		Datum		v = (Datum) 0;
+
+		if (att->attisdropped || strcmp(name, "published_at") == 0)
+		{
+			slot->tts_values[i] = (Datum) 0;
+			slot->tts_isnull[i] = true;
+			continue;
+		}
+		if (strcmp(name, "id") == 0)
+			v = Int64GetDatum(nextval_internal(identity_sequence(relid, att->attnum), false));
+		else if (strcmp(name, "event_id") == 0)
+			v = UUIDPGetDatum(row->event_id);
+		else if (strcmp(name, "event_type") == 0)
+			v = PointerGetDatum(row->event_type);
+		else if (strcmp(name, "aggregate_type") == 0)
+			v = PointerGetDatum(row->aggregate_type);
+		else if (strcmp(name, "aggregate_id") == 0)
+			v = PointerGetDatum(row->aggregate_id);
+		else if (strcmp(name, "payload") == 0)
+			v = JsonbPGetDatum(row->payload);
+		else if (strcmp(name, "headers") == 0)
+			v = JsonbPGetDatum(row->headers);
+		else if (strcmp(name, "source") == 0)
+			v = PointerGetDatum(row->source);
+		else if (strcmp(name, "created_at") == 0)
+			v = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());	/* now() */
+		else
+			elog(ERROR, "pgcloud.outbox has a column emit() does not know: %s", name);
+		slot->tts_values[i] = v;
+		slot->tts_isnull[i] = false;
+	}
+	ExecStoreVirtualTuple(slot);
+
+	AfterTriggerBeginQuery();
+	ExecSimpleRelationInsert(rri, estate, slot);
+	AfterTriggerEndQuery(estate);
+
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+}
+
+/*
+ * No service role may write the outbox directly (its source and headers
+ * would be whatever it claims): emit() writes the row as the outbox's owner,
+ * after its authority check.
+ */
+static void
+insert_as_outbox_owner(OutboxRow *row)
+{
+	Oid			relid;
+	Oid			owner = PgcloudCoreRelOwner("outbox", &relid);
+	Oid			save_userid;
+	int			save_sec_context;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		outbox_insert(relid, row);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+}
+
 /*
  * pgcloud.emit(event_type text, aggregate_type text, aggregate_id text,
  *              payload jsonb) RETURNS uuid
@@ -278,23 +479,16 @@ check_event_authority(const char *source, text *event_type)
 Datum
 pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[9] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
-							   TEXTOID, TEXTOID, TEXTOID};
+	OutboxRow	row;
 	text	   *event_type;
 	text	   *aggregate_type;
 	text	   *aggregate_id;
 	Jsonb	   *payload;
 	pg_uuid_t  *event_id;
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	char	   *actor;
 	uint32		lockkey;
 	StringInfoData agg;
-	volatile int ret = 0;
 	char	   *source;
-	Oid			save_userid;
-	int			save_sec_context;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PgcloudRaise("invalid_event", "event_type, aggregate_type and aggregate_id are required",
@@ -346,49 +540,17 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	source = emitting_source();
 	check_event_authority(source, event_type);
-	PgcloudPlan(&plan,
-				"INSERT INTO pgcloud.outbox "
-				"(event_id, event_type, aggregate_type, aggregate_id, payload, headers, source) "
-				"VALUES ($1, $2, $3, $4, coalesce($5, '{}'::jsonb), "
-				"pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
-				"'correlation_id', $7, 'actor', $8, 'actor_role', $9, 'source', $6)), $6)",
-				9, argtypes);
-	values[0] = UUIDPGetDatum(event_id);
-	values[1] = PointerGetDatum(event_type);
-	values[2] = PointerGetDatum(aggregate_type);
-	values[3] = PointerGetDatum(aggregate_id);
-	if (payload)
-		values[4] = JsonbPGetDatum(payload);
-	else
-	{
-		values[4] = (Datum) 0;
-		nulls[4] = 'n';
-	}
-	values[5] = CStringGetTextDatum(source);
-	values[6] = CStringGetTextDatum(PgcloudCorrelationId());
-	actor = PgcloudRequestUserId();
-	values[7] = actor ? CStringGetTextDatum(actor) : (Datum) 0;
-	nulls[7] = actor ? ' ' : 'n';
-	values[8] = CStringGetTextDatum(PgcloudRequestRole());
-	/*
-	 * No service role may write the outbox directly (its source and headers
-	 * would be whatever it claims): the row is written as the outbox's
-	 * owner, after the authority check above.
-	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(PgcloudCoreRelOwner("outbox", NULL), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	PG_TRY();
-	{
-		ret = PgcloudExecPlan(plan, values, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(ret));
 	SPI_finish();
+
+	row.event_id = event_id;
+	row.event_type = event_type;
+	row.aggregate_type = aggregate_type;
+	row.aggregate_id = aggregate_id;
+	row.payload = payload ? payload : empty_object();
+	actor = PgcloudRequestUserId();
+	row.headers = event_headers(PgcloudCorrelationId(), actor, PgcloudRequestRole(), source);
+	row.source = cstring_to_text(source);
+	insert_as_outbox_owner(&row);
 
 	PgcloudRelayWakeAtCommit();
 	PG_RETURN_UUID_P(event_id);

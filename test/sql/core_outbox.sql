@@ -11,6 +11,29 @@ SELECT event_type, aggregate_type, aggregate_id, payload, headers - 'source' AS 
 SELECT count(DISTINCT event_id) = count(*) AS unique_ids,
        bool_and(event_id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') AS v4
   FROM pgcloud.outbox;
+-- emit() writes its row as an INSERT statement would (it does not plan one):
+-- the identity, created_at = now(), the table's row triggers.
+BEGIN;
+CREATE TABLE public.outbox_seen (id bigint, created_at timestamptz, event_type text);
+CREATE FUNCTION public.outbox_seen() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS
+$$ BEGIN INSERT INTO public.outbox_seen VALUES (NEW.id, NEW.created_at, NEW.event_type); RETURN NEW; END $$;
+CREATE TRIGGER outbox_seen AFTER INSERT ON pgcloud.outbox FOR EACH ROW EXECUTE FUNCTION public.outbox_seen();
+SELECT pgcloud.emit('operator.trigger_check', 'thing', 't2', '{}') IS NOT NULL AS emitted,
+       pgcloud.emit('operator.trigger_check', 'thing', 't2', NULL) IS NOT NULL AS emitted_again;
+SELECT count(*) AS seen_by_row_trigger, bool_and(created_at = now()) AS at_transaction_start,
+       max(id) - min(id) = 1 AS consecutive_ids, max(id) = (SELECT max(id) FROM pgcloud.outbox) AS latest,
+       bool_and(event_type = 'operator.trigger_check') AS their_type
+  FROM public.outbox_seen;
+ROLLBACK;
+-- emit() keeps the identity's sequence per backend; a new identity is used at once.
+BEGIN;
+SELECT pgcloud.emit('operator.identity_check', 'thing', 't3', '{}') IS NOT NULL AS emitted;
+ALTER EXTENSION pgcloud_core DROP SEQUENCE pgcloud.outbox_id_seq;
+ALTER TABLE pgcloud.outbox ALTER COLUMN id DROP IDENTITY;
+ALTER TABLE pgcloud.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (START WITH 5000000);
+SELECT pgcloud.emit('operator.identity_check', 'thing', 't3', '{}') IS NOT NULL AS emitted_after;
+SELECT max(id) AS new_identity FROM pgcloud.outbox;
+ROLLBACK;
 -- Invalid input is rejected with a catalogued error and writes nothing.
 SELECT pgcloud.emit('Allocation.Activated', 'allocation', 'a1', '{}');
 SELECT pgcloud.emit('allocation', 'allocation', 'a1', '{}');
