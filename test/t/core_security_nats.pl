@@ -12,6 +12,8 @@ use PgcloudTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(sleep);
+use Encode ();
+use JSON::PP ();
 
 my $natsdir = "$PostgreSQL::Test::Utils::tmp_check/nats_security";
 my ($port, $nats) = start_nats($natsdir);
@@ -82,7 +84,11 @@ $svc->stop('fast');
 # 5. Fault injection: 300 events, 49 places left in the stream.
 my $node = pgcloud_node('limits', nats_settings($port));
 $node->safe_psql('postgres', q{
-    SELECT count(pgcloud.emit('load.tick', 'thing', 'agg-' || i, jsonb_build_object('seq', i))) FROM generate_series(1, 300) i;
+    SELECT count(pgcloud.emit('load.tick', 'thing', 'agg-' || i,
+                              jsonb_build_object('seq', i, 'note', E'quote " backslash \\\\ tab \t newline \n \u00e9 \u2028 \u0001',
+                                                 'n', 1.50, 'big', 12345678901234567890, 'nested', jsonb_build_object('a', ARRAY[1, 2], 'b', NULL),
+                                                 'empty', '{}'::jsonb, 'list', '[]'::jsonb, 't', true)))
+      FROM generate_series(1, 300) i;
 });
 wait_until($node, 'SELECT count(*) FROM pgcloud.outbox WHERE published_at IS NOT NULL', '49', 60);
 sleep(3);
@@ -95,6 +101,24 @@ my %in_stream = map { $_ => 1 } ($out =~ /"Nats-Msg-Id":\s*"([0-9a-f-]{36})"/g);
 my @ids = split /\n/, $node->safe_psql('postgres',
     "SELECT event_id FROM pgcloud.outbox WHERE published_at IS NOT NULL AND event_type = 'load.tick'");
 is(scalar(grep { !$in_stream{$_} } @ids), 0, 'no event is marked published that the stream lacks');
+# The message body is the event envelope, byte for byte the JSON text of
+# jsonb_build_object over the outbox row (the relay writes it in C).
+my %envelope = map { my ($id, $text) = split /\t/, $_, 2; ($id => Encode::decode('UTF-8', $text)) }
+    split /\n/, $node->safe_psql('postgres', q{
+        SELECT event_id || E'\t' || jsonb_build_object('event_id', event_id, 'event_type', event_type,
+               'aggregate_type', aggregate_type, 'aggregate_id', aggregate_id, 'payload', payload, 'headers', headers,
+               'source', source, 'created_at', created_at)::text
+          FROM pgcloud.outbox WHERE published_at IS NOT NULL AND event_type = 'load.tick'});
+my ($same, $compared) = (0, 0);
+for my $line (split /\n/, $out) {
+    my $m = eval { JSON::PP->new->utf8->decode($line) } or next;
+    my $id = $m->{headers}{'Nats-Msg-Id'} // next;
+    next unless exists $envelope{$id};
+    $compared++;
+    if ($m->{data} eq $envelope{$id}) { $same++ } else { diag("body: $m->{data}\nsql:  $envelope{$id}") if $compared - $same == 1 }
+}
+is($compared, 49, 'every published message compared with its outbox row');
+is($same, 49, '... and each body is the envelope jsonb_build_object gives, byte for byte');
 is($node->safe_psql('postgres', "SELECT count(*) FROM pgcloud.outbox WHERE published_at IS NULL"), '251',
     'the 251 refused events wait in the outbox');
 unlike(slurp_file($node->logfile), qr/terminated by signal/, 'no worker crashed');
