@@ -75,6 +75,7 @@ extern void PgcloudRaise(const char *code, const char *details,
 /* plan.c: a prepared SPI plan, kept and cached in *cache on first use. */
 extern SPIPlanPtr PgcloudPlan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
 extern int	PgcloudExecPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count);
+extern int	PgcloudExecPlanLatest(SPIPlanPtr plan, Datum *values, const char *nulls, long count);
 extern Oid	PgcloudCoreRelOwner(const char *relname, Oid *relid);
 
 /* policy.c: read a policy value; raises policy_missing when absent. */

@@ -208,8 +208,9 @@ publisher_of(text *event_type)
 
 	generation = publisher_cache_generation;
 	values[0] = PointerGetDatum(event_type);
-	ret = PgcloudExecPlan(PgcloudPlan(&plan, "SELECT pgcloud.publisher_of($1)", 1, argtypes),
-						  values, NULL, true, 1);
+	/* The latest snapshot, as pgcloud.policy() reads for its cache (policy.c says why). */
+	ret = PgcloudExecPlanLatest(PgcloudPlan(&plan, "SELECT pgcloud.publisher_of($1)", 1, argtypes),
+								values, NULL, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event publisher lookup failed: %s", SPI_result_code_string(ret));
 	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

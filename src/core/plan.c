@@ -23,6 +23,8 @@
  */
 #include "pgcloud.h"
 
+#include "utils/snapmgr.h"
+
 #include "catalog/namespace.h"
 #include "utils/inval.h"
 #include "utils/syscache.h"
@@ -78,6 +80,29 @@ PgcloudExecPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_onl
 	PG_TRY();
 	{
 		ret = SPI_execute_plan(plan, values, nulls, read_only, count);
+	}
+	PG_FINALLY();
+	{
+		PopOverrideSearchPath();
+	}
+	PG_END_TRY();
+	return ret;
+}
+
+/*
+ * PgcloudExecPlan() read-only with the latest snapshot instead of the
+ * statement's: for what a backend keeps until an invalidation says it
+ * changed (see policy.c).
+ */
+int
+PgcloudExecPlanLatest(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
+{
+	volatile int ret = 0;
+
+	PushOverrideSearchPath(fixed_search_path());
+	PG_TRY();
+	{
+		ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot, true, false, count);
 	}
 	PG_FINALLY();
 	{

@@ -10,6 +10,8 @@
  */
 #include "pgcloud.h"
 
+#include "utils/snapmgr.h"
+
 #include "utils/inval.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_policy_get);
@@ -89,7 +91,14 @@ policy_read(const char *key)
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(plan, &arg, NULL, true, 1);
+		/*
+		 * With the latest snapshot, not the statement's: the invalidation of
+		 * a change may have been taken in (emptying the cache) after the
+		 * statement's snapshot was, and a value read with that snapshot would
+		 * then be kept for good. Every commit whose invalidation was taken in
+		 * is in the latest snapshot.
+		 */
+		ret = SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 1);
 	}
 	PG_FINALLY();
 	{
