@@ -245,12 +245,14 @@ check "lifecycle: SIGTERM -> exit 0, port file removed" "$rc $([ -e "$SD/port" ]
 MD=$WORK/maas
 start fake_maas "$MD" --deploy-seconds 0.6 --release-seconds 0.4 --commission-seconds 0.4 || bad "fake_maas starts"
 M=http://127.0.0.1:$(cat "$MD/port")/MAAS/api/2.0
-NONCE=0
 # oauth [secret] [timestamp] [nonce]: the header python-libmaas / the maas CLI send
+# A fresh nonce each call: oauth runs in a command substitution (a subshell),
+# so a counter kept in a variable never advances, and $RANDOM alone (15 bits)
+# repeated within a run now and then (the fake then answers 401 "Nonce already
+# used"); the subshell's own pid and the time in nanoseconds do not repeat.
 oauth() {
-    NONCE=$((NONCE + 1))
     printf 'OAuth realm="", oauth_version="1.0", oauth_signature_method="PLAINTEXT", oauth_consumer_key="ck", oauth_token="tk", oauth_signature="&%s", oauth_nonce="%s", oauth_timestamp="%s"' \
-        "${1:-sec}" "${3:-n$$-$NONCE-$RANDOM}" "${2:-$(date +%s)}"
+        "${1:-sec}" "${3:-n$$-$BASHPID-$(date +%s%N)}" "${2:-$(date +%s)}"
 }
 maas() { local m=$1 p=$2; shift 2; http "$m" "$M/$p" -H "Authorization: $(oauth)" "$@"; }
 status_of() { maas GET "machines/$1/"; j "$WORK/body" "d['status'], d['status_name']"; }
