@@ -66,20 +66,21 @@ fixed_search_path(void)
 }
 
 /*
- * SPI_execute_plan() under the search path pg_catalog alone (every name in
- * the plan's text must be qualified): the plan is made again only when what
- * it reads changes, not whenever the caller's search_path differs from the
- * last caller's.
+ * Runs plan under the search path pg_catalog alone (every name in the plan's
+ * text must be qualified): the plan is made again only when what it reads
+ * changes, not whenever the caller's search_path differs from the last
+ * caller's. snapshot InvalidSnapshot: as SPI_execute_plan() does.
  */
-int
-PgcloudExecPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count)
+static int
+exec_fixed_path(SPIPlanPtr plan, Datum *values, const char *nulls, Snapshot snapshot, bool read_only,
+				bool fire_triggers, long count)
 {
 	volatile int ret = 0;
 
 	PushOverrideSearchPath(fixed_search_path());
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(plan, values, nulls, read_only, count);
+		ret = SPI_execute_snapshot(plan, values, nulls, snapshot, InvalidSnapshot, read_only, fire_triggers, count);
 	}
 	PG_FINALLY();
 	{
@@ -87,6 +88,13 @@ PgcloudExecPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_onl
 	}
 	PG_END_TRY();
 	return ret;
+}
+
+/* SPI_execute_plan() under the search path pg_catalog alone. */
+int
+PgcloudExecPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count)
+{
+	return exec_fixed_path(plan, values, nulls, InvalidSnapshot, read_only, true, count);
 }
 
 /*
@@ -97,19 +105,7 @@ PgcloudExecPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_onl
 int
 PgcloudExecPlanLatest(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
 {
-	volatile int ret = 0;
-
-	PushOverrideSearchPath(fixed_search_path());
-	PG_TRY();
-	{
-		ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot, true, false, count);
-	}
-	PG_FINALLY();
-	{
-		PopOverrideSearchPath();
-	}
-	PG_END_TRY();
-	return ret;
+	return exec_fixed_path(plan, values, nulls, GetLatestSnapshot(), true, false, count);
 }
 
 /*
