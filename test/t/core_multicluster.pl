@@ -115,6 +115,12 @@ sub dbq
     die "psql $svc: $stderr" if $? != 0 && !$o{fail_ok};
     return $o{fail_ok} ? ($? >> 8, $stdout, $stderr) : $stdout;
 }
+# A query's answer for a diagnostic (or its error).
+sub qdiag
+{
+    my ($rc, $out, $err) = dbq(@_, fail_ok => 1);
+    return $rc == 0 ? $out : "error: $err";
+}
 sub wait_q
 {
     my ($svc, $sql, $want, $timeout) = @_;
@@ -364,7 +370,14 @@ is(wait_q('releases', "SELECT count(*) FROM pgcloud.inbox WHERE subscriber = 're
 like(as_user_on('releases', "SELECT api.mint_access('$alloc', '$key')::text"), qr/ssh-ed25519-cert-v01\@openssh\.com/,
     'releases mints an OpenSSH certificate for the active allocation');
 ok(wait_q('billing', "SELECT count(*) >= 1 FROM billing.usage_records WHERE allocation_id = '$alloc'", 't', 30) eq 't',
-    'billing meters the allocation');
+    'billing meters the allocation') or diag(
+    "billing's read model of the allocation: ",
+    qdiag('billing', "SELECT row_to_json(a)::text FROM billing.allocations a WHERE allocation_id = '$alloc'"),
+    "\nbilling's events: ",
+    qdiag('billing', "SELECT string_agg(format('%s %s', event_type, processed_at), '; ' ORDER BY processed_at) FROM pgcloud.inbox WHERE subscriber = 'billing'"),
+    "\nthe accrual job: ",
+    qdiag('billing', "SELECT row_to_json(j)::text FROM pgcloud.jobs j WHERE name = 'billing.accrue'"),
+    "\nnow: ", qdiag('billing', 'SELECT clock_timestamp()'));
 
 # ---- session revocation: auth -> every database's pre-request ------------------------------------
 my ($r0) = dbq('billing', "SET request.jwt.claims = '$claims'; SET ROLE pgcloud_user; SELECT pgcloud.pre_request()", fail_ok => 1);
