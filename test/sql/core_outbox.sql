@@ -34,6 +34,28 @@ ALTER TABLE pgcloud.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (STA
 SELECT pgcloud.emit('operator.identity_check', 'thing', 't3', '{}') IS NOT NULL AS emitted_after;
 SELECT max(id) AS new_identity FROM pgcloud.outbox;
 ROLLBACK;
+-- emit() keeps the outbox's check constraints ready per backend: a check
+-- added, a function it calls replaced, or a check dropped applies at once.
+BEGIN;
+\set VERBOSITY terse
+SELECT pgcloud.emit('operator.check_cache', 'thing', 'c1', '{}') IS NOT NULL AS emitted;
+ALTER TABLE pgcloud.outbox ADD CONSTRAINT outbox_test_check CHECK (aggregate_id <> 'forbidden');
+SAVEPOINT s;
+SELECT pgcloud.emit('operator.check_cache', 'thing', 'forbidden', '{}');
+ROLLBACK TO SAVEPOINT s;
+CREATE FUNCTION public.outbox_test_ok(id text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT true $$;
+ALTER TABLE pgcloud.outbox DROP CONSTRAINT outbox_test_check,
+    ADD CONSTRAINT outbox_test_check CHECK (public.outbox_test_ok(aggregate_id));
+SELECT pgcloud.emit('operator.check_cache', 'thing', 'c2', '{}') IS NOT NULL AS emitted_with_function_check;
+CREATE OR REPLACE FUNCTION public.outbox_test_ok(id text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT id <> 'c3' $$;
+SAVEPOINT s;
+SELECT pgcloud.emit('operator.check_cache', 'thing', 'c3', '{}');
+ROLLBACK TO SAVEPOINT s;
+ALTER TABLE pgcloud.outbox DROP CONSTRAINT outbox_test_check;
+SELECT pgcloud.emit('operator.check_cache', 'thing', 'forbidden', '{}') IS NOT NULL AS emitted_after_drop;
+SELECT string_agg(aggregate_id, ',' ORDER BY id) AS written FROM pgcloud.outbox WHERE event_type = 'operator.check_cache';
+\set VERBOSITY default
+ROLLBACK;
 -- Invalid input is rejected with a catalogued error and writes nothing.
 SELECT pgcloud.emit('Allocation.Activated', 'allocation', 'a1', '{}');
 SELECT pgcloud.emit('allocation', 'allocation', 'a1', '{}');
