@@ -78,12 +78,14 @@ BEGIN
     RETURNING * INTO r;
     -- Every database's audit reaches the admin service as events (one query
     -- sees all services). An assignment, not PERFORM: PL/pgSQL evaluates it
-    -- as a simple expression instead of starting a query.
+    -- as a simple expression instead of starting a query. The aggregate is
+    -- the entry just inserted, which no other transaction can see: nothing
+    -- else emits for it before this commits (aggregate_locked).
     event_id := pgcloud.emit('audit.recorded', 'audit', current_database() || ':' || r.id,
         jsonb_build_object('database', current_database(), 'audit_id', r.id, 'at', r.at, 'actor', r.actor,
                            'role', r.role, 'action', r.action, 'target_type', r.target_type,
                            'target_id', r.target_id, 'result', r.result, 'details', r.details,
-                           'correlation_id', r.correlation_id));
+                           'correlation_id', r.correlation_id), true);
     RETURN r.id;
 END
 $$;

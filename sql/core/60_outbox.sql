@@ -80,6 +80,13 @@ LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'pgcloud_outbox_emit';
 COMMENT ON FUNCTION pgcloud.emit(text, text, text, jsonb) IS 'Writes an event to the outbox in the current transaction and returns its id. event_type is dotted lower-case (e.g. allocation.activated); payload is a JSON object. Events of one aggregate are ordered by commit.';
 
+CREATE FUNCTION pgcloud.emit(event_type text, aggregate_type text, aggregate_id text, payload jsonb,
+                             aggregate_locked boolean)
+RETURNS uuid
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pgcloud_outbox_emit';
+COMMENT ON FUNCTION pgcloud.emit(text, text, text, jsonb, boolean) IS 'pgcloud.emit(event_type, aggregate_type, aggregate_id, payload) for a caller whose own lock already orders the aggregate''s writers: with aggregate_locked = true (the caller inserted the aggregate''s row in this transaction, or updated it or locked it FOR UPDATE before emitting) emit() does not take its advisory lock on the aggregate. Events of one aggregate are then ordered by commit by that lock.';
+
 CREATE FUNCTION pgcloud.event_matches(pattern text, event_type text) RETURNS boolean
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pgcloud_event_matches';

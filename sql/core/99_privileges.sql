@@ -41,7 +41,8 @@ GRANT EXECUTE ON ROUTINE
     pgcloud.payload_time(jsonb, text), pgcloud.handler_name(text), pgcloud.require_pg_cron()
     TO pgcloud_services;
 GRANT EXECUTE ON ROUTINE
-    pgcloud.emit(text, text, text, jsonb), pgcloud.audit(text, text, text, text, jsonb),
+    pgcloud.emit(text, text, text, jsonb), pgcloud.emit(text, text, text, jsonb, boolean),
+    pgcloud.audit(text, text, text, text, jsonb),
     pgcloud.policy(text, anyelement), pgcloud.event_matches(text, text), pgcloud.is_event_type(text),
     pgcloud.subscribers(text),
     pgcloud.immutable(), pgcloud.transition(), pgcloud.build_info(),

@@ -572,7 +572,16 @@ insert_as_outbox_owner(OutboxRow *row)
 
 /*
  * pgcloud.emit(event_type text, aggregate_type text, aggregate_id text,
- *              payload jsonb) RETURNS uuid
+ *              payload jsonb [, aggregate_locked boolean]) RETURNS uuid
+ *
+ * One aggregate's events must get their ids in commit order (the relay
+ * publishes in id order): emit() holds a transaction-level advisory lock on
+ * the aggregate until commit, so a second transaction emitting for it waits.
+ * A caller whose own lock already orders the aggregate's writers (it
+ * inserted the aggregate's row in this transaction, or updated it, or
+ * locked it FOR UPDATE, before emitting) passes aggregate_locked = true and
+ * the advisory lock is not taken (issue 16: it cost more than any other part
+ * of emit() but the row itself).
  */
 Datum
 pgcloud_outbox_emit(PG_FUNCTION_ARGS)
@@ -584,8 +593,6 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	Jsonb	   *payload;
 	pg_uuid_t  *event_id;
 	char	   *actor;
-	uint32		lockkey;
-	StringInfoData agg;
 	char	   *source;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -618,15 +625,19 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 			PgcloudRaise("invalid_event", "payload is larger than 1 MB", NULL, NULL);
 	}
 
-	/* Serialise this aggregate's events until commit. */
-	initStringInfo(&agg);
-	appendBinaryStringInfo(&agg, VARDATA_ANY(aggregate_type), VARSIZE_ANY_EXHDR(aggregate_type));
-	appendStringInfoChar(&agg, '\0');
-	appendBinaryStringInfo(&agg, VARDATA_ANY(aggregate_id), VARSIZE_ANY_EXHDR(aggregate_id));
-	lockkey = hash_bytes((const unsigned char *) agg.data, agg.len);
-	DirectFunctionCall2(pg_advisory_xact_lock_int4,
-						Int32GetDatum(PGCLOUD_AGGREGATE_LOCK_SPACE),
-						Int32GetDatum((int32) lockkey));
+	/* Serialise this aggregate's events until commit, unless the caller's lock does. */
+	if (PG_NARGS() <= 4 || PG_ARGISNULL(4) || !PG_GETARG_BOOL(4))
+	{
+		StringInfoData agg;
+
+		initStringInfo(&agg);
+		appendBinaryStringInfo(&agg, VARDATA_ANY(aggregate_type), VARSIZE_ANY_EXHDR(aggregate_type));
+		appendStringInfoChar(&agg, '\0');
+		appendBinaryStringInfo(&agg, VARDATA_ANY(aggregate_id), VARSIZE_ANY_EXHDR(aggregate_id));
+		DirectFunctionCall2(pg_advisory_xact_lock_int4,
+							Int32GetDatum(PGCLOUD_AGGREGATE_LOCK_SPACE),
+							Int32GetDatum((int32) hash_bytes((const unsigned char *) agg.data, agg.len)));
+	}
 
 	event_id = palloc(sizeof(pg_uuid_t));
 	if (!pg_strong_random(event_id->data, UUID_LEN))

@@ -56,6 +56,23 @@ SELECT pgcloud.emit('operator.check_cache', 'thing', 'forbidden', '{}') IS NOT N
 SELECT string_agg(aggregate_id, ',' ORDER BY id) AS written FROM pgcloud.outbox WHERE event_type = 'operator.check_cache';
 \set VERBOSITY default
 ROLLBACK;
+-- aggregate_locked (the caller's lock orders the aggregate): the same row,
+-- without emit()'s advisory lock; NULL means false. Input is checked alike.
+BEGIN;
+SELECT pgcloud.emit('operator.locked_check', 'thing', 'l1', '{"a": 1}', true) IS NOT NULL AS emitted_locked,
+       pgcloud.emit('operator.locked_check', 'thing', 'l1', '{"a": 2}', NULL) IS NOT NULL AS emitted_null_flag;
+SELECT count(*) FILTER (WHERE locktype = 'advisory') AS advisory_locks_held
+  FROM pg_locks WHERE pid = pg_backend_pid();
+SELECT string_agg(payload ->> 'a', ',' ORDER BY id) AS payloads, bool_and(headers ? 'correlation_id') AS headers
+  FROM pgcloud.outbox WHERE event_type = 'operator.locked_check';
+ROLLBACK;
+BEGIN;
+SELECT pgcloud.emit('operator.locked_check', 'thing', 'l2', '{}', true) IS NOT NULL AS emitted_locked_only;
+SELECT count(*) FILTER (WHERE locktype = 'advisory') AS advisory_locks_held
+  FROM pg_locks WHERE pid = pg_backend_pid();
+ROLLBACK;
+SELECT pgcloud.emit('Bad.Type', 'thing', 'l3', '{}', true);
+SELECT pgcloud.emit('operator.locked_check', 'thing', 'l3', '[1]', true);
 -- Invalid input is rejected with a catalogued error and writes nothing.
 SELECT pgcloud.emit('Allocation.Activated', 'allocation', 'a1', '{}');
 SELECT pgcloud.emit('allocation', 'allocation', 'a1', '{}');
