@@ -11,7 +11,8 @@
 #      installed in the database has its durable consumer
 #   4. the cost of pgcloud.emit() in a one-row-insert transaction
 # and appends the figures to $BENCH_RESULTS (default bench/RESULTS.md).
-# Settings: N (events, 20000), SECONDS_PER_RUN (10), NATS_RATE_LAT (200).
+# Settings: N (events, 20000), SECONDS_PER_RUN (10), NATS_RATE_LAT (200),
+# EMIT_ROUNDS (5), EMIT_ROUND_SECONDS (2).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 cd "$REPO"
@@ -130,7 +131,7 @@ echo "latency at 1000 events/s for ${DUR}s ($CNT events): p50 ${P50} ms, p99 ${P
 # counted as emit()'s cost. The latency handler's index on the outbox (a
 # bench-only index, not the product's) is dropped and the handler records
 # the event alone: the outbox is as installed, and the subscriber's own work
-# is not counted as the relay's. Plain and emit runs alternate, twice each.
+# is not counted as the relay's.
 psql_b -c "DROP INDEX pgcloud.bench_outbox_event_id" -c "
 CREATE OR REPLACE FUNCTION benchsvc.on_bench_tick(event pgcloud.event_envelope) RETURNS void LANGUAGE sql SECURITY DEFINER AS
 \$\$ INSERT INTO benchsvc.effects (event_id) VALUES ((event).event_id) \$\$" >/dev/null
@@ -142,33 +143,42 @@ echo "WITH e AS (SELECT pgcloud.emit('bench.tick', 'thing', 'cost', '{\"v\": \"x
 # allocation.requested).
 echo "WITH r AS (INSERT INTO bench_plain (v) VALUES ('x') RETURNING id) SELECT pgcloud.emit('bench.tick', 'bench_plain', r.id::text, '{\"v\": \"x\"}', true) IS NOT NULL FROM r;" > "$WORK/emit_row.sql"
 chmod a+r "$WORK"/*.sql
-tps1() { as_runner pgbench -n -M prepared -h "$PGCLOUD_DATA/run" -p "$PORT" -f "$1" -c 1 -j 1 -T "$(( (DUR + 1) / 2 ))" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
-tps_pair() {  # plain, emit, emit for the row, twice: the mean of each into TPS_PLAIN, TPS_EMIT, TPS_ROW
-    local p1 e1 r1 p2 e2 r2
-    p1=$(tps1 "$WORK/plain.sql"); e1=$(tps1 "$WORK/emit.sql"); r1=$(tps1 "$WORK/emit_row.sql")
-    p2=$(tps1 "$WORK/plain.sql"); e2=$(tps1 "$WORK/emit.sql"); r2=$(tps1 "$WORK/emit_row.sql")
-    TPS_PLAIN=$(python3 -c "print(round(($p1 + $p2) / 2))")
-    TPS_EMIT=$(python3 -c "print(round(($e1 + $e2) / 2))")
-    TPS_ROW=$(python3 -c "print(round(($r1 + $r2) / 2))")
+# Each round runs plain, emit and emit for the row for EMIT_ROUND_SECONDS
+# each, one after the other; a cost is the median over EMIT_ROUNDS rounds of
+# the round's own ratio (neighbouring runs share the machine's state: a
+# shared, noisy machine moves all three of a round alike), the tps the
+# rounds' means.
+EMIT_ROUNDS=${EMIT_ROUNDS:-5}
+EMIT_ROUND_SECONDS=${EMIT_ROUND_SECONDS:-2}
+tps1() { as_runner pgbench -n -M prepared -h "$PGCLOUD_DATA/run" -p "$PORT" -f "$1" -c 1 -j 1 -T "$EMIT_ROUND_SECONDS" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
+tps_pair() {  # EMIT_ROUNDS rounds of plain, emit, emit for the row: TPS_PLAIN, TPS_EMIT, TPS_ROW (means), COST, COST_ROW (median ratios)
+    local rounds=""
+    for _ in $(seq "$EMIT_ROUNDS"); do
+        rounds="$rounds $(tps1 "$WORK/plain.sql"),$(tps1 "$WORK/emit.sql"),$(tps1 "$WORK/emit_row.sql")"
+    done
+    read -r TPS_PLAIN TPS_EMIT TPS_ROW COST COST_ROW <<<"$(python3 - $rounds <<'PY'
+import statistics, sys
+r = [[float(x) for x in a.split(",")] for a in sys.argv[1:]]
+mean = lambda i: round(statistics.mean(x[i] for x in r))
+cost = lambda i: statistics.median((1 - x[i] / x[0]) * 100 for x in r)
+print(mean(0), mean(1), mean(2), f"{cost(1):.1f}", f"{cost(2):.1f}")
+PY
+)"
 }
 tps_pair
-COST=$(python3 -c "print(f'{(1 - $TPS_EMIT / $TPS_PLAIN) * 100:.1f}')")
-COST_ROW=$(python3 -c "print(f'{(1 - $TPS_ROW / $TPS_PLAIN) * 100:.1f}')")
 echo "emit cost, relay delivering meanwhile: plain insert $TPS_PLAIN tps, insert + emit $TPS_EMIT tps: ${COST}% slower; insert + emit for the row (aggregate_locked) $TPS_ROW tps: ${COST_ROW}% slower"
 # The same with the relay stopped: the cost of emit() in the transaction alone.
 psql_b -c "ALTER SYSTEM SET pgcloud.databases = ''" -c "SELECT pg_reload_conf()" >/dev/null
 sleep 2
 tps_pair
-TPS_PLAIN2=$TPS_PLAIN TPS_EMIT2=$TPS_EMIT TPS_ROW2=$TPS_ROW
-COST2=$(python3 -c "print(f'{(1 - $TPS_EMIT2 / $TPS_PLAIN2) * 100:.1f}')")
-COST_ROW2=$(python3 -c "print(f'{(1 - $TPS_ROW2 / $TPS_PLAIN2) * 100:.1f}')")
+TPS_PLAIN2=$TPS_PLAIN TPS_EMIT2=$TPS_EMIT TPS_ROW2=$TPS_ROW COST2=$COST COST_ROW2=$COST_ROW
 echo "emit cost, relay stopped: plain insert $TPS_PLAIN2 tps, insert + emit $TPS_EMIT2 tps: ${COST2}% slower; insert + emit for the row (aggregate_locked) $TPS_ROW2 tps: ${COST_ROW2}% slower"
 
 {
     echo
     echo "## Events: relay, latency, emit cost ($(date -u +%Y-%m-%d), $(nproc) cores)"
     echo
-    echo "Command: \`bench/events.sh\` (N=$N, ${DUR}s runs)"
+    echo "Command: \`bench/events.sh\` (N=$N, ${DUR}s runs; emit cost: median of $EMIT_ROUNDS rounds of ${EMIT_ROUND_SECONDS}s runs)"
     echo
     echo "| measure | result | baseline (same run) | ratio / goal |"
     echo "|---|---|---|---|"
