@@ -65,6 +65,13 @@ event_type_shape(const char *s, size_t len)
 	return !token_start && dots > 0;
 }
 
+/* Dotted lower-case words, of any length (also audit()'s action). */
+bool
+PgcloudDottedName(const char *s, size_t len)
+{
+	return event_type_shape(s, len);
+}
+
 /* A type emit() accepts: dotted lower-case, at most MAX_EVENT_TYPE_LEN bytes. */
 bool
 PgcloudValidEventType(const char *s, size_t len)
@@ -330,12 +337,21 @@ event_headers(const char *correlation_id, const char *actor, const char *actor_r
 }
 
 /*
- * The identity sequence of pgcloud.outbox's id, looked up in pg_depend once
- * per backend (a lookup cost more than the heap insert): forgotten when the
+ * The identity sequence of a core table's id (pgcloud.outbox, and
+ * pgcloud.audit_logs for audit.c), looked up in pg_depend once per backend
+ * and table (a lookup cost more than the heap insert): forgotten when the
  * table's relcache entry is invalidated (any ALTER TABLE of it).
  */
-static Oid	identity_rel = InvalidOid;
-static Oid	identity_seq = InvalidOid;
+#define IDENTITY_CACHE_SIZE 4
+typedef struct IdentityEntry
+{
+	Oid			rel;
+	AttrNumber	attnum;
+	Oid			seq;
+} IdentityEntry;
+
+static IdentityEntry identity_cache[IDENTITY_CACHE_SIZE];
+static int	identity_next = 0;	/* the entry replaced next when all are taken */
 static uint64 identity_generation = 0;
 static bool identity_callback_registered = false;
 
@@ -344,12 +360,15 @@ identity_invalidate(Datum arg, Oid relid)
 {
 	(void) arg;
 	identity_generation++;
-	if (!OidIsValid(relid) || relid == identity_rel)
-		identity_rel = identity_seq = InvalidOid;
+	for (int i = 0; i < IDENTITY_CACHE_SIZE; i++)
+	{
+		if (!OidIsValid(relid) || identity_cache[i].rel == relid)
+			identity_cache[i].rel = identity_cache[i].seq = InvalidOid;
+	}
 }
 
-static Oid
-identity_sequence(Oid relid, AttrNumber attnum)
+Oid
+PgcloudIdentitySequence(Oid relid, AttrNumber attnum)
 {
 	Oid			seq;
 	uint64		generation;
@@ -359,14 +378,30 @@ identity_sequence(Oid relid, AttrNumber attnum)
 		CacheRegisterRelcacheCallback(identity_invalidate, (Datum) 0);
 		identity_callback_registered = true;
 	}
-	if (relid == identity_rel && OidIsValid(identity_seq))
-		return identity_seq;
+	for (int i = 0; i < IDENTITY_CACHE_SIZE; i++)
+	{
+		if (identity_cache[i].rel == relid && identity_cache[i].attnum == attnum && OidIsValid(identity_cache[i].seq))
+			return identity_cache[i].seq;
+	}
 	generation = identity_generation;
 	seq = getIdentitySequence(relid, attnum, false);
 	if (generation == identity_generation)	/* kept only when no invalidation came meanwhile */
 	{
-		identity_rel = relid;
-		identity_seq = seq;
+		int			slot = -1;
+
+		for (int i = 0; i < IDENTITY_CACHE_SIZE && slot < 0; i++)
+		{
+			if (!OidIsValid(identity_cache[i].rel))
+				slot = i;
+		}
+		if (slot < 0)
+		{
+			slot = identity_next;
+			identity_next = (identity_next + 1) % IDENTITY_CACHE_SIZE;
+		}
+		identity_cache[slot].rel = relid;
+		identity_cache[slot].attnum = attnum;
+		identity_cache[slot].seq = seq;
 	}
 	return seq;
 }
@@ -413,7 +448,7 @@ outbox_insert(Oid relid, OutboxRow *row)
 			continue;
 		}
 		if (strcmp(name, "id") == 0)
-			v = Int64GetDatum(nextval_internal(identity_sequence(relid, att->attnum), false));
+			v = Int64GetDatum(nextval_internal(PgcloudIdentitySequence(relid, att->attnum), false));
 		else if (strcmp(name, "event_id") == 0)
 			v = UUIDPGetDatum(row->event_id);
 		else if (strcmp(name, "event_type") == 0)
@@ -474,29 +509,19 @@ insert_as_outbox_owner(OutboxRow *row)
 }
 
 /*
- * pgcloud.emit(event_type text, aggregate_type text, aggregate_id text,
- *              payload jsonb) RETURNS uuid
+ * Writes an event to the outbox as the current user (the emitting service,
+ * checked against the event type's publisher) and returns its id. payload
+ * NULL is {}. For C callers (audit.c) and pgcloud.emit().
  */
-Datum
-pgcloud_outbox_emit(PG_FUNCTION_ARGS)
+pg_uuid_t *
+PgcloudEmit(text *event_type, text *aggregate_type, text *aggregate_id, Jsonb *payload)
 {
 	OutboxRow	row;
-	text	   *event_type;
-	text	   *aggregate_type;
-	text	   *aggregate_id;
-	Jsonb	   *payload;
 	pg_uuid_t  *event_id;
 	char	   *actor;
 	uint32		lockkey;
 	StringInfoData agg;
 	char	   *source;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		PgcloudRaise("invalid_event", "event_type, aggregate_type and aggregate_id are required",
-					 NULL, NULL);
-	event_type = PG_GETARG_TEXT_PP(0);
-	aggregate_type = PG_GETARG_TEXT_PP(1);
-	aggregate_id = PG_GETARG_TEXT_PP(2);
 
 	if (!PgcloudValidEventType(VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type)))
 		PgcloudRaise("invalid_event",
@@ -510,11 +535,8 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	if (VARSIZE_ANY_EXHDR(aggregate_id) == 0 || VARSIZE_ANY_EXHDR(aggregate_id) > MAX_AGGREGATE_ID_LEN)
 		PgcloudRaise("invalid_event", "aggregate_id must be 1 to 200 bytes", NULL, NULL);
 
-	if (PG_ARGISNULL(3))
-		payload = NULL;
-	else
+	if (payload != NULL)
 	{
-		payload = PG_GETARG_JSONB_P(3);
 		if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
 			PgcloudRaise("invalid_event", "payload must be a JSON object", NULL, NULL);
 		if (VARSIZE(payload) > MAX_PAYLOAD_BYTES)
@@ -554,5 +576,19 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	insert_as_outbox_owner(&row);
 
 	PgcloudRelayWakeAtCommit();
-	PG_RETURN_UUID_P(event_id);
+	return event_id;
+}
+
+/*
+ * pgcloud.emit(event_type text, aggregate_type text, aggregate_id text,
+ *              payload jsonb) RETURNS uuid
+ */
+Datum
+pgcloud_outbox_emit(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PgcloudRaise("invalid_event", "event_type, aggregate_type and aggregate_id are required",
+					 NULL, NULL);
+	PG_RETURN_UUID_P(PgcloudEmit(PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1), PG_GETARG_TEXT_PP(2),
+								 PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3)));
 }
