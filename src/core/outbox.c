@@ -260,24 +260,24 @@ static void
 check_event_authority(const char *source, text *event_type)
 {
 	char	   *owner;
-	char	   *type = text_to_cstring(event_type);
-	bool		is_service_role = is_member_of_role(GetUserId(), get_role_oid("pgcloud_services", false))
-		|| strncmp(GetUserNameFromId(GetUserId(), false), "pgcloud_svc_", 12) == 0;
+	char	   *type;
+	bool		is_service_role;
 
 	owner = publisher_of(event_type);
-
+	/* the publisher itself, the common case: nothing more to look up */
+	if (owner != NULL && strcmp(owner, source) == 0)
+		return;
 	if (superuser())
 		return;					/* the operator: outside every boundary */
+	type = text_to_cstring(event_type);
 	if (owner != NULL)
-	{
-		if (strcmp(owner, source) == 0)
-			return;
 		PgcloudRaise("event_not_permitted",
 					 psprintf("event type %s is published by service %s, not by %s", type, owner, source),
 					 "A service emits only the event types registry/services.conf lists under its publishes.",
 					 NULL);
-	}
 	/* a type no service owns */
+	is_service_role = is_member_of_role(GetUserId(), get_role_oid("pgcloud_services", false))
+		|| strncmp(GetUserNameFromId(GetUserId(), false), "pgcloud_svc_", 12) == 0;
 	if (!is_service_role)
 		return;
 	PgcloudRaise("event_not_permitted",
