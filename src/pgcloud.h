@@ -82,13 +82,18 @@ extern Oid	PgcloudCoreRelOwner(const char *relname, Oid *relid);
 extern Jsonb *PgcloudPolicyJsonb(const char *key);
 extern double PgcloudPolicyNumber(const char *key);
 
-/* outbox.c: dotted lower-case event type, at most 128 bytes. */
+/* outbox.c: dotted lower-case event type, at most 128 bytes; emit() for C callers. */
 extern bool PgcloudValidEventType(const char *s, size_t len);
+extern bool PgcloudDottedName(const char *s, size_t len);
+extern struct pg_uuid_t *PgcloudEmit(text *event_type, text *aggregate_type, text *aggregate_id, Jsonb *payload,
+									 bool aggregate_locked);
+extern Oid	PgcloudIdentitySequence(Oid relid, AttrNumber attnum);
 extern bool PgcloudEventMatches(const char *pattern, size_t plen, const char *type, size_t tlen);
 
 /* log_scrub.c */
 extern void PgcloudLogScrubInit(void);
 extern char *PgcloudSanitizeCString(const char *in, size_t len, int *nredacted);
+extern Jsonb *PgcloudSanitizeJsonb(Jsonb *in);
 
 /* bgworkers/shmem.c: wake this database's relay when the transaction commits. */
 extern void PgcloudRelayWakeAtCommit(void);

@@ -137,24 +137,37 @@ DECLARE
     v_node uuid;
     ev uuid;
     audit_id bigint;
+    r record;
 BEGIN
     IF v_sku IS NULL OR v_image IS NULL THEN
         PERFORM pgcloud.raise('invalid_argument', 'sku and image are required');
     END IF;
-    SELECT * INTO k FROM provisioning.skus s WHERE s.code = v_sku;
-    IF NOT FOUND THEN
+    -- One statement reads the SKU, the image and the user's standing, and
+    -- takes the lock that serialises one user's creations (see below; the
+    -- statements after this one see what committed before the lock was
+    -- granted). Each read is its own statement's worth of executor start-up
+    -- otherwise.
+    SELECT s AS sku, i AS img, x AS std,
+           pg_advisory_xact_lock(hashtextextended('provisioning.allocations/' || v_user::text, 0)) AS locked
+      INTO r
+      FROM (SELECT) o
+      LEFT JOIN provisioning.skus s ON s.code = v_sku
+      LEFT JOIN provisioning.images i ON i.code = v_image
+      LEFT JOIN provisioning.account_standing x ON x.user_id = v_user;
+    IF (r.sku).code IS NULL THEN
         PERFORM pgcloud.raise('sku_not_found', format('no SKU %s', left(v_sku, 64)), 'See api.list_skus().');
     END IF;
-    SELECT * INTO img FROM provisioning.images i WHERE i.code = v_image;
-    IF NOT FOUND THEN
+    k := r.sku;
+    IF (r.img).code IS NULL THEN
         PERFORM pgcloud.raise('image_not_found', format('no image %s', left(v_image, 64)), 'See api.list_images().');
     END IF;
+    img := r.img;
     -- Standing, from billing's last report: refused unless good or low with
     -- a balance of at least min_balance_to_allocate (insufficient_balance,
     -- 402, for no report, standing insufficient or exhausted, or a low
     -- balance; account_not_in_good_standing, 403, for any other standing).
-    SELECT * INTO std FROM provisioning.account_standing x WHERE x.user_id = v_user;
-    IF NOT FOUND THEN
+    std := r.std;
+    IF std.user_id IS NULL THEN
         PERFORM pgcloud.raise('insufficient_balance',
             'billing has not reported a balance for this account yet; a new account has a balance of 0',
             'Top up your balance; allocations can be created once it covers the minimum.');
@@ -199,14 +212,14 @@ BEGIN
         END IF;
     END IF;
 
-    -- One user's creations are serialised so the limit holds, and so does
-    -- the balance check, which is a reservation: every live allocation of
-    -- the user, and this one, holds its first accrual interval against the
-    -- balance (policy provisioning.reserve_first_interval), so concurrent
-    -- creations cannot overdraw it. Under the lock, one statement reads the
-    -- user's live allocations (how many, what they reserve) and billing's
-    -- report as it is now.
-    PERFORM pg_advisory_xact_lock(hashtextextended('provisioning.allocations/' || v_user::text, 0));
+    -- One user's creations are serialised (the lock taken by the first
+    -- statement above) so the limit holds, and so does the balance check,
+    -- which is a reservation: every live allocation of the user, and this
+    -- one, holds its first accrual interval against the balance (policy
+    -- provisioning.reserve_first_interval), so concurrent creations cannot
+    -- overdraw it. Under the lock, one statement (its snapshot taken after
+    -- the lock was granted) reads the user's live allocations (how many,
+    -- what they reserve) and billing's report as it is now.
     reserve := pgcloud.policy('provisioning.reserve_first_interval', NULL::boolean);
     IF reserve THEN
         secs := pgcloud.policy('billing.accrual_interval_seconds', NULL::bigint);
@@ -237,7 +250,8 @@ BEGIN
     -- else the fullest idle one that fits; each preference read in index
     -- order, nodes held by concurrent placements skipped, and a preference
     -- read only when the ones before it found nothing), locked, with the
-    -- allocation and its lowest free slots. The primary key of the claims is
+    -- allocation and its lowest free slots, and the node's counts updated.
+    -- The primary key of the claims is
     -- the last line: a slot taken by a transaction that committed after this
     -- statement's snapshot is skipped (ON CONFLICT), never double booked.
     IF pgcloud.policy('provisioning.node_tenancy', NULL::text) = 'shared' THEN
@@ -292,6 +306,15 @@ BEGIN
              ORDER BY i LIMIT k.gpu_count
             ON CONFLICT DO NOTHING
             RETURNING slot_index
+        ), taken AS (
+            -- The node's counts, image and user, what the index-ordered
+            -- searches read (the row is ours: locked above; a version
+            -- committed after this statement's snapshot is the one updated).
+            UPDATE provisioning.nodes x
+               SET free_slots = x.free_slots - k.gpu_count, live_allocations = x.live_allocations + 1,
+                   current_image = img.code, current_user_id = coalesce(x.current_user_id, v_user)
+              FROM node
+             WHERE x.node_id = node.node_id
         )
         -- Written once, as it leaves this transaction: placed, and the
         -- deploy intent is written below (requested -> provisioning happens
@@ -340,27 +363,25 @@ BEGIN
         END IF;
         UPDATE provisioning.allocations x SET slot_indexes = v_slots WHERE x.id = a.id RETURNING * INTO a;
     END IF;
-    UPDATE provisioning.nodes x
-       SET free_slots = x.free_slots - k.gpu_count, live_allocations = x.live_allocations + 1, current_image = img.code,
-           current_user_id = coalesce(x.current_user_id, v_user)
-     WHERE x.node_id = a.node_id;
 
     -- The events and the audit entry are assignments, not PERFORM: PL/pgSQL
     -- evaluates a lone function call assigned to a variable as a simple
-    -- expression, where PERFORM starts a query (an executor) for each.
+    -- expression, where PERFORM starts a query (an executor) for each. The
+    -- allocation was inserted by this transaction, which no other one sees:
+    -- nothing else emits for it before this commits (aggregate_locked).
     ev := pgcloud.emit('allocation.requested', 'allocation', a.id::text,
         jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'image', a.image,
                            'gpu_count', a.gpu_count, 'region', a.region, 'node_id', a.node_id,
                            'node_hostname', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
-                           'price_per_hour', a.price_per_hour, 'currency', a.currency, 'requested_at', a.requested_at));
+                           'price_per_hour', a.price_per_hour, 'currency', a.currency, 'requested_at', a.requested_at), true);
     ev := pgcloud.emit('deploy.requested', 'allocation', a.id::text,
         jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'node_id', a.node_id,
                            'maas_system_id', a.maas_system_id, 'node_hostname', a.node_hostname,
                            'image', a.image, 'distro_series', a.distro_series,
-                           'ssh_public_keys', to_jsonb(a.ssh_public_keys)));
+                           'ssh_public_keys', to_jsonb(a.ssh_public_keys)), true);
     ev := pgcloud.emit('allocation.provisioning', 'allocation', a.id::text,
         jsonb_build_object('allocation_id', a.id, 'user_id', a.user_id, 'sku', a.sku, 'node_id', a.node_id,
-                           'node_hostname', a.node_hostname, 'provisioning_at', a.provisioning_at));
+                           'node_hostname', a.node_hostname, 'provisioning_at', a.provisioning_at), true);
     audit_id := pgcloud.audit('allocation.created', 'allocation', a.id::text, 'ok',
         jsonb_build_object('sku', a.sku, 'image', a.image, 'node', a.node_hostname, 'slots', to_jsonb(a.slot_indexes),
                            'price_per_hour', a.price_per_hour, 'currency', a.currency));

@@ -138,10 +138,9 @@ pgcloud_sanitize(PG_FUNCTION_ARGS)
  * checked with the JSON lexer, which reports instead of raising, so the
  * audit path needs no subtransaction to survive it.
  */
-Datum
-pgcloud_sanitize_json(PG_FUNCTION_ARGS)
+Jsonb *
+PgcloudSanitizeJsonb(Jsonb *in)
 {
-	Jsonb	   *in = PG_GETARG_JSONB_P(0);
 	char	   *txt = JsonbToCString(NULL, &in->root, VARSIZE(in));
 	char	   *clean;
 	int			n;
@@ -149,9 +148,15 @@ pgcloud_sanitize_json(PG_FUNCTION_ARGS)
 
 	clean = PgcloudSanitizeCString(txt, strlen(txt), &n);
 	if (clean == NULL)
-		PG_RETURN_JSONB_P(in);
+		return in;
 	lex = makeJsonLexContextCstringLen(pstrdup(clean), strlen(clean), GetDatabaseEncoding(), true);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"redacted\": true}")));
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(clean)));
+		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"redacted\": true}")));
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(clean)));
+}
+
+Datum
+pgcloud_sanitize_json(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(PgcloudSanitizeJsonb(PG_GETARG_JSONB_P(0)));
 }

@@ -66,6 +66,13 @@ event_type_shape(const char *s, size_t len)
 	return !token_start && dots > 0;
 }
 
+/* Dotted lower-case words, of any length (also audit()'s action). */
+bool
+PgcloudDottedName(const char *s, size_t len)
+{
+	return event_type_shape(s, len);
+}
+
 /* A type emit() accepts: dotted lower-case, at most MAX_EVENT_TYPE_LEN bytes. */
 bool
 PgcloudValidEventType(const char *s, size_t len)
@@ -254,24 +261,24 @@ static void
 check_event_authority(const char *source, text *event_type)
 {
 	char	   *owner;
-	char	   *type = text_to_cstring(event_type);
-	bool		is_service_role = is_member_of_role(GetUserId(), get_role_oid("pgcloud_services", false))
-		|| strncmp(GetUserNameFromId(GetUserId(), false), "pgcloud_svc_", 12) == 0;
+	char	   *type;
+	bool		is_service_role;
 
 	owner = publisher_of(event_type);
-
+	/* the publisher itself, the common case: nothing more to look up */
+	if (owner != NULL && strcmp(owner, source) == 0)
+		return;
 	if (superuser())
 		return;					/* the operator: outside every boundary */
+	type = text_to_cstring(event_type);
 	if (owner != NULL)
-	{
-		if (strcmp(owner, source) == 0)
-			return;
 		PgcloudRaise("event_not_permitted",
 					 psprintf("event type %s is published by service %s, not by %s", type, owner, source),
 					 "A service emits only the event types registry/services.conf lists under its publishes.",
 					 NULL);
-	}
 	/* a type no service owns */
+	is_service_role = is_member_of_role(GetUserId(), get_role_oid("pgcloud_services", false))
+		|| strncmp(GetUserNameFromId(GetUserId(), false), "pgcloud_svc_", 12) == 0;
 	if (!is_service_role)
 		return;
 	PgcloudRaise("event_not_permitted",
@@ -331,12 +338,21 @@ event_headers(const char *correlation_id, const char *actor, const char *actor_r
 }
 
 /*
- * The identity sequence of pgcloud.outbox's id, looked up in pg_depend once
- * per backend (a lookup cost more than the heap insert): forgotten when the
+ * The identity sequence of a core table's id (pgcloud.outbox, and
+ * pgcloud.audit_logs for audit.c), looked up in pg_depend once per backend
+ * and table (a lookup cost more than the heap insert): forgotten when the
  * table's relcache entry is invalidated (any ALTER TABLE of it).
  */
-static Oid	identity_rel = InvalidOid;
-static Oid	identity_seq = InvalidOid;
+#define IDENTITY_CACHE_SIZE 4
+typedef struct IdentityEntry
+{
+	Oid			rel;
+	AttrNumber	attnum;
+	Oid			seq;
+} IdentityEntry;
+
+static IdentityEntry identity_cache[IDENTITY_CACHE_SIZE];
+static int	identity_next = 0;	/* the entry replaced next when all are taken */
 static uint64 identity_generation = 0;
 static bool identity_callback_registered = false;
 
@@ -345,12 +361,15 @@ identity_invalidate(Datum arg, Oid relid)
 {
 	(void) arg;
 	identity_generation++;
-	if (!OidIsValid(relid) || relid == identity_rel)
-		identity_rel = identity_seq = InvalidOid;
+	for (int i = 0; i < IDENTITY_CACHE_SIZE; i++)
+	{
+		if (!OidIsValid(relid) || identity_cache[i].rel == relid)
+			identity_cache[i].rel = identity_cache[i].seq = InvalidOid;
+	}
 }
 
-static Oid
-identity_sequence(Oid relid, AttrNumber attnum)
+Oid
+PgcloudIdentitySequence(Oid relid, AttrNumber attnum)
 {
 	Oid			seq;
 	uint64		generation;
@@ -360,14 +379,30 @@ identity_sequence(Oid relid, AttrNumber attnum)
 		CacheRegisterRelcacheCallback(identity_invalidate, (Datum) 0);
 		identity_callback_registered = true;
 	}
-	if (relid == identity_rel && OidIsValid(identity_seq))
-		return identity_seq;
+	for (int i = 0; i < IDENTITY_CACHE_SIZE; i++)
+	{
+		if (identity_cache[i].rel == relid && identity_cache[i].attnum == attnum && OidIsValid(identity_cache[i].seq))
+			return identity_cache[i].seq;
+	}
 	generation = identity_generation;
 	seq = getIdentitySequence(relid, attnum, false);
 	if (generation == identity_generation)	/* kept only when no invalidation came meanwhile */
 	{
-		identity_rel = relid;
-		identity_seq = seq;
+		int			slot = -1;
+
+		for (int i = 0; i < IDENTITY_CACHE_SIZE && slot < 0; i++)
+		{
+			if (!OidIsValid(identity_cache[i].rel))
+				slot = i;
+		}
+		if (slot < 0)
+		{
+			slot = identity_next;
+			identity_next = (identity_next + 1) % IDENTITY_CACHE_SIZE;
+		}
+		identity_cache[slot].rel = relid;
+		identity_cache[slot].attnum = attnum;
+		identity_cache[slot].seq = seq;
 	}
 	return seq;
 }
@@ -508,7 +543,7 @@ outbox_insert(Oid relid, OutboxRow *row)
 			continue;
 		}
 		if (strcmp(name, "id") == 0)
-			v = Int64GetDatum(nextval_internal(identity_sequence(relid, att->attnum), false));
+			v = Int64GetDatum(nextval_internal(PgcloudIdentitySequence(relid, att->attnum), false));
 		else if (strcmp(name, "event_id") == 0)
 			v = UUIDPGetDatum(row->event_id);
 		else if (strcmp(name, "event_type") == 0)
@@ -571,36 +606,27 @@ insert_as_outbox_owner(OutboxRow *row)
 }
 
 /*
- * pgcloud.emit(event_type text, aggregate_type text, aggregate_id text,
- *              payload jsonb [, aggregate_locked boolean]) RETURNS uuid
+ * Writes an event to the outbox as the current user (the emitting service,
+ * checked against the event type's publisher) and returns its id. payload
+ * NULL is {}. For C callers (audit.c) and pgcloud.emit().
  *
  * One aggregate's events must get their ids in commit order (the relay
  * publishes in id order): emit() holds a transaction-level advisory lock on
  * the aggregate until commit, so a second transaction emitting for it waits.
  * A caller whose own lock already orders the aggregate's writers (it
  * inserted the aggregate's row in this transaction, or updated it, or
- * locked it FOR UPDATE, before emitting) passes aggregate_locked = true and
- * the advisory lock is not taken (issue 16: it cost more than any other part
- * of emit() but the row itself).
+ * locked it FOR UPDATE, before emitting) passes aggregate_locked and the
+ * advisory lock is not taken (issue 16: it cost more than any other part of
+ * emit() but the row itself).
  */
-Datum
-pgcloud_outbox_emit(PG_FUNCTION_ARGS)
+pg_uuid_t *
+PgcloudEmit(text *event_type, text *aggregate_type, text *aggregate_id, Jsonb *payload,
+			bool aggregate_locked)
 {
 	OutboxRow	row;
-	text	   *event_type;
-	text	   *aggregate_type;
-	text	   *aggregate_id;
-	Jsonb	   *payload;
 	pg_uuid_t  *event_id;
 	char	   *actor;
 	char	   *source;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		PgcloudRaise("invalid_event", "event_type, aggregate_type and aggregate_id are required",
-					 NULL, NULL);
-	event_type = PG_GETARG_TEXT_PP(0);
-	aggregate_type = PG_GETARG_TEXT_PP(1);
-	aggregate_id = PG_GETARG_TEXT_PP(2);
 
 	if (!PgcloudValidEventType(VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type)))
 		PgcloudRaise("invalid_event",
@@ -614,11 +640,8 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	if (VARSIZE_ANY_EXHDR(aggregate_id) == 0 || VARSIZE_ANY_EXHDR(aggregate_id) > MAX_AGGREGATE_ID_LEN)
 		PgcloudRaise("invalid_event", "aggregate_id must be 1 to 200 bytes", NULL, NULL);
 
-	if (PG_ARGISNULL(3))
-		payload = NULL;
-	else
+	if (payload != NULL)
 	{
-		payload = PG_GETARG_JSONB_P(3);
 		if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
 			PgcloudRaise("invalid_event", "payload must be a JSON object", NULL, NULL);
 		if (VARSIZE(payload) > MAX_PAYLOAD_BYTES)
@@ -626,7 +649,7 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	}
 
 	/* Serialise this aggregate's events until commit, unless the caller's lock does. */
-	if (PG_NARGS() <= 4 || PG_ARGISNULL(4) || !PG_GETARG_BOOL(4))
+	if (!aggregate_locked)
 	{
 		StringInfoData agg;
 
@@ -662,5 +685,21 @@ pgcloud_outbox_emit(PG_FUNCTION_ARGS)
 	insert_as_outbox_owner(&row);
 
 	PgcloudRelayWakeAtCommit();
-	PG_RETURN_UUID_P(event_id);
+	return event_id;
+}
+
+/*
+ * pgcloud.emit(event_type text, aggregate_type text, aggregate_id text,
+ *              payload jsonb [, aggregate_locked boolean]) RETURNS uuid
+ * (aggregate_locked NULL is false)
+ */
+Datum
+pgcloud_outbox_emit(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PgcloudRaise("invalid_event", "event_type, aggregate_type and aggregate_id are required",
+					 NULL, NULL);
+	PG_RETURN_UUID_P(PgcloudEmit(PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1), PG_GETARG_TEXT_PP(2),
+								 PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3),
+								 PG_NARGS() > 4 && !PG_ARGISNULL(4) && PG_GETARG_BOOL(4)));
 }

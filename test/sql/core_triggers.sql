@@ -15,6 +15,29 @@ SELECT count(*) > 0 AS still_there FROM pgcloud.audit_logs;
 -- Result values are checked.
 SELECT pgcloud.audit('test.audit_written', 'thing', '1', 'maybe');
 SELECT pgcloud.audit('Not An Action', 'thing', '1');
+SELECT pgcloud.audit(NULL, 'thing', '1');
+SELECT pgcloud.audit('test.', 'thing', '1');
+SELECT pgcloud.audit('test._x', 'thing', '1');
+SELECT pgcloud.audit('test.audit_written', 'thing', '1', NULL);
+SELECT pgcloud.audit('test.audit_written', 'thing', '1', 'ok ');
+-- No target, no details (NULL is {}), a result other than ok; ids follow
+-- each other.
+SELECT pgcloud.audit('test.audit_bare', NULL, NULL, 'denied', NULL) - pgcloud.audit('test.audit_written', 'thing', '2') AS id_step;
+SELECT action, actor, target, result, details FROM pgcloud.audit_logs WHERE action = 'test.audit_bare';
+-- Each entry is announced as audit.recorded, by the core, with the row as
+-- it was written (details scrubbed).
+SELECT count(*) AS entries, count(o.id) AS announced,
+       count(*) FILTER (WHERE o.source = 'core' AND o.aggregate_type = 'audit'
+                          AND o.aggregate_id = current_database() || ':' || l.id
+                          AND o.payload = jsonb_build_object('database', current_database(), 'audit_id', l.id, 'at', l.at,
+                                'actor', l.actor, 'role', l.role, 'action', l.action, 'target_type', l.target_type,
+                                'target_id', l.target_id, 'result', l.result, 'details', l.details,
+                                'correlation_id', l.correlation_id)) AS as_written
+  FROM pgcloud.audit_logs l
+  LEFT JOIN pgcloud.outbox o ON o.event_type = 'audit.recorded' AND o.payload ->> 'audit_id' = l.id::text
+ WHERE l.action LIKE 'test.audit%';
+SELECT o.payload -> 'details' AS details FROM pgcloud.outbox o
+ WHERE o.event_type = 'audit.recorded' AND o.payload ->> 'action' = 'test.audit_written' ORDER BY o.id LIMIT 1;
 -- Any table can use the guard.
 CREATE TABLE ledger_demo (id int, amount bigint);
 CREATE TRIGGER ledger_demo_immutable BEFORE UPDATE OR DELETE ON ledger_demo
