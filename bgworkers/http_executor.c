@@ -70,6 +70,8 @@ typedef struct SockEntry
 {
 	curl_socket_t fd;
 	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+	int			pos;			/* its event in wait_set, -1 when not in it */
+	bool		changed;		/* what changed since it was put in wait_set */
 } SockEntry;
 
 typedef struct ClaimedItem
@@ -84,6 +86,13 @@ static int	inflight[HTTP_TARGETS];
 static SockEntry *socks = NULL;
 static int	nsocks = 0;
 static int	socks_cap = 0;
+/*
+ * The latch and libcurl's sockets, kept across waits: built again only when
+ * libcurl adds or removes a socket; a socket whose direction changed is
+ * modified in place (one epoll_ctl, not a new epoll set per wait).
+ */
+static WaitEventSet *wait_set = NULL;
+static bool wait_set_stale = true;
 static bool curl_timer_set = false;
 static TimestampTz curl_deadline = 0;
 static TimestampTz next_due_at = 0;	/* 0: nothing known to be due */
@@ -132,6 +141,7 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	{
 		if (i < nsocks)
 			socks[i] = socks[--nsocks];
+		wait_set_stale = true;
 		return 0;
 	}
 	if (i == nsocks)
@@ -147,8 +157,13 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 			socks_cap = cap;
 		}
 		socks[nsocks].fd = s;
+		socks[nsocks].pos = -1;
+		socks[nsocks].what = 0;
 		nsocks++;
+		wait_set_stale = true;
 	}
+	if (socks[i].what != what)
+		socks[i].changed = true;
 	socks[i].what = what;
 	return 0;
 }
@@ -187,6 +202,9 @@ shutdown_transfers(int code, Datum arg)
 	if (multi != NULL)
 		curl_multi_cleanup(multi);
 	multi = NULL;
+	if (wait_set != NULL)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
 	free(socks);
 	socks = NULL;
 	nsocks = socks_cap = 0;
@@ -917,6 +935,64 @@ collect_finished(int *ndone)
 	return done;
 }
 
+/* The socket's wait events as libcurl asks for them (0: none). */
+static uint32
+sock_events(const SockEntry *e)
+{
+	uint32		ev = 0;
+
+	if (e->what & CURL_POLL_IN)
+		ev |= WL_SOCKET_READABLE;
+	if (e->what & CURL_POLL_OUT)
+		ev |= WL_SOCKET_WRITEABLE;
+	return ev;
+}
+
+/*
+ * Brings wait_set up to date with libcurl's sockets: built again when a
+ * socket came or went (or one wants nothing), else the sockets whose
+ * direction changed are modified in place.
+ */
+static void
+update_wait_set(void)
+{
+	if (!wait_set_stale)
+	{
+		for (int i = 0; i < nsocks; i++)
+		{
+			uint32		ev;
+
+			if (!socks[i].changed)
+				continue;
+			ev = sock_events(&socks[i]);
+			if (socks[i].pos < 0 || ev == 0)
+			{
+				wait_set_stale = true;
+				break;
+			}
+			ModifyWaitEvent(wait_set, socks[i].pos, ev, NULL);
+			socks[i].changed = false;
+		}
+	}
+	if (!wait_set_stale && wait_set != NULL)
+		return;
+	if (wait_set != NULL)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+	wait_set_stale = true;
+	wait_set = CreateWaitEventSet(TopMemoryContext, nsocks + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsocks; i++)
+	{
+		uint32		ev = sock_events(&socks[i]);
+
+		socks[i].changed = false;
+		socks[i].pos = ev != 0 ? AddWaitEventToSet(wait_set, ev, socks[i].fd, NULL, NULL) : -1;
+	}
+	wait_set_stale = false;
+}
+
 /*
  * Waits for the latch, libcurl's sockets or a timeout, and lets libcurl act
  * on the sockets that are ready. Returns true when the latch was set.
@@ -924,30 +1000,15 @@ collect_finished(int *ndone)
 static bool
 wait_for_work(long timeout_ms)
 {
-	WaitEventSet *set;
 	WaitEvent  *events;
 	int			nevents = nsocks + 2;
 	int			n;
 	bool		latch = false;
 	int			running;
 
-	set = CreateWaitEventSet(CurrentMemoryContext, nevents);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < nsocks; i++)
-	{
-		uint32		ev = 0;
-
-		if (socks[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (socks[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		if (ev != 0)
-			AddWaitEventToSet(set, ev, socks[i].fd, NULL, NULL);
-	}
+	update_wait_set();
 	events = palloc(sizeof(WaitEvent) * nevents);
-	n = WaitEventSetWait(set, timeout_ms, events, nevents, PG_WAIT_EXTENSION);
-	FreeWaitEventSet(set);
+	n = WaitEventSetWait(wait_set, timeout_ms, events, nevents, PG_WAIT_EXTENSION);
 
 	for (int i = 0; i < n; i++)
 	{
