@@ -266,6 +266,15 @@ for my $k (@kept)
 is($sent, 40, '40 requests sent, once each');
 ok(!exists $peers{none}, 'the fake saw the client port of every request');
 cmp_ok(scalar(keys %peers), '<=', 4, '40 requests came over at most 4 TCP connections (' . scalar(keys %peers) . ')');
+# Recorded in batches (one statement per round, the callbacks called from C,
+# each in a subtransaction of its own): every callback ran once, as final,
+# and every intent is marked done with it.
+my $kept_ids = "'{" . join(',', @kept) . "}'::uuid[]";
+is(sql("SELECT count(*) || ' ' || count(DISTINCT intent_id) || ' ' || bool_and(final) FROM tap.effects
+         WHERE intent_id = ANY ($kept_ids)"), '40 40 true', 'the 40 callbacks ran once each, with the final outcome');
+is(sql("SELECT count(*) FROM pgcloud.http_intents
+         WHERE id = ANY ($kept_ids) AND state = 'succeeded' AND attempts = 1 AND callback_done_at IS NOT NULL"),
+    40, 'and all 40 intents succeeded at the first try, their callbacks marked done');
 
 # --- the next intents go out while a round records the last outcomes ---------------------------------
 # A round claims (committed in flight) and sends first, then records the
