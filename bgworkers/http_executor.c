@@ -24,10 +24,15 @@
  *     tried again later or given up; should the statement fail, each outcome
  *     is recorded on its own, see record_outcomes_in_work), committed
  *     synchronously (then run the failed final callbacks that are due
- *     again). A round with nothing to record claims in one transaction;
+ *     again). A round that has just started new transfers may instead keep
+ *     the outcomes of its window and record them with the next window's
+ *     (one record statement and one synchronous commit for two windows),
+ *     at most CARRY_MS later, one window at most (carry_outcomes). A round
+ *     with nothing to record claims in one transaction;
  *  3. wait; let libcurl act on ready sockets and its timer.
  *
- * Crash safety: an intent is committed in_flight before it is sent; at start
+ * Crash safety: an intent is committed in_flight before it is sent (and
+ * stays so until its outcome is recorded, carried or not); at start
  * the worker puts every in_flight intent back to pending (the new try sends
  * the same Idempotency-Key, so the remote side deduplicates), and a final
  * callback commits together with the record that it ran. The transaction
@@ -65,6 +70,13 @@ PG_FUNCTION_INFO_V1(pgcloud_http_wake);
 #define MAX_CONCURRENCY 256
 /* How long a round waits for the transfers still in flight (gather_finished). */
 #define GATHER_MS 1L
+/*
+ * How long the outcomes of one window may wait to be recorded with those of
+ * the next (carry_outcomes): a round that has just started new transfers
+ * records the finished ones together with the next window's, one
+ * synchronous commit for two windows, but never later than this.
+ */
+#define CARRY_MS 2L
 
 typedef struct SockEntry
 {
@@ -97,6 +109,17 @@ static bool curl_timer_set = false;
 static TimestampTz curl_deadline = 0;
 static TimestampTz next_due_at = 0;	/* 0: nothing known to be due */
 static int	round_errors = 0;
+
+/*
+ * Outcomes of one window kept to be recorded with the next (carry_outcomes),
+ * in carry_cxt; their intents are still in_flight in the table (should the
+ * worker stop now, they are sent again with the same key, like any intent in
+ * flight). Recorded no later than carry_deadline.
+ */
+static MemoryContext carry_cxt = NULL;
+static struct Finished *carried = NULL;
+static int	ncarried = 0;
+static TimestampTz carry_deadline = 0;
 static HttpPolicy policy;
 static TimestampTz policy_loaded_at = 0;	/* 0: read them at the next claim */
 
@@ -820,8 +843,64 @@ claim_failed(const char *msg)
  * its own; should the claim fail, the outcomes are recorded all the same and
  * the claim is tried again after a backoff.
  */
+/* A palloc'd copy of s in the current memory context (NULL stays NULL). */
+static char *
+copy_or_null(const char *s)
+{
+	return s ? pstrdup(s) : NULL;
+}
+
+/* Keeps the outcomes of this window to be recorded with the next one's. */
 static void
-record_claim_and_start(Finished *done, int ndone)
+carry_outcomes(Finished *done, int ndone)
+{
+	MemoryContext old;
+
+	Assert(ncarried == 0);
+	if (carry_cxt == NULL)
+		carry_cxt = AllocSetContextCreate(TopMemoryContext, "pgcloud http carried outcomes",
+										  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(carry_cxt);
+	carried = palloc(sizeof(Finished) * ndone);
+	for (int i = 0; i < ndone; i++)
+	{
+		carried[i] = done[i];
+		carried[i].o.headers_json = copy_or_null(done[i].o.headers_json);
+		carried[i].o.body = copy_or_null(done[i].o.body);
+		carried[i].o.error = copy_or_null(done[i].o.error);
+	}
+	MemoryContextSwitchTo(old);
+	ncarried = ndone;
+	carry_deadline = GetCurrentTimestamp() + CARRY_MS * 1000;
+}
+
+/* The carried outcomes first, then done's, in the current memory context; none are carried any more. */
+static Finished *
+take_carried(Finished *done, int *ndone)
+{
+	Finished   *all;
+
+	if (ncarried == 0)
+		return done;
+	all = palloc(sizeof(Finished) * (ncarried + *ndone));
+	for (int i = 0; i < ncarried; i++)
+	{
+		all[i] = carried[i];
+		all[i].o.headers_json = copy_or_null(carried[i].o.headers_json);
+		all[i].o.body = copy_or_null(carried[i].o.body);
+		all[i].o.error = copy_or_null(carried[i].o.error);
+	}
+	if (*ndone > 0)
+		memcpy(all + ncarried, done, sizeof(Finished) * *ndone);
+	*ndone += ncarried;
+	ncarried = 0;
+	carried = NULL;
+	MemoryContextReset(carry_cxt);
+	return all;
+}
+
+static void
+record_claim_and_start(Finished *done, int ndone, bool may_carry)
 {
 	ClaimRound	r = {.cxt = CurrentMemoryContext};
 	char	   *claim_msg;
@@ -849,6 +928,19 @@ record_claim_and_start(Finished *done, int ndone)
 	{
 		round_errors = 0;
 		start_transfers(r.claimed);
+		/*
+		 * New transfers are on the wire: their window finishes soon. Record
+		 * this one's outcomes with it (one record statement and one
+		 * synchronous commit for both), within CARRY_MS. Only one window is
+		 * carried, and only when transfers were started (something to wait
+		 * for).
+		 */
+		if (may_carry && r.claimed != NIL && transfers != NULL)
+		{
+			carry_outcomes(done, ndone);
+			next_due_at = 0;	/* read when the carried outcomes are recorded */
+			return;
+		}
 	}
 	else
 		r.nspare = 0;			/* no claim: the next due time comes from the backoff */
@@ -1154,11 +1246,19 @@ pgcloud_http_main(Datum arg)
 		done = collect_finished(&ndone);
 		if (ndone > 0 && transfers != NULL)
 			done = gather_finished(done, &ndone, &need_claim);
-		if (ndone > 0 || need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
+		if (ndone > 0 || need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at)
+			|| (ncarried > 0 && GetCurrentTimestamp() >= carry_deadline))
 		{
-			/* Finished transfers freed capacity: record them and claim again, in one round. */
+			/*
+			 * Finished transfers freed capacity: record them and claim
+			 * again, in one round; a first window's outcomes may be carried
+			 * to the next (carry_outcomes), never two.
+			 */
+			bool		may_carry = ncarried == 0 && ndone > 0;
+
 			need_claim = false;
-			record_claim_and_start(done, ndone);
+			done = take_carried(done, &ndone);
+			record_claim_and_start(done, ndone, may_carry);
 			last_round_at = GetCurrentTimestamp();
 			continue;
 		}
@@ -1178,6 +1278,8 @@ pgcloud_http_main(Datum arg)
 			timeout = Min(timeout, ms_until(curl_deadline, now));
 		if (next_due_at != 0)
 			timeout = Min(timeout, ms_until(next_due_at, now));
+		if (ncarried > 0)
+			timeout = Min(timeout, ms_until(carry_deadline, now));
 		if (wait_for_work(timeout))
 		{
 			need_claim = true;
