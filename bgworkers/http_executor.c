@@ -25,9 +25,10 @@
  *     is recorded on its own, see record_outcomes_in_work), committed
  *     synchronously (then run the failed final callbacks that are due
  *     again). A round that has just started new transfers may instead keep
- *     the outcomes of its window and record them with the next window's
- *     (one record statement and one synchronous commit for two windows),
- *     at most CARRY_MS later, one window at most (carry_outcomes). A round
+ *     the outcomes of its window and record them with a later window's
+ *     (one record statement and one synchronous commit for up to
+ *     CARRY_WINDOWS + 1 windows), at most CARRY_MS after the first was
+ *     kept (carry_outcomes). A round
  *     with nothing to record claims in one transaction;
  *  3. wait; let libcurl act on ready sockets and its timer.
  *
@@ -76,7 +77,16 @@ PG_FUNCTION_INFO_V1(pgcloud_http_wake);
  * records the finished ones together with the next window's, one
  * synchronous commit for two windows, but never later than this.
  */
-#define CARRY_MS 2L
+#define CARRY_MS 3L
+/*
+ * How many windows' outcomes may be carried before they are recorded, and
+ * while fewer than how many are kept: small windows (a concurrency of 8)
+ * share one record among three; a large one already shares its round's
+ * fixed cost among many, and carrying more would only leave more answered
+ * intents in flight for the claim to skip.
+ */
+#define CARRY_WINDOWS 2
+#define CARRY_MAX_OUTCOMES 16
 
 typedef struct SockEntry
 {
@@ -111,7 +121,7 @@ static TimestampTz next_due_at = 0;	/* 0: nothing known to be due */
 static int	round_errors = 0;
 
 /*
- * Outcomes of one window kept to be recorded with the next (carry_outcomes),
+ * Outcomes of windows kept to be recorded with a later one's (carry_outcomes),
  * in carry_cxt; their intents are still in_flight in the table (should the
  * worker stop now, they are sent again with the same key, like any intent in
  * flight). Recorded no later than carry_deadline.
@@ -119,6 +129,7 @@ static int	round_errors = 0;
 static MemoryContext carry_cxt = NULL;
 static struct Finished *carried = NULL;
 static int	ncarried = 0;
+static int	carried_windows = 0;
 static TimestampTz carry_deadline = 0;
 static HttpPolicy policy;
 static TimestampTz policy_loaded_at = 0;	/* 0: read them at the next claim */
@@ -850,28 +861,32 @@ copy_or_null(const char *s)
 	return s ? pstrdup(s) : NULL;
 }
 
-/* Keeps the outcomes of this window to be recorded with the next one's. */
+/* Keeps the outcomes of this window to be recorded with a later one's (the deadline set by the first). */
 static void
 carry_outcomes(Finished *done, int ndone)
 {
 	MemoryContext old;
 
-	Assert(ncarried == 0);
 	if (carry_cxt == NULL)
 		carry_cxt = AllocSetContextCreate(TopMemoryContext, "pgcloud http carried outcomes",
 										  ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(carry_cxt);
-	carried = palloc(sizeof(Finished) * ndone);
+	carried = carried ? repalloc(carried, sizeof(Finished) * (ncarried + ndone))
+		: palloc(sizeof(Finished) * ndone);
 	for (int i = 0; i < ndone; i++)
 	{
-		carried[i] = done[i];
-		carried[i].o.headers_json = copy_or_null(done[i].o.headers_json);
-		carried[i].o.body = copy_or_null(done[i].o.body);
-		carried[i].o.error = copy_or_null(done[i].o.error);
+		Finished   *c = &carried[ncarried + i];
+
+		*c = done[i];
+		c->o.headers_json = copy_or_null(done[i].o.headers_json);
+		c->o.body = copy_or_null(done[i].o.body);
+		c->o.error = copy_or_null(done[i].o.error);
 	}
 	MemoryContextSwitchTo(old);
-	ncarried = ndone;
-	carry_deadline = GetCurrentTimestamp() + CARRY_MS * 1000;
+	if (ncarried == 0)
+		carry_deadline = GetCurrentTimestamp() + CARRY_MS * 1000;
+	ncarried += ndone;
+	carried_windows++;
 }
 
 /* The carried outcomes first, then done's, in the current memory context; none are carried any more. */
@@ -894,6 +909,7 @@ take_carried(Finished *done, int *ndone)
 		memcpy(all + ncarried, done, sizeof(Finished) * *ndone);
 	*ndone += ncarried;
 	ncarried = 0;
+	carried_windows = 0;
 	carried = NULL;
 	MemoryContextReset(carry_cxt);
 	return all;
@@ -906,6 +922,8 @@ record_claim_and_start(Finished *done, int ndone, bool may_carry)
 	char	   *claim_msg;
 	char	   *msg;
 
+	if (!may_carry)
+		done = take_carried(done, &ndone);
 	r.outcomes = (OutcomeBatch) {.f = done, .n = ndone, .cxt = CurrentMemoryContext};
 	r.outcomes.failures = palloc0(sizeof(char *) * Max(ndone, 1));
 	next_due_at = 0;
@@ -930,10 +948,10 @@ record_claim_and_start(Finished *done, int ndone, bool may_carry)
 		start_transfers(r.claimed);
 		/*
 		 * New transfers are on the wire: their window finishes soon. Record
-		 * this one's outcomes with it (one record statement and one
-		 * synchronous commit for both), within CARRY_MS. Only one window is
-		 * carried, and only when transfers were started (something to wait
-		 * for).
+		 * this one's outcomes with a later one's (one record statement and
+		 * one synchronous commit for them all), within CARRY_MS of the first
+		 * carried, CARRY_WINDOWS windows at most, and only when transfers
+		 * were started (something to wait for).
 		 */
 		if (may_carry && r.claimed != NIL && transfers != NULL)
 		{
@@ -944,6 +962,14 @@ record_claim_and_start(Finished *done, int ndone, bool may_carry)
 	}
 	else
 		r.nspare = 0;			/* no claim: the next due time comes from the backoff */
+	if (may_carry)
+	{
+		/* Not carried after all: record the carried outcomes with these. */
+		done = take_carried(done, &ndone);
+		r.outcomes.f = done;
+		r.outcomes.n = ndone;
+		r.outcomes.failures = palloc0(sizeof(char *) * Max(ndone, 1));
+	}
 
 	msg = PgcloudRunUnit("recording HTTP outcomes", record_unit, &r);
 	if (msg != NULL)
@@ -1251,13 +1277,16 @@ pgcloud_http_main(Datum arg)
 		{
 			/*
 			 * Finished transfers freed capacity: record them and claim
-			 * again, in one round; a first window's outcomes may be carried
-			 * to the next (carry_outcomes), never two.
+			 * again, in one round; a window's outcomes may be carried to a
+			 * later round's record (carry_outcomes), CARRY_WINDOWS windows
+			 * at most, while fewer than CARRY_MAX_OUTCOMES are kept, within
+			 * CARRY_MS.
 			 */
-			bool		may_carry = ncarried == 0 && ndone > 0;
+			bool		may_carry = ndone > 0 && carried_windows < CARRY_WINDOWS
+				&& ncarried < CARRY_MAX_OUTCOMES
+				&& (ncarried == 0 || GetCurrentTimestamp() < carry_deadline);
 
 			need_claim = false;
-			done = take_carried(done, &ndone);
 			record_claim_and_start(done, ndone, may_carry);
 			last_round_at = GetCurrentTimestamp();
 			continue;
