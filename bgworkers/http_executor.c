@@ -24,10 +24,16 @@
  *     tried again later or given up; should the statement fail, each outcome
  *     is recorded on its own, see record_outcomes_in_work), committed
  *     synchronously (then run the failed final callbacks that are due
- *     again). A round with nothing to record claims in one transaction;
+ *     again). A round that has just started new transfers may instead keep
+ *     the outcomes of its window and record them with a later window's
+ *     (one record statement and one synchronous commit for up to
+ *     CARRY_WINDOWS + 1 windows), at most CARRY_MS after the first was
+ *     kept (carry_outcomes). A round
+ *     with nothing to record claims in one transaction;
  *  3. wait; let libcurl act on ready sockets and its timer.
  *
- * Crash safety: an intent is committed in_flight before it is sent; at start
+ * Crash safety: an intent is committed in_flight before it is sent (and
+ * stays so until its outcome is recorded, carried or not); at start
  * the worker puts every in_flight intent back to pending (the new try sends
  * the same Idempotency-Key, so the remote side deduplicates), and a final
  * callback commits together with the record that it ran. The transaction
@@ -65,11 +71,29 @@ PG_FUNCTION_INFO_V1(pgcloud_http_wake);
 #define MAX_CONCURRENCY 256
 /* How long a round waits for the transfers still in flight (gather_finished). */
 #define GATHER_MS 1L
+/*
+ * How long the outcomes of one window may wait to be recorded with those of
+ * the next (carry_outcomes): a round that has just started new transfers
+ * records the finished ones together with the next window's, one
+ * synchronous commit for two windows, but never later than this.
+ */
+#define CARRY_MS 3L
+/*
+ * How many windows' outcomes may be carried before they are recorded, and
+ * while fewer than how many are kept: small windows (a concurrency of 8)
+ * share one record among three; a large one already shares its round's
+ * fixed cost among many, and carrying more would only leave more answered
+ * intents in flight for the claim to skip.
+ */
+#define CARRY_WINDOWS 2
+#define CARRY_MAX_OUTCOMES 16
 
 typedef struct SockEntry
 {
 	curl_socket_t fd;
 	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+	int			pos;			/* its event in wait_set, -1 when not in it */
+	bool		changed;		/* what changed since it was put in wait_set */
 } SockEntry;
 
 typedef struct ClaimedItem
@@ -84,10 +108,29 @@ static int	inflight[HTTP_TARGETS];
 static SockEntry *socks = NULL;
 static int	nsocks = 0;
 static int	socks_cap = 0;
+/*
+ * The latch and libcurl's sockets, kept across waits: built again only when
+ * libcurl adds or removes a socket; a socket whose direction changed is
+ * modified in place (one epoll_ctl, not a new epoll set per wait).
+ */
+static WaitEventSet *wait_set = NULL;
+static bool wait_set_stale = true;
 static bool curl_timer_set = false;
 static TimestampTz curl_deadline = 0;
 static TimestampTz next_due_at = 0;	/* 0: nothing known to be due */
 static int	round_errors = 0;
+
+/*
+ * Outcomes of windows kept to be recorded with a later one's (carry_outcomes),
+ * in carry_cxt; their intents are still in_flight in the table (should the
+ * worker stop now, they are sent again with the same key, like any intent in
+ * flight). Recorded no later than carry_deadline.
+ */
+static MemoryContext carry_cxt = NULL;
+static struct Finished *carried = NULL;
+static int	ncarried = 0;
+static int	carried_windows = 0;
+static TimestampTz carry_deadline = 0;
 static HttpPolicy policy;
 static TimestampTz policy_loaded_at = 0;	/* 0: read them at the next claim */
 
@@ -132,6 +175,7 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	{
 		if (i < nsocks)
 			socks[i] = socks[--nsocks];
+		wait_set_stale = true;
 		return 0;
 	}
 	if (i == nsocks)
@@ -147,8 +191,13 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 			socks_cap = cap;
 		}
 		socks[nsocks].fd = s;
+		socks[nsocks].pos = -1;
+		socks[nsocks].what = 0;
 		nsocks++;
+		wait_set_stale = true;
 	}
+	if (socks[i].what != what)
+		socks[i].changed = true;
 	socks[i].what = what;
 	return 0;
 }
@@ -187,6 +236,9 @@ shutdown_transfers(int code, Datum arg)
 	if (multi != NULL)
 		curl_multi_cleanup(multi);
 	multi = NULL;
+	if (wait_set != NULL)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
 	free(socks);
 	socks = NULL;
 	nsocks = socks_cap = 0;
@@ -802,13 +854,76 @@ claim_failed(const char *msg)
  * its own; should the claim fail, the outcomes are recorded all the same and
  * the claim is tried again after a backoff.
  */
+/* A palloc'd copy of s in the current memory context (NULL stays NULL). */
+static char *
+copy_or_null(const char *s)
+{
+	return s ? pstrdup(s) : NULL;
+}
+
+/* Keeps the outcomes of this window to be recorded with a later one's (the deadline set by the first). */
 static void
-record_claim_and_start(Finished *done, int ndone)
+carry_outcomes(Finished *done, int ndone)
+{
+	MemoryContext old;
+
+	if (carry_cxt == NULL)
+		carry_cxt = AllocSetContextCreate(TopMemoryContext, "pgcloud http carried outcomes",
+										  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(carry_cxt);
+	carried = carried ? repalloc(carried, sizeof(Finished) * (ncarried + ndone))
+		: palloc(sizeof(Finished) * ndone);
+	for (int i = 0; i < ndone; i++)
+	{
+		Finished   *c = &carried[ncarried + i];
+
+		*c = done[i];
+		c->o.headers_json = copy_or_null(done[i].o.headers_json);
+		c->o.body = copy_or_null(done[i].o.body);
+		c->o.error = copy_or_null(done[i].o.error);
+	}
+	MemoryContextSwitchTo(old);
+	if (ncarried == 0)
+		carry_deadline = GetCurrentTimestamp() + CARRY_MS * 1000;
+	ncarried += ndone;
+	carried_windows++;
+}
+
+/* The carried outcomes first, then done's, in the current memory context; none are carried any more. */
+static Finished *
+take_carried(Finished *done, int *ndone)
+{
+	Finished   *all;
+
+	if (ncarried == 0)
+		return done;
+	all = palloc(sizeof(Finished) * (ncarried + *ndone));
+	for (int i = 0; i < ncarried; i++)
+	{
+		all[i] = carried[i];
+		all[i].o.headers_json = copy_or_null(carried[i].o.headers_json);
+		all[i].o.body = copy_or_null(carried[i].o.body);
+		all[i].o.error = copy_or_null(carried[i].o.error);
+	}
+	if (*ndone > 0)
+		memcpy(all + ncarried, done, sizeof(Finished) * *ndone);
+	*ndone += ncarried;
+	ncarried = 0;
+	carried_windows = 0;
+	carried = NULL;
+	MemoryContextReset(carry_cxt);
+	return all;
+}
+
+static void
+record_claim_and_start(Finished *done, int ndone, bool may_carry)
 {
 	ClaimRound	r = {.cxt = CurrentMemoryContext};
 	char	   *claim_msg;
 	char	   *msg;
 
+	if (!may_carry)
+		done = take_carried(done, &ndone);
 	r.outcomes = (OutcomeBatch) {.f = done, .n = ndone, .cxt = CurrentMemoryContext};
 	r.outcomes.failures = palloc0(sizeof(char *) * Max(ndone, 1));
 	next_due_at = 0;
@@ -831,9 +946,30 @@ record_claim_and_start(Finished *done, int ndone)
 	{
 		round_errors = 0;
 		start_transfers(r.claimed);
+		/*
+		 * New transfers are on the wire: their window finishes soon. Record
+		 * this one's outcomes with a later one's (one record statement and
+		 * one synchronous commit for them all), within CARRY_MS of the first
+		 * carried, CARRY_WINDOWS windows at most, and only when transfers
+		 * were started (something to wait for).
+		 */
+		if (may_carry && r.claimed != NIL && transfers != NULL)
+		{
+			carry_outcomes(done, ndone);
+			next_due_at = 0;	/* read when the carried outcomes are recorded */
+			return;
+		}
 	}
 	else
 		r.nspare = 0;			/* no claim: the next due time comes from the backoff */
+	if (may_carry)
+	{
+		/* Not carried after all: record the carried outcomes with these. */
+		done = take_carried(done, &ndone);
+		r.outcomes.f = done;
+		r.outcomes.n = ndone;
+		r.outcomes.failures = palloc0(sizeof(char *) * Max(ndone, 1));
+	}
 
 	msg = PgcloudRunUnit("recording HTTP outcomes", record_unit, &r);
 	if (msg != NULL)
@@ -917,6 +1053,64 @@ collect_finished(int *ndone)
 	return done;
 }
 
+/* The socket's wait events as libcurl asks for them (0: none). */
+static uint32
+sock_events(const SockEntry *e)
+{
+	uint32		ev = 0;
+
+	if (e->what & CURL_POLL_IN)
+		ev |= WL_SOCKET_READABLE;
+	if (e->what & CURL_POLL_OUT)
+		ev |= WL_SOCKET_WRITEABLE;
+	return ev;
+}
+
+/*
+ * Brings wait_set up to date with libcurl's sockets: built again when a
+ * socket came or went (or one wants nothing), else the sockets whose
+ * direction changed are modified in place.
+ */
+static void
+update_wait_set(void)
+{
+	if (!wait_set_stale)
+	{
+		for (int i = 0; i < nsocks; i++)
+		{
+			uint32		ev;
+
+			if (!socks[i].changed)
+				continue;
+			ev = sock_events(&socks[i]);
+			if (socks[i].pos < 0 || ev == 0)
+			{
+				wait_set_stale = true;
+				break;
+			}
+			ModifyWaitEvent(wait_set, socks[i].pos, ev, NULL);
+			socks[i].changed = false;
+		}
+	}
+	if (!wait_set_stale && wait_set != NULL)
+		return;
+	if (wait_set != NULL)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+	wait_set_stale = true;
+	wait_set = CreateWaitEventSet(TopMemoryContext, nsocks + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsocks; i++)
+	{
+		uint32		ev = sock_events(&socks[i]);
+
+		socks[i].changed = false;
+		socks[i].pos = ev != 0 ? AddWaitEventToSet(wait_set, ev, socks[i].fd, NULL, NULL) : -1;
+	}
+	wait_set_stale = false;
+}
+
 /*
  * Waits for the latch, libcurl's sockets or a timeout, and lets libcurl act
  * on the sockets that are ready. Returns true when the latch was set.
@@ -924,30 +1118,15 @@ collect_finished(int *ndone)
 static bool
 wait_for_work(long timeout_ms)
 {
-	WaitEventSet *set;
 	WaitEvent  *events;
 	int			nevents = nsocks + 2;
 	int			n;
 	bool		latch = false;
 	int			running;
 
-	set = CreateWaitEventSet(CurrentMemoryContext, nevents);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < nsocks; i++)
-	{
-		uint32		ev = 0;
-
-		if (socks[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (socks[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		if (ev != 0)
-			AddWaitEventToSet(set, ev, socks[i].fd, NULL, NULL);
-	}
+	update_wait_set();
 	events = palloc(sizeof(WaitEvent) * nevents);
-	n = WaitEventSetWait(set, timeout_ms, events, nevents, PG_WAIT_EXTENSION);
-	FreeWaitEventSet(set);
+	n = WaitEventSetWait(wait_set, timeout_ms, events, nevents, PG_WAIT_EXTENSION);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -1093,11 +1272,22 @@ pgcloud_http_main(Datum arg)
 		done = collect_finished(&ndone);
 		if (ndone > 0 && transfers != NULL)
 			done = gather_finished(done, &ndone, &need_claim);
-		if (ndone > 0 || need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at))
+		if (ndone > 0 || need_claim || (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at)
+			|| (ncarried > 0 && GetCurrentTimestamp() >= carry_deadline))
 		{
-			/* Finished transfers freed capacity: record them and claim again, in one round. */
+			/*
+			 * Finished transfers freed capacity: record them and claim
+			 * again, in one round; a window's outcomes may be carried to a
+			 * later round's record (carry_outcomes), CARRY_WINDOWS windows
+			 * at most, while fewer than CARRY_MAX_OUTCOMES are kept, within
+			 * CARRY_MS.
+			 */
+			bool		may_carry = ndone > 0 && carried_windows < CARRY_WINDOWS
+				&& ncarried < CARRY_MAX_OUTCOMES
+				&& (ncarried == 0 || GetCurrentTimestamp() < carry_deadline);
+
 			need_claim = false;
-			record_claim_and_start(done, ndone);
+			record_claim_and_start(done, ndone, may_carry);
 			last_round_at = GetCurrentTimestamp();
 			continue;
 		}
@@ -1117,6 +1307,8 @@ pgcloud_http_main(Datum arg)
 			timeout = Min(timeout, ms_until(curl_deadline, now));
 		if (next_due_at != 0)
 			timeout = Min(timeout, ms_until(next_due_at, now));
+		if (ncarried > 0)
+			timeout = Min(timeout, ms_until(carry_deadline, now));
 		if (wait_for_work(timeout))
 		{
 			need_claim = true;

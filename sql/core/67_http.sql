@@ -73,13 +73,23 @@ CREATE TABLE pgcloud.http_intents (
     callback_next_at     timestamptz,
     callback_error       text,
     callback_given_up_at timestamptz
-);
-CREATE INDEX http_intents_due_idx ON pgcloud.http_intents (target, next_attempt_at)
-    WHERE state IN ('pending', 'failed');
-CREATE INDEX http_intents_in_flight_idx ON pgcloud.http_intents (id) WHERE state = 'in_flight';
-CREATE INDEX http_intents_callback_idx ON pgcloud.http_intents (callback_next_at)
+)
+-- Room on each page for the claim's new row version: the claim changes no
+-- indexed column (see below), so it is a HOT update when the page has room.
+WITH (fillfactor = 50);
+-- No index has state in its key or predicate, nor attempts or
+-- last_attempt_at: the claim (pending/failed -> in_flight) changes only
+-- those, and writes no index entry (a HOT update). An intent is open (due,
+-- or in flight) until completed_at is set (succeeded or dead); the claim
+-- skips the few open ones in flight by their state. The record of a final
+-- outcome takes the row out of the open index.
+CREATE INDEX http_intents_open_idx ON pgcloud.http_intents (target, next_attempt_at)
+    WHERE completed_at IS NULL;
+CREATE INDEX http_intents_callback_due_idx ON pgcloud.http_intents (callback_next_at)
     WHERE callback IS NOT NULL AND callback_done_at IS NULL AND callback_given_up_at IS NULL
-      AND state IN ('succeeded', 'dead');
+      AND completed_at IS NOT NULL;
+COMMENT ON INDEX pgcloud.http_intents_open_idx IS 'Open intents (pending, in flight, waiting for a retry) per target, by due time: the claim and the next due time. Its predicate is completed_at, not state, so the claim is a HOT update.';
+COMMENT ON INDEX pgcloud.http_intents_callback_due_idx IS 'Final outcomes whose callback failed and waits to run again, by due time.';
 COMMENT ON TABLE pgcloud.http_intents IS 'Outbound HTTP (and SMTP) calls written in the caller''s transaction with pgcloud.http_request() and carried out after commit by the HTTP executor worker. Credentials are added at send time and never stored here.';
 COMMENT ON COLUMN pgcloud.http_intents.id IS 'Intent id; the Idempotency-Key sent when none was given.';
 COMMENT ON COLUMN pgcloud.http_intents.target IS 'stripe, maas, smtp, s3 or test; the base URL and credentials come from pgcloud.* settings.';
@@ -98,7 +108,7 @@ COMMENT ON COLUMN pgcloud.http_intents.attempts IS 'Tries started so far.';
 COMMENT ON COLUMN pgcloud.http_intents.next_attempt_at IS 'Not sent (again) before this time.';
 COMMENT ON COLUMN pgcloud.http_intents.created_at IS 'When the intent was written.';
 COMMENT ON COLUMN pgcloud.http_intents.last_attempt_at IS 'When the last try started.';
-COMMENT ON COLUMN pgcloud.http_intents.completed_at IS 'When it became succeeded or dead.';
+COMMENT ON COLUMN pgcloud.http_intents.completed_at IS 'When it became succeeded or dead; NULL while the intent is open (pending, in flight or waiting for a retry), which is what the indexes go by.';
 COMMENT ON COLUMN pgcloud.http_intents.response_status IS 'HTTP status (SMTP reply code) of the last answer; NULL after a connection error or timeout.';
 COMMENT ON COLUMN pgcloud.http_intents.response_headers IS 'Headers of the last answer (lower-case name -> value).';
 COMMENT ON COLUMN pgcloud.http_intents.response_body IS 'Body of the last answer, at most core.http_response_max_bytes.';
@@ -286,7 +296,7 @@ DECLARE
 BEGIN
     UPDATE pgcloud.http_intents SET state = 'pending', next_attempt_at = now(),
            last_error = coalesce(last_error, 'interrupted while in flight; sent again')
-     WHERE state = 'in_flight';
+     WHERE completed_at IS NULL AND state = 'in_flight';
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -317,7 +327,7 @@ BEGIN
              FROM unnest(targets, slots) AS t (target, n)
             CROSS JOIN LATERAL (
                   SELECT c.id FROM pgcloud.http_intents c
-                   WHERE c.target = t.target AND c.state IN ('pending', 'failed')
+                   WHERE c.target = t.target AND c.completed_at IS NULL AND c.state IN ('pending', 'failed')
                      AND c.next_attempt_at <= clock_timestamp()
                    ORDER BY c.next_attempt_at
                    LIMIT greatest(t.n, 0)
@@ -510,19 +520,22 @@ END
 $$;
 COMMENT ON FUNCTION pgcloud.http_record(uuid, integer, integer, jsonb, text, boolean, text, integer) IS 'HTTP executor: records the outcome of try number attempt (status NULL = no answer; error scrubbed before it is stored), decides succeeded, failed (retry after Retry-After or backoff with jitter) or dead, and runs the callback in the same transaction. Returns the new state, or stale for a superseded try.';
 
--- The batched form of pgcloud.http_record() (the executor records every
--- transfer finished since its last wake-up with one call): one UPDATE for all
--- the outcomes, the same decisions, then each callback in a subtransaction
--- of its own (an exception block). A final callback is marked done by the
--- UPDATE that records its outcome, in the same transaction as its effects,
--- so they commit together, exactly once. A failing callback rolls back only
--- its own effects and is noted by pgcloud.http_callback_failed() (which
--- takes the mark back), as pgcloud.http_run_callback() does. A try that was
+-- The batched form of pgcloud.http_record(), in two parts. The executor
+-- records every transfer finished since its last wake-up with one call of
+-- pgcloud.http_record_outcomes(): one UPDATE for all the outcomes, the same
+-- decisions, which marks a final callback done in the same write; then each
+-- callback runs in a subtransaction of its own, in the same transaction, so
+-- the mark and the callback's effects commit together, exactly once. A
+-- failing callback rolls back only its own effects and is noted by
+-- pgcloud.http_callback_failed() (which takes the mark back).
+-- pgcloud.http_record_all() does both parts, in C (bgworkers/http_callback.c:
+-- no plpgsql statement and exception block per callback). A try that was
 -- superseded is not in the UPDATE and not returned (stale).
-CREATE FUNCTION pgcloud.http_record_all(intent_ids uuid[], attempts integer[], statuses integer[],
-                                        response_headers jsonb[], response_bodies text[], truncated boolean[],
-                                        errors text[], retry_after_seconds integer[])
-RETURNS TABLE (intent_id uuid, state text)
+CREATE FUNCTION pgcloud.http_record_outcomes(intent_ids uuid[], attempts integer[], statuses integer[],
+                                             response_headers jsonb[], response_bodies text[], truncated boolean[],
+                                             errors text[], retry_after_seconds integer[])
+RETURNS TABLE (intent_id uuid, state text, callback regprocedure, status integer, headers jsonb, body text,
+               context jsonb, correlation_id text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pgcloud
 SET plan_cache_mode = force_generic_plan   -- run every round: planned once, not per call
@@ -532,68 +545,63 @@ DECLARE
     max_attempts integer := pgcloud.policy('core.http_max_attempts', NULL::integer);
     retry_after_max integer := pgcloud.policy('core.http_retry_after_max_seconds', NULL::integer);
     r record;
-    final boolean;
-    err text;
 BEGIN
     FOR r IN
-        WITH o AS (
-            SELECT u.id, u.attempt, u.status, u.headers, u.body, u.truncated, u.retry_after, i.target,
-                   CASE WHEN u.error IS NOT NULL THEN left(pgcloud.sanitize(u.error), 2000) END AS clean,
-                   CASE WHEN i.target = 'smtp' THEN coalesce(u.error IS NULL AND u.status BETWEEN 200 AND 399, false)
-                        ELSE coalesce(u.error IS NULL AND u.status BETWEEN 200 AND 299, false) END AS ok,
-                   CASE WHEN i.target = 'smtp' THEN u.status IS NULL OR u.status < 500           -- 4xx: transient; 5xx: permanent
-                        ELSE u.status IS NULL OR u.status = 429 OR u.status >= 500 END AS retryable
-              FROM unnest(intent_ids, attempts, statuses, response_headers, response_bodies, truncated, errors,
-                          retry_after_seconds) AS u (id, attempt, status, headers, body, truncated, error, retry_after)
-              JOIN pgcloud.http_intents i ON i.id = u.id
-             WHERE i.state = 'in_flight' AND i.attempts = u.attempt
-        ), s AS (
-            SELECT o.*, CASE WHEN o.ok THEN 'succeeded'
-                             WHEN o.retryable AND o.attempt < max_attempts THEN 'failed'
-                             ELSE 'dead' END AS next_state
-              FROM o
-        ), d AS (
-            SELECT s.id, s.attempt, s.status, s.headers, s.body, s.truncated, s.target, s.retryable, s.next_state,
-                   CASE WHEN s.clean IS NULL AND NOT s.ok
-                        THEN CASE WHEN s.target = 'smtp' THEN format('SMTP reply %s', s.status)
-                                  ELSE format('HTTP %s', s.status) END
-                             || CASE WHEN s.next_state = 'dead' AND NOT s.retryable THEN ' (not retried)' ELSE '' END
-                        ELSE s.clean END AS clean,
-                   CASE WHEN s.next_state <> 'failed' THEN NULL
-                        WHEN s.retry_after IS NOT NULL AND s.retry_after >= 0
-                        THEN least(s.retry_after, retry_after_max) * 1000::bigint
-                        ELSE pgcloud.http_backoff_ms(s.attempt) END AS delay_ms
-              FROM s
-        )
-        UPDATE pgcloud.http_intents h
-           SET state = d.next_state,
-               response_status = d.status,
-               response_headers = d.headers,
-               response_body = d.body,
-               response_truncated = coalesce(d.truncated, false),
-               last_error = coalesce(d.clean, h.last_error),
-               next_attempt_at = CASE WHEN d.next_state = 'failed'
-                                      THEN clock_timestamp() + make_interval(secs => d.delay_ms / 1000.0)
-                                      ELSE h.next_attempt_at END,
-               completed_at = CASE WHEN d.next_state IN ('succeeded', 'dead') THEN clock_timestamp() END,
-               -- A final callback is marked done here, before it runs, in
-               -- the same transaction as its effects (one write of the row,
-               -- not two); should it fail, pgcloud.http_callback_failed()
-               -- takes the mark back and schedules it again.
-               callback_done_at = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
-                                       THEN clock_timestamp() END,
-               callback_error = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
-                                     THEN NULL ELSE h.callback_error END,
-               callback_next_at = NULL
-          FROM d
-         WHERE h.id = d.id AND h.state = 'in_flight' AND h.attempts = d.attempt
-        RETURNING h.id, h.state, h.target, h.method, h.path, h.requested_by, h.attempts, h.callback,
-                  h.response_status, h.response_headers, h.response_body, h.context, h.correlation_id,
-                  d.retryable, d.clean
+    WITH o AS (
+        SELECT u.id, u.attempt, u.status, u.headers, u.body, u.truncated, u.retry_after, i.target,
+               CASE WHEN u.error IS NOT NULL THEN left(pgcloud.sanitize(u.error), 2000) END AS clean,
+               CASE WHEN i.target = 'smtp' THEN coalesce(u.error IS NULL AND u.status BETWEEN 200 AND 399, false)
+                    ELSE coalesce(u.error IS NULL AND u.status BETWEEN 200 AND 299, false) END AS ok,
+               CASE WHEN i.target = 'smtp' THEN u.status IS NULL OR u.status < 500           -- 4xx: transient; 5xx: permanent
+                    ELSE u.status IS NULL OR u.status = 429 OR u.status >= 500 END AS retryable
+          FROM unnest(intent_ids, attempts, statuses, response_headers, response_bodies, truncated, errors,
+                      retry_after_seconds) AS u (id, attempt, status, headers, body, truncated, error, retry_after)
+          JOIN pgcloud.http_intents i ON i.id = u.id
+         WHERE i.state = 'in_flight' AND i.attempts = u.attempt
+    ), s AS (
+        SELECT o.*, CASE WHEN o.ok THEN 'succeeded'
+                         WHEN o.retryable AND o.attempt < max_attempts THEN 'failed'
+                         ELSE 'dead' END AS next_state
+          FROM o
+    ), d AS (
+        SELECT s.id, s.attempt, s.status, s.headers, s.body, s.truncated, s.target, s.retryable, s.next_state,
+               CASE WHEN s.clean IS NULL AND NOT s.ok
+                    THEN CASE WHEN s.target = 'smtp' THEN format('SMTP reply %s', s.status)
+                              ELSE format('HTTP %s', s.status) END
+                         || CASE WHEN s.next_state = 'dead' AND NOT s.retryable THEN ' (not retried)' ELSE '' END
+                    ELSE s.clean END AS clean,
+               CASE WHEN s.next_state <> 'failed' THEN NULL
+                    WHEN s.retry_after IS NOT NULL AND s.retry_after >= 0
+                    THEN least(s.retry_after, retry_after_max) * 1000::bigint
+                    ELSE pgcloud.http_backoff_ms(s.attempt) END AS delay_ms
+          FROM s
+    )
+    UPDATE pgcloud.http_intents h
+       SET state = d.next_state,
+           response_status = d.status,
+           response_headers = d.headers,
+           response_body = d.body,
+           response_truncated = coalesce(d.truncated, false),
+           last_error = coalesce(d.clean, h.last_error),
+           next_attempt_at = CASE WHEN d.next_state = 'failed'
+                                  THEN clock_timestamp() + make_interval(secs => d.delay_ms / 1000.0)
+                                  ELSE h.next_attempt_at END,
+           completed_at = CASE WHEN d.next_state IN ('succeeded', 'dead') THEN clock_timestamp() END,
+           -- A final callback is marked done here, before it runs, in
+           -- the same transaction as its effects (one write of the row,
+           -- not two); should it fail, pgcloud.http_callback_failed()
+           -- takes the mark back and schedules it again.
+           callback_done_at = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
+                                   THEN clock_timestamp() END,
+           callback_error = CASE WHEN d.next_state IN ('succeeded', 'dead') AND h.callback IS NOT NULL
+                                 THEN NULL ELSE h.callback_error END,
+           callback_next_at = NULL
+      FROM d
+     WHERE h.id = d.id AND h.state = 'in_flight' AND h.attempts = d.attempt
+    RETURNING h.id, h.state, h.target, h.method, h.path, h.requested_by, h.attempts, h.callback,
+              h.response_status, h.response_headers, h.response_body, h.context, h.correlation_id,
+              d.retryable, d.clean
     LOOP
-        intent_id := r.id;
-        state := r.state;
-        RETURN NEXT;
         IF r.state = 'dead' AND r.retryable AND r.target <> 'smtp' THEN
             -- Retries exhausted: tell the operators (not for e-mail: alerts go out by e-mail).
             PERFORM pgcloud.emit('platform.alert', 'http_intent', r.id::text,
@@ -601,20 +609,28 @@ BEGIN
                                    'path', pgcloud.sanitize(r.path), 'service', r.requested_by,
                                    'attempts', r.attempts, 'status', r.response_status, 'error', r.clean));
         END IF;
-        CONTINUE WHEN r.callback IS NULL;
-        -- The final outcome's callback, or the best-effort one of a try that will be retried.
-        final := r.state <> 'failed';
-        BEGIN
-            PERFORM pgcloud.http_call_callback(r.callback, r.id, r.response_status, r.response_headers,
-                                               r.response_body, r.context, final, r.correlation_id);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
-            PERFORM pgcloud.http_callback_failed(r.id, final, err);
-        END;
+        intent_id := r.id;
+        state := r.state;
+        callback := r.callback;
+        status := r.response_status;
+        headers := r.response_headers;
+        body := r.response_body;
+        context := r.context;
+        correlation_id := r.correlation_id;
+        RETURN NEXT;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]) IS 'HTTP executor: pgcloud.http_record() for many outcomes at once (element i of each array is one outcome): one UPDATE (which marks final callbacks done), then each callback in its own subtransaction (a failing one undone alone and its mark taken back), all in the caller''s transaction. Returns the new state of each intent recorded; superseded tries are left out.';
+COMMENT ON FUNCTION pgcloud.http_record_outcomes(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]) IS 'HTTP executor: records many outcomes at once (element i of each array is one outcome) with one UPDATE, which marks final callbacks done, and alerts the operators of intents dead after their retries. Returns, per intent recorded, its new state and what its callback is called with; the caller runs each callback in a subtransaction of its own in the same transaction (pgcloud.http_call_callback(), and pgcloud.http_callback_failed() when one fails). Superseded tries are left out.';
+
+CREATE FUNCTION pgcloud.http_record_all(intent_ids uuid[], attempts integer[], statuses integer[],
+                                        response_headers jsonb[], response_bodies text[], truncated boolean[],
+                                        errors text[], retry_after_seconds integer[])
+RETURNS TABLE (intent_id uuid, state text)
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pgcloud      -- what the callbacks run under
+AS 'MODULE_PATHNAME', 'pgcloud_http_record_all';
+COMMENT ON FUNCTION pgcloud.http_record_all(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]) IS 'pgcloud.http_record() for many outcomes at once (element i of each array is one outcome): pgcloud.http_record_outcomes() (one UPDATE, which marks final callbacks done), then each callback in its own subtransaction (a failing one undone alone and its mark taken back), all in the caller''s transaction. Returns the new state of each intent recorded; superseded tries are left out.';
 
 CREATE FUNCTION pgcloud.http_callbacks_due(max_intents integer) RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE
@@ -625,7 +641,7 @@ BEGIN
     RETURN QUERY
     SELECT h.id FROM pgcloud.http_intents h
      WHERE h.callback IS NOT NULL AND h.callback_done_at IS NULL AND h.callback_given_up_at IS NULL
-       AND h.state IN ('succeeded', 'dead') AND h.callback_next_at <= clock_timestamp()
+       AND h.completed_at IS NOT NULL AND h.state IN ('succeeded', 'dead') AND h.callback_next_at <= clock_timestamp()
      ORDER BY h.callback_next_at
      LIMIT max_intents;
 END
@@ -642,13 +658,13 @@ DECLARE
 BEGIN
     SELECT min(x.m) INTO due
       FROM (SELECT (SELECT h.next_attempt_at FROM pgcloud.http_intents h
-                     WHERE h.target = tg AND h.state IN ('pending', 'failed')
+                     WHERE h.target = tg AND h.completed_at IS NULL AND h.state IN ('pending', 'failed')
                      ORDER BY h.next_attempt_at LIMIT 1) AS m
               FROM unnest(targets) tg
             UNION ALL
             SELECT min(h.callback_next_at) FROM pgcloud.http_intents h
              WHERE h.callback IS NOT NULL AND h.callback_done_at IS NULL AND h.callback_given_up_at IS NULL
-               AND h.state IN ('succeeded', 'dead')) x;
+               AND h.completed_at IS NOT NULL AND h.state IN ('succeeded', 'dead')) x;
     IF due IS NULL THEN
         RETURN NULL;
     END IF;

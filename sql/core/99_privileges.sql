@@ -95,6 +95,7 @@ REVOKE ALL ON ROUTINE pgcloud.consume_failed(text, text, text, text, integer), p
 -- What the entry points call in turn, running as the core's owner.
 GRANT EXECUTE ON ROUTINE pgcloud.http_run_callback(uuid, boolean), pgcloud.http_backoff_ms(integer),
     pgcloud.http_callback_failed(uuid, boolean, text),
+    pgcloud.http_record_outcomes(uuid[], integer[], integer[], jsonb[], text[], boolean[], text[], integer[]),
     pgcloud.http_call_callback(regprocedure, uuid, integer, jsonb, text, jsonb, boolean, text)
     TO pgcloud_svc_core;
 GRANT USAGE ON SCHEMA pgcloud TO pgcloud_worker_relay, pgcloud_worker_consumer, pgcloud_worker_http;

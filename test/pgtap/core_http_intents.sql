@@ -340,5 +340,18 @@ SELECT is((SELECT correlation_id FROM taphttp.seen WHERE intent_id = :'gucs'), '
 SELECT ok(current_setting('statement_timeout') <> '4242ms' AND current_setting('work_mem') <> '4242kB',
     'and its settings were undone when it returned');
 
+-- ---- the claim writes no index entry (a HOT update) ------------------------------------------
+-- No index of pgcloud.http_intents names state, attempts or last_attempt_at,
+-- and each page keeps room for the new row version (fillfactor): claiming
+-- an intent in flight is a HOT update. An index on state would make it fail.
+DELETE FROM pgcloud.http_intents;
+SELECT taphttp.intent_boom('hot1') AS hot1, taphttp.intent_boom('hot2') AS hot2 \gset
+SELECT pg_stat_get_xact_tuples_hot_updated('pgcloud.http_intents'::regclass) AS hot_before \gset
+SELECT is((SELECT count(*)::int FROM pgcloud.http_claim('test', 10)), 2, 'two intents claimed');
+SELECT is(pg_stat_get_xact_tuples_hot_updated('pgcloud.http_intents'::regclass) - :hot_before, 2::bigint,
+    'both claims were HOT updates (no index entry written)');
+SELECT is((SELECT array_agg(state || ' ' || attempts) FROM pgcloud.http_intents WHERE id IN (:'hot1', :'hot2')),
+    ARRAY['in_flight 1', 'in_flight 1'], 'and both are in flight, first try');
+
 SELECT * FROM finish();
 ROLLBACK;

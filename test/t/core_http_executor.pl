@@ -266,6 +266,37 @@ for my $k (@kept)
 is($sent, 40, '40 requests sent, once each');
 ok(!exists $peers{none}, 'the fake saw the client port of every request');
 cmp_ok(scalar(keys %peers), '<=', 4, '40 requests came over at most 4 TCP connections (' . scalar(keys %peers) . ')');
+# Recorded in batches (one statement per round, the callbacks called from C,
+# each in a subtransaction of its own): every callback ran once, as final,
+# and every intent is marked done with it.
+my $kept_ids = "'{" . join(',', @kept) . "}'::uuid[]";
+is(sql("SELECT count(*) || ' ' || count(DISTINCT intent_id) || ' ' || bool_and(final) FROM tap.effects
+         WHERE intent_id = ANY ($kept_ids)"), '40 40 true', 'the 40 callbacks ran once each, with the final outcome');
+is(sql("SELECT count(*) FROM pgcloud.http_intents
+         WHERE id = ANY ($kept_ids) AND state = 'succeeded' AND attempts = 1 AND callback_done_at IS NOT NULL"),
+    40, 'and all 40 intents succeeded at the first try, their callbacks marked done');
+
+# --- refused tries in batched rounds: no retry lost, no callback run twice -----------------------------
+# A round may carry the outcomes of one window to the next round's record
+# (one statement and one commit for both). The fake answers 503 to the next
+# 6 requests of 24: each refused try is retried, each intent gets one final
+# callback, and one best-effort callback per refused try.
+$maas->control({ status => 503, fail_next => 6 });
+my @mix = split /\n/, sql(q{SELECT pgcloud.http_request('test', 'GET', '/MAAS/api/2.0/version/',
+                                       callback => 'tap.cb(uuid, integer, jsonb, text, jsonb, boolean)')
+                               FROM generate_series(1, 24)});
+wait_done($_) for @mix;
+$maas->control(undef);
+my $mix_ids = "'{" . join(',', @mix) . "}'::uuid[]";
+is(sql("SELECT count(*) || ' ' || sum(attempts) FROM pgcloud.http_intents WHERE id = ANY ($mix_ids) AND state = 'succeeded'"),
+    '24 30', 'all 24 succeeded, after 30 tries: the 6 refused ones were retried, none lost');
+is(sql("SELECT count(*) FILTER (WHERE final) || ' ' || count(DISTINCT intent_id) FILTER (WHERE final) || ' '
+               || count(*) FILTER (WHERE NOT final) || ' ' || count(*) FILTER (WHERE final AND status <> 200)
+          FROM tap.effects WHERE intent_id = ANY ($mix_ids)"),
+    '24 24 6 0', 'one final callback per intent (status 200), one not final per refused try');
+my $mix_sent = 0;
+$mix_sent += scalar(tries($maas, $_)) for @mix;
+is($mix_sent, 30, 'the target saw 30 requests');
 
 # --- the next intents go out while a round records the last outcomes ---------------------------------
 # A round claims (committed in flight) and sends first, then records the
