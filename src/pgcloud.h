@@ -85,6 +85,16 @@ extern double PgcloudPolicyNumber(const char *key);
 /* outbox.c: dotted lower-case event type, at most 128 bytes; emit() for C callers. */
 extern bool PgcloudValidEventType(const char *s, size_t len);
 extern bool PgcloudDottedName(const char *s, size_t len);
+/* A single-row insert into a core table, without a planned statement (outbox.c). */
+typedef struct PgcloudRowInsert
+{
+	Relation	rel;
+	struct EState *estate;
+	struct ResultRelInfo *rri;
+	struct TupleTableSlot *slot;
+} PgcloudRowInsert;
+extern void PgcloudRowInsertBegin(PgcloudRowInsert *ins, Oid relid);
+extern void PgcloudRowInsertFinish(PgcloudRowInsert *ins);
 extern struct pg_uuid_t *PgcloudEmit(text *event_type, text *aggregate_type, text *aggregate_id, Jsonb *payload,
 									 bool aggregate_locked);
 extern Oid	PgcloudIdentitySequence(Oid relid, AttrNumber attnum);

@@ -46,24 +46,13 @@ typedef struct AuditRow
 static void
 audit_insert(Oid relid, AuditRow *row)
 {
-	Relation	rel = table_open(relid, RowExclusiveLock);
-	TupleDesc	desc = RelationGetDescr(rel);
-	EState	   *estate = CreateExecutorState();
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	PgcloudRowInsert ins;
+	TupleDesc	desc;
 	TupleTableSlot *slot;
 
-	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(estate, list_make1(rte));
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	estate->es_opened_result_relations = lappend(estate->es_opened_result_relations, rri);
-	estate->es_output_cid = GetCurrentCommandId(true);
-	ExecOpenIndices(rri, false);
-	slot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
-	ExecClearTuple(slot);
+	PgcloudRowInsertBegin(&ins, relid);
+	desc = RelationGetDescr(ins.rel);
+	slot = ins.slot;
 	row->at = GetCurrentTimestamp();	/* the column's default, clock_timestamp() */
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -112,16 +101,7 @@ audit_insert(Oid relid, AuditRow *row)
 		slot->tts_values[i] = isnull ? (Datum) 0 : v;
 		slot->tts_isnull[i] = isnull;
 	}
-	ExecStoreVirtualTuple(slot);
-
-	AfterTriggerBeginQuery();
-	ExecSimpleRelationInsert(rri, estate, slot);
-	AfterTriggerEndQuery(estate);
-
-	ExecCloseIndices(rri);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	table_close(rel, NoLock);
+	PgcloudRowInsertFinish(&ins);
 }
 
 static void

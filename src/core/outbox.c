@@ -501,6 +501,49 @@ outbox_check_exprs(Relation rel)
 }
 
 /*
+ * A single-row insert into a core table as an INSERT statement would do it
+ * (its constraints, indexes and row triggers), without planning or starting
+ * a statement: the executor's single-row insert, as logical replication
+ * applies a row. PgcloudRowInsertBegin() opens the table and hands back an
+ * empty virtual slot; the caller fills every column and calls
+ * PgcloudRowInsertFinish(). Used by emit() (the outbox) and audit() (the log).
+ */
+void
+PgcloudRowInsertBegin(PgcloudRowInsert *ins, Oid relid)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	ins->rel = table_open(relid, RowExclusiveLock);
+	ins->estate = CreateExecutorState();
+	ins->rri = makeNode(ResultRelInfo);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = ins->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(ins->estate, list_make1(rte));
+	InitResultRelInfo(ins->rri, ins->rel, 1, NULL, 0);
+	/* Listed as opened, so that an AFTER trigger finds it (ExecGetTriggerResultRel). */
+	ins->estate->es_opened_result_relations = lappend(ins->estate->es_opened_result_relations, ins->rri);
+	ins->estate->es_output_cid = GetCurrentCommandId(true);
+	ExecOpenIndices(ins->rri, false);
+	ins->slot = ExecInitExtraTupleSlot(ins->estate, RelationGetDescr(ins->rel), &TTSOpsVirtual);
+	ExecClearTuple(ins->slot);
+}
+
+void
+PgcloudRowInsertFinish(PgcloudRowInsert *ins)
+{
+	ExecStoreVirtualTuple(ins->slot);
+	AfterTriggerBeginQuery();
+	ExecSimpleRelationInsert(ins->rri, ins->estate, ins->slot);
+	AfterTriggerEndQuery(ins->estate);
+	ExecCloseIndices(ins->rri);
+	ExecResetTupleTable(ins->estate->es_tupleTable, false);
+	FreeExecutorState(ins->estate);
+	table_close(ins->rel, NoLock);
+}
+
+/*
  * Inserts the row as an INSERT statement would (the identity and the
  * defaults of pgcloud.outbox, its constraints, its indexes, any row
  * triggers), without planning or starting a statement: the executor's
@@ -510,26 +553,14 @@ outbox_check_exprs(Relation rel)
 static void
 outbox_insert(Oid relid, OutboxRow *row)
 {
-	Relation	rel = table_open(relid, RowExclusiveLock);
-	TupleDesc	desc = RelationGetDescr(rel);
-	EState	   *estate = CreateExecutorState();
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	PgcloudRowInsert ins;
+	TupleDesc	desc;
 	TupleTableSlot *slot;
 
-	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(estate, list_make1(rte));
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	rri->ri_ConstraintExprs = outbox_check_exprs(rel);
-	/* Listed as opened, so that an AFTER trigger finds it (ExecGetTriggerResultRel). */
-	estate->es_opened_result_relations = lappend(estate->es_opened_result_relations, rri);
-	estate->es_output_cid = GetCurrentCommandId(true);
-	ExecOpenIndices(rri, false);
-	slot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
-	ExecClearTuple(slot);
+	PgcloudRowInsertBegin(&ins, relid);
+	ins.rri->ri_ConstraintExprs = outbox_check_exprs(ins.rel);
+	desc = RelationGetDescr(ins.rel);
+	slot = ins.slot;
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -565,16 +596,7 @@ outbox_insert(Oid relid, OutboxRow *row)
 		slot->tts_values[i] = v;
 		slot->tts_isnull[i] = false;
 	}
-	ExecStoreVirtualTuple(slot);
-
-	AfterTriggerBeginQuery();
-	ExecSimpleRelationInsert(rri, estate, slot);
-	AfterTriggerEndQuery(estate);
-
-	ExecCloseIndices(rri);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	table_close(rel, NoLock);
+	PgcloudRowInsertFinish(&ins);
 }
 
 /*
