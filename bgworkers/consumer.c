@@ -50,6 +50,7 @@
 #define ROUND_MAX 1024			/* messages taken from the inbox per round */
 #define WAIT_MS 50				/* longest wait for a message before interrupts are checked */
 #define MAX_SUBSCRIBERS 32
+#define CONFIG_RELOAD_MS 5000	/* the subscribers are read again at least this often */
 
 typedef struct Subscriber
 {
@@ -720,6 +721,7 @@ pgcloud_consumer_main(Datum arg)
 {
 	MemoryContext loopcxt;
 	jsOptions	jsopts;
+	TimestampTz loaded_at;
 
 	PgcloudWorkerSetup(PGCLOUD_WORKER_CONSUMER, DatumGetInt32(arg));
 	if (!PgcloudWorkerCheckInstalled())
@@ -728,6 +730,7 @@ pgcloud_consumer_main(Datum arg)
 	jsOptions_Init(&jsopts);
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "pgcloud consumer loop", ALLOCSET_DEFAULT_SIZES);
 	load_config();
+	loaded_at = GetCurrentTimestamp();
 	ereport(LOG, errmsg("pgcloud NATS consumer started for %d subscribing services", nsubscribers));
 
 	for (;;)
@@ -759,12 +762,17 @@ pgcloud_consumer_main(Datum arg)
 			/*
 			 * The round waited on the inbox (up to WAIT_MS); a wake-up
 			 * meanwhile (pgcloud.wake_workers(), e.g. a service installed)
-			 * re-reads the subscribers.
+			 * re-reads the subscribers. So does the passing of
+			 * CONFIG_RELOAD_MS: a wake-up that came before this worker took
+			 * its place, or whose latch was reset by a wait inside a round,
+			 * delays a new subscriber by that much, not for good.
 			 */
-			if (MyLatch->is_set)
+			if (MyLatch->is_set
+				|| TimestampDifferenceExceeds(loaded_at, GetCurrentTimestamp(), CONFIG_RELOAD_MS))
 			{
 				ResetLatch(MyLatch);
 				load_config();
+				loaded_at = GetCurrentTimestamp();
 			}
 			continue;
 		}
@@ -772,7 +780,11 @@ pgcloud_consumer_main(Datum arg)
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		/* pgcloud.wake_workers() (e.g. a service installed) or nothing to subscribe: re-read the subscribers. */
-		if ((rc & WL_LATCH_SET) || nsubscribers == 0)
+		if ((rc & WL_LATCH_SET) || nsubscribers == 0
+			|| TimestampDifferenceExceeds(loaded_at, GetCurrentTimestamp(), CONFIG_RELOAD_MS))
+		{
 			load_config();
+			loaded_at = GetCurrentTimestamp();
+		}
 	}
 }

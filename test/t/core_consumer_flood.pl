@@ -27,9 +27,9 @@ my $node = pgcloud_node('flood', nats_settings($port));
 # Several subscribing services in database postgres, each with its own
 # durable, each recording what it applies (database_name is only the
 # database a service would have of its own; all are installed here).
-sub add_service {
+sub add_service_sql {
     my ($svc) = @_;
-    $node->safe_psql('postgres', qq{
+    return qq{
         INSERT INTO pgcloud.services (name, schema_name, database_name, layer, route_prefix, publishes, subscribes, depends_on)
         VALUES ('$svc', '$svc', '$svc', 'domain', '/$svc', '{}', '{load.*}', '{}');
         INSERT INTO pgcloud.subscriptions VALUES ('$svc', 'load.*');
@@ -43,8 +43,9 @@ sub add_service {
         END \$\$;
         GRANT USAGE ON SCHEMA $svc TO pgcloud_svc_core;
         SELECT pgcloud.wake_workers();
-    });
+    };
 }
+sub add_service { $node->safe_psql('postgres', add_service_sql($_[0])) }
 add_service($_) for @subscribers;
 
 # The flood: $batches transactions of $per_batch events over 20 aggregates,
@@ -111,6 +112,16 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM pgcloud.workers WHERE stat
 my $log = slurp_file($node->logfile);
 like($log, qr/connected to NATS again/, 'the consumer reconnected by itself');
 unlike($log, qr/terminated by signal|double free|malloc\(\)|corrupted/, 'no worker crashed');
+
+# A service installed without a wake-up (one that reached no worker: sent
+# before the consumer took its place, or its latch reset by a wait inside a
+# round) still gets its durable: the consumer reads its subscribers again at
+# least every 5 s, so the service's first event is applied.
+(my $quiet = (add_service_sql('floodsvc_quiet'))) =~ s/SELECT pgcloud\.wake_workers\(\);//;
+$node->safe_psql('postgres', $quiet);
+$node->safe_psql('postgres', q{SELECT pgcloud.emit('load.tick', 'thing', 'quiet', '{"seq": 1}')});
+is(wait_until($node, q{SELECT count(*) FROM floodsvc_quiet.effects WHERE aggregate_id = 'quiet'}, '1', 60), '1',
+    'a service added with no wake-up is subscribed and applies its first event');
 
 $node->stop('fast');
 stop_nats($nats);
