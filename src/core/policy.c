@@ -10,8 +10,6 @@
  */
 #include "pgcloud.h"
 
-#include "utils/snapmgr.h"
-
 #include "utils/inval.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_policy_get);
@@ -96,9 +94,11 @@ policy_read(const char *key)
 		 * a change may have been taken in (emptying the cache) after the
 		 * statement's snapshot was, and a value read with that snapshot would
 		 * then be kept for good. Every commit whose invalidation was taken in
-		 * is in the latest snapshot.
+		 * is in the latest snapshot. (PgcloudExecPlanLatest also runs it under
+		 * pg_catalog alone: its names are qualified, and callers with
+		 * different search_paths do not make it plan again.)
 		 */
-		ret = SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 1);
+		ret = PgcloudExecPlanLatest(plan, &arg, NULL, 1);
 	}
 	PG_FINALLY();
 	{
