@@ -85,6 +85,11 @@ extern double PgcloudPolicyNumber(const char *key);
 /* outbox.c: dotted lower-case event type, at most 128 bytes; emit() for C callers. */
 extern bool PgcloudValidEventType(const char *s, size_t len);
 extern bool PgcloudDottedName(const char *s, size_t len);
+/* Building jsonb objects with pushJsonbValue() (outbox.c). */
+extern Jsonb *PgcloudEmptyJsonbObject(void);
+extern void PgcloudJsonbPushKey(JsonbParseState **st, const char *key);
+extern void PgcloudJsonbPushString(JsonbParseState **st, const char *key, const char *s, int len);
+
 /* A single-row insert into a core table, without a planned statement (outbox.c). */
 typedef struct PgcloudRowInsert
 {

@@ -105,41 +105,12 @@ audit_insert(Oid relid, AuditRow *row)
 }
 
 static void
-push_key(JsonbParseState **st, const char *key)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) key;
-	v.val.string.len = strlen(key);
-	(void) pushJsonbValue(st, WJB_KEY, &v);
-}
-
-/* A string value (from C text or a text datum), or null. */
-static void
-push_string(JsonbParseState **st, const char *key, const char *s, int len)
-{
-	JsonbValue	v;
-
-	push_key(st, key);
-	if (s == NULL)
-		v.type = jbvNull;
-	else
-	{
-		v.type = jbvString;
-		v.val.string.val = (char *) s;
-		v.val.string.len = len < 0 ? (int) strlen(s) : len;
-	}
-	(void) pushJsonbValue(st, WJB_VALUE, &v);
-}
-
-static void
 push_text(JsonbParseState **st, const char *key, text *t)
 {
 	if (t == NULL)
-		push_string(st, key, NULL, 0);
+		PgcloudJsonbPushString(st, key, NULL, 0);
 	else
-		push_string(st, key, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		PgcloudJsonbPushString(st, key, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
 /*
@@ -155,24 +126,24 @@ recorded_payload(AuditRow *row)
 	char		buf[MAXDATELEN + 1];
 
 	(void) pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	push_string(&st, "database", get_database_name(MyDatabaseId), -1);
-	push_key(&st, "audit_id");
+	PgcloudJsonbPushString(&st, "database", get_database_name(MyDatabaseId), -1);
+	PgcloudJsonbPushKey(&st, "audit_id");
 	v.type = jbvNumeric;
 	v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, Int64GetDatum(row->id)));
 	(void) pushJsonbValue(&st, WJB_VALUE, &v);
-	push_string(&st, "at", JsonEncodeDateTime(buf, TimestampTzGetDatum(row->at), TIMESTAMPTZOID, NULL), -1);
-	push_string(&st, "actor", row->actor, -1);
-	push_string(&st, "role", row->role, -1);
+	PgcloudJsonbPushString(&st, "at", JsonEncodeDateTime(buf, TimestampTzGetDatum(row->at), TIMESTAMPTZOID, NULL), -1);
+	PgcloudJsonbPushString(&st, "actor", row->actor, -1);
+	PgcloudJsonbPushString(&st, "role", row->role, -1);
 	push_text(&st, "action", row->action);
 	push_text(&st, "target_type", row->target_type);
 	push_text(&st, "target_id", row->target_id);
 	push_text(&st, "result", row->result);
-	push_key(&st, "details");
+	PgcloudJsonbPushKey(&st, "details");
 	v.type = jbvBinary;
 	v.val.binary.data = &row->details->root;
 	v.val.binary.len = VARSIZE(row->details) - VARHDRSZ;
 	(void) pushJsonbValue(&st, WJB_VALUE, &v);
-	push_string(&st, "correlation_id", row->correlation_id, -1);
+	PgcloudJsonbPushString(&st, "correlation_id", row->correlation_id, -1);
 	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
 }
 
@@ -208,8 +179,7 @@ pgcloud_audit(PG_FUNCTION_ARGS)
 		PgcloudRaise("invalid_argument", "audit result must be ok, denied, rejected or failed", NULL, NULL);
 	row.target_type = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
 	row.target_id = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
-	row.details = PgcloudSanitizeJsonb(PG_ARGISNULL(4) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
-									   : PG_GETARG_JSONB_P(4));
+	row.details = PgcloudSanitizeJsonb(PG_ARGISNULL(4) ? PgcloudEmptyJsonbObject() : PG_GETARG_JSONB_P(4));
 	row.actor = PgcloudRequestUserId();
 	row.role = PgcloudRequestRole();
 	row.correlation_id = PgcloudCorrelationId();

@@ -224,7 +224,7 @@ request_json_datum(const char *setting)
 	Jsonb	   *copy;
 
 	if (jb == NULL)
-		return DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		return JsonbPGetDatum(PgcloudEmptyJsonbObject());
 	copy = palloc(VARSIZE(jb));
 	memcpy(copy, jb, VARSIZE(jb));
 	return JsonbPGetDatum(copy);

@@ -299,8 +299,9 @@ typedef struct OutboxRow
 	text	   *source;
 } OutboxRow;
 
-static Jsonb *
-empty_object(void)
+/* {} */
+Jsonb *
+PgcloudEmptyJsonbObject(void)
 {
 	JsonbParseState *st = NULL;
 
@@ -308,8 +309,9 @@ empty_object(void)
 	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
 }
 
-static void
-push_string_pair(JsonbParseState **st, const char *key, const char *value)
+/* An object's key, while building it with pushJsonbValue(). */
+void
+PgcloudJsonbPushKey(JsonbParseState **st, const char *key)
 {
 	JsonbValue	v;
 
@@ -317,8 +319,23 @@ push_string_pair(JsonbParseState **st, const char *key, const char *value)
 	v.val.string.val = (char *) key;
 	v.val.string.len = strlen(key);
 	(void) pushJsonbValue(st, WJB_KEY, &v);
-	v.val.string.val = (char *) value;
-	v.val.string.len = strlen(value);
+}
+
+/* key and a string value of len bytes (len < 0: up to its NUL), or null when s is NULL. */
+void
+PgcloudJsonbPushString(JsonbParseState **st, const char *key, const char *s, int len)
+{
+	JsonbValue	v;
+
+	PgcloudJsonbPushKey(st, key);
+	if (s == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) s;
+		v.val.string.len = len < 0 ? (int) strlen(s) : len;
+	}
 	(void) pushJsonbValue(st, WJB_VALUE, &v);
 }
 
@@ -329,11 +346,11 @@ event_headers(const char *correlation_id, const char *actor, const char *actor_r
 	JsonbParseState *st = NULL;
 
 	(void) pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	push_string_pair(&st, "correlation_id", correlation_id);
+	PgcloudJsonbPushString(&st, "correlation_id", correlation_id, -1);
 	if (actor != NULL)
-		push_string_pair(&st, "actor", actor);
-	push_string_pair(&st, "actor_role", actor_role);
-	push_string_pair(&st, "source", source);
+		PgcloudJsonbPushString(&st, "actor", actor, -1);
+	PgcloudJsonbPushString(&st, "actor_role", actor_role, -1);
+	PgcloudJsonbPushString(&st, "source", source, -1);
 	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
 }
 
@@ -700,7 +717,7 @@ PgcloudEmit(text *event_type, text *aggregate_type, text *aggregate_id, Jsonb *p
 	row.event_type = event_type;
 	row.aggregate_type = aggregate_type;
 	row.aggregate_id = aggregate_id;
-	row.payload = payload ? payload : empty_object();
+	row.payload = payload ? payload : PgcloudEmptyJsonbObject();
 	actor = PgcloudRequestUserId();
 	row.headers = event_headers(PgcloudCorrelationId(), actor, PgcloudRequestRole(), source);
 	row.source = cstring_to_text(source);
