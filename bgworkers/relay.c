@@ -205,10 +205,13 @@ append_jsonb_value(StringInfo buf, HeapTuple tup, TupleDesc desc, int col)
  * jsonb_build_object('event_id', ..., 'created_at', ...)::text gives (keys
  * in jsonb's order: by length, then bytewise), written straight from the
  * row instead of built as a jsonb and printed again (which cost a fifth of
- * the relay's CPU). core_security_nats compares the two.
+ * the relay's CPU). core_security_nats compares the two. The text columns
+ * the caller has already read for the message's headers are passed in, not
+ * read from the row again.
  */
 static char *
-envelope_text(HeapTuple tup, TupleDesc desc, int *len)
+envelope_text(HeapTuple tup, TupleDesc desc, const char *event_id, const char *event_type,
+			  const char *aggregate_type, const char *aggregate_id, int *len)
 {
 	StringInfoData buf;
 	bool		isnull;
@@ -224,8 +227,7 @@ envelope_text(HeapTuple tup, TupleDesc desc, int *len)
 	append_key(&buf, "payload", false);
 	append_jsonb_value(&buf, tup, desc, CLAIM_PAYLOAD);
 	append_key(&buf, "event_id", false);
-	d = SPI_getbinval(tup, desc, CLAIM_EVENT_ID, &isnull);
-	escape_json(&buf, DatumGetCString(DirectFunctionCall1(uuid_out, d)));
+	escape_json(&buf, event_id);
 	append_key(&buf, "created_at", false);
 	d = SPI_getbinval(tup, desc, CLAIM_CREATED_AT, &isnull);
 	if (isnull)
@@ -233,11 +235,11 @@ envelope_text(HeapTuple tup, TupleDesc desc, int *len)
 	else
 		escape_json(&buf, JsonEncodeDateTime(ts, d, TIMESTAMPTZOID, NULL));
 	append_key(&buf, "event_type", false);
-	append_text_value(&buf, tup, desc, CLAIM_EVENT_TYPE);
+	escape_json(&buf, event_type);
 	append_key(&buf, "aggregate_id", false);
-	append_text_value(&buf, tup, desc, CLAIM_AGGREGATE_ID);
+	escape_json(&buf, aggregate_id);
 	append_key(&buf, "aggregate_type", false);
-	append_text_value(&buf, tup, desc, CLAIM_AGGREGATE_TYPE);
+	escape_json(&buf, aggregate_type);
 	appendStringInfoChar(&buf, '}');
 	*len = buf.len;
 	return buf.data;
@@ -296,6 +298,8 @@ publish_batch(void)
 		bool		isnull;
 		char	   *event_id;
 		char	   *event_type;
+		char	   *aggregate_type;
+		char	   *aggregate_id;
 		char	   *correlation;
 		char	   *body;
 		int			body_len;
@@ -304,8 +308,9 @@ publish_batch(void)
 		natsMsg    *msg = NULL;
 
 		ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_ID, &isnull));
-		aggregates[i] = psprintf("%s/%s", TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_AGGREGATE_TYPE, &isnull)),
-								 TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_AGGREGATE_ID, &isnull)));
+		aggregate_type = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_AGGREGATE_TYPE, &isnull));
+		aggregate_id = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_AGGREGATE_ID, &isnull));
+		aggregates[i] = psprintf("%s/%s", aggregate_type, aggregate_id);
 		if (broken)
 		{
 			ack_fail(i);
@@ -314,7 +319,7 @@ publish_batch(void)
 		event_id = DatumGetCString(DirectFunctionCall1(uuid_out, SPI_getbinval(tup, desc, CLAIM_EVENT_ID, &isnull)));
 		event_type = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_EVENT_TYPE, &isnull));
 		correlation = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_CORRELATION, &isnull));
-		body = envelope_text(tup, desc, &body_len);
+		body = envelope_text(tup, desc, event_id, event_type, aggregate_type, aggregate_id, &body_len);
 		snprintf(subject, sizeof(subject), PGCLOUD_SUBJECT_PREFIX "%s", event_type);
 		snprintf(ackbuf, sizeof(ackbuf), UINT64_FORMAT ".%d", ack_generation, i);
 		s = natsMsg_Create(&msg, subject, NULL, body, body_len);
