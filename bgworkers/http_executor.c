@@ -861,6 +861,16 @@ copy_or_null(const char *s)
 	return s ? pstrdup(s) : NULL;
 }
 
+/* *src into *dst, its strings copied into the current memory context. */
+static void
+copy_finished(Finished *dst, const Finished *src)
+{
+	*dst = *src;
+	dst->o.headers_json = copy_or_null(src->o.headers_json);
+	dst->o.body = copy_or_null(src->o.body);
+	dst->o.error = copy_or_null(src->o.error);
+}
+
 /* Keeps the outcomes of this window to be recorded with a later one's (the deadline set by the first). */
 static void
 carry_outcomes(Finished *done, int ndone)
@@ -874,14 +884,7 @@ carry_outcomes(Finished *done, int ndone)
 	carried = carried ? repalloc(carried, sizeof(Finished) * (ncarried + ndone))
 		: palloc(sizeof(Finished) * ndone);
 	for (int i = 0; i < ndone; i++)
-	{
-		Finished   *c = &carried[ncarried + i];
-
-		*c = done[i];
-		c->o.headers_json = copy_or_null(done[i].o.headers_json);
-		c->o.body = copy_or_null(done[i].o.body);
-		c->o.error = copy_or_null(done[i].o.error);
-	}
+		copy_finished(&carried[ncarried + i], &done[i]);
 	MemoryContextSwitchTo(old);
 	if (ncarried == 0)
 		carry_deadline = GetCurrentTimestamp() + CARRY_MS * 1000;
@@ -899,12 +902,7 @@ take_carried(Finished *done, int *ndone)
 		return done;
 	all = palloc(sizeof(Finished) * (ncarried + *ndone));
 	for (int i = 0; i < ncarried; i++)
-	{
-		all[i] = carried[i];
-		all[i].o.headers_json = copy_or_null(carried[i].o.headers_json);
-		all[i].o.body = copy_or_null(carried[i].o.body);
-		all[i].o.error = copy_or_null(carried[i].o.error);
-	}
+		copy_finished(&all[i], &carried[i]);
 	if (*ndone > 0)
 		memcpy(all + ncarried, done, sizeof(Finished) * *ndone);
 	*ndone += ncarried;
