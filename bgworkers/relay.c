@@ -40,6 +40,7 @@
 #include "utils/jsonb.h"
 #include "utils/snapmgr.h"
 #include "utils/uuid.h"
+#include "storage/itemptr.h"
 
 #include "nats_link.h"
 
@@ -145,22 +146,27 @@ static void
 prepare_plans(void)
 {
 	Oid			claim_types[1] = {INT4OID};
-	Oid			mark_types[1] = {INT8ARRAYOID};
+	Oid			mark_types[1] = {TIDARRAYOID};
 
 	PgcloudPlan(&claim_plan,
 				"SELECT o.id, o.event_id, o.event_type, o.aggregate_type, o.aggregate_id, o.payload, o.headers, "
-				"o.source, o.created_at, coalesce(o.headers ->> 'correlation_id', '') "
+				"o.source, o.created_at, coalesce(o.headers ->> 'correlation_id', ''), o.ctid "
 				"FROM pgcloud.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
 				1, claim_types);
+	/*
+	 * Marked by the rows' addresses (a TID scan, no index search per event):
+	 * a pending row stays where the claim found it, as only this relay
+	 * updates it (the publisher lock) and nothing deletes a pending row.
+	 */
 	PgcloudPlan(&mark_plan, "UPDATE pgcloud.outbox SET published_at = pg_catalog.clock_timestamp() "
-				"WHERE id = ANY ($1)", 1, mark_types);
+				"WHERE ctid = ANY ($1) AND published_at IS NULL", 1, mark_types);
 }
 
 /* Columns of the claim. */
 enum
 {
 	CLAIM_ID = 1, CLAIM_EVENT_ID, CLAIM_EVENT_TYPE, CLAIM_AGGREGATE_TYPE, CLAIM_AGGREGATE_ID, CLAIM_PAYLOAD,
-	CLAIM_HEADERS, CLAIM_SOURCE, CLAIM_CREATED_AT, CLAIM_CORRELATION
+	CLAIM_HEADERS, CLAIM_SOURCE, CLAIM_CREATED_AT, CLAIM_CORRELATION, CLAIM_CTID
 };
 
 static void
@@ -246,33 +252,308 @@ envelope_text(HeapTuple tup, TupleDesc desc, const char *event_id, const char *e
 }
 
 /*
- * Publishes one batch inside the current transaction; returns the number of
- * events marked published, or -1 when NATS failed (the caller backs off).
+ * Pipelining: one batch is in flight (handed to nats.c, its acks coming in)
+ * while the relay claims the next and writes its messages. A round, in one
+ * transaction: claim the next batch (skipping the rows in flight, still
+ * pending), write its messages; collect the acks of the batch in flight and
+ * mark its published events; hold back from the new batch every event whose
+ * aggregate has an unpublished earlier event; publish the new batch, which
+ * is then in flight. A batch is resolved before the next is published, so
+ * each aggregate's events still reach the stream in order, and one book of
+ * acks is enough. Whatever is not marked stays pending and is claimed again
+ * (a copy JetStream already has is dropped by Nats-Msg-Id).
+ */
+typedef struct InFlight
+{
+	int			n;				/* events in flight; 0: none */
+	bool		full;			/* the claim found as many new events as it asked for */
+	int64	   *ids;			/* ascending (claim order) */
+	ItemPointerData *tids;		/* where each row is */
+	char	  **aggregates;		/* "type/id" of each */
+	TimestampTz started;
+	MemoryContext cxt;			/* holds ids and aggregates */
+} InFlight;
+
+static InFlight inflight = {0};
+
+/* Messages written but not yet handed to nats.c (left over only by an error). */
+static natsMsg *built[NATS_BATCH_MAX];
+static int	nbuilt = 0;
+
+static void
+destroy_built(void)
+{
+	for (int i = 0; i < nbuilt; i++)
+		if (built[i] != NULL)
+			natsMsg_Destroy(built[i]);
+	nbuilt = 0;
+}
+
+/* Forgets the batch in flight: its unmarked events stay pending. */
+static void
+drop_inflight(void)
+{
+	if (inflight.cxt != NULL)
+		MemoryContextDelete(inflight.cxt);
+	memset(&inflight, 0, sizeof(inflight));
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+static bool
+in_flight(int64 id)
+{
+	return inflight.n > 0 && bsearch(&id, inflight.ids, inflight.n, sizeof(int64), cmp_int64) != NULL;
+}
+
+static bool
+among(char **list, int n, const char *s)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(list[i], s) == 0)
+			return true;
+	return false;
+}
+
+/* Writes the message of one claimed row (its ack header is set at publish time). */
+static natsMsg *
+build_msg(HeapTuple tup, TupleDesc desc, const char *aggregate_type, const char *aggregate_id)
+{
+	bool		isnull;
+	char	   *event_id;
+	char	   *event_type;
+	char	   *correlation;
+	char	   *body;
+	int			body_len;
+	char		subject[256];
+	natsMsg    *msg = NULL;
+	natsStatus	s;
+
+	event_id = DatumGetCString(DirectFunctionCall1(uuid_out, SPI_getbinval(tup, desc, CLAIM_EVENT_ID, &isnull)));
+	event_type = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_EVENT_TYPE, &isnull));
+	correlation = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_CORRELATION, &isnull));
+	body = envelope_text(tup, desc, event_id, event_type, aggregate_type, aggregate_id, &body_len);
+	snprintf(subject, sizeof(subject), PGCLOUD_SUBJECT_PREFIX "%s", event_type);
+	s = natsMsg_Create(&msg, subject, NULL, body, body_len);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(msg, "Nats-Msg-Id", event_id);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(msg, "Pgcloud-Correlation-Id", correlation);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(msg, "Pgcloud-Event-Type", event_type);
+	pfree(body);
+	if (s != NATS_OK)
+	{
+		if (msg != NULL)
+			natsMsg_Destroy(msg);
+		return NULL;			/* not published this time: stays pending */
+	}
+	return msg;
+}
+
+/*
+ * Waits for the acks of the batch in flight and marks its published events:
+ * acknowledged, and no earlier event of the same aggregate in the batch
+ * unpublished. Returns the number marked; *bad and *nbad get the aggregates
+ * left with an unpublished event (allocated in the current context),
+ * *status what waiting for the acks gave. Sizes the next batch from the pace
+ * of a full one.
  */
 static int
-publish_batch(void)
+resolve_inflight(char ***bad, int *nbad, natsStatus *status)
 {
-	Datum		arg = Int32GetDatum(nats_batch);
-	int			n;
-	int			published = 0;
-	bool		broken = false;
-	natsStatus	s = NATS_OK;
-	char	  **aggregates;
-	int64	   *ids;
+	jsPubOptions popts;
+	natsStatus	s;
 	Datum	   *done;
 	int			ndone = 0;
-	int		   *bad;
-	int			nbad = 0;
-	jsPubOptions popts;
-	TimestampTz started = GetCurrentTimestamp();
+	char	  **badlist;
+	int			nb = 0;
+	int			n = inflight.n;
 
-	prepare_plans();
-	if (SPI_execute_plan(claim_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "outbox claim failed");
-	n = (int) SPI_processed;
+	*bad = NULL;
+	*nbad = 0;
+	*status = NATS_OK;
 	if (n == 0)
 		return 0;
-	Assert(n <= NATS_BATCH_MAX);
+	jsPubOptions_Init(&popts);
+	popts.MaxWait = ACK_WAIT_MS;
+	/* No link: it was closed since (its acks will not come; the book says what did). */
+	s = nlink.js != NULL ? js_PublishAsyncComplete(nlink.js, &popts) : NATS_OK;
+	if (s != NATS_OK)
+	{
+		natsMsgList pending = {0};
+
+		if (js_PublishAsyncGetPendingList(&pending, nlink.js) == NATS_OK)
+		{
+			for (int i = 0; i < pending.Count; i++)
+				if (pending.Msgs[i] != NULL)
+					ack_mark_msg(pending.Msgs[i], false);
+			natsMsgList_Destroy(&pending);
+		}
+	}
+
+	/* The book is read once; a late ack changes nothing below. */
+	done = palloc(sizeof(Datum) * n);
+	badlist = palloc(sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (!ack_published(i) || among(badlist, nb, inflight.aggregates[i]))
+		{
+			if (!among(badlist, nb, inflight.aggregates[i]))
+				badlist[nb++] = pstrdup(inflight.aggregates[i]);
+		}
+		else
+		{
+			ItemPointer tid = palloc(sizeof(ItemPointerData));
+
+			ItemPointerCopy(&inflight.tids[i], tid);
+			done[ndone++] = PointerGetDatum(tid);
+		}
+	}
+	/* The book of this batch is closed: any later ack of it finds another generation. */
+	ack_generation++;
+
+	/* A full batch: size the next one to what the stream took in NATS_BATCH_TARGET_MS. */
+	if (s == NATS_OK && nb == 0 && inflight.full)
+	{
+		long		secs;
+		int			usecs;
+		double		ms;
+		double		want;
+
+		TimestampDifference(inflight.started, GetCurrentTimestamp(), &secs, &usecs);
+		ms = secs * 1000.0 + usecs / 1000.0;
+		want = ms > 0 ? n * NATS_BATCH_TARGET_MS / ms : NATS_BATCH_MAX;
+		nats_batch = (int) Max(NATS_BATCH_MIN, Min(NATS_BATCH_MAX, Min(want, nats_batch * 2.0)));
+	}
+	drop_inflight();
+
+	if (ndone > 0)
+	{
+		Datum		arr = PointerGetDatum(construct_array(done, ndone, TIDOID, sizeof(ItemPointerData), false,
+														  TYPALIGN_SHORT));
+
+		if (SPI_execute_plan(mark_plan, &arr, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "outbox update failed");
+	}
+	*bad = badlist;
+	*nbad = nb;
+	*status = s;
+	return ndone;
+}
+
+/*
+ * One round of NATS mode inside the current transaction (see above).
+ * Returns the number of events marked published, or -1 when NATS failed and
+ * nothing was marked (the caller backs off); a batch may be left in flight.
+ */
+static int
+publish_round(void)
+{
+	int			limit = nats_batch;
+	int			n;
+	int			published;
+	int			nnew = 0;
+	char	  **bad;
+	int			nbad;
+	bool		full;
+	int64	   *ids;
+	ItemPointerData *tids;
+	char	  **aggregates;
+	MemoryContext cxt;
+	bool		broken = false;
+	natsStatus	s = NATS_OK;
+
+	destroy_built();
+	prepare_plans();
+	commit_without_flush();
+	{
+		Datum		arg = Int32GetDatum(limit + inflight.n);
+
+		if (SPI_execute_plan(claim_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "outbox claim failed");
+	}
+	n = (int) SPI_processed;
+
+	/* The new batch: the claimed rows not in flight, at most `limit`. */
+	ids = palloc(sizeof(int64) * Max(Min(n, limit), 1));
+	tids = palloc(sizeof(ItemPointerData) * Max(Min(n, limit), 1));
+	aggregates = palloc(sizeof(char *) * Max(Min(n, limit), 1));
+	for (int i = 0; i < n && nbuilt < limit; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_ID, &isnull));
+		char	   *aggregate_type;
+		char	   *aggregate_id;
+
+		if (in_flight(id))
+			continue;
+		aggregate_type = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_AGGREGATE_TYPE, &isnull));
+		aggregate_id = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_AGGREGATE_ID, &isnull));
+		ids[nbuilt] = id;
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, CLAIM_CTID, &isnull)), &tids[nbuilt]);
+		aggregates[nbuilt] = psprintf("%s/%s", aggregate_type, aggregate_id);
+		built[nbuilt] = build_msg(tup, desc, aggregate_type, aggregate_id);
+		nbuilt++;
+	}
+
+	full = nbuilt == limit;
+
+	/* The batch in flight: collect its acks, mark it. */
+	published = resolve_inflight(&bad, &nbad, &s);
+	if (s != NATS_OK)
+	{
+		/* The link failed: nothing more goes out in this round; the caller backs off. */
+		destroy_built();
+		nats_batch = NATS_BATCH_MIN > nats_batch / 2 ? NATS_BATCH_MIN : nats_batch / 2;
+		NatsLinkFailed(&nlink, "publish to JetStream", s);
+		return published > 0 ? published : -1;
+	}
+
+	/*
+	 * Hold back every new event whose aggregate has an unpublished earlier
+	 * one (in the batch just resolved, or held back here), and any whose
+	 * message could not be written.
+	 */
+	{
+		char	  **held = palloc(sizeof(char *) * (nbad + nbuilt + 1));
+		int			nheld = nbad;
+
+		if (nbad > 0)
+			memcpy(held, bad, sizeof(char *) * nbad);
+		for (int i = 0; i < nbuilt; i++)
+		{
+			if (built[i] == NULL || among(held, nheld, aggregates[i]))
+			{
+				if (built[i] != NULL)
+					natsMsg_Destroy(built[i]);
+				built[i] = NULL;
+				if (!among(held, nheld, aggregates[i]))
+					held[nheld++] = aggregates[i];
+				continue;
+			}
+			ids[nnew] = ids[i];
+			tids[nnew] = tids[i];
+			aggregates[nnew] = aggregates[i];
+			built[nnew] = built[i];
+			if (nnew != i)
+				built[i] = NULL;
+			nnew++;
+		}
+		nbuilt = nnew;
+	}
+	if (nnew == 0)
+		return published;
+
 	/*
 	 * Nothing leaves for the stream before the transactions that wrote it
 	 * are durable: every commit the claim saw lies before the current insert
@@ -280,57 +561,38 @@ publish_batch(void)
 	 * just before a switch to NATS mode). Usually flushed already: no cost.
 	 */
 	XLogFlush(GetXLogInsertRecPtr());
-	commit_without_flush();
 
-	aggregates = palloc(sizeof(char *) * n);
-	ids = palloc(sizeof(int64) * n);
-	done = palloc(sizeof(Datum) * n);
-	bad = palloc(sizeof(int) * n);
 	/* A new generation: every slot of the batch is stamped before the first publish. */
 	ack_generation++;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < nnew; i++)
 		__atomic_store_n(&ack_slots[i], ack_generation << 2, __ATOMIC_RELEASE);
-
-	for (int i = 0; i < n; i++)
+	/* What resolving it needs outlives this transaction. */
+	cxt = AllocSetContextCreate(TopMemoryContext, "pgcloud relay batch in flight", ALLOCSET_DEFAULT_SIZES);
+	inflight.cxt = cxt;
+	inflight.ids = MemoryContextAlloc(cxt, sizeof(int64) * nnew);
+	memcpy(inflight.ids, ids, sizeof(int64) * nnew);
+	inflight.tids = MemoryContextAlloc(cxt, sizeof(ItemPointerData) * nnew);
+	memcpy(inflight.tids, tids, sizeof(ItemPointerData) * nnew);
+	inflight.aggregates = MemoryContextAlloc(cxt, sizeof(char *) * nnew);
+	for (int i = 0; i < nnew; i++)
+		inflight.aggregates[i] = MemoryContextStrdup(cxt, aggregates[i]);
+	inflight.full = full;
+	inflight.n = nnew;
+	inflight.started = GetCurrentTimestamp();
+	for (int i = 0; i < nnew; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		char	   *event_id;
-		char	   *event_type;
-		char	   *aggregate_type;
-		char	   *aggregate_id;
-		char	   *correlation;
-		char	   *body;
-		int			body_len;
-		char		subject[256];
 		char		ackbuf[48];
-		natsMsg    *msg = NULL;
+		natsMsg    *msg = built[i];
 
-		ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_ID, &isnull));
-		aggregate_type = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_AGGREGATE_TYPE, &isnull));
-		aggregate_id = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_AGGREGATE_ID, &isnull));
-		aggregates[i] = psprintf("%s/%s", aggregate_type, aggregate_id);
+		built[i] = NULL;
 		if (broken)
 		{
+			natsMsg_Destroy(msg);
 			ack_fail(i);
 			continue;
 		}
-		event_id = DatumGetCString(DirectFunctionCall1(uuid_out, SPI_getbinval(tup, desc, CLAIM_EVENT_ID, &isnull)));
-		event_type = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_EVENT_TYPE, &isnull));
-		correlation = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_CORRELATION, &isnull));
-		body = envelope_text(tup, desc, event_id, event_type, aggregate_type, aggregate_id, &body_len);
-		snprintf(subject, sizeof(subject), PGCLOUD_SUBJECT_PREFIX "%s", event_type);
 		snprintf(ackbuf, sizeof(ackbuf), UINT64_FORMAT ".%d", ack_generation, i);
-		s = natsMsg_Create(&msg, subject, NULL, body, body_len);
-		if (s == NATS_OK)
-			s = natsMsgHeader_Set(msg, "Nats-Msg-Id", event_id);
-		if (s == NATS_OK)
-			s = natsMsgHeader_Set(msg, "Pgcloud-Correlation-Id", correlation);
-		if (s == NATS_OK)
-			s = natsMsgHeader_Set(msg, "Pgcloud-Event-Type", event_type);
-		if (s == NATS_OK)
-			s = natsMsgHeader_Set(msg, "Pgcloud-Relay-Ack", ackbuf);
+		s = natsMsgHeader_Set(msg, "Pgcloud-Relay-Ack", ackbuf);
 		if (s == NATS_OK)
 		{
 			sigset_t	saved;
@@ -348,70 +610,18 @@ publish_batch(void)
 			broken = true;
 		}
 	}
-
-	jsPubOptions_Init(&popts);
-	popts.MaxWait = ACK_WAIT_MS;
-	s = js_PublishAsyncComplete(nlink.js, &popts);
-	if (s != NATS_OK)
-	{
-		natsMsgList pending = {0};
-
-		broken = true;
-		if (js_PublishAsyncGetPendingList(&pending, nlink.js) == NATS_OK)
-		{
-			for (int i = 0; i < pending.Count; i++)
-				if (pending.Msgs[i] != NULL)
-					ack_mark_msg(pending.Msgs[i], false);
-			natsMsgList_Destroy(&pending);
-		}
-	}
-
-	/*
-	 * Published: acknowledged, and no earlier event of the same aggregate in
-	 * the batch unpublished (so one aggregate's events reach the stream in
-	 * order). The book is read once; a late ack changes nothing below.
-	 */
-	for (int i = 0; i < n; i++)
-	{
-		bool		blocked = !ack_published(i);
-
-		for (int j = 0; j < nbad && !blocked; j++)
-			if (strcmp(aggregates[bad[j]], aggregates[i]) == 0)
-				blocked = true;
-		if (blocked)
-			bad[nbad++] = i;
-		else
-			done[ndone++] = Int64GetDatum(ids[i]);
-	}
-	/* The book of this batch is closed: any later ack of it finds another generation. */
-	ack_generation++;
-
-	if (ndone > 0)
-	{
-		Datum		arr = PointerGetDatum(construct_array(done, ndone, INT8OID, 8, true, TYPALIGN_DOUBLE));
-
-		if (SPI_execute_plan(mark_plan, &arr, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "outbox update failed");
-		published = ndone;
-	}
+	nbuilt = 0;
 	if (broken)
 	{
-		nats_batch = NATS_BATCH_MIN > nats_batch / 2 ? NATS_BATCH_MIN : nats_batch / 2;
-		NatsLinkFailed(&nlink, "publish to JetStream", s != NATS_OK ? s : NATS_CONNECTION_CLOSED);
-		return published > 0 ? published : -1;
-	}
-	/* A full batch: size the next one to what the stream took in NATS_BATCH_TARGET_MS. */
-	if (n == DatumGetInt32(arg))
-	{
-		long		secs;
-		int			usecs;
-		double		ms;
-		double		want;
+		/* Resolve what went out at once; the link is then reset. */
+		natsStatus	failed = s;
+		char	  **ignored;
+		int			nignored;
 
-		TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
-		ms = secs * 1000.0 + usecs / 1000.0;
-		want = ms > 0 ? n * NATS_BATCH_TARGET_MS / ms : NATS_BATCH_MAX;
-		nats_batch = (int) Max(NATS_BATCH_MIN, Min(NATS_BATCH_MAX, Min(want, nats_batch * 2.0)));
+		published += resolve_inflight(&ignored, &nignored, &s);
+		nats_batch = NATS_BATCH_MIN > nats_batch / 2 ? NATS_BATCH_MIN : nats_batch / 2;
+		NatsLinkFailed(&nlink, "publish to JetStream", failed);
+		return published > 0 ? published : -1;
 	}
 	return published;
 }
@@ -460,7 +670,7 @@ relay_batch_unit(void *arg)
 
 	if (b->nats)
 	{
-		b->n = publish_batch();
+		b->n = publish_round();
 		return;
 	}
 	if (SPI_execute("SELECT pgcloud.relay_once(NULL), "
@@ -478,12 +688,13 @@ relay_batch_unit(void *arg)
 
 /* One unit of work in its own transaction; returns events handled or -1. */
 static int
-run_batch(bool nats, long *retry_ms)
+run_batch(bool nats, long *retry_ms, bool *more)
 {
 	RelayBatch	b = {.nats = nats, .n = 0, .retry_ms = *retry_ms};
 	char	   *message;
 
 	message = PgcloudRunUnit(nats ? "publishing outbox to NATS" : "relaying outbox", relay_batch_unit, &b);
+	*more = inflight.n > 0;
 	if (message != NULL)
 	{
 		ereport(LOG, errmsg("pgcloud relay: batch failed: %s", message));
@@ -524,6 +735,7 @@ pgcloud_relay_main(Datum arg)
 		long		timeout;
 		long		retry_ms = -1;
 		bool		nats;
+		bool		more = false;
 		int			n;
 
 		PgcloudWorkerHandleInterrupts();
@@ -531,18 +743,22 @@ pgcloud_relay_main(Datum arg)
 		MemoryContextSwitchTo(loopcxt);
 		nats = PgcloudNatsMode();
 		if (!nats)
+		{
 			NatsLinkClose(&nlink);
+			drop_inflight();	/* its unmarked events stay pending */
+		}
 
 		if (nats && !NatsLinkEnsure(&nlink, &jsopts))
 			n = -1;
 		else
-			n = run_batch(nats, &retry_ms);
+			n = run_batch(nats, &retry_ms, &more);
 
-		if (n > 0)
+		if (n > 0 || (n == 0 && more))
 		{
 			errors = 0;
-			PgcloudWorkerNoteActivity(n, 0);
-			continue;			/* drain */
+			if (n > 0)
+				PgcloudWorkerNoteActivity(n, 0);
+			continue;			/* drain; a batch in flight is resolved by the next round */
 		}
 		if (n < 0)
 		{
