@@ -48,7 +48,7 @@
 #define NATS_BATCH_START 1000
 #define NATS_BATCH_MAX 10000
 #define NATS_BATCH_TARGET_MS 200	/* a full batch takes about this long at the stream's pace */
-#define NATS_MAX_INFLIGHT 4000
+#define NATS_MAX_INFLIGHT NATS_BATCH_MAX	/* a whole batch goes out without waiting for acks */
 #define ACK_WAIT_MS 10000
 
 /* ---- acknowledgements (written by nats.c threads: plain C only) ------- */
