@@ -1,5 +1,7 @@
 # NATS stops for 10 s during a load and comes back: nothing lost, nothing
-# applied twice, and the relay and consumer recover by themselves.
+# applied twice, each aggregate's events applied in the order they were
+# emitted (the relay keeps a batch in flight while it claims the next), and
+# the relay and consumer recover by themselves.
 # services: core
 use strict;
 use warnings;
@@ -13,6 +15,8 @@ my $natsdir = "$PostgreSQL::Test::Utils::tmp_check/nats_outage";
 my ($port, $nats) = start_nats($natsdir);
 my $node = pgcloud_node('outage', nats_settings($port));
 add_test_subscriber($node);
+# The order in which the handler applied the events.
+$node->safe_psql('postgres', 'ALTER TABLE loadsvc.effects ADD COLUMN applied_order bigserial');
 
 # 40 transactions of 50 events, one every 0.5 s (about 20 s of load).
 my $load = $node->background_psql('postgres');
@@ -45,6 +49,11 @@ $load->quit;
 is(wait_until($node, 'SELECT count(*) FROM loadsvc.effects', '2000', 120), '2000', 'all 2000 events applied');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM (SELECT event_id FROM loadsvc.effects GROUP BY 1 HAVING count(*) > 1) d'),
     '0', 'none applied twice');
+is($node->safe_psql('postgres', q{
+    SELECT count(*) FROM (SELECT seq, lag(seq) OVER (PARTITION BY aggregate_id ORDER BY applied_order) AS before
+                            FROM loadsvc.effects) e
+     WHERE e.before > e.seq}),
+    '0', "each aggregate's events applied in the order they were emitted");
 is(wait_until($node, 'SELECT count(*) FROM pgcloud.outbox WHERE published_at IS NULL', '0', 60), '0', 'the outbox drained');
 is($node->safe_psql('postgres', "SELECT count(*) FROM pgcloud.workers WHERE state = 'running' AND worker IN ('relay', 'consumer')"), '2',
     'relay and consumer are running');
