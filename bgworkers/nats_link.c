@@ -31,6 +31,7 @@ NatsLinkClose(NatsLink *link)
 		natsConnection_Destroy(link->conn);
 	}
 	link->conn = NULL;
+	link->limits_read_at = 0;	/* read again on the next connection */
 }
 
 void
@@ -206,6 +207,36 @@ void
 NatsLinkRestoreSignals(const sigset_t *saved)
 {
 	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+void
+NatsLinkReadLimits(NatsLink *link, long max_age_ms)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode	jerr = 0;
+	int64		limit;
+	sigset_t	saved;
+	natsStatus	s;
+
+	if (link->js == NULL || link->conn == NULL)
+		return;
+	if (max_age_ms > 0 && link->limits_read_at != 0
+		&& !TimestampDifferenceExceeds(link->limits_read_at, GetCurrentTimestamp(), (int) max_age_ms))
+		return;
+	limit = natsConnection_GetMaxPayload(link->conn);
+	NatsLinkBlockSignals(&saved);
+	s = js_GetStreamInfo(&si, link->js, PGCLOUD_STREAM, NULL, &jerr);
+	NatsLinkRestoreSignals(&saved);
+	if (s == NATS_OK)
+	{
+		if (si->Config != NULL && si->Config->MaxMsgSize > 0 && (limit <= 0 || si->Config->MaxMsgSize < limit))
+			limit = si->Config->MaxMsgSize;
+		jsStreamInfo_Destroy(si);
+	}
+	else if (link->max_msg_bytes > 0)
+		return;					/* keep what was known; asked again next time */
+	link->max_msg_bytes = Max(limit, 0);
+	link->limits_read_at = GetCurrentTimestamp();
 }
 
 bool

@@ -13,7 +13,8 @@
  *    order (redelivery is deduplicated by Nats-Msg-Id). One claim statement
  *    and one mark statement per batch; the acknowledgements are booked
  *    without locks (see ack_slots); a full batch sizes the next one to what
- *    the stream took in NATS_BATCH_TARGET_MS.
+ *    the stream took in NATS_BATCH_TARGET_MS; one batch is in flight while
+ *    the next is claimed and written (see InFlight).
  * Commits: the relay's transactions commit without waiting for their WAL
  * flush, unless they wrote an HTTP intent. Lost in a crash, such a
  * transaction is simply undone as a whole: the events it delivered or
@@ -322,7 +323,22 @@ among(char **list, int n, const char *s)
 	return false;
 }
 
-/* Writes the message of one claimed row (its ack header is set at publish time). */
+/*
+ * Set when a round held an event back because the stream would refuse it
+ * (too large) or JetStream refused one: the limits are read again at once.
+ */
+static bool limits_stale = false;
+
+/* Bytes of a header line "key: value\r\n" (the NATS/1.0 header block). */
+#define HEADER_BYTES(key, value) (strlen(key) + strlen(value) + 4)
+#define ACK_HEADER_VALUE_MAX 26	/* "<generation>.<slot>": 20 digits, a dot, 5 digits */
+
+/*
+ * Writes the message of one claimed row (its ack header is set at publish
+ * time). NULL when it could not be written, or when it is larger than the
+ * stream takes (known before it is sent, so that none of its aggregate's
+ * later events goes out ahead of it: they are held back with it).
+ */
 static natsMsg *
 build_msg(HeapTuple tup, TupleDesc desc, const char *aggregate_type, const char *aggregate_id)
 {
@@ -340,6 +356,15 @@ build_msg(HeapTuple tup, TupleDesc desc, const char *aggregate_type, const char 
 	event_type = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_EVENT_TYPE, &isnull));
 	correlation = TextDatumGetCString(SPI_getbinval(tup, desc, CLAIM_CORRELATION, &isnull));
 	body = envelope_text(tup, desc, event_id, event_type, aggregate_type, aggregate_id, &body_len);
+	if (nlink.max_msg_bytes > 0
+		&& (uint64) body_len + strlen("NATS/1.0\r\n\r\n") + HEADER_BYTES("Nats-Msg-Id", event_id)
+		+ HEADER_BYTES("Pgcloud-Correlation-Id", correlation) + HEADER_BYTES("Pgcloud-Event-Type", event_type)
+		+ strlen("Pgcloud-Relay-Ack") + ACK_HEADER_VALUE_MAX + 4 > (uint64) nlink.max_msg_bytes)
+	{
+		limits_stale = true;
+		pfree(body);
+		return NULL;
+	}
 	snprintf(subject, sizeof(subject), PGCLOUD_SUBJECT_PREFIX "%s", event_type);
 	s = natsMsg_Create(&msg, subject, NULL, body, body_len);
 	if (s == NATS_OK)
@@ -419,6 +444,8 @@ resolve_inflight(char ***bad, int *nbad, natsStatus *status)
 	}
 	/* The book of this batch is closed: any later ack of it finds another generation. */
 	ack_generation++;
+	if (nb > 0)
+		limits_stale = true;	/* a refusal may be a new limit of the stream */
 
 	/* A full batch: size the next one to what the stream took in NATS_BATCH_TARGET_MS. */
 	if (s == NATS_OK && nb == 0 && inflight.full)
@@ -470,10 +497,14 @@ publish_round(void)
 	MemoryContext cxt;
 	bool		broken = false;
 	natsStatus	s = NATS_OK;
+	int			nheld;
 
 	destroy_built();
 	prepare_plans();
 	commit_without_flush();
+	/* The stream's limits: read every second, and at once after a refusal. */
+	NatsLinkReadLimits(&nlink, limits_stale ? 0 : 1000);
+	limits_stale = false;
 	{
 		Datum		arg = Int32GetDatum(limit + inflight.n);
 
@@ -524,9 +555,9 @@ publish_round(void)
 	 * one (in the batch just resolved, or held back here), and any whose
 	 * message could not be written.
 	 */
+	nheld = nbad;
 	{
 		char	  **held = palloc(sizeof(char *) * (nbad + nbuilt + 1));
-		int			nheld = nbad;
 
 		if (nbad > 0)
 			memcpy(held, bad, sizeof(char *) * nbad);
@@ -552,7 +583,7 @@ publish_round(void)
 		nbuilt = nnew;
 	}
 	if (nnew == 0)
-		return published;
+		return published == 0 && nheld > 0 ? -1 : published;	/* only failures: back off, then retry */
 
 	/*
 	 * Nothing leaves for the stream before the transactions that wrote it
@@ -763,7 +794,13 @@ pgcloud_relay_main(Datum arg)
 		if (n < 0)
 		{
 			errors++;
-			timeout = nats ? NatsLinkBackoffMs(&nlink) : PgcloudBackoffMs(errors, 100L, 8, 30000L);
+			/*
+			 * NATS mode: the link's backoff, and at least the growing one of
+			 * rounds that only met refusals (an event the stream will not
+			 * take is tried again at 0.1 s, 0.2 s, ... up to 25.6 s apart).
+			 */
+			timeout = nats ? Max(NatsLinkBackoffMs(&nlink), PgcloudBackoffMs(errors - 1, 100L, 8, 30000L))
+				: PgcloudBackoffMs(errors, 100L, 8, 30000L);
 		}
 		else
 		{

@@ -11,7 +11,8 @@
  *   natstool stream  URL STREAM SUBJECTS [MAX]  creates the stream (file storage) if absent
  *                                               (NATSTOOL_REPLICAS replicas, default 1);
  *                                               with MAX (also on an existing stream), it
- *                                               refuses messages beyond MAX
+ *                                               refuses messages beyond MAX (-1: no limit);
+ *                                               NATSTOOL_MAX_MSG_SIZE=B refuses larger ones
  * NATSTOOL_CA names a CA bundle for tls:// URLs; user:password@ goes in the URL;
  * NATSTOOL_INBOX sets the inbox prefix the user may read (_INBOX_<user>).
  */
@@ -140,8 +141,10 @@ main(int argc, char **argv)
 			cfg.MaxMsgs = atoll(argv[5]);
 			cfg.Discard = js_DiscardNew;
 		}
+		if (getenv("NATSTOOL_MAX_MSG_SIZE") != NULL)
+			cfg.MaxMsgSize = atoi(getenv("NATSTOOL_MAX_MSG_SIZE"));	/* refuses larger messages (fault injection) */
 		s = js_AddStream(NULL, js, &cfg, NULL, NULL);
-		if (s != NATS_OK && argc == 6)
+		if (s != NATS_OK && (argc == 6 || getenv("NATSTOOL_MAX_MSG_SIZE") != NULL))
 			s = js_UpdateStream(NULL, js, &cfg, NULL, NULL);	/* impose the limit on an existing stream */
 		if (s != NATS_OK && s != NATS_ERR)
 			die("add stream", s);
