@@ -21,6 +21,7 @@
 #include "pgcloud.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/numeric.h"
@@ -54,16 +55,21 @@ enum
 };
 
 /*
- * The SKU, the image and the user's standing, and the lock that serialises
- * one user's creations (the statements after this one see what committed
- * before it was granted).
+ * Under the user's lock (taken just before: one user's creations are
+ * serialised), with a snapshot taken after it was granted: the SKU, the
+ * image, billing's report as it is now, the user's live allocations (how
+ * many, what their first intervals reserve: $4 is the accrual interval, NULL
+ * without the reservation) and what this one reserves on top.
  */
 static const char read_sql[] =
 	"SELECT s.code, s.gpu_model, s.gpu_count, s.region, s.price_per_hour, s.currency, "
 	"       i.code, i.distro_series, "
 	"       x.user_id IS NOT NULL, x.standing, x.balance::text, x.currency, x.balance, x.min_balance_to_allocate, "
-	"       pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('provisioning.allocations/' || $3::text, 0)) "
-	"  FROM (SELECT) o "
+	"       l.n, l.reserved::text, l.reserved + pg_catalog.ceil(s.price_per_hour::numeric * $4 / 3600) "
+	"  FROM (SELECT pg_catalog.count(*) AS n, "
+	"               coalesce(pg_catalog.sum(pg_catalog.ceil(y.price_per_hour::numeric * $4 / 3600)), 0) AS reserved "
+	"          FROM provisioning.allocations y "
+	"         WHERE y.user_id = $3 AND y.state IN ('requested', 'provisioning', 'active', 'releasing')) l "
 	"  LEFT JOIN provisioning.skus s ON s.code = $1 "
 	"  LEFT JOIN provisioning.images i ON i.code = $2 "
 	"  LEFT JOIN provisioning.account_standing x ON x.user_id = $3";
@@ -82,21 +88,6 @@ static const char missing_keys_sql[] =
 	" WHERE NOT EXISTS (SELECT 1 FROM provisioning.ssh_keys s WHERE s.key_id = u.id AND s.user_id = $2)";
 
 /*
- * Under the lock, with a snapshot taken after it was granted: the user's
- * live allocations (how many, what their first intervals reserve: $2 is
- * the accrual interval, NULL without the reservation), billing's report as
- * it is now, and what this one reserves on top ($3 its price per hour).
- */
-static const char live_sql[] =
-	"SELECT l.n, l.reserved::text, x.balance::text, x.currency, x.balance, x.min_balance_to_allocate, "
-	"       l.reserved + pg_catalog.ceil($3::numeric * $2 / 3600) "
-	"  FROM (SELECT pg_catalog.count(*) AS n, "
-	"               coalesce(pg_catalog.sum(pg_catalog.ceil(y.price_per_hour::numeric * $2 / 3600)), 0) AS reserved "
-	"          FROM provisioning.allocations y "
-	"         WHERE y.user_id = $1 AND y.state IN ('requested', 'provisioning', 'active', 'releasing')) l "
-	"  LEFT JOIN provisioning.account_standing x ON x.user_id = $1";
-
-/*
  * Find and claim in one statement: the node (a node of the user's already
  * running the image, else an idle one with the image cached, else the
  * fullest idle one that fits; each preference read in index order, nodes
@@ -105,7 +96,7 @@ static const char live_sql[] =
  * lowest free slots, and the node's counts updated. The primary key of the
  * claims is the last line: a slot taken by a transaction that committed
  * after this statement's snapshot is skipped (ON CONFLICT), never double
- * booked. $1 is the node claim_node() locked, on the second attempt.
+ * booked.
  * The allocation is written once, as it leaves this transaction: placed,
  * with its deploy intent (requested -> provisioning happens within this
  * transaction, which no other one sees; the row starts in provisioning, an
@@ -113,15 +104,43 @@ static const char live_sql[] =
  * joins the deployment it already has) and answers with
  * maas.machine_deployed or maas.deploy_failed.
  */
+/* (after the node CTE: the claims, the node's counts, the allocation) */
+#define PLACE_CLAIM_AND_WRITE \
+	"), claim AS ( " \
+	"    INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id) " \
+	/* the node's claimed slots read once, by its index (an anti-join would hash every claim of the fleet) */ \
+	"    SELECT node.node_id, i, $7 " \
+	"      FROM node " \
+	"     CROSS JOIN LATERAL (SELECT ARRAY(SELECT c.slot_index FROM provisioning.slot_claims c " \
+	"                                       WHERE c.node_id = node.node_id) OFFSET 0) t (taken) " \
+	"     CROSS JOIN LATERAL pg_catalog.generate_series(0, node.slot_count - 1) i " \
+	"     WHERE i <> ALL (t.taken) " \
+	"     ORDER BY i LIMIT $6 " \
+	"    ON CONFLICT DO NOTHING " \
+	"    RETURNING slot_index " \
+	"), taken AS ( " \
+	/* the node's counts, image and user (the row is ours: locked above) */ \
+	"    UPDATE provisioning.nodes x " \
+	"       SET free_slots = x.free_slots - $6, live_allocations = x.live_allocations + 1, " \
+	"           current_image = $3, current_user_id = coalesce(x.current_user_id, $2) " \
+	"      FROM node " \
+	"     WHERE x.node_id = node.node_id " \
+	") " \
+	"INSERT INTO provisioning.allocations AS x (id, user_id, sku, image, distro_series, gpu_count, region, " \
+	"                                          price_per_hour, currency, node_id, node_hostname, maas_system_id, " \
+	"                                          ssh_key_ids, ssh_public_keys, slot_indexes, state, provisioning_at) " \
+	"SELECT $7, $2, $8, $3, $9, $6, $5, $10, $11, node.node_id, node.hostname, node.maas_system_id, $12, $13, " \
+	"       coalesce((SELECT pg_catalog.array_agg(c.slot_index ORDER BY c.slot_index) FROM claim c), '{}'), " \
+	"       'provisioning', pg_catalog.now() " \
+	"  FROM node " \
+	"RETURNING " ALLOCATION_OUT
+
 static const char place_sql[] =
 	"WITH node AS ( "
 	"    SELECT u.node_id, u.slot_count, u.hostname, u.maas_system_id FROM ( "
-	"        (SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id "
-	"           FROM provisioning.nodes x WHERE x.node_id = $1) "
-	"        UNION ALL "
 	"        (SELECT y.* FROM ( "
 	"            SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id FROM provisioning.nodes x "
-	"             WHERE $1 IS NULL AND x.state = 'ready' AND x.current_user_id = $2 "
+	"             WHERE x.state = 'ready' AND x.current_user_id = $2 "
 	"               AND x.current_image = $3 AND x.gpu_model = $4 AND x.region = $5 "
 	"               AND x.free_slots >= $6 "
 	"             ORDER BY x.free_slots, x.node_id LIMIT 1 "
@@ -130,7 +149,7 @@ static const char place_sql[] =
 	"        (SELECT y.* FROM ( "
 	"            SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id "
 	"              FROM provisioning.idle_node_images c JOIN provisioning.nodes x ON x.node_id = c.node_id "
-	"             WHERE $1 IS NULL AND c.image = $3 AND c.gpu_model = $4 "
+	"             WHERE c.image = $3 AND c.gpu_model = $4 "
 	"               AND c.region = $5 AND c.free_slots >= $6 "
 	"               AND x.state = 'ready' AND x.current_image IS NULL AND x.free_slots >= $6 "
 	"             ORDER BY c.free_slots, c.node_id LIMIT 1 "
@@ -138,39 +157,18 @@ static const char place_sql[] =
 	"        UNION ALL "
 	"        (SELECT y.* FROM ( "
 	"            SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id FROM provisioning.nodes x "
-	"             WHERE $1 IS NULL AND x.state = 'ready' AND x.current_image IS NULL "
+	"             WHERE x.state = 'ready' AND x.current_image IS NULL "
 	"               AND x.gpu_model = $4 AND x.region = $5 AND x.free_slots >= $6 "
 	"             ORDER BY x.free_slots, x.node_id LIMIT 1 "
 	"               FOR UPDATE SKIP LOCKED) y) "
 	"    ) u LIMIT 1 "
-	"), claim AS ( "
-	"    INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id) "
-	/* the node's claimed slots read once, by its index (an anti-join would hash every claim of the fleet) */
-	"    SELECT node.node_id, i, $7 "
-	"      FROM node "
-	"     CROSS JOIN LATERAL (SELECT ARRAY(SELECT c.slot_index FROM provisioning.slot_claims c "
-	"                                       WHERE c.node_id = node.node_id) OFFSET 0) t (taken) "
-	"     CROSS JOIN LATERAL pg_catalog.generate_series(0, node.slot_count - 1) i "
-	"     WHERE i <> ALL (t.taken) "
-	"     ORDER BY i LIMIT $6 "
-	"    ON CONFLICT DO NOTHING "
-	"    RETURNING slot_index "
-	"), taken AS ( "
-	/* the node's counts, image and user (the row is ours: locked above) */
-	"    UPDATE provisioning.nodes x "
-	"       SET free_slots = x.free_slots - $6, live_allocations = x.live_allocations + 1, "
-	"           current_image = $3, current_user_id = coalesce(x.current_user_id, $2) "
-	"      FROM node "
-	"     WHERE x.node_id = node.node_id "
-	") "
-	"INSERT INTO provisioning.allocations AS x (id, user_id, sku, image, distro_series, gpu_count, region, "
-	"                                          price_per_hour, currency, node_id, node_hostname, maas_system_id, "
-	"                                          ssh_key_ids, ssh_public_keys, slot_indexes, state, provisioning_at) "
-	"SELECT $7, $2, $8, $3, $9, $6, $5, $10, $11, node.node_id, node.hostname, node.maas_system_id, $12, $13, "
-	"       coalesce((SELECT pg_catalog.array_agg(c.slot_index ORDER BY c.slot_index) FROM claim c), '{}'), "
-	"       'provisioning', pg_catalog.now() "
-	"  FROM node "
-	"RETURNING " ALLOCATION_OUT;
+	PLACE_CLAIM_AND_WRITE;
+
+/* The same onto the node claim_node() locked ($1), on the second attempt. */
+static const char place_on_sql[] =
+	"WITH node AS ( "
+	"    SELECT x.node_id, x.slot_count, x.hostname, x.maas_system_id FROM provisioning.nodes x WHERE x.node_id = $1 "
+	PLACE_CLAIM_AND_WRITE;
 
 /*
  * Every fitting node is held by a concurrent placement, or none fits:
@@ -208,7 +206,7 @@ static const char idempotent_sql[] =
 static const char idempotent_done_sql[] =
 	"SELECT pgcloud.idempotent_done('" OPERATION "', $1)";
 
-static SPIPlanPtr read_plan, key_ids_plan, keys_plan, missing_keys_plan, live_plan, place_plan,
+static SPIPlanPtr read_plan, key_ids_plan, keys_plan, missing_keys_plan, place_plan, place_on_plan,
 			claim_node_plan, rest_plan, rewrite_slots_plan, idempotent_plan, idempotent_done_plan;
 
 /* A kept plan, generic from its first run (see the top of the file). */
@@ -250,13 +248,24 @@ col(int n, bool *isnull)
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, n, isnull);
 }
 
-/* Column n as text, or NULL: what format('%s') shows of it ("" for NULL). */
+/* Column n as text, or NULL (format('%s') shows it as ""). */
 static char *
 col_text(int n)
 {
-	char	   *s = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, n);
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, n);
+}
 
-	return s;
+/* The same, of a row kept from an earlier statement. */
+static Datum
+row_col(SPITupleTable *t, int n, bool *isnull)
+{
+	return SPI_getbinval(t->vals[0], t->tupdesc, n, isnull);
+}
+
+static char *
+row_text(SPITupleTable *t, int n)
+{
+	return SPI_getvalue(t->vals[0], t->tupdesc, n);
 }
 
 static const char *
@@ -364,27 +373,55 @@ pgcloud_provisioning_create_allocation(PG_FUNCTION_ARGS)
 		bool		placed = false;
 		HeapTuple	out = NULL;
 		TupleDesc	outdesc = NULL;
+		SPITupleTable *rd;
 
 		if (p_sku == NULL || p_image == NULL)
 			PgcloudRaise("invalid_argument", "sku and image are required", NULL, NULL);
 
+		/*
+		 * One user's creations are serialised, so the limit holds, and so
+		 * does the balance check, which is a reservation: every live
+		 * allocation of the user, and this one, holds its first accrual
+		 * interval against the balance (policy
+		 * provisioning.reserve_first_interval), so concurrent creations
+		 * cannot overdraw it. The lock is taken before the one statement
+		 * that reads everything (its snapshot is taken after the lock was
+		 * granted: it sees what the creation that held it committed).
+		 */
 		{
-			Oid			types[3] = {TEXTOID, TEXTOID, UUIDOID};
-			Datum		values[3] = {PointerGetDatum(p_sku), PointerGetDatum(p_image), user};
+			char	   *lock_key = psprintf("provisioning.allocations/%s",
+											DatumGetCString(DirectFunctionCall1(uuid_out, user)));
 
-			run(generic_plan(&read_plan, read_sql, 3, types), values, NULL, SPI_OK_SELECT);
+			DirectFunctionCall1(pg_advisory_xact_lock_int8,
+								DirectFunctionCall2Coll(hashtextextended, DEFAULT_COLLATION_OID,
+														CStringGetTextDatum(lock_key), Int64GetDatum(0)));
 		}
-		sku_code = col_text(1);
+		{
+			Datum		d = PgcloudPolicyDatum("provisioning.reserve_first_interval", BOOLOID, &reserve_null);
+
+			reserve = !reserve_null && DatumGetBool(d);
+		}
+		if (reserve)
+			secs = policy_int("billing.accrual_interval_seconds", INT8OID, &secs_null);
+		{
+			Oid			types[4] = {TEXTOID, TEXTOID, UUIDOID, INT8OID};
+			Datum		values[4] = {PointerGetDatum(p_sku), PointerGetDatum(p_image), user, Int64GetDatum(secs)};
+			char		nulls[4] = {' ', ' ', ' ', secs_null ? 'n' : ' '};
+
+			run(generic_plan(&read_plan, read_sql, 4, types), values, nulls, SPI_OK_SELECT);
+			rd = SPI_tuptable;
+		}
+		sku_code = row_text(rd, 1);
 		if (sku_code == NULL)
 			PgcloudRaise("sku_not_found", psprintf("no SKU %s", left64(p_sku)), "See api.list_skus().", NULL);
-		gpu_model = col_text(2);
-		gpu_count = DatumGetInt32(col(3, &isnull));
-		region = col_text(4);
-		price = DatumGetInt64(col(5, &isnull));
-		currency = col_text(6);
-		if (col_text(7) == NULL)
+		gpu_model = row_text(rd, 2);
+		gpu_count = DatumGetInt32(row_col(rd, 3, &isnull));
+		region = row_text(rd, 4);
+		price = DatumGetInt64(row_col(rd, 5, &isnull));
+		currency = row_text(rd, 6);
+		if (row_text(rd, 7) == NULL)
 			PgcloudRaise("image_not_found", psprintf("no image %s", left64(p_image)), "See api.list_images().", NULL);
-		distro_series = col_text(8);
+		distro_series = row_text(rd, 8);
 
 		/*
 		 * Standing, from billing's last report: refused unless good or low
@@ -393,27 +430,27 @@ pgcloud_provisioning_create_allocation(PG_FUNCTION_ARGS)
 		 * or exhausted, or a low balance; account_not_in_good_standing, 403,
 		 * for any other standing).
 		 */
-		if (!DatumGetBool(col(9, &isnull)))
+		if (!DatumGetBool(row_col(rd, 9, &isnull)))
 			PgcloudRaise("insufficient_balance",
 						 "billing has not reported a balance for this account yet; a new account has a balance of 0",
 						 "Top up your balance; allocations can be created once it covers the minimum.", NULL);
-		standing = col_text(10);
+		standing = row_text(rd, 10);
 		if (strcmp(standing, "insufficient") == 0 || strcmp(standing, "exhausted") == 0)
 			PgcloudRaise("insufficient_balance",
 						 psprintf("billing reports the account as %s (balance %s %s)", standing,
-								  or_empty(col_text(11)), or_empty(col_text(12))),
+								  or_empty(row_text(rd, 11)), or_empty(row_text(rd, 12))),
 						 "Top up your balance.", NULL);
 		if (strcmp(standing, "good") != 0 && strcmp(standing, "low") != 0)
 			PgcloudRaise("account_not_in_good_standing",
 						 psprintf("billing reports the account as %s", standing), "Contact support.", NULL);
-		balance = DatumGetInt64(col(13, &balance_null));
-		need = DatumGetInt64(col(14, &need_null));
+		balance = DatumGetInt64(row_col(rd, 13, &balance_null));
+		need = DatumGetInt64(row_col(rd, 14, &need_null));
 		if (need_null)
 			need = policy_int("billing.min_balance_to_allocate", INT8OID, &need_null);
 		if (balance_null || (!need_null && balance < need))
 			PgcloudRaise("insufficient_balance",
 						 psprintf("the balance is %s %s; creating an allocation needs at least %s",
-								  balance_null ? "unknown" : col_text(11), or_empty(col_text(12)),
+								  balance_null ? "unknown" : row_text(rd, 11), or_empty(row_text(rd, 12)),
 								  need_null ? "" : psprintf(INT64_FORMAT, need)),
 						 "Top up your balance.", NULL);
 
@@ -450,29 +487,10 @@ pgcloud_provisioning_create_allocation(PG_FUNCTION_ARGS)
 			}
 		}
 
-		/*
-		 * One user's creations are serialised (the lock taken by the first
-		 * statement) so the limit holds, and so does the balance check,
-		 * which is a reservation: every live allocation of the user, and
-		 * this one, holds its first accrual interval against the balance
-		 * (policy provisioning.reserve_first_interval), so concurrent
-		 * creations cannot overdraw it.
-		 */
+		/* The limit and the reservation, from the same row. */
 		{
-			Datum		d = PgcloudPolicyDatum("provisioning.reserve_first_interval", BOOLOID, &reserve_null);
+			int64		n_live = DatumGetInt64(row_col(rd, 15, &isnull));
 
-			reserve = !reserve_null && DatumGetBool(d);
-		}
-		if (reserve)
-			secs = policy_int("billing.accrual_interval_seconds", INT8OID, &secs_null);
-		{
-			Oid			types[3] = {UUIDOID, INT8OID, INT8OID};
-			Datum		values[3] = {user, Int64GetDatum(secs), Int64GetDatum(price)};
-			char		nulls[3] = {' ', secs_null ? 'n' : ' ', ' '};
-			int64		n_live;
-
-			run(generic_plan(&live_plan, live_sql, 3, types), values, nulls, SPI_OK_SELECT);
-			n_live = DatumGetInt64(col(1, &isnull));
 			if (!max_live_null && n_live >= max_live)
 				PgcloudRaise("allocation_limit_reached",
 							 psprintf("at most " INT64_FORMAT " live allocations per user", max_live),
@@ -480,11 +498,11 @@ pgcloud_provisioning_create_allocation(PG_FUNCTION_ARGS)
 			if (reserve)
 			{
 				bool		extra_null;
-				Datum		extra = col(7, &extra_null);
+				Datum		extra = row_col(rd, 17, &extra_null);
 				bool		bal_null;
-				Datum		bal = col(5, &bal_null);
+				Datum		bal = row_col(rd, 13, &bal_null);
 				bool		min_null;
-				int64		min = DatumGetInt64(col(6, &min_null));
+				int64		min = DatumGetInt64(row_col(rd, 14, &min_null));
 				Datum		needn = (Datum) 0;
 				bool		short_of;
 
@@ -501,8 +519,8 @@ pgcloud_provisioning_create_allocation(PG_FUNCTION_ARGS)
 					PgcloudRaise("insufficient_balance",
 								 psprintf("the balance is %s %s; with the first interval of your " INT64_FORMAT
 										  " live allocation(s) reserved (%s), another needs at least %s",
-										  bal_null ? "unknown" : col_text(3), or_empty(col_text(4)), n_live,
-										  or_empty(col_text(2)),
+										  bal_null ? "unknown" : row_text(rd, 11), or_empty(row_text(rd, 12)), n_live,
+										  or_empty(row_text(rd, 16)),
 										  need_null ? "" : DatumGetCString(DirectFunctionCall1(numeric_out, needn))),
 								 "Top up your balance, or release an allocation.", NULL);
 			}
@@ -534,7 +552,10 @@ pgcloud_provisioning_create_allocation(PG_FUNCTION_ARGS)
 				Int64GetDatum(price), CStringGetTextDatum(currency), key_ids, keys};
 			char		nulls[13] = {attempt == 1 ? 'n' : ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
-			run(generic_plan(&place_plan, place_sql, 13, types), values, nulls, SPI_OK_INSERT_RETURNING);
+			if (attempt == 1)
+				run(generic_plan(&place_plan, place_sql, 13, types), values, nulls, SPI_OK_INSERT_RETURNING);
+			else
+				run(generic_plan(&place_on_plan, place_on_sql, 13, types), values, nulls, SPI_OK_INSERT_RETURNING);
 			if (SPI_processed == 1)
 			{
 				placed = true;
