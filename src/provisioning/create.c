@@ -20,7 +20,6 @@
  */
 #include "pgcloud.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
