@@ -7,7 +7,9 @@ of sql/<service>/*.sql, found by statement and not by file name:
   CREATE FUNCTION api.f(...)            signature and return type
   COMMENT ON FUNCTION api.f(...) IS     what it does
   GRANT EXECUTE ON FUNCTION api.f ...   who may call it
-  pgcloud.authorize('...') in its body  the roles it accepts
+  pgcloud.authorize('...') in its body  the roles it accepts (a C function:
+                                        PgcloudAuthorizeUser() in the body of
+                                        its symbol under src/: user)
   INSERT INTO pgcloud.policy_values     its policies
   INSERT INTO pgcloud.error_codes       its error codes
   COMMENT ON TABLE / VIEW               its tables and views
@@ -28,6 +30,20 @@ COMMENT_REL = re.compile(r"^COMMENT\s+ON\s+(TABLE|VIEW|MATERIALIZED\s+VIEW)\s+" 
 GRANT_FN = re.compile(r"^GRANT\s+EXECUTE\s+ON\s+(?:FUNCTION|ROUTINE|PROCEDURE)\s+(.*)\s+TO\s+(.*?)\s*;?\s*$", re.I | re.S)
 INSERT = re.compile(r"^INSERT\s+INTO\s+" + NAME + r"\s*\(([^)]*)\)\s*VALUES\s*(.*)$", re.I | re.S)
 AUTHORIZE = re.compile(r"pgcloud\.authorize\s*\(([^;]*?)\)\s*;", re.I)
+C_SYMBOL = re.compile(r"\bLANGUAGE\s+C\b.*\bAS\s+'MODULE_PATHNAME'\s*,\s*'([A-Za-z0-9_]+)'", re.I | re.S)
+
+
+def c_authorize(sql_path, symbol):
+    """user when the C function symbol (under src/ of the repository of
+    sql_path) calls PgcloudAuthorizeUser(), else None."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(sql_path))))
+    for path in sorted(glob.glob(os.path.join(root, "src", "*", "*.c"))):
+        with open(path, encoding="utf-8") as fh:
+            src = fh.read()
+        m = re.search(r"^Datum\s*\n" + symbol + r"\(PG_FUNCTION_ARGS\)\s*\n\{(.*?)^\}", src, re.M | re.S)
+        if m:
+            return "user" if "PgcloudAuthorizeUser()" in m.group(1) else None
+    return None
 JOB = re.compile(r"^SELECT\s+pgcloud\.register_job\s*\((.*)\)\s*;?\s*$", re.I | re.S)
 
 MODES = ("in", "out", "inout", "variadic")
@@ -140,12 +156,14 @@ def scan_service(paths, schema, api="api"):
                 ret = re.search(r"\bRETURNS\s+(.*?)\s+(?:LANGUAGE|AS|SECURITY|STABLE|IMMUTABLE|VOLATILE|STRICT|SET|PARALLEL|CALLED|RETURNS\s+NULL)\b",
                                 rest, re.I | re.S)
                 auth = AUTHORIZE.search(rest)
+                csym = C_SYMBOL.search(rest)
                 key = (m.group(2), identity(args))
                 info["functions"][key] = {
                     "name": m.group(2), "args": args,
                     "returns": " ".join(ret.group(1).split()) if ret else "",
                     "definer": bool(re.search(r"\bSECURITY\s+DEFINER\b", rest.split("$")[0], re.I)),
-                    "authorize": ", ".join(literal(a) for a in sqlscan.top_level_split(auth.group(1))) if auth else None,
+                    "authorize": (", ".join(literal(a) for a in sqlscan.top_level_split(auth.group(1))) if auth
+                                  else c_authorize(path, csym.group(1)) if csym else None),
                 }
                 continue
             m = COMMENT_FN.match(b)

@@ -67,6 +67,8 @@ extern char *PgcloudRequestField(const char *setting, const char *field);
 extern char *PgcloudRequestRole(void);
 extern char *PgcloudRequestUserId(void);
 extern char *PgcloudCorrelationId(void);
+extern bool PgcloudRequestHasHeader(const char *lname);
+extern void PgcloudAuthorizeUser(void);
 
 /* errors.c: raise a catalogued API error (never returns). */
 extern void PgcloudRaise(const char *code, const char *details,
@@ -81,6 +83,7 @@ extern Oid	PgcloudCoreRelOwner(const char *relname, Oid *relid);
 /* policy.c: read a policy value; raises policy_missing when absent. */
 extern Jsonb *PgcloudPolicyJsonb(const char *key);
 extern double PgcloudPolicyNumber(const char *key);
+extern Datum PgcloudPolicyDatum(const char *key, Oid typid, bool *isnull);
 
 /* outbox.c: dotted lower-case event type, at most 128 bytes; emit() for C callers. */
 extern bool PgcloudValidEventType(const char *s, size_t len);

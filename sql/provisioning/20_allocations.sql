@@ -48,10 +48,9 @@ CREATE TABLE provisioning.allocations (
 CREATE INDEX allocations_user_idx ON provisioning.allocations (user_id, requested_at DESC);
 CREATE INDEX allocations_live_idx ON provisioning.allocations (user_id)
     WHERE state IN ('requested', 'provisioning', 'active', 'releasing');
--- (node_id IS NOT NULL: a lookup by user cannot pick this index, which it
--- would scan whole, when the statistics cannot tell the two apart)
-CREATE INDEX allocations_node_idx ON provisioning.allocations (node_id)
-    WHERE state IN ('requested', 'provisioning', 'active', 'releasing') AND node_id IS NOT NULL;
+-- No index by node: no query looks allocations up by node (a node's counts
+-- are kept on the node; capacity_problems aggregates them all), and each
+-- index is one more entry and relation lock per placement.
 CREATE TRIGGER allocations_state BEFORE INSERT OR UPDATE OF state ON provisioning.allocations
     FOR EACH ROW EXECUTE FUNCTION pgcloud.transition('state', 'provisioning.allocation_transitions');
 COMMENT ON TABLE provisioning.allocations IS 'Allocations and their placement: requested -> provisioning -> active -> releasing -> released, and failed (guarded by pgcloud.transition()). The node and slots are the placement; slots are held (provisioning.slot_claims) until released or failed.';

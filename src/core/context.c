@@ -121,6 +121,26 @@ PgcloudRequestRole(void)
 	return GetUserNameFromId(GetSessionUserId(), false);
 }
 
+/*
+ * Whether the request has the header (its lower-case name) with a value
+ * other than JSON null: whether pgcloud.header(name) is not NULL.
+ */
+bool
+PgcloudRequestHasHeader(const char *lname)
+{
+	Jsonb	   *jb = PgcloudRequestJson("request.headers");
+	JsonbValue	key;
+	JsonbValue *val;
+
+	if (jb == NULL)
+		return false;
+	key.type = jbvString;
+	key.val.string.val = (char *) lname;
+	key.val.string.len = strlen(lname);
+	val = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
+	return val != NULL && val->type != jbvNull;
+}
+
 static bool
 looks_like_uuid(const char *s)
 {

@@ -222,30 +222,29 @@ type_accepts(Oid typid, const char *jtype)
 	return false;
 }
 
+/*
+ * pgcloud.policy(key, NULL::<typid>) for C code: the value as typid, *isnull
+ * for a JSON null; the same errors (policy_missing, policy_invalid).
+ */
 Datum
-pgcloud_policy_get(PG_FUNCTION_ARGS)
+PgcloudPolicyDatum(const char *key, Oid typid, bool *isnull)
 {
-	Oid			typid = get_fn_expr_argtype(fcinfo->flinfo, 1);
-	char	   *key;
 	PolicyRow	row;
 	Oid			infunc;
 	Oid			ioparam;
 	Datum		result = (Datum) 0;
 
-	if (PG_ARGISNULL(0))
-		PgcloudRaise("invalid_argument", "policy key must not be NULL", NULL, NULL);
-	if (!OidIsValid(typid))
-		elog(ERROR, "could not determine the requested policy type");
-	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	row = policy_fetch(key);
-
+	*isnull = false;
 	if (typid == JSONBOID)
-		PG_RETURN_JSONB_P(row.value);
+		return JsonbPGetDatum(row.value);
 	if (strcmp(row.jtype, "null") == 0)
-		PG_RETURN_NULL();
+	{
+		*isnull = true;
+		return (Datum) 0;
+	}
 	if (typid == JSONOID)
-		PG_RETURN_DATUM(CStringGetTextDatum(JsonbToCString(NULL, &row.value->root,
-														   VARSIZE(row.value))));
+		return CStringGetTextDatum(JsonbToCString(NULL, &row.value->root, VARSIZE(row.value)));
 	if (!type_accepts(typid, row.jtype))
 		PgcloudRaise("policy_invalid",
 					 psprintf("policy \"%s\" holds a JSON %s, which cannot be read as %s",
@@ -270,5 +269,22 @@ pgcloud_policy_get(PG_FUNCTION_ARGS)
 		}
 		PG_END_TRY();
 	}
+	return result;
+}
+
+Datum
+pgcloud_policy_get(PG_FUNCTION_ARGS)
+{
+	Oid			typid = get_fn_expr_argtype(fcinfo->flinfo, 1);
+	Datum		result;
+	bool		isnull;
+
+	if (PG_ARGISNULL(0))
+		PgcloudRaise("invalid_argument", "policy key must not be NULL", NULL, NULL);
+	if (!OidIsValid(typid))
+		elog(ERROR, "could not determine the requested policy type");
+	result = PgcloudPolicyDatum(text_to_cstring(PG_GETARG_TEXT_PP(0)), typid, &isnull);
+	if (isnull)
+		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
 }

@@ -43,11 +43,15 @@ SELECT is(pg_temp.sqlstate_as('pgcloud_user', $$SELECT billing.adjust_balance_ap
 
 -- Authorization happens in the api function: pgcloud.authorize*() in its
 -- body, or in the service helper it starts with (databases' environment_for
--- and service_for decide owner-or-admin).
+-- and service_for decide owner-or-admin). An api function written in C
+-- authorizes in C (PgcloudAuthorizeUser(), src/core/authorize.c): the
+-- symbols listed here, whose refusals provisioning_allocations tests.
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'api'
       JOIN pgcloud.api_exposures e ON e.function_oid = p.oid
      WHERE NOT 'anon' = ANY (e.roles) AND p.prosrc !~ 'pgcloud\.authorize(_scope|_service)?\('
+       AND NOT (p.prolang = (SELECT l.oid FROM pg_language l WHERE l.lanname = 'c')
+                AND p.prosrc IN ('pgcloud_provisioning_create_allocation'))
        AND NOT EXISTS (SELECT 1 FROM pg_proc q JOIN pg_namespace qn ON qn.oid = q.pronamespace
                         WHERE qn.nspname NOT IN ('api', 'pgcloud', 'pg_catalog')
                           AND p.prosrc ~ (qn.nspname || '\.' || q.proname || '\(')

@@ -38,6 +38,20 @@ SELECT is_empty($$ SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
 SELECT is((SELECT provolatile::text FROM pg_proc WHERE oid = 'provisioning.allocation_json(provisioning.allocations)'::regprocedure), 's',
     'the API form of an allocation is STABLE like the calls in its body, so the planner inlines it');
 
+-- api.create_allocation is C: it authorizes with pgcloud.authorize('user')'s
+-- answers (a user or an administrator passes; anyone else is refused by
+-- pgcloud.authorize itself), before anything else.
+SELECT pg_temp.as_role('pgcloud_anon');
+SELECT is(pg_temp.error_of($$ SELECT api.create_allocation('tap-x1', 'tap-jammy') $$), '{"code": "unauthenticated", "status": 401}',
+    'create_allocation: an anonymous request is refused (unauthenticated)');
+SELECT pg_temp.as_role('pgcloud_service', '5e000000-0000-4000-8000-00000000005e');
+SELECT is(pg_temp.error_of($$ SELECT api.create_allocation('tap-x1', 'tap-jammy') $$), '{"code": "forbidden", "status": 403}',
+    'create_allocation: a service account is refused (forbidden)');
+SELECT pg_temp.as_role('pgcloud_user');
+SELECT is(pg_temp.error_of($$ SELECT api.create_allocation('tap-x1', 'tap-jammy') $$), '{"code": "unauthenticated", "status": 401}',
+    'create_allocation: a user role without a subject is refused (unauthenticated)');
+SELECT pg_temp.as_operator();
+
 -- ---- read models ---------------------------------------------------------
 SELECT pg_temp.handle('provisioning', 'sku.upserted', NULL, '{"code": "tap-x1", "gpu_model": "TAP-GPU", "gpu_count": 1, "region": "tap-r", "price_per_hour": 250, "currency": "usd"}');
 SELECT pg_temp.handle('provisioning', 'sku.upserted', NULL, '{"code": "tap-x2", "gpu_model": "TAP-GPU", "gpu_count": 2, "region": "tap-r", "price_per_hour": 500, "currency": "usd"}');

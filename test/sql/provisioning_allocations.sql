@@ -135,6 +135,13 @@ SELECT pg_temp.as_user(:alice);
 SELECT api.create_allocation('h100x1', 'ubuntu-22.04');
 RESET request.jwt.claims;
 SELECT pgcloud.set_policy('provisioning.max_live_allocations_per_user', '32') ->> 'value' AS max_live;
+-- The reservation: the first accrual interval of every live allocation, and
+-- of this one, is held against the balance (an interval of 10,000 hours here).
+SELECT pgcloud.set_policy('billing.accrual_interval_seconds', '36000000') ->> 'value' AS accrual_interval;
+SELECT pg_temp.as_user(:alice);
+SELECT api.create_allocation('h100x1', 'ubuntu-22.04');
+RESET request.jwt.claims;
+SELECT pgcloud.set_policy('billing.accrual_interval_seconds', '60') ->> 'value' AS accrual_interval;
 
 -- Reading: own allocations only.
 SELECT pg_temp.as_user(:alice);

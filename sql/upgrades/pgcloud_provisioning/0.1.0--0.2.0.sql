@@ -5,11 +5,9 @@
 DROP INDEX provisioning.nodes_user_idx;
 CREATE INDEX nodes_user_idx ON provisioning.nodes (current_user_id, current_image, gpu_model, region, free_slots, node_id)
     WHERE state = 'ready' AND current_user_id IS NOT NULL;
--- The live allocations' index by node cannot be chosen for a lookup by user
--- (which it would scan whole).
+-- The live allocations' index by node serves no query (a node's counts are
+-- kept on the node), and cost every placement an index entry and a lock.
 DROP INDEX provisioning.allocations_node_idx;
-CREATE INDEX allocations_node_idx ON provisioning.allocations (node_id)
-    WHERE state IN ('requested', 'provisioning', 'active', 'releasing') AND node_id IS NOT NULL;
 -- Running nodes by image: no query needs it since shared tenancy is refused,
 -- and a plan made against an empty fleet could pick it for the user's own
 -- nodes (and read every running node).
