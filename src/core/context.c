@@ -201,13 +201,23 @@ PgcloudCorrelationId(void)
 	cid = PgcloudRequestField("request.headers", "x-correlation-id");
 	if (cid == NULL || !valid_correlation_id(cid))
 	{
+		static const char hex[] = "0123456789abcdef";
+		char	   *p;
+
 		if (!pg_strong_random(uuid, UUID_LEN))
 			elog(ERROR, "could not generate a correlation id");
 		uuid[6] = (uuid[6] & 0x0f) | 0x40;
 		uuid[8] = (uuid[8] & 0x3f) | 0x80;
-		cid = psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-					   uuid[0], uuid[1], uuid[2], uuid[3], uuid[4], uuid[5], uuid[6], uuid[7],
-					   uuid[8], uuid[9], uuid[10], uuid[11], uuid[12], uuid[13], uuid[14], uuid[15]);
+		/* 8-4-4-4-12 lower-case hex (psprintf of 16 "%02x" cost a tenth of an emit()) */
+		cid = p = palloc(2 * UUID_LEN + 4 + 1);
+		for (int i = 0; i < UUID_LEN; i++)
+		{
+			if (i == 4 || i == 6 || i == 8 || i == 10)
+				*p++ = '-';
+			*p++ = hex[uuid[i] >> 4];
+			*p++ = hex[uuid[i] & 0x0f];
+		}
+		*p = '\0';
 	}
 	(void) set_config_option("pgcloud.correlation_id", cid, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);

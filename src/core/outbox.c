@@ -193,6 +193,7 @@ static char *
 publisher_of(text *event_type)
 {
 	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
 	Oid			argtypes[1] = {TEXTOID};
 	char	   *type = text_to_cstring(event_type);
 	PublisherEntry *e;
@@ -216,12 +217,17 @@ publisher_of(text *event_type)
 
 	generation = publisher_cache_generation;
 	values[0] = PointerGetDatum(event_type);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 	/* The latest snapshot, as pgcloud.policy() reads for its cache (policy.c says why). */
 	ret = PgcloudExecPlanLatest(PgcloudPlan(&plan, "SELECT pgcloud.publisher_of($1)", 1, argtypes),
 								values, NULL, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event publisher lookup failed: %s", SPI_result_code_string(ret));
 	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (owner != NULL)
+		owner = MemoryContextStrdup(caller, owner);
+	SPI_finish();
 
 	/* Kept only when no invalidation arrived meanwhile (it could be older than the change). */
 	if (generation == publisher_cache_generation && strlen(type) <= MAX_EVENT_TYPE_LEN
@@ -255,7 +261,6 @@ publisher_of(text *event_type)
  * that no service owns (PRODUCT.md: operators may emit their own), and none
  * that a service owns. Superusers stand outside every boundary and may emit
  * anything; subscribers accept that because the source is a superuser role.
- * Called inside SPI.
  */
 static void
 check_event_authority(const char *source, text *event_type)
@@ -707,11 +712,8 @@ PgcloudEmit(text *event_type, text *aggregate_type, text *aggregate_id, Jsonb *p
 	event_id->data[6] = (event_id->data[6] & 0x0f) | 0x40;	/* version 4 */
 	event_id->data[8] = (event_id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	source = emitting_source();
 	check_event_authority(source, event_type);
-	SPI_finish();
 
 	row.event_id = event_id;
 	row.event_type = event_type;

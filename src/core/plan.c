@@ -113,13 +113,70 @@ PgcloudExecPlanLatest(SPIPlanPtr plan, Datum *values, const char *nulls, long co
  * installation): C code that reads or writes a core table on behalf of a
  * caller without privileges on it switches to this owner around the SPI call.
  */
+#define REL_OWNER_CACHE_SIZE 4
+typedef struct RelOwnerEntry
+{
+	char		name[NAMEDATALEN];	/* "": free */
+	Oid			rel;
+	Oid			owner;
+} RelOwnerEntry;
+
+static RelOwnerEntry rel_owner_cache[REL_OWNER_CACHE_SIZE];
+static bool rel_owner_callbacks = false;
+
+/*
+ * Any relcache invalidation of a cached table (ALTER ... OWNER, DROP, a
+ * reinstall), or of all of them, empties the cache: looked up again.
+ * A namespace change (schema dropped or renamed) drops its tables' entries too.
+ */
+static void
+rel_owner_invalidate(Datum arg, Oid relid)
+{
+	(void) arg;
+	for (int i = 0; i < REL_OWNER_CACHE_SIZE; i++)
+		if (!OidIsValid(relid) || rel_owner_cache[i].rel == relid)
+			rel_owner_cache[i].name[0] = '\0';
+}
+
+static void
+rel_owner_invalidate_all(Datum arg, int cacheid, uint32 hashvalue)
+{
+	(void) cacheid;
+	(void) hashvalue;
+	rel_owner_invalidate(arg, InvalidOid);
+}
+
 Oid
 PgcloudCoreRelOwner(const char *relname, Oid *relid)
 {
-	Oid			rel = get_relname_relid(relname, get_namespace_oid("pgcloud", false));
+	Oid			rel;
 	HeapTuple	tup;
 	Oid			owner;
+	int			free_slot = -1;
 
+	/* Kept per backend (emit() and audit() ask at every call). */
+	if (!rel_owner_callbacks)
+	{
+		CacheRegisterRelcacheCallback(rel_owner_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, rel_owner_invalidate_all, (Datum) 0);
+		rel_owner_callbacks = true;
+	}
+	for (int i = 0; i < REL_OWNER_CACHE_SIZE; i++)
+	{
+		if (rel_owner_cache[i].name[0] == '\0')
+		{
+			if (free_slot < 0)
+				free_slot = i;
+		}
+		else if (strcmp(rel_owner_cache[i].name, relname) == 0)
+		{
+			if (relid != NULL)
+				*relid = rel_owner_cache[i].rel;
+			return rel_owner_cache[i].owner;
+		}
+	}
+
+	rel = get_relname_relid(relname, get_namespace_oid("pgcloud", false));
 	if (!OidIsValid(rel))
 		elog(ERROR, "pgcloud.%s does not exist", relname);
 	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
@@ -127,6 +184,12 @@ PgcloudCoreRelOwner(const char *relname, Oid *relid)
 		elog(ERROR, "cache lookup failed for relation %u", rel);
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
+	if (free_slot >= 0 && strlen(relname) < NAMEDATALEN)
+	{
+		strlcpy(rel_owner_cache[free_slot].name, relname, NAMEDATALEN);
+		rel_owner_cache[free_slot].rel = rel;
+		rel_owner_cache[free_slot].owner = owner;
+	}
 	if (relid != NULL)
 		*relid = rel;
 	return owner;
