@@ -214,6 +214,7 @@ NatsLinkReadLimits(NatsLink *link, long max_age_ms)
 {
 	jsStreamInfo *si = NULL;
 	jsErrCode	jerr = 0;
+	jsOptions	o;
 	int64		limit;
 	sigset_t	saved;
 	natsStatus	s;
@@ -224,8 +225,11 @@ NatsLinkReadLimits(NatsLink *link, long max_age_ms)
 		&& !TimestampDifferenceExceeds(link->limits_read_at, GetCurrentTimestamp(), (int) max_age_ms))
 		return;
 	limit = natsConnection_GetMaxPayload(link->conn);
+	/* Briefly: a stream without a leader (a JetStream cluster electing) must not hold the relay up. */
+	jsOptions_Init(&o);
+	o.Wait = 250;
 	NatsLinkBlockSignals(&saved);
-	s = js_GetStreamInfo(&si, link->js, PGCLOUD_STREAM, NULL, &jerr);
+	s = js_GetStreamInfo(&si, link->js, PGCLOUD_STREAM, &o, &jerr);
 	NatsLinkRestoreSignals(&saved);
 	if (s == NATS_OK)
 	{

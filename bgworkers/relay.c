@@ -502,9 +502,6 @@ publish_round(void)
 	destroy_built();
 	prepare_plans();
 	commit_without_flush();
-	/* The stream's limits: read every second, and at once after a refusal. */
-	NatsLinkReadLimits(&nlink, limits_stale ? 0 : 1000);
-	limits_stale = false;
 	{
 		Datum		arg = Int32GetDatum(limit + inflight.n);
 
@@ -512,6 +509,13 @@ publish_round(void)
 			elog(ERROR, "outbox claim failed");
 	}
 	n = (int) SPI_processed;
+
+	/* With something to send: the stream's limits, read every second, and at once after a refusal. */
+	if (n > inflight.n)
+	{
+		NatsLinkReadLimits(&nlink, limits_stale ? 0 : 1000);
+		limits_stale = false;
+	}
 
 	/* The new batch: the claimed rows not in flight, at most `limit`. */
 	ids = palloc(sizeof(int64) * Max(Min(n, limit), 1));
