@@ -314,13 +314,30 @@ in_flight(int64 id)
 	return inflight.n > 0 && bsearch(&id, inflight.ids, inflight.n, sizeof(int64), cmp_int64) != NULL;
 }
 
+/*
+ * Walking events in id order: is this one held back? It is when it failed
+ * itself (failed) or an earlier event of its aggregate was held back; its
+ * aggregate is then added to held[*nheld] (room for one more), so that every
+ * later event of it is held back too.
+ */
 static bool
-among(char **list, int n, const char *s)
+hold_back(char **held, int *nheld, char *aggregate, bool failed)
 {
-	for (int i = 0; i < n; i++)
-		if (strcmp(list[i], s) == 0)
+	for (int i = 0; i < *nheld; i++)
+		if (strcmp(held[i], aggregate) == 0)
 			return true;
-	return false;
+	if (failed)
+		held[(*nheld)++] = aggregate;
+	return failed;
+}
+
+/* After a failure of the link: smaller batches, and the link reset (with its backoff). */
+static int
+link_failed(natsStatus s, int published)
+{
+	nats_batch = NATS_BATCH_MIN > nats_batch / 2 ? NATS_BATCH_MIN : nats_batch / 2;
+	NatsLinkFailed(&nlink, "publish to JetStream", s);
+	return published > 0 ? published : -1;
 }
 
 /*
@@ -397,6 +414,7 @@ resolve_inflight(char ***bad, int *nbad, natsStatus *status)
 	jsPubOptions popts;
 	natsStatus	s;
 	Datum	   *done;
+	Datum		arr;
 	int			ndone = 0;
 	char	  **badlist;
 	int			nb = 0;
@@ -429,21 +447,15 @@ resolve_inflight(char ***bad, int *nbad, natsStatus *status)
 	badlist = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
 	{
-		if (!ack_published(i) || among(badlist, nb, inflight.aggregates[i]))
-		{
-			if (!among(badlist, nb, inflight.aggregates[i]))
-				badlist[nb++] = pstrdup(inflight.aggregates[i]);
-		}
-		else
-		{
-			ItemPointer tid = palloc(sizeof(ItemPointerData));
-
-			ItemPointerCopy(&inflight.tids[i], tid);
-			done[ndone++] = PointerGetDatum(tid);
-		}
+		if (!hold_back(badlist, &nb, inflight.aggregates[i], !ack_published(i)))
+			done[ndone++] = PointerGetDatum(&inflight.tids[i]);
 	}
 	/* The book of this batch is closed: any later ack of it finds another generation. */
 	ack_generation++;
+	for (int i = 0; i < nb; i++)
+		badlist[i] = pstrdup(badlist[i]);	/* the batch's memory goes below */
+	arr = ndone > 0 ? PointerGetDatum(construct_array(done, ndone, TIDOID, sizeof(ItemPointerData), false,
+													   TYPALIGN_SHORT)) : (Datum) 0;
 	if (nb > 0)
 		limits_stale = true;	/* a refusal may be a new limit of the stream */
 
@@ -462,14 +474,8 @@ resolve_inflight(char ***bad, int *nbad, natsStatus *status)
 	}
 	drop_inflight();
 
-	if (ndone > 0)
-	{
-		Datum		arr = PointerGetDatum(construct_array(done, ndone, TIDOID, sizeof(ItemPointerData), false,
-														  TYPALIGN_SHORT));
-
-		if (SPI_execute_plan(mark_plan, &arr, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "outbox update failed");
-	}
+	if (ndone > 0 && SPI_execute_plan(mark_plan, &arr, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "outbox update failed");
 	*bad = badlist;
 	*nbad = nb;
 	*status = s;
@@ -549,9 +555,7 @@ publish_round(void)
 	{
 		/* The link failed: nothing more goes out in this round; the caller backs off. */
 		destroy_built();
-		nats_batch = NATS_BATCH_MIN > nats_batch / 2 ? NATS_BATCH_MIN : nats_batch / 2;
-		NatsLinkFailed(&nlink, "publish to JetStream", s);
-		return published > 0 ? published : -1;
+		return link_failed(s, published);
 	}
 
 	/*
@@ -567,13 +571,11 @@ publish_round(void)
 			memcpy(held, bad, sizeof(char *) * nbad);
 		for (int i = 0; i < nbuilt; i++)
 		{
-			if (built[i] == NULL || among(held, nheld, aggregates[i]))
+			if (hold_back(held, &nheld, aggregates[i], built[i] == NULL))
 			{
 				if (built[i] != NULL)
 					natsMsg_Destroy(built[i]);
 				built[i] = NULL;
-				if (!among(held, nheld, aggregates[i]))
-					held[nheld++] = aggregates[i];
 				continue;
 			}
 			ids[nnew] = ids[i];
@@ -654,9 +656,7 @@ publish_round(void)
 		int			nignored;
 
 		published += resolve_inflight(&ignored, &nignored, &s);
-		nats_batch = NATS_BATCH_MIN > nats_batch / 2 ? NATS_BATCH_MIN : nats_batch / 2;
-		NatsLinkFailed(&nlink, "publish to JetStream", failed);
-		return published > 0 ? published : -1;
+		return link_failed(failed, published);
 	}
 	return published;
 }
