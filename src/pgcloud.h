@@ -67,6 +67,8 @@ extern char *PgcloudRequestField(const char *setting, const char *field);
 extern char *PgcloudRequestRole(void);
 extern char *PgcloudRequestUserId(void);
 extern char *PgcloudCorrelationId(void);
+/* A new random (version 4) uuid, palloc'd. */
+extern struct pg_uuid_t *PgcloudRandomUuid(void);
 extern bool PgcloudRequestHasHeader(const char *lname);
 extern void PgcloudAuthorizeUser(void);
 

@@ -186,6 +186,19 @@ valid_correlation_id(const char *s)
 	return true;
 }
 
+/* A new random (version 4) uuid, from the OS CSPRNG, as gen_random_uuid() makes it. */
+pg_uuid_t *
+PgcloudRandomUuid(void)
+{
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+	if (!pg_strong_random(uuid->data, UUID_LEN))
+		elog(ERROR, "could not generate a random uuid");
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;	/* version 4 */
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+	return uuid;
+}
+
 /*
  * The correlation id of this transaction: X-Correlation-Id when well-formed,
  * else a new uuid; kept in pgcloud.correlation_id (transaction-local).
@@ -194,31 +207,12 @@ char *
 PgcloudCorrelationId(void)
 {
 	char	   *cid;
-	unsigned char uuid[UUID_LEN];
 
 	if (pgcloud_correlation_id != NULL && pgcloud_correlation_id[0] != '\0')
 		return pstrdup(pgcloud_correlation_id);
 	cid = PgcloudRequestField("request.headers", "x-correlation-id");
 	if (cid == NULL || !valid_correlation_id(cid))
-	{
-		static const char hex[] = "0123456789abcdef";
-		char	   *p;
-
-		if (!pg_strong_random(uuid, UUID_LEN))
-			elog(ERROR, "could not generate a correlation id");
-		uuid[6] = (uuid[6] & 0x0f) | 0x40;
-		uuid[8] = (uuid[8] & 0x3f) | 0x80;
-		/* 8-4-4-4-12 lower-case hex (psprintf of 16 "%02x" cost a tenth of an emit()) */
-		cid = p = palloc(2 * UUID_LEN + 4 + 1);
-		for (int i = 0; i < UUID_LEN; i++)
-		{
-			if (i == 4 || i == 6 || i == 8 || i == 10)
-				*p++ = '-';
-			*p++ = hex[uuid[i] >> 4];
-			*p++ = hex[uuid[i] & 0x0f];
-		}
-		*p = '\0';
-	}
+		cid = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(PgcloudRandomUuid())));
 	(void) set_config_option("pgcloud.correlation_id", cid, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);
 	return cid;

@@ -706,11 +706,7 @@ PgcloudEmit(text *event_type, text *aggregate_type, text *aggregate_id, Jsonb *p
 							Int32GetDatum((int32) hash_bytes((const unsigned char *) agg.data, agg.len)));
 	}
 
-	event_id = palloc(sizeof(pg_uuid_t));
-	if (!pg_strong_random(event_id->data, UUID_LEN))
-		elog(ERROR, "could not generate a random event id");
-	event_id->data[6] = (event_id->data[6] & 0x0f) | 0x40;	/* version 4 */
-	event_id->data[8] = (event_id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+	event_id = PgcloudRandomUuid();
 
 	source = emitting_source();
 	check_event_authority(source, event_type);
