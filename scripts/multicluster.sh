@@ -125,7 +125,7 @@ nats_up() {
          exec nats-server -c "$DIR/nats/$n.conf" >> "$DIR/nats/$n.log" 2>&1) &
         echo $! > "$pidf"
     done
-    for n in $(nats_nodes); do wait_port "$(node_port "$n")" || { echo "NATS node $n did not start: $DIR/nats/$n.log" >&2; exit 1; }; done
+    for n in $(nats_nodes); do wait_port "$(node_port "$n")" || { echo "NATS node $n did not start: $DIR/nats/$n.log" >&2; tail -n 20 "$DIR/nats/$n.log" >&2; exit 1; }; done
     # The stream, as the operator, with the replicas of streams.json, once
     # the JetStream cluster has a meta leader.
     local replicas; replicas=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["streams"][0]["num_replicas"])' "$GEN/nats/streams.json")

@@ -52,8 +52,35 @@ my $multi = $shape eq 'multi';     # and spread over several clusters
 my $faults = $multi;
 my $tmp = PostgreSQL::Test::Utils::tempdir();
 my $dir = "$tmp/$shape";
-# Ports of deploy/<shape> shifted by a small random amount (they stay valid).
-my $shift = (PostgreSQL::Test::Cluster::get_free_port() % 900) - 450;
+# The ports of deploy/<shape> (those scripts/multicluster.sh shifts), moved
+# by a random shift out of the kernel's ephemeral range and out of
+# PostgreSQL::Test::Cluster's range (10200-32767): a port of the plan that is
+# free for a moment (before a node starts, while a drill has it stopped) is
+# otherwise taken by any outgoing connection's local port, or by another
+# test's cluster or fake, and the node cannot listen again ("NATS node n2 did
+# not start").
+my @plan = do {
+    my %p;
+    for my $f (glob("$repo/deploy/$shape/*.tsv $repo/deploy/$shape/*/*")) {
+        next unless -f $f;
+        my $text = slurp_file($f);
+        $p{$_} = 1 for $text =~ /127\.0\.0\.1:(\d+)/g, $text =~ /^port = (\d+)/mg;
+        $p{$_} = 1 for $f =~ /layout\.tsv$/ ? $text =~ /^\S+\s+(\d+)\s/mg : ();
+    }
+    sort { $a <=> $b } keys %p;
+};
+my ($eph_lo, $eph_hi) = split(' ', slurp_file('/proc/sys/net/ipv4/ip_local_port_range'));
+my @shifts = grep {
+    my $s = $_;
+    !grep { my $q = $_ + $s; $q < 1024 || $q > 65535 || ($q >= $eph_lo && $q <= $eph_hi) || ($q >= 10200 && $q <= 32767) } @plan
+} -60000 .. 60000;
+die "no shift puts the ports of deploy/$shape (@plan) outside $eph_lo-$eph_hi and 10200-32767" unless @shifts;
+# Above the ephemeral range where the plan fits there (below 10200 is where
+# other software on the machine listens).
+my @high = grep { $plan[0] + $_ > $eph_hi } @shifts;
+@shifts = @high if @high;
+my $shift = $shifts[int(rand(@shifts))];
+note("ports of deploy/$shape shifted by $shift: " . join(' ', map { $_ + $shift } @plan));
 $ENV{PGCLOUD_MULTI_DIR} = $dir;
 $ENV{PGCLOUD_MULTI_PORT_SHIFT} = $shift;
 # The PostgreSQL under test is the one on PATH (scripts/lib.sh must not
