@@ -10,6 +10,9 @@
 # measures, in the same run:
 #   - placements/s and the p99 latency of the request,
 #   - the same request envelope around a one-row INSERT (baseline),
+#   - the floor: the same envelope around the rows one placement writes and
+#     nothing else, without and with its events and audit entry (FLOOR=0
+#     skips it): how far any placement logic could go (issue 16),
 #   - zero double bookings after each run (claims = distinct slots =
 #     placements, provisioning.capacity_problems empty),
 #   - with shared tenancy too (every request wants the fullest node).
@@ -80,6 +83,49 @@ SELECT count(pgcloud.deliver('provisioning', gen_random_uuid(), 'account.standin
     jsonb_build_object('user_id', u, 'standing', 'good', 'balance', 100000000, 'currency', 'usd'), '{}'))
   FROM (SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid AS u FROM generate_series(1, $USERS) i) x;
 CREATE TABLE bench_plain (id bigserial PRIMARY KEY, v text);
+-- The floor: the rows one placement writes, written with cached plans and
+-- nothing else (no search, no checks, no authorization, no idempotency):
+-- the next node of the fleet in turn, its counts, the allocation, its slot
+-- claim and, when events, the three events with placement-sized payloads,
+-- the audit entry and its audit.recorded event. Bench-only (public schema).
+CREATE SEQUENCE bench_floor_node;
+CREATE FUNCTION public.bench_floor(p_user uuid, p_nodes integer, p_events boolean) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS \$\$
+DECLARE
+    nid uuid := ('b0000000-0000-4000-8000-' || lpad(((nextval('public.bench_floor_node') % p_nodes) + 1)::text, 12, '0'))::uuid;
+    aid uuid := gen_random_uuid();
+    cid text := gen_random_uuid()::text;
+    host text; sys text; fs integer; hdr jsonb; pl jsonb; audit_id bigint;
+BEGIN
+    UPDATE provisioning.nodes x SET free_slots = x.free_slots - 1, live_allocations = x.live_allocations + 1,
+           current_image = 'bench-img', current_user_id = coalesce(x.current_user_id, p_user)
+     WHERE x.node_id = nid AND x.free_slots > 0
+    RETURNING x.hostname, x.maas_system_id, x.free_slots INTO host, sys, fs;
+    IF host IS NULL THEN RAISE EXCEPTION 'bench_floor: node % is full', nid; END IF;
+    INSERT INTO provisioning.allocations (id, user_id, sku, image, distro_series, gpu_count, region, price_per_hour,
+           currency, node_id, node_hostname, maas_system_id, ssh_key_ids, ssh_public_keys, slot_indexes, state, provisioning_at)
+    VALUES (aid, p_user, 'bench-x1', 'bench-img', 'jammy', 1, 'bench', 300, 'usd', nid, host, sys, '{}', '{}', ARRAY[fs],
+            'provisioning', now());
+    INSERT INTO provisioning.slot_claims (node_id, slot_index, allocation_id) VALUES (nid, fs, aid);
+    pl := jsonb_build_object('sku', 'bench-x1', 'image', 'bench-img', 'slots', jsonb_build_array(fs), 'region', 'bench',
+          'node_id', nid, 'user_id', p_user, 'currency', 'usd', 'gpu_count', 1, 'requested_at', now(),
+          'allocation_id', aid, 'node_hostname', host, 'price_per_hour', 300);
+    IF p_events THEN
+        hdr := jsonb_build_object('actor', p_user, 'source', 'provisioning', 'actor_role', 'pgcloud_user', 'correlation_id', cid);
+        INSERT INTO pgcloud.outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, source)
+        VALUES (gen_random_uuid(), 'allocation.requested', 'allocation', aid::text, pl, hdr, 'provisioning'),
+               (gen_random_uuid(), 'deploy.requested', 'allocation', aid::text, pl - 'requested_at', hdr, 'provisioning'),
+               (gen_random_uuid(), 'allocation.provisioning', 'allocation', aid::text, pl - 'sku' - 'image', hdr, 'provisioning');
+        INSERT INTO pgcloud.audit_logs (actor, role, action, target_type, target_id, result, details, correlation_id)
+        VALUES (p_user, 'pgcloud_user', 'allocation.created', 'allocation', aid::text, 'ok', pl - 'requested_at', cid)
+        RETURNING id INTO audit_id;
+        INSERT INTO pgcloud.outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, source)
+        VALUES (gen_random_uuid(), 'audit.recorded', 'audit', 'bench:' || audit_id,
+                pl || jsonb_build_object('audit_id', audit_id, 'action', 'allocation.created'), hdr, 'pgcloud');
+    END IF;
+    RETURN pl;
+END \$\$;
+GRANT EXECUTE ON FUNCTION public.bench_floor(uuid, integer, boolean) TO pgcloud_user;
 GRANT INSERT ON bench_plain TO pgcloud_user;
 GRANT USAGE ON SEQUENCE bench_plain_id_seq TO pgcloud_user;
 VACUUM ANALYZE;
@@ -153,7 +199,7 @@ VACUUM ANALYZE provisioning.allocations;
 SQL
 }
 
-declare -A TPS P99 BTPS BP99 CHK
+declare -A TPS P99 BTPS BP99 CHK FTPS
 # Shared tenancy is refused by provisioning since the security review (every
 # placement would fail): measured only when asked for, MODES="single shared".
 MODES=${MODES:-single}
@@ -176,10 +222,29 @@ for nodes in $NODES_LIST; do
         done
     done
     # The baseline right after each fleet size's placements (the machine's load drifts).
+    # A baseline run is short (PLACEMENTS one-row inserts, about half a
+    # second at 8 clients): the median of BASELINE_RUNS (default 3) runs.
     for c in $CLIENTS; do
-        read -r BTPS[$nodes.$c] BP99[$nodes.$c] <<<"$(run "$WORK/plain.sql" "$c")"
-        echo "baseline (same request, one-row INSERT), $c clients: ${BTPS[$nodes.$c]} tps, p99 ${BP99[$nodes.$c]} ms"
+        runs=()
+        for _ in $(seq "${BASELINE_RUNS:-3}"); do runs+=("$(run "$WORK/plain.sql" "$c")"); done
+        read -r BTPS[$nodes.$c] BP99[$nodes.$c] <<<"$(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (${#runs[@]} + 1) / 2 ))p")"
+        echo "baseline (same request, one-row INSERT), $c clients: ${BTPS[$nodes.$c]} tps, p99 ${BP99[$nodes.$c]} ms (median of ${#runs[@]} runs: $(printf '%s ' "${runs[@]%% *}"))"
     done
+    # The floor (FLOOR=0 skips it): the same request writing a placement's
+    # rows and nothing else; without and with its events and audit entry.
+    if [ "${FLOOR:-1}" = 1 ]; then
+        for ev in false true; do
+            printf '%s\n%s\nCOMMIT;\n' "$envelope" \
+                "SELECT public.bench_floor(('00000000-0000-4000-8000-' || lpad(:u::text, 12, '0'))::uuid, $nodes, $ev);" \
+                > "$WORK/floor_$ev.sql"
+            chmod a+r "$WORK/floor_$ev.sql"
+            for c in $CLIENTS; do
+                reset_claims
+                read -r FTPS[$nodes.$ev.$c] _ <<<"$(run "$WORK/floor_$ev.sql" "$c")"
+                echo "floor (a placement's rows only, events $ev), $c clients: ${FTPS[$nodes.$ev.$c]} tps"
+            done
+        done
+    fi
 done
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
@@ -189,7 +254,7 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
     echo
     echo "Command: \`bench/capacity.sh\` (NODES_LIST=\"$NODES_LIST\" ready nodes × 8 GPU slots, every second one with the image cached, 1-GPU SKU, $USERS users, $HISTORY released allocations of history, $PLACEMENTS placements per run, PostgREST-style request per transaction, workers off)"
     echo
-    echo "Request = PostgREST's transaction (SET LOCAL role and request.* settings, pgcloud.pre_request(), the call, COMMIT); p99 over every request of the run. The baseline runs right after each fleet size's placements. Compare within a run: on a shared machine the absolute figures move by a third between runs."
+    echo "Request = PostgREST's transaction (SET LOCAL role and request.* settings, pgcloud.pre_request(), the call, COMMIT); p99 over every request of the run. The baseline runs right after each fleet size's placements (the median of ${BASELINE_RUNS:-3} runs). Compare within a run: on a shared machine the absolute figures move by a third between runs."
     echo
     echo "| nodes | clients | tenancy | placements/s | p99 latency | baseline: same request, one-row INSERT | ratio | double bookings |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -203,5 +268,19 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
             done
         done
     done
+    if [ "${FLOOR:-1}" = 1 ]; then
+        echo
+        echo "The floor: the same request writing the rows of one placement and nothing else (\`public.bench_floor\`, bench-only: PL/pgSQL with cached plans; the next node in turn, its counts, the allocation and its slot claim; with events, also the three events with placement-sized payloads, the audit entry and its audit.recorded event; no search, checks, authorization or idempotency). What the placement's own logic costs is the gap between the placement and the floor with events; what the placement's writes cost is the gap between the floors and the baseline."
+        echo
+        echo "| nodes | clients | placement | floor: rows only (ratio) | floor: rows, events, audit (ratio) | baseline | placement / floor with events |"
+        echo "|---|---|---|---|---|---|---|"
+        for nodes in $NODES_LIST; do
+            for c in $CLIENTS; do
+                k=$nodes.single.$c
+                [ -n "${TPS[$k]:-}" ] && [ -n "${FTPS[$nodes.true.$c]:-}" ] || continue
+                echo "| $nodes | $c | ${TPS[$k]} | ${FTPS[$nodes.false.$c]} ($(ratio "${FTPS[$nodes.false.$c]}" "${BTPS[$nodes.$c]}")) | ${FTPS[$nodes.true.$c]} ($(ratio "${FTPS[$nodes.true.$c]}" "${BTPS[$nodes.$c]}")) | ${BTPS[$nodes.$c]} | $(ratio "${TPS[$k]}" "${FTPS[$nodes.true.$c]}") |"
+            done
+        done
+    fi
 } >> "${BENCH_RESULTS:-bench/RESULTS.md}"
 echo "appended to ${BENCH_RESULTS:-bench/RESULTS.md}"

@@ -403,7 +403,10 @@ ok(wait_q('billing', "SELECT count(*) >= 1 FROM billing.usage_records WHERE allo
     "\nbilling's events: ",
     qdiag('billing', "SELECT string_agg(format('%s %s', event_type, processed_at), '; ' ORDER BY processed_at) FROM pgcloud.inbox WHERE subscriber = 'billing'"),
     "\nthe accrual job: ",
-    qdiag('billing', "SELECT row_to_json(j)::text FROM pgcloud.jobs j WHERE name = 'billing.accrue'"),
+    qdiag('billing', "SELECT row_to_json(j)::text FROM pgcloud.scheduled_jobs j WHERE name = 'billing.accrue'"),
+    "\nthe policy: ", qdiag('billing', "SELECT pgcloud.policy('billing.accrual_interval_seconds', NULL::int)"),
+    "\nwho holds a lock on billing.allocations: ",
+    qdiag('billing', "SELECT string_agg(format('pid %s %s %s granted=%s xact_start=%s state=%s query=%s', l.pid, l.locktype, l.mode, l.granted, a.xact_start, a.state, left(a.query, 120)), '; ') FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE (l.relation = 'billing.allocations'::regclass AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) OR (l.locktype = 'transactionid' AND NOT l.granted)"),
     "\nnow: ", qdiag('billing', 'SELECT clock_timestamp()'));
 
 # ---- session revocation: auth -> every database's pre-request ------------------------------------
