@@ -10,7 +10,9 @@
 #      every service consuming, against raw asynchronous JetStream publishing
 #      of the same number of messages by a small nats.c program
 #      (test/tools/natstool.c) to the same server
-#   4. the cost of pgcloud.emit() in a one-row-insert transaction
+#   4. the cost of pgcloud.emit() in a one-row-insert transaction, beside
+#      the floor: the same event row written by a plain INSERT into a copy
+#      of the outbox
 # and appends the figures to $BENCH_RESULTS (default bench/RESULTS.md).
 # Settings: N (events, 20000), SECONDS_PER_RUN (10), NATS_RATE_LAT (200),
 # RELAY_N (events per relay drain, 50000), RELAY_DRAINS (3), EMIT_ROUNDS (5),
@@ -179,8 +181,14 @@ echo "WITH e AS (SELECT pgcloud.emit('bench.tick', 'thing', 'cost', '{\"v\": \"x
 # advisory lock), the commonest shape in the services (audit.recorded,
 # allocation.requested).
 echo "WITH r AS (INSERT INTO bench_plain (v) VALUES ('x') RETURNING id) SELECT pgcloud.emit('bench.tick', 'bench_plain', r.id::text, '{\"v\": \"x\"}', true) IS NOT NULL FROM r;" > "$WORK/emit_row.sql"
+# The floor: the same event row written by a plain INSERT into a copy of the
+# outbox (its columns, defaults, indexes and check; the headers emit() writes
+# here), in the same statement shape: what writing the row itself costs, so
+# what emit() adds is its gap to this.
+psql_b -c "CREATE TABLE bench_outbox_copy (LIKE pgcloud.outbox INCLUDING ALL)" >/dev/null
+echo "WITH e AS (INSERT INTO bench_outbox_copy (event_id, event_type, aggregate_type, aggregate_id, payload, headers, source) VALUES (gen_random_uuid(), 'bench.tick', 'thing', 'cost', '{\"v\": \"x\"}', jsonb_build_object('source', current_user, 'actor_role', current_user, 'correlation_id', gen_random_uuid()::text), current_user) RETURNING id) INSERT INTO bench_plain (v) SELECT 'x' FROM e;" > "$WORK/floor.sql"
 chmod a+r "$WORK"/*.sql
-# Each round runs plain, emit and emit for the row for EMIT_ROUND_SECONDS
+# Each round runs plain, emit, emit for the row and the floor for EMIT_ROUND_SECONDS
 # each, one after the other; a cost is the median over EMIT_ROUNDS rounds of
 # the round's own ratio (neighbouring runs share the machine's state: a
 # shared, noisy machine moves all three of a round alike), the tps the
@@ -188,17 +196,17 @@ chmod a+r "$WORK"/*.sql
 EMIT_ROUNDS=${EMIT_ROUNDS:-5}
 EMIT_ROUND_SECONDS=${EMIT_ROUND_SECONDS:-2}
 tps1() { as_runner pgbench -n -M prepared -h "$PGCLOUD_DATA/run" -p "$PORT" -f "$1" -c 1 -j 1 -T "$EMIT_ROUND_SECONDS" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
-tps_pair() {  # EMIT_ROUNDS rounds of plain, emit, emit for the row: TPS_PLAIN, TPS_EMIT, TPS_ROW (means), COST, COST_ROW (median ratios)
+tps_pair() {  # EMIT_ROUNDS rounds of plain, emit, emit for the row, floor: TPS_PLAIN, TPS_EMIT, TPS_ROW, TPS_FLOOR (means), COST, COST_ROW, COST_FLOOR (median ratios)
     local rounds=""
     for _ in $(seq "$EMIT_ROUNDS"); do
-        rounds="$rounds $(tps1 "$WORK/plain.sql"),$(tps1 "$WORK/emit.sql"),$(tps1 "$WORK/emit_row.sql")"
+        rounds="$rounds $(tps1 "$WORK/plain.sql"),$(tps1 "$WORK/emit.sql"),$(tps1 "$WORK/emit_row.sql"),$(tps1 "$WORK/floor.sql")"
     done
-    read -r TPS_PLAIN TPS_EMIT TPS_ROW COST COST_ROW <<<"$(python3 - $rounds <<'PY'
+    read -r TPS_PLAIN TPS_EMIT TPS_ROW TPS_FLOOR COST COST_ROW COST_FLOOR <<<"$(python3 - $rounds <<'PY'
 import statistics, sys
 r = [[float(x) for x in a.split(",")] for a in sys.argv[1:]]
 mean = lambda i: round(statistics.mean(x[i] for x in r))
 cost = lambda i: statistics.median((1 - x[i] / x[0]) * 100 for x in r)
-print(mean(0), mean(1), mean(2), f"{cost(1):.1f}", f"{cost(2):.1f}")
+print(mean(0), mean(1), mean(2), mean(3), f"{cost(1):.1f}", f"{cost(2):.1f}", f"{cost(3):.1f}")
 PY
 )"
 }
@@ -208,8 +216,8 @@ echo "emit cost, relay delivering meanwhile: plain insert $TPS_PLAIN tps, insert
 psql_b -c "ALTER SYSTEM SET pgcloud.databases = ''" -c "SELECT pg_reload_conf()" >/dev/null
 sleep 2
 tps_pair
-TPS_PLAIN2=$TPS_PLAIN TPS_EMIT2=$TPS_EMIT TPS_ROW2=$TPS_ROW COST2=$COST COST_ROW2=$COST_ROW
-echo "emit cost, relay stopped: plain insert $TPS_PLAIN2 tps, insert + emit $TPS_EMIT2 tps: ${COST2}% slower; insert + emit for the row (aggregate_locked) $TPS_ROW2 tps: ${COST_ROW2}% slower"
+TPS_PLAIN2=$TPS_PLAIN TPS_EMIT2=$TPS_EMIT TPS_ROW2=$TPS_ROW TPS_FLOOR2=$TPS_FLOOR COST2=$COST COST_ROW2=$COST_ROW COST_FLOOR2=$COST_FLOOR
+echo "emit cost, relay stopped: plain insert $TPS_PLAIN2 tps, insert + emit $TPS_EMIT2 tps: ${COST2}% slower; insert + emit for the row (aggregate_locked) $TPS_ROW2 tps: ${COST_ROW2}% slower; floor (the same row by a plain INSERT into a copy of the outbox) $TPS_FLOOR2 tps: ${COST_FLOOR2}% slower"
 
 {
     echo
@@ -226,6 +234,7 @@ echo "emit cost, relay stopped: plain insert $TPS_PLAIN2 tps, insert + emit $TPS
     echo "| commit-to-handler latency at $NATS_RATE_LAT events/s, NATS mode ($NSUBS durable consumers, one per subscribing service) | p50 $NP50 ms, p99 $NP99 ms ($NCNT of $NSENT events) | embedded above: p50 $P50 ms, p99 $P99 ms | goal p50 < 5 ms, p99 < 20 ms |"
     echo "| one-row insert transaction (prepared), relay stopped | + emit() of another aggregate (advisory lock): $TPS_EMIT2 tps | plain: $TPS_PLAIN2 tps | ${COST2}% slower (goal < 15 %) |"
     echo "| the same, the event about the inserted row (aggregate_locked), relay stopped | + emit(): $TPS_ROW2 tps | plain: $TPS_PLAIN2 tps | ${COST_ROW2}% slower (goal < 15 %) |"
+    echo "| the floor, relay stopped: the same event row by a plain INSERT into a copy of the outbox (its indexes and check), same statement shape | + INSERT: $TPS_FLOOR2 tps | plain: $TPS_PLAIN2 tps | ${COST_FLOOR2}% slower (what the row itself costs) |"
     echo "| one-row insert transaction (prepared), relay delivering each event | + emit() of another aggregate: $TPS_EMIT tps | plain: $TPS_PLAIN tps | ${COST}% slower (goal < 25 %) |"
     echo "| the same, the event about the inserted row (aggregate_locked), relay delivering | + emit(): $TPS_ROW tps | plain: $TPS_PLAIN tps | ${COST_ROW}% slower (goal < 25 %) |"
 } >> "${BENCH_RESULTS:-bench/RESULTS.md}"
