@@ -123,9 +123,14 @@ echo "NATS latency at $NATS_RATE_LAT events/s for ${DUR}s ($NCNT of $NSENT event
 # not the product's) is dropped and the handler records the event alone.
 #   - "every service consuming": the database's 13 durables are read and
 #     acked by the consumer worker on the same 2 cores meanwhile;
-#   - "relay alone": the consumer worker is paused (SIGSTOP) for the drains:
-#     the durables stay and JetStream stores for them, nobody reads, like
-#     the raw baseline's stream, which has no consumer.
+#   - "relay alone": the consumer worker is held for the drains: a session
+#     keeps pgcloud.inbox locked (ACCESS EXCLUSIVE), so the consumer waits
+#     for that lock at the first event it applies and reads no further (at
+#     most one pull batch per durable is delivered meanwhile): the durables
+#     stay and JetStream stores for them, nobody reads, like the raw
+#     baseline's stream, which has no consumer. (A SIGSTOP, as this script
+#     used to pause it, can stop the worker holding a lightweight lock or a
+#     spinlock, and every backend then hangs on it: it happened.)
 # The raw baseline: natstool publishes RELAY_N messages of the same size
 # asynchronously to a stream of its own on the same server; the median of
 # RELAY_DRAINS runs, alternating with the relay's drains.
@@ -148,16 +153,28 @@ psql_b -c "$relay_emit_sql" >/dev/null   # warm-up
 wait_sql "SELECT count(*) >= $RELAY_N FROM benchsvc.effects"
 SIZE=$(psql_b -c "SELECT avg(length(jsonb_build_object('event_id', event_id, 'event_type', event_type, 'aggregate_type', aggregate_type, 'aggregate_id', aggregate_id, 'payload', payload, 'headers', headers, 'source', source, 'created_at', created_at)::text))::int FROM pgcloud.outbox ORDER BY 1 LIMIT 1")
 "$WORK/natstool" stream "nats://127.0.0.1:$NPORT" RAWBENCH 'raw.>' >/dev/null
-CONSUMER_PID=$(psql_b -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgcloud consumer'")
-[ -n "$CONSUMER_PID" ] || { echo "no consumer worker" >&2; exit 1; }
+[ "$(psql_b -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgcloud consumer'")" = 1 ] \
+    || { echo "no consumer worker" >&2; exit 1; }
+hold_consumer() {   # a session holds the inbox locked until release_consumer
+    psql_b -c "BEGIN" -c "LOCK pgcloud.inbox IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(3600) /* bench: hold the consumer */" \
+        >/dev/null 2>&1 &
+    HOLD_PID=$!
+    wait_sql "SELECT count(*) = 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+               WHERE l.relation = 'pgcloud.inbox'::regclass AND l.mode = 'AccessExclusiveLock' AND l.granted
+                 AND a.query LIKE '%bench: hold the consumer%'"
+}
+release_consumer() {
+    psql_b -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%bench: hold the consumer%' AND pid <> pg_backend_pid()" >/dev/null
+    wait "$HOLD_PID" || true   # its statement was cancelled
+}
 ALL_RATES="" ALONE_RATES="" RAW_RATES=""
 for _ in $(seq "$RELAY_DRAINS"); do
     psql_b -c "TRUNCATE benchsvc.effects" >/dev/null
     ALL_RATES="$ALL_RATES $(drain_rate)"
     RAW_RATES="$RAW_RATES $("$WORK/natstool" publish "nats://127.0.0.1:$NPORT" raw.bench "$RELAY_N" "$SIZE")"
-    kill -STOP "$CONSUMER_PID"; trap 'kill -CONT "$CONSUMER_PID" 2>/dev/null; cleanup' EXIT
+    hold_consumer
     ALONE_RATES="$ALONE_RATES $(drain_rate)"
-    kill -CONT "$CONSUMER_PID"; trap cleanup EXIT
+    release_consumer
     wait_sql "SELECT count(*) >= 2 * $RELAY_N FROM benchsvc.effects"   # the consumers caught up
 done
 NATS_RATE=$(median $ALL_RATES) ALONE_RATE=$(median $ALONE_RATES) RAW_RATE=$(median $RAW_RATES)
