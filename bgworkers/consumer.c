@@ -45,13 +45,14 @@
 
 #define PULL_BATCH 256			/* messages one pull request asks for */
 /*
- * How long a pull request waits on the server. Short, because a request can
- * be lost without a word: nats-server 2.9 drops the waiting requests of a
- * consumer whose leader moves (a node restarts, quorum comes back), and the
- * new leader knows none of them. Such a durable receives nothing until its
- * request is renewed, PULL_EXPIRES_MS + PULL_GRACE_MS after it was made (at
- * most 2.5 s; it was 7 s, which a revocation could wait after a quorum-loss
- * drill). Idle, it costs one request and one 408 per durable per 2 s.
+ * How long a pull request waits on the server. Short, so that a request
+ * that ends without a word stalls its durable briefly: it is renewed
+ * PULL_EXPIRES_MS + PULL_GRACE_MS after it was made (at most 2.5 s; it was
+ * 7 s). The ends we know of do say so (a 408 when it expires, a 409
+ * "Leadership Change" when the consumer's leader moves, which nats-server
+ * announces since 2.7.1; a broken link makes a new connection and new
+ * requests); this bounds the rest. Idle, it costs one request and one 408
+ * per durable per 2 s.
  */
 #define PULL_EXPIRES_MS 2000
 #define PULL_GRACE_MS 500		/* a request silent this long after its expiry is renewed */
