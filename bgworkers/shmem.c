@@ -8,6 +8,7 @@
 #include "access/xact.h"
 #include "postmaster/bgworker.h"
 #include "utils/hsearch.h"
+#include "utils/resowner.h"
 
 PG_FUNCTION_INFO_V1(pgcloud_worker_status);
 PG_FUNCTION_INFO_V1(pgcloud_wake_workers);
@@ -110,45 +111,67 @@ clear_pending(void)
 	wake_all_pending = false;
 }
 
+/* Sets the latches of this database's workers whose wake-up is pending. */
+static void
+send_wakes(void)
+{
+	if (PgcloudWorkers != NULL)
+	{
+		/* No lock: a stale procno only costs a spurious wake-up. */
+		for (int i = 0; i < PGCLOUD_MAX_DATABASES; i++)
+		{
+			PgcloudDbSlot *slot = &PgcloudWorkers->slots[i];
+
+			if (!slot->in_use || slot->dboid != MyDatabaseId)
+				continue;
+			for (int k = 0; k < PGCLOUD_WORKER_KINDS; k++)
+			{
+				int			procno = slot->workers[k].procno;
+
+				if (wake_pending[k] && procno >= 0)
+					SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+			}
+			break;
+		}
+	}
+	if (wake_all_pending)
+		wake_everyone();
+}
+
+/*
+ * The wake-ups are sent once the transaction has committed, after its cache
+ * invalidations have been sent and its locks released: in the last phase of
+ * the release of its resources. A worker woken then finds, at the start of
+ * its next transaction, every invalidation of what the transaction changed.
+ * (An XACT_EVENT_COMMIT callback runs before CommitTransaction sends the
+ * invalidations: a scheduler woken by pgcloud.set_policy() could read the
+ * job interval it had cached, and sleep the old interval out.)
+ */
+static void
+wake_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, void *arg)
+{
+	(void) arg;
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel)
+		return;
+	if (isCommit)
+	{
+		bool		any = wake_all_pending;
+
+		for (int k = 0; k < PGCLOUD_WORKER_KINDS && !any; k++)
+			any = wake_pending[k];
+		if (any)
+			send_wakes();
+	}
+	clear_pending();
+}
+
+/* A prepared transaction commits elsewhere, later: it wakes nobody. */
 static void
 wake_xact_callback(XactEvent event, void *arg)
 {
 	(void) arg;
-
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (PgcloudWorkers != NULL)
-			{
-				/* No lock: a stale procno only costs a spurious wake-up. */
-				for (int i = 0; i < PGCLOUD_MAX_DATABASES; i++)
-				{
-					PgcloudDbSlot *slot = &PgcloudWorkers->slots[i];
-
-					if (!slot->in_use || slot->dboid != MyDatabaseId)
-						continue;
-					for (int k = 0; k < PGCLOUD_WORKER_KINDS; k++)
-					{
-						int			procno = slot->workers[k].procno;
-
-						if (wake_pending[k] && procno >= 0)
-							SetLatch(&ProcGlobal->allProcs[procno].procLatch);
-					}
-					break;
-				}
-			}
-			if (wake_all_pending)
-				wake_everyone();
-			clear_pending();
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			clear_pending();
-			break;
-		default:
-			break;
-	}
+	if (event == XACT_EVENT_PREPARE || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		clear_pending();
 }
 
 static void
@@ -157,6 +180,7 @@ register_wake(void)
 	if (!wake_registered)
 	{
 		RegisterXactCallback(wake_xact_callback, NULL);
+		RegisterResourceReleaseCallback(wake_release_callback, NULL);
 		wake_registered = true;
 	}
 }

@@ -10,6 +10,7 @@
 #   nonces, published outbox rows, inbox rows, finished HTTP intents,
 #   pg_cron's history) and what is not stays;
 #   a failing job shows its error in pgcloud.jobs and recovers;
+#   a shortened interval reaches the scheduler its commit wakes, every time;
 #   the jobs run as their service's role, not as the superuser.
 # services: core maas billing provisioning inventory auth
 use strict;
@@ -174,6 +175,35 @@ sleep(2.5);
 is(sql(q{SELECT runs FROM pgcloud.jobs WHERE job = 'maas.whoami'}), $runs, 'a paused job does not run');
 is(sql(q{SELECT count(*) FROM pgcloud.audit_logs WHERE action = 'job.paused' AND target_id = 'maas.whoami'}), '1',
     'pausing is audited');
+
+# ---- the woken scheduler sees the interval the commit set --------------------------
+# The other jobs paused, so that nothing else wakes the scheduler: it sleeps
+# until maas.whoami is due. Lengthen the interval to an hour, then shorten it
+# to a second: the commit wakes the scheduler, which must read the new
+# interval and run the job within it, every time. The wake-up is sent once
+# the commit's cache invalidations are out (it used to be sent just before
+# them, and a scheduler that woke fast enough could read the hour it had
+# cached and sleep on it). That race is too narrow to be caught here on
+# demand: 15 rounds against the old order passed too, also with both cores
+# kept busy. This checks the behaviour.
+my @others = split(/,/, sql(q{SELECT string_agg(job, ',') FROM pgcloud.jobs WHERE enabled AND job <> 'maas.whoami'}));
+sql(qq{SELECT pgcloud.set_job_enabled('$_', false)}) for @others;
+sql(q{SELECT pgcloud.set_job_enabled('maas.whoami', true)});
+my ($late, $slowest) = (0, 0);
+for my $i (1 .. 10) {
+    sql(q{SELECT pgcloud.set_policy('maas.whoami_seconds', '3600')});
+    sleep(0.3);    # the scheduler has read the hour and sleeps
+    my $r = sql(q{SELECT runs FROM pgcloud.scheduled_jobs WHERE name = 'maas.whoami'});
+    my $t = time();
+    sql(q{SELECT pgcloud.set_policy('maas.whoami_seconds', '1')});
+    my $ran = wait_for(qq{SELECT runs > $r FROM pgcloud.scheduled_jobs WHERE name = 'maas.whoami'}, 't', 5) eq 't';
+    my $took = time() - $t;
+    $slowest = $took if $took > $slowest;
+    $late++ unless $ran && $took < 3;
+}
+is($late, 0, sprintf('10 times, a job whose interval was cut from an hour to a second ran within 3 s of the commit '
+    . '(slowest %.1f s)', $slowest));
+sql(qq{SELECT pgcloud.set_job_enabled('$_', true)}) for @others;
 
 # ---- survives a crash -----------------------------------------------------------
 $node->kill9;
