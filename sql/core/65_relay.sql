@@ -239,8 +239,13 @@ BEGIN
                 marked := marked || e.id;
                 done := done + 1;
             END LOOP;
-            -- One mark for the batch (the rows are locked: FOR UPDATE above).
-            UPDATE pgcloud.outbox SET published_at = clock_timestamp() WHERE id = ANY (marked);
+            -- One mark for the batch (the rows are locked: FOR UPDATE above),
+            -- planned at each call: a cached generic plan, made while the
+            -- outbox was small (a fresh installation), is a sequential scan,
+            -- and it stayed one as the outbox grew (every mark then read the
+            -- whole outbox, and the relay fell behind its emitters).
+            EXECUTE 'UPDATE pgcloud.outbox SET published_at = pg_catalog.clock_timestamp() WHERE id = ANY ($1)'
+              USING marked;
             PERFORM set_config('pgcloud.correlation_id', '', true);
             RETURN done;
         EXCEPTION WHEN OTHERS THEN
