@@ -88,20 +88,27 @@ PgcloudRequestJson(const char *setting)
 	return cache->jb;
 }
 
-/* A string field of a JSON request setting, or NULL. Bad JSON is a catalogued error. */
-char *
-PgcloudRequestField(const char *setting, const char *field)
+/* The value of a field of a JSON request setting, or NULL (unset setting, absent field). */
+static JsonbValue *
+request_value(const char *setting, const char *field)
 {
 	Jsonb	   *jb = PgcloudRequestJson(setting);
 	JsonbValue	key;
-	JsonbValue *val;
 
 	if (jb == NULL)
 		return NULL;
 	key.type = jbvString;
 	key.val.string.val = (char *) field;
 	key.val.string.len = strlen(field);
-	val = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
+	return findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
+}
+
+/* A string field of a JSON request setting, or NULL. Bad JSON is a catalogued error. */
+char *
+PgcloudRequestField(const char *setting, const char *field)
+{
+	JsonbValue *val = request_value(setting, field);
+
 	if (val == NULL || val->type != jbvString)
 		return NULL;
 	return pnstrdup(val->val.string.val, val->val.string.len);
@@ -128,16 +135,8 @@ PgcloudRequestRole(void)
 bool
 PgcloudRequestHasHeader(const char *lname)
 {
-	Jsonb	   *jb = PgcloudRequestJson("request.headers");
-	JsonbValue	key;
-	JsonbValue *val;
+	JsonbValue *val = request_value("request.headers", lname);
 
-	if (jb == NULL)
-		return false;
-	key.type = jbvString;
-	key.val.string.val = (char *) lname;
-	key.val.string.len = strlen(lname);
-	val = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
 	return val != NULL && val->type != jbvNull;
 }
 
@@ -288,18 +287,10 @@ Datum
 pgcloud_context_header(PG_FUNCTION_ARGS)
 {
 	text	   *name = PG_GETARG_TEXT_PP(0);
-	Jsonb	   *jb = PgcloudRequestJson("request.headers");
-	char	   *lname;
-	JsonbValue	key;
-	JsonbValue *val;
+	JsonbValue *val = request_value("request.headers",
+									str_tolower(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name),
+												DEFAULT_COLLATION_OID));
 
-	if (jb == NULL)
-		PG_RETURN_NULL();
-	lname = str_tolower(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), DEFAULT_COLLATION_OID);
-	key.type = jbvString;
-	key.val.string.val = lname;
-	key.val.string.len = strlen(lname);
-	val = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
 	if (val == NULL || val->type == jbvNull)
 		PG_RETURN_NULL();
 	if (val->type == jbvString)
