@@ -165,12 +165,16 @@ wake_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel
 	clear_pending();
 }
 
-/* A prepared transaction commits elsewhere, later: it wakes nobody. */
+/*
+ * A prepared transaction commits elsewhere, later: it wakes nobody (its
+ * resources are released as if it committed). An aborted one is cleared by
+ * wake_release_callback.
+ */
 static void
 wake_xact_callback(XactEvent event, void *arg)
 {
 	(void) arg;
-	if (event == XACT_EVENT_PREPARE || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	if (event == XACT_EVENT_PREPARE)
 		clear_pending();
 }
 
